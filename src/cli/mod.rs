@@ -1,0 +1,172 @@
+//! Shared CLI plumbing: global flags, colour, progress bars, error printing and the
+//! mapping of errors to exit codes. One file per command beside this one.
+
+pub mod apply_update;
+pub mod create_update_pack;
+pub mod install;
+pub mod keygen;
+pub mod models;
+pub mod pack_usb;
+pub mod rollback;
+pub mod run;
+pub mod status;
+pub mod verify;
+
+use std::io::{self, IsTerminal, Write};
+use std::process::ExitCode;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// When to colour diagnostics.
+#[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Flags every command takes.
+#[derive(clap::Args, Debug)]
+pub struct Global {
+    /// Colour diagnostics: auto (a terminal, and NO_COLOR unset), always, never
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    color: ColorChoice,
+}
+
+/// The global flags, resolved against the environment.
+pub struct Ctx {
+    /// Colour stderr diagnostics.
+    pub color: bool,
+    /// Draw progress bars (stderr is a terminal and not CI).
+    pub progress: bool,
+}
+
+impl Global {
+    pub fn resolve(&self) -> Ctx {
+        let tty = io::stderr().is_terminal();
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let color = match self.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => tty && !no_color,
+        };
+        Ctx {
+            color,
+            progress: tty && std::env::var_os("CI").is_none(),
+        }
+    }
+}
+
+impl Ctx {
+    /// A byte-count progress bar on stderr, hidden when stderr is not a terminal or when
+    /// `quiet` (JSON mode).
+    pub fn bar(&self, message: &str, quiet: bool) -> ProgressBar {
+        if !self.progress || quiet {
+            return ProgressBar::hidden();
+        }
+        let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{msg:12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        pb.set_message(message.to_owned());
+        pb
+    }
+
+    /// Prints a diagnostic line to stderr (`offgrid: …`).
+    pub fn note(&self, msg: &str) {
+        let _ = writeln!(io::stderr(), "{msg}");
+    }
+
+    /// Prints "warning: …" to stderr.
+    pub fn warn(&self, msg: &str) {
+        let label = if self.color {
+            "\x1b[33mwarning\x1b[0m"
+        } else {
+            "warning"
+        };
+        let _ = writeln!(io::stderr(), "{label}: {msg}");
+    }
+}
+
+/// Turns a bar into the library's progress callback.
+pub fn progress_fn(pb: &ProgressBar) -> impl Fn(u64, u64) + Sync + '_ {
+    move |done, total| {
+        if pb.length() != Some(total) {
+            pb.set_length(total);
+        }
+        pb.set_position(done);
+    }
+}
+
+/// Writes to stdout; a closed pipe (`offgrid … | head`) is not an error.
+pub fn out(s: &str) -> io::Result<()> {
+    let mut o = io::stdout().lock();
+    match o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
+}
+
+/// Prints a JSON Lines record `{"type": ty, "data": data}` (SPEC.md §9).
+pub fn json_line(ty: &str, data: serde_json::Value) -> io::Result<()> {
+    let line = serde_json::json!({ "type": ty, "data": data });
+    out(&format!("{line}\n"))
+}
+
+/// Maps a command's result to the process exit code, printing the error chain once.
+pub fn finish(result: anyhow::Result<ExitCode>, ctx: &Ctx) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            if err
+                .chain()
+                .any(|e| e.downcast_ref::<io::Error>().map(|e| e.kind()) == Some(io::ErrorKind::BrokenPipe))
+            {
+                return ExitCode::SUCCESS;
+            }
+            let label = if ctx.color {
+                "\x1b[31merror\x1b[0m"
+            } else {
+                "error"
+            };
+            // Print the chain once: top message, then each cause; `help:` lines stay last.
+            let mut help = Vec::new();
+            let mut text = String::new();
+            for (i, cause) in err.chain().enumerate() {
+                let s = cause.to_string();
+                let mut lines = Vec::new();
+                for l in s.lines() {
+                    if let Some(h) = l.strip_prefix("help: ") {
+                        help.push(h.to_owned());
+                    } else {
+                        lines.push(l);
+                    }
+                }
+                let s = lines.join("\n");
+                if s.is_empty() || text.contains(&s) {
+                    continue;
+                }
+                if i == 0 {
+                    text.push_str(&s);
+                } else {
+                    text.push_str(&format!("\n  caused by: {s}"));
+                }
+            }
+            let mut msg = format!("{label}: {text}\n");
+            for h in help {
+                msg.push_str(&format!("help: {h}\n"));
+            }
+            let _ = io::stderr().write_all(msg.as_bytes());
+            let refusal = err.chain().any(offgrid::exit::is_refusal);
+            ExitCode::from(if refusal {
+                offgrid::exit::REFUSED
+            } else {
+                offgrid::exit::ERROR
+            })
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! offgrid: signed, versioned bundles that carry software and LLM models to places the
+//! internet does not reach.
+//!
+//! The library is the whole product; `src/main.rs` only parses arguments, calls in here
+//! and maps errors to exit codes. The library never prints and never exits.
+//! See ARCHITECTURE.md for the code map and SPEC.md for the normative format.
+
+pub mod exit;
+pub mod fsutil;
+pub mod gguf;
+pub mod hash;
+pub mod keys;
+pub mod manifest;
+pub mod paths;
+pub mod platform;
+pub mod sign;
+pub mod trust;
+pub mod update;
+pub mod usb;
+pub mod verify;
+pub mod version;
+
+#[cfg(feature = "llama")]
+pub mod launcher;
+pub mod models;
+
+/// Progress callback used by long operations: `(bytes_done, bytes_total)`.
+///
+/// The library reports progress through this; the CLI draws bars (or not).
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
+
+/// A progress callback that does nothing.
+pub fn no_progress(_: u64, _: u64) {}

@@ -1,0 +1,60 @@
+//! The `offgrid` command: parses arguments, calls the library, prints results and maps
+//! errors to the exit codes of SPEC.md §8. No product logic lives here.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Carry software and LLM models to places the internet does not reach.
+#[derive(Parser)]
+#[command(name = "offgrid", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: cli::Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a minisign-format signing key pair
+    Keygen(cli::keygen::Args),
+    /// Write a runnable, signed USB tree of a release
+    PackUsb(cli::pack_usb::Args),
+    /// Verify a USB tree or an update pack against trusted keys
+    Verify(cli::verify::Args),
+    /// Write one signed file taking a site from an older release to a new one
+    CreateUpdatePack(cli::create_update_pack::Args),
+    /// Install a verified USB tree into this site's home
+    Install(cli::install::Args),
+    /// Verify and apply an update pack atomically
+    ApplyUpdate(cli::apply_update::Args),
+    /// Show the installed release, its history and any recovery
+    Status(cli::status::Args),
+    /// Return to the previous installed release
+    Rollback(cli::rollback::Args),
+    /// Run a GGUF model with llama.cpp and chat with it
+    Run(cli::run::Args),
+    /// List the models on the stick or in the home, and whether they fit this machine
+    Models(cli::models::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let g = cli.global.resolve();
+    let result = match cli.command {
+        Command::Keygen(a) => cli::keygen::run(a, &g),
+        Command::PackUsb(a) => cli::pack_usb::run(a, &g),
+        Command::Verify(a) => cli::verify::run(a, &g),
+        Command::CreateUpdatePack(a) => cli::create_update_pack::run(a, &g),
+        Command::Install(a) => cli::install::run(a, &g),
+        Command::ApplyUpdate(a) => cli::apply_update::run(a, &g),
+        Command::Status(a) => cli::status::run(a, &g),
+        Command::Rollback(a) => cli::rollback::run(a, &g),
+        Command::Run(a) => cli::run::run(a, &g),
+        Command::Models(a) => cli::models::run(a, &g),
+    };
+    cli::finish(result, &g)
+}

@@ -1,0 +1,433 @@
+//! The bundle manifest: the TOML document that names every file of a release with its
+//! size, sha256 and chunk hashes, and that the signatures cover byte for byte.
+//!
+//! [`Manifest::parse`] bounds the input (size, file count, chunk count) before building
+//! anything and validates every field: paths (see [`crate::paths`]), hex digests, chunk
+//! lists consistent with the size, no duplicate or case-colliding paths. [`Manifest::to_toml`]
+//! writes the canonical form that `pack-usb` signs. SPEC.md §3 is the normative schema;
+//! `formats/manifest.example.toml` a worked example.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::paths::{self, PathError};
+use crate::platform::Platform;
+use crate::version::Version;
+
+/// The value of the `format` field this code writes and reads.
+pub const FORMAT: &str = "offgrid-bundle/1";
+/// The manifest's file name at the root of a USB tree.
+pub const MANIFEST_FILE: &str = "manifest.toml";
+/// The folder holding one `KEYID.minisig` per signer, at the root of a USB tree.
+pub const SIGNATURES_DIR: &str = "signatures";
+/// Largest manifest accepted (bytes), checked before parsing.
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+/// Most files one manifest may list.
+pub const MAX_FILES: usize = 100_000;
+/// Default chunk size for chunk hashes (bytes).
+pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
+/// Smallest and largest chunk sizes accepted.
+pub const MIN_CHUNK_SIZE: u64 = 64 << 10;
+pub const MAX_CHUNK_SIZE: u64 = 256 << 20;
+
+/// What a file in the bundle is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    /// A GGUF model, stored plain so llama.cpp can mmap it from the stick.
+    Model,
+    /// An offgrid executable for one platform.
+    Binary,
+    /// A launcher or install script rendered from `templates/`.
+    Script,
+    /// Documentation for the field operator (README.txt).
+    Doc,
+    /// The release's changelog.
+    Changelog,
+    /// Anything else the release carries.
+    Data,
+}
+
+/// Model metadata read from the GGUF header at pack time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ModelInfo {
+    /// The model's name in this bundle (`offgrid run NAME`).
+    pub name: String,
+    /// `general.architecture`, e.g. `llama`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
+    /// Quantization read from `general.file_type`, e.g. `Q4_1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<String>,
+    /// Total number of weights, summed over the tensors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<u64>,
+    /// `<arch>.context_length`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_length: Option<u64>,
+}
+
+/// One file of the bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Relative `/`-separated path inside the tree.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Lowercase hex sha256 of the whole file.
+    pub sha256: String,
+    pub kind: FileKind,
+    /// The platform a binary is for (binaries only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// Unix permission bits to restore (`0o755` for executables); advisory on FAT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// Chunk size of `chunks`, bytes.
+    pub chunk_size: u64,
+    /// Lowercase hex sha256 of each `chunk_size` slice, the last one possibly shorter.
+    pub chunks: Vec<String>,
+    /// Model metadata (models only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelInfo>,
+}
+
+/// The manifest of one release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// A stable identifier of the product line, e.g. `org.example.clinic`.
+    pub bundle_id: String,
+    /// The release version (see [`crate::version`]).
+    pub release: Version,
+    /// RFC 3339 UTC creation time.
+    pub created: String,
+    /// Platforms the bundle carries binaries for.
+    pub platforms: Vec<String>,
+    /// Model `offgrid run` starts with no argument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_model: Option<String>,
+    /// Every file of the tree except the manifest and its signatures.
+    #[serde(default)]
+    pub files: Vec<FileEntry>,
+}
+
+/// Why a manifest was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("manifest is {size} bytes, more than the {max} allowed\nhelp: this is not an offgrid manifest, or it was damaged")]
+    TooLarge { size: u64, max: u64 },
+    #[error("manifest is not valid UTF-8 TOML: {0}\nhelp: the manifest was damaged or truncated; get a fresh copy from HQ")]
+    Syntax(String),
+    #[error("manifest format '{found}' is not supported (this offgrid reads '{FORMAT}')\nhelp: use the offgrid version that made this bundle, or a newer one")]
+    Format { found: String },
+    #[error("manifest field {field}: {reason}")]
+    Field { field: String, reason: String },
+    #[error(transparent)]
+    Path(#[from] PathError),
+}
+
+fn field(field: impl Into<String>, reason: impl Into<String>) -> ManifestError {
+    ManifestError::Field {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks that `s` is 64 lowercase hex characters.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Checks a bundle id: 1–128 characters of `[A-Za-z0-9._-]`.
+pub fn check_bundle_id(id: &str) -> Result<(), ManifestError> {
+    if id.is_empty()
+        || id.len() > 128
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(field(
+            "bundle_id",
+            format!("'{id}' must be 1-128 characters of letters, digits, '.', '_' or '-'"),
+        ));
+    }
+    Ok(())
+}
+
+impl FileEntry {
+    /// Number of chunks a file of `size` bytes has with `chunk_size` chunks
+    /// (an empty file has none).
+    pub fn chunk_count(size: u64, chunk_size: u64) -> u64 {
+        size.div_ceil(chunk_size)
+    }
+
+    fn validate(&self, i: usize) -> Result<(), ManifestError> {
+        let f = |name: &str| format!("files[{i}].{name} ('{}')", self.path);
+        paths::check_bundle_path(&self.path)?;
+        if !is_sha256_hex(&self.sha256) {
+            return Err(field(f("sha256"), "must be 64 lowercase hex characters"));
+        }
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&self.chunk_size) {
+            return Err(field(
+                f("chunk_size"),
+                format!("must be between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}"),
+            ));
+        }
+        let want = Self::chunk_count(self.size, self.chunk_size);
+        if self.chunks.len() as u64 != want {
+            return Err(field(
+                f("chunks"),
+                format!(
+                    "has {} hashes but a {}-byte file has {want} chunks of {}",
+                    self.chunks.len(),
+                    self.size,
+                    self.chunk_size
+                ),
+            ));
+        }
+        if let Some(bad) = self.chunks.iter().position(|c| !is_sha256_hex(c)) {
+            return Err(field(
+                f(&format!("chunks[{bad}]")),
+                "must be 64 lowercase hex characters",
+            ));
+        }
+        match (self.kind, &self.platform) {
+            (FileKind::Binary, None) => {
+                return Err(field(f("platform"), "a binary must name its platform"))
+            }
+            (FileKind::Binary, Some(p)) => {
+                p.parse::<Platform>()
+                    .map_err(|e| field(f("platform"), e.to_string()))?;
+            }
+            (_, Some(_)) => return Err(field(f("platform"), "only binaries have a platform")),
+            _ => {}
+        }
+        match (self.kind, &self.model) {
+            (FileKind::Model, None) => {
+                return Err(field(f("model"), "a model must carry model metadata"))
+            }
+            (FileKind::Model, Some(m)) if m.name.is_empty() => {
+                return Err(field(f("model.name"), "must not be empty"))
+            }
+            (FileKind::Model, Some(_)) | (_, None) => {}
+            (_, Some(_)) => return Err(field(f("model"), "only models have model metadata")),
+        }
+        if let Some(mode) = self.mode {
+            if mode > 0o777 {
+                return Err(field(f("mode"), "must be permission bits (at most 0o777)"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Manifest {
+    /// Parses and validates manifest bytes, bounding the work by the input size first.
+    pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(ManifestError::TooLarge {
+                size: bytes.len() as u64,
+                max: MAX_MANIFEST_BYTES,
+            });
+        }
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| ManifestError::Syntax(format!("not UTF-8: {e}")))?;
+        // Check the format before the full schema, so a future format gets a clear message.
+        #[derive(Deserialize)]
+        struct Head {
+            format: Option<String>,
+        }
+        let head: Head = toml::from_str(text).map_err(|e| ManifestError::Syntax(e.to_string()))?;
+        match head.format.as_deref() {
+            Some(FORMAT) => {}
+            Some(other) => {
+                return Err(ManifestError::Format {
+                    found: other.to_owned(),
+                })
+            }
+            None => return Err(field("format", "is missing")),
+        }
+        let m: Manifest = toml::from_str(text).map_err(|e| ManifestError::Syntax(e.to_string()))?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Checks every invariant SPEC.md states for a manifest.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        if self.format != FORMAT {
+            return Err(ManifestError::Format {
+                found: self.format.clone(),
+            });
+        }
+        check_bundle_id(&self.bundle_id)?;
+        time::OffsetDateTime::parse(&self.created, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| field("created", format!("'{}' is not an RFC 3339 time", self.created)))?;
+        for p in &self.platforms {
+            p.parse::<Platform>()
+                .map_err(|e| field("platforms", e.to_string()))?;
+        }
+        if self.files.len() > MAX_FILES {
+            return Err(field("files", format!("lists more than {MAX_FILES} files")));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, f) in self.files.iter().enumerate() {
+            f.validate(i)?;
+            if !seen.insert(f.path.as_str()) {
+                return Err(field(
+                    format!("files[{i}].path"),
+                    format!("'{}' is listed twice", f.path),
+                ));
+            }
+            if f.path == MANIFEST_FILE
+                || f.path == SIGNATURES_DIR
+                || f.path.starts_with("signatures/")
+            {
+                return Err(field(
+                    format!("files[{i}].path"),
+                    format!("'{}' is reserved for the manifest and its signatures", f.path),
+                ));
+            }
+        }
+        // A file may not also be a folder of another file ("a" and "a/b").
+        for f in &self.files {
+            let mut prefix = String::new();
+            for c in f.path.split('/') {
+                if !prefix.is_empty() && seen.contains(prefix.as_str()) {
+                    return Err(field(
+                        "files",
+                        format!("'{prefix}' is both a file and the folder of '{}'", f.path),
+                    ));
+                }
+                if !prefix.is_empty() {
+                    prefix.push('/');
+                }
+                prefix.push_str(c);
+            }
+        }
+        paths::check_no_case_collisions(self.files.iter().map(|f| f.path.as_str()))?;
+        let models: Vec<&str> = self
+            .files
+            .iter()
+            .filter_map(|f| f.model.as_ref().map(|m| m.name.as_str()))
+            .collect();
+        if let Some(d) = &self.default_model {
+            if !models.contains(&d.as_str()) {
+                return Err(field(
+                    "default_model",
+                    format!("'{d}' is not the name of a model in this manifest"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The canonical TOML text of this manifest (what is written and signed).
+    pub fn to_toml(&self) -> String {
+        // Serialising plain data structures to TOML cannot fail.
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Looks a file up by its bundle path.
+    pub fn file(&self, path: &str) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.path == path)
+    }
+
+    /// The model files.
+    pub fn models(&self) -> impl Iterator<Item = &FileEntry> {
+        self.files.iter().filter(|f| f.kind == FileKind::Model)
+    }
+
+    /// Total payload size in bytes.
+    pub fn total_size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// The current UTC time in RFC 3339 (seconds precision), for `created`.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Manifest {
+        let h = "ab".repeat(32);
+        Manifest {
+            format: FORMAT.into(),
+            bundle_id: "org.example.clinic".into(),
+            release: "1.2.0".parse().unwrap(),
+            created: "2026-11-21T12:00:00Z".into(),
+            platforms: vec!["linux-x86_64".into()],
+            default_model: Some("tiny".into()),
+            files: vec![
+                FileEntry {
+                    path: "models/tiny.gguf".into(),
+                    size: 5 << 20,
+                    sha256: h.clone(),
+                    kind: FileKind::Model,
+                    platform: None,
+                    mode: None,
+                    chunk_size: DEFAULT_CHUNK_SIZE,
+                    chunks: vec![h.clone(), h.clone()],
+                    model: Some(ModelInfo {
+                        name: "tiny".into(),
+                        architecture: Some("llama".into()),
+                        quantization: Some("Q4_1".into()),
+                        parameters: Some(1000),
+                        context_length: Some(2048),
+                    }),
+                },
+                FileEntry {
+                    path: "bin/linux-x86_64/offgrid".into(),
+                    size: 0,
+                    sha256: h.clone(),
+                    kind: FileKind::Binary,
+                    platform: Some("linux-x86_64".into()),
+                    mode: Some(0o755),
+                    chunk_size: DEFAULT_CHUNK_SIZE,
+                    chunks: vec![],
+                    model: None,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let m = sample();
+        let text = m.to_toml();
+        assert_eq!(Manifest::parse(text.as_bytes()).unwrap(), m);
+    }
+
+    #[test]
+    fn refuses_inconsistent_manifests() {
+        let mut m = sample();
+        m.files[0].chunks.pop();
+        assert!(Manifest::parse(m.to_toml().as_bytes()).is_err());
+        let mut m = sample();
+        m.files[1].path = "models/tiny.gguf".into();
+        assert!(Manifest::parse(m.to_toml().as_bytes()).is_err());
+        let mut m = sample();
+        m.files[0].path = "../escape".into();
+        assert!(Manifest::parse(m.to_toml().as_bytes()).is_err());
+        let mut m = sample();
+        m.default_model = Some("other".into());
+        assert!(Manifest::parse(m.to_toml().as_bytes()).is_err());
+        let mut m = sample();
+        m.format = "offgrid-bundle/9".into();
+        assert!(matches!(
+            Manifest::parse(m.to_toml().as_bytes()),
+            Err(ManifestError::Format { .. })
+        ));
+        assert!(Manifest::parse(b"format = \"offgrid-bundle/1\"\nbundle_id = ").is_err());
+    }
+}
