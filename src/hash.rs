@@ -76,7 +76,11 @@ pub fn hash_bytes(bytes: &[u8], chunk_size: u64) -> Digests {
 
 /// Checks `path` against `entry`: size first, then every chunk hash, chunks hashed in
 /// parallel. Does not read past `entry.size`.
-pub fn check_file(path: &Path, entry: &FileEntry, progress: Progress) -> Result<FileCheck, HashError> {
+pub fn check_file(
+    path: &Path,
+    entry: &FileEntry,
+    progress: Progress,
+) -> Result<FileCheck, HashError> {
     let _ = (path, entry, progress);
     todo!("hash::check_file")
 }

@@ -263,8 +263,16 @@ impl Manifest {
             });
         }
         check_bundle_id(&self.bundle_id)?;
-        time::OffsetDateTime::parse(&self.created, &time::format_description::well_known::Rfc3339)
-            .map_err(|_| field("created", format!("'{}' is not an RFC 3339 time", self.created)))?;
+        time::OffsetDateTime::parse(
+            &self.created,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .map_err(|_| {
+            field(
+                "created",
+                format!("'{}' is not an RFC 3339 time", self.created),
+            )
+        })?;
         for p in &self.platforms {
             p.parse::<Platform>()
                 .map_err(|e| field("platforms", e.to_string()))?;
@@ -287,7 +295,10 @@ impl Manifest {
             {
                 return Err(field(
                     format!("files[{i}].path"),
-                    format!("'{}' is reserved for the manifest and its signatures", f.path),
+                    format!(
+                        "'{}' is reserved for the manifest and its signatures",
+                        f.path
+                    ),
                 ));
             }
         }

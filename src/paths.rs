@@ -43,7 +43,11 @@ fn illegal(path: &str, reason: impl Into<String>, help: &'static str) -> PathErr
 pub fn check_component(full: &str, name: &str) -> Result<(), PathError> {
     const HELP: &str = "rename the input so that FAT32/exFAT/NTFS can hold it";
     if name.is_empty() {
-        return Err(illegal(full, "has an empty component", "remove the doubled '/'"));
+        return Err(illegal(
+            full,
+            "has an empty component",
+            "remove the doubled '/'",
+        ));
     }
     if name == "." || name == ".." {
         return Err(illegal(
@@ -89,7 +93,11 @@ pub fn check_bundle_path(path: &str) -> Result<(), PathError> {
         return Err(illegal(path, "is empty", "name a file inside the tree"));
     }
     if path.len() > 1024 {
-        return Err(illegal(path, "is longer than 1024 bytes", "use a shorter name"));
+        return Err(illegal(
+            path,
+            "is longer than 1024 bytes",
+            "use a shorter name",
+        ));
     }
     if path.starts_with('/') || path.contains('\\') || path.as_bytes().get(1) == Some(&b':') {
         return Err(illegal(
@@ -135,7 +143,12 @@ mod tests {
 
     #[test]
     fn accepts_normal_paths() {
-        for ok in ["models/a.gguf", "bin/linux-x86_64/offgrid", "README.txt", "a b/c-d_e.f"] {
+        for ok in [
+            "models/a.gguf",
+            "bin/linux-x86_64/offgrid",
+            "README.txt",
+            "a b/c-d_e.f",
+        ] {
             check_bundle_path(ok).unwrap();
         }
     }
@@ -143,8 +156,23 @@ mod tests {
     #[test]
     fn refuses_escapes_and_fat_illegal_names() {
         for bad in [
-            "", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a\\b", "C:x", "a:b", "what?",
-            "con", "models/NUL.gguf", "lpt1.txt", "trailing.", "space ", "tab\t", "a*b",
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "./a",
+            "a\\b",
+            "C:x",
+            "a:b",
+            "what?",
+            "con",
+            "models/NUL.gguf",
+            "lpt1.txt",
+            "trailing.",
+            "space ",
+            "tab\t",
+            "a*b",
         ] {
             assert!(check_bundle_path(bad).is_err(), "{bad:?} accepted");
         }

@@ -54,7 +54,9 @@ impl Platform {
 impl FromStr for Platform {
     type Err = PlatformError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (os, arch) = s.split_once('-').ok_or_else(|| PlatformError(s.to_owned()))?;
+        let (os, arch) = s
+            .split_once('-')
+            .ok_or_else(|| PlatformError(s.to_owned()))?;
         if OSES.contains(&os) && ARCHES.contains(&arch) {
             Ok(Platform {
                 os: os.to_owned(),

@@ -14,7 +14,9 @@ pub enum SignError {
     Format(String),
     #[error("signature by key {key_id} does not match the manifest bytes")]
     BadSignature { key_id: String },
-    #[error("trusted comment of the signature by key {key_id} does not match the manifest: {reason}")]
+    #[error(
+        "trusted comment of the signature by key {key_id} does not match the manifest: {reason}"
+    )]
     TrustedComment { key_id: String, reason: String },
     #[error("signing failed: {0}")]
     Sign(String),

@@ -122,10 +122,9 @@ pub fn finish(result: anyhow::Result<ExitCode>, ctx: &Ctx) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            if err
-                .chain()
-                .any(|e| e.downcast_ref::<io::Error>().map(|e| e.kind()) == Some(io::ErrorKind::BrokenPipe))
-            {
+            if err.chain().any(|e| {
+                e.downcast_ref::<io::Error>().map(|e| e.kind()) == Some(io::ErrorKind::BrokenPipe)
+            }) {
                 return ExitCode::SUCCESS;
             }
             let label = if ctx.color {

@@ -1,6 +1,8 @@
 //! Updates: HQ release history, update packs, deltas, install, apply, rollback.
 //!
-//! STUB: to be written (owner: update helpers).
+//! STUB: to be written (owner: update helper; `delta` is the delta helper's).
+
+pub mod delta;
 
 /// Why an update operation failed or was refused.
 #[derive(Debug, thiserror::Error)]
