@@ -43,9 +43,9 @@ pub enum ModelError {
         tag: String,
         available: String,
     },
-    #[error("'{path}' is not a stick or release tree: it has no manifest.toml\nhelp: point --portable (or OFFGRID_PORTABLE) at the folder holding manifest.toml")]
+    #[error("'{path}' is not a stick or release tree: it has no manifest.toml\nhelp: point --stick (or OFFGRID_PORTABLE) at the folder holding manifest.toml")]
     NotATree { path: String },
-    #[error("--portable was given but this offgrid does not run from a stick (expected '<root>/bin/<platform>/offgrid' with '<root>/manifest.toml')\nhelp: pass the stick's root: --portable /media/stick")]
+    #[error("--portable was given but this offgrid does not run from a stick (expected '<root>/bin/<platform>/offgrid' with '<root>/manifest.toml')\nhelp: name the stick's root: --stick /media/stick")]
     NoStick,
     #[error("cannot read '{path}': {source}")]
     Read {

@@ -317,7 +317,7 @@ fn stick_model_is_verified_once_then_remembered() {
     let stick = stick_with_real_model(tmp.path());
     let run = |extra: &[&str]| {
         let mut c = offgrid(tmp.path());
-        c.args(["run", "--portable"])
+        c.args(["run", "--stick"])
             .arg(&stick)
             .args([
                 "--prompt",

@@ -143,7 +143,7 @@ fn lists_a_stick_with_its_default_model() {
         Some("tiny"),
     );
     let out = offgrid(tmp.path())
-        .args(["models", "--json", "--portable"])
+        .args(["models", "--json", "--stick"])
         .arg(&stick)
         .assert()
         .success()
@@ -180,7 +180,7 @@ fn a_missing_model_file_is_listed_as_a_problem() {
     common::write_tree(&stick, &[("models/tiny.gguf", "tiny")], None);
     fs::remove_file(stick.join("models/tiny.gguf")).unwrap();
     let out = offgrid(tmp.path())
-        .args(["models", "--json", "--portable"])
+        .args(["models", "--json", "--stick"])
         .arg(&stick)
         .assert()
         .success()
@@ -199,7 +199,7 @@ fn a_missing_model_file_is_listed_as_a_problem() {
 fn portable_root_without_manifest_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     offgrid(tmp.path())
-        .args(["models", "--portable"])
+        .args(["models", "--stick"])
         .arg(tmp.path())
         .assert()
         .code(2)

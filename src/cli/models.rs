@@ -14,10 +14,13 @@ use super::Ctx;
 /// Where to look for models (shared by `run` and `models`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct Where {
-    /// Portable mode: use the stick at ROOT (default: the stick this binary runs from)
-    /// and leave the home alone
+    /// Portable mode: use the stick this binary runs from (or --stick) and leave the
+    /// home alone
+    #[arg(long)]
+    pub portable: bool,
+    /// Portable mode on the stick whose root (the folder holding manifest.toml) is ROOT
     #[arg(long, value_name = "ROOT", env = "OFFGRID_PORTABLE")]
-    pub portable: Option<Option<PathBuf>>,
+    pub stick: Option<PathBuf>,
     /// A folder of .gguf files to search too (not signed, so never verified)
     #[arg(long, value_name = "DIR", env = "OFFGRID_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
@@ -29,11 +32,10 @@ pub struct Where {
 impl Where {
     /// Resolves the flags into the places to search.
     pub fn locations(&self) -> anyhow::Result<Locations> {
-        let portable = match &self.portable {
-            None => Portable::Auto,
-            Some(None) => Portable::Required,
-            Some(Some(p)) if p.as_os_str().is_empty() => Portable::Auto,
-            Some(Some(p)) => Portable::Root(p.clone()),
+        let portable = match (&self.stick, self.portable) {
+            (Some(p), _) if !p.as_os_str().is_empty() => Portable::Root(p.clone()),
+            (_, true) => Portable::Required,
+            _ => Portable::Auto,
         };
         let home = self.home.clone().filter(|h| !h.as_os_str().is_empty());
         let dir = self

@@ -1,9 +1,9 @@
 //! Where models are: the stick (portable mode), a models folder, the installed home; and
 //! reading one signed tree (manifest plus signature files) with bounded reads.
 //!
-//! Portable mode is on when `--portable ROOT` / `OFFGRID_PORTABLE=ROOT` names the stick, or
+//! Portable mode is on when `--stick ROOT` / `OFFGRID_PORTABLE=ROOT` names the stick, or
 //! when the running binary sits at `<root>/bin/<platform>/offgrid` with
-//! `<root>/manifest.toml` beside (`--portable` without a root requires this). In portable
+//! `<root>/manifest.toml` beside (`--portable` requires one or the other). In portable
 //! mode the home is not searched for models: the stick is self-contained. The home is
 //! `--home` / `OFFGRID_HOME`, default `~/.offgrid`; its current release is read through
 //! [`Locations::home_tree`].
@@ -49,9 +49,9 @@ impl std::fmt::Display for Origin {
 pub enum Portable {
     /// Not asked: on only when the binary sits on a stick.
     Auto,
-    /// `--portable` without a root: the binary must sit on a stick.
+    /// `--portable` without `--stick`: the binary must sit on a stick.
     Required,
-    /// `--portable ROOT` or `OFFGRID_PORTABLE=ROOT`.
+    /// `--stick ROOT` or `OFFGRID_PORTABLE=ROOT`.
     Root(PathBuf),
 }
 
