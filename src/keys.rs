@@ -504,6 +504,14 @@ pub fn generate(
 
     let sk_tmp = stage(secret_path, sk_text.as_bytes())?;
     let pk_tmp = stage(public_path, pk_text.as_bytes())?;
+    #[cfg(unix)]
+    {
+        // the secret key stays 0600 (tempfile's mode); the public key is for everyone
+        use std::os::unix::fs::PermissionsExt;
+        let _ = pk_tmp
+            .as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644));
+    }
     place(sk_tmp, secret_path, force)?;
     if let Err(e) = place(pk_tmp, public_path, force) {
         if !force {
