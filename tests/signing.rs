@@ -478,3 +478,59 @@ fn two_of_three_threshold() {
     assert!(one.evaluate(&m, &bytes, &[signed(&a)]).is_err());
     assert!(one.evaluate(&m, &bytes, &[]).is_err());
 }
+
+/// The fenced code blocks of SPEC.md §4, in order.
+fn spec_section_4_blocks() -> Vec<String> {
+    let spec =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("SPEC.md")).unwrap();
+    let start = spec.find("<!-- section 4 owner").unwrap();
+    let end = spec.find("<!-- end section 4 -->").unwrap();
+    let mut blocks = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in spec[start..end].lines() {
+        if line.starts_with("```") {
+            match cur.take() {
+                Some(b) => blocks.push(b),
+                None => cur = Some(String::new()),
+            }
+        } else if let Some(b) = cur.as_mut() {
+            b.push_str(line);
+            b.push('\n');
+        }
+    }
+    blocks
+}
+
+#[test]
+fn the_spec_worked_example_is_true() {
+    let blocks = spec_section_4_blocks();
+    let find = |prefix: &str| {
+        blocks
+            .iter()
+            .find(|b| b.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no block starting '{prefix}' in SPEC §4"))
+            .clone()
+    };
+    let keygen = find("$ offgrid keygen");
+    let pub_line = keygen
+        .lines()
+        .skip_while(|l| !l.starts_with("$ cat hq.pub"))
+        .nth(2)
+        .unwrap();
+    let pk = PublicKey::from_base64(pub_line).unwrap();
+    assert!(keygen.contains(&format!("key id:      {}", pk.key_id())));
+    assert!(keygen.contains(&format!("fingerprint: {}", pk.fingerprint())));
+    let manifest_text = find("format = ");
+    let sig = find("untrusted comment: signature");
+    let m = Manifest::parse(manifest_text.as_bytes()).unwrap();
+    sign::check(&pk, &sig, &m, manifest_text.as_bytes()).unwrap();
+    assert_eq!(sign::signature_key_id(&sig).unwrap(), pk.key_id());
+
+    // and the stock tool agrees
+    let d = tempfile::tempdir().unwrap();
+    let (mp, sp) = (d.path().join("manifest.toml"), d.path().join("s.minisig"));
+    std::fs::write(&mp, &manifest_text).unwrap();
+    std::fs::write(&sp, &sig).unwrap();
+    let out = minisign(&["-V", "-m", s(&mp), "-x", s(&sp), "-P", pub_line], "");
+    assert!(out.status.success(), "{out:?}");
+}
