@@ -277,6 +277,16 @@ fn untrusted_message(manifest: &str, reports: &[SignatureReport]) -> String {
         };
         s.push_str(&format!("\n  '{}' (key {key}): {what}", r.file));
     }
+    if !reports.is_empty() {
+        if reports
+            .iter()
+            .all(|r| r.status == SignatureStatus::UnknownKey)
+        {
+            s.push_str("\nhelp: check that --pubkey or --trust names HQ's key (compare its fingerprint with HQ), or get the tree again from HQ");
+        } else {
+            s.push_str("\nhelp: the manifest or its signatures changed after signing; copy the tree again from HQ or from a verified stick");
+        }
+    }
     s
 }
 

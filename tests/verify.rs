@@ -319,20 +319,35 @@ fn one_flipped_bit_names_file_and_byte_range() {
 }
 
 #[test]
-fn damage_in_two_adjacent_chunks_is_one_range() {
+fn damaged_ranges_are_merged_when_adjacent() {
     let (t, k) = Tree::signed();
     let p = t.path(MODEL);
     let mut bytes = fs::read(&p).unwrap();
     bytes[1] ^= 1;
-    bytes[(4 << 20) + 1] ^= 1;
     bytes[MODEL_SIZE - 1] ^= 1;
     fs::write(&p, &bytes).unwrap();
     let o = run(t.verify(&k));
     assert_eq!(o.code, 1, "{}", o.stderr);
     assert!(
         o.stderr.contains(&format!(
-            "'models/tiny.gguf': bytes 0..8388608, 9437184..{MODEL_SIZE} differ"
+            "'models/tiny.gguf': bytes 0..4194304, 8388608..{MODEL_SIZE} differ"
         )),
+        "{}",
+        o.stderr
+    );
+    // Chunk 1 too: the three ranges touch and become one.
+    bytes[(4 << 20) + 1] ^= 1;
+    fs::write(&p, &bytes).unwrap();
+    let o = run(t.verify(&k));
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains(&format!("'models/tiny.gguf': bytes 0..{MODEL_SIZE} differ")),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains("chunk 2: expected sha256"),
         "{}",
         o.stderr
     );
