@@ -139,7 +139,12 @@ impl ReleaseInputs {
             .clone()
             .or_else(|| r.and_then(|r| r.bundle_id.clone()))
             .unwrap_or_else(|| DEFAULT_BUNDLE_ID.to_owned());
-        manifest::check_bundle_id(&bundle_id)?;
+        manifest::check_bundle_id(&bundle_id).map_err(|_| PackError::BadArg {
+            what: "bundle id",
+            value: bundle_id.clone(),
+            reason: "it must be 1-128 characters of letters, digits, '.', '_' or '-'".into(),
+            help: "use a reverse domain name such as org.example.clinic",
+        })?;
 
         // Models: the recipe's, then the flags'.
         let mut raw: Vec<(Option<String>, PathBuf)> = Vec::new();

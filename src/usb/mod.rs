@@ -32,13 +32,13 @@ pub use pack::{pack, PackOptions, PackReport};
 /// Why a release could not be read, planned or packed.
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
-    #[error("{what} '{path}' does not exist\nhelp: check the path{hint}")]
+    #[error("{what}: '{path}' does not exist\nhelp: check the path{hint}")]
     InputMissing {
         what: String,
         path: String,
         hint: &'static str,
     },
-    #[error("{what} '{path}' is not a regular file\nhelp: name a file, not a folder")]
+    #[error("{what}: '{path}' is not a regular file\nhelp: name a file, not a folder")]
     InputNotFile { what: String, path: String },
     #[error("cannot read {what} '{path}': {source}")]
     InputRead {
