@@ -179,13 +179,20 @@ fn packs_a_signed_tree_that_stock_tools_verify() {
     for want in ["1.2.0", "org.example.clinic", "triage", "tiny", "linux-aarch64", &ws.key_id("hq"), "Q4_1"] {
         assert!(readme.contains(want), "README lacks {want}:\n{readme}");
     }
-    // A byte flipped in a model is caught by that same line.
+    // offgrid's own verify accepts the tree with either key.
+    ws.offgrid(&["verify", "stick", "--pubkey", "second.pub"])
+        .success()
+        .stdout(predicate::str::contains("verified release 1.2.0"));
+    // A byte flipped in a model is caught by that same line, and by verify (exit 1).
     let mut bytes = std::fs::read(root.join("models/tiny.gguf")).unwrap();
     let n = bytes.len() - 10;
     bytes[n] ^= 1;
     std::fs::write(root.join("models/tiny.gguf"), bytes).unwrap();
     let out = Command::new("sh").current_dir(&root).args(["-c", &line]).output().unwrap();
     assert!(!out.status.success());
+    ws.offgrid(&["verify", "stick", "--pubkey", "hq.pub"])
+        .code(1)
+        .stderr(predicate::str::contains("'models/tiny.gguf': bytes"));
 }
 
 #[test]

@@ -24,7 +24,7 @@ use crate::paths;
 use crate::sign;
 use crate::Progress;
 
-use super::layout::{Source, TreePlan, STAGING_DIR};
+use super::layout::{Source, TreePlan, MODE_DATA, STAGING_DIR};
 use super::{io_err, PackError};
 
 /// How `pack` treats an existing destination.
@@ -399,10 +399,12 @@ fn flip(
 
     // 4. The manifest, then the signatures: now it is a tree.
     fsutil::atomic_write(&mpath, manifest_bytes).map_err(io_err("write", &mpath))?;
+    set_mode(&mpath, Some(MODE_DATA));
     fs::create_dir_all(&sigdir).map_err(io_err("create folder", &sigdir))?;
     for (key_id, text) in signatures {
         let p = sigdir.join(format!("{key_id}.minisig"));
         fsutil::atomic_write(&p, text.as_bytes()).map_err(io_err("write", &p))?;
+        set_mode(&p, Some(MODE_DATA));
     }
     fsutil::fsync_dir(dest).map_err(io_err("sync", dest))?;
     Ok(())
