@@ -465,3 +465,30 @@ fn help_mentions_every_flag() {
             .and(predicate::str::contains("--force")),
     );
 }
+
+#[test]
+fn checks_every_signer_password_before_copying() {
+    let ws = Ws::new();
+    ws.model("in/tiny.gguf", 8, 1);
+    ws.offgrid_pw(Some("correct horse"), &["keygen", "--secret", "enc.key", "--public", "enc.pub"])
+        .success();
+    let args = [
+        "pack-usb", "stick", "--release", "1", "--model", "in/tiny.gguf", "--sign-with", "hq.key", "--sign-with", "enc.key",
+    ];
+    // Wrong password: refused before anything is written, naming the key.
+    let out = ws.offgrid_pw(Some("wrong"), &args).code(2);
+    let err = String::from_utf8_lossy(&out.get_output().stderr);
+    assert!(err.contains("wrong password for secret key 'enc.key'"), "{err}");
+    assert!(!ws.path("stick").exists());
+    // No password and no terminal to ask on.
+    let out = ws.offgrid_pw(None, &args).code(2);
+    let err = String::from_utf8_lossy(&out.get_output().stderr);
+    assert!(err.contains("enc.key") && err.contains("OFFGRID_PASSWORD"), "{err}");
+    assert!(!ws.path("stick").exists());
+    // The right one: two signatures, each verifying on its own.
+    ws.offgrid_pw(Some("correct horse"), &args).success();
+    for key in ["hq.pub", "enc.pub"] {
+        ws.offgrid(&["verify", "stick", "--pubkey", key]).success();
+    }
+    assert_eq!(std::fs::read_dir(ws.path("stick/signatures")).unwrap().count(), 2);
+}

@@ -87,13 +87,21 @@ impl Ws {
 
     /// `offgrid ARGS` run in the workspace, no password in the environment.
     pub fn offgrid(&self, args: &[&str]) -> assert_cmd::assert::Assert {
-        Command::cargo_bin("offgrid")
-            .unwrap()
-            .current_dir(self.dir.path())
+        self.offgrid_pw(None, args)
+    }
+
+    /// `offgrid ARGS` with OFFGRID_PASSWORD set to `password` (or unset), stdin closed.
+    pub fn offgrid_pw(&self, password: Option<&str>, args: &[&str]) -> assert_cmd::assert::Assert {
+        let mut c = Command::cargo_bin("offgrid").unwrap();
+        c.current_dir(self.dir.path())
             .env_remove("OFFGRID_PASSWORD")
             .env("NO_COLOR", "1")
-            .args(args)
-            .assert()
+            .stdin(std::process::Stdio::null())
+            .args(args);
+        if let Some(p) = password {
+            c.env("OFFGRID_PASSWORD", p);
+        }
+        c.assert()
     }
 }
 
