@@ -151,3 +151,8 @@ fn tempfile_dir(parent: &Path) -> Result<PathBuf> {
     fs::create_dir_all(&p)?;
     Ok(p)
 }
+
+/// The path of the real test model, fetched (and checked) if needed.
+pub fn real_model() -> Result<PathBuf> {
+    fetch_model()
+}
