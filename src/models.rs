@@ -66,18 +66,8 @@ pub enum ModelError {
     Trust(#[from] TrustError),
     #[error("model file '{path}' does not match the signed manifest: {detail}\nhelp: the copy is damaged or was changed; copy the stick again from HQ (or run with --no-verify at your own risk)")]
     Damaged { path: String, detail: String },
-    #[error("model '{name}' ({quantization}) does not fit this machine: it needs {needed} at --ctx {ctx} (weights {weights} + KV cache {kv} + overhead {overhead}) but only {available} of memory is available{others}\nhelp: close other programs, lower --ctx, or use a smaller quantization of the model")]
-    DoesNotFit {
-        name: String,
-        quantization: String,
-        needed: String,
-        weights: String,
-        kv: String,
-        overhead: String,
-        available: String,
-        ctx: u64,
-        others: String,
-    },
+    #[error("{0}")]
+    DoesNotFit(Box<NoFit>),
 }
 
 impl ModelError {
@@ -85,10 +75,57 @@ impl ModelError {
     /// file does not match the signed manifest, or the signatures are not trusted.
     pub fn is_refusal(&self) -> bool {
         match self {
-            ModelError::DoesNotFit { .. } | ModelError::Damaged { .. } => true,
+            ModelError::DoesNotFit(_) | ModelError::Damaged { .. } => true,
             ModelError::Trust(t) => t.is_refusal(),
             _ => false,
         }
+    }
+}
+
+/// A refusal to run a model that does not fit (see [`ModelError::DoesNotFit`]).
+#[derive(Debug, Clone)]
+pub struct NoFit {
+    pub name: String,
+    pub quantization: Option<String>,
+    /// The estimate for the smallest candidate.
+    pub need: MemoryEstimate,
+    /// Available memory, bytes.
+    pub available: u64,
+    /// True when `available` comes from `OFFGRID_ASSUME_RAM_MIB`.
+    pub assumed: bool,
+    /// How many quantizations of the model were considered.
+    pub candidates: usize,
+}
+
+impl std::fmt::Display for NoFit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = &self.need;
+        write!(
+            f,
+            "model '{}' ({}) does not fit this machine: it needs {} at --ctx {} (weights {} + KV cache {} + overhead {}) but only {} of memory is available",
+            self.name,
+            self.quantization.as_deref().unwrap_or("unknown quantization"),
+            fit::mib(n.total()),
+            n.ctx,
+            fit::mib(n.weights),
+            fit::mib(n.kv_cache),
+            fit::mib(n.overhead),
+            fit::mib(self.available),
+        )?;
+        if self.assumed {
+            write!(f, " (assumed by {})", fit::ASSUME_RAM_ENV)?;
+        }
+        if self.candidates > 1 {
+            write!(
+                f,
+                "; this is the smallest of its {} quantizations",
+                self.candidates
+            )?;
+        }
+        write!(
+            f,
+            "\nhelp: close other programs, lower --ctx, or use a smaller quantization of the model"
+        )
     }
 }
 
@@ -544,7 +581,7 @@ pub fn choose(
     ctx: Option<u64>,
 ) -> Result<Choice, ModelError> {
     let mut sorted: Vec<&ModelFile> = candidates.iter().collect();
-    sorted.sort_by(|a, b| b.size.cmp(&a.size));
+    sorted.sort_by_key(|m| std::cmp::Reverse(m.size));
     let mut passed_over = Vec::new();
     for m in &sorted {
         let need = m.estimate(ctx);
@@ -564,31 +601,12 @@ pub fn choose(
             available: String::new(),
         });
     };
-    let need = smallest.estimate(ctx);
-    let others = if sorted.len() > 1 {
-        format!(
-            " (this is the smallest of its {} quantizations)",
-            sorted.len()
-        )
-    } else {
-        String::new()
-    };
-    let assumed = if machine.assumed {
-        format!(" (assumed by {})", fit::ASSUME_RAM_ENV)
-    } else {
-        String::new()
-    };
-    Err(ModelError::DoesNotFit {
+    Err(ModelError::DoesNotFit(Box::new(NoFit {
         name: smallest.name.clone(),
-        quantization: smallest
-            .quantization()
-            .unwrap_or_else(|| "unknown quantization".into()),
-        needed: fit::mib(need.total()),
-        weights: fit::mib(need.weights),
-        kv: fit::mib(need.kv_cache),
-        overhead: fit::mib(need.overhead),
-        available: format!("{}{assumed}", fit::mib(machine.available_ram)),
-        ctx: need.ctx,
-        others,
-    })
+        quantization: smallest.quantization(),
+        need: smallest.estimate(ctx),
+        available: machine.available_ram,
+        assumed: machine.assumed,
+        candidates: sorted.len(),
+    })))
 }

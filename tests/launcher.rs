@@ -463,3 +463,113 @@ fn ctrl_c_stops_the_answer_then_exits() {
     assert_eq!(status.code(), Some(130));
     drop(stdin);
 }
+
+/// A stick written by `offgrid pack-usb` with the real model, signed by a fresh key.
+fn packed_stick(tmp: &Path) -> std::path::PathBuf {
+    offgrid(tmp)
+        .current_dir(tmp)
+        .args([
+            "keygen",
+            "--unencrypted",
+            "--secret",
+            "hq.key",
+            "--public",
+            "hq.pub",
+        ])
+        .assert()
+        .success();
+    offgrid(tmp)
+        .current_dir(tmp)
+        .args([
+            "keygen",
+            "--unencrypted",
+            "--secret",
+            "other.key",
+            "--public",
+            "other.pub",
+        ])
+        .assert()
+        .success();
+    let mut model_arg = std::ffi::OsString::from("smollm2-135m-instruct=");
+    model_arg.push(common::real_model());
+    offgrid(tmp)
+        .current_dir(tmp)
+        .args([
+            "pack-usb",
+            "stick",
+            "--release",
+            "1.0",
+            "--bundle-id",
+            "org.example.clinic",
+            "--model",
+        ])
+        .arg(model_arg)
+        .args(["--sign-with", "hq.key"])
+        .assert()
+        .success();
+    tmp.join("stick")
+}
+
+#[test]
+fn end_to_end_pack_verify_and_run_from_the_stick() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stick = packed_stick(tmp.path());
+    offgrid(tmp.path())
+        .current_dir(tmp.path())
+        .args(["verify", "stick", "--pubkey", "hq.pub"])
+        .assert()
+        .success();
+    let run_sh = |args: &[&str]| {
+        let mut c = Command::new("sh");
+        c.arg(stick.join("run.sh"))
+            .args(args)
+            .current_dir(tmp.path())
+            .env("OFFGRID_HOME", tmp.path().join("home"))
+            .env("OFFGRID_CACHE_DIR", tmp.path().join("cache"))
+            .env_remove("OFFGRID_ASSUME_RAM_MIB")
+            .timeout(Duration::from_secs(300));
+        c
+    };
+    // Signed by a trusted key: verified, the answer is right.
+    let out = run_sh(&[
+        "run",
+        "--prompt",
+        QUESTION,
+        "--temp",
+        "0",
+        "--max-tokens",
+        "48",
+        "--pubkey",
+        "hq.pub",
+    ])
+    .assert()
+    .success()
+    .stderr(predicate::str::contains("no trusted key").not())
+    .stderr(predicate::str::contains("model smollm2-135m-instruct Q4_1"))
+    .stderr(predicate::str::contains("from stick"))
+    .get_output()
+    .stdout
+    .clone();
+    assert!(String::from_utf8_lossy(&out).contains("Paris"));
+    // Not signed by the key given: refused before loading.
+    run_sh(&["run", "--prompt", QUESTION, "--pubkey", "other.pub"])
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(predicate::str::contains("threshold not met"));
+    // `run.sh` alone chats with the default model on stdin (sampling at the default
+    // temperature, so only "an answer" is asserted).
+    let out = run_sh(&[])
+        .write_stdin(format!("{QUESTION}\n"))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert!(String::from_utf8_lossy(&out).trim().len() > 2);
+    // `run.sh models` lists the stick's model.
+    run_sh(&["models"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("smollm2-135m-instruct *"));
+}

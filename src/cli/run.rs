@@ -77,7 +77,7 @@ mod with_llama {
     use offgrid::keys::PublicKey;
     use offgrid::launcher::{ChatOptions, LoadOptions, Model, Stats, StopReason};
     use offgrid::models::fit::mib;
-    use offgrid::models::locate::pinned_trust_file;
+    use offgrid::models::locate::pinned_policy;
     use offgrid::models::{choose, Catalog, FileCheckKind, Machine, SignatureCheck, VerifyCache};
     use offgrid::trust::TrustPolicy;
 
@@ -115,15 +115,10 @@ mod with_llama {
                 .collect::<Result<Vec<_>, _>>()?;
             return Ok(Some(TrustPolicy::from_keys(keys)?));
         }
-        match catalog
-            .locations
-            .trust_home
-            .as_deref()
-            .and_then(pinned_trust_file)
-        {
-            Some(f) => Ok(Some(TrustPolicy::load(&f).with_context(|| {
-                format!("reading the keys pinned at install in '{}'", f.display())
-            })?)),
+        match catalog.locations.trust_home.as_deref() {
+            Some(home) => Ok(pinned_policy(home).with_context(|| {
+                format!("reading the keys pinned at install in '{}'", home.display())
+            })?),
             None => Ok(None),
         }
     }
