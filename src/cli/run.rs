@@ -97,9 +97,11 @@ mod with_llama {
             if ANSWERING.load(Ordering::SeqCst) && !STOP.swap(true, Ordering::SeqCst) {
                 return;
             }
-            let _ = io::stdout().flush();
             let _ = writeln!(io::stderr());
-            std::process::exit(INTERRUPTED.into());
+            // _exit, not exit: the main thread may be inside llama.cpp, whose static
+            // destructors must not run under it. Answer text is flushed piece by piece.
+            // SAFETY: _exit only ends the process.
+            unsafe { libc::_exit(INTERRUPTED.into()) }
         });
     }
 

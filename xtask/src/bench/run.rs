@@ -179,6 +179,7 @@ fn build_llama_bench(cache: &Path, extra: &[(&str, &str)]) -> Result<PathBuf> {
     // llama-bench is a tool: build the tools, not the tests, examples or server.
     for (k, v) in [
         ("LLAMA_BUILD_TOOLS", "ON"),
+        ("LLAMA_BUILD_COMMON", "ON"),
         ("LLAMA_BUILD_EXAMPLES", "OFF"),
         ("LLAMA_BUILD_TESTS", "OFF"),
         ("LLAMA_BUILD_SERVER", "OFF"),
