@@ -68,6 +68,8 @@ pub enum ModelError {
     Damaged { path: String, detail: String },
     #[error("{0}")]
     DoesNotFit(Box<NoFit>),
+    #[error("this offgrid's llama.cpp needs CPU instructions this computer lacks: {missing}\nhelp: run the model on a newer computer, or use an offgrid built for this CPU (SPEC.md §10.8)")]
+    CpuUnsupported { missing: String },
 }
 
 impl ModelError {
@@ -75,7 +77,9 @@ impl ModelError {
     /// file does not match the signed manifest, or the signatures are not trusted.
     pub fn is_refusal(&self) -> bool {
         match self {
-            ModelError::DoesNotFit(_) | ModelError::Damaged { .. } => true,
+            ModelError::DoesNotFit(_)
+            | ModelError::Damaged { .. }
+            | ModelError::CpuUnsupported { .. } => true,
             ModelError::Trust(t) => t.is_refusal(),
             _ => false,
         }

@@ -214,6 +214,19 @@ mod with_llama {
             n_ctx
         ));
 
+        let missing = offgrid::launcher::cpu::missing_features();
+        if !missing.is_empty() {
+            return Err(offgrid::models::ModelError::CpuUnsupported {
+                missing: missing.join(", "),
+            }
+            .into());
+        }
+        if args.verbose {
+            ctx.note(&format!(
+                "llama.cpp compiled for: {}",
+                offgrid::launcher::cpu::compiled_features().join(" ")
+            ));
+        }
         let model = Model::load(
             &m.path,
             &LoadOptions {

@@ -2,11 +2,13 @@
 //! with it. Built only with the `llama` feature.
 //!
 //! Code map: [`engine`] (model loading, chat template, token generation and timing),
+//! [`cpu`] (does this CPU have the instructions llama.cpp was compiled with),
 //! [`utf8`] (streaming text output whole characters only). Finding, verifying and fitting
 //! the model happen before, in [`crate::models`]; the CLI (`src/cli/run.rs`) owns the
 //! interactive prompt and Ctrl-C. SPEC.md §10 is normative.
 //! Known gaps: CPU only (no GPU offload); one conversation per process.
 
+pub mod cpu;
 pub mod engine;
 pub mod utf8;
 
