@@ -614,3 +614,201 @@ pub fn choose(
         candidates: sorted.len(),
     })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{FileKind, Manifest, ModelInfo, DEFAULT_CHUNK_SIZE, FORMAT};
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/models")
+            .join(name)
+    }
+
+    /// A signed-less tree at `root` with the two tiny-chat quantizations named `tiny`.
+    fn tree(root: &Path) -> Manifest {
+        let mut files = Vec::new();
+        for q in ["Q4_1", "Q8_0"] {
+            let rel = format!("models/tiny.{q}.gguf");
+            let dst = crate::paths::join(root, &rel);
+            std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+            std::fs::copy(fixture(&format!("tiny-chat.{q}.gguf")), &dst).unwrap();
+            let d = hash::hash_file(&dst, DEFAULT_CHUNK_SIZE, &crate::no_progress).unwrap();
+            files.push(FileEntry {
+                path: rel,
+                size: d.size,
+                sha256: d.sha256,
+                kind: FileKind::Model,
+                platform: None,
+                mode: None,
+                chunk_size: d.chunk_size,
+                chunks: d.chunks,
+                model: Some(ModelInfo {
+                    name: "tiny".into(),
+                    quantization: Some(q.into()),
+                    ..Default::default()
+                }),
+            });
+        }
+        let m = Manifest {
+            format: FORMAT.into(),
+            bundle_id: "org.example.t".into(),
+            release: "1".parse().unwrap(),
+            created: "2026-11-21T12:00:00Z".into(),
+            platforms: vec![],
+            default_model: Some("tiny".into()),
+            files,
+        };
+        std::fs::write(root.join("manifest.toml"), m.to_toml()).unwrap();
+        m
+    }
+
+    fn catalog(root: &Path) -> Catalog {
+        Catalog::open(Locations {
+            stick: Some(root.to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn machine(ram: u64) -> Machine {
+        Machine {
+            available_ram: ram,
+            total_ram: ram,
+            physical_cores: 1,
+            logical_cores: 1,
+            assumed: true,
+        }
+    }
+
+    #[test]
+    fn resolves_names_tags_defaults_and_paths() {
+        let d = tempfile::tempdir().unwrap();
+        tree(d.path());
+        let c = catalog(d.path());
+        assert_eq!(c.resolve(None).unwrap().len(), 2);
+        assert_eq!(c.resolve(Some("TINY")).unwrap().len(), 2);
+        let q8 = c.resolve(Some("tiny:q8_0")).unwrap();
+        assert_eq!(q8.len(), 1);
+        assert_eq!(q8[0].quantization().as_deref(), Some("Q8_0"));
+        assert!(matches!(
+            c.resolve(Some("tiny:Q2_K")),
+            Err(ModelError::UnknownTag { .. })
+        ));
+        assert!(matches!(
+            c.resolve(Some("other")),
+            Err(ModelError::NotFound { .. })
+        ));
+        // A path into the tree brings its signed entry along.
+        let p = d.path().join("models/tiny.Q4_1.gguf");
+        let by_path = c.resolve(Some(p.to_str().unwrap())).unwrap();
+        assert_eq!(by_path[0].name, "tiny");
+        assert!(by_path[0].entry.is_some());
+        assert_eq!(by_path[0].origin, Origin::Stick);
+    }
+
+    #[test]
+    fn chooses_the_largest_that_fits_or_refuses() {
+        let d = tempfile::tempdir().unwrap();
+        tree(d.path());
+        let c = catalog(d.path());
+        let all = c.resolve(Some("tiny")).unwrap();
+        let q4 = all.iter().find(|m| m.size < 1500).unwrap();
+        let q8 = all.iter().find(|m| m.size > 1500).unwrap();
+        let need4 = q4.estimate(None).total();
+        let need8 = q8.estimate(None).total();
+        assert!(need8 > need4);
+        let big = choose(&all, &machine(need8), None).unwrap();
+        assert_eq!(big.model.quantization().as_deref(), Some("Q8_0"));
+        assert!(big.passed_over.is_empty());
+        let small = choose(&all, &machine(need8 - 1), None).unwrap();
+        assert_eq!(small.model.quantization().as_deref(), Some("Q4_1"));
+        assert_eq!(small.passed_over.len(), 1);
+        let err = choose(&all, &machine(need4 - 1), None).unwrap_err();
+        assert!(err.is_refusal());
+        let text = err.to_string();
+        assert!(text.contains("(Q4_1) does not fit"), "{text}");
+        assert!(text.contains("smallest of its 2 quantizations"), "{text}");
+    }
+
+    #[test]
+    fn verifies_remembers_and_refuses_damage() {
+        let d = tempfile::tempdir().unwrap();
+        tree(d.path());
+        let c = catalog(d.path());
+        let cache = VerifyCache::in_dir(&d.path().join("cache"));
+        let m = &c.resolve(Some("tiny:Q4_1")).unwrap()[0];
+        let v = c
+            .verify(m, None, Some(&cache), &crate::no_progress)
+            .unwrap();
+        assert_eq!(v.signature, SignatureCheck::NoTrustedKey);
+        assert_eq!(v.file, FileCheckKind::Hashed { cached: true });
+        let v = c
+            .verify(m, None, Some(&cache), &crate::no_progress)
+            .unwrap();
+        assert_eq!(v.file, FileCheckKind::Cached);
+        // Damage a byte (same size): the cache no longer applies and the check fails.
+        let mut bytes = std::fs::read(&m.path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&m.path, &bytes).unwrap();
+        let err = c
+            .verify(m, None, Some(&cache), &crate::no_progress)
+            .unwrap_err();
+        assert!(err.is_refusal());
+        assert!(err.to_string().contains("do not match their chunk hashes"));
+        // A model outside any manifest is not checked.
+        let loose = ModelFile::from_path(&fixture("tiny-chat.Q4_1.gguf"), Origin::Path).unwrap();
+        let v = c.verify(&loose, None, None, &crate::no_progress).unwrap();
+        assert_eq!(v.signature, SignatureCheck::NoManifest);
+        assert_eq!(v.file, FileCheckKind::NotChecked);
+    }
+
+    #[test]
+    fn signatures_are_checked_against_the_policy() {
+        let d = tempfile::tempdir().unwrap();
+        let m = tree(d.path());
+        let keys = d.path().join("keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        let pk =
+            crate::keys::generate(&keys.join("a.key"), &keys.join("a.pub"), None, false).unwrap();
+        let other =
+            crate::keys::generate(&keys.join("b.key"), &keys.join("b.pub"), None, false).unwrap();
+        let sk =
+            crate::keys::SecretKey::load(&keys.join("a.key"), &mut || Ok(String::new())).unwrap();
+        let bytes = std::fs::read(d.path().join("manifest.toml")).unwrap();
+        let sig = crate::sign::sign_manifest(&sk, &m, &bytes).unwrap();
+        std::fs::create_dir_all(d.path().join("signatures")).unwrap();
+        std::fs::write(
+            d.path().join(format!("signatures/{}.minisig", pk.key_id())),
+            sig,
+        )
+        .unwrap();
+        let c = catalog(d.path());
+        let model = &c.resolve(Some("tiny:Q4_1")).unwrap()[0];
+        let good = TrustPolicy::from_keys(vec![pk]).unwrap();
+        let v = c
+            .verify(model, Some(&good), None, &crate::no_progress)
+            .unwrap();
+        assert_eq!(v.signature, SignatureCheck::Trusted { valid: 1 });
+        let bad = TrustPolicy::from_keys(vec![other]).unwrap();
+        let err = c
+            .verify(model, Some(&bad), None, &crate::no_progress)
+            .unwrap_err();
+        assert!(err.is_refusal(), "{err}");
+    }
+
+    #[test]
+    fn file_names_lose_their_quantization_suffix() {
+        let q = Some("Q4_1");
+        assert_eq!(
+            name_of_file(Path::new("a/SmolLM2-135M-Instruct.Q4_1.gguf"), q),
+            "SmolLM2-135M-Instruct"
+        );
+        assert_eq!(name_of_file(Path::new("m-q4_1.gguf"), q), "m");
+        assert_eq!(name_of_file(Path::new("q4_1.gguf"), q), "q4_1");
+        assert_eq!(name_of_file(Path::new("model.gguf"), q), "model");
+    }
+}
