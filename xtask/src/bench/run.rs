@@ -1,20 +1,21 @@
-//! `cargo xtask bench run`: tokens per second of `offgrid run` against llama.cpp's own
-//! `llama-bench`, built from the very llama.cpp source the `llama-cpp-sys-2` crate vendors
-//! with the very CMake flags its build script used (read back from its CMakeCache.txt), on
-//! the real test model with the same thread count, in one run. Also the time from start to
+//! `cargo xtask bench run`: tokens per second of `offgrid run` against llama.cpp itself on
+//! the real test model with the same thread count, in one run. The crate's vendored
+//! llama.cpp has no `tools/` (no llama-bench), so `llama_mini_bench.cpp` — llama-bench's
+//! pp/tg loop over the C API — is compiled against the very static libraries
+//! `llama-cpp-sys-2` built for offgrid (same objects, same flags, read from its
+//! CMakeCache.txt). Also the time from start to
 //! the first answer token of a stick model verified before (the verification cache), next
 //! to the first, hashing, start.
 //!
-//! Prompt processing: llama-bench `pp512` (one 512-token batch) against `offgrid run` on a
-//! prompt of about 500 tokens. Generation: llama-bench `tg128` against the generation speed
+//! Prompt processing: `pp512` (one 512-token batch) against `offgrid run` on a
+//! prompt of about 500 tokens. Generation: `tg128` against the generation speed
 //! `offgrid run --stats` reports for a long greedy answer (which also pays sampling and
 //! detokenisation, and starts after the prompt rather than at an empty context).
-//! `OFFGRID_BENCH_NATIVE=1` also builds llama-bench with `GGML_NATIVE=ON`, to show what this CPU's
+//! `OFFGRID_BENCH_NATIVE=1` also builds llama.cpp with `GGML_NATIVE=ON`, to show what this CPU's
 //! vector units would add over the portable build. Best of 3 everywhere.
 //! Known gap: the offgrid binary is the dev-profile build (its llama.cpp is compiled
-//! RelWithDebInfo, -O2), and llama-bench is built the same way for a fair ratio.
+//! RelWithDebInfo, -O2); the reference links the same libraries, so the ratio is fair.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -52,7 +53,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
     )?;
     let offgrid = target.join("debug/offgrid");
     let cache = find_cmake_cache(&target.join("debug/build"))?;
-    let llama_bench = build_llama_bench(&cache, &[])?;
+    let llama_bench = build_mini_bench(&cache, false)?;
 
     println!(
         "bench run: model {} ({} bytes), {} threads, {} cores",
@@ -65,11 +66,11 @@ pub fn bench(opts: &Opts) -> Result<()> {
     let (ref_pp, ref_tg) = llama_bench_tps(&llama_bench, &model, threads)?;
     let (our_pp, our_tg, pp_tokens, tg_tokens) = offgrid_tps(&offgrid, &model, threads)?;
     println!(
-        "prompt processing: offgrid {our_pp:.1} tokens/s ({pp_tokens} tokens), llama-bench pp512 {ref_pp:.1} tokens/s, ratio {:.3} (goal >= 0.95)",
+        "prompt processing: offgrid {our_pp:.1} tokens/s ({pp_tokens} tokens), llama.cpp pp512 {ref_pp:.1} tokens/s, ratio {:.3} (goal >= 0.95)",
         our_pp / ref_pp
     );
     println!(
-        "generation: offgrid {our_tg:.1} tokens/s ({tg_tokens} tokens), llama-bench tg128 {ref_tg:.1} tokens/s, ratio {:.3} (goal >= 0.95)",
+        "generation: offgrid {our_tg:.1} tokens/s ({tg_tokens} tokens), llama.cpp tg128 {ref_tg:.1} tokens/s, ratio {:.3} (goal >= 0.95)",
         our_tg / ref_tg
     );
 
@@ -83,10 +84,10 @@ pub fn bench(opts: &Opts) -> Result<()> {
     );
 
     if native {
-        let nb = build_llama_bench(&cache, &[("GGML_NATIVE", "ON")])?;
+        let nb = build_mini_bench(&cache, true)?;
         let (npp, ntg) = llama_bench_tps(&nb, &model, threads)?;
         println!(
-            "this CPU's vector units (llama-bench GGML_NATIVE=ON): pp512 {npp:.1} tokens/s ({:.2}x the portable build), tg128 {ntg:.1} tokens/s ({:.2}x)",
+            "this CPU's vector units (llama.cpp GGML_NATIVE=ON): pp512 {npp:.1} tokens/s ({:.2}x the portable build), tg128 {ntg:.1} tokens/s ({:.2}x)",
             npp / ref_pp,
             ntg / ref_tg
         );
@@ -149,131 +150,144 @@ fn find_cmake_cache(build_dir: &Path) -> Result<PathBuf> {
     )
 }
 
-/// Builds `llama-bench` from the crate's llama.cpp with the crate's CMake flags (plus
-/// `extra` overrides) into the fixtures cache, once.
-fn build_llama_bench(cache: &Path, extra: &[(&str, &str)]) -> Result<PathBuf> {
+const MINI_BENCH: &str = include_str!("llama_mini_bench.cpp");
+
+/// Compiles `llama_mini_bench.cpp` against the static llama.cpp libraries of the
+/// llama-cpp-sys-2 build whose CMakeCache.txt is `cache` (the same objects offgrid links),
+/// or, with `native`, against a fresh `GGML_NATIVE=ON` CMake build of the same source and
+/// flags. Returns the executable.
+fn build_mini_bench(cache: &Path, native: bool) -> Result<PathBuf> {
+    let build = cache.parent().context("CMakeCache.txt has no folder")?;
+    let out = build.parent().context("no out folder")?;
     let text = fs::read_to_string(cache)?;
-    let mut src = None;
-    let mut defs = BTreeMap::new();
-    for l in text.lines() {
-        let Some((k, v)) = l.split_once('=') else {
-            continue;
-        };
-        let Some((name, ty)) = k.split_once(':') else {
-            continue;
-        };
-        if name == "CMAKE_HOME_DIRECTORY" {
-            src = Some(PathBuf::from(v));
-        }
-        let wanted = (name.starts_with("GGML_") || name.starts_with("LLAMA_"))
-            && matches!(ty, "BOOL" | "STRING")
-            || matches!(
-                name,
-                "CMAKE_BUILD_TYPE" | "CMAKE_C_FLAGS" | "CMAKE_CXX_FLAGS" | "BUILD_SHARED_LIBS"
-            );
-        if wanted && name != "GGML_BACKEND_DIR" {
-            defs.insert(name.to_owned(), v.to_owned());
-        }
-    }
-    let src = src.context("CMakeCache.txt names no source directory")?;
-    // llama-bench is a tool: build the tools, not the tests, examples or server.
-    for (k, v) in [
-        ("LLAMA_BUILD_TOOLS", "ON"),
-        ("LLAMA_BUILD_COMMON", "ON"),
-        ("LLAMA_BUILD_EXAMPLES", "OFF"),
-        ("LLAMA_BUILD_TESTS", "OFF"),
-        ("LLAMA_BUILD_SERVER", "OFF"),
-        ("LLAMA_CURL", "OFF"),
-    ] {
-        defs.insert(k.into(), v.into());
-    }
-    for (k, v) in extra {
-        defs.insert((*k).into(), (*v).into());
-    }
-    let mut h = Sha256::new();
-    h.update(src.to_string_lossy().as_bytes());
-    for (k, v) in &defs {
-        h.update(format!("{k}={v}\n"));
-    }
+    let get = |key: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(key)?
+                .split_once('=')
+                .map(|(_, v)| v.to_owned())
+        })
+    };
+    let src = PathBuf::from(get("CMAKE_HOME_DIRECTORY:").context("no source directory")?);
+    let cxx_flags = get("CMAKE_CXX_FLAGS:").unwrap_or_default();
+    let mut libdir = out.join("lib");
     let dir = fixtures::cache_dir()
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-        .join(format!("llama-bench-{}", &hex::encode(h.finalize())[..12]));
-    let bin = dir.join("bin/llama-bench");
-    if bin.is_file() {
-        return Ok(bin);
+        .join(if native {
+            "llama-mini-bench-native"
+        } else {
+            "llama-mini-bench"
+        });
+    fs::create_dir_all(&dir)?;
+    if native {
+        // The same CMake options, but GGML_NATIVE=ON: what this CPU could do.
+        let nb = dir.join("build");
+        let mut cfg = Command::new("cmake");
+        cfg.arg("-S").arg(&src).arg("-B").arg(&nb);
+        for l in text.lines() {
+            let Some((k, v)) = l.split_once('=') else {
+                continue;
+            };
+            let Some((name, ty)) = k.split_once(':') else {
+                continue;
+            };
+            if (name.starts_with("GGML_")
+                || name.starts_with("LLAMA_")
+                || name == "CMAKE_BUILD_TYPE"
+                || name == "CMAKE_C_FLAGS"
+                || name == "CMAKE_CXX_FLAGS")
+                && matches!(ty, "BOOL" | "STRING")
+                && name != "GGML_BACKEND_DIR"
+            {
+                cfg.arg(format!("-D{name}={v}"));
+            }
+        }
+        cfg.args([
+            "-DGGML_NATIVE=ON",
+            "-DLLAMA_BUILD_COMMON=OFF",
+            "-DLLAMA_BUILD_TOOLS=OFF",
+        ]);
+        if !nb.join("src/libllama.a").is_file() {
+            eprintln!(
+                "building llama.cpp with GGML_NATIVE=ON into '{}'",
+                nb.display()
+            );
+            util::run(&mut cfg).context("configuring llama.cpp")?;
+            util::run(
+                Command::new("cmake")
+                    .arg("--build")
+                    .arg(&nb)
+                    .args(["--target", "llama", "-j"])
+                    .arg(util::cores().to_string()),
+            )
+            .context("building llama.cpp")?;
+        }
+        libdir = nb.clone();
     }
-    eprintln!(
-        "building llama-bench from '{}' into '{}' ({})",
-        src.display(),
-        dir.display(),
-        defs.iter()
-            .filter(|(k, _)| k.starts_with("GGML_N")
-                || k.starts_with("GGML_O")
-                || *k == "CMAKE_BUILD_TYPE")
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let mut cfg = Command::new("cmake");
-    cfg.arg("-S").arg(&src).arg("-B").arg(&dir);
-    for (k, v) in &defs {
-        cfg.arg(format!("-D{k}={v}"));
+    let exe = dir.join("llama-mini-bench");
+    let cpp = dir.join("llama_mini_bench.cpp");
+    fs::write(&cpp, MINI_BENCH)?;
+    let find = |name: &str| -> Result<PathBuf> {
+        walkdir(&libdir)
+            .into_iter()
+            .find(|p| p.file_name().is_some_and(|f| f == name))
+            .with_context(|| format!("no {name} under '{}'", libdir.display()))
+    };
+    let mut cc = Command::new("c++");
+    cc.args(cxx_flags.split_whitespace())
+        .args(["-O2", "-std=c++17"])
+        .arg(format!("-I{}", src.join("include").display()))
+        .arg(format!("-I{}", src.join("ggml/include").display()))
+        .arg(&cpp)
+        .arg("-o")
+        .arg(&exe);
+    for lib in ["libllama.a", "libggml.a", "libggml-cpu.a", "libggml-base.a"] {
+        cc.arg(find(lib)?);
     }
-    util::run(&mut cfg).context("configuring llama.cpp with cmake")?;
-    util::run(
-        Command::new("cmake")
-            .arg("--build")
-            .arg(&dir)
-            .args(["--target", "llama-bench", "-j"])
-            .arg(util::cores().to_string()),
-    )
-    .context("building llama-bench")?;
-    if !bin.is_file() {
-        bail!("cmake built no '{}'", bin.display());
-    }
-    Ok(bin)
+    cc.args(["-lpthread", "-ldl", "-lm"]);
+    util::run(&mut cc).context("compiling llama-mini-bench")?;
+    Ok(exe)
 }
 
-/// llama-bench's pp512 and tg128 tokens per second (best of [`RUNS`] repetitions).
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// llama.cpp's own prompt (512) and generation (128) tokens per second, best of [`RUNS`].
 fn llama_bench_tps(bin: &Path, model: &Path, threads: usize) -> Result<(f64, f64)> {
     let out = Command::new(bin)
-        .arg("-m")
         .arg(model)
-        .args(["-p", "512", "-n", "128", "-o", "json", "-r"])
-        .arg(RUNS.to_string())
-        .arg("-t")
         .arg(threads.to_string())
+        .args(["512", "128"])
+        .arg(RUNS.to_string())
         .output()
-        .context("running llama-bench")?;
+        .context("running llama-mini-bench")?;
     if !out.status.success() {
         bail!(
-            "llama-bench failed: {}",
+            "llama-mini-bench failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let (mut pp, mut tg) = (None, None);
-    // Each record holds n_prompt, n_gen and samples_ts; take the best sample.
-    let v: serde_json::Value =
-        serde_json::from_str(&text).context("llama-bench printed no JSON")?;
-    for rec in v.as_array().context("llama-bench JSON is not an array")? {
-        let n_prompt = rec["n_prompt"].as_f64().unwrap_or(0.0);
-        let n_gen = rec["n_gen"].as_f64().unwrap_or(0.0);
-        let best = rec["samples_ts"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_f64()).fold(0.0, f64::max))
-            .unwrap_or(0.0);
-        if n_prompt > 0.0 && n_gen == 0.0 {
-            pp = Some(best);
-        } else if n_gen > 0.0 && n_prompt == 0.0 {
-            tg = Some(best);
-        }
-    }
-    Ok((
-        pp.context("no pp record from llama-bench")?,
-        tg.context("no tg record from llama-bench")?,
-    ))
+    let val = |k: &str| -> Result<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.trim().parse().ok())
+            .with_context(|| format!("llama-mini-bench printed no '{k}'"))
+    };
+    Ok((val("pp ")?, val("tg ")?))
 }
 
 /// A prompt of about 500 tokens asking for a long answer.
