@@ -431,3 +431,32 @@ fn payloads_are_standard_zstd_frames() {
     assert!(out.status.success());
     assert!(out.stdout == new);
 }
+
+#[test]
+fn zstd_ref_payloads_decode_with_zstd_patch_from() {
+    // A one-word edit of a short text: the writer keeps `zstd-ref`, whose payload is what
+    // `zstd --patch-from` makes, so the zstd CLI decodes it against the old file.
+    let old = b"The quick brown fox jumps over the lazy dog.\n".repeat(3);
+    let mut new = old.clone();
+    new[40..43].copy_from_slice(b"cat");
+    let p = pair(&old, &new);
+    let (d, s) = make(&p, &DeltaOptions::default());
+    assert_eq!(s.zstd_ref_windows, 1, "{s:?}");
+    assert_eq!(d[32], 4);
+    let payload_len = u64::from_le_bytes(d[32 + 25..32 + 33].try_into().unwrap()) as usize;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("w.zst");
+    std::fs::write(&f, &d[32 + 33..32 + 33 + payload_len]).unwrap();
+    let out = std::process::Command::new("zstd")
+        .args(["-d", "-c", "-q"])
+        .arg(format!("--patch-from={}", p.old.display()))
+        .arg(&f)
+        .output()
+        .expect("the zstd CLI (apt-get install zstd)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == new);
+}
