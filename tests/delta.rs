@@ -434,11 +434,16 @@ fn payloads_are_standard_zstd_frames() {
 
 #[test]
 fn zstd_ref_payloads_decode_with_zstd_patch_from() {
-    // A one-word edit of a short text: the writer keeps `zstd-ref`, whose payload is what
-    // `zstd --patch-from` makes, so the zstd CLI decodes it against the old file.
-    let old = b"The quick brown fox jumps over the lazy dog.\n".repeat(3);
-    let mut new = old.clone();
-    new[40..43].copy_from_slice(b"cat");
+    // Text renumbered throughout: the new bytes compress well on their own, so the writer
+    // keeps `zstd-ref`, whose payload is what `zstd --patch-from` makes; the zstd CLI
+    // decodes it against the old file.
+    let lines = |k: u32| -> Vec<u8> {
+        (0..2000u32)
+            .map(|i| format!("line {}\n", i * k))
+            .collect::<String>()
+            .into_bytes()
+    };
+    let (old, new) = (lines(1), lines(3));
     let p = pair(&old, &new);
     let (d, s) = make(&p, &DeltaOptions::default());
     assert_eq!(s.zstd_ref_windows, 1, "{s:?}");

@@ -12,6 +12,7 @@
 //! farther than the margin without anchors is diffed against the wrong old range (correct,
 //! but larger).
 
+mod blocks;
 mod decode;
 mod encode;
 mod format;
