@@ -8,7 +8,10 @@
 //!
 //! offgrid runs in its own process (`xtask/src/bin/delta_probe.rs`) under GNU time, like
 //! the other tools, so peak RSS is each tool's own. Every offgrid delta is applied back
-//! and compared with the new file. Inputs are cached under ~/.cache/offgrid-bench.
+//! and compared with the new file. Inputs, and the standard tools' results (which do not
+//! change between runs; delete `other-tools.tsv` to re-run them), are cached under
+//! ~/.cache/offgrid-bench. `OFFGRID_BENCH_DELTA_ONLY=real` runs only (a) and (b),
+//! `=large` only (c).
 //! Known gaps: bsdiff is skipped above 256 MiB (it needs about 17 bytes per byte) and
 //! zstd above 1 GiB (level 19 takes too long on 2 shared cores).
 
@@ -63,7 +66,9 @@ pub fn bench(opts: &Opts) -> Result<()> {
         "bench delta: {} cores; offgrid = delta::create with default options (level 19, max_memory 2 GiB)",
         cores()
     );
-    for (pkg, a, b, pat) in WHEELS {
+    let only = std::env::var("OFFGRID_BENCH_DELTA_ONLY").unwrap_or_default();
+    let (real, large) = (only != "large", only != "real");
+    for (pkg, a, b, pat) in WHEELS.iter().filter(|_| real) {
         let old = wheel_lib(&cache, pkg, a, pat)?;
         let new = wheel_lib(&cache, pkg, b, pat)?;
         compare(
@@ -75,15 +80,20 @@ pub fn bench(opts: &Opts) -> Result<()> {
             &[],
         )?;
     }
-    let (old, new) = model_pair(&cache)?;
-    compare(
-        &probe,
-        "SmolLM2-135M Q4_1 GGUF, chat template edited",
-        &old,
-        &new,
-        &cache,
-        &[],
-    )?;
+    if real {
+        let (old, new) = model_pair(&cache)?;
+        compare(
+            &probe,
+            "SmolLM2-135M Q4_1 GGUF, chat template edited",
+            &old,
+            &new,
+            &cache,
+            &[],
+        )?;
+    }
+    if !large {
+        return Ok(());
+    }
     let n = opts.size_mib;
     let (old, new) = large_gguf_pair(&cache, n)?;
     compare(
@@ -333,6 +343,7 @@ struct Row {
     size: u64,
     secs: f64,
     rss_mib: f64,
+    cached: bool,
 }
 
 fn compare(
@@ -407,22 +418,58 @@ fn compare(
     } else {
         println!("  bsdiff: skipped above 256 MiB (it needs about 17 bytes of memory per byte)");
     }
+    // The standard tools' results do not change between runs: cache them.
+    let results = cache.join("other-tools.tsv");
+    let known = std::fs::read_to_string(&results).unwrap_or_default();
     for (name, script) in tools {
+        let key = format!(
+            "{name}\t{}\t{}\t{old_size}\t{new_size}",
+            old.display(),
+            new.display()
+        );
+        let hit = known.lines().rev().find_map(|l| {
+            let rest = l.strip_prefix(&key)?.strip_prefix('\t')?;
+            let v: Vec<&str> = rest.split('\t').collect();
+            Some(Row {
+                name,
+                size: v.first()?.parse().ok()?,
+                secs: v.get(1)?.parse().ok()?,
+                rss_mib: v.get(2)?.parse().ok()?,
+                cached: true,
+            })
+        });
+        if let Some(r) = hit {
+            rows.push(r);
+            continue;
+        }
         let _ = std::fs::remove_file(&out);
         match time_sh(&script) {
-            Ok(t) => rows.push(Row {
-                name,
-                size: std::fs::metadata(&out)?.len(),
-                secs: t.wall.as_secs_f64(),
-                rss_mib: t.max_rss_kib as f64 / 1024.0,
-            }),
+            Ok(t) => {
+                let r = Row {
+                    name,
+                    size: std::fs::metadata(&out)?.len(),
+                    secs: t.wall.as_secs_f64(),
+                    rss_mib: t.max_rss_kib as f64 / 1024.0,
+                    cached: false,
+                };
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&results)?;
+                writeln!(f, "{key}\t{}\t{:.3}\t{:.1}", r.size, r.secs, r.rss_mib)?;
+                rows.push(r);
+            }
             Err(e) => println!("  {name}: failed: {e}"),
         }
     }
     for r in &rows {
         println!(
-            "  {:<35} {:>12} B  {:>8.2} s  {:>7.0} MiB peak",
-            r.name, r.size, r.secs, r.rss_mib
+            "  {:<35} {:>12} B  {:>8.2} s  {:>7.0} MiB peak{}",
+            r.name,
+            r.size,
+            r.secs,
+            r.rss_mib,
+            if r.cached { "  (cached run)" } else { "" }
         );
     }
     if let Some(best) = rows.iter().min_by_key(|r| r.size) {
