@@ -15,12 +15,22 @@ pub const BLOCK_MAX: usize = 4 << 20;
 /// Most controls in one block.
 pub const CONTROLS_MAX: usize = 1 << 16;
 
+/// Zero runs of add bytes at least this long become `zero-add` controls (no add bytes):
+/// zstd spends a few bytes on every 128 KiB block even of zeros, which adds up over the
+/// long unchanged stretches of a window.
+const ZERO_RUN_MIN: usize = 128;
+
+/// One control as stored: add length, whether its add bytes are all zero (and omitted),
+/// copy length, seek.
+type Ctrl = (u64, bool, u64, i64);
+
 /// Collects bidiff controls and writes them as blocks to `w`.
 pub struct BlockWriter<W: Write> {
     w: W,
-    ctrls: Vec<(u64, u64, i64)>,
+    ctrls: Vec<Ctrl>,
     adds: Vec<u8>,
     copies: Vec<u8>,
+    out: usize,
 }
 
 impl<W: Write> BlockWriter<W> {
@@ -30,41 +40,74 @@ impl<W: Write> BlockWriter<W> {
             ctrls: Vec::new(),
             adds: Vec::new(),
             copies: Vec::new(),
+            out: 0,
         }
     }
 
-    fn out_len(&self) -> usize {
-        self.adds.len() + self.copies.len()
-    }
-
-    fn push(&mut self, add: &[u8], copy: &[u8], seek: i64) -> io::Result<()> {
-        self.ctrls.push((add.len() as u64, copy.len() as u64, seek));
-        self.adds.extend_from_slice(add);
+    fn push(&mut self, add: &[u8], zero: bool, copy: &[u8], seek: i64) -> io::Result<()> {
+        self.ctrls
+            .push((add.len() as u64, zero, copy.len() as u64, seek));
+        if !zero {
+            self.adds.extend_from_slice(add);
+        }
         self.copies.extend_from_slice(copy);
-        if self.out_len() >= BLOCK_MAX || self.ctrls.len() >= CONTROLS_MAX {
+        self.out += add.len() + copy.len();
+        if self.out >= BLOCK_MAX || self.ctrls.len() >= CONTROLS_MAX {
             self.flush_block()?;
         }
         Ok(())
     }
 
-    /// Adds one control, splitting it across blocks when it does not fit.
-    pub fn control(&mut self, c: &bidiff::Control) -> io::Result<()> {
-        let (mut add, mut copy) = (c.add, c.copy);
+    /// Emits one piece of a control, splitting it across blocks when it does not fit.
+    fn piece(&mut self, mut add: &[u8], zero: bool, mut copy: &[u8], seek: i64) -> io::Result<()> {
         loop {
-            let room = BLOCK_MAX - self.out_len();
+            let room = BLOCK_MAX - self.out;
             if add.len() + copy.len() <= room {
-                return self.push(add, copy, c.seek);
+                return self.push(add, zero, copy, seek);
             }
             if add.len() >= room {
-                self.push(&add[..room], &[], 0)?;
+                self.push(&add[..room], zero, &[], 0)?;
                 add = &add[room..];
             } else {
                 let k = room - add.len();
-                self.push(add, &copy[..k], 0)?;
+                self.push(add, zero, &copy[..k], 0)?;
                 add = &[];
                 copy = &copy[k..];
             }
         }
+    }
+
+    /// Adds one control: its add bytes cut into zero runs and the rest, then its copy
+    /// bytes and seek.
+    pub fn control(&mut self, c: &bidiff::Control) -> io::Result<()> {
+        let add = c.add;
+        let mut start = 0;
+        let mut i = 0;
+        while i < add.len() {
+            if add[i] != 0 {
+                i += 1;
+                continue;
+            }
+            let run_end = add[i..]
+                .iter()
+                .position(|b| *b != 0)
+                .map_or(add.len(), |k| i + k);
+            if run_end - i >= ZERO_RUN_MIN && run_end < add.len() {
+                if start < i {
+                    self.piece(&add[start..i], false, &[], 0)?;
+                }
+                self.piece(&add[i..run_end], true, &[], 0)?;
+                start = run_end;
+            } else if run_end - i >= ZERO_RUN_MIN {
+                // A zero run ends the add: it carries the copy and seek.
+                if start < i {
+                    self.piece(&add[start..i], false, &[], 0)?;
+                }
+                return self.piece(&add[i..], true, c.copy, c.seek);
+            }
+            i = run_end;
+        }
+        self.piece(&add[start..], false, c.copy, c.seek)
     }
 
     fn flush_block(&mut self) -> io::Result<()> {
@@ -73,8 +116,8 @@ impl<W: Write> BlockWriter<W> {
         }
         let mut head = Vec::with_capacity(10 + self.ctrls.len() * 12);
         put_varint(&mut head, self.ctrls.len() as u64);
-        for &(a, c, s) in &self.ctrls {
-            put_varint(&mut head, a);
+        for &(a, z, c, s) in &self.ctrls {
+            put_varint(&mut head, a << 1 | z as u64);
             put_varint(&mut head, c);
             put_varint(&mut head, ((s << 1) ^ (s >> 63)) as u64);
         }
@@ -84,6 +127,7 @@ impl<W: Write> BlockWriter<W> {
         self.ctrls.clear();
         self.adds.clear();
         self.copies.clear();
+        self.out = 0;
         Ok(())
     }
 
@@ -140,7 +184,7 @@ pub struct BlockReader<'a, O> {
     old: &'a mut O,
     out: Vec<u8>,
     at: usize,
-    ctrls: Vec<(usize, usize, i64)>,
+    ctrls: Vec<(usize, bool, usize, i64)>,
     adds: Vec<u8>,
 }
 
@@ -165,46 +209,49 @@ impl<'a, O: Read + Seek> BlockReader<'a, O> {
             return Err(bad("a block has an implausible number of controls"));
         }
         self.ctrls.clear();
-        let (mut add_total, mut copy_total) = (0usize, 0usize);
+        // Output bytes, stored add bytes, copy bytes.
+        let (mut out_total, mut add_total) = (0usize, 0usize);
         for _ in 0..n {
-            let a = need_varint(self.src)?;
+            let az = need_varint(self.src)?;
             let c = need_varint(self.src)?;
             let z = need_varint(self.src)?;
             let s = ((z >> 1) as i64) ^ -((z & 1) as i64);
+            let (a, zero) = (az >> 1, az & 1 == 1);
             if a > BLOCK_MAX as u64 || c > BLOCK_MAX as u64 {
                 return Err(bad("a block is larger than 4 MiB"));
             }
-            add_total += a as usize;
-            copy_total += c as usize;
-            if add_total + copy_total > BLOCK_MAX {
+            out_total += (a + c) as usize;
+            if !zero {
+                add_total += a as usize;
+            }
+            if out_total > BLOCK_MAX {
                 return Err(bad("a block is larger than 4 MiB"));
             }
-            self.ctrls.push((a as usize, c as usize, s));
+            self.ctrls.push((a as usize, zero, c as usize, s));
         }
         self.adds.resize(add_total, 0);
         self.src.read_exact(&mut self.adds)?;
-        self.out.resize(add_total + copy_total, 0);
-        let mut copy_at = 0;
+        self.out.resize(out_total, 0);
         let mut add_at = 0;
         let mut o = 0;
-        // Copy bytes come after all add bytes: read them straight into place later.
+        // Copy bytes come after all add bytes: read them straight into place afterwards.
         let mut copy_slots = Vec::with_capacity(self.ctrls.len());
-        for &(a, c, s) in &self.ctrls {
+        for &(a, zero, c, s) in &self.ctrls {
             let dst = &mut self.out[o..o + a];
             self.old.read_exact(dst)?;
-            for (d, x) in dst.iter_mut().zip(&self.adds[add_at..add_at + a]) {
-                *d = d.wrapping_add(*x);
+            if !zero {
+                for (d, x) in dst.iter_mut().zip(&self.adds[add_at..add_at + a]) {
+                    *d = d.wrapping_add(*x);
+                }
+                add_at += a;
             }
-            add_at += a;
             o += a;
             copy_slots.push((o, c));
             o += c;
-            copy_at += c;
             if s != 0 {
                 self.old.seek(SeekFrom::Current(s))?;
             }
         }
-        debug_assert_eq!(copy_at, copy_total);
         for (at, c) in copy_slots {
             self.src.read_exact(&mut self.out[at..at + c])?;
         }
@@ -266,5 +313,34 @@ mod tests {
         assert!(out[..BLOCK_MAX + 10].iter().all(|b| *b == 3));
         assert!(out[BLOCK_MAX + 10..].iter().all(|b| *b == 7));
         assert_eq!(o.position(), (BLOCK_MAX + 10 - 5) as u64);
+    }
+
+    #[test]
+    fn zero_runs_are_stored_without_add_bytes() {
+        let old: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let mut add = vec![0u8; 9_000];
+        add[10] = 1;
+        add[5000] = 2;
+        let mut w = BlockWriter::new(Vec::new());
+        w.control(&bidiff::Control {
+            add: &add,
+            copy: b"xyz",
+            seek: 3,
+        })
+        .unwrap();
+        let stream = w.finish().unwrap();
+        // Only the short non-zero pieces' add bytes are stored.
+        assert!(stream.len() < 300, "{} bytes", stream.len());
+        let mut out = Vec::new();
+        let mut o = Cursor::new(old.clone());
+        BlockReader::new(&mut Cursor::new(stream), &mut o)
+            .read_to_end(&mut out)
+            .unwrap();
+        let mut want = old[..9_000].to_vec();
+        want[10] = want[10].wrapping_add(1);
+        want[5000] = want[5000].wrapping_add(2);
+        want.extend_from_slice(b"xyz");
+        assert_eq!(out, want);
+        assert_eq!(o.position(), 9_003);
     }
 }
