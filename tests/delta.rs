@@ -158,6 +158,55 @@ proptest! {
     }
 }
 
+/// A delta of one `bidiff` window whose (zstd-compressed) block stream is `stream`.
+fn bidiff_delta(old: &[u8], new: &[u8], stream: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let payload = zstd::bulk::compress(stream, 3).unwrap();
+    let mut d = b"OGDELTA\0\x01\0\0\0\0\0\0\0".to_vec();
+    d.extend_from_slice(&(old.len() as u64).to_le_bytes());
+    d.extend_from_slice(&(new.len() as u64).to_le_bytes());
+    d.push(3);
+    for v in [0, old.len() as u64, new.len() as u64, payload.len() as u64] {
+        d.extend_from_slice(&v.to_le_bytes());
+    }
+    d.extend_from_slice(&payload);
+    d.push(0);
+    d.extend_from_slice(&sha2::Sha256::digest(new));
+    d
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn hostile_block_streams_never_panic(stream in prop::collection::vec(any::<u8>(), 0..300)) {
+        let old = noise(4000, 3);
+        let new = noise(3000, 4);
+        if let Ok(out) = apply_bytes(&old, &bidiff_delta(&old, &new, &stream), 3000) {
+            prop_assert!(out == new);
+        }
+    }
+}
+
+#[test]
+fn a_handmade_block_stream_decodes() {
+    // One block, two controls: add 4 (stored: 1 1 1 1), copy 2 ("hi"), seek +2; then a
+    // zero add of 3 (old bytes verbatim), copy 0, seek 0.
+    let old = b"abcdefghij".to_vec();
+    let stream = [2, 8, 7, 2, 0, 4, 0, 1, 1, 1, 1, b'h', b'i'];
+    let new = b"bcdehighi".to_vec();
+    assert_eq!(
+        apply_bytes(&old, &bidiff_delta(&old, &new, &stream), 9).unwrap(),
+        new
+    );
+    // A seek before the old range's start is corrupt.
+    let stream = [1, 0, 0, 1];
+    assert!(matches!(
+        apply_bytes(&old, &bidiff_delta(&old, b"", &stream), 0),
+        Err(DeltaError::Corrupt(_))
+    ));
+}
+
 #[test]
 fn empty_and_identical_files() {
     let data = noise(100_000, 7);

@@ -261,6 +261,9 @@ impl<'a, O: Read + Seek> BlockReader<'a, O> {
             o += a;
             copy_slots.push((o, c));
             o += c;
+            if s == i64::MIN {
+                return Err(bad("a seek is out of range"));
+            }
             if s != 0 {
                 self.old.seek_relative(s)?;
             }
