@@ -191,16 +191,17 @@ proptest! {
 #[test]
 fn a_handmade_block_stream_decodes() {
     // One block, two controls: add 4 (stored: 1 1 1 1), copy 2 ("hi"), seek +2; then a
-    // zero add of 3 (old bytes verbatim), copy 0, seek 0.
+    // zero add of 3 (old bytes verbatim), copy 0, seek 0. Columns: n, kinds, stored add
+    // lengths, zero add lengths, copy lengths, seeks (zig-zag), add bytes, copy bytes.
     let old = b"abcdefghij".to_vec();
-    let stream = [2, 8, 7, 2, 0, 4, 0, 1, 1, 1, 1, b'h', b'i'];
+    let stream = [2, 0, 1, 4, 3, 2, 0, 4, 0, 1, 1, 1, 1, b'h', b'i'];
     let new = b"bcdehighi".to_vec();
     assert_eq!(
         apply_bytes(&old, &bidiff_delta(&old, &new, &stream), 9).unwrap(),
         new
     );
     // A seek before the old range's start is corrupt.
-    let stream = [1, 0, 0, 1];
+    let stream = [1, 0, 0, 0, 1];
     assert!(matches!(
         apply_bytes(&old, &bidiff_delta(&old, b"", &stream), 0),
         Err(DeltaError::Corrupt(_))

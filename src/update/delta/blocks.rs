@@ -118,9 +118,13 @@ impl<W: Write> BlockWriter<W> {
         }
         let mut head = Vec::with_capacity(10 + self.ctrls.len() * 12);
         put_varint(&mut head, self.ctrls.len() as u64);
-        // Column by column: each field compresses best next to its own kind.
-        for &(a, z, _, _) in &self.ctrls {
-            put_varint(&mut head, a << 1 | z as u64);
+        // Column by column: each field compresses best next to its own kind, and the
+        // lengths of stored adds and of zero runs are two different kinds.
+        head.extend(self.ctrls.iter().map(|c| c.1 as u8));
+        for zero in [false, true] {
+            for &(a, _, _, _) in self.ctrls.iter().filter(|c| c.1 == zero) {
+                put_varint(&mut head, a);
+            }
         }
         for &(_, _, c, _) in &self.ctrls {
             put_varint(&mut head, c);
@@ -184,6 +188,15 @@ fn need_varint(r: &mut dyn Read) -> io::Result<u64> {
     get_varint(r)?.ok_or_else(|| io::ErrorKind::UnexpectedEof.into())
 }
 
+/// Reads a length, refusing one larger than a block.
+fn need_len(r: &mut dyn Read) -> io::Result<usize> {
+    let x = need_varint(r)?;
+    if x > BLOCK_MAX as u64 {
+        return Err(bad("a block is larger than 4 MiB"));
+    }
+    Ok(x as usize)
+}
+
 /// Streams the new bytes of a block stream read from `src` against the old range `old`
 /// (a cursor that starts at 0; reads or seeks outside it fail).
 pub struct BlockReader<'a, O> {
@@ -218,25 +231,30 @@ impl<'a, O: Read + Seek> BlockReader<'a, O> {
         self.ctrls.clear();
         // Output bytes, stored add bytes, copy bytes.
         let (mut out_total, mut add_total) = (0usize, 0usize);
-        for _ in 0..n {
-            let az = need_varint(self.src)?;
-            self.ctrls.push(((az >> 1) as usize, az & 1 == 1, 0, 0));
+        let mut flags = vec![0u8; n as usize];
+        self.src.read_exact(&mut flags)?;
+        for f in flags {
+            if f > 1 {
+                return Err(bad("a control has an unknown kind"));
+            }
+            self.ctrls.push((0, f == 1, 0, 0));
+        }
+        for zero in [false, true] {
+            for ctrl in self.ctrls.iter_mut().filter(|c| c.1 == zero) {
+                ctrl.0 = need_len(self.src)?;
+            }
         }
         for ctrl in self.ctrls.iter_mut() {
-            ctrl.2 = need_varint(self.src)? as usize;
+            ctrl.2 = need_len(self.src)?;
         }
         for ctrl in self.ctrls.iter_mut() {
             let z = need_varint(self.src)?;
             ctrl.3 = ((z >> 1) as i64) ^ -((z & 1) as i64);
         }
         for &(a, zero, c, _) in &self.ctrls {
-            let (a, c) = (a as u64, c as u64);
-            if a > BLOCK_MAX as u64 || c > BLOCK_MAX as u64 {
-                return Err(bad("a block is larger than 4 MiB"));
-            }
-            out_total += (a + c) as usize;
+            out_total += a + c;
             if !zero {
-                add_total += a as usize;
+                add_total += a;
             }
             if out_total > BLOCK_MAX {
                 return Err(bad("a block is larger than 4 MiB"));
