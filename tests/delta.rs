@@ -515,3 +515,15 @@ fn zstd_ref_payloads_decode_with_zstd_patch_from() {
     );
     assert!(out.stdout == new);
 }
+
+#[test]
+fn an_unchanged_tail_after_a_long_change_costs_nothing() {
+    // bsdiff alone codes an unchanged tail that follows a changed stretch longer than the
+    // tail as literal bytes; the writer's copy windows for unchanged ends avoid that.
+    let old = noise(1 << 20, 31);
+    let mut new = old.clone();
+    new[600_000..900_000].copy_from_slice(&noise(300_000, 32));
+    let (d, s) = round_trip(&old, &new, &fast(0));
+    assert!(d.len() < 300_000 + 2048, "{} bytes: {s:?}", d.len());
+    assert_eq!(s.copy_windows, 2, "{s:?}");
+}
