@@ -112,6 +112,7 @@ fn packs_a_signed_tree_that_stock_tools_verify() {
         "run.sh",
         "run.bat",
         "install.sh",
+        "install.bat",
         "README.txt",
         "CHANGELOG.txt",
     ] {

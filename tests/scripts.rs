@@ -228,9 +228,16 @@ fn install_sh_runs_install_from_the_stick() {
 }
 
 #[test]
-fn run_bat_is_crlf_and_names_the_platforms() {
+fn bat_files_are_crlf_and_name_the_platforms() {
     let ws = Ws::new();
     let stick = fake_stick(&ws);
+    let install = std::fs::read_to_string(stick.join("install.bat")).unwrap();
+    assert!(
+        install.contains("\"%BIN%\" install --from \"%HERE%\" %*\r\n"),
+        "{install}"
+    );
+    assert!(!install.contains("OFFGRID_PORTABLE"));
+    assert!(install.contains("platforms on this stick: linux-aarch64 linux-x86_64 macos-aarch64"));
     let bat = std::fs::read_to_string(stick.join("run.bat")).unwrap();
     let segs: Vec<&str> = bat.split('\n').collect();
     assert!(
