@@ -214,6 +214,21 @@ fn packs_a_signed_tree_that_stock_tools_verify() {
     ] {
         assert!(readme.contains(want), "README lacks {want}:\n{readme}");
     }
+    // The README's minisign lines work as written (run beside a copy of hq.pub).
+    std::fs::copy(ws.path("hq.pub"), root.join("hq.pub")).unwrap();
+    let lines: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.trim_start().starts_with("minisign -V"))
+        .collect();
+    assert_eq!(lines.len(), 2, "one line per signer");
+    let hq_line = lines.iter().find(|l| l.contains(&ws.key_id("hq"))).unwrap();
+    let out = Command::new("sh")
+        .current_dir(&root)
+        .args(["-c", hq_line.trim()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{hq_line}: {out:?}");
+    std::fs::remove_file(root.join("hq.pub")).unwrap();
     // offgrid's own verify accepts the tree with either key.
     ws.offgrid(&["verify", "stick", "--pubkey", "second.pub"])
         .success()
@@ -297,13 +312,45 @@ macos-aarch64 = "dist/mac"
 }
 
 #[test]
-fn the_example_recipe_in_formats_is_complete() {
-    // Every field the example sets reaches the inputs (paths resolved against formats/).
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let e = offgrid::usb::inputs::ReleaseInputs::from_recipe(&root.join("formats/offgrid.toml"))
-        .unwrap_err();
-    // The example's files do not exist in the repository: the first one is named.
-    assert!(e.to_string().contains("triage-3b-q4_k_m.gguf"), "{e}");
+fn the_example_recipe_in_formats_packs_as_documented() {
+    // Copy formats/offgrid.toml beside every file it names, then pack with it alone.
+    let ws = Ws::new();
+    let text = include_str!("../formats/offgrid.toml");
+    ws.file("rel/offgrid.toml", text.as_bytes());
+    ws.model("rel/models/triage-3b-q4_k_m.gguf", 16, 1);
+    ws.model("rel/models/translate-1b-q8_0.gguf", 16, 2);
+    for p in ["linux-x86_64", "linux-aarch64", "macos-aarch64"] {
+        ws.file(&format!("rel/dist/{p}/offgrid"), p.as_bytes());
+    }
+    ws.file("rel/dist/windows-x86_64/offgrid.exe", b"MZ");
+    ws.file("rel/CHANGELOG.md", b"# 1.4.0");
+    std::fs::create_dir_all(ws.path("rel/keys")).unwrap();
+    std::fs::rename(ws.path("hq.key"), ws.path("rel/keys/hq.key")).unwrap();
+    ws.offgrid(&["pack-usb", "stick", "--recipe", "rel/offgrid.toml"])
+        .success();
+    let m = manifest(&ws, "stick");
+    assert_eq!(m.bundle_id, "org.example.clinic");
+    assert_eq!(m.release.as_str(), "1.4.0");
+    assert_eq!(m.default_model.as_deref(), Some("triage"));
+    assert_eq!(
+        m.platforms,
+        [
+            "linux-aarch64",
+            "linux-x86_64",
+            "macos-aarch64",
+            "windows-x86_64"
+        ],
+        "host_binary = false adds nothing"
+    );
+    let names: Vec<&str> = m
+        .models()
+        .map(|f| f.model.as_ref().unwrap().name.as_str())
+        .collect();
+    assert_eq!(names, ["translate-1b-q8_0", "triage"]);
+    assert!(m.file("bin/windows-x86_64/offgrid.exe").is_some());
+    assert!(m.file("CHANGELOG.txt").is_some());
+    ws.offgrid(&["verify", "stick", "--pubkey", "hq.pub"])
+        .success();
 }
 
 #[test]
