@@ -680,6 +680,15 @@ fn refuses_files_in_the_way_of_a_tree_without_manifest() {
     std::fs::remove_file(ws.path("stick/run.bat")).unwrap();
     ws.file("stick/run.bat/x", b"x");
     refused(&ws, &forced, "already holds 'run.bat'");
+    std::fs::remove_dir_all(ws.path("stick/run.bat")).unwrap();
+    // A file where a folder of the tree goes, too.
+    std::fs::remove_dir_all(ws.path("stick/models")).unwrap();
+    ws.file("stick/models", b"not a folder");
+    refused(&ws, &forced, "already holds 'models'");
+    std::fs::remove_file(ws.path("stick/models")).unwrap();
+    std::fs::remove_dir_all(ws.path("stick/signatures")).unwrap();
+    ws.file("stick/signatures", b"not a folder");
+    refused(&ws, &forced, "already holds 'signatures'");
 }
 
 #[test]
