@@ -88,6 +88,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let plan = usb::plan(&inputs, &key_ids)?;
 
     let bar = ctx.bar("packing", args.json);
+    bar.set_length(plan.total_size());
     let report = usb::pack(
         &plan,
         &keys,
