@@ -338,12 +338,14 @@ pub fn hash_range(file: &File, start: u64, end: u64, buf: &mut Vec<u8>) -> io::R
     while pos < end {
         let want = ((end - pos).min(buf.len() as u64)) as usize;
         match pread(file, &mut buf[..want], pos) {
-            Ok(0) => return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
                     "the file ends at byte {pos}, before byte {end}: it changed while being read"
                 ),
-            )),
+                ))
+            }
             Ok(k) => {
                 h.update(&buf[..k]);
                 pos += k as u64;

@@ -95,7 +95,13 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         &PackOptions { force: args.force },
         &super::progress_fn(&bar),
     )
-    .with_context(|| format!("packing release {} into '{}'", inputs.release, args.dest.display()))?;
+    .with_context(|| {
+        format!(
+            "packing release {} into '{}'",
+            inputs.release,
+            args.dest.display()
+        )
+    })?;
     bar.finish_and_clear();
 
     let m = &report.manifest;

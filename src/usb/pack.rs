@@ -123,8 +123,7 @@ pub fn check_dest(
     };
     match Manifest::parse(&bytes) {
         Ok(old) => {
-            if !force && (old.bundle_id != bundle_id || old.release.as_str() != release.as_str())
-            {
+            if !force && (old.bundle_id != bundle_id || old.release.as_str() != release.as_str()) {
                 return Err(PackError::DestHoldsOther {
                     dest: shown,
                     old_bundle: old.bundle_id,
