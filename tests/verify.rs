@@ -154,11 +154,18 @@ impl Tree {
     fn sign(&self, k: &Key) {
         let bytes = fs::read(self.root.join("manifest.toml")).unwrap();
         let sha = hash::hash_bytes(&bytes, DEFAULT_CHUNK_SIZE).sha256;
-        let comment = format!(
-            "offgrid bundle={} release={} manifest_sha256={sha}",
-            self.manifest.bundle_id,
-            self.manifest.release.as_str()
+        self.sign_with_comment(
+            k,
+            &format!(
+                "offgrid bundle={} release={} manifest_sha256={sha}",
+                self.manifest.bundle_id,
+                self.manifest.release.as_str()
+            ),
         );
+    }
+
+    /// Signs the manifest bytes with `comment` as the trusted comment.
+    fn sign_with_comment(&self, k: &Key, comment: &str) {
         let out = Std::new("minisign")
             .arg("-S")
             .arg("-s")
@@ -167,7 +174,7 @@ impl Tree {
             .arg(self.root.join("manifest.toml"))
             .arg("-x")
             .arg(self.root.join(format!("signatures/{}.minisig", k.id)))
-            .args(["-t", &comment])
+            .args(["-t", comment])
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
@@ -477,6 +484,40 @@ fn edited_manifest_fails_before_any_file_is_hashed() {
     assert_eq!(sigs.len(), 1);
     assert_eq!(sigs[0]["status"], "invalid");
     assert_eq!(summary(&r)["verified"], false);
+}
+
+#[test]
+fn signature_naming_another_release_fails() {
+    // A valid signature over these very bytes, by the trusted key, whose trusted comment
+    // names another release: what a replayed or mislabelled signature looks like.
+    let t = tree();
+    let k = t.key("hq");
+    let bytes = fs::read(t.path("manifest.toml")).unwrap();
+    let sha = hash::hash_bytes(&bytes, DEFAULT_CHUNK_SIZE).sha256;
+    t.sign_with_comment(
+        &k,
+        &format!("offgrid bundle=org.example.clinic release=1.1.0 manifest_sha256={sha}"),
+    );
+    let o = run(t.verify(&k));
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("no file was checked"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("invalid: trusted comment"),
+        "{}",
+        o.stderr
+    );
+    // The stock tool accepts the signature itself: only offgrid's binding refuses it.
+    let ok = Std::new("minisign")
+        .arg("-V")
+        .arg("-p")
+        .arg(&k.public)
+        .arg("-m")
+        .arg(t.path("manifest.toml"))
+        .arg("-x")
+        .arg(t.path(&format!("signatures/{}.minisig", k.id)))
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{ok:?}");
 }
 
 #[test]
