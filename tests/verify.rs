@@ -622,6 +622,20 @@ fn two_of_three_threshold() {
         "{}",
         o.stdout
     );
+    // A further signature by an untrusted key does not count, and is said so.
+    let d = t.key("d");
+    t.sign(&d);
+    let o = verify();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&format!(
+            "warning: signature 'signatures/{}.minisig' (key {}) is by a key you did not trust",
+            d.id, d.id
+        )),
+        "{}",
+        o.stderr
+    );
+    fs::remove_file(t.path(&format!("signatures/{}.minisig", d.id))).unwrap();
     // A signature copied under a second name still counts once.
     fs::copy(
         t.path(&format!("signatures/{}.minisig", a.id)),

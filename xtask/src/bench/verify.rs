@@ -6,6 +6,9 @@
 //! and signed with the stock `minisign` tool, so the benchmark needs neither pack-usb nor
 //! keygen. Both sides run with a warm page cache (the data was just written and nothing
 //! is dropped): this measures hashing and scheduling, not the USB stick. Best of 3.
+//! Besides wall time it prints CPU time (user + sys, from GNU time) and the load average:
+//! on a shared machine the wall ratio depends on how many cores offgrid actually gets,
+//! the CPU ratio does not.
 
 use std::fmt::Write as _;
 use std::fs;
