@@ -219,6 +219,23 @@ fn empty_password_and_same_paths_are_refused() {
         .code(2)
         .stderr(predicate::str::contains("are the same"));
     assert!(!sk.exists());
+    // the same file spelled two ways, even with --force
+    std::fs::create_dir(d.path().join("sub")).unwrap();
+    let dotted = d.path().join("sub/../hq.key");
+    offgrid()
+        .args([
+            "keygen",
+            "-s",
+            s(&sk),
+            "-p",
+            s(&dotted),
+            "--unencrypted",
+            "--force",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("are the same"));
+    assert!(!sk.exists());
 }
 
 #[test]
