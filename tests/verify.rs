@@ -1,6 +1,9 @@
 //! `offgrid verify` end to end: real trees, real manifests, signatures made by the stock
 //! `minisign` tool (interop), the real binary; one case per user-visible outcome.
 
+#[path = "support/pack.rs"]
+mod support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command as Std;
@@ -712,4 +715,66 @@ fn unreadable_public_key_is_a_usage_error() {
     let o = run(c);
     assert_eq!(o.code, 2, "{}", o.stderr);
     assert!(o.stderr.contains("nope.pub"), "{}", o.stderr);
+}
+
+/// What pack-usb writes verifies, and a flipped bit in it does not (pack and verify agree
+/// on the manifest, the chunking and the signatures).
+#[test]
+fn a_tree_written_by_pack_usb_verifies() {
+    let ws = support::Ws::new();
+    ws.model("in/tiny.gguf", 4 * 1024 + 100, 3);
+    ws.file("CHANGES.md", b"# 2.0\n");
+    ws.offgrid(&[
+        "pack-usb",
+        "stick",
+        "--release",
+        "2.0",
+        "--bundle-id",
+        "org.example.ship",
+        "--model",
+        "in/tiny.gguf",
+        "--changelog",
+        "CHANGES.md",
+        "--sign-with",
+        "hq.key",
+    ])
+    .success();
+    let verify = || {
+        let mut c = Command::cargo_bin("offgrid").unwrap();
+        c.current_dir(ws.dir.path())
+            .args(["verify", "stick", "--pubkey", "hq.pub", "--json"]);
+        run(c)
+    };
+    let o = verify();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let r = records(&o.stdout);
+    let s = summary(&r);
+    assert_eq!(s["verified"], true);
+    assert_eq!(s["release"], "2.0");
+    assert_eq!(s["bundle_id"], "org.example.ship");
+    assert!(
+        of_type(&r, "extra").is_empty(),
+        "pack-usb writes no extras: {r:?}"
+    );
+    let m = Manifest::parse(&fs::read(ws.path("stick/manifest.toml")).unwrap()).unwrap();
+    let model = m.models().next().unwrap().path.clone();
+    assert_eq!(of_type(&r, "file").len(), m.files.len());
+    let p = ws.path("stick").join(&model);
+    let mut bytes = fs::read(&p).unwrap();
+    let at = bytes.len() - 1;
+    bytes[at] ^= 0x01;
+    fs::write(&p, &bytes).unwrap();
+    let o = verify();
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    let r = records(&o.stdout);
+    let bad: Vec<&Value> = of_type(&r, "file")
+        .into_iter()
+        .filter(|f| f["status"] != "ok")
+        .collect();
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0]["path"], model.as_str());
+    assert_eq!(
+        bad[0]["ranges"],
+        serde_json::json!([[4 << 20, bytes.len()]])
+    );
 }
