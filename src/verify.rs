@@ -708,23 +708,13 @@ fn check_chunks(
 fn find_extras(root: &Path, m: &Manifest) -> (Vec<Extra>, usize) {
     use std::collections::HashSet;
     let files: HashSet<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
-    let mut dirs: HashSet<String> = HashSet::new();
+    // Every folder on the way to a manifest file ("a", "a/b" for "a/b/c").
+    let mut dirs: HashSet<&str> = HashSet::new();
     for f in &m.files {
-        let mut acc = String::new();
-        for c in f
-            .path
-            .split('/')
-            .collect::<Vec<_>>()
-            .iter()
-            .rev()
-            .skip(1)
-            .rev()
-        {
-            if !acc.is_empty() {
-                acc.push('/');
-            }
-            acc.push_str(c);
-            dirs.insert(acc.clone());
+        let mut p = f.path.as_str();
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            dirs.insert(parent);
+            p = parent;
         }
     }
     let mut extras = Vec::new();
@@ -766,7 +756,7 @@ fn find_extras(root: &Path, m: &Manifest) -> (Vec<Extra>, usize) {
             }
             continue;
         }
-        if t.is_dir() && dirs.contains(&rel) {
+        if t.is_dir() && dirs.contains(rel.as_str()) {
             continue;
         }
         if t.is_dir() {
