@@ -452,6 +452,12 @@ fn extra_files_are_reported_but_do_not_fail() {
     assert_eq!(extras, ["models/other.gguf", "notes.txt", "photos"]);
     assert_eq!(summary(&r)["extras"], 3);
     assert_eq!(summary(&r)["verified"], true);
+    // --no-extras does not look.
+    let mut c = t.verify(&k);
+    c.arg("--no-extras");
+    let o = run(c);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(!o.stderr.contains("warning"), "{}", o.stderr);
 }
 
 #[test]
@@ -663,6 +669,16 @@ fn symlink_in_place_of_a_file_fails() {
         "{}",
         o.stderr
     );
+    let mut c = t.verify(&k);
+    c.arg("--json");
+    let r = records(&run(c).stdout);
+    let f = of_type(&r, "file")
+        .into_iter()
+        .find(|f| f["path"] == "README.txt")
+        .unwrap();
+    assert_eq!(f["status"], "not-a-file");
+    assert_eq!(f["expected"], "file");
+    assert_eq!(f["found"], "symlink");
     // A linked folder on the way is refused too, even though the bytes behind it match.
     let bin = t.path("bin");
     let real = t.base.join("bin");
