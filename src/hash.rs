@@ -247,6 +247,8 @@ fn open_read(path: &Path) -> Result<File, HashError> {
 
 /// Copies `src` to `dst` (which must not exist; created with `create_new`), computing the
 /// digests from the bytes as they are written, in one pass over the data; `dst` is fsynced.
+/// On error `dst` may hold a partial copy: callers write into a staging folder they
+/// remove on failure.
 pub fn copy_and_hash(
     src: &Path,
     dst: &Path,
