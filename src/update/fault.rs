@@ -1,0 +1,33 @@
+//! Fault injection for crash tests: when the environment variable `OFFGRID_FAULT_AT`
+//! names a step of install/apply/rollback, the process kills itself with SIGKILL at that
+//! step, exactly as a power cut or `kill -9` would stop it (no destructors, no flush).
+//!
+//! This is a documented test hook (SPEC.md §7.8), compiled in always so the crash tests
+//! drive the shipped binary. It costs one environment lookup per step. Known gap: on
+//! non-Unix systems the process aborts instead.
+
+/// The environment variable naming the step to die at.
+pub const ENV: &str = "OFFGRID_FAULT_AT";
+
+/// Every step name [`point`] is called with, in the order an apply passes them.
+pub const STEPS: &[&str] = &[
+    "journal-written",
+    "payload-written",
+    "staged",
+    "renamed",
+    "flipped",
+    "linked",
+    "cleaned",
+];
+
+/// Dies here when `OFFGRID_FAULT_AT` equals `step`.
+pub fn point(step: &str) {
+    if std::env::var_os(ENV).is_some_and(|v| v == step) {
+        #[cfg(unix)]
+        // SAFETY: raise() only sends a signal to this process.
+        unsafe {
+            libc::raise(libc::SIGKILL);
+        }
+        std::process::abort();
+    }
+}
