@@ -341,6 +341,91 @@ fn read_from<R: Read + Seek>(r: &mut Reader<R>, file_len: u64) -> Result<GgufInf
     Ok(info)
 }
 
+/// Writes a copy of the GGUF file `src` to `dst` (created new) with the string metadata
+/// `key` set to `value` (added when absent), tensor data copied through unchanged. This is
+/// the realistic model update (a chat template edited) that shifts every tensor's offset
+/// in the file; the result is a GGUF that llama.cpp loads like the original.
+pub fn rewrite_string(src: &Path, dst: &Path, key: &str, value: &str) -> Result<u64, GgufError> {
+    let sp = src.display().to_string();
+    let io_err = |path: &str| {
+        let path = path.to_owned();
+        move |source| GgufError::Io {
+            path: path.clone(),
+            source,
+        }
+    };
+    let info = read_info(src)?;
+    let mut f = File::open(src).map_err(io_err(&sp))?;
+    let mut header = vec![0u8; info.data_offset as usize];
+    f.read_exact(&mut header).map_err(io_err(&sp))?;
+    let len = header.len() as u64;
+    let mut r = Reader {
+        r: io::Cursor::new(&header[..]),
+        pos: 0,
+    };
+    let fmt = |e: ReadErr| match e {
+        ReadErr::Io(source) => GgufError::Io {
+            path: sp.clone(),
+            source,
+        },
+        ReadErr::Format(reason) => GgufError::Format {
+            path: sp.clone(),
+            reason,
+        },
+    };
+    r.bytes(8).map_err(|e| fmt(e.into()))?;
+    let _tensors = r.u64().map_err(|e| fmt(e.into()))?;
+    let kv_count = r.u64().map_err(|e| fmt(e.into()))?;
+    let mut out = Vec::with_capacity(header.len() + value.len());
+    out.extend_from_slice(&header[..24]);
+    let mut new_count = kv_count;
+    let mut found = false;
+    let put_kv = |out: &mut Vec<u8>| {
+        out.extend_from_slice(&(key.len() as u64).to_le_bytes());
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(&8u32.to_le_bytes());
+        out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+        out.extend_from_slice(value.as_bytes());
+    };
+    let mut kvs = Vec::new();
+    for _ in 0..kv_count {
+        let start = r.pos as usize;
+        let k = read_string(&mut r, len).map_err(fmt)?;
+        let t = r.u32().map_err(|e| fmt(e.into()))?;
+        read_value(&mut r, t, len, false).map_err(fmt)?;
+        if k == key {
+            put_kv(&mut kvs);
+            found = true;
+        } else {
+            kvs.extend_from_slice(&header[start..r.pos as usize]);
+        }
+    }
+    if !found {
+        put_kv(&mut kvs);
+        new_count += 1;
+    }
+    out[16..24].copy_from_slice(&new_count.to_le_bytes());
+    out.extend_from_slice(&kvs);
+    // Tensor infos: copied verbatim (their offsets are relative to the data section).
+    let tensors_start = r.pos as usize;
+    for _ in 0..info.tensors.len() {
+        read_string(&mut r, len).map_err(fmt)?;
+        let n = r.u32().map_err(|e| fmt(e.into()))?;
+        r.skip(8 * n as u64 + 4 + 8).map_err(|e| fmt(e.into()))?;
+    }
+    out.extend_from_slice(&header[tensors_start..r.pos as usize]);
+    let padded = (out.len() as u64).div_ceil(info.alignment) * info.alignment;
+    out.resize(padded as usize, 0);
+    let dp = dst.display().to_string();
+    let mut o = crate::fsutil::create_new(dst).map_err(io_err(&dp))?;
+    o.write_all(&out).map_err(io_err(&dp))?;
+    f.seek(SeekFrom::Start(info.data_offset))
+        .map_err(io_err(&sp))?;
+    let copied = io::copy(&mut f, &mut o).map_err(io_err(&dp))?;
+    o.sync_all().map_err(io_err(&dp))?;
+    Ok(padded + copied)
+}
+
 /// A metadata value for [`write_synthetic`].
 #[derive(Debug, Clone)]
 pub enum MetaValue {
@@ -445,6 +530,39 @@ mod tests {
             &buf[(i.data_offset + i.tensors[1].offset) as usize..][..24],
             &data[..]
         );
+    }
+
+    #[test]
+    fn rewrites_a_string_and_keeps_tensors() {
+        let data: Vec<u8> = (0..4096u32).flat_map(|i| i.to_le_bytes()).collect();
+        let mut buf = Vec::new();
+        write_synthetic(
+            &mut buf,
+            &[
+                ("general.architecture", MetaValue::Str("llama".into())),
+                ("tokenizer.chat_template", MetaValue::Str("short".into())),
+            ],
+            &[("t", vec![4096], &data)],
+        )
+        .unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a.gguf"), d.path().join("b.gguf"));
+        std::fs::write(&a, &buf).unwrap();
+        let template = "a much longer template ".repeat(10);
+        rewrite_string(&a, &b, "tokenizer.chat_template", &template).unwrap();
+        let (ia, ib) = (read_info(&a).unwrap(), read_info(&b).unwrap());
+        assert_eq!(ib.chat_template.as_deref(), Some(template.as_str()));
+        assert_eq!(ib.architecture, ia.architecture);
+        assert!(ib.data_offset > ia.data_offset);
+        let nb = std::fs::read(&b).unwrap();
+        assert_eq!(
+            &nb[ib.data_offset as usize..],
+            &buf[ia.data_offset as usize..]
+        );
+        // A new key is added.
+        let c = d.path().join("c.gguf");
+        rewrite_string(&a, &c, "general.name", "renamed").unwrap();
+        assert_eq!(read_info(&c).unwrap().name.as_deref(), Some("renamed"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `cargo xtask`: project tasks that are not part of the product.
 //!
+//! - `demo`: the whole field journey on built-in defaults (README's first command).
 //! - `fixtures`: generate the small test fixtures and fetch the real test model.
 //! - `bench verify|pack|delta|apply|run|all`: compare offgrid against the standard tools
 //!   in one run and print ratios.
@@ -7,6 +8,7 @@
 //! - `ci`: what `.ci/run` runs after installing system packages.
 
 mod bench;
+mod demo;
 mod fixtures;
 mod util;
 
@@ -16,12 +18,13 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     match args.first().map(String::as_str) {
+        Some("demo") => demo::run(&rest),
         Some("fixtures") => fixtures::run(&rest),
         Some("bench") => bench::run(&rest),
         Some("dist") => util::dist().map(|p| println!("{}", p.display())),
         Some("ci") => util::ci(),
         _ => bail!(
-            "usage: cargo xtask <task>\n  fixtures [--model]   generate test fixtures; --model also fetches the real test model\n  bench <verify|pack|delta|apply|run|all> [--size-mib N]\n  dist                 build the release binary\n  ci                   fmt, clippy and the whole test suite"
+            "usage: cargo xtask <task>\n  demo                 run the whole journey on built-in defaults\n  fixtures [--model]   generate test fixtures; --model also fetches the real test model\n  bench <verify|pack|delta|apply|run|all> [--size-mib N]\n  dist                 build the release binary\n  ci                   fmt, clippy and the whole test suite"
         ),
     }
 }

@@ -99,9 +99,11 @@ pub fn dist() -> Result<PathBuf> {
     build_offgrid(true)
 }
 
-/// `ci`: formatting, lints, then every test (what `.ci/run` calls).
+/// `ci`: fixtures (including the real test model), formatting, lints, then every test
+/// (what `.ci/run` calls, and the README's test command).
 pub fn ci() -> Result<()> {
     let cargo = env!("CARGO");
+    crate::fixtures::run(&["--model"])?;
     run(Command::new(cargo)
         .current_dir(root())
         .args(["fmt", "--all", "--", "--check"]))?;
