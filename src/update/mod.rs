@@ -24,6 +24,7 @@ pub mod pack;
 pub mod pack_sign;
 pub mod reader;
 pub mod rollback;
+pub mod status;
 pub mod txn;
 pub mod verify_pack;
 
