@@ -31,6 +31,10 @@ pub struct Args {
     /// The new release: a signed USB tree (from pack-usb), recorded in the history first
     #[arg(long, value_name = "DIR")]
     pub tree: Option<PathBuf>,
+    /// Also record this signed USB tree in the history first (repeatable): for releases
+    /// packed before the history was kept
+    #[arg(long, value_name = "DIR")]
+    pub record: Vec<PathBuf>,
     /// Product line id (needed with --to when the history holds several)
     #[arg(long, value_name = "ID")]
     pub bundle_id: Option<String>,
@@ -92,6 +96,11 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             offgrid::keys::SecretKey::load(k, &mut || password_for(&p))
                 .with_context(|| format!("loading signing key '{}'", k.display()))?,
         );
+    }
+    for tree in &args.record {
+        let (_, bytes, sigs) = update::install::read_tree_head(tree)?;
+        history::record_tree(&hq, &bytes, &sigs, tree)
+            .with_context(|| format!("recording '{}' in the history '{}'", tree.display(), hq.display()))?;
     }
     let new = if let Some(tree) = &args.tree {
         let (m, bytes, sigs) = update::install::read_tree_head(tree)?;
