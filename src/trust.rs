@@ -3,12 +3,21 @@
 //! A key found on the stick itself is never trusted: keys come from `--pubkey`, a
 //! `--trust` file, or the keys pinned at install.
 //!
-//! STUB: API fixed, body to be written (owner: keys/sign/trust helper).
+//! A trust file is TOML (`formats/trust.example.toml`, SPEC.md §4): `threshold = N` and
+//! one `[[keys]]` table per key with `pubkey = "RW…"` or `file = "…"` (relative to the
+//! trust file) and an optional `name`. Unknown fields, a zero threshold, a threshold
+//! above the number of keys and duplicate keys are refused.
+//!
+//! Known gap: every signature whose key is trusted is checked, each hashing the manifest
+//! once more; a stick with thousands of copies of one trusted key's signature costs that
+//! many hashes of the manifest.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::keys::{KeyError, PublicKey};
 use crate::manifest::Manifest;
+use crate::sign::{self, SignError};
 
 /// Trusted keys and the number of distinct valid signatures required.
 #[derive(Clone, Debug)]
@@ -59,26 +68,317 @@ impl TrustError {
     }
 }
 
+/// Trust files larger than this are refused.
+const MAX_TRUST_FILE: u64 = 1024 * 1024;
+
+/// The on-disk form of a trust file.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustFile {
+    threshold: i64,
+    #[serde(default)]
+    keys: Vec<KeyEntry>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyEntry {
+    name: Option<String>,
+    pubkey: Option<String>,
+    file: Option<String>,
+}
+
 impl TrustPolicy {
     /// Every key given is trusted; one signature suffices.
+    ///
+    /// The same key given twice counts once; two different keys with the same key id
+    /// are refused (signatures name their key only by id).
     pub fn from_keys(keys: Vec<PublicKey>) -> Result<TrustPolicy, TrustError> {
-        let _ = keys;
-        todo!()
+        if keys.is_empty() {
+            return Err(TrustError::NoKeys);
+        }
+        let mut out: Vec<PublicKey> = Vec::new();
+        for k in keys {
+            match out.iter().find(|o| o.keynum == k.keynum) {
+                Some(o) if o.key == k.key => {}
+                Some(_) => {
+                    return Err(TrustError::Policy {
+                        path: "(keys given on the command line)".into(),
+                        reason: format!(
+                            "two different keys have the same key id {}\nhelp: regenerate one of them with 'offgrid keygen'",
+                            k.key_id()
+                        ),
+                    })
+                }
+                None => out.push(k),
+            }
+        }
+        Ok(TrustPolicy {
+            keys: out,
+            threshold: 1,
+        })
     }
+
     /// Loads a trust file (see `formats/trust.example.toml`).
     pub fn load(path: &Path) -> Result<TrustPolicy, TrustError> {
-        let _ = path;
-        todo!()
+        let shown = path.display().to_string();
+        let err = |reason: String| TrustError::Policy {
+            path: shown.clone(),
+            reason,
+        };
+        let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+        if meta.len() > MAX_TRUST_FILE {
+            return Err(err(format!(
+                "it is larger than {MAX_TRUST_FILE} bytes\nhelp: a trust file lists a few keys; is this the right file?"
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let text = String::from_utf8(bytes).map_err(|_| err("it is not UTF-8 text".into()))?;
+        Self::parse(&text, &crate::fsutil::parent_dir(path)).map_err(err)
     }
+
+    /// Parses trust-file text; `file = …` entries are relative to `base`.
+    fn parse(text: &str, base: &Path) -> Result<TrustPolicy, String> {
+        const HELP: &str = "\nhelp: see formats/trust.example.toml";
+        let tf: TrustFile =
+            toml::from_str(text).map_err(|e| format!("{}{HELP}", e.to_string().trim_end()))?;
+        if tf.keys.is_empty() {
+            return Err(format!("it lists no keys (add [[keys]] tables){HELP}"));
+        }
+        let mut keys: Vec<PublicKey> = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        for (i, entry) in tf.keys.iter().enumerate() {
+            let label = match &entry.name {
+                Some(n) => format!("key {} ('{n}')", i + 1),
+                None => format!("key {}", i + 1),
+            };
+            let pk = match (&entry.pubkey, &entry.file) {
+                (Some(line), None) => PublicKey::from_base64(line)
+                    .map_err(|e| format!("{label}: {}", first_line(&e)))?,
+                (None, Some(file)) => {
+                    let p = base.join(file);
+                    PublicKey::load(&p).map_err(|e| format!("{label}: {}", first_line(&e)))?
+                }
+                (Some(_), Some(_)) => {
+                    return Err(format!(
+                        "{label} has both 'pubkey' and 'file'; give one{HELP}"
+                    ))
+                }
+                (None, None) => {
+                    return Err(format!("{label} has neither 'pubkey' nor 'file'{HELP}"))
+                }
+            };
+            if let Some(j) = keys.iter().position(|k| k.keynum == pk.keynum) {
+                return Err(format!(
+                    "{label} (key id {}) is listed twice (also as {}): each key counts once toward the threshold",
+                    pk.key_id(),
+                    names[j]
+                ));
+            }
+            keys.push(pk);
+            names.push(label);
+        }
+        if tf.threshold < 1 {
+            return Err(format!(
+                "threshold is {}; it must be at least 1{HELP}",
+                tf.threshold
+            ));
+        }
+        if tf.threshold as u64 > keys.len() as u64 {
+            return Err(format!(
+                "threshold is {} but only {} key(s) are listed, so it can never be met",
+                tf.threshold,
+                keys.len()
+            ));
+        }
+        Ok(TrustPolicy {
+            keys,
+            threshold: tf.threshold as usize,
+        })
+    }
+
     /// Checks `sigs` (file name, `.minisig` text) over the manifest. Ok with the reports
     /// when the threshold is met; `ThresholdNotMet` with them otherwise.
+    ///
+    /// Each signature is looked up by the key id it carries: an id not among the trusted
+    /// keys is `UnknownKey` (its cryptography is not checked); otherwise the signature
+    /// and its trusted comment are checked (`sign::check`). The threshold counts
+    /// distinct trusted keys with a valid signature.
     pub fn evaluate(
         &self,
         manifest: &Manifest,
         manifest_bytes: &[u8],
         sigs: &[(String, String)],
     ) -> Result<Vec<SignatureReport>, TrustError> {
-        let _ = (manifest, manifest_bytes, sigs);
-        todo!()
+        if self.keys.is_empty() {
+            return Err(TrustError::NoKeys);
+        }
+        if self.threshold == 0 || self.threshold > self.keys.len() {
+            return Err(TrustError::Policy {
+                path: "(trust policy)".into(),
+                reason: format!(
+                    "threshold {} is not between 1 and the number of keys ({})",
+                    self.threshold,
+                    self.keys.len()
+                ),
+            });
+        }
+        let sha = sign::sha256_hex(manifest_bytes);
+        let mut reports = Vec::with_capacity(sigs.len());
+        let mut signers: BTreeSet<[u8; 8]> = BTreeSet::new();
+        for (file, text) in sigs {
+            let key_id = match sign::signature_key_id(text) {
+                Ok(id) => id,
+                Err(e) => {
+                    reports.push(SignatureReport {
+                        file: file.clone(),
+                        key_id: None,
+                        status: SignatureStatus::Invalid {
+                            reason: e.to_string(),
+                        },
+                    });
+                    continue;
+                }
+            };
+            let status = match self.keys.iter().find(|k| k.key_id() == key_id) {
+                None => SignatureStatus::UnknownKey,
+                Some(pk) => match sign::check_with_hash(pk, text, manifest, manifest_bytes, &sha) {
+                    Ok(()) => {
+                        signers.insert(pk.keynum);
+                        SignatureStatus::Valid
+                    }
+                    Err(e) => SignatureStatus::Invalid {
+                        reason: reason_of(&e),
+                    },
+                },
+            };
+            reports.push(SignatureReport {
+                file: file.clone(),
+                key_id: Some(key_id),
+                status,
+            });
+        }
+        if signers.len() >= self.threshold {
+            Ok(reports)
+        } else {
+            Err(TrustError::ThresholdNotMet {
+                valid: signers.len(),
+                threshold: self.threshold,
+                reports,
+            })
+        }
+    }
+}
+
+fn reason_of(e: &SignError) -> String {
+    e.to_string()
+}
+
+fn first_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../formats/trust.example.toml");
+
+    #[test]
+    fn example_trust_file_parses_as_two_of_three() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("trust.toml");
+        std::fs::write(&p, EXAMPLE).unwrap();
+        let pol = TrustPolicy::load(&p).unwrap();
+        assert_eq!(pol.threshold, 2);
+        let ids: Vec<String> = pol.keys.iter().map(|k| k.key_id()).collect();
+        assert_eq!(
+            ids,
+            ["667F751A8CEC6A74", "CD2A7825DC4F82CD", "43BF27DC15CCAA97"]
+        );
+        // the commented-out `file =` form works too, relative to the trust file
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        std::fs::write(
+            dir.path().join("keys/regional-office.pub"),
+            pol.keys[2].to_file_text(),
+        )
+        .unwrap();
+        let text = EXAMPLE
+            .replace(
+                "pubkey = \"RWSXqswV3Ce/QwmzGeT3lHnZjgLWnol+GcJk/dKPXU89rFBWeN8Q/Re7\"",
+                "",
+            )
+            .replace("# file = ", "file = ");
+        std::fs::write(&p, text).unwrap();
+        let pol2 = TrustPolicy::load(&p).unwrap();
+        assert_eq!(pol2.keys, pol.keys);
+    }
+
+    fn parse(text: &str) -> Result<TrustPolicy, String> {
+        TrustPolicy::parse(text, Path::new("."))
+    }
+
+    const K1: &str = "RWQv9i5QT9N8zXAd5NuINWj3zcHdyLUFHw5x+HH0yaaBuQzZBhY1y5HL";
+    const K2: &str = "RWQ6OuhP+CKsZTYVfHyxfsByDF9orgQ0TV9pQkKuvZpv9x7YOYePK44S";
+
+    #[test]
+    fn bad_trust_files_are_refused_with_a_reason() {
+        let two = format!("[[keys]]\npubkey = \"{K1}\"\n[[keys]]\npubkey = \"{K2}\"\n");
+        assert!(parse(&format!("threshold = 2\n{two}")).is_ok());
+        let e = parse(&format!("threshold = 0\n{two}")).unwrap_err();
+        assert!(e.contains("at least 1"), "{e}");
+        let e = parse(&format!("threshold = 3\n{two}")).unwrap_err();
+        assert!(e.contains("never be met"), "{e}");
+        let e = parse(&format!(
+            "threshold = 1\n{two}[[keys]]\npubkey = \"{K1}\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("listed twice"), "{e}");
+        let e = parse(&format!("threshold = 1\nthreshhold = 2\n{two}")).unwrap_err();
+        assert!(e.contains("unknown field"), "{e}");
+        let e = parse(&format!(
+            "threshold = 1\n[[keys]]\npubkey = \"{K1}\"\nfingerprint = \"x\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("unknown field"), "{e}");
+        let e = parse("threshold = 1\n[[keys]]\nname = \"a\"\n").unwrap_err();
+        assert!(e.contains("neither"), "{e}");
+        let e = parse(&format!(
+            "threshold = 1\n[[keys]]\npubkey = \"{K1}\"\nfile = \"a.pub\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("both"), "{e}");
+        let e = parse("threshold = 1\n").unwrap_err();
+        assert!(e.contains("no keys"), "{e}");
+        let e = parse("threshold = 1\n[[keys]]\npubkey = \"RWQ\"\n").unwrap_err();
+        assert!(e.contains("key 1"), "{e}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.toml");
+        std::fs::write(&p, "threshold = 0\n").unwrap();
+        let e = TrustPolicy::load(&p).unwrap_err().to_string();
+        assert!(e.contains("t.toml"), "{e}");
+        let e = TrustPolicy::load(&dir.path().join("missing.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.toml"), "{e}");
+    }
+
+    #[test]
+    fn from_keys_dedupes_and_needs_one() {
+        assert!(matches!(
+            TrustPolicy::from_keys(vec![]),
+            Err(TrustError::NoKeys)
+        ));
+        let k = PublicKey::from_base64(K1).unwrap();
+        let p = TrustPolicy::from_keys(vec![k.clone(), k.clone()]).unwrap();
+        assert_eq!(p.keys.len(), 1);
+        assert_eq!(p.threshold, 1);
+        let mut clash = k.clone();
+        clash.key[0] ^= 1;
+        assert!(TrustPolicy::from_keys(vec![k, clash]).is_err());
     }
 }
