@@ -71,7 +71,8 @@ fn write_tar(p: &std::path::Path, entries: &[(String, Vec<u8>)]) {
 
 #[test]
 fn whole_journey_with_zstd_payloads_and_interop() {
-    let w = world(3 * MIB);
+    // On disk, not in RAM: the real fsync path.
+    let w = world_in(3 * MIB, false);
     make_pack(&w, "u.ogpack", &["--no-delta"]);
     let pack = w.p("u.ogpack");
 
@@ -473,4 +474,31 @@ fn nothing_installed_and_no_previous() {
     assert_installed(&w.home(), &w.v2);
     w.cmd().args(["rollback"]).assert().success();
     assert_installed(&w.home(), &w.v1);
+}
+
+#[test]
+fn deltas_make_the_pack_small_and_apply_exactly() {
+    let w = world(4 * MIB);
+    make_pack(&w, "whole.ogpack", &["--no-delta"]);
+    w.cmd()
+        .args(["create-update-pack", "--to", "1.1.0", "--since", "1.0.0", "-o", "delta.ogpack", "--sign-with"])
+        .arg(&w.key)
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("delta      models/tiny.gguf from 1.0.0")
+                .and(predicate::str::contains("unchanged  data/same.txt from 1.0.0"))
+                .and(predicate::str::contains("removed    data/old.txt (since 1.0.0)")),
+        );
+    let whole = fs::metadata(w.p("whole.ogpack")).unwrap().len();
+    let delta = fs::metadata(w.p("delta.ogpack")).unwrap().len();
+    assert!(delta * 4 < whole, "delta pack {delta} bytes vs whole {whole}");
+    let names: Vec<String> = tar_entries(&w.p("delta.ogpack")).into_iter().map(|e| e.0).collect();
+    assert!(names.iter().any(|n| n.ends_with(".delta")), "{names:?}");
+    install(&w);
+    w.cmd().args(["apply-update", "delta.ogpack", "--json"]).assert().success().stdout(
+        predicate::str::contains("\"type\":\"applied\"").and(predicate::str::contains("\"from_deltas\":")),
+    );
+    assert_installed(&w.home(), &w.v2);
+    assert!(!current_dir(&w.home()).join("data/old.txt").exists());
 }

@@ -179,13 +179,21 @@ pub fn record_tree(
     record(hq, manifest_bytes, sigs, &files)
 }
 
-/// Signature file names are `KEYID.minisig` with a 16-hex-digit key id.
+/// A signature file name: `NAME.minisig` (pack-usb writes `KEYID.minisig`), at most 80
+/// bytes of `[A-Za-z0-9._-]`, not starting with a dot.
 pub(crate) fn check_sig_name(name: &str) -> Result<(), String> {
-    match name.strip_suffix(".minisig") {
-        Some(id) if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(()),
-        _ => Err(format!(
-            "signature file name '{name}' is not KEYID.minisig (16 hex digits)"
-        )),
+    let ok = name.len() <= 80
+        && !name.starts_with('.')
+        && name.strip_suffix(".minisig").is_some_and(|s| !s.is_empty())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "signature file name '{name}' is not NAME.minisig (letters, digits, '.', '_', '-')"
+        ))
     }
 }
 
@@ -382,5 +390,7 @@ mod tests {
     fn sig_names() {
         assert!(check_sig_name("0123456789ABCDEF.minisig").is_ok());
         assert!(check_sig_name("../x.minisig").is_err());
+        assert!(check_sig_name(".minisig").is_err());
+        assert!(check_sig_name("hq.minisig").is_ok());
     }
 }

@@ -114,6 +114,8 @@ pub fn make_tree(root: &Path, version: &str, created: &str, files: &[F], keys: &
     for k in keys {
         sign_file(&root.join("manifest.toml"), k, &comment, &root.join("signatures"));
     }
+    let names: Vec<_> = fs::read_dir(root.join("signatures")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), keys.len(), "{names:?}");
     m
 }
 
@@ -133,17 +135,37 @@ pub fn sign_file(file: &Path, key: &Path, comment: &str, dir: &Path) -> PathBuf 
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let text = fs::read_to_string(&tmp).unwrap();
-    let pubtext = fs::read_to_string(key.with_extension("pub")).unwrap();
-    let id = pubtext.lines().next().unwrap().rsplit(' ').next().unwrap().trim().to_owned();
+    let id = key_id(&key.with_extension("pub"));
     let dst = dir.join(format!("{id}.minisig"));
     fs::write(&dst, text).unwrap();
     fs::remove_file(tmp).unwrap();
     dst
 }
 
+/// The key id of a minisign public key file as offgrid names signature files: 16
+/// uppercase hex digits (stock minisign prints it without leading zeros).
+pub fn key_id(pubfile: &Path) -> String {
+    use ct_codecs::Decoder;
+    let text = fs::read_to_string(pubfile).unwrap();
+    let raw = ct_codecs::Base64::decode_to_vec(text.lines().nth(1).unwrap().trim(), None).unwrap();
+    let kn: [u8; 8] = raw[2..10].try_into().unwrap();
+    format!("{:016X}", u64::from_le_bytes(kn))
+}
+
 /// The offgrid binary under test.
 pub fn offgrid_bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("offgrid")
+}
+
+/// This offgrid binary without debug symbols (`strip`; 5 MiB instead of 70), so the
+/// tests ship and diff a real runnable binary without spending minutes on debug info.
+pub fn stripped_exe(dir: &Path) -> Vec<u8> {
+    let p = dir.join("offgrid-stripped");
+    fs::copy(offgrid_bin(), &p).unwrap();
+    let _ = Command::new("strip").arg(&p).status();
+    let b = fs::read(&p).unwrap();
+    fs::remove_file(&p).unwrap();
+    b
 }
 
 /// A test world: a temp dir with `home/`, `hq/`, keys and two releases.
@@ -186,9 +208,26 @@ impl World {
 /// changed, a file unchanged, a file removed, a file added, and this very offgrid
 /// binary (with bytes appended in 1.1.0, which ELF ignores) so the install can run it.
 pub fn world(model_size: usize) -> World {
-    let dir = tempfile::tempdir().unwrap();
+    world_in(model_size, true)
+}
+
+/// A temp dir, in RAM (`/dev/shm`) when `ram` and available: fsync is free there, and a
+/// SIGKILL test does not need the disk (the page cache survives the process).
+pub fn tempdir(ram: bool) -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if ram && shm.is_dir() {
+        if let Ok(d) = tempfile::Builder::new().prefix("offgrid-test-").tempdir_in(shm) {
+            return d;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
+/// [`world`] in RAM or on disk.
+pub fn world_in(model_size: usize, ram: bool) -> World {
+    let dir = tempdir(ram);
     let (key, pubkey) = keypair(dir.path(), "hq");
-    let exe = fs::read(offgrid_bin()).unwrap();
+    let exe = stripped_exe(dir.path());
     let bin_path: &'static str = Box::leak(format!("bin/{}/offgrid", host()).into_boxed_str());
     let model1 = noise(model_size, 1);
     let mut model2 = model1.clone();
@@ -237,6 +276,10 @@ pub fn world(model_size: usize) -> World {
 
 /// Records v1, then writes the 1.0.0 -> 1.1.0 pack at `out` (extra args appended).
 pub fn make_pack(w: &World, out: &str, extra: &[&str]) {
+    for v in ["v1", "v2"] {
+        let n = fs::read_dir(w.p(v).join("signatures")).unwrap().count();
+        assert_eq!(n, 1, "{v} signatures before make_pack");
+    }
     w.cmd()
         .args(["create-update-pack", "--record", "v1", "--tree", "v2", "--since", "1.0.0", "--output", out, "--sign-with"])
         .arg(&w.key)
