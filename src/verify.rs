@@ -2,18 +2,900 @@
 //! first, then every file's size and chunk hashes in parallel; missing files fail,
 //! extra files are reported. Produces a structured report the CLI prints as text or JSON.
 //!
-//! STUB: to be written (owner: verify/hash helper).
+//! Order (SPEC.md §5): read `manifest.toml` (bounded), parse it, read the signatures
+//! (bounded), evaluate the trust policy — and only when the signatures hold, look at the
+//! files: stat each one (missing, not a regular file, wrong size), then hash every chunk
+//! of every file in one parallel pass over all of them (so one big model uses every
+//! core), then walk the tree for files the manifest does not name. The whole-file sha256
+//! is not recomputed: the chunk digests cover every byte up to the signed size, and the
+//! signature covers them (SPEC.md §5 argues it).
+//!
+//! Known gaps: a tree on a case-insensitive file system holding `README.TXT` where the
+//! manifest says `README.txt` verifies (the bytes are right) but the walk also reports
+//! `README.TXT` as an extra; non-UTF-8 names of extra files are reported lossily.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+use serde::Serialize;
+use sha2::Digest;
+
+use crate::hash;
+use crate::manifest::{self, FileEntry, FileKind, Manifest, ManifestError};
+use crate::paths;
+use crate::trust::{SignatureReport, SignatureStatus, TrustError, TrustPolicy};
+use crate::Progress;
+
+/// Largest signature file read (a minisign signature is about 350 bytes).
+pub const MAX_SIGNATURE_BYTES: u64 = 16 << 10;
+/// Most signature files read from `signatures/`.
+pub const MAX_SIGNATURES: usize = 64;
+/// Most extra files listed one by one in a report (the rest are only counted).
+pub const MAX_EXTRAS_LISTED: usize = 1000;
+
+/// Names that operating systems drop onto USB sticks by themselves; the walk for extra
+/// files skips them, at any depth (SPEC.md §5).
+pub const IGNORED_NAMES: &[&str] = &[
+    "System Volume Information",
+    "$RECYCLE.BIN",
+    ".Trashes",
+    ".fseventsd",
+    ".Spotlight-V100",
+    ".TemporaryItems",
+    ".DS_Store",
+    "desktop.ini",
+    "Thumbs.db",
+];
+
+/// True when the walk for extra files skips `name` (OS junk, see [`IGNORED_NAMES`];
+/// also macOS `._*` resource-fork files).
+pub fn is_ignored_name(name: &str) -> bool {
+    name.starts_with("._") || IGNORED_NAMES.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// Options of [`verify_tree`].
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Do not walk the tree for files the manifest does not name.
+    pub skip_extras: bool,
+}
+
+/// One signer whose valid signature counted towards the threshold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Signer {
+    pub key_id: String,
+    pub fingerprint: String,
+}
+
+/// One chunk whose digest does not match the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BadChunk {
+    pub index: u64,
+    /// Byte range `[start, end)` of the chunk.
+    pub start: u64,
+    pub end: u64,
+    /// The signed sha256 of the chunk.
+    pub expected: String,
+    /// The sha256 of the bytes found, or `None` when they could not be read.
+    pub found: Option<String>,
+    /// The read error, when the chunk could not be read (a failing stick: EIO).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What was found where the manifest names a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum FileStatus {
+    /// Every chunk matches.
+    Ok,
+    /// Nothing at that path.
+    Missing,
+    /// Something other than a regular file: `found` is `directory`, `symlink`, `other`,
+    /// or `symlinked folder 'a/b'` when a folder on the way is a link.
+    NotAFile { expected: String, found: String },
+    /// A regular file of the wrong size (no byte was hashed).
+    SizeMismatch { expected: u64, found: u64 },
+    /// Chunks whose digest differs, or could not be read; `ranges` merges their bytes.
+    Damaged {
+        ranges: Vec<(u64, u64)>,
+        chunks: Vec<BadChunk>,
+    },
+    /// The file exists but could not be opened (permissions, I/O error).
+    Unreadable { error: String },
+}
+
+/// One manifest file and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileReport {
+    pub path: String,
+    pub kind: FileKind,
+    /// Size the manifest gives.
+    pub size: u64,
+    #[serde(flatten)]
+    pub status: FileStatus,
+}
+
+impl FileReport {
+    pub fn is_ok(&self) -> bool {
+        self.status == FileStatus::Ok
+    }
+
+    /// One human sentence saying what is wrong (empty for a good file).
+    pub fn problem(&self) -> String {
+        let p = &self.path;
+        match &self.status {
+            FileStatus::Ok => String::new(),
+            FileStatus::Missing => format!(
+                "'{p}': missing (the signed manifest lists {} bytes)",
+                self.size
+            ),
+            FileStatus::NotAFile { found, .. } => {
+                format!("'{p}': expected a regular file, found a {found}")
+            }
+            FileStatus::SizeMismatch { expected, found } => format!(
+                "'{p}': size is {found} bytes, the signed manifest says {expected}{}",
+                if found < expected {
+                    " (truncated?)"
+                } else {
+                    ""
+                }
+            ),
+            FileStatus::Unreadable { error } => format!("'{p}': cannot be read: {error}"),
+            FileStatus::Damaged { ranges, chunks } => {
+                let r: Vec<String> = ranges.iter().map(|(s, e)| format!("{s}..{e}")).collect();
+                let shown: Vec<String> = chunks
+                    .iter()
+                    .take(3)
+                    .map(|c| match (&c.found, &c.error) {
+                        (Some(f), _) => format!(
+                            "chunk {}: expected sha256 {}…, found {}…",
+                            c.index,
+                            short(&c.expected),
+                            short(f)
+                        ),
+                        (None, e) => format!(
+                            "chunk {}: expected sha256 {}…, unreadable: {}",
+                            c.index,
+                            short(&c.expected),
+                            e.as_deref().unwrap_or("read error")
+                        ),
+                    })
+                    .collect();
+                let more = if chunks.len() > 3 {
+                    format!("; and {} more chunk(s)", chunks.len() - 3)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "'{p}': bytes {} differ from the signed manifest ({}{more})",
+                    r.join(", "),
+                    shown.join("; ")
+                )
+            }
+        }
+    }
+}
+
+fn short(h: &str) -> &str {
+    h.get(..16).unwrap_or(h)
+}
+
+/// A file or folder in the tree that the manifest does not name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Extra {
+    pub path: String,
+    /// `file`, `directory`, `symlink` or `other`. A directory is listed once, not its
+    /// contents.
+    pub kind: &'static str,
+}
+
+/// The outcome of verifying a tree whose signatures held.
+#[derive(Debug, Clone, Serialize)]
+pub struct TreeReport {
+    pub root: PathBuf,
+    pub bundle_id: String,
+    pub release: String,
+    /// sha256 of the manifest bytes the signatures cover.
+    pub manifest_sha256: String,
+    /// Every signature file and its fate.
+    pub signatures: Vec<SignatureReport>,
+    /// Trusted signers whose valid signatures counted.
+    pub signers: Vec<Signer>,
+    /// One per manifest file, in manifest order.
+    pub files: Vec<FileReport>,
+    /// Files not in the manifest (reported, never a failure), up to [`MAX_EXTRAS_LISTED`].
+    pub extras: Vec<Extra>,
+    /// Number of extras found, including those not listed.
+    pub extras_total: usize,
+    /// Sum of the manifest's file sizes.
+    pub total_bytes: u64,
+}
+
+impl TreeReport {
+    /// True when every manifest file is present and intact.
+    pub fn verified(&self) -> bool {
+        self.files.iter().all(FileReport::is_ok)
+    }
+
+    /// The files that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &FileReport> {
+        self.files.iter().filter(|f| !f.is_ok())
+    }
+}
 
 /// Why verification could not complete or did not pass.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("verification failed")]
-    Failed,
+    #[error("'{path}' does not exist\nhelp: pass the folder of the USB tree (the one holding manifest.toml)")]
+    NoSuchRoot { path: String },
+    #[error("'{path}' is not a folder\nhelp: pass the folder of the USB tree (the one holding manifest.toml)")]
+    RootNotADirectory { path: String },
+    #[error("not a complete offgrid tree: '{path}' is missing\nhelp: a tree whose copy was interrupted never verifies; copy it again from HQ or a verified stick")]
+    Incomplete { path: String },
+    #[error("'{path}' is not a regular file\nhelp: the tree was damaged or tampered with; copy it again from HQ")]
+    ManifestNotAFile { path: String },
+    #[error("manifest '{path}' is {size} bytes, more than the {max} allowed\nhelp: this is not an offgrid manifest, or it was damaged; copy the tree again from HQ")]
+    ManifestTooLarge { path: String, size: u64, max: u64 },
+    #[error("cannot read '{path}': {source}")]
+    Read { path: String, source: io::Error },
+    #[error("manifest '{path}' is refused")]
+    Manifest {
+        path: String,
+        #[source]
+        source: ManifestError,
+    },
+    #[error("'{dir}' holds no .minisig signature\nhelp: an unsigned tree never verifies; sign it at HQ (offgrid pack-usb signs) or copy it again")]
+    Unsigned { dir: String },
+    #[error("signature '{path}' is {size} bytes, more than the {max} a minisign signature takes\nhelp: the tree was damaged or tampered with; copy it again from HQ")]
+    SignatureTooLarge { path: String, size: u64, max: u64 },
+    #[error("'{dir}' holds more than {max} signature files\nhelp: the tree was damaged or tampered with; copy it again from HQ")]
+    TooManySignatures { dir: String, max: usize },
+    #[error("{}", untrusted_message(manifest, reports))]
+    Untrusted {
+        manifest: String,
+        /// The signature reports, when the trust policy was evaluated.
+        reports: Vec<SignatureReport>,
+        #[source]
+        source: TrustError,
+    },
+    #[error("{}", failed_message(report))]
+    Failed { report: Box<TreeReport> },
+}
+
+fn untrusted_message(manifest: &str, reports: &[SignatureReport]) -> String {
+    let mut s = format!("the signatures over '{manifest}' do not hold; no file was checked");
+    for r in reports {
+        let key = r.key_id.as_deref().unwrap_or("?");
+        let what = match &r.status {
+            SignatureStatus::Valid => "valid".to_owned(),
+            SignatureStatus::UnknownKey => "made by a key you did not trust".to_owned(),
+            SignatureStatus::Invalid { reason } => format!("invalid: {reason}"),
+        };
+        s.push_str(&format!("\n  '{}' (key {key}): {what}", r.file));
+    }
+    if !reports.is_empty() {
+        if reports
+            .iter()
+            .all(|r| r.status == SignatureStatus::UnknownKey)
+        {
+            s.push_str("\nhelp: check that --pubkey or --trust names HQ's key (compare its fingerprint with HQ), or get the tree again from HQ");
+        } else {
+            s.push_str("\nhelp: the manifest or its signatures changed after signing; copy the tree again from HQ or from a verified stick");
+        }
+    }
+    s
+}
+
+fn failed_message(r: &TreeReport) -> String {
+    let bad: Vec<&FileReport> = r.failures().collect();
+    let mut s = format!(
+        "'{}' failed verification: {} of {} files do not match the signed manifest",
+        r.root.display(),
+        bad.len(),
+        r.files.len()
+    );
+    for f in &bad {
+        s.push_str("\n  ");
+        s.push_str(&f.problem());
+    }
+    s.push_str("\nhelp: the stick was damaged or tampered with; copy the tree again from HQ or from a verified stick");
+    s
 }
 
 impl VerifyError {
     /// True for a clean "no" (exit 1) rather than an error.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, VerifyError::Failed)
+        match self {
+            VerifyError::NoSuchRoot { .. }
+            | VerifyError::RootNotADirectory { .. }
+            | VerifyError::Read { .. } => false,
+            VerifyError::Manifest { source, .. } => !matches!(source, ManifestError::Format { .. }),
+            VerifyError::Untrusted { source, .. } => source.is_refusal(),
+            VerifyError::Incomplete { .. }
+            | VerifyError::ManifestNotAFile { .. }
+            | VerifyError::ManifestTooLarge { .. }
+            | VerifyError::Unsigned { .. }
+            | VerifyError::SignatureTooLarge { .. }
+            | VerifyError::TooManySignatures { .. }
+            | VerifyError::Failed { .. } => true,
+        }
+    }
+
+    /// The tree report, when the signatures held but files failed.
+    pub fn report(&self) -> Option<&TreeReport> {
+        match self {
+            VerifyError::Failed { report } => Some(report),
+            _ => None,
+        }
+    }
+
+    /// The signature reports, when the trust policy was evaluated.
+    pub fn signatures(&self) -> &[SignatureReport] {
+        match self {
+            VerifyError::Failed { report } => &report.signatures,
+            VerifyError::Untrusted { reports, .. } => reports,
+            _ => &[],
+        }
+    }
+}
+
+fn shown(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Reads at most `max` bytes of a regular file, refusing a larger one without reading it
+/// all. Returns `Ok(Err(size))` when too large.
+fn read_bounded(path: &Path, max: u64) -> io::Result<Result<Vec<u8>, u64>> {
+    let f = hash::open_no_follow(path)?;
+    let len = f.metadata()?.len();
+    if len > max {
+        return Ok(Err(len));
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Ok(Err(buf.len() as u64));
+    }
+    Ok(Ok(buf))
+}
+
+/// A verified manifest: the parsed manifest, its bytes, and the signature verdict.
+pub struct SignedManifest {
+    pub manifest: Manifest,
+    pub bytes: Vec<u8>,
+    pub signatures: Vec<SignatureReport>,
+    pub signers: Vec<Signer>,
+}
+
+/// Reads `ROOT/manifest.toml` and `ROOT/signatures/*.minisig` and evaluates the trust
+/// policy over them. Nothing else in the tree is read. Other commands (install) use this
+/// to establish trust before they touch the payload.
+pub fn read_signed_manifest(
+    root: &Path,
+    policy: &TrustPolicy,
+) -> Result<SignedManifest, VerifyError> {
+    let mpath = root.join(manifest::MANIFEST_FILE);
+    if policy.keys.is_empty() {
+        return Err(VerifyError::Untrusted {
+            manifest: shown(&mpath),
+            reports: Vec::new(),
+            source: TrustError::NoKeys,
+        });
+    }
+    match fs::metadata(root) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(VerifyError::NoSuchRoot { path: shown(root) })
+        }
+        Err(source) => {
+            return Err(VerifyError::Read {
+                path: shown(root),
+                source,
+            })
+        }
+        Ok(m) if !m.is_dir() => return Err(VerifyError::RootNotADirectory { path: shown(root) }),
+        Ok(_) => {}
+    }
+    match fs::symlink_metadata(&mpath) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(VerifyError::Incomplete {
+                path: shown(&mpath),
+            })
+        }
+        Err(source) => {
+            return Err(VerifyError::Read {
+                path: shown(&mpath),
+                source,
+            })
+        }
+        Ok(m) if !m.is_file() => {
+            return Err(VerifyError::ManifestNotAFile {
+                path: shown(&mpath),
+            })
+        }
+        Ok(_) => {}
+    }
+    let bytes = match read_bounded(&mpath, manifest::MAX_MANIFEST_BYTES) {
+        Ok(Ok(b)) => b,
+        Ok(Err(size)) => {
+            return Err(VerifyError::ManifestTooLarge {
+                path: shown(&mpath),
+                size,
+                max: manifest::MAX_MANIFEST_BYTES,
+            })
+        }
+        Err(source) => {
+            return Err(VerifyError::Read {
+                path: shown(&mpath),
+                source,
+            })
+        }
+    };
+    let manifest = Manifest::parse(&bytes).map_err(|source| VerifyError::Manifest {
+        path: shown(&mpath),
+        source,
+    })?;
+    let sigs = read_signatures(root)?;
+    let signatures = match policy.evaluate(&manifest, &bytes, &sigs) {
+        Ok(r) => r,
+        Err(source) => {
+            let reports = match &source {
+                TrustError::ThresholdNotMet { reports, .. } => reports.clone(),
+                _ => Vec::new(),
+            };
+            return Err(VerifyError::Untrusted {
+                manifest: shown(&mpath),
+                reports,
+                source,
+            });
+        }
+    };
+    let mut signers: Vec<Signer> = Vec::new();
+    for r in &signatures {
+        if r.status != SignatureStatus::Valid {
+            continue;
+        }
+        let Some(id) = &r.key_id else { continue };
+        if signers.iter().any(|s| &s.key_id == id) {
+            continue;
+        }
+        if let Some(k) = policy.keys.iter().find(|k| &k.key_id() == id) {
+            signers.push(Signer {
+                key_id: id.clone(),
+                fingerprint: k.fingerprint(),
+            });
+        }
+    }
+    Ok(SignedManifest {
+        manifest,
+        bytes,
+        signatures,
+        signers,
+    })
+}
+
+/// Reads every `signatures/*.minisig` (regular files only, bounded), sorted by name, as
+/// `(bundle path, text)` pairs for [`TrustPolicy::evaluate`].
+fn read_signatures(root: &Path) -> Result<Vec<(String, String)>, VerifyError> {
+    let dir = root.join(manifest::SIGNATURES_DIR);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory =>
+        {
+            return Err(VerifyError::Unsigned { dir: shown(&dir) })
+        }
+        Err(source) => {
+            return Err(VerifyError::Read {
+                path: shown(&dir),
+                source,
+            })
+        }
+    };
+    let mut names = Vec::new();
+    for e in entries {
+        let e = e.map_err(|source| VerifyError::Read {
+            path: shown(&dir),
+            source,
+        })?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".minisig") || is_ignored_name(&name) {
+            continue;
+        }
+        if !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        names.push(name);
+        if names.len() > MAX_SIGNATURES {
+            return Err(VerifyError::TooManySignatures {
+                dir: shown(&dir),
+                max: MAX_SIGNATURES,
+            });
+        }
+    }
+    if names.is_empty() {
+        return Err(VerifyError::Unsigned { dir: shown(&dir) });
+    }
+    names.sort();
+    let mut sigs = Vec::new();
+    for name in names {
+        let p = dir.join(&name);
+        let bytes = match read_bounded(&p, MAX_SIGNATURE_BYTES) {
+            Ok(Ok(b)) => b,
+            Ok(Err(size)) => {
+                return Err(VerifyError::SignatureTooLarge {
+                    path: shown(&p),
+                    size,
+                    max: MAX_SIGNATURE_BYTES,
+                })
+            }
+            Err(source) => {
+                return Err(VerifyError::Read {
+                    path: shown(&p),
+                    source,
+                })
+            }
+        };
+        // Invalid UTF-8 cannot be a minisign signature; the trust check says so.
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        sigs.push((format!("{}/{name}", manifest::SIGNATURES_DIR), text));
+    }
+    Ok(sigs)
+}
+
+/// What the stat pass found for one file.
+enum Found {
+    Final(FileStatus),
+    /// A regular file of the right size: its chunks are to be hashed.
+    Candidate,
+}
+
+fn kind_name(t: &fs::FileType) -> &'static str {
+    if t.is_dir() {
+        "directory"
+    } else if t.is_symlink() {
+        "symlink"
+    } else if t.is_file() {
+        "file"
+    } else {
+        "other"
+    }
+}
+
+/// Stats one manifest file without following links anywhere on its path.
+fn stat_file(root: &Path, entry: &FileEntry) -> Found {
+    // Every folder on the way must be a real folder: a linked folder could point outside.
+    let comps: Vec<&str> = entry.path.split('/').collect();
+    let mut p = root.to_path_buf();
+    for (i, c) in comps.iter().enumerate() {
+        p.push(c);
+        let last = i + 1 == comps.len();
+        let m = match fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Found::Final(FileStatus::Missing)
+            }
+            Err(e) if !last && e.kind() == io::ErrorKind::NotADirectory => {
+                return Found::Final(FileStatus::Missing)
+            }
+            Err(e) => {
+                return Found::Final(FileStatus::Unreadable {
+                    error: e.to_string(),
+                })
+            }
+        };
+        let t = m.file_type();
+        if !last {
+            if t.is_symlink() {
+                return Found::Final(FileStatus::NotAFile {
+                    expected: "file".into(),
+                    found: format!("symlinked folder '{}'", comps[..=i].join("/")),
+                });
+            }
+            if !t.is_dir() {
+                return Found::Final(FileStatus::Missing);
+            }
+            continue;
+        }
+        if !t.is_file() {
+            return Found::Final(FileStatus::NotAFile {
+                expected: "file".into(),
+                found: kind_name(&t).into(),
+            });
+        }
+        if m.len() != entry.size {
+            return Found::Final(FileStatus::SizeMismatch {
+                expected: entry.size,
+                found: m.len(),
+            });
+        }
+    }
+    Found::Candidate
+}
+
+/// One chunk to hash: file index in the manifest, chunk index.
+struct Job {
+    file: usize,
+    chunk: u64,
+}
+
+/// Hashes every chunk of the candidate files in one parallel pass; returns the bad chunks
+/// per file, or a file-level status when the file could not be opened.
+fn check_chunks(
+    root: &Path,
+    m: &Manifest,
+    candidates: &[usize],
+    progress: Progress,
+) -> Vec<(usize, Result<Vec<BadChunk>, String>)> {
+    let total: u64 = candidates.iter().map(|&i| m.files[i].size).sum();
+    let done = AtomicU64::new(0);
+    progress(0, total);
+    // Open each candidate once; chunks of one file are then read in parallel with
+    // positional reads. Files are opened lazily in batches to bound open descriptors.
+    const BATCH: usize = 256;
+    let mut out = Vec::with_capacity(candidates.len());
+    for batch in candidates.chunks(BATCH) {
+        let opened: Vec<Result<File, String>> = batch
+            .iter()
+            .map(|&i| {
+                let p = paths::join(root, &m.files[i].path);
+                let f = hash::open_no_follow(&p).map_err(|e| e.to_string())?;
+                match f.metadata() {
+                    Ok(md) if md.is_file() && md.len() == m.files[i].size => Ok(f),
+                    Ok(md) if md.is_file() => Err(format!(
+                        "its size changed to {} bytes during verification",
+                        md.len()
+                    )),
+                    Ok(_) => Err("it is no longer a regular file".into()),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .collect();
+        let jobs: Vec<Job> = batch
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| opened[*k].is_ok())
+            .flat_map(|(k, &i)| {
+                (0..m.files[i].chunks.len() as u64).map(move |c| Job { file: k, chunk: c })
+            })
+            .collect();
+        let bad: Vec<(usize, BadChunk)> = jobs
+            .par_iter()
+            .map_init(hash::range_buffer, |buf, job| {
+                let entry = &m.files[batch[job.file]];
+                let Ok(file) = &opened[job.file] else {
+                    return None;
+                };
+                let (s, e) = hash::chunk_range(entry, job.chunk);
+                let expected = &entry.chunks[job.chunk as usize];
+                let r = hash::hash_range(file, s, e, buf);
+                let d = done.fetch_add(e - s, Ordering::Relaxed) + (e - s);
+                progress(d, total);
+                let bad = |found: Option<String>, error: Option<String>| BadChunk {
+                    index: job.chunk,
+                    start: s,
+                    end: e,
+                    expected: expected.clone(),
+                    found,
+                    error,
+                };
+                match r {
+                    Ok(got) => {
+                        let got = hash::to_hex(&got);
+                        (got != *expected).then(|| (job.file, bad(Some(got), None)))
+                    }
+                    Err(err) => Some((job.file, bad(None, Some(err.to_string())))),
+                }
+            })
+            .flatten()
+            .collect();
+        let mut per: Vec<Vec<BadChunk>> = vec![Vec::new(); batch.len()];
+        for (k, c) in bad {
+            per[k].push(c);
+        }
+        for (k, (o, mut chunks)) in opened.into_iter().zip(per).enumerate() {
+            chunks.sort_by_key(|c| c.index);
+            out.push((batch[k], o.map(|_| chunks)));
+        }
+    }
+    out
+}
+
+/// Walks the tree for entries the manifest does not name (see [`is_ignored_name`]).
+fn find_extras(root: &Path, m: &Manifest) -> (Vec<Extra>, usize) {
+    use std::collections::HashSet;
+    let files: HashSet<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+    let mut dirs: HashSet<String> = HashSet::new();
+    for f in &m.files {
+        let mut acc = String::new();
+        for c in f
+            .path
+            .split('/')
+            .collect::<Vec<_>>()
+            .iter()
+            .rev()
+            .skip(1)
+            .rev()
+        {
+            if !acc.is_empty() {
+                acc.push('/');
+            }
+            acc.push_str(c);
+            dirs.insert(acc.clone());
+        }
+    }
+    let mut extras = Vec::new();
+    let mut total = 0usize;
+    let mut it = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter();
+    while let Some(entry) = it.next() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(_) => continue,
+        };
+        let rel = match entry.path().strip_prefix(root) {
+            Ok(r) => r,
+            Err(_) => continue,
+        };
+        let rel: String = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        let name = entry.file_name().to_string_lossy();
+        let t = entry.file_type();
+        if (entry.depth() == 1
+            && (rel == manifest::MANIFEST_FILE || rel == manifest::SIGNATURES_DIR))
+            || is_ignored_name(&name)
+        {
+            if t.is_dir() {
+                it.skip_current_dir();
+            }
+            continue;
+        }
+        if files.contains(rel.as_str()) {
+            // Expected: a folder here is reported by the file check, not walked into.
+            if t.is_dir() {
+                it.skip_current_dir();
+            }
+            continue;
+        }
+        if t.is_dir() && dirs.contains(&rel) {
+            continue;
+        }
+        if t.is_dir() {
+            it.skip_current_dir();
+        }
+        total += 1;
+        if extras.len() < MAX_EXTRAS_LISTED {
+            extras.push(Extra {
+                path: rel,
+                kind: kind_name(&t),
+            });
+        }
+    }
+    (extras, total)
+}
+
+/// Verifies the tree at `root` against `policy` (SPEC.md §5). Ok when the signatures hold
+/// and every file is intact (extras may be present: see [`TreeReport::extras`]);
+/// `VerifyError::Failed` carrying the full report when a file is not.
+pub fn verify_tree(
+    root: &Path,
+    policy: &TrustPolicy,
+    opts: &VerifyOptions,
+    progress: Progress,
+) -> Result<TreeReport, VerifyError> {
+    let signed = read_signed_manifest(root, policy)?;
+    let m = &signed.manifest;
+    // Signatures hold: now, and only now, look at the payload.
+    let mut statuses: Vec<Option<FileStatus>> = Vec::with_capacity(m.files.len());
+    let mut candidates = Vec::new();
+    for (i, f) in m.files.iter().enumerate() {
+        match stat_file(root, f) {
+            Found::Final(s) => statuses.push(Some(s)),
+            Found::Candidate => {
+                statuses.push(None);
+                candidates.push(i);
+            }
+        }
+    }
+    for (i, r) in check_chunks(root, m, &candidates, progress) {
+        statuses[i] = Some(match r {
+            Ok(chunks) if chunks.is_empty() => FileStatus::Ok,
+            Ok(chunks) => FileStatus::Damaged {
+                ranges: hash::merge_ranges(chunks.iter().map(|c| (c.start, c.end)).collect()),
+                chunks,
+            },
+            Err(error) => FileStatus::Unreadable { error },
+        });
+    }
+    let files: Vec<FileReport> = m
+        .files
+        .iter()
+        .zip(statuses)
+        .map(|(f, s)| FileReport {
+            path: f.path.clone(),
+            kind: f.kind,
+            size: f.size,
+            status: s.unwrap_or(FileStatus::Unreadable {
+                error: "not checked".into(),
+            }),
+        })
+        .collect();
+    let (extras, extras_total) = if opts.skip_extras {
+        (Vec::new(), 0)
+    } else {
+        find_extras(root, m)
+    };
+    let report = TreeReport {
+        root: root.to_path_buf(),
+        bundle_id: m.bundle_id.clone(),
+        release: m.release.as_str().to_owned(),
+        manifest_sha256: hash::to_hex(&sha2::Sha256::digest(&signed.bytes)),
+        signatures: signed.signatures,
+        signers: signed.signers,
+        total_bytes: m.total_size(),
+        files,
+        extras,
+        extras_total,
+    };
+    if report.verified() {
+        Ok(report)
+    } else {
+        Err(VerifyError::Failed {
+            report: Box::new(report),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ignores_os_junk_only() {
+        for n in [
+            ".DS_Store",
+            "._model.gguf",
+            "System Volume Information",
+            "$RECYCLE.BIN",
+            ".Trashes",
+        ] {
+            assert!(is_ignored_name(n), "{n}");
+        }
+        for n in ["model.gguf", "_x", ".hidden", "System"] {
+            assert!(!is_ignored_name(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn damaged_problem_names_range_and_chunk() {
+        let f = FileReport {
+            path: "models/x.gguf".into(),
+            kind: FileKind::Model,
+            size: 3 << 22,
+            status: FileStatus::Damaged {
+                ranges: vec![(4194304, 8388608)],
+                chunks: vec![BadChunk {
+                    index: 1,
+                    start: 4194304,
+                    end: 8388608,
+                    expected: "ab".repeat(32),
+                    found: Some("cd".repeat(32)),
+                    error: None,
+                }],
+            },
+        };
+        assert_eq!(
+            f.problem(),
+            "'models/x.gguf': bytes 4194304..8388608 differ from the signed manifest (chunk 1: expected sha256 abababababababab…, found cdcdcdcdcdcdcdcd…)"
+        );
     }
 }

@@ -1,14 +1,159 @@
-//! `offgrid pack-usb`: STUB, to be written.
+//! `offgrid pack-usb DEST`: writes a runnable, signed USB tree of a release, from a
+//! recipe (`--recipe`) and/or flags. Order: validate the inputs, check the destination,
+//! load every signing key (password from OFFGRID_PASSWORD or a prompt), read the GGUF
+//! headers and plan the tree, then copy; so every refusal costs nothing.
 
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::Context;
+use offgrid::usb::{self, inputs::Flags, PackOptions, ReleaseInputs};
 
 use super::Ctx;
 
 /// Arguments of `offgrid pack-usb`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Folder to write the tree into: the mounted stick, or a folder on it
+    pub dest: PathBuf,
+    /// Release recipe (SPEC.md §6, formats/offgrid.toml); flags override its single values
+    /// and add to its lists
+    #[arg(long, value_name = "FILE")]
+    pub recipe: Option<PathBuf>,
+    /// A GGUF model, FILE or NAME=FILE; NAME defaults to the file name without extension
+    /// (repeatable)
+    #[arg(long = "model", value_name = "[NAME=]FILE")]
+    pub models: Vec<String>,
+    /// The offgrid executable for one platform, e.g. linux-aarch64=dist/offgrid
+    /// (repeatable); the running offgrid is added for this computer's platform unless
+    /// --no-host-binary
+    #[arg(long = "binary", value_name = "PLATFORM=FILE")]
+    pub binaries: Vec<String>,
+    /// Release version, e.g. 1.4.0
+    #[arg(long, value_name = "VERSION")]
+    pub release: Option<String>,
+    /// Product line id, the same for every release [default: org.offgrid.release]
+    #[arg(long, value_name = "ID")]
+    pub bundle_id: Option<String>,
+    /// A changelog to carry as CHANGELOG.txt
+    #[arg(long, value_name = "FILE")]
+    pub changelog: Option<PathBuf>,
+    /// The model `run.sh` starts with no argument [default: the first model]
+    #[arg(long, value_name = "NAME")]
+    pub default_model: Option<String>,
+    /// A minisign secret key to sign the manifest with, one signature per key
+    /// (repeatable, at least one); password from OFFGRID_PASSWORD or a prompt
+    #[arg(long = "sign-with", value_name = "KEYFILE")]
+    pub sign_with: Vec<PathBuf>,
+    /// Do not add the running offgrid for this computer's platform
+    #[arg(long)]
+    pub no_host_binary: bool,
+    /// Replace a tree of another release (or bundle) already at DEST
+    #[arg(long)]
+    pub force: bool,
+    /// Print the result as JSON Lines
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The password of an encrypted key: OFFGRID_PASSWORD, else a prompt on the terminal.
+pub fn password_for(path: &Path) -> Result<String, String> {
+    if let Ok(p) = std::env::var("OFFGRID_PASSWORD") {
+        return Ok(p);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err("no terminal to ask on; set OFFGRID_PASSWORD".into());
+    }
+    rpassword::prompt_password(format!("password for '{}': ", path.display()))
+        .map_err(|e| e.to_string())
+}
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let _ = (args, ctx);
-    anyhow::bail!("'offgrid pack-usb' is not implemented yet")
+    let flags = Flags {
+        recipe: args.recipe.clone(),
+        models: args.models.clone(),
+        binaries: args.binaries.clone(),
+        release: args.release.clone(),
+        bundle_id: args.bundle_id.clone(),
+        changelog: args.changelog.clone(),
+        default_model: args.default_model.clone(),
+        signers: args.sign_with.clone(),
+        no_host_binary: args.no_host_binary,
+    };
+    let inputs = ReleaseInputs::from_flags(&flags)?;
+    usb::pack::check_dest(&args.dest, &inputs.bundle_id, &inputs.release, args.force)?;
+    let keys = usb::pack::load_signers(&inputs.signers, &mut password_for)?;
+    let key_ids: Vec<String> = keys.iter().map(|k| k.public.key_id()).collect();
+    let plan = usb::plan(&inputs, &key_ids)?;
+
+    let bar = ctx.bar("packing", args.json);
+    let report = usb::pack(
+        &plan,
+        &keys,
+        &args.dest,
+        &PackOptions { force: args.force },
+        &super::progress_fn(&bar),
+    )
+    .with_context(|| format!("packing release {} into '{}'", inputs.release, args.dest.display()))?;
+    bar.finish_and_clear();
+
+    let m = &report.manifest;
+    if args.json {
+        super::json_line(
+            "packed",
+            serde_json::json!({
+                "dest": report.dest.display().to_string(),
+                "bundle_id": m.bundle_id,
+                "release": m.release.to_string(),
+                "files": report.files,
+                "bytes": report.bytes,
+                "platforms": m.platforms,
+                "default_model": m.default_model,
+                "models": m.models().map(|f| serde_json::json!({
+                    "name": f.model.as_ref().map(|i| i.name.clone()),
+                    "path": f.path,
+                    "size": f.size,
+                    "sha256": f.sha256,
+                })).collect::<Vec<_>>(),
+                "key_ids": key_ids,
+                "replaced": report.replaced.as_ref().map(|(b, r)| serde_json::json!({"bundle_id": b, "release": r})),
+            }),
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut s = format!(
+        "packed release {} of {} into '{}'\n",
+        m.release,
+        m.bundle_id,
+        report.dest.display()
+    );
+    if let Some((b, r)) = &report.replaced {
+        s.push_str(&format!("  replaced: release {r} of {b}\n"));
+    }
+    s.push_str(&format!(
+        "  files:     {} ({})\n",
+        report.files,
+        usb::templates::human_size(report.bytes)
+    ));
+    for f in m.models() {
+        let info = f.model.as_ref();
+        let def = if m.default_model.as_deref() == info.map(|i| i.name.as_str()) {
+            " (default)"
+        } else {
+            ""
+        };
+        s.push_str(&format!(
+            "  model:     {}{def}  {}  {}\n",
+            info.map(|i| i.name.as_str()).unwrap_or("?"),
+            info.and_then(|i| i.quantization.as_deref()).unwrap_or("?"),
+            usb::templates::human_size(f.size)
+        ));
+    }
+    s.push_str(&format!("  platforms: {}\n", m.platforms.join(" ")));
+    for (id, _) in &report.signatures {
+        s.push_str(&format!("  signed by: {id} (signatures/{id}.minisig)\n"));
+    }
+    super::out(&s)?;
+    Ok(ExitCode::SUCCESS)
 }

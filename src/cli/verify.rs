@@ -1,14 +1,218 @@
-//! `offgrid verify`: STUB, to be written.
+//! `offgrid verify PATH`: checks a USB tree against trusted keys and prints the outcome
+//! as text (a summary line on stdout, extras as warnings on stderr, failures as the
+//! error) or as JSON Lines (SPEC.md §9). Exit 0 verified, 1 verification failed,
+//! 2 usage or I/O error (SPEC.md §5).
+//!
+//! Known gap: update packs (PATH a file) are not verified here yet; the seam is marked.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::Ctx;
+use anyhow::Context;
+use serde_json::{json, Value};
+
+use offgrid::keys::PublicKey;
+use offgrid::trust::{TrustError, TrustPolicy};
+use offgrid::verify::{self, Signer, TreeReport, VerifyError, VerifyOptions};
+
+use super::{json_line, out, progress_fn, Ctx};
+
+/// The version of the JSON Lines records `verify --json` prints (SPEC.md §9).
+pub const JSON_SCHEMA: u32 = 1;
 
 /// Arguments of `offgrid verify`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// The USB tree to verify: the folder holding manifest.toml and signatures/
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// A trusted minisign public key (HQ's .pub file); repeat to trust several, any one
+    /// valid signature then suffices
+    #[arg(long = "pubkey", value_name = "FILE", conflicts_with = "trust")]
+    pub pubkeys: Vec<PathBuf>,
+    /// A trust policy file naming the trusted keys and how many must have signed
+    #[arg(long, value_name = "FILE")]
+    pub trust: Option<PathBuf>,
+    /// Print JSON Lines records (SPEC.md §9) on stdout instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Do not look for files the manifest does not name
+    #[arg(long)]
+    pub no_extras: bool,
+}
+
+/// Builds the trust policy from the arguments; no key at all is a usage error.
+fn policy(args: &Args) -> anyhow::Result<TrustPolicy> {
+    if let Some(t) = &args.trust {
+        return Ok(TrustPolicy::load(t)?);
+    }
+    if args.pubkeys.is_empty() {
+        return Err(TrustError::NoKeys.into());
+    }
+    let keys = args
+        .pubkeys
+        .iter()
+        .map(|p| PublicKey::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TrustPolicy::from_keys(keys)?)
+}
+
+/// `1.2 GiB`, `340 MiB`, `12 KiB`, `17 bytes`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if v < 10.0 {
+        format!("{v:.1} {}", UNITS[u])
+    } else {
+        format!("{v:.0} {}", UNITS[u])
+    }
+}
+
+fn signers_text(signers: &[Signer]) -> String {
+    signers
+        .iter()
+        .map(|s| format!("{} (fingerprint {})", s.key_id, s.fingerprint))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let _ = (args, ctx);
-    anyhow::bail!("'offgrid verify' is not implemented yet")
+    let result = verify(&args, ctx);
+    if args.json {
+        print_json(&args, &result)?;
+    } else if let Some(r) = match &result {
+        Ok(r) => Some(r),
+        Err(e) => e
+            .downcast_ref::<VerifyError>()
+            .and_then(VerifyError::report),
+    } {
+        print_text(r, ctx, result.is_ok())?;
+    }
+    result.map(|_| ExitCode::SUCCESS)
+}
+
+fn verify(args: &Args, ctx: &Ctx) -> anyhow::Result<TreeReport> {
+    if args.path.is_file() {
+        // Seam: when `offgrid::update` can verify an update pack, call it here.
+        anyhow::bail!(
+            "'{}' is a file; verifying update packs arrives with create-update-pack\nhelp: pass the folder of a USB tree",
+            args.path.display()
+        );
+    }
+    let policy = policy(args)?;
+    let pb = ctx.bar("verifying", args.json);
+    let opts = VerifyOptions {
+        skip_extras: args.no_extras,
+    };
+    let r = verify::verify_tree(&args.path, &policy, &opts, &progress_fn(&pb));
+    pb.finish_and_clear();
+    Ok(r?)
+}
+
+fn print_text(r: &TreeReport, ctx: &Ctx, ok: bool) -> anyhow::Result<()> {
+    for e in &r.extras {
+        let what = if e.kind == "file" {
+            String::new()
+        } else {
+            format!(" ({})", e.kind)
+        };
+        ctx.warn(&format!(
+            "'{}'{what} is not in the signed manifest; it was not verified and install ignores it",
+            e.path
+        ));
+    }
+    if r.extras_total > r.extras.len() {
+        ctx.warn(&format!(
+            "and {} more entries not in the signed manifest",
+            r.extras_total - r.extras.len()
+        ));
+    }
+    if ok {
+        out(&format!(
+            "verified release {} of {}: {} files, {}, signed by {}\n",
+            r.release,
+            r.bundle_id,
+            r.files.len(),
+            human_bytes(r.total_bytes),
+            signers_text(&r.signers)
+        ))
+        .context("writing to stdout")?;
+    }
+    Ok(())
+}
+
+fn print_json(args: &Args, result: &anyhow::Result<TreeReport>) -> anyhow::Result<()> {
+    let verr = result
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<VerifyError>());
+    let report = match result {
+        Ok(r) => Some(r),
+        Err(_) => verr.and_then(VerifyError::report),
+    };
+    let signers: &[Signer] = report.map_or(&[], |r| &r.signers);
+    let sigs = match (report, verr) {
+        (Some(r), _) => &r.signatures[..],
+        (None, Some(e)) => e.signatures(),
+        _ => &[],
+    };
+    for s in sigs {
+        let mut v = serde_json::to_value(s)?;
+        if let (Some(id), Value::Object(o)) = (&s.key_id, &mut v) {
+            if let Some(k) = signers.iter().find(|k| &k.key_id == id) {
+                o.insert("fingerprint".into(), json!(k.fingerprint));
+            }
+        }
+        json_line("signature", v)?;
+    }
+    if let Some(r) = report {
+        for f in &r.files {
+            json_line("file", serde_json::to_value(f)?)?;
+        }
+        for e in &r.extras {
+            json_line("extra", serde_json::to_value(e)?)?;
+        }
+    }
+    let error = result.as_ref().err().map(|e| {
+        // The first line of the message, without the `help:` lines.
+        e.to_string().lines().next().unwrap_or_default().to_owned()
+    });
+    json_line(
+        "summary",
+        json!({
+            "schema": JSON_SCHEMA,
+            "verified": result.is_ok(),
+            "root": args.path.display().to_string(),
+            "bundle_id": report.map(|r| &r.bundle_id),
+            "release": report.map(|r| &r.release),
+            "manifest_sha256": report.map(|r| &r.manifest_sha256),
+            "files": report.map(|r| r.files.len()),
+            "failed": report.map(|r| r.failures().count()),
+            "bytes": report.map(|r| r.total_bytes),
+            "extras": report.map(|r| r.extras_total),
+            "signers": signers,
+            "error": error,
+        }),
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(17), "17 bytes");
+        assert_eq!(human_bytes(12 << 10), "12 KiB");
+        assert_eq!(human_bytes(1288490189), "1.2 GiB");
+    }
 }

@@ -1,3 +1,144 @@
-//! The USB tree: layout, release inputs (recipe or flags), and `pack-usb`.
+//! The USB tree: what a release is made of ([`inputs`], from a [`recipe`] or from flags),
+//! where each file goes on the stick ([`layout`]), the launcher scripts and README
+//! rendered from `templates/` ([`templates`]), and writing a signed tree ([`pack`]).
 //!
-//! STUB: to be written (owner: pack helper).
+//! `pack-usb` and `create-update-pack` share the first two steps: both turn a recipe or
+//! flags into a validated [`inputs::ReleaseInputs`] and plan the tree with
+//! [`layout::plan`]. SPEC.md §2 (tree layout) and §6 (recipe) are normative.
+//! This module's one error type is [`PackError`]; none of its variants is a refusal
+//! (exit 1): every one is a usage or I/O error (exit 2) with a `help:` line.
+
+pub mod inputs;
+pub mod layout;
+pub mod pack;
+pub mod recipe;
+pub mod templates;
+
+use std::path::Path;
+
+use crate::gguf::GgufError;
+use crate::hash::HashError;
+use crate::keys::KeyError;
+use crate::manifest::ManifestError;
+use crate::paths::PathError;
+use crate::platform::PlatformError;
+use crate::sign::SignError;
+use crate::version::VersionError;
+
+pub use inputs::{Flags, ModelInput, ReleaseInputs};
+pub use layout::{plan, PlannedFile, Source, TreePlan, MODELS_DIR};
+pub use pack::{pack, PackOptions, PackReport};
+
+/// Why a release could not be read, planned or packed.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("{what}: '{path}' does not exist\nhelp: check the path{hint}")]
+    InputMissing {
+        what: String,
+        path: String,
+        hint: &'static str,
+    },
+    #[error("{what}: '{path}' is not a regular file\nhelp: name a file, not a folder")]
+    InputNotFile { what: String, path: String },
+    #[error("cannot read {what} '{path}': {source}")]
+    InputRead {
+        what: String,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read recipe '{path}': {reason}\nhelp: see formats/offgrid.toml for a complete recipe")]
+    Recipe { path: String, reason: String },
+    #[error("{what} '{value}' is malformed: {reason}\nhelp: {help}")]
+    BadArg {
+        what: &'static str,
+        value: String,
+        reason: String,
+        help: &'static str,
+    },
+    #[error("two {what} are named '{name}' ('{a}' and '{b}')\nhelp: give one of them another name with NAME=FILE (or `name` in the recipe)")]
+    DuplicateName {
+        what: &'static str,
+        name: String,
+        a: String,
+        b: String,
+    },
+    #[error("two binaries for platform '{platform}' ('{a}' and '{b}')\nhelp: pass one --binary per platform")]
+    DuplicatePlatform {
+        platform: String,
+        a: String,
+        b: String,
+    },
+    #[error("model name '{name}' cannot be stored on a USB stick: {source}")]
+    BadModelName { name: String, source: PathError },
+    #[error("no release version given\nhelp: pass --release VERSION (for example --release 1.4.0) or set `release` in the recipe")]
+    NoRelease,
+    #[error("no signing key given: a tree must be signed, and `verify` refuses unsigned trees\nhelp: pass --sign-with HQ.key (make one with `offgrid keygen`), or list `signers` in the recipe")]
+    NoSigner,
+    #[error("secret keys '{a}' and '{b}' are the same key {key_id}\nhelp: give each signer once")]
+    DuplicateSigner {
+        key_id: String,
+        a: String,
+        b: String,
+    },
+    #[error("default model '{name}' is not one of the models packed ({available})\nhelp: pass --default-model with one of those names")]
+    UnknownDefaultModel { name: String, available: String },
+    #[error("destination '{path}' is a file, not a folder\nhelp: name the folder where the USB stick is mounted")]
+    DestIsFile { path: String },
+    #[error("destination '{dest}' already holds release {old_release} of '{old_bundle}' (this pack is {new_release} of '{new_bundle}')\nhelp: pass --force to replace it, or pack onto another stick")]
+    DestHoldsOther {
+        dest: String,
+        old_bundle: String,
+        old_release: String,
+        new_bundle: String,
+        new_release: String,
+    },
+    #[error("destination '{dest}' holds an unreadable manifest: {reason}\nhelp: pass --force to replace it")]
+    DestBadManifest { dest: String, reason: String },
+    #[error("destination '{dest}' has no manifest.toml but already holds '{path}' (an interrupted pack, or files that are not an offgrid tree)\nhelp: pass --force to replace them, or pack onto an empty folder")]
+    DestNotATree { dest: String, path: String },
+    #[error("input '{path}' is inside the destination '{dest}'\nhelp: keep the release inputs outside the tree being written")]
+    InputInsideDest { path: String, dest: String },
+    #[error("'{dest}' has {free} bytes free, but the tree needs {need}\nhelp: use a bigger stick, or remove files from it first")]
+    NoSpace { dest: String, need: u64, free: u64 },
+    #[error("cannot {action} '{path}': {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("template {template} uses unknown placeholder '{{{{{name}}}}}'")]
+    Template { template: String, name: String },
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Sign(#[from] SignError),
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+impl PackError {
+    /// Packing never gives a clean "no": every error is usage or I/O (exit 2).
+    pub fn is_refusal(&self) -> bool {
+        false
+    }
+}
+
+/// Shorthand for an I/O error with the action and path it concerned.
+pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PackError {
+    let path = path.display().to_string();
+    move |source| PackError::Io {
+        action,
+        path,
+        source,
+    }
+}

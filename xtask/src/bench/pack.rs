@@ -1,9 +1,137 @@
-//! `cargo xtask bench pack`: STUB, to be written.
+//! `cargo xtask bench pack [--size-mib N]`: times `offgrid pack-usb` of one model-like
+//! file (a GGUF header followed by incompressible bytes, like quantized weights) against
+//! the standard way to copy and hash the same data, `cp -r SRC DST && sha256sum DST/*`,
+//! best of 3 each, in one run, and prints the data size, core count and ratio (goal ≤ 0.8).
+//!
+//! Page cache: the source is written just before, so with enough RAM both sides read it
+//! from memory, and `sha256sum` re-reads the fresh copy from memory too; only the writes
+//! differ. `pack-usb` fsyncs every file (it must, for a stick that is pulled out), `cp`
+//! does not, so a third line times `cp -r SRC DST && sync && sha256sum DST/*` for the
+//! like-for-like comparison. On a real USB stick the write speed of the stick dominates.
 
-use anyhow::{bail, Result};
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result};
 
 use super::Opts;
+use crate::util;
 
-pub fn bench(_opts: &Opts) -> Result<()> {
-    bail!("bench pack is not written yet")
+/// Writes `path`: a GGUF v3 header naming one tensor, then `size` incompressible bytes.
+fn write_model(path: &Path, size: u64) -> Result<()> {
+    let tail = path.with_extension("tail");
+    util::write_incompressible(&tail, size, 0x5eed)?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    offgrid::gguf::write_synthetic(
+        &mut out,
+        &[
+            (
+                "general.architecture",
+                offgrid::gguf::MetaValue::Str("llama".into()),
+            ),
+            ("general.file_type", offgrid::gguf::MetaValue::U32(15)),
+            ("llama.context_length", offgrid::gguf::MetaValue::U32(8192)),
+        ],
+        &[("token_embd.weight", vec![8], &[0u8; 32])],
+    )?;
+    std::io::copy(&mut std::fs::File::open(&tail)?, &mut out)?;
+    use std::io::Write;
+    out.flush()?;
+    std::fs::remove_file(&tail)?;
+    Ok(())
+}
+
+fn q(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
+}
+
+pub fn bench(opts: &Opts) -> Result<()> {
+    let bin = util::build_offgrid(false)?;
+    let work = util::root().join("target/bench-pack");
+    let _ = std::fs::remove_dir_all(&work);
+    let src = work.join("src");
+    std::fs::create_dir_all(&src)?;
+    let size = opts.size_mib << 20;
+    let model = src.join("model.gguf");
+    write_model(&model, size)?;
+    let data = std::fs::metadata(&model)?.len();
+    util::run(
+        Command::new("minisign")
+            .args(["-G", "-W", "-f", "-p"])
+            .arg(work.join("hq.pub"))
+            .arg("-s")
+            .arg(work.join("hq.key")),
+    )
+    .context("making a key with minisign -G -W (apt-get install minisign)")?;
+
+    let stick = work.join("stick");
+    let copy = work.join("copy");
+    let ours = util::best_of(
+        3,
+        &format!("rm -rf {} && sync", q(&stick)),
+        &format!(
+            "{} pack-usb {} --release 1.0 --model {} --no-host-binary --sign-with {} >/dev/null",
+            q(&bin),
+            q(&stick),
+            q(&model),
+            q(&work.join("hq.key"))
+        ),
+    )?;
+    let prep = format!("rm -rf {} && sync", q(&copy));
+    let theirs = util::best_of(
+        3,
+        &prep,
+        &format!(
+            "cp -r {} {} && sha256sum {}/* >/dev/null",
+            q(&src),
+            q(&copy),
+            q(&copy)
+        ),
+    )?;
+    let theirs_sync = util::best_of(
+        3,
+        &prep,
+        &format!(
+            "cp -r {} {} && sync && sha256sum {}/* >/dev/null",
+            q(&src),
+            q(&copy),
+            q(&copy)
+        ),
+    )?;
+    // The tree must be right, not just fast.
+    util::run(
+        Command::new(&bin)
+            .arg("verify")
+            .arg(&stick)
+            .arg("--pubkey")
+            .arg(work.join("hq.pub")),
+    )
+    .context("the benchmarked tree does not verify")?;
+
+    println!(
+        "bench pack: {} MiB model-like data (one GGUF), {} cores, best of 3; source in page cache",
+        data >> 20,
+        util::cores()
+    );
+    util::report(
+        "pack-usb vs cp -r && sha256sum",
+        ours.wall,
+        "cp+sha256sum",
+        theirs.wall,
+        "<= 0.8",
+    );
+    util::report(
+        "pack-usb vs cp -r && sync && sha256sum",
+        ours.wall,
+        "cp+sync+sha256sum",
+        theirs_sync.wall,
+        "<= 0.8",
+    );
+    println!(
+        "peak RSS: offgrid {} MiB, cp+sha256sum {} MiB",
+        ours.max_rss_kib >> 10,
+        theirs.max_rss_kib >> 10
+    );
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
 }

@@ -1,0 +1,266 @@
+//! Where each file of a release goes in a USB tree, and the plan of the tree: for every
+//! file its bundle path, where its bytes come from, its kind, platform and mode.
+//!
+//! [`plan`] reads every model's GGUF header (a file that is not GGUF is refused here,
+//! naming it, before anything is written), renders the scripts and README, and checks
+//! every path against the FAT32/exFAT/NTFS rules and for case collisions. `pack-usb`
+//! writes a plan; `create-update-pack` diffs one against an older manifest.
+//! SPEC.md §2 is normative for the layout.
+
+use std::path::PathBuf;
+
+use crate::gguf;
+use crate::hash::Digests;
+use crate::manifest::{self, FileEntry, FileKind, Manifest, ModelInfo};
+use crate::paths;
+
+use super::inputs::ReleaseInputs;
+use super::templates::{human_size, ScriptVars};
+use super::PackError;
+
+/// Folder of the models.
+pub const MODELS_DIR: &str = "models";
+/// Folder of the binaries, one sub-folder per platform.
+pub const BIN_DIR: &str = "bin";
+/// Staging folder inside the destination, removed when the pack ends.
+pub const STAGING_DIR: &str = ".offgrid-staging";
+pub const RUN_SH: &str = "run.sh";
+pub const RUN_BAT: &str = "run.bat";
+pub const INSTALL_SH: &str = "install.sh";
+pub const README_TXT: &str = "README.txt";
+pub const CHANGELOG_TXT: &str = "CHANGELOG.txt";
+/// The environment variable the launchers set to the stick's root (portable mode).
+pub const PORTABLE_ENV: &str = "OFFGRID_PORTABLE";
+
+/// Mode of executables (binaries, `.sh` scripts).
+pub const MODE_EXEC: u32 = 0o755;
+/// Mode of every other file.
+pub const MODE_DATA: u32 = 0o644;
+
+/// Where a planned file's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Copied from this file.
+    File(PathBuf),
+    /// Generated (scripts, README).
+    Bytes(Vec<u8>),
+}
+
+/// One file of a planned tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedFile {
+    /// The bundle path (checked).
+    pub path: String,
+    pub source: Source,
+    pub kind: FileKind,
+    pub platform: Option<String>,
+    pub mode: Option<u32>,
+    /// Model metadata from the GGUF header (models only).
+    pub model: Option<ModelInfo>,
+    /// Size when planned (the manifest records the size actually copied).
+    pub size: u64,
+}
+
+impl PlannedFile {
+    /// The manifest entry of this file, once its digests are known.
+    pub fn entry(&self, d: Digests) -> FileEntry {
+        FileEntry {
+            path: self.path.clone(),
+            size: d.size,
+            sha256: d.sha256,
+            kind: self.kind,
+            platform: self.platform.clone(),
+            mode: self.mode,
+            chunk_size: d.chunk_size,
+            chunks: d.chunks,
+            model: self.model.clone(),
+        }
+    }
+}
+
+/// A planned tree: the manifest's header fields and every file, sorted by path.
+#[derive(Debug, Clone)]
+pub struct TreePlan {
+    pub bundle_id: String,
+    pub release: crate::version::Version,
+    pub created: String,
+    pub platforms: Vec<String>,
+    pub default_model: Option<String>,
+    pub files: Vec<PlannedFile>,
+}
+
+impl TreePlan {
+    /// Total bytes of all files.
+    pub fn total_size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// The manifest of this plan given each file's entry (in the plan's order).
+    pub fn manifest(&self, files: Vec<FileEntry>) -> Manifest {
+        Manifest {
+            format: manifest::FORMAT.to_owned(),
+            bundle_id: self.bundle_id.clone(),
+            release: self.release.clone(),
+            created: self.created.clone(),
+            platforms: self.platforms.clone(),
+            default_model: self.default_model.clone(),
+            files,
+        }
+    }
+}
+
+fn file_size(what: &str, path: &std::path::Path) -> Result<u64, PackError> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|source| PackError::InputRead {
+            what: what.to_owned(),
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// Plans the tree of `inputs`. `key_ids` are the signers' key ids (named in README.txt).
+pub fn plan(inputs: &ReleaseInputs, key_ids: &[String]) -> Result<TreePlan, PackError> {
+    let mut files = Vec::new();
+    for m in &inputs.models {
+        let info = gguf::read_info(&m.source)?;
+        let size = file_size(&format!("model '{}'", m.name), &m.source)?;
+        files.push(PlannedFile {
+            path: m.bundle_path(),
+            source: Source::File(m.source.clone()),
+            kind: FileKind::Model,
+            platform: None,
+            mode: Some(MODE_DATA),
+            model: Some(ModelInfo {
+                name: m.name.clone(),
+                architecture: info.architecture,
+                quantization: info.quantization,
+                parameters: Some(info.parameters),
+                context_length: info.context_length,
+            }),
+            size,
+        });
+    }
+    for (platform, src) in &inputs.binaries {
+        let size = file_size(&format!("binary for {platform}"), src)?;
+        files.push(PlannedFile {
+            path: format!("{BIN_DIR}/{platform}/{}", platform.exe_name()),
+            source: Source::File(src.clone()),
+            kind: FileKind::Binary,
+            platform: Some(platform.to_string()),
+            mode: Some(MODE_EXEC),
+            model: None,
+            size,
+        });
+    }
+    if let Some(c) = &inputs.changelog {
+        let size = file_size("changelog", c)?;
+        files.push(PlannedFile {
+            path: CHANGELOG_TXT.to_owned(),
+            source: Source::File(c.clone()),
+            kind: FileKind::Changelog,
+            platform: None,
+            mode: Some(MODE_DATA),
+            model: None,
+            size,
+        });
+    }
+
+    let created = manifest::now_rfc3339();
+    let platforms: Vec<String> = inputs.binaries.keys().map(|p| p.to_string()).collect();
+    let payload: u64 = files.iter().map(|f| f.size).sum();
+    let models = files
+        .iter()
+        .filter_map(|f| f.model.as_ref().map(|m| (f, m)))
+        .map(|(f, m)| {
+            format!(
+                "  {:<20} {:>10}  {} {}  {}\n",
+                m.name,
+                human_size(f.size),
+                m.architecture.as_deref().unwrap_or("?"),
+                m.quantization.as_deref().unwrap_or("?"),
+                f.path
+            )
+        })
+        .collect::<String>();
+    let vars = ScriptVars {
+        bundle_id: inputs.bundle_id.clone(),
+        release: inputs.release.to_string(),
+        created: created.clone(),
+        platforms: if platforms.is_empty() {
+            "none".into()
+        } else {
+            platforms.join(" ")
+        },
+        default_model: inputs
+            .default_model
+            .clone()
+            .unwrap_or_else(|| "none".into()),
+        models: if models.is_empty() {
+            "  (none)\n".into()
+        } else {
+            models
+        },
+        total_size: human_size(payload),
+        key_ids: key_ids.join(", "),
+        minisign_commands: key_ids
+            .iter()
+            .map(|k| {
+                format!("  minisign -V -p hq.pub -m manifest.toml -x signatures/{k}.minisig\n")
+            })
+            .collect(),
+        changelog_line: if inputs.changelog.is_some() {
+            format!("  {CHANGELOG_TXT:<22} what changed in this release\n")
+        } else {
+            String::new()
+        },
+    };
+    let generated = [
+        (RUN_SH, vars.run_sh()?, FileKind::Script, MODE_EXEC),
+        (RUN_BAT, vars.run_bat()?, FileKind::Script, MODE_DATA),
+        (INSTALL_SH, vars.install_sh()?, FileKind::Script, MODE_EXEC),
+        (README_TXT, vars.readme()?, FileKind::Doc, MODE_DATA),
+    ];
+    for (path, text, kind, mode) in generated {
+        files.push(PlannedFile {
+            path: path.to_owned(),
+            size: text.len() as u64,
+            source: Source::Bytes(text.into_bytes()),
+            kind,
+            platform: None,
+            mode: Some(mode),
+            model: None,
+        });
+    }
+
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    for f in &files {
+        paths::check_bundle_path(&f.path)?;
+    }
+    for w in files.windows(2) {
+        if w[0].path == w[1].path {
+            return Err(PackError::DuplicateName {
+                what: "files",
+                name: w[0].path.clone(),
+                a: source_name(&w[0].source),
+                b: source_name(&w[1].source),
+            });
+        }
+    }
+    paths::check_no_case_collisions(files.iter().map(|f| f.path.as_str()))?;
+    Ok(TreePlan {
+        bundle_id: inputs.bundle_id.clone(),
+        release: inputs.release.clone(),
+        created,
+        platforms,
+        default_model: inputs.default_model.clone(),
+        files,
+    })
+}
+
+fn source_name(s: &Source) -> String {
+    match s {
+        Source::File(p) => p.display().to_string(),
+        Source::Bytes(_) => "generated".into(),
+    }
+}
