@@ -118,6 +118,15 @@ fn whole_journey_with_zstd_payloads_and_interop() {
     assert!(w.p("hq/releases/org.example.clinic/1.0.0/manifest.toml").is_file());
     assert!(w.p("hq/releases/org.example.clinic/1.1.0/manifest.toml").is_file());
 
+    // offgrid verify checks the pack in one pass.
+    w.cmd()
+        .args(["verify", "u.ogpack", "--pubkey", "hq.pub"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("verified update pack").and(predicate::str::contains("1.0.0 -> 1.1.0")));
+    let (_, other) = keypair(w.dir.path(), "other");
+    w.cmd().args(["verify", "u.ogpack", "--pubkey"]).arg(&other).assert().code(1).stderr(predicate::str::contains("threshold not met"));
+
     install(&w);
     assert_installed(&w.home(), &w.v1);
     w.cmd().args(["apply-update", "u.ogpack"]).assert().success().stdout(
@@ -295,7 +304,7 @@ fn refuses_payloads_from_another_pack_and_damage() {
     let mut mixed: Vec<_> = a.iter().filter(|(n, _)| !n.starts_with("payloads/")).cloned().collect();
     mixed.extend(b.iter().filter(|(n, _)| n.starts_with("payloads/")).cloned());
     write_tar(&w.p("mixed.ogpack"), &mixed);
-    for cmd in [&["apply-update", "mixed.ogpack"][..]] {
+    for cmd in [&["apply-update", "mixed.ogpack"][..], &["verify", "mixed.ogpack", "--pubkey", "hq.pub"][..]] {
         w.cmd()
             .args(cmd)
             .assert()

@@ -54,3 +54,57 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     super::out(&s)?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// `offgrid verify PACK`: checks an update pack in one streaming pass (called by
+/// `cli::verify` when PATH is a file). Exit 0 verified, 1 refused.
+pub fn verify_pack_cmd(
+    path: &std::path::Path,
+    policy: &offgrid::trust::TrustPolicy,
+    json: bool,
+    ctx: &Ctx,
+) -> anyhow::Result<ExitCode> {
+    let bar = ctx.bar("verifying", json);
+    let r = update::verify_pack(path, policy, &super::progress_fn(&bar))
+        .with_context(|| format!("verifying update pack '{}'", path.display()))?;
+    bar.finish_and_clear();
+    if json {
+        super::json_line("pack-verified", serde_json::to_value(&r)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let signers: Vec<String> = r
+        .signatures
+        .iter()
+        .filter(|s| matches!(s.status, offgrid::trust::SignatureStatus::Valid))
+        .filter_map(|s| s.key_id.clone())
+        .collect();
+    let mut s = format!(
+        "verified update pack '{}': {} {} -> {} ({} bytes, {} payloads), signed by {}\n",
+        r.pack,
+        r.bundle_id,
+        r.from.iter().map(|f| f.release.as_str()).collect::<Vec<_>>().join(", "),
+        r.to,
+        r.size,
+        r.payloads.len(),
+        signers.join(", ")
+    );
+    for p in &r.payloads {
+        let how = match p.encoding {
+            update::pack::Encoding::Delta => format!(
+                "delta from {} (checked against the base at apply)",
+                p.base_release.as_deref().unwrap_or("?")
+            ),
+            update::pack::Encoding::Zstd => "zstd (decoded and checked)".into(),
+        };
+        s.push_str(&format!("  {}  {} bytes  {how}\n", p.target, p.target_size));
+    }
+    for f in &r.from {
+        s.push_str(&format!(
+            "  from {}: {} unchanged file(s) taken from the site, {} removed\n",
+            f.release,
+            f.unchanged,
+            f.removed.len()
+        ));
+    }
+    super::out(&s)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,13 +1,15 @@
 //! `offgrid create-update-pack`: HQ writes one signed file that takes a site from an
 //! older release (`--since VERSION|DATE`, repeatable) to a new one, and records the new
-//! release in the HQ history. The new release is a recorded one (`--to`), or a signed
-//! USB tree (`--tree`, recorded first).
+//! release in the HQ history. The new release comes from the same inputs as pack-usb
+//! (`--recipe` and/or `--model`/`--binary`/`--release`/… flags), or is a recorded one
+//! (`--to`), or a signed USB tree (`--tree`, recorded first).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use offgrid::update::{self, history};
+use offgrid::usb;
 
 use super::Ctx;
 
@@ -21,10 +23,33 @@ pub struct Args {
     /// The pack file to write
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: PathBuf,
-    /// A minisign secret key to sign the pack with (repeatable, at least one); password
-    /// from OFFGRID_PASSWORD or a prompt
-    #[arg(long = "sign-with", value_name = "KEYFILE", required = true)]
+    /// A minisign secret key to sign the pack (and the new release's manifest) with
+    /// (repeatable, at least one); password from OFFGRID_PASSWORD or a prompt
+    #[arg(long = "sign-with", value_name = "KEYFILE")]
     pub sign_with: Vec<PathBuf>,
+    /// The new release: its recipe (SPEC.md §6), as for pack-usb
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["to", "tree"])]
+    pub recipe: Option<PathBuf>,
+    /// The new release: a GGUF model, FILE or NAME=FILE (repeatable), as for pack-usb
+    #[arg(long = "model", value_name = "[NAME=]FILE", conflicts_with_all = ["to", "tree"])]
+    pub models: Vec<String>,
+    /// The new release: the offgrid executable for one platform, PLATFORM=FILE
+    /// (repeatable); the running offgrid is added for this platform unless
+    /// --no-host-binary
+    #[arg(long = "binary", value_name = "PLATFORM=FILE", conflicts_with_all = ["to", "tree"])]
+    pub binaries: Vec<String>,
+    /// The new release's version, e.g. 1.4.0
+    #[arg(long, value_name = "VERSION", conflicts_with_all = ["to", "tree"])]
+    pub release: Option<String>,
+    /// The new release's changelog, carried as CHANGELOG.txt and shown at apply
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["to", "tree"])]
+    pub changelog: Option<PathBuf>,
+    /// The model run.sh starts with no argument [default: the first model]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["to", "tree"])]
+    pub default_model: Option<String>,
+    /// Do not add the running offgrid for this computer's platform
+    #[arg(long, conflicts_with_all = ["to", "tree"])]
+    pub no_host_binary: bool,
     /// The new release: a release already recorded in the history
     #[arg(long, value_name = "VERSION", conflicts_with = "tree")]
     pub to: Option<String>,
@@ -35,7 +60,8 @@ pub struct Args {
     /// packed before the history was kept
     #[arg(long, value_name = "DIR")]
     pub record: Vec<PathBuf>,
-    /// Product line id (needed with --to when the history holds several)
+    /// Product line id (with flags: as for pack-usb; with --to: needed when the history
+    /// holds several)
     #[arg(long, value_name = "ID")]
     pub bundle_id: Option<String>,
     /// HQ release history [env: OFFGRID_HQ] [default: ~/.offgrid-hq]
@@ -71,7 +97,7 @@ fn human(n: u64) -> String {
 }
 
 /// The password of an encrypted key: OFFGRID_PASSWORD, else a prompt on the terminal.
-fn password_for(path: &std::path::Path) -> Result<String, String> {
+pub fn password_for(path: &std::path::Path) -> Result<String, String> {
     use std::io::IsTerminal;
     if let Ok(p) = std::env::var("OFFGRID_PASSWORD") {
         return Ok(p);
@@ -85,42 +111,63 @@ fn password_for(path: &std::path::Path) -> Result<String, String> {
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let hq = history::resolve_dir(args.history.as_deref());
-    if args.tree.is_none() && args.to.is_none() {
-        bail!("name the new release\nhelp: pass --to VERSION (recorded by pack-usb) or --tree USBROOT");
-    }
-    // Load every key before any work, so a wrong password costs nothing.
-    let mut keys = Vec::new();
-    for k in &args.sign_with {
-        let p = k.clone();
-        keys.push(
-            offgrid::keys::SecretKey::load(k, &mut || password_for(&p))
-                .with_context(|| format!("loading signing key '{}'", k.display()))?,
-        );
+    if args.output.exists() && !args.force {
+        bail!(update::UpdateError::Exists { path: args.output.display().to_string() });
     }
     for tree in &args.record {
         let (_, bytes, sigs) = update::install::read_tree_head(tree)?;
         history::record_tree(&hq, &bytes, &sigs, tree)
             .with_context(|| format!("recording '{}' in the history '{}'", tree.display(), hq.display()))?;
     }
-    let new = if let Some(tree) = &args.tree {
-        let (m, bytes, sigs) = update::install::read_tree_head(tree)?;
-        history::record_tree(&hq, &bytes, &sigs, tree)
-            .with_context(|| format!("recording '{}' in the history '{}'", tree.display(), hq.display()))?;
-        history::load(&hq, &m.bundle_id, &m.release)?
-    } else {
-        let v: offgrid::version::Version = args.to.as_deref().unwrap_or_default().parse()?;
-        let id = match &args.bundle_id {
-            Some(id) => id.clone(),
-            None => {
-                let ids = history::bundle_ids(&hq)?;
-                match ids.as_slice() {
-                    [one] => one.clone(),
-                    [] => bail!("the history '{}' records no release\nhelp: pack-usb records every release it writes; pass --history DIR or set OFFGRID_HQ", hq.display()),
-                    _ => bail!("the history '{}' holds several bundles ({})\nhelp: pass --bundle-id", hq.display(), ids.join(", ")),
-                }
-            }
+    let from_inputs = args.to.is_none() && args.tree.is_none();
+    let (new, keys) = if from_inputs {
+        // The same inputs and plan as pack-usb; signers from --sign-with and the recipe.
+        let flags = usb::Flags {
+            recipe: args.recipe.clone(),
+            models: args.models.clone(),
+            binaries: args.binaries.clone(),
+            release: args.release.clone(),
+            bundle_id: args.bundle_id.clone(),
+            changelog: args.changelog.clone(),
+            default_model: args.default_model.clone(),
+            signers: args.sign_with.clone(),
+            no_host_binary: args.no_host_binary,
         };
-        history::load(&hq, &id, &v)?
+        let inputs = usb::ReleaseInputs::from_flags(&flags)?;
+        let keys = usb::pack::load_signers(&inputs.signers, &mut password_for)?;
+        let key_ids: Vec<String> = keys.iter().map(|k| k.public.key_id()).collect();
+        let plan = usb::plan(&inputs, &key_ids)?;
+        let bar = ctx.bar("hashing", args.json);
+        let new = update::release::record_plan(&hq, &plan, &keys, &super::progress_fn(&bar))
+            .with_context(|| format!("recording release {} in the history '{}'", inputs.release, hq.display()))?;
+        bar.finish_and_clear();
+        (new, keys)
+    } else {
+        if args.sign_with.is_empty() {
+            bail!("no signing key given\nhelp: pass --sign-with HQ.key");
+        }
+        let keys = usb::pack::load_signers(&args.sign_with, &mut password_for)?;
+        let new = if let Some(tree) = &args.tree {
+            let (m, bytes, sigs) = update::install::read_tree_head(tree)?;
+            history::record_tree(&hq, &bytes, &sigs, tree)
+                .with_context(|| format!("recording '{}' in the history '{}'", tree.display(), hq.display()))?;
+            history::load(&hq, &m.bundle_id, &m.release)?
+        } else {
+            let v: offgrid::version::Version = args.to.as_deref().unwrap_or_default().parse()?;
+            let id = match &args.bundle_id {
+                Some(id) => id.clone(),
+                None => {
+                    let ids = history::bundle_ids(&hq)?;
+                    match ids.as_slice() {
+                        [one] => one.clone(),
+                        [] => bail!("the history '{}' records no release\nhelp: pack-usb records every release it writes; pass --history DIR or set OFFGRID_HQ", hq.display()),
+                        _ => bail!("the history '{}' holds several bundles ({})\nhelp: pass --bundle-id", hq.display(), ids.join(", ")),
+                    }
+                }
+            };
+            history::load(&hq, &id, &v)?
+        };
+        (new, keys)
     };
     let mut bases = Vec::new();
     for s in &args.since {
@@ -128,9 +175,6 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         if !bases.iter().any(|x: &history::Release| x.manifest.release == b.manifest.release) {
             bases.push(b);
         }
-    }
-    if args.output.exists() && !args.force {
-        bail!(update::UpdateError::Exists { path: args.output.display().to_string() });
     }
     let bar = ctx.bar("diffing", args.json);
     let r = update::create::create(&update::create::CreateOptions {

@@ -42,6 +42,8 @@ pub struct RecordReport {
     pub linked: usize,
     /// True when this exact release was already recorded.
     pub already: bool,
+    /// sha256 of an earlier, different manifest of the same version, now superseded.
+    pub superseded: Option<String>,
 }
 
 /// The history dir: `flag`, else `OFFGRID_HQ`, else `~/.offgrid-hq`.
@@ -104,14 +106,10 @@ pub fn record(
             report.already = true;
             return Ok(report);
         }
-        return Err(herr(
-            hq,
-            format!(
-                "release {} of '{}' is already recorded with a different manifest",
-                manifest.release, manifest.bundle_id
-            ),
-            "give the new release a higher version number",
-        ));
+        // The same version packed again (pack-usb re-run): the newest recording wins;
+        // the earlier one is kept aside. Sites that installed the earlier bytes are
+        // protected by apply's check of the base manifest's sha256.
+        report.superseded = Some(crate::update::io::sha256_hex(&existing));
     }
     for f in &manifest.files {
         let src = files
@@ -148,9 +146,24 @@ pub fn record(
     }
     crate::fsutil::fsync_dir(tp).map_err(io_err("sync", tp))?;
     let tmp_path = tmp.keep();
-    if let Err(e) = fs::rename(&tmp_path, &dir) {
-        let _ = fs::remove_dir_all(&tmp_path);
-        return Err(io_err("create", &dir)(e));
+    let mut attempt = 0;
+    loop {
+        match fs::rename(&tmp_path, &dir) {
+            Ok(()) => break,
+            Err(e) if dir.exists() && attempt < 5 => {
+                // Move the earlier recording aside (another recorder may race us).
+                let _ = e;
+                attempt += 1;
+                let mut b = [0u8; 4];
+                let _ = getrandom::getrandom(&mut b);
+                let aside = parent.join(format!(".superseded-{}-{}", manifest.release, hex::encode(b)));
+                let _ = fs::rename(&dir, aside);
+            }
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp_path);
+                return Err(io_err("create", &dir)(e));
+            }
+        }
     }
     crate::fsutil::fsync_dir(&parent).map_err(io_err("sync", &parent))?;
     Ok(report)
@@ -177,6 +190,24 @@ pub fn record_tree(
         .map(|f| (f.path.clone(), crate::paths::join(root, &f.path)))
         .collect();
     record(hq, manifest_bytes, sigs, &files)
+}
+
+/// Records what `pack-usb` just wrote: the tree at `root`, its manifest bytes and its
+/// signatures as `(key id, .minisig text)`; `hq_flag` is `--history` (else `OFFGRID_HQ`,
+/// else `~/.offgrid-hq`). Returns the history dir used.
+pub fn record_pack_usb(
+    hq_flag: Option<&Path>,
+    manifest_bytes: &[u8],
+    key_sigs: &[(String, String)],
+    root: &Path,
+) -> Result<PathBuf, UpdateError> {
+    let hq = resolve_dir(hq_flag);
+    let sigs: Vec<(String, String)> = key_sigs
+        .iter()
+        .map(|(id, t)| (format!("{id}.minisig"), t.clone()))
+        .collect();
+    record_tree(&hq, manifest_bytes, &sigs, root)?;
+    Ok(hq)
 }
 
 /// A signature file name: `NAME.minisig` (pack-usb writes `KEYID.minisig`), at most 80

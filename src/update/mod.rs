@@ -23,6 +23,7 @@ pub mod journal;
 pub mod pack;
 pub mod pack_sign;
 pub mod reader;
+pub mod release;
 pub mod rollback;
 pub mod status;
 pub mod txn;
