@@ -337,7 +337,7 @@ fn refuses_payloads_from_another_pack_and_damage() {
 
     // Not a pack at all.
     fs::write(w.p("junk.ogpack"), b"hello").unwrap();
-    w.cmd().args(["apply-update", "junk.ogpack"]).assert().code(1).stderr(predicate::str::contains("damaged"));
+    w.cmd().args(["apply-update", "junk.ogpack"]).assert().code(2).stderr(predicate::str::contains("is not an offgrid update pack"));
     assert_eq!(snapshot(&w.home()), before);
 }
 

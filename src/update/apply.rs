@@ -162,11 +162,11 @@ pub fn apply_update(
                     deltas += 1;
                 }
             }
-            let digest = w.digest();
-            let out = w.inner.into_inner().map_err(|e| io_err("write", &dst)(e.into_error()))?;
-            check_target(pack_path, p, digest)?;
+            let (buf, n, sha) = w.finish();
+            let out = buf.into_inner().map_err(|e| io_err("write", &dst)(e.into_error()))?;
+            check_target(pack_path, p, (n, sha))?;
             set_mode(&out, mode).map_err(io_err("set the mode of", &dst))?;
-            out.sync_all().map_err(io_err("sync", &dst))?;
+            drop(out); // made durable with the whole staging tree (Txn::commit)
             written += p.target_size;
             if first_payload {
                 first_payload = false;

@@ -221,14 +221,16 @@ pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
             io::copy(&mut r, &mut enc).map_err(io_err("compress", &new_obj))?;
             let mut w = enc.finish().map_err(io_err("compress", &new_obj))?;
             w.flush().map_err(io_err("write", &zpath))?;
-            if r.count != f.size || hex::encode(sha2::Digest::finalize(r.hasher)) != f.sha256 {
+            let (n, h) = r.digest();
+            if n != f.size || h != f.sha256 {
                 return Err(UpdateError::History {
                     dir: o.hq.display().to_string(),
                     reason: format!("the stored bytes of '{}' ({}) are damaged", f.path, new_obj.display()),
                     help: "restore the history from a backup".into(),
                 });
             }
-            w.digest()
+            let (_, zs, zh) = w.finish();
+            (zs, zh)
         };
         let mut used_full = need_full;
         for (bi, base) in delta_tries {
@@ -246,7 +248,7 @@ pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
                 source,
             })?;
             w.flush().map_err(io_err("write", &dpath))?;
-            let (dsize, dsha) = w.digest();
+            let (_, dsize, dsha) = w.finish();
             // A delta must beat the compressed whole file by a margin to be worth the
             // base check and the random reads on the site.
             if dsize < zsize.saturating_sub(zsize / 20) {

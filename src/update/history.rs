@@ -261,7 +261,7 @@ fn store_object(
         }
         report.linked += 1;
     } else {
-        match copy_checked(src, &tmp, size, sha256, Some(0o444)).map_err(io_err("copy", src))? {
+        match copy_checked(src, &tmp, size, sha256, Some(0o444), true).map_err(io_err("copy", src))? {
             Ok(()) => {}
             Err(actual) => return Err(mismatch(actual)),
         }

@@ -270,8 +270,8 @@ impl Home {
             let tmp = self.root.join(format!(".current-{}", std::process::id()));
             let _ = fs::remove_file(&tmp);
             std::os::unix::fs::symlink(&target, &tmp).map_err(io_err("create", &tmp))?;
+            // Not fsynced: the state is the truth and recovery re-points the link.
             fs::rename(&tmp, &link).map_err(io_err("replace", &link))?;
-            crate::fsutil::fsync_dir(&self.root).map_err(io_err("sync", &self.root))?;
         }
         #[cfg(not(unix))]
         let _ = s;

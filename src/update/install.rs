@@ -139,7 +139,7 @@ pub fn install(
         for f in &m.files {
             let src = crate::paths::join(root, &f.path);
             let dst = txn.target(&f.path)?;
-            match copy_checked(&src, &dst, f.size, &f.sha256, f.mode).map_err(io_err("copy", &src))? {
+            match copy_checked(&src, &dst, f.size, &f.sha256, f.mode, false).map_err(io_err("copy", &src))? {
                 Ok(()) => {}
                 Err(actual) => {
                     return Err(bad(root, format!("'{}' does not match the manifest (got {actual}, expected sha256 {})", f.path, f.sha256)))

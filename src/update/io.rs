@@ -16,10 +16,83 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// sha256 computed on a helper thread, so hashing overlaps reading, decoding and
+/// writing (a second core hashes while the first moves bytes). Small inputs are hashed
+/// inline.
+pub struct BgHasher {
+    inline: Sha256,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<Sha256>>,
+}
+
+impl Default for BgHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BgHasher {
+    pub fn new() -> Self {
+        BgHasher {
+            inline: Sha256::new(),
+            tx: None,
+            thread: None,
+        }
+    }
+
+    pub fn update(&mut self, b: &[u8]) {
+        if b.is_empty() {
+            return;
+        }
+        if self.tx.is_none() && b.len() < (64 << 10) && self.thread.is_none() {
+            self.inline.update(b);
+            return;
+        }
+        if self.tx.is_none() {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+            let mut h = self.inline.clone();
+            let spawned = std::thread::Builder::new()
+                .name("sha256".into())
+                .spawn(move || {
+                    for chunk in rx {
+                        h.update(&chunk);
+                    }
+                    h
+                });
+            match spawned {
+                Ok(t) => {
+                    self.tx = Some(tx);
+                    self.thread = Some(t);
+                }
+                Err(_) => {
+                    // No thread to be had: hash inline.
+                    self.inline.update(b);
+                    return;
+                }
+            }
+        }
+        if let Some(tx) = &self.tx {
+            if tx.send(b.to_vec()).is_err() {
+                self.tx = None;
+            }
+        }
+    }
+
+    /// The lowercase hex digest of everything passed to [`BgHasher::update`].
+    pub fn finish(mut self) -> String {
+        self.tx = None;
+        let h = match self.thread.take() {
+            Some(t) => t.join().unwrap_or_default(),
+            None => std::mem::take(&mut self.inline),
+        };
+        hex::encode(h.finalize())
+    }
+}
+
 /// A reader that hashes and counts every byte read through it.
 pub struct HashReader<R> {
     pub inner: R,
-    pub hasher: Sha256,
+    hasher: BgHasher,
     pub count: u64,
 }
 
@@ -27,14 +100,18 @@ impl<R: Read> HashReader<R> {
     pub fn new(inner: R) -> Self {
         HashReader {
             inner,
-            hasher: Sha256::new(),
+            hasher: BgHasher::new(),
             count: 0,
         }
     }
     /// Reads to the end (hashing), then returns `(count, hex sha256)`.
     pub fn finish(mut self) -> io::Result<(u64, String)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok((self.count, hex::encode(self.hasher.finalize())))
+        Ok(self.digest())
+    }
+    /// `(count, hex sha256)` of what was read so far.
+    pub fn digest(self) -> (u64, String) {
+        (self.count, self.hasher.finish())
     }
 }
 
@@ -51,7 +128,7 @@ impl<R: Read> Read for HashReader<R> {
 /// more than `limit` bytes (the declared size of what is being produced).
 pub struct HashWriter<W> {
     pub inner: W,
-    pub hasher: Sha256,
+    hasher: BgHasher,
     pub count: u64,
     pub limit: u64,
 }
@@ -60,14 +137,14 @@ impl<W: Write> HashWriter<W> {
     pub fn new(inner: W, limit: u64) -> Self {
         HashWriter {
             inner,
-            hasher: Sha256::new(),
+            hasher: BgHasher::new(),
             count: 0,
             limit,
         }
     }
-    /// `(count, hex sha256)` of what was written.
-    pub fn digest(&self) -> (u64, String) {
-        (self.count, hex::encode(self.hasher.clone().finalize()))
+    /// `(inner, count, hex sha256)` of what was written.
+    pub fn finish(self) -> (W, u64, String) {
+        (self.inner, self.count, self.hasher.finish())
     }
 }
 
@@ -111,7 +188,8 @@ pub fn hash_file(path: &Path) -> io::Result<(u64, String)> {
 }
 
 /// Copies `src` to the new file `dst`, checking the bytes against `size` and `sha256`
-/// as they pass (never reading more than `size + 1` bytes), then fsyncs `dst`.
+/// as they pass (never reading more than `size + 1` bytes), then fsyncs `dst` when
+/// `sync` (staged trees are made durable at once by [`sync_tree`] instead).
 /// Returns `Ok(Err(actual_sha))` on a mismatch (dst removed).
 pub fn copy_checked(
     src: &Path,
@@ -119,6 +197,7 @@ pub fn copy_checked(
     size: u64,
     sha256: &str,
     mode: Option<u32>,
+    sync: bool,
 ) -> io::Result<Result<(), String>> {
     let f = File::open(src)?;
     let mut r = HashReader::new(f.take(size + 1));
@@ -126,23 +205,25 @@ pub fn copy_checked(
     let mut w = io::BufWriter::with_capacity(1 << 20, out);
     io::copy(&mut r, &mut w)?;
     let out = w.into_inner().map_err(|e| e.into_error())?;
-    let actual = hex::encode(r.hasher.finalize());
-    if r.count != size || actual != sha256 {
+    let (count, actual) = r.digest();
+    if count != size || actual != sha256 {
         drop(out);
         let _ = fs::remove_file(dst);
-        return Ok(Err(if r.count != size {
-            format!("{} bytes", r.count)
+        return Ok(Err(if count != size {
+            format!("{count} bytes")
         } else {
             actual
         }));
     }
     set_mode(&out, mode)?;
-    out.sync_all()?;
+    if sync {
+        out.sync_all()?;
+    }
     Ok(Ok(()))
 }
 
-/// Hard-links `src` to `dst` when the file system allows, else copies; `dst` is fsynced.
-/// The caller has already checked `src`'s bytes.
+/// Hard-links `src` to `dst` when the file system allows, else copies (made durable
+/// later by [`sync_tree`]). The caller has already checked `src`'s bytes.
 pub fn link_or_copy(src: &Path, dst: &Path) -> io::Result<()> {
     if fs::hard_link(src, dst).is_ok() {
         return Ok(());
@@ -152,8 +233,7 @@ pub fn link_or_copy(src: &Path, dst: &Path) -> io::Result<()> {
     let mut w = io::BufWriter::with_capacity(1 << 20, out);
     io::copy(&mut r, &mut w)?;
     let out = w.into_inner().map_err(|e| e.into_error())?;
-    out.set_permissions(r.metadata()?.permissions())?;
-    out.sync_all()
+    out.set_permissions(r.metadata()?.permissions())
 }
 
 /// Applies Unix permission bits (no-op elsewhere). Only permission bits, never owners.
@@ -200,6 +280,29 @@ pub fn fsync_tree(root: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes everything written under `root` durable: on Linux one `syncfs` of its file
+/// system (what `sync -f` does: every file's data and every folder entry, in one call
+/// instead of one fsync per file); elsewhere, or if that fails, an fsync of every file
+/// and folder under `root`.
+pub fn sync_tree(root: &Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let d = File::open(root)?;
+        // SAFETY: syncfs only reads the descriptor, which `d` keeps open.
+        if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
+            return Ok(());
+        }
+    }
+    for e in walkdir::WalkDir::new(root) {
+        let e = e.map_err(io::Error::other)?;
+        if e.file_type().is_file() {
+            File::open(e.path())?.sync_all()?;
+        }
+    }
+    fsync_tree(root)
+}
+
 /// Removes a folder tree if it exists.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
     match fs::remove_dir_all(path) {
@@ -218,7 +321,20 @@ mod tests {
         w.write_all(b"abcd").unwrap();
         let e = w.write_all(b"e").unwrap_err();
         assert!(is_over_limit(&e));
-        assert_eq!(w.digest().1, sha256_hex(b"abcd"));
+        assert_eq!(w.finish().2, sha256_hex(b"abcd"));
+    }
+
+    #[test]
+    fn background_hash_equals_inline_hash() {
+        let big = vec![7u8; 3 << 20];
+        let mut h = BgHasher::new();
+        h.update(b"small first");
+        h.update(&big);
+        h.update(b"tail");
+        let mut all = b"small first".to_vec();
+        all.extend_from_slice(&big);
+        all.extend_from_slice(b"tail");
+        assert_eq!(h.finish(), sha256_hex(&all));
     }
 
     #[test]
@@ -227,13 +343,13 @@ mod tests {
         let src = d.path().join("a");
         fs::write(&src, b"hello").unwrap();
         let good = sha256_hex(b"hello");
-        copy_checked(&src, &d.path().join("b"), 5, &good, None)
+        copy_checked(&src, &d.path().join("b"), 5, &good, None, true)
             .unwrap()
             .unwrap();
-        let bad = copy_checked(&src, &d.path().join("c"), 5, &"0".repeat(64), None).unwrap();
+        let bad = copy_checked(&src, &d.path().join("c"), 5, &"0".repeat(64), None, true).unwrap();
         assert_eq!(bad, Err(good));
         assert!(!d.path().join("c").exists());
-        assert!(copy_checked(&src, &d.path().join("e"), 4, &"0".repeat(64), None)
+        assert!(copy_checked(&src, &d.path().join("e"), 4, &"0".repeat(64), None, true)
             .unwrap()
             .is_err());
     }

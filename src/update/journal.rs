@@ -101,9 +101,7 @@ pub fn collect_garbage(home: &Home, s: &State) -> Result<Vec<String>, UpdateErro
             removed.push(name);
         }
     }
-    if !removed.is_empty() {
-        crate::fsutil::fsync_dir(&vd).map_err(io_err("sync", &vd))?;
-    }
+    // Not fsynced: a removed folder that reappears after a power cut is removed again.
     Ok(removed)
 }
 

@@ -50,6 +50,8 @@ pub enum UpdateError {
     },
     #[error("pack '{pack}' is damaged or not an offgrid update pack: {reason}\nhelp: copy the pack again from HQ; a pack is never usable in part")]
     PackDamaged { pack: String, reason: String },
+    #[error("'{path}' is not an offgrid update pack ({reason})\nhelp: pass a pack made by 'offgrid create-update-pack', or a USB tree folder")]
+    NotAPack { path: String, reason: String },
     #[error("payload '{entry}' of pack '{pack}' does not match the signed pack manifest: {reason}\nhelp: the pack was tampered with or assembled from two packs; get a fresh copy from HQ")]
     PayloadMismatch {
         pack: String,

@@ -173,11 +173,22 @@ pub fn read_pack(
         .entries()
         .map_err(|e| damaged(path, format!("not a tar file: {e}")))?;
     let mut seen = std::collections::BTreeSet::new();
-    // 1. The pack manifest.
-    let mut e = next_entry(&mut entries, path, "the pack manifest")?.ok_or_else(|| damaged(path, "the tar is empty"))?;
+    // 1. The pack manifest. A file that does not even start like a pack is the wrong
+    // file (a usage error), not a damaged pack.
+    let not_a_pack = |reason: String| UpdateError::NotAPack {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut e = match entries.next() {
+        Some(Ok(e)) => e,
+        Some(Err(err)) => return Err(not_a_pack(format!("no tar header: {err}"))),
+        None => return Err(not_a_pack("an empty tar".into())),
+    };
     let name = entry_name(path, &e, &mut seen)?;
     if name != PACK_MANIFEST {
-        return Err(damaged(path, format!("the first tar entry is '{name}', expected '{PACK_MANIFEST}'")));
+        return Err(not_a_pack(format!(
+            "its first entry is '{name}', not '{PACK_MANIFEST}'"
+        )));
     }
     let pack_bytes = read_small(path, &mut e, &name, MAX_PACK_MANIFEST)?;
     drop(e);
@@ -281,8 +292,7 @@ pub fn read_pack(
             entry: p.entry.clone(),
             reason,
         };
-        let count = hr.count;
-        let sha = hex::encode(sha2::Digest::finalize(hr.hasher));
+        let (count, sha) = hr.digest();
         if let Err(err) = drained {
             return Err(damaged(path, format!("cannot read payload '{}': {err} (the pack is truncated)", p.entry)));
         }

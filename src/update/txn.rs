@@ -2,10 +2,11 @@
 //! version, then one atomic switch (the state.json replacement), then cleanup.
 //! Each step is a named fault point (see [`crate::update::fault`]).
 //!
-//! Order: `journal.json` written → staging folder filled and fsynced (`staged`) →
-//! renamed to its final name (`renamed`) → `state.json` replaced (`flipped`, the switch)
-//! → `current` link repointed (`linked`) → versions no longer kept removed (`cleaned`) →
-//! journal removed. A failure before the switch undoes the staging; after it, the
+//! Order: `journal.json` written → staging folder filled (`staged`) → renamed to its
+//! final name and made durable with one `syncfs` (`renamed`) → `state.json` replaced
+//! (`flipped`, the switch) → `current` link repointed (`linked`) → versions no longer
+//! kept removed (`cleaned`) → journal removed (fsynced). The steps after the switch need
+//! no fsync of their own: recovery redoes them. A failure before the switch undoes the staging; after it, the
 //! operation is complete and only cleanup remains (which recovery also does).
 
 use std::fs;
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 
 use crate::update::fault;
 use crate::update::home::{Home, Installed, Lock, State};
-use crate::update::io::{create_parents, fsync_tree, remove_tree};
+use crate::update::io::{create_parents, remove_tree, sync_tree};
 use crate::update::journal::{self, Journal};
 use crate::update::{io_err, UpdateError};
 use crate::version::Version;
@@ -66,13 +67,15 @@ impl<'h> Txn<'h> {
         manifest_bytes: &[u8],
         sigs: &[(String, String)],
     ) -> Result<(), UpdateError> {
-        let mp = self.staging.join(crate::manifest::MANIFEST_FILE);
-        crate::fsutil::atomic_write_new(&mp, manifest_bytes).map_err(io_err("write", &mp))?;
+        let write = |p: &std::path::Path, b: &[u8]| -> Result<(), UpdateError> {
+            let mut f = crate::fsutil::create_new(p).map_err(io_err("create", p))?;
+            std::io::Write::write_all(&mut f, b).map_err(io_err("write", p))
+        };
+        write(&self.staging.join(crate::manifest::MANIFEST_FILE), manifest_bytes)?;
         let sd = self.staging.join(crate::manifest::SIGNATURES_DIR);
         fs::create_dir(&sd).map_err(io_err("create", &sd))?;
         for (name, text) in sigs {
-            crate::fsutil::atomic_write_new(&sd.join(name), text.as_bytes())
-                .map_err(io_err("write", &sd))?;
+            write(&sd.join(name), text.as_bytes())?;
         }
         Ok(())
     }
@@ -87,10 +90,11 @@ impl<'h> Txn<'h> {
     /// state in one atomic step. Returns the versions removed by cleanup.
     pub fn commit(self, new_state: &State) -> Result<Vec<String>, UpdateError> {
         let before = (|| -> Result<(), UpdateError> {
-            fsync_tree(&self.staging).map_err(io_err("sync", &self.staging))?;
             fault::point("staged");
             let fin = self.home.version_dir(&self.journal.to.dir);
             fs::rename(&self.staging, &fin).map_err(io_err("rename", &self.staging))?;
+            // One syncfs makes every staged file, folder and the rename durable.
+            sync_tree(&fin).map_err(io_err("sync", &fin))?;
             let vd = self.home.versions();
             crate::fsutil::fsync_dir(&vd).map_err(io_err("sync", &vd))?;
             fault::point("renamed");
@@ -115,7 +119,8 @@ impl<'h> Txn<'h> {
             return Err(e);
         }
         fault::point("flipped");
-        // The switch is done: failures below leave a complete update that recovery tidies.
+        // The switch is done: failures (or a crash) below leave a complete update that
+        // recovery tidies, so these steps need no fsync of their own.
         self.home.sync_current_link(new_state)?;
         fault::point("linked");
         let removed = journal::collect_garbage(self.home, new_state)?;

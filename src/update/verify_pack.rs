@@ -147,7 +147,8 @@ pub fn verify_pack(
             let checked = if p.encoding == Encoding::Zstd {
                 let mut w = HashWriter::new(io::sink(), p.target_size);
                 decode_zstd(r, &mut w).map_err(|e| decode_failure(path, p, e))?;
-                check_target(path, p, w.digest())?;
+                let (_, n, sha) = w.finish();
+                check_target(path, p, (n, sha))?;
                 "payload+target"
             } else {
                 "payload"
