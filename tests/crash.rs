@@ -44,7 +44,8 @@ fn killed(out: &std::process::Output) -> bool {
 /// Nothing but the kept versions is left: no journal, no staging folder.
 fn assert_tidy(home: &Path) {
     assert!(!home.join("journal.json").exists(), "journal left behind");
-    let state: serde_json::Value = serde_json::from_slice(&fs::read(home.join("state.json")).unwrap()).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&fs::read(home.join("state.json")).unwrap()).unwrap();
     let mut keep = vec![state["current"]["dir"].as_str().unwrap().to_owned()];
     if let Some(p) = state["previous"]["dir"].as_str() {
         keep.push(p.to_owned());
@@ -76,18 +77,41 @@ fn apply_killed_at_every_step_recovers_to_old_or_new() {
             .args(["status"])
             .assert()
             .success()
-            .stderr(predicate::str::contains("recovered from an interrupted apply"))
-            .stdout(predicate::str::contains(if *switched { "completed" } else { "rolled-back" }));
-        let (now, old) = if *switched { (&w.v2, "1.0.0") } else { (&w.v1, "none") };
+            .stderr(predicate::str::contains(
+                "recovered from an interrupted apply",
+            ))
+            .stdout(predicate::str::contains(if *switched {
+                "completed"
+            } else {
+                "rolled-back"
+            }));
+        let (now, old) = if *switched {
+            (&w.v2, "1.0.0")
+        } else {
+            (&w.v1, "none")
+        };
         assert_installed(&home, now);
         assert_tidy(&home);
         let st: serde_json::Value = serde_json::from_slice(
-            &w.cmd().env("OFFGRID_HOME", &home).args(["status", "--json"]).output().unwrap().stdout,
+            &w.cmd()
+                .env("OFFGRID_HOME", &home)
+                .args(["status", "--json"])
+                .output()
+                .unwrap()
+                .stdout,
         )
         .unwrap();
         assert_eq!(st["data"]["release"], now.release.to_string(), "{step}");
-        assert_eq!(st["data"]["previous"].as_str().unwrap_or("none"), old, "{step}");
-        assert_eq!(st["data"]["recoveries"].as_array().unwrap().len(), 1, "{step}");
+        assert_eq!(
+            st["data"]["previous"].as_str().unwrap_or("none"),
+            old,
+            "{step}"
+        );
+        assert_eq!(
+            st["data"]["recoveries"].as_array().unwrap().len(),
+            1,
+            "{step}"
+        );
         // A second status has nothing to recover.
         w.cmd()
             .env("OFFGRID_HOME", &home)
@@ -97,12 +121,24 @@ fn apply_killed_at_every_step_recovers_to_old_or_new() {
             .stderr(predicate::str::contains("recovered").not());
         if *switched {
             // Complete: the pack is now a replay.
-            w.cmd().env("OFFGRID_HOME", &home).args(["apply-update", "u.ogpack"]).assert().code(1);
-            w.cmd().env("OFFGRID_HOME", &home).args(["rollback"]).assert().success();
+            w.cmd()
+                .env("OFFGRID_HOME", &home)
+                .args(["apply-update", "u.ogpack"])
+                .assert()
+                .code(1);
+            w.cmd()
+                .env("OFFGRID_HOME", &home)
+                .args(["rollback"])
+                .assert()
+                .success();
             assert_installed(&home, &w.v1);
         } else {
             // Undone: applying after the recovery works.
-            w.cmd().env("OFFGRID_HOME", &home).args(["apply-update", "u.ogpack"]).assert().success();
+            w.cmd()
+                .env("OFFGRID_HOME", &home)
+                .args(["apply-update", "u.ogpack"])
+                .assert()
+                .success();
             assert_installed(&home, &w.v2);
             assert_tidy(&home);
         }
@@ -117,20 +153,36 @@ fn any_command_recovers_not_only_status() {
     // Killed after staging: the next apply-update recovers first, then applies.
     let home = w.home();
     install_into(&w, &home);
-    let out = w.std_cmd().env("OFFGRID_FAULT_AT", "staged").args(["apply-update", "u.ogpack"]).output().unwrap();
+    let out = w
+        .std_cmd()
+        .env("OFFGRID_FAULT_AT", "staged")
+        .args(["apply-update", "u.ogpack"])
+        .output()
+        .unwrap();
     assert!(killed(&out));
     w.cmd()
         .args(["apply-update", "u.ogpack"])
         .assert()
         .success()
-        .stderr(predicate::str::contains("recovered from an interrupted apply"));
+        .stderr(predicate::str::contains(
+            "recovered from an interrupted apply",
+        ));
     assert_installed(&home, &w.v2);
     assert_tidy(&home);
     // Killed after the switch: rollback recovers (completes), then rolls back.
-    let out = w.std_cmd().env("OFFGRID_FAULT_AT", "flipped").args(["rollback"]).output().unwrap();
+    let out = w
+        .std_cmd()
+        .env("OFFGRID_FAULT_AT", "flipped")
+        .args(["rollback"])
+        .output()
+        .unwrap();
     assert!(killed(&out));
     // The rollback's switch happened; only the link was stale. status repairs it.
-    w.cmd().args(["status"]).assert().success().stdout(predicate::str::contains("release:   1.0.0"));
+    w.cmd()
+        .args(["status"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("release:   1.0.0"));
     assert_installed(&home, &w.v1);
 }
 
@@ -149,7 +201,11 @@ fn first_install_killed_at_every_step() {
             .unwrap();
         assert!(killed(&out), "{step}: {out:?}");
         if *switched {
-            w.cmd().env("OFFGRID_HOME", &home).args(["status"]).assert().success();
+            w.cmd()
+                .env("OFFGRID_HOME", &home)
+                .args(["status"])
+                .assert()
+                .success();
             assert_installed(&home, &w.v1);
             assert_tidy(&home);
         } else {
@@ -192,9 +248,22 @@ fn small_fs(at: &Path, mib: u64) -> Option<Mount> {
         return Some(Mount(at.to_path_buf()));
     }
     let img = at.with_extension("img");
-    let made = Command::new("truncate").args(["-s", &format!("{mib}M")]).arg(&img).status().is_ok_and(|s| s.success())
-        && Command::new("mkfs.ext4").arg("-q").arg(&img).status().is_ok_and(|s| s.success())
-        && Command::new("mount").args(["-o", "loop"]).arg(&img).arg(at).status().is_ok_and(|s| s.success());
+    let made = Command::new("truncate")
+        .args(["-s", &format!("{mib}M")])
+        .arg(&img)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("mkfs.ext4")
+            .arg("-q")
+            .arg(&img)
+            .status()
+            .is_ok_and(|s| s.success())
+        && Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
     made.then(|| Mount(at.to_path_buf()))
 }
 
@@ -212,12 +281,25 @@ fn disk_full_part_way_changes_nothing() {
     };
     let home = at.join("home");
     install_into(&w, &home);
-    let out = w.std_cmd().env("OFFGRID_HOME", &home).args(["apply-update", "u.ogpack"]).output().unwrap();
+    let out = w
+        .std_cmd()
+        .env("OFFGRID_HOME", &home)
+        .args(["apply-update", "u.ogpack"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("No space left on device") || err.contains("space"), "{err}");
+    assert!(
+        err.contains("No space left on device") || err.contains("space"),
+        "{err}"
+    );
     // Nothing visible changed, and nothing is left behind.
-    w.cmd().env("OFFGRID_HOME", &home).args(["status"]).assert().success().stdout(predicate::str::contains("release:   1.0.0"));
+    w.cmd()
+        .env("OFFGRID_HOME", &home)
+        .args(["status"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("release:   1.0.0"));
     assert_installed(&home, &w.v1);
     assert_tidy(&home);
 }
@@ -238,27 +320,41 @@ fn two_applies_at_once_the_second_is_refused() {
     // Wait until the first apply is mid-flight (its journal is written).
     let t = Instant::now();
     while !w.home().join("journal.json").exists() {
-        assert!(t.elapsed() < Duration::from_secs(60), "first apply never started");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "first apply never started"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     w.cmd()
         .args(["apply-update", "u.ogpack"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("another offgrid operation holds the lock"));
-    w.cmd().args(["rollback"]).assert().code(1).stderr(predicate::str::contains("holds the lock"));
-    // status does not "recover" an operation that is still running.
+        .stderr(predicate::str::contains(
+            "another offgrid operation holds the lock",
+        ));
     w.cmd()
-        .args(["status"])
+        .args(["rollback"])
         .assert()
-        .success()
-        .stdout(predicate::str::contains("busy:").and(predicate::str::contains("release:   1.0.0")));
+        .code(1)
+        .stderr(predicate::str::contains("holds the lock"));
+    // status does not "recover" an operation that is still running.
+    w.cmd().args(["status"]).assert().success().stdout(
+        predicate::str::contains("busy:").and(predicate::str::contains("release:   1.0.0")),
+    );
     assert!(w.home().join("journal.json").exists());
     // Power cut for the first one: the lock dies with it and recovery undoes it.
     first.kill().unwrap();
     first.wait().unwrap();
-    w.cmd().args(["status"]).assert().success().stdout(predicate::str::contains("rolled-back"));
+    w.cmd()
+        .args(["status"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("rolled-back"));
     assert_installed(&w.home(), &w.v1);
-    w.cmd().args(["apply-update", "u.ogpack"]).assert().success();
+    w.cmd()
+        .args(["apply-update", "u.ogpack"])
+        .assert()
+        .success();
     assert_installed(&w.home(), &w.v2);
 }

@@ -80,19 +80,35 @@ fn whole_journey_with_zstd_payloads_and_interop() {
     let out = Command::new("tar").arg("-tvf").arg(&pack).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let listing = String::from_utf8_lossy(&out.stdout);
-    let names: Vec<&str> = listing.lines().map(|l| l.rsplit(' ').next().unwrap()).collect();
+    let names: Vec<&str> = listing
+        .lines()
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
     assert_eq!(names[0], "offgrid-pack.toml");
     assert!(names[1].starts_with("signatures/") && names[1].ends_with(".minisig"));
     assert_eq!(names[2], "manifest.toml");
     assert!(names[3].starts_with("release-signatures/"));
-    assert!(names[4..].iter().all(|n| n.starts_with("payloads/") && n.ends_with(".zst")), "{names:?}");
+    assert!(
+        names[4..]
+            .iter()
+            .all(|n| n.starts_with("payloads/") && n.ends_with(".zst")),
+        "{names:?}"
+    );
 
     // The stock zstd CLI decodes a payload to the file it names; stock minisign checks
     // the pack signature.
     let x = w.p("x");
     fs::create_dir(&x).unwrap();
-    assert!(Command::new("tar").arg("-xf").arg(&pack).arg("-C").arg(&x).status().unwrap().success());
-    let pm: toml::Value = toml::from_str(&fs::read_to_string(x.join("offgrid-pack.toml")).unwrap()).unwrap();
+    assert!(Command::new("tar")
+        .arg("-xf")
+        .arg(&pack)
+        .arg("-C")
+        .arg(&x)
+        .status()
+        .unwrap()
+        .success());
+    let pm: toml::Value =
+        toml::from_str(&fs::read_to_string(x.join("offgrid-pack.toml")).unwrap()).unwrap();
     let p0 = &pm["payloads"].as_array().unwrap()[0];
     let out = Command::new("zstd")
         .args(["-d", "-c"])
@@ -101,7 +117,12 @@ fn whole_journey_with_zstd_payloads_and_interop() {
         .unwrap();
     assert!(out.status.success());
     assert_eq!(sha(&out.stdout), p0["target_sha256"].as_str().unwrap());
-    let sig = fs::read_dir(x.join("signatures")).unwrap().next().unwrap().unwrap().path();
+    let sig = fs::read_dir(x.join("signatures"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let out = Command::new("minisign")
         .args(["-V", "-p"])
         .arg(&w.pubkey)
@@ -112,39 +133,61 @@ fn whole_journey_with_zstd_payloads_and_interop() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("offgrid-pack bundle=org.example.clinic from=1.0.0 to=1.1.0 pack_sha256="));
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("offgrid-pack bundle=org.example.clinic from=1.0.0 to=1.1.0 pack_sha256="));
 
     // The history recorded both releases.
-    assert!(w.p("hq/releases/org.example.clinic/1.0.0/manifest.toml").is_file());
-    assert!(w.p("hq/releases/org.example.clinic/1.1.0/manifest.toml").is_file());
+    assert!(w
+        .p("hq/releases/org.example.clinic/1.0.0/manifest.toml")
+        .is_file());
+    assert!(w
+        .p("hq/releases/org.example.clinic/1.1.0/manifest.toml")
+        .is_file());
 
     // offgrid verify checks the pack in one pass.
     w.cmd()
         .args(["verify", "u.ogpack", "--pubkey", "hq.pub"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("verified update pack").and(predicate::str::contains("1.0.0 -> 1.1.0")));
+        .stdout(
+            predicate::str::contains("verified update pack")
+                .and(predicate::str::contains("1.0.0 -> 1.1.0")),
+        );
     let (_, other) = keypair(w.dir.path(), "other");
-    w.cmd().args(["verify", "u.ogpack", "--pubkey"]).arg(&other).assert().code(1).stderr(predicate::str::contains("threshold not met"));
+    w.cmd()
+        .args(["verify", "u.ogpack", "--pubkey"])
+        .arg(&other)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("threshold not met"));
 
     install(&w);
     assert_installed(&w.home(), &w.v1);
-    w.cmd().args(["apply-update", "u.ogpack"]).assert().success().stdout(
-        predicate::str::contains("from release 1.0.0 to 1.1.0").and(predicate::str::contains("model tuned")),
-    );
-    assert_installed(&w.home(), &w.v2);
     w.cmd()
-        .args(["status"])
+        .args(["apply-update", "u.ogpack"])
         .assert()
         .success()
-        .stdout(predicate::str::contains("release:   1.1.0").and(predicate::str::contains("previous:  1.0.0")).and(predicate::str::contains("recoveries: none")));
+        .stdout(
+            predicate::str::contains("from release 1.0.0 to 1.1.0")
+                .and(predicate::str::contains("model tuned")),
+        );
+    assert_installed(&w.home(), &w.v2);
+    w.cmd().args(["status"]).assert().success().stdout(
+        predicate::str::contains("release:   1.1.0")
+            .and(predicate::str::contains("previous:  1.0.0"))
+            .and(predicate::str::contains("recoveries: none")),
+    );
     let out = w.cmd().args(["status", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["type"], "status");
     assert_eq!(v["data"]["release"], "1.1.0");
     assert_eq!(v["data"]["history"].as_array().unwrap().len(), 2);
 
-    w.cmd().args(["rollback"]).assert().success().stdout(predicate::str::contains("from release 1.1.0 to 1.0.0"));
+    w.cmd()
+        .args(["rollback"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("from release 1.1.0 to 1.0.0"));
     assert_installed(&w.home(), &w.v1);
     // Rolling back again returns to the newer release, which was kept.
     w.cmd().args(["rollback"]).assert().success();
@@ -155,20 +198,55 @@ fn whole_journey_with_zstd_payloads_and_interop() {
 fn since_a_date_picks_the_newest_release_made_by_then() {
     let w = world(64 * 1024);
     w.cmd()
-        .args(["create-update-pack", "--record", "v1", "--tree", "v2", "--since", "2026-11-10", "-o", "d.ogpack", "--no-delta", "--sign-with"])
+        .args([
+            "create-update-pack",
+            "--record",
+            "v1",
+            "--tree",
+            "v2",
+            "--since",
+            "2026-11-10",
+            "-o",
+            "d.ogpack",
+            "--no-delta",
+            "--sign-with",
+        ])
         .arg(&w.key)
         .assert()
         .success()
         .stdout(predicate::str::contains("1.0.0 -> 1.1.0"));
     w.cmd()
-        .args(["create-update-pack", "--to", "1.1.0", "--since", "2026-10-01", "-o", "e.ogpack", "--sign-with"])
+        .args([
+            "create-update-pack",
+            "--to",
+            "1.1.0",
+            "--since",
+            "2026-10-01",
+            "-o",
+            "e.ogpack",
+            "--sign-with",
+        ])
         .arg(&w.key)
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("no release of 'org.example.clinic' was created at or before 2026-10-01").and(predicate::str::contains("1.0.0 (2026-11-01T10:00:00Z)")));
+        .stderr(
+            predicate::str::contains(
+                "no release of 'org.example.clinic' was created at or before 2026-10-01",
+            )
+            .and(predicate::str::contains("1.0.0 (2026-11-01T10:00:00Z)")),
+        );
     // Never overwrite an output by surprise.
     w.cmd()
-        .args(["create-update-pack", "--to", "1.1.0", "--since", "1.0.0", "-o", "d.ogpack", "--sign-with"])
+        .args([
+            "create-update-pack",
+            "--to",
+            "1.1.0",
+            "--since",
+            "1.0.0",
+            "-o",
+            "d.ogpack",
+            "--sign-with",
+        ])
         .arg(&w.key)
         .assert()
         .code(2)
@@ -180,14 +258,19 @@ fn refuses_downgrade_replay_and_wrong_base() {
     let w = world(64 * 1024);
     make_pack(&w, "u.ogpack", &["--no-delta"]);
     install(&w);
-    w.cmd().args(["apply-update", "u.ogpack"]).assert().success();
+    w.cmd()
+        .args(["apply-update", "u.ogpack"])
+        .assert()
+        .success();
     let before = snapshot(&w.home());
     // Replaying the same pack: 1.1.0 is not newer than 1.1.0.
     w.cmd()
         .args(["apply-update", "u.ogpack"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("not newer than the installed release 1.1.0"));
+        .stderr(predicate::str::contains(
+            "not newer than the installed release 1.1.0",
+        ));
     assert_eq!(snapshot(&w.home()), before);
 
     // A 1.1.0 -> 1.2.0 pack on a 1.0.0 site names both.
@@ -195,12 +278,25 @@ fn refuses_downgrade_replay_and_wrong_base() {
         &w.p("v3"),
         "1.2.0",
         "2026-11-20T10:00:00Z",
-        &[f("README.txt", b"1.2.0\n".to_vec(), offgrid::manifest::FileKind::Doc)],
+        &[f(
+            "README.txt",
+            b"1.2.0\n".to_vec(),
+            offgrid::manifest::FileKind::Doc,
+        )],
         &[&w.key],
     );
     let _ = v3;
     w.cmd()
-        .args(["create-update-pack", "--tree", "v3", "--since", "1.1.0", "-o", "v3.ogpack", "--sign-with"])
+        .args([
+            "create-update-pack",
+            "--tree",
+            "v3",
+            "--since",
+            "1.1.0",
+            "-o",
+            "v3.ogpack",
+            "--sign-with",
+        ])
         .arg(&w.key)
         .assert()
         .success();
@@ -210,7 +306,9 @@ fn refuses_downgrade_replay_and_wrong_base() {
         .args(["apply-update", "v3.ogpack"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("updates from release(s) 1.1.0 but this site runs release 1.0.0"));
+        .stderr(predicate::str::contains(
+            "updates from release(s) 1.1.0 but this site runs release 1.0.0",
+        ));
     assert_eq!(snapshot(&w.home()), before);
 }
 
@@ -227,7 +325,9 @@ fn refuses_a_damaged_base_file() {
         .args(["apply-update", "u.ogpack"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("installed file 'data/same.txt' does not match"));
+        .stderr(predicate::str::contains(
+            "installed file 'data/same.txt' does not match",
+        ));
     assert_eq!(snapshot(&w.home()), before);
 }
 
@@ -249,7 +349,19 @@ fn refuses_wrong_key_and_unmet_threshold() {
     let (okey, _) = (w.p("other.key"), ());
     w.cmd()
         .env("OFFGRID_HQ", w.p("hq2"))
-        .args(["create-update-pack", "--record", "v1", "--tree", "v2", "--since", "1.0.0", "-o", "o.ogpack", "--no-delta", "--sign-with"])
+        .args([
+            "create-update-pack",
+            "--record",
+            "v1",
+            "--tree",
+            "v2",
+            "--since",
+            "1.0.0",
+            "-o",
+            "o.ogpack",
+            "--no-delta",
+            "--sign-with",
+        ])
         .arg(&okey)
         .assert()
         .success();
@@ -271,8 +383,18 @@ fn refuses_wrong_key_and_unmet_threshold() {
     // A 2-of-2 trust policy at install: one signature is not enough.
     let w2 = world(64 * 1024);
     let (_, p2) = keypair(w2.dir.path(), "second");
-    let l1 = fs::read_to_string(&w2.pubkey).unwrap().lines().nth(1).unwrap().to_owned();
-    let l2 = fs::read_to_string(&p2).unwrap().lines().nth(1).unwrap().to_owned();
+    let l1 = fs::read_to_string(&w2.pubkey)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let l2 = fs::read_to_string(&p2)
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_owned();
     fs::write(
         w2.p("trust.toml"),
         format!("threshold = 2\n[[keys]]\npubkey = \"{l1}\"\n[[keys]]\npubkey = \"{l2}\"\n"),
@@ -282,7 +404,9 @@ fn refuses_wrong_key_and_unmet_threshold() {
         .args(["install", "--from", "v1", "--trust", "trust.toml"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("1 valid signature(s) by trusted keys, 2 required"));
+        .stderr(predicate::str::contains(
+            "1 valid signature(s) by trusted keys, 2 required",
+        ));
 }
 
 #[test]
@@ -291,7 +415,19 @@ fn refuses_payloads_from_another_pack_and_damage() {
     make_pack(&w, "a.ogpack", &["--no-delta"]);
     // A second pack of the same releases, different payload bytes (another level).
     w.cmd()
-        .args(["create-update-pack", "--to", "1.1.0", "--since", "1.0.0", "-o", "b.ogpack", "--no-delta", "--level", "1", "--sign-with"])
+        .args([
+            "create-update-pack",
+            "--to",
+            "1.1.0",
+            "--since",
+            "1.0.0",
+            "-o",
+            "b.ogpack",
+            "--no-delta",
+            "--level",
+            "1",
+            "--sign-with",
+        ])
         .arg(&w.key)
         .assert()
         .success();
@@ -301,15 +437,28 @@ fn refuses_payloads_from_another_pack_and_damage() {
     let before = snapshot(&w.home());
 
     // Head of pack a, payloads of pack b.
-    let mut mixed: Vec<_> = a.iter().filter(|(n, _)| !n.starts_with("payloads/")).cloned().collect();
-    mixed.extend(b.iter().filter(|(n, _)| n.starts_with("payloads/")).cloned());
+    let mut mixed: Vec<_> = a
+        .iter()
+        .filter(|(n, _)| !n.starts_with("payloads/"))
+        .cloned()
+        .collect();
+    mixed.extend(
+        b.iter()
+            .filter(|(n, _)| n.starts_with("payloads/"))
+            .cloned(),
+    );
     write_tar(&w.p("mixed.ogpack"), &mixed);
-    for cmd in [&["apply-update", "mixed.ogpack"][..], &["verify", "mixed.ogpack", "--pubkey", "hq.pub"][..]] {
+    for cmd in [
+        &["apply-update", "mixed.ogpack"][..],
+        &["verify", "mixed.ogpack", "--pubkey", "hq.pub"][..],
+    ] {
         w.cmd()
             .args(cmd)
             .assert()
             .code(1)
-            .stderr(predicate::str::contains("does not match the signed pack manifest"));
+            .stderr(predicate::str::contains(
+                "does not match the signed pack manifest",
+            ));
     }
     assert_eq!(snapshot(&w.home()), before);
 
@@ -337,7 +486,11 @@ fn refuses_payloads_from_another_pack_and_damage() {
 
     // Not a pack at all.
     fs::write(w.p("junk.ogpack"), b"hello").unwrap();
-    w.cmd().args(["apply-update", "junk.ogpack"]).assert().code(2).stderr(predicate::str::contains("is not an offgrid update pack"));
+    w.cmd()
+        .args(["apply-update", "junk.ogpack"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("is not an offgrid update pack"));
     assert_eq!(snapshot(&w.home()), before);
 }
 
@@ -349,7 +502,12 @@ fn resign(w: &World, entries: &mut [(String, Vec<u8>)], edit: impl Fn(&mut toml:
     let text = toml::to_string(&t).unwrap();
     let pm_path = w.p("pm.toml");
     fs::write(&pm_path, &text).unwrap();
-    let from: Vec<String> = t["from"].as_array().unwrap().iter().map(|f| f["release"].as_str().unwrap().to_owned()).collect();
+    let from: Vec<String> = t["from"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["release"].as_str().unwrap().to_owned())
+        .collect();
     let comment = format!(
         "offgrid-pack bundle={} from={} to={} pack_sha256={}",
         t["bundle_id"].as_str().unwrap(),
@@ -375,10 +533,17 @@ fn refuses_a_payload_beyond_its_declared_size() {
     // manifest and in the embedded bundle manifest (so only the size bound can catch it).
     let mtext = String::from_utf8(e[2].1.clone()).unwrap();
     let mut m = offgrid::manifest::Manifest::parse(mtext.as_bytes()).unwrap();
-    let mf = m.files.iter_mut().find(|f| f.path == "models/tiny.gguf").unwrap();
+    let mf = m
+        .files
+        .iter_mut()
+        .find(|f| f.path == "models/tiny.gguf")
+        .unwrap();
     let real = mf.size;
     mf.size -= 1000;
-    mf.chunks = vec![mf.chunks[0].clone(); offgrid::manifest::FileEntry::chunk_count(mf.size, mf.chunk_size) as usize];
+    mf.chunks = vec![
+        mf.chunks[0].clone();
+        offgrid::manifest::FileEntry::chunk_count(mf.size, mf.chunk_size) as usize
+    ];
     let new_m = m.to_toml();
     e[2].1 = new_m.clone().into_bytes();
     let msha = sha(new_m.as_bytes());
@@ -388,7 +553,9 @@ fn refuses_a_payload_beyond_its_declared_size() {
         t.insert("manifest_size".into(), mlen.into());
         for p in t["payloads"].as_array_mut().unwrap() {
             if p["target"].as_str() == Some("models/tiny.gguf") {
-                p.as_table_mut().unwrap().insert("target_size".into(), ((real - 1000) as i64).into());
+                p.as_table_mut()
+                    .unwrap()
+                    .insert("target_size".into(), ((real - 1000) as i64).into());
             }
         }
     });
@@ -405,7 +572,9 @@ fn refuses_a_payload_beyond_its_declared_size() {
         .args(["apply-update", "big.ogpack"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("would decompress beyond its declared size"));
+        .stderr(predicate::str::contains(
+            "would decompress beyond its declared size",
+        ));
     assert_eq!(snapshot(&w.home()), before);
 }
 
@@ -418,12 +587,33 @@ fn refuses_hostile_tar_entries() {
     let good = tar_entries(&w.p("a.ogpack"));
     let n = good.len();
     // Replace the last payload entry with hostile variants, keeping everything before.
-    let cases: Vec<(&str, Box<dyn Fn(&mut tar::Builder<fs::File>)>, &str)> = vec![
-        ("abs", Box::new(|b| raw_entry(b, "/etc/passwd", tar::EntryType::Regular, b"x")), "absolute path"),
-        ("dotdot", Box::new(|b| raw_entry(b, "payloads/../../x", tar::EntryType::Regular, b"x")), "contains '..'"),
-        ("link", Box::new(|b| raw_entry(b, "payloads/link", tar::EntryType::Symlink, b"")), "is a link"),
-        ("dev", Box::new(|b| raw_entry(b, "payloads/dev", tar::EntryType::Char, b"")), "is a device file"),
-        ("dup", Box::new(|b| raw_entry(b, "manifest.toml", tar::EntryType::Regular, b"x")), "appears twice"),
+    type AddEntry = Box<dyn Fn(&mut tar::Builder<fs::File>)>;
+    let cases: Vec<(&str, AddEntry, &str)> = vec![
+        (
+            "abs",
+            Box::new(|b| raw_entry(b, "/etc/passwd", tar::EntryType::Regular, b"x")),
+            "absolute path",
+        ),
+        (
+            "dotdot",
+            Box::new(|b| raw_entry(b, "payloads/../../x", tar::EntryType::Regular, b"x")),
+            "contains '..'",
+        ),
+        (
+            "link",
+            Box::new(|b| raw_entry(b, "payloads/link", tar::EntryType::Symlink, b"")),
+            "is a link",
+        ),
+        (
+            "dev",
+            Box::new(|b| raw_entry(b, "payloads/dev", tar::EntryType::Char, b"")),
+            "is a device file",
+        ),
+        (
+            "dup",
+            Box::new(|b| raw_entry(b, "manifest.toml", tar::EntryType::Regular, b"x")),
+            "appears twice",
+        ),
     ];
     for (name, add, msg) in cases {
         let p = w.p(&format!("{name}.ogpack"));
@@ -445,10 +635,19 @@ fn refuses_hostile_tar_entries() {
     // A hostile first entry is refused before anything else.
     let p = w.p("first.ogpack");
     let mut b = tar::Builder::new(fs::File::create(&p).unwrap());
-    raw_entry(&mut b, "../offgrid-pack.toml", tar::EntryType::Regular, b"x");
+    raw_entry(
+        &mut b,
+        "../offgrid-pack.toml",
+        tar::EntryType::Regular,
+        b"x",
+    );
     b.finish().unwrap();
     drop(b);
-    w.cmd().args(["apply-update", "first.ogpack"]).assert().code(1).stderr(predicate::str::contains("contains '..'"));
+    w.cmd()
+        .args(["apply-update", "first.ogpack"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("contains '..'"));
 }
 
 /// Appends an entry with a raw name (bypassing tar-rs's own path checks).
@@ -472,12 +671,28 @@ fn raw_entry(b: &mut tar::Builder<fs::File>, name: &str, t: tar::EntryType, data
 fn nothing_installed_and_no_previous() {
     let w = world(64 * 1024);
     make_pack(&w, "u.ogpack", &["--no-delta"]);
-    w.cmd().args(["apply-update", "u.ogpack"]).assert().code(1).stderr(predicate::str::contains("nothing is installed"));
-    w.cmd().args(["status"]).assert().code(1).stderr(predicate::str::contains("nothing is installed"));
+    w.cmd()
+        .args(["apply-update", "u.ogpack"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("nothing is installed"));
+    w.cmd()
+        .args(["status"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("nothing is installed"));
     install(&w);
-    w.cmd().args(["rollback"]).assert().code(1).stderr(predicate::str::contains("no previous release"));
+    w.cmd()
+        .args(["rollback"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no previous release"));
     // Installing the same release again is refused (not newer).
-    w.cmd().args(["install", "--from", "v1"]).assert().code(1).stderr(predicate::str::contains("not newer"));
+    w.cmd()
+        .args(["install", "--from", "v1"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not newer"));
     // Installing the newer stick over it works with the pinned keys, and keeps 1.0.0.
     w.cmd().args(["install", "--from", "v2"]).assert().success();
     assert_installed(&w.home(), &w.v2);
@@ -490,24 +705,48 @@ fn deltas_make_the_pack_small_and_apply_exactly() {
     let w = world(4 * MIB);
     make_pack(&w, "whole.ogpack", &["--no-delta"]);
     w.cmd()
-        .args(["create-update-pack", "--to", "1.1.0", "--since", "1.0.0", "-o", "delta.ogpack", "--sign-with"])
+        .args([
+            "create-update-pack",
+            "--to",
+            "1.1.0",
+            "--since",
+            "1.0.0",
+            "-o",
+            "delta.ogpack",
+            "--sign-with",
+        ])
         .arg(&w.key)
         .assert()
         .success()
         .stdout(
             predicate::str::contains("delta      models/tiny.gguf from 1.0.0")
-                .and(predicate::str::contains("unchanged  data/same.txt from 1.0.0"))
-                .and(predicate::str::contains("removed    data/old.txt (since 1.0.0)")),
+                .and(predicate::str::contains(
+                    "unchanged  data/same.txt from 1.0.0",
+                ))
+                .and(predicate::str::contains(
+                    "removed    data/old.txt (since 1.0.0)",
+                )),
         );
     let whole = fs::metadata(w.p("whole.ogpack")).unwrap().len();
     let delta = fs::metadata(w.p("delta.ogpack")).unwrap().len();
-    assert!(delta * 4 < whole, "delta pack {delta} bytes vs whole {whole}");
-    let names: Vec<String> = tar_entries(&w.p("delta.ogpack")).into_iter().map(|e| e.0).collect();
+    assert!(
+        delta * 4 < whole,
+        "delta pack {delta} bytes vs whole {whole}"
+    );
+    let names: Vec<String> = tar_entries(&w.p("delta.ogpack"))
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
     assert!(names.iter().any(|n| n.ends_with(".delta")), "{names:?}");
     install(&w);
-    w.cmd().args(["apply-update", "delta.ogpack", "--json"]).assert().success().stdout(
-        predicate::str::contains("\"type\":\"applied\"").and(predicate::str::contains("\"from_deltas\":")),
-    );
+    w.cmd()
+        .args(["apply-update", "delta.ogpack", "--json"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("\"type\":\"applied\"")
+                .and(predicate::str::contains("\"from_deltas\":")),
+        );
     assert_installed(&w.home(), &w.v2);
     assert!(!current_dir(&w.home()).join("data/old.txt").exists());
 }

@@ -12,7 +12,9 @@ use update_util::*;
 
 fn model(path: &std::path::Path, seed: u8, tweak: bool) {
     let n = 256 * 1024;
-    let mut data: Vec<u8> = (0..n * 4).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+    let mut data: Vec<u8> = (0..n * 4)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
     if tweak {
         for i in (0..data.len()).step_by(50_000) {
             data[i] ^= 0xff;
@@ -22,7 +24,10 @@ fn model(path: &std::path::Path, seed: u8, tweak: bool) {
     offgrid::gguf::write_synthetic(
         &mut buf,
         &[
-            ("general.architecture", offgrid::gguf::MetaValue::Str("llama".into())),
+            (
+                "general.architecture",
+                offgrid::gguf::MetaValue::Str("llama".into()),
+            ),
             ("general.file_type", offgrid::gguf::MetaValue::U32(3)),
         ],
         &[("w", vec![n as u64], &data)],
@@ -51,28 +56,70 @@ fn pack_usb_records_and_create_update_pack_takes_pack_usb_flags() {
     fs::write(d.path().join("c2.md"), "1.1.0: tuned model\n").unwrap();
 
     run()
-        .args(["pack-usb", "stick", "--bundle-id", "org.example.x", "--release", "1.0.0", "--model", "tiny.gguf", "--changelog", "c1.md", "--sign-with", "hq.key"])
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("recorded:"));
-    assert!(d.path().join("hq/releases/org.example.x/1.0.0/manifest.toml").is_file());
-    run().args(["install", "--from", "stick", "--pubkey", "hq.pub"]).assert().success();
-
-    run()
         .args([
-            "create-update-pack", "--since", "1.0.0", "--output", "u.ogpack", "--bundle-id", "org.example.x", "--release", "1.1.0",
-            "--model", "new/tiny.gguf", "--changelog", "c2.md", "--sign-with", "hq.key",
+            "pack-usb",
+            "stick",
+            "--bundle-id",
+            "org.example.x",
+            "--release",
+            "1.0.0",
+            "--model",
+            "tiny.gguf",
+            "--changelog",
+            "c1.md",
+            "--sign-with",
+            "hq.key",
         ])
         .assert()
         .success()
-        .stdout(predicate::str::contains("models/tiny.gguf").and(predicate::str::contains("recorded release 1.1.0")));
-    run().args(["verify", "u.ogpack", "--pubkey", "hq.pub"]).assert().success();
+        .stdout(predicate::str::contains("recorded:"));
+    assert!(d
+        .path()
+        .join("hq/releases/org.example.x/1.0.0/manifest.toml")
+        .is_file());
+    run()
+        .args(["install", "--from", "stick", "--pubkey", "hq.pub"])
+        .assert()
+        .success();
+
+    run()
+        .args([
+            "create-update-pack",
+            "--since",
+            "1.0.0",
+            "--output",
+            "u.ogpack",
+            "--bundle-id",
+            "org.example.x",
+            "--release",
+            "1.1.0",
+            "--model",
+            "new/tiny.gguf",
+            "--changelog",
+            "c2.md",
+            "--sign-with",
+            "hq.key",
+        ])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("models/tiny.gguf")
+                .and(predicate::str::contains("recorded release 1.1.0")),
+        );
+    run()
+        .args(["verify", "u.ogpack", "--pubkey", "hq.pub"])
+        .assert()
+        .success();
     run()
         .args(["apply-update", "u.ogpack"])
         .assert()
         .success()
         .stdout(predicate::str::contains("1.1.0: tuned model"));
-    let recorded = fs::read(d.path().join("hq/releases/org.example.x/1.1.0/manifest.toml")).unwrap();
+    let recorded = fs::read(
+        d.path()
+            .join("hq/releases/org.example.x/1.1.0/manifest.toml"),
+    )
+    .unwrap();
     let site = fs::read(d.path().join("site/current/manifest.toml")).unwrap();
     assert_eq!(recorded, site);
     let m = offgrid::manifest::Manifest::parse(&site).unwrap();
@@ -81,7 +128,14 @@ fn pack_usb_records_and_create_update_pack_takes_pack_usb_flags() {
         assert_eq!(sha(&b), f.sha256, "{}", f.path);
     }
     // The installed version verifies as a tree with the stock verifier too.
-    run().args(["verify", "site/current", "--pubkey", "hq.pub"]).assert().success();
+    run()
+        .args(["verify", "site/current", "--pubkey", "hq.pub"])
+        .assert()
+        .success();
     run().args(["rollback"]).assert().success();
-    run().args(["status"]).assert().success().stdout(predicate::str::contains("release:   1.0.0"));
+    run()
+        .args(["status"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("release:   1.0.0"));
 }

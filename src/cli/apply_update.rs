@@ -25,13 +25,14 @@ pub struct Args {
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.home.as_deref());
     let bar = ctx.bar("applying", args.json);
-    let r = update::apply_update(&home, &args.pack, &super::progress_fn(&bar)).with_context(|| {
-        format!(
-            "applying '{}' to '{}'",
-            args.pack.display(),
-            home.root.display()
-        )
-    })?;
+    let r =
+        update::apply_update(&home, &args.pack, &super::progress_fn(&bar)).with_context(|| {
+            format!(
+                "applying '{}' to '{}'",
+                args.pack.display(),
+                home.root.display()
+            )
+        })?;
     bar.finish_and_clear();
     super::install::print_recovery(ctx, r.recovered.as_ref(), args.json)?;
     if args.json {
@@ -81,7 +82,11 @@ pub fn verify_pack_cmd(
         "verified update pack '{}': {} {} -> {} ({} bytes, {} payloads), signed by {}\n",
         r.pack,
         r.bundle_id,
-        r.from.iter().map(|f| f.release.as_str()).collect::<Vec<_>>().join(", "),
+        r.from
+            .iter()
+            .map(|f| f.release.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         r.to,
         r.size,
         r.payloads.len(),

@@ -112,12 +112,19 @@ pub fn password_for(path: &std::path::Path) -> Result<String, String> {
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let hq = history::resolve_dir(args.history.as_deref());
     if args.output.exists() && !args.force {
-        bail!(update::UpdateError::Exists { path: args.output.display().to_string() });
+        bail!(update::UpdateError::Exists {
+            path: args.output.display().to_string()
+        });
     }
     for tree in &args.record {
         let (_, bytes, sigs) = update::install::read_tree_head(tree)?;
-        history::record_tree(&hq, &bytes, &sigs, tree)
-            .with_context(|| format!("recording '{}' in the history '{}'", tree.display(), hq.display()))?;
+        history::record_tree(&hq, &bytes, &sigs, tree).with_context(|| {
+            format!(
+                "recording '{}' in the history '{}'",
+                tree.display(),
+                hq.display()
+            )
+        })?;
     }
     let from_inputs = args.to.is_none() && args.tree.is_none();
     let (new, keys) = if from_inputs {
@@ -139,7 +146,13 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let plan = usb::plan(&inputs, &key_ids)?;
         let bar = ctx.bar("hashing", args.json);
         let new = update::release::record_plan(&hq, &plan, &keys, &super::progress_fn(&bar))
-            .with_context(|| format!("recording release {} in the history '{}'", inputs.release, hq.display()))?;
+            .with_context(|| {
+                format!(
+                    "recording release {} in the history '{}'",
+                    inputs.release,
+                    hq.display()
+                )
+            })?;
         bar.finish_and_clear();
         (new, keys)
     } else {
@@ -149,8 +162,13 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let keys = usb::pack::load_signers(&args.sign_with, &mut password_for)?;
         let new = if let Some(tree) = &args.tree {
             let (m, bytes, sigs) = update::install::read_tree_head(tree)?;
-            history::record_tree(&hq, &bytes, &sigs, tree)
-                .with_context(|| format!("recording '{}' in the history '{}'", tree.display(), hq.display()))?;
+            history::record_tree(&hq, &bytes, &sigs, tree).with_context(|| {
+                format!(
+                    "recording '{}' in the history '{}'",
+                    tree.display(),
+                    hq.display()
+                )
+            })?;
             history::load(&hq, &m.bundle_id, &m.release)?
         } else {
             let v: offgrid::version::Version = args.to.as_deref().unwrap_or_default().parse()?;
@@ -172,9 +190,24 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let mut bases = Vec::new();
     for s in &args.since {
         let b = history::resolve_since(&hq, &new.manifest.bundle_id, s)?;
-        if !bases.iter().any(|x: &history::Release| x.manifest.release == b.manifest.release) {
+        if !bases
+            .iter()
+            .any(|x: &history::Release| x.manifest.release == b.manifest.release)
+        {
             bases.push(b);
         }
+    }
+    if !args.json {
+        let from: Vec<String> = bases
+            .iter()
+            .map(|b| b.manifest.release.to_string())
+            .collect();
+        ctx.note(&format!(
+            "making the update {} -> {} of {}",
+            from.join(", "),
+            new.manifest.release,
+            new.manifest.bundle_id
+        ));
     }
     let bar = ctx.bar("diffing", args.json);
     let r = update::create::create(&update::create::CreateOptions {
@@ -204,9 +237,17 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         human(r.size)
     );
     for p in &r.parts {
-        let base = p.base_release.as_deref().map(|b| format!(" from {b}")).unwrap_or_default();
+        let base = p
+            .base_release
+            .as_deref()
+            .map(|b| format!(" from {b}"))
+            .unwrap_or_default();
         match p.how {
-            "unchanged" => s.push_str(&format!("  unchanged  {}{base} ({}, not shipped)\n", p.target, human(p.file_size))),
+            "unchanged" => s.push_str(&format!(
+                "  unchanged  {}{base} ({}, not shipped)\n",
+                p.target,
+                human(p.file_size)
+            )),
             how => s.push_str(&format!(
                 "  {how:9}  {}{base}: {} -> {} (saves {})\n",
                 p.target,

@@ -50,7 +50,11 @@ pub fn given_policy(
 }
 
 /// Prints what a recovery at the start of a command did (stderr, or a JSON line).
-pub fn print_recovery(ctx: &Ctx, rec: Option<&update::home::Recovery>, json: bool) -> anyhow::Result<()> {
+pub fn print_recovery(
+    ctx: &Ctx,
+    rec: Option<&update::home::Recovery>,
+    json: bool,
+) -> anyhow::Result<()> {
     if let Some(r) = rec {
         if json {
             super::json_line("recovery", serde_json::to_value(r)?)?;
@@ -74,14 +78,19 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.home.as_deref());
     let policy = given_policy(&args.pubkeys, args.trust.as_ref())?;
     let bar = ctx.bar("installing", args.json);
-    let r = update::install::install(&home, &args.from, policy.as_ref(), &super::progress_fn(&bar))
-        .with_context(|| {
-            format!(
-                "installing '{}' into '{}'",
-                args.from.display(),
-                home.root.display()
-            )
-        })?;
+    let r = update::install::install(
+        &home,
+        &args.from,
+        policy.as_ref(),
+        &super::progress_fn(&bar),
+    )
+    .with_context(|| {
+        format!(
+            "installing '{}' into '{}'",
+            args.from.display(),
+            home.root.display()
+        )
+    })?;
     bar.finish_and_clear();
     print_recovery(ctx, r.recovered.as_ref(), args.json)?;
     if args.json {
@@ -93,7 +102,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         r.release, r.bundle_id, r.home, r.files, r.bytes
     );
     if let Some(p) = &r.previous {
-        s.push_str(&format!("  previous: {p} (kept; 'offgrid rollback' returns to it)\n"));
+        s.push_str(&format!(
+            "  previous: {p} (kept; 'offgrid rollback' returns to it)\n"
+        ));
     }
     for sig in &r.signatures {
         if let Some(id) = &sig.key_id {

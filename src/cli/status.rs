@@ -61,7 +61,10 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     s.push_str("history:\n");
     for e in &r.history {
         match &e.from {
-            Some(f) => s.push_str(&format!("  {}  {:8}  {f} -> {}\n", e.time, e.event, e.release)),
+            Some(f) => s.push_str(&format!(
+                "  {}  {:8}  {f} -> {}\n",
+                e.time, e.event, e.release
+            )),
             None => s.push_str(&format!("  {}  {:8}  {}\n", e.time, e.event, e.release)),
         }
     }

@@ -57,7 +57,8 @@ pub fn apply_update(
     let (mut deltas, mut zstds, mut written) = (0usize, 0usize, 0u64);
     let mut first_payload = true;
     // Payload entries this site uses, with the mode of the file each produces.
-    let used: std::cell::RefCell<std::collections::BTreeMap<String, Option<u32>>> = Default::default();
+    let used: std::cell::RefCell<std::collections::BTreeMap<String, Option<u32>>> =
+        Default::default();
     let pack_name = pack_path.display().to_string();
 
     let res = read_pack(
@@ -78,10 +79,12 @@ pub fn apply_update(
                     to: p.to.to_string(),
                 });
             }
-            let from = p.from_release(&state.current.release).ok_or_else(|| UpdateError::WrongBase {
-                installed: state.current.release.to_string(),
-                serves: p.serves(),
-            })?;
+            let from =
+                p.from_release(&state.current.release)
+                    .ok_or_else(|| UpdateError::WrongBase {
+                        installed: state.current.release.to_string(),
+                        serves: p.serves(),
+                    })?;
             // The installed release must be the one HQ recorded, file for file.
             let mp = cur_dir.join(crate::manifest::MANIFEST_FILE);
             let installed = std::fs::read(&mp).map_err(io_err("read", &mp))?;
@@ -143,17 +146,25 @@ pub fn apply_update(
                     zstds += 1;
                 }
                 Encoding::Delta => {
-                    let bp = crate::paths::join(&cur_dir, p.base_path.as_deref().unwrap_or_default());
-                    let mut base = BufReader::with_capacity(1 << 20, File::open(&bp).map_err(io_err("open", &bp))?);
+                    let bp =
+                        crate::paths::join(&cur_dir, p.base_path.as_deref().unwrap_or_default());
+                    let mut base = BufReader::with_capacity(
+                        1 << 20,
+                        File::open(&bp).map_err(io_err("open", &bp))?,
+                    );
                     delta::apply(&mut base, r, &mut w, p.target_size).map_err(|e| match e {
                         DeltaError::TooLarge { .. } => UpdateError::TooLarge {
                             entry: p.entry.clone(),
                             declared: p.target_size,
                         },
-                        DeltaError::Io { source, .. } if crate::update::io::is_over_limit(&source) => UpdateError::TooLarge {
-                            entry: p.entry.clone(),
-                            declared: p.target_size,
-                        },
+                        DeltaError::Io { source, .. }
+                            if crate::update::io::is_over_limit(&source) =>
+                        {
+                            UpdateError::TooLarge {
+                                entry: p.entry.clone(),
+                                declared: p.target_size,
+                            }
+                        }
                         source => UpdateError::Delta {
                             path: p.target.clone(),
                             source,
@@ -163,7 +174,9 @@ pub fn apply_update(
                 }
             }
             let (buf, n, sha) = w.finish();
-            let out = buf.into_inner().map_err(|e| io_err("write", &dst)(e.into_error()))?;
+            let out = buf
+                .into_inner()
+                .map_err(|e| io_err("write", &dst)(e.into_error()))?;
             check_target(pack_path, p, (n, sha))?;
             set_mode(&out, mode).map_err(io_err("set the mode of", &dst))?;
             drop(out); // made durable with the whole staging tree (Txn::commit)

@@ -83,13 +83,21 @@ fn verify_object(hq: &Path, f: &FileEntry) -> Result<PathBuf, UpdateError> {
     let p = object_path(hq, &f.sha256);
     let (n, h) = hash_file(&p).map_err(|e| UpdateError::History {
         dir: hq.display().to_string(),
-        reason: format!("the stored bytes of '{}' ({}) cannot be read: {e}", f.path, p.display()),
+        reason: format!(
+            "the stored bytes of '{}' ({}) cannot be read: {e}",
+            f.path,
+            p.display()
+        ),
         help: "record the release again with pack-usb, or restore the history from a backup".into(),
     })?;
     if n != f.size || h != f.sha256 {
         return Err(UpdateError::History {
             dir: hq.display().to_string(),
-            reason: format!("the stored bytes of '{}' ({}) are damaged", f.path, p.display()),
+            reason: format!(
+                "the stored bytes of '{}' ({}) are damaged",
+                f.path,
+                p.display()
+            ),
             help: "restore the history from a backup".into(),
         });
     }
@@ -104,7 +112,9 @@ fn delta_base<'m>(base: &'m Manifest, f: &FileEntry) -> Option<&'m FileEntry> {
     base.files.iter().find(|b| {
         b.kind == f.kind
             && match f.kind {
-                FileKind::Model => b.model.as_ref().map(|m| &m.name) == f.model.as_ref().map(|m| &m.name),
+                FileKind::Model => {
+                    b.model.as_ref().map(|m| &m.name) == f.model.as_ref().map(|m| &m.name)
+                }
                 FileKind::Binary => b.platform == f.platform,
                 _ => false,
             }
@@ -115,7 +125,9 @@ fn delta_base<'m>(base: &'m Manifest, f: &FileEntry) -> Option<&'m FileEntry> {
 pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
     let new = &o.to.manifest;
     if o.bases.is_empty() {
-        return Err(UpdateError::Usage("no base release given\nhelp: pass --since VERSION|DATE".into()));
+        return Err(UpdateError::Usage(
+            "no base release given\nhelp: pass --since VERSION|DATE".into(),
+        ));
     }
     for b in o.bases {
         if b.manifest.bundle_id != new.bundle_id {
@@ -132,7 +144,9 @@ pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
         }
     }
     if o.keys.is_empty() {
-        return Err(UpdateError::Usage("no signing key given\nhelp: pass --sign-with HQ.key".into()));
+        return Err(UpdateError::Usage(
+            "no signing key given\nhelp: pass --sign-with HQ.key".into(),
+        ));
     }
     if o.to.sigs.is_empty() {
         return Err(UpdateError::History {
@@ -143,7 +157,9 @@ pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
     }
     let out_dir = crate::fsutil::parent_dir(o.output);
     if !o.force && fs::symlink_metadata(o.output).is_ok() {
-        return Err(UpdateError::Exists { path: o.output.display().to_string() });
+        return Err(UpdateError::Exists {
+            path: o.output.display().to_string(),
+        });
     }
     let tmp = tempfile::Builder::new()
         .prefix(".offgrid-pack-")
@@ -177,8 +193,16 @@ pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
         let mut need_full = false;
         let mut delta_tries = Vec::new();
         for (bi, b) in o.bases.iter().enumerate() {
-            let same = b.manifest.file(&f.path).filter(|x| x.sha256 == f.sha256)
-                .or_else(|| b.manifest.files.iter().find(|x| x.sha256 == f.sha256 && x.size == f.size));
+            let same = b
+                .manifest
+                .file(&f.path)
+                .filter(|x| x.sha256 == f.sha256)
+                .or_else(|| {
+                    b.manifest
+                        .files
+                        .iter()
+                        .find(|x| x.sha256 == f.sha256 && x.size == f.size)
+                });
             if let Some(s) = same {
                 froms[bi].copy.push(Copy {
                     target: f.path.clone(),
@@ -197,7 +221,9 @@ pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
                 continue;
             }
             match delta_base(&b.manifest, f) {
-                Some(base) if o.deltas && base.size > 0 && f.size > 0 => delta_tries.push((bi, base)),
+                Some(base) if o.deltas && base.size > 0 && f.size > 0 => {
+                    delta_tries.push((bi, base))
+                }
                 _ => need_full = true,
             }
         }
@@ -215,9 +241,12 @@ pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
             let mut r = HashReader::new(BufReader::with_capacity(1 << 20, src));
             let out = File::create(&zpath).map_err(io_err("create", &zpath))?;
             let w = HashWriter::new(io::BufWriter::with_capacity(1 << 20, out), u64::MAX);
-            let mut enc = zstd::stream::write::Encoder::new(w, o.zstd_level).map_err(io_err("compress", &new_obj))?;
-            enc.include_contentsize(true).map_err(io_err("compress", &new_obj))?;
-            enc.set_pledged_src_size(Some(f.size)).map_err(io_err("compress", &new_obj))?;
+            let mut enc = zstd::stream::write::Encoder::new(w, o.zstd_level)
+                .map_err(io_err("compress", &new_obj))?;
+            enc.include_contentsize(true)
+                .map_err(io_err("compress", &new_obj))?;
+            enc.set_pledged_src_size(Some(f.size))
+                .map_err(io_err("compress", &new_obj))?;
             io::copy(&mut r, &mut enc).map_err(io_err("compress", &new_obj))?;
             let mut w = enc.finish().map_err(io_err("compress", &new_obj))?;
             w.flush().map_err(io_err("write", &zpath))?;
@@ -225,7 +254,11 @@ pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
             if n != f.size || h != f.sha256 {
                 return Err(UpdateError::History {
                     dir: o.hq.display().to_string(),
-                    reason: format!("the stored bytes of '{}' ({}) are damaged", f.path, new_obj.display()),
+                    reason: format!(
+                        "the stored bytes of '{}' ({}) are damaged",
+                        f.path,
+                        new_obj.display()
+                    ),
                     help: "restore the history from a backup".into(),
                 });
             }
@@ -243,9 +276,11 @@ pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
             let dpath = tmp.path().join(format!("d{}-{bi}", staged.len()));
             let out = File::create(&dpath).map_err(io_err("create", &dpath))?;
             let mut w = HashWriter::new(io::BufWriter::with_capacity(1 << 20, out), u64::MAX);
-            delta::create(&base_obj, &new_obj, &mut w, &o.delta).map_err(|source| UpdateError::Delta {
-                path: f.path.clone(),
-                source,
+            delta::create(&base_obj, &new_obj, &mut w, &o.delta).map_err(|source| {
+                UpdateError::Delta {
+                    path: f.path.clone(),
+                    source,
+                }
             })?;
             w.flush().map_err(io_err("write", &dpath))?;
             let (_, dsize, dsha) = w.finish();
@@ -347,13 +382,17 @@ pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
     for k in o.keys {
         let text = pack_sign::sign(k, &pm, &pm_bytes)
             .map_err(|e| UpdateError::Usage(format!("signing the pack failed: {e}")))?;
-        sigs.push((format!("{}.minisig", pack_sign::key_id(&k.public.keynum)), text));
+        sigs.push((
+            format!("{}.minisig", pack_sign::key_id(&k.public.keynum)),
+            text,
+        ));
     }
 
     // Write the tar beside the output, then put it in place.
-    let mtime = time::OffsetDateTime::parse(&pm.created, &time::format_description::well_known::Rfc3339)
-        .map(|t| t.unix_timestamp().max(0) as u64)
-        .unwrap_or(0);
+    let mtime =
+        time::OffsetDateTime::parse(&pm.created, &time::format_description::well_known::Rfc3339)
+            .map(|t| t.unix_timestamp().max(0) as u64)
+            .unwrap_or(0);
     let tar_tmp = tmp.path().join("pack.tar");
     let file = File::create(&tar_tmp).map_err(io_err("create", &tar_tmp))?;
     let mut tb = tar::Builder::new(io::BufWriter::with_capacity(1 << 20, file));
@@ -371,11 +410,23 @@ pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
     (|| -> io::Result<()> {
         add(PACK_MANIFEST, pm_bytes.len() as u64, &mut &pm_bytes[..])?;
         for (n, t) in &sigs {
-            add(&format!("{PACK_SIGS}/{n}"), t.len() as u64, &mut t.as_bytes())?;
+            add(
+                &format!("{PACK_SIGS}/{n}"),
+                t.len() as u64,
+                &mut t.as_bytes(),
+            )?;
         }
-        add(BUNDLE_MANIFEST, o.to.manifest_bytes.len() as u64, &mut &o.to.manifest_bytes[..])?;
+        add(
+            BUNDLE_MANIFEST,
+            o.to.manifest_bytes.len() as u64,
+            &mut &o.to.manifest_bytes[..],
+        )?;
         for (n, t) in &o.to.sigs {
-            add(&format!("{RELEASE_SIGS}/{n}"), t.len() as u64, &mut t.as_bytes())?;
+            add(
+                &format!("{RELEASE_SIGS}/{n}"),
+                t.len() as u64,
+                &mut t.as_bytes(),
+            )?;
         }
         for s in &staged {
             let mut f = File::open(&s.file)?;
@@ -385,7 +436,9 @@ pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
     })()
     .map_err(werr)?;
     let w = tb.into_inner().map_err(io_err("write", &tar_tmp))?;
-    let file = w.into_inner().map_err(|e| io_err("write", &tar_tmp)(e.into_error()))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| io_err("write", &tar_tmp)(e.into_error()))?;
     file.sync_all().map_err(io_err("sync", &tar_tmp))?;
     let size = file.metadata().map_err(io_err("read", &tar_tmp))?.len();
     drop(file);
@@ -396,11 +449,15 @@ pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
         match fs::hard_link(&tar_tmp, o.output) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(UpdateError::Exists { path: o.output.display().to_string() })
+                return Err(UpdateError::Exists {
+                    path: o.output.display().to_string(),
+                })
             }
             Err(_) => {
                 if fs::symlink_metadata(o.output).is_ok() {
-                    return Err(UpdateError::Exists { path: o.output.display().to_string() });
+                    return Err(UpdateError::Exists {
+                        path: o.output.display().to_string(),
+                    });
                 }
                 fs::rename(&tar_tmp, o.output).map_err(io_err("write", o.output))?;
             }

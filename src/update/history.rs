@@ -156,7 +156,11 @@ pub fn record(
                 attempt += 1;
                 let mut b = [0u8; 4];
                 let _ = getrandom::getrandom(&mut b);
-                let aside = parent.join(format!(".superseded-{}-{}", manifest.release, hex::encode(b)));
+                let aside = parent.join(format!(
+                    ".superseded-{}-{}",
+                    manifest.release,
+                    hex::encode(b)
+                ));
                 let _ = fs::rename(&dir, aside);
             }
             Err(e) => {
@@ -261,7 +265,9 @@ fn store_object(
         }
         report.linked += 1;
     } else {
-        match copy_checked(src, &tmp, size, sha256, Some(0o444), true).map_err(io_err("copy", src))? {
+        match copy_checked(src, &tmp, size, sha256, Some(0o444), true)
+            .map_err(io_err("copy", src))?
+        {
             Ok(()) => {}
             Err(actual) => return Err(mismatch(actual)),
         }
@@ -325,8 +331,13 @@ pub fn load(hq: &Path, bundle_id: &str, version: &Version) -> Result<Release, Up
         }
         Err(e) => return Err(io_err("read", &mp)(e)),
     };
-    let manifest = Manifest::parse(&manifest_bytes)
-        .map_err(|e| herr(hq, format!("'{}': {e}", mp.display()), "the history was damaged; restore it from a backup"))?;
+    let manifest = Manifest::parse(&manifest_bytes).map_err(|e| {
+        herr(
+            hq,
+            format!("'{}': {e}", mp.display()),
+            "the history was damaged; restore it from a backup",
+        )
+    })?;
     let mut sigs = Vec::new();
     let sd = dir.join(crate::manifest::SIGNATURES_DIR);
     if let Ok(rd) = fs::read_dir(&sd) {

@@ -214,7 +214,10 @@ impl Home {
         let s: State = serde_json::from_slice(&bytes)
             .map_err(|e| self.bad(format!("state.json is not valid: {e}")))?;
         if s.format != STATE_FORMAT {
-            return Err(self.bad(format!("state.json has format '{}', expected '{STATE_FORMAT}'", s.format)));
+            return Err(self.bad(format!(
+                "state.json has format '{}', expected '{STATE_FORMAT}'",
+                s.format
+            )));
         }
         Ok(Some(s))
     }
@@ -246,7 +249,9 @@ impl Home {
     pub fn policy(&self, s: &State) -> Result<TrustPolicy, UpdateError> {
         let mut keys = Vec::new();
         for k in &s.trust.keys {
-            keys.push(parse_key_line(k).ok_or_else(|| self.bad(format!("pinned key '{k}' is not a minisign public key")))?);
+            keys.push(parse_key_line(k).ok_or_else(|| {
+                self.bad(format!("pinned key '{k}' is not a minisign public key"))
+            })?);
         }
         if keys.is_empty() {
             return Err(self.bad("no key is pinned"));

@@ -45,10 +45,14 @@ fn bad(root: &Path, reason: impl Into<String>) -> UpdateError {
     }
 }
 
+/// A tree's manifest, its exact bytes, and its signatures `(file name, text)`.
+pub type TreeHead = (Manifest, Vec<u8>, Vec<(String, String)>);
+
 /// Reads a tree's manifest and signatures, bounded.
-pub fn read_tree_head(root: &Path) -> Result<(Manifest, Vec<u8>, Vec<(String, String)>), UpdateError> {
+pub fn read_tree_head(root: &Path) -> Result<TreeHead, UpdateError> {
     let mp = root.join(MANIFEST_FILE);
-    let f = File::open(&mp).map_err(|e| bad(root, format!("cannot open '{}': {e}", mp.display())))?;
+    let f =
+        File::open(&mp).map_err(|e| bad(root, format!("cannot open '{}': {e}", mp.display())))?;
     let bytes = read_bounded(&mut &f, MAX_MANIFEST_BYTES)
         .map_err(io_err("read", &mp))?
         .ok_or_else(|| bad(root, "manifest.toml is larger than 64 MiB"))?;
@@ -59,7 +63,8 @@ pub fn read_tree_head(root: &Path) -> Result<(Manifest, Vec<u8>, Vec<(String, St
         for e in rd {
             let e = e.map_err(io_err("read", &sd))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(".minisig") || crate::update::history::check_sig_name(&name).is_err() {
+            if !name.ends_with(".minisig") || crate::update::history::check_sig_name(&name).is_err()
+            {
                 continue;
             }
             if sigs.len() >= MAX_SIGS {
@@ -69,7 +74,8 @@ pub fn read_tree_head(root: &Path) -> Result<(Manifest, Vec<u8>, Vec<(String, St
             let b = read_bounded(&mut &f, MAX_SIG)
                 .map_err(io_err("read", &e.path()))?
                 .ok_or_else(|| bad(root, format!("signature '{name}' is too large")))?;
-            let text = String::from_utf8(b).map_err(|_| bad(root, format!("signature '{name}' is not UTF-8")))?;
+            let text = String::from_utf8(b)
+                .map_err(|_| bad(root, format!("signature '{name}' is not UTF-8")))?;
             sigs.push((name, text));
         }
     }
@@ -125,7 +131,15 @@ pub fn install(
         match fs::symlink_metadata(&p) {
             Ok(md) if md.is_file() && md.len() == f.size => {}
             Ok(md) if md.is_file() => {
-                return Err(bad(root, format!("'{}' is {} bytes, the manifest says {}", f.path, md.len(), f.size)))
+                return Err(bad(
+                    root,
+                    format!(
+                        "'{}' is {} bytes, the manifest says {}",
+                        f.path,
+                        md.len(),
+                        f.size
+                    ),
+                ))
             }
             Ok(_) => return Err(bad(root, format!("'{}' is not a regular file", f.path))),
             Err(_) => return Err(bad(root, format!("'{}' is missing", f.path))),
@@ -139,10 +153,18 @@ pub fn install(
         for f in &m.files {
             let src = crate::paths::join(root, &f.path);
             let dst = txn.target(&f.path)?;
-            match copy_checked(&src, &dst, f.size, &f.sha256, f.mode, false).map_err(io_err("copy", &src))? {
+            match copy_checked(&src, &dst, f.size, &f.sha256, f.mode, false)
+                .map_err(io_err("copy", &src))?
+            {
                 Ok(()) => {}
                 Err(actual) => {
-                    return Err(bad(root, format!("'{}' does not match the manifest (got {actual}, expected sha256 {})", f.path, f.sha256)))
+                    return Err(bad(
+                        root,
+                        format!(
+                            "'{}' does not match the manifest (got {actual}, expected sha256 {})",
+                            f.path, f.sha256
+                        ),
+                    ))
                 }
             }
             done += f.size;

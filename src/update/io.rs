@@ -349,8 +349,10 @@ mod tests {
         let bad = copy_checked(&src, &d.path().join("c"), 5, &"0".repeat(64), None, true).unwrap();
         assert_eq!(bad, Err(good));
         assert!(!d.path().join("c").exists());
-        assert!(copy_checked(&src, &d.path().join("e"), 4, &"0".repeat(64), None, true)
-            .unwrap()
-            .is_err());
+        assert!(
+            copy_checked(&src, &d.path().join("e"), 4, &"0".repeat(64), None, true)
+                .unwrap()
+                .is_err()
+        );
     }
 }

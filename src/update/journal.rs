@@ -67,14 +67,18 @@ pub fn read(home: &Home) -> Result<Option<Journal>, UpdateError> {
     let bad = |reason: String| UpdateError::BadHome {
         home: home.root.display().to_string(),
         reason,
-        help: "remove journal.json only if no offgrid command is running, then run 'offgrid status'",
+        help:
+            "remove journal.json only if no offgrid command is running, then run 'offgrid status'",
     };
     let b = read_bounded(&mut &f, 1 << 20)
         .map_err(io_err("read", &p))?
         .ok_or_else(|| bad("journal.json is larger than 1 MiB".into()))?;
-    let j: Journal = serde_json::from_slice(&b).map_err(|e| bad(format!("journal.json is not valid: {e}")))?;
+    let j: Journal =
+        serde_json::from_slice(&b).map_err(|e| bad(format!("journal.json is not valid: {e}")))?;
     if j.format != FORMAT || !safe_name(&j.staging) || !safe_name(&j.to.dir) {
-        return Err(bad("journal.json names an unexpected format or folder".into()));
+        return Err(bad(
+            "journal.json names an unexpected format or folder".into()
+        ));
     }
     Ok(Some(j))
 }
@@ -143,7 +147,8 @@ pub fn recover_locked(home: &Home, _lock: &Lock) -> Result<Option<Recovery>, Upd
             if !flipped {
                 // Undo: the new folders are not referenced by the state.
                 for d in [&j.staging, &j.to.dir] {
-                    let referenced = s.current.dir == *d || s.previous.as_ref().is_some_and(|p| p.dir == *d);
+                    let referenced =
+                        s.current.dir == *d || s.previous.as_ref().is_some_and(|p| p.dir == *d);
                     if !referenced {
                         let p = home.version_dir(d);
                         remove_tree(&p).map_err(io_err("remove", &p))?;
@@ -156,7 +161,10 @@ pub fn recover_locked(home: &Home, _lock: &Lock) -> Result<Option<Recovery>, Upd
             }
             home.sync_current_link(&s)?;
             collect_garbage(home, &s)?;
-            if s.recoveries.last().is_none_or(|r| r.to != rec.to || r.outcome != rec.outcome || r.from != rec.from) {
+            if s.recoveries
+                .last()
+                .is_none_or(|r| r.to != rec.to || r.outcome != rec.outcome || r.from != rec.from)
+            {
                 s.recoveries.push(rec.clone());
                 if s.recoveries.len() > 50 {
                     s.recoveries.remove(0);

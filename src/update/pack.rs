@@ -226,7 +226,11 @@ impl PackManifest {
         if self.manifest_size > crate::manifest::MAX_MANIFEST_BYTES {
             return Err(bad("manifest_size is larger than 64 MiB"));
         }
-        if self.changelog.as_ref().is_some_and(|c| c.len() > MAX_CHANGELOG) {
+        if self
+            .changelog
+            .as_ref()
+            .is_some_and(|c| c.len() > MAX_CHANGELOG)
+        {
             return Err(bad("changelog is longer than 64 KiB"));
         }
         if self.from.is_empty() {
@@ -319,7 +323,10 @@ impl PackManifest {
         }
         for p in &self.payloads {
             let f = m.file(&p.target).ok_or_else(|| {
-                format!("payload '{}' targets '{}', not in the release", p.entry, p.target)
+                format!(
+                    "payload '{}' targets '{}', not in the release",
+                    p.entry, p.target
+                )
             })?;
             if f.size != p.target_size || f.sha256 != p.target_sha256 {
                 return Err(format!(
@@ -330,11 +337,14 @@ impl PackManifest {
         }
         for from in &self.from {
             for c in &from.copy {
-                let f = m.file(&c.target).ok_or_else(|| {
-                    format!("copy targets '{}', not in the release", c.target)
-                })?;
+                let f = m
+                    .file(&c.target)
+                    .ok_or_else(|| format!("copy targets '{}', not in the release", c.target))?;
                 if f.sha256 != c.sha256 {
-                    return Err(format!("copy of '{}' disagrees with the manifest", c.target));
+                    return Err(format!(
+                        "copy of '{}' disagrees with the manifest",
+                        c.target
+                    ));
                 }
             }
             for f in &m.files {

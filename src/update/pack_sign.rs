@@ -59,7 +59,9 @@ pub fn check(pk: &PublicKey, sig: &str, pm: &PackManifest, bytes: &[u8]) -> Resu
     let tc = sb.trusted_comment().map_err(|e| e.to_string())?;
     let want = trusted_comment(pm, bytes);
     if tc != want {
-        return Err(format!("trusted comment '{tc}' does not match the pack ('{want}')"));
+        return Err(format!(
+            "trusted comment '{tc}' does not match the pack ('{want}')"
+        ));
     }
     Ok(())
 }
@@ -171,7 +173,10 @@ pub(crate) mod tests {
             keys: vec![a.public.clone(), b.public.clone()],
             threshold: 2,
         };
-        let sigs = vec![("a.minisig".to_string(), sa.clone()), ("b.minisig".into(), sb)];
+        let sigs = vec![
+            ("a.minisig".to_string(), sa.clone()),
+            ("b.minisig".into(), sb),
+        ];
         evaluate(&pol, &pm, &bytes, &sigs).unwrap();
         // One signature does not meet 2-of-2; a signature counted twice neither.
         let twice = vec![("a".to_string(), sa.clone()), ("a2".into(), sa.clone())];

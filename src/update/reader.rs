@@ -91,7 +91,10 @@ fn entry_name<R: Read>(
     let name = String::from_utf8(raw.to_vec())
         .map_err(|_| damaged(pack, "a tar entry name is not UTF-8"))?;
     if name.starts_with('/') || name.starts_with('\\') || name.as_bytes().get(1) == Some(&b':') {
-        return Err(damaged(pack, format!("tar entry '{name}' has an absolute path")));
+        return Err(damaged(
+            pack,
+            format!("tar entry '{name}' has an absolute path"),
+        ));
     }
     if name.split(['/', '\\']).any(|c| c == "..") {
         return Err(damaged(pack, format!("tar entry '{name}' contains '..'")));
@@ -106,7 +109,10 @@ fn entry_name<R: Read>(
         _ => Some("has an unsupported tar entry type"),
     };
     if let Some(w) = what {
-        return Err(damaged(pack, format!("tar entry '{name}' {w}; packs hold only regular files")));
+        return Err(damaged(
+            pack,
+            format!("tar entry '{name}' {w}; packs hold only regular files"),
+        ));
     }
     if !seen.insert(name.clone()) {
         return Err(damaged(pack, format!("tar entry '{name}' appears twice")));
@@ -114,13 +120,34 @@ fn entry_name<R: Read>(
     Ok(name)
 }
 
-fn read_small<R: Read>(pack: &Path, e: &mut tar::Entry<'_, R>, name: &str, max: u64) -> Result<Vec<u8>, UpdateError> {
+fn read_small<R: Read>(
+    pack: &Path,
+    e: &mut tar::Entry<'_, R>,
+    name: &str,
+    max: u64,
+) -> Result<Vec<u8>, UpdateError> {
     if e.size() > max {
-        return Err(damaged(pack, format!("tar entry '{name}' is {} bytes, more than the {max} allowed", e.size())));
+        return Err(damaged(
+            pack,
+            format!(
+                "tar entry '{name}' is {} bytes, more than the {max} allowed",
+                e.size()
+            ),
+        ));
     }
     read_bounded(e, max)
-        .map_err(|err| damaged(pack, format!("cannot read '{name}': {err} (the pack is truncated)")))?
-        .ok_or_else(|| damaged(pack, format!("tar entry '{name}' is larger than {max} bytes")))
+        .map_err(|err| {
+            damaged(
+                pack,
+                format!("cannot read '{name}': {err} (the pack is truncated)"),
+            )
+        })?
+        .ok_or_else(|| {
+            damaged(
+                pack,
+                format!("tar entry '{name}' is larger than {max} bytes"),
+            )
+        })
 }
 
 fn next_entry<'a, R: Read>(
@@ -157,7 +184,10 @@ pub fn read_pack(
     on_payload: &mut dyn FnMut(&Payload, &mut dyn Read) -> Result<(), UpdateError>,
 ) -> Result<PackHead, UpdateError> {
     let f = File::open(path).map_err(crate::update::io_err("open", path))?;
-    let pack_size = f.metadata().map_err(crate::update::io_err("read", path))?.len();
+    let pack_size = f
+        .metadata()
+        .map_err(crate::update::io_err("read", path))?
+        .len();
     let counting = Counting {
         inner: BufReader::with_capacity(1 << 20, f),
         done: 0,
@@ -197,7 +227,8 @@ pub fn read_pack(
     // 2. Its signatures, then trust, before anything else is read.
     let mut pack_sigs = Vec::new();
     let mut e = loop {
-        let mut e = next_entry(&mut entries, path, "a signature")?.ok_or_else(|| damaged(path, "the pack ends after its signatures"))?;
+        let mut e = next_entry(&mut entries, path, "a signature")?
+            .ok_or_else(|| damaged(path, "the pack ends after its signatures"))?;
         let name = entry_name(path, &e, &mut seen)?;
         match sig_name(&name, PACK_SIGS) {
             Some(file) => {
@@ -205,7 +236,8 @@ pub fn read_pack(
                     return Err(damaged(path, "the pack has too many signatures"));
                 }
                 let b = read_small(path, &mut e, &name, MAX_SIG)?;
-                let text = String::from_utf8(b).map_err(|_| damaged(path, format!("'{name}' is not UTF-8")))?;
+                let text = String::from_utf8(b)
+                    .map_err(|_| damaged(path, format!("'{name}' is not UTF-8")))?;
                 pack_sigs.push((file.to_owned(), text));
             }
             None => break (e, name),
@@ -215,11 +247,19 @@ pub fn read_pack(
 
     // 3. The embedded bundle manifest, whose hash the signed pack manifest names.
     if e.1 != BUNDLE_MANIFEST {
-        return Err(damaged(path, format!("tar entry '{}' found where '{BUNDLE_MANIFEST}' was expected", e.1)));
+        return Err(damaged(
+            path,
+            format!(
+                "tar entry '{}' found where '{BUNDLE_MANIFEST}' was expected",
+                e.1
+            ),
+        ));
     }
     let manifest_bytes = read_small(path, &mut e.0, BUNDLE_MANIFEST, pack.manifest_size)?;
     drop(e);
-    if manifest_bytes.len() as u64 != pack.manifest_size || sha256_hex(&manifest_bytes) != pack.manifest_sha256 {
+    if manifest_bytes.len() as u64 != pack.manifest_size
+        || sha256_hex(&manifest_bytes) != pack.manifest_sha256
+    {
         return Err(UpdateError::PayloadMismatch {
             pack: path.display().to_string(),
             entry: BUNDLE_MANIFEST.into(),
@@ -228,13 +268,13 @@ pub fn read_pack(
     }
     let manifest = Manifest::parse(&manifest_bytes)
         .map_err(|e| damaged(path, format!("embedded manifest.toml: {e}")))?;
-    pack.check_against(&manifest).map_err(|r| damaged(path, r))?;
+    pack.check_against(&manifest)
+        .map_err(|r| damaged(path, r))?;
 
     // 4. The release's own signatures, then the payloads.
     let mut release_sigs = Vec::new();
     let mut pending = None;
-    loop {
-        let Some(mut e) = next_entry(&mut entries, path, "a release signature")? else { break };
+    while let Some(mut e) = next_entry(&mut entries, path, "a release signature")? {
         let name = entry_name(path, &e, &mut seen)?;
         match sig_name(&name, RELEASE_SIGS) {
             Some(file) => {
@@ -242,7 +282,8 @@ pub fn read_pack(
                     return Err(damaged(path, "the pack has too many release signatures"));
                 }
                 let b = read_small(path, &mut e, &name, MAX_SIG)?;
-                let text = String::from_utf8(b).map_err(|_| damaged(path, format!("'{name}' is not UTF-8")))?;
+                let text = String::from_utf8(b)
+                    .map_err(|_| damaged(path, format!("'{name}' is not UTF-8")))?;
                 release_sigs.push((file.to_owned(), text));
             }
             None => {
@@ -269,19 +310,34 @@ pub fn read_pack(
         let (e, name) = match pending.take() {
             Some(x) => x,
             None => {
-                let e = next_entry(&mut entries, path, &p.entry)?.ok_or_else(|| damaged(path, format!("the pack ends before payload '{}' (truncated)", p.entry)))?;
+                let e = next_entry(&mut entries, path, &p.entry)?.ok_or_else(|| {
+                    damaged(
+                        path,
+                        format!("the pack ends before payload '{}' (truncated)", p.entry),
+                    )
+                })?;
                 let name = entry_name(path, &e, &mut seen)?;
                 (e, name)
             }
         };
         if name != p.entry {
-            return Err(damaged(path, format!("tar entry '{name}' found where payload '{}' was expected", p.entry)));
+            return Err(damaged(
+                path,
+                format!(
+                    "tar entry '{name}' found where payload '{}' was expected",
+                    p.entry
+                ),
+            ));
         }
         if e.size() != p.size {
             return Err(UpdateError::PayloadMismatch {
                 pack: path.display().to_string(),
                 entry: p.entry.clone(),
-                reason: format!("it is {} bytes, the pack manifest says {}", e.size(), p.size),
+                reason: format!(
+                    "it is {} bytes, the pack manifest says {}",
+                    e.size(),
+                    p.size
+                ),
             });
         }
         let mut hr = HashReader::new(e);
@@ -294,13 +350,28 @@ pub fn read_pack(
         };
         let (count, sha) = hr.digest();
         if let Err(err) = drained {
-            return Err(damaged(path, format!("cannot read payload '{}': {err} (the pack is truncated)", p.entry)));
+            return Err(damaged(
+                path,
+                format!(
+                    "cannot read payload '{}': {err} (the pack is truncated)",
+                    p.entry
+                ),
+            ));
         }
         if count != p.size {
-            return Err(damaged(path, format!("payload '{}' is truncated ({count} of {} bytes)", p.entry, p.size)));
+            return Err(damaged(
+                path,
+                format!(
+                    "payload '{}' is truncated ({count} of {} bytes)",
+                    p.entry, p.size
+                ),
+            ));
         }
         if sha != p.sha256 {
-            return Err(mismatch(format!("its sha256 is {sha}, the signed pack manifest says {}", p.sha256)));
+            return Err(mismatch(format!(
+                "its sha256 is {sha}, the signed pack manifest says {}",
+                p.sha256
+            )));
         }
         res?;
     }
@@ -310,10 +381,11 @@ pub fn read_pack(
     if let Some(mut e) = next_entry(&mut entries, path, "the end of the pack")? {
         let name = entry_name(path, &e, &mut seen).unwrap_or_else(|_| "?".into());
         let _ = io::copy(&mut e, &mut io::sink());
-        return Err(damaged(path, format!("unexpected tar entry '{name}' after the last payload")));
+        return Err(damaged(
+            path,
+            format!("unexpected tar entry '{name}' after the last payload"),
+        ));
     }
-    drop(entries);
-    drop(ar);
     if let Some(f) = tracked.failed {
         return Err(damaged(path, format!("read error: {f}")));
     }

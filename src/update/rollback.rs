@@ -28,9 +28,12 @@ pub fn rollback(home: &Home) -> Result<RollbackReport, UpdateError> {
     let lock = home.lock(false)?;
     let recovered = recover_locked(home, &lock)?;
     let state = home.state()?;
-    let prev = state.previous.clone().ok_or_else(|| UpdateError::NoPrevious {
-        home: home.root.display().to_string(),
-    })?;
+    let prev = state
+        .previous
+        .clone()
+        .ok_or_else(|| UpdateError::NoPrevious {
+            home: home.root.display().to_string(),
+        })?;
     let dir = home.version_dir(&prev.dir);
     let bad = |reason: String| UpdateError::BadHome {
         home: home.root.display().to_string(),

@@ -37,8 +37,7 @@ pub struct StatusReport {
 
 /// Recovers if needed, then describes the home.
 pub fn status(home: &Home) -> Result<StatusReport, UpdateError> {
-    let busy = home.root.is_dir()
-        && matches!(home.lock(false), Err(UpdateError::Locked { .. }));
+    let busy = home.root.is_dir() && matches!(home.lock(false), Err(UpdateError::Locked { .. }));
     let recovered_now = journal::recover(home)?;
     let s = home.state()?;
     let dir = home.version_dir(&s.current.dir);

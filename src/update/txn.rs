@@ -71,7 +71,10 @@ impl<'h> Txn<'h> {
             let mut f = crate::fsutil::create_new(p).map_err(io_err("create", p))?;
             std::io::Write::write_all(&mut f, b).map_err(io_err("write", p))
         };
-        write(&self.staging.join(crate::manifest::MANIFEST_FILE), manifest_bytes)?;
+        write(
+            &self.staging.join(crate::manifest::MANIFEST_FILE),
+            manifest_bytes,
+        )?;
         let sd = self.staging.join(crate::manifest::SIGNATURES_DIR);
         fs::create_dir(&sd).map_err(io_err("create", &sd))?;
         for (name, text) in sigs {
@@ -82,7 +85,8 @@ impl<'h> Txn<'h> {
 
     /// Where a bundle path goes in the staging folder (parents created).
     pub fn target(&self, bundle_path: &str) -> Result<PathBuf, UpdateError> {
-        create_parents(&self.staging, bundle_path).map_err(io_err("create a folder in", &self.staging))?;
+        create_parents(&self.staging, bundle_path)
+            .map_err(io_err("create a folder in", &self.staging))?;
         Ok(crate::paths::join(&self.staging, bundle_path))
     }
 

@@ -70,8 +70,8 @@ pub fn decode_zstd<W: Write>(
     input: &mut dyn Read,
     out: &mut HashWriter<W>,
 ) -> Result<(), DecodeError> {
-    let mut dec = zstd::stream::read::Decoder::new(input)
-        .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    let mut dec =
+        zstd::stream::read::Decoder::new(input).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     dec.window_log_max(27)
         .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     let mut buf = vec![0u8; 1 << 20];
@@ -94,11 +94,7 @@ pub fn decode_zstd<W: Write>(
 }
 
 /// Checks a decoded payload's size and hash against the payload entry.
-pub fn check_target(
-    pack: &Path,
-    p: &Payload,
-    got: (u64, String),
-) -> Result<(), UpdateError> {
+pub fn check_target(pack: &Path, p: &Payload, got: (u64, String)) -> Result<(), UpdateError> {
     if got.0 != p.target_size || got.1 != p.target_sha256 {
         return Err(UpdateError::PayloadMismatch {
             pack: pack.display().to_string(),
@@ -138,33 +134,27 @@ pub fn verify_pack(
     progress: crate::Progress,
 ) -> Result<PackReport, UpdateError> {
     let mut payloads = Vec::new();
-    let head = read_pack(
-        path,
-        policy,
-        progress,
-        &mut |_| Ok(()),
-        &mut |p, r| {
-            let checked = if p.encoding == Encoding::Zstd {
-                let mut w = HashWriter::new(io::sink(), p.target_size);
-                decode_zstd(r, &mut w).map_err(|e| decode_failure(path, p, e))?;
-                let (_, n, sha) = w.finish();
-                check_target(path, p, (n, sha))?;
-                "payload+target"
-            } else {
-                "payload"
-            };
-            payloads.push(PayloadReport {
-                entry: p.entry.clone(),
-                encoding: p.encoding,
-                size: p.size,
-                target: p.target.clone(),
-                target_size: p.target_size,
-                checked,
-                base_release: p.base_release.as_ref().map(|v| v.to_string()),
-            });
-            Ok(())
-        },
-    )?;
+    let head = read_pack(path, policy, progress, &mut |_| Ok(()), &mut |p, r| {
+        let checked = if p.encoding == Encoding::Zstd {
+            let mut w = HashWriter::new(io::sink(), p.target_size);
+            decode_zstd(r, &mut w).map_err(|e| decode_failure(path, p, e))?;
+            let (_, n, sha) = w.finish();
+            check_target(path, p, (n, sha))?;
+            "payload+target"
+        } else {
+            "payload"
+        };
+        payloads.push(PayloadReport {
+            entry: p.entry.clone(),
+            encoding: p.encoding,
+            size: p.size,
+            target: p.target.clone(),
+            target_size: p.target_size,
+            checked,
+            base_release: p.base_release.as_ref().map(|v| v.to_string()),
+        });
+        Ok(())
+    })?;
     let from = head
         .pack
         .from

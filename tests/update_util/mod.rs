@@ -70,18 +70,27 @@ fn entry(fl: &F) -> FileEntry {
         .chunks(DEFAULT_CHUNK_SIZE as usize)
         .map(sha)
         .collect();
-    let platform = (fl.kind == FileKind::Binary).then(|| fl.path.split('/').nth(1).unwrap_or("").to_owned());
+    let platform =
+        (fl.kind == FileKind::Binary).then(|| fl.path.split('/').nth(1).unwrap_or("").to_owned());
     FileEntry {
         path: fl.path.into(),
         size: fl.bytes.len() as u64,
         sha256: sha(&fl.bytes),
         kind: fl.kind,
         platform,
-        mode: Some(if fl.kind == FileKind::Binary { 0o755 } else { 0o644 }),
+        mode: Some(if fl.kind == FileKind::Binary {
+            0o755
+        } else {
+            0o644
+        }),
         chunk_size: DEFAULT_CHUNK_SIZE,
         chunks,
         model: (fl.kind == FileKind::Model).then(|| ModelInfo {
-            name: Path::new(fl.path).file_stem().unwrap().to_string_lossy().into_owned(),
+            name: Path::new(fl.path)
+                .file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
             ..Default::default()
         }),
     }
@@ -89,7 +98,13 @@ fn entry(fl: &F) -> FileEntry {
 
 /// Writes a signed USB tree at `root`: files, manifest.toml, signatures/KEYID.minisig by
 /// each key (stock minisign). Returns the manifest.
-pub fn make_tree(root: &Path, version: &str, created: &str, files: &[F], keys: &[&Path]) -> Manifest {
+pub fn make_tree(
+    root: &Path,
+    version: &str,
+    created: &str,
+    files: &[F],
+    keys: &[&Path],
+) -> Manifest {
     fs::create_dir_all(root.join("signatures")).unwrap();
     for fl in files {
         let p = root.join(fl.path);
@@ -112,9 +127,17 @@ pub fn make_tree(root: &Path, version: &str, created: &str, files: &[F], keys: &
         sha(text.as_bytes())
     );
     for k in keys {
-        sign_file(&root.join("manifest.toml"), k, &comment, &root.join("signatures"));
+        sign_file(
+            &root.join("manifest.toml"),
+            k,
+            &comment,
+            &root.join("signatures"),
+        );
     }
-    let names: Vec<_> = fs::read_dir(root.join("signatures")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(root.join("signatures"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names.len(), keys.len(), "{names:?}");
     m
 }
@@ -216,7 +239,10 @@ pub fn world(model_size: usize) -> World {
 pub fn tempdir(ram: bool) -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
     if ram && shm.is_dir() {
-        if let Ok(d) = tempfile::Builder::new().prefix("offgrid-test-").tempdir_in(shm) {
+        if let Ok(d) = tempfile::Builder::new()
+            .prefix("offgrid-test-")
+            .tempdir_in(shm)
+        {
             return d;
         }
     }
@@ -243,10 +269,26 @@ pub fn world_in(model_size: usize, ram: bool) -> World {
         "2026-11-01T10:00:00Z",
         &[
             f("models/tiny.gguf", model1, FileKind::Model),
-            f("README.txt", b"offgrid clinic bundle 1.0.0\n".to_vec(), FileKind::Doc),
-            f("CHANGELOG.txt", b"1.0.0: first release\n".to_vec(), FileKind::Changelog),
-            f("data/same.txt", b"this file never changes\n".repeat(100), FileKind::Data),
-            f("data/old.txt", b"dropped in 1.1.0\n".to_vec(), FileKind::Data),
+            f(
+                "README.txt",
+                b"offgrid clinic bundle 1.0.0\n".to_vec(),
+                FileKind::Doc,
+            ),
+            f(
+                "CHANGELOG.txt",
+                b"1.0.0: first release\n".to_vec(),
+                FileKind::Changelog,
+            ),
+            f(
+                "data/same.txt",
+                b"this file never changes\n".repeat(100),
+                FileKind::Data,
+            ),
+            f(
+                "data/old.txt",
+                b"dropped in 1.1.0\n".to_vec(),
+                FileKind::Data,
+            ),
             f(bin_path, exe, FileKind::Binary),
         ],
         &[&key],
@@ -257,9 +299,21 @@ pub fn world_in(model_size: usize, ram: bool) -> World {
         "2026-11-15T10:00:00Z",
         &[
             f("models/tiny.gguf", model2, FileKind::Model),
-            f("README.txt", b"offgrid clinic bundle 1.1.0\nnow with more\n".to_vec(), FileKind::Doc),
-            f("CHANGELOG.txt", b"1.1.0: model tuned for the clinics\n1.0.0: first release\n".to_vec(), FileKind::Changelog),
-            f("data/same.txt", b"this file never changes\n".repeat(100), FileKind::Data),
+            f(
+                "README.txt",
+                b"offgrid clinic bundle 1.1.0\nnow with more\n".to_vec(),
+                FileKind::Doc,
+            ),
+            f(
+                "CHANGELOG.txt",
+                b"1.1.0: model tuned for the clinics\n1.0.0: first release\n".to_vec(),
+                FileKind::Changelog,
+            ),
+            f(
+                "data/same.txt",
+                b"this file never changes\n".repeat(100),
+                FileKind::Data,
+            ),
             f("data/new.txt", b"new in 1.1.0\n".to_vec(), FileKind::Data),
             f(bin_path, exe2, FileKind::Binary),
         ],
@@ -281,7 +335,18 @@ pub fn make_pack(w: &World, out: &str, extra: &[&str]) {
         assert_eq!(n, 1, "{v} signatures before make_pack");
     }
     w.cmd()
-        .args(["create-update-pack", "--record", "v1", "--tree", "v2", "--since", "1.0.0", "--output", out, "--sign-with"])
+        .args([
+            "create-update-pack",
+            "--record",
+            "v1",
+            "--tree",
+            "v2",
+            "--since",
+            "1.0.0",
+            "--output",
+            out,
+            "--sign-with",
+        ])
         .arg(&w.key)
         .args(extra)
         .assert()
@@ -299,7 +364,11 @@ pub fn current_dir(home: &Path) -> PathBuf {
 pub fn assert_installed(home: &Path, m: &Manifest) {
     let dir = current_dir(home);
     let mt = fs::read_to_string(dir.join("manifest.toml")).unwrap();
-    assert_eq!(Manifest::parse(mt.as_bytes()).unwrap(), *m, "installed manifest differs");
+    assert_eq!(
+        Manifest::parse(mt.as_bytes()).unwrap(),
+        *m,
+        "installed manifest differs"
+    );
     let mut n = 0;
     for e in walkdir::WalkDir::new(&dir) {
         let e = e.unwrap();
@@ -308,13 +377,21 @@ pub fn assert_installed(home: &Path, m: &Manifest) {
         }
     }
     let sigs = fs::read_dir(dir.join("signatures")).unwrap().count();
-    assert_eq!(n, m.files.len() + 1 + sigs, "extra or missing files in {}", dir.display());
+    assert_eq!(
+        n,
+        m.files.len() + 1 + sigs,
+        "extra or missing files in {}",
+        dir.display()
+    );
     for f in &m.files {
         let b = fs::read(dir.join(&f.path)).unwrap_or_else(|e| panic!("{}: {e}", f.path));
         assert_eq!(sha(&b), f.sha256, "{} differs", f.path);
     }
     let exe = dir.join(format!("bin/{}/offgrid", host()));
     let out = Command::new(&exe).arg("--version").output().unwrap();
-    assert!(out.status.success(), "installed binary does not run: {out:?}");
+    assert!(
+        out.status.success(),
+        "installed binary does not run: {out:?}"
+    );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("offgrid "));
 }

@@ -26,7 +26,10 @@ fn write_model(path: &Path, size: u64, seed: u64) -> Result<()> {
     offgrid::gguf::write_synthetic(
         &mut out,
         &[
-            ("general.architecture", offgrid::gguf::MetaValue::Str("llama".into())),
+            (
+                "general.architecture",
+                offgrid::gguf::MetaValue::Str("llama".into()),
+            ),
             ("general.file_type", offgrid::gguf::MetaValue::U32(15)),
         ],
         &[("token_embd.weight", vec![8], &[0u8; 32])],
@@ -70,10 +73,33 @@ pub fn bench(opts: &Opts) -> Result<()> {
                 .env_remove("OFFGRID_HOME"),
         )
     };
-    og(&["pack-usb", "stick", "--release", "1.0", "--model", "v1/model.gguf", "--no-host-binary", "--sign-with", "hq.key"])?;
     og(&[
-        "create-update-pack", "--since", "1.0", "--release", "1.1", "--model", "v2/models/model.gguf",
-        "--no-host-binary", "--no-delta", "--level", "3", "--sign-with", "hq.key", "-o", "u.ogpack",
+        "pack-usb",
+        "stick",
+        "--release",
+        "1.0",
+        "--model",
+        "v1/model.gguf",
+        "--no-host-binary",
+        "--sign-with",
+        "hq.key",
+    ])?;
+    og(&[
+        "create-update-pack",
+        "--since",
+        "1.0",
+        "--release",
+        "1.1",
+        "--model",
+        "v2/models/model.gguf",
+        "--no-host-binary",
+        "--no-delta",
+        "--level",
+        "3",
+        "--sign-with",
+        "hq.key",
+        "-o",
+        "u.ogpack",
     ])?;
     // The same content as a standard .tar.zst (same zstd level).
     util::run(Command::new("sh").arg("-c").arg(format!(
@@ -93,10 +119,19 @@ pub fn bench(opts: &Opts) -> Result<()> {
             s = q(&work.join("stick")),
             k = q(&work.join("hq.pub"))
         ),
-        &format!("{} apply-update {} --home {} >/dev/null", q(&bin), q(&work.join("u.ogpack")), q(&home)),
+        &format!(
+            "{} apply-update {} --home {} >/dev/null",
+            q(&bin),
+            q(&work.join("u.ogpack")),
+            q(&home)
+        ),
     )?;
     let prep = format!("rm -rf {o} && mkdir {o} && sync", o = q(&out));
-    let unpack = format!("zstd -d -c {} | tar -xf - -C {}", q(&work.join("base.tar.zst")), q(&out));
+    let unpack = format!(
+        "zstd -d -c {} | tar -xf - -C {}",
+        q(&work.join("base.tar.zst")),
+        q(&out)
+    );
     let theirs = util::best_of(3, &prep, &unpack)?;
     let theirs_sync = util::best_of(3, &prep, &format!("{unpack} && sync -f {}", q(&out)))?;
 
@@ -106,8 +141,20 @@ pub fn bench(opts: &Opts) -> Result<()> {
         std::fs::metadata(work.join("u.ogpack"))?.len() >> 20,
         util::cores()
     );
-    util::report("apply (durable)", ours.wall, "zstd -d | tar -x && sync -f", theirs_sync.wall, "<= 1.2");
-    util::report("apply (durable)", ours.wall, "zstd -d | tar -x (no fsync)", theirs.wall, "<= 1.2 incl. fsync");
+    util::report(
+        "apply (durable)",
+        ours.wall,
+        "zstd -d | tar -x && sync -f",
+        theirs_sync.wall,
+        "<= 1.2",
+    );
+    util::report(
+        "apply (durable)",
+        ours.wall,
+        "zstd -d | tar -x (no fsync)",
+        theirs.wall,
+        "<= 1.2 incl. fsync",
+    );
     println!(
         "peak RSS: offgrid {} MiB, zstd|tar {} MiB",
         ours.max_rss_kib >> 10,
