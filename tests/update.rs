@@ -750,3 +750,65 @@ fn deltas_make_the_pack_small_and_apply_exactly() {
     assert_installed(&w.home(), &w.v2);
     assert!(!current_dir(&w.home()).join("data/old.txt").exists());
 }
+
+#[test]
+fn one_pack_serves_several_base_releases() {
+    let w = world(512 * 1024);
+    make_pack(&w, "u.ogpack", &[]);
+    // Release 1.2.0: the 1.1.0 model again, one more file.
+    let mut files = Vec::new();
+    for e in &w.v2.files {
+        let b = fs::read(w.p("v2").join(&e.path)).unwrap();
+        let path: &'static str = Box::leak(e.path.clone().into_boxed_str());
+        files.push(f(path, b, e.kind));
+    }
+    files.push(f(
+        "data/extra.txt",
+        b"1.2.0 extra\n".to_vec(),
+        offgrid::manifest::FileKind::Data,
+    ));
+    let v3 = make_tree(
+        &w.p("v3"),
+        "1.2.0",
+        "2026-11-20T10:00:00Z",
+        &files,
+        &[&w.key],
+    );
+    w.cmd()
+        .args([
+            "create-update-pack",
+            "--tree",
+            "v3",
+            "--since",
+            "1.0.0",
+            "--since",
+            "1.1.0",
+            "-o",
+            "multi.ogpack",
+            "--sign-with",
+        ])
+        .arg(&w.key)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1.0.0, 1.1.0 -> 1.2.0"));
+    // A 1.0.0 site and a 1.1.0 site both reach exactly 1.2.0 with the same pack.
+    install(&w);
+    let h2 = w.p("home2");
+    w.cmd()
+        .env("OFFGRID_HOME", &h2)
+        .args(["install", "--from", "v2", "--pubkey"])
+        .arg(&w.pubkey)
+        .assert()
+        .success();
+    w.cmd()
+        .args(["apply-update", "multi.ogpack"])
+        .assert()
+        .success();
+    w.cmd()
+        .env("OFFGRID_HOME", &h2)
+        .args(["apply-update", "multi.ogpack"])
+        .assert()
+        .success();
+    assert_installed(&w.home(), &v3);
+    assert_installed(&h2, &v3);
+}
