@@ -91,6 +91,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let plan = usb::plan(&inputs, &key_ids)?;
 
     let bar = ctx.bar("packing", args.json);
+    bar.set_length(plan.total_size());
     let report = usb::pack(
         &plan,
         &keys,
@@ -98,7 +99,13 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         &PackOptions { force: args.force },
         &super::progress_fn(&bar),
     )
-    .with_context(|| format!("packing release {} into '{}'", inputs.release, args.dest.display()))?;
+    .with_context(|| {
+        format!(
+            "packing release {} into '{}'",
+            inputs.release,
+            args.dest.display()
+        )
+    })?;
     bar.finish_and_clear();
     let hq = offgrid::update::history::record_pack_usb(args.history.as_deref(), &report.manifest_bytes, &report.signatures, &report.dest)
         .context("recording the release in the HQ history (SPEC.md §7)")?;

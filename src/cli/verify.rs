@@ -12,7 +12,7 @@ use anyhow::Context;
 use serde_json::{json, Value};
 
 use offgrid::keys::PublicKey;
-use offgrid::trust::{TrustError, TrustPolicy};
+use offgrid::trust::{SignatureStatus, TrustError, TrustPolicy};
 use offgrid::verify::{self, Signer, TreeReport, VerifyError, VerifyOptions};
 
 use super::{json_line, out, progress_fn, Ctx};
@@ -114,6 +114,21 @@ fn verify(args: &Args, ctx: &Ctx) -> anyhow::Result<TreeReport> {
 }
 
 fn print_text(r: &TreeReport, ctx: &Ctx, ok: bool) -> anyhow::Result<()> {
+    // The threshold was met; say which other signatures did not count, and why.
+    for s in &r.signatures {
+        let key = s.key_id.as_deref().unwrap_or("?");
+        match &s.status {
+            SignatureStatus::Valid => {}
+            SignatureStatus::UnknownKey => ctx.warn(&format!(
+                "signature '{}' (key {key}) is by a key you did not trust; it was not counted",
+                s.file
+            )),
+            SignatureStatus::Invalid { reason } => ctx.warn(&format!(
+                "signature '{}' (key {key}) is invalid and was not counted: {reason}",
+                s.file
+            )),
+        }
+    }
     for e in &r.extras {
         let what = if e.kind == "file" {
             String::new()
