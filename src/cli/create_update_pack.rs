@@ -197,18 +197,6 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             bases.push(b);
         }
     }
-    if !args.json {
-        let from: Vec<String> = bases
-            .iter()
-            .map(|b| b.manifest.release.to_string())
-            .collect();
-        ctx.note(&format!(
-            "making the update {} -> {} of {}",
-            from.join(", "),
-            new.manifest.release,
-            new.manifest.bundle_id
-        ));
-    }
     let bar = ctx.bar("diffing", args.json);
     let r = update::create::create(&update::create::CreateOptions {
         hq: &hq,
