@@ -79,7 +79,7 @@ pub fn verify_pack_cmd(
         .filter_map(|s| s.key_id.clone())
         .collect();
     let mut s = format!(
-        "verified update pack '{}': {} {} -> {} ({} bytes, {} payloads), signed by {}\n",
+        "verified update pack '{}': {} {} -> {} ({}, {} payloads), signed by {}\n",
         r.pack,
         r.bundle_id,
         r.from
@@ -88,7 +88,7 @@ pub fn verify_pack_cmd(
             .collect::<Vec<_>>()
             .join(", "),
         r.to,
-        r.size,
+        super::create_update_pack::human(r.size),
         r.payloads.len(),
         signers.join(", ")
     );
@@ -100,7 +100,11 @@ pub fn verify_pack_cmd(
             ),
             update::pack::Encoding::Zstd => "zstd (decoded and checked)".into(),
         };
-        s.push_str(&format!("  {}  {} bytes  {how}\n", p.target, p.target_size));
+        s.push_str(&format!(
+            "  {}  {}  {how}\n",
+            p.target,
+            super::create_update_pack::human(p.target_size)
+        ));
     }
     for f in &r.from {
         s.push_str(&format!(

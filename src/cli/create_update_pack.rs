@@ -81,7 +81,8 @@ pub struct Args {
     pub json: bool,
 }
 
-fn human(n: u64) -> String {
+/// `1.2 GiB`, `340.0 MiB`, `17 B`.
+pub fn human(n: u64) -> String {
     const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut i = 0;
@@ -237,11 +238,15 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 human(p.file_size)
             )),
             how => s.push_str(&format!(
-                "  {how:9}  {}{base}: {} -> {} (saves {})\n",
+                "  {how:9}  {}{base}: {} -> {} ({})\n",
                 p.target,
                 human(p.file_size),
                 human(p.payload_size),
-                human(p.saved.max(0) as u64)
+                if p.saved >= 0 {
+                    format!("saves {}", human(p.saved as u64))
+                } else {
+                    format!("adds {}", human(p.saved.unsigned_abs()))
+                }
             )),
         }
     }

@@ -98,8 +98,12 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut s = format!(
-        "installed release {} of {} into '{}'\n  files: {} ({} bytes), every one checked against the signed manifest\n",
-        r.release, r.bundle_id, r.home, r.files, r.bytes
+        "installed release {} of {} into '{}'\n  files: {} ({}), every one checked against the signed manifest\n",
+        r.release,
+        r.bundle_id,
+        r.home,
+        r.files,
+        super::create_update_pack::human(r.bytes)
     );
     if let Some(p) = &r.previous {
         s.push_str(&format!(

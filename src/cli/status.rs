@@ -41,7 +41,11 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             .map(|p| format!("{p} (kept; 'offgrid rollback' returns to it)"))
             .unwrap_or_else(|| "none".into())
     ));
-    s.push_str(&format!("files:     {} ({} bytes)", r.files, r.bytes));
+    s.push_str(&format!(
+        "files:     {} ({})",
+        r.files,
+        super::create_update_pack::human(r.bytes)
+    ));
     if r.problems.is_empty() {
         s.push_str(", all present\n");
     } else {
