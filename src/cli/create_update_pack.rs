@@ -142,6 +142,10 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             no_host_binary: args.no_host_binary,
         };
         let inputs = usb::ReleaseInputs::from_flags(&flags)?;
+        // Refuse a --since the history cannot serve before recording anything.
+        for since in &args.since {
+            history::resolve_since(&hq, &inputs.bundle_id, since)?;
+        }
         let keys = usb::pack::load_signers(&inputs.signers, &mut password_for)?;
         let key_ids: Vec<String> = keys.iter().map(|k| k.public.key_id()).collect();
         let plan = usb::plan(&inputs, &key_ids)?;
