@@ -82,6 +82,31 @@ fn pack_usb_records_and_create_update_pack_takes_pack_usb_flags() {
         .assert()
         .success();
 
+    // A base the history does not have is refused before anything is recorded.
+    run()
+        .args([
+            "create-update-pack",
+            "--since",
+            "0.9",
+            "--output",
+            "x.ogpack",
+            "--bundle-id",
+            "org.example.x",
+            "--release",
+            "1.1.0",
+            "--model",
+            "new/tiny.gguf",
+            "--sign-with",
+            "hq.key",
+        ])
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("release 0.9 of 'org.example.x' is not recorded")
+                .and(predicate::str::contains("recorded releases: 1.0.0")),
+        );
+    assert!(!d.path().join("hq/releases/org.example.x/1.1.0").exists());
+    assert!(!d.path().join("x.ogpack").exists());
     run()
         .args([
             "create-update-pack",
