@@ -812,3 +812,19 @@ fn one_pack_serves_several_base_releases() {
     assert_installed(&w.home(), &v3);
     assert_installed(&h2, &v3);
 }
+
+#[test]
+fn status_reports_a_damaged_install() {
+    let w = world(64 * 1024);
+    install(&w);
+    let p = current_dir(&w.home()).join("README.txt");
+    fs::write(&p, b"x").unwrap();
+    w.cmd().args(["status"]).assert().success().stdout(
+        predicate::str::contains("1 problem(s)")
+            .and(predicate::str::contains("'README.txt' is 1 bytes")),
+    );
+    fs::remove_file(&p).unwrap();
+    let out = w.cmd().args(["status", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["data"]["problems"][0], "'README.txt' is missing");
+}

@@ -368,3 +368,108 @@ pub fn payload_entry(index: usize, enc: Encoding) -> String {
     };
     format!("{PAYLOADS}/{:06}.{ext}", index + 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(c: char) -> String {
+        c.to_string().repeat(64)
+    }
+
+    fn sample() -> (PackManifest, Manifest) {
+        let m: Manifest = Manifest {
+            format: crate::manifest::FORMAT.into(),
+            bundle_id: "org.example".into(),
+            release: "2".parse().unwrap(),
+            created: "2026-11-21T12:00:00Z".into(),
+            platforms: vec![],
+            default_model: None,
+            files: ["a.txt", "b.txt"]
+                .iter()
+                .map(|p| crate::manifest::FileEntry {
+                    path: (*p).into(),
+                    size: 0,
+                    sha256: h('a'),
+                    kind: crate::manifest::FileKind::Data,
+                    platform: None,
+                    mode: None,
+                    chunk_size: crate::manifest::DEFAULT_CHUNK_SIZE,
+                    chunks: vec![],
+                    model: None,
+                })
+                .collect(),
+        };
+        let pm = PackManifest {
+            format: FORMAT.into(),
+            bundle_id: "org.example".into(),
+            to: "2".parse().unwrap(),
+            created: "2026-11-21T12:00:00Z".into(),
+            manifest_sha256: h('b'),
+            manifest_size: 10,
+            changelog: None,
+            from: vec![From {
+                release: "1".parse().unwrap(),
+                manifest_sha256: h('c'),
+                removed: vec![],
+                copy: vec![Copy {
+                    target: "a.txt".into(),
+                    base_path: "a.txt".into(),
+                    sha256: h('a'),
+                }],
+            }],
+            payloads: vec![Payload {
+                entry: payload_entry(0, Encoding::Zstd),
+                encoding: Encoding::Zstd,
+                size: 9,
+                sha256: h('d'),
+                target: "b.txt".into(),
+                target_size: 0,
+                target_sha256: h('a'),
+                base_release: None,
+                base_path: None,
+                base_sha256: None,
+            }],
+        };
+        (pm, m)
+    }
+
+    #[test]
+    fn round_trips_and_checks_coverage() {
+        let (pm, m) = sample();
+        let back = PackManifest::parse(pm.to_toml().as_bytes()).unwrap();
+        assert_eq!(back, pm);
+        back.check_against(&m).unwrap();
+        assert_eq!(back.needs(&back.from[0]).len(), 1);
+        // A file no from-release can get is refused.
+        let mut p = pm.clone();
+        p.payloads.clear();
+        assert!(p
+            .check_against(&m)
+            .unwrap_err()
+            .contains("no way to get 'b.txt'"));
+    }
+
+    #[test]
+    fn refuses_inconsistent_packs() {
+        let (pm, _) = sample();
+        let mut p = pm.clone();
+        p.from[0].release = "2".parse().unwrap();
+        assert!(p.validate().is_err(), "from not older than to");
+        let mut p = pm.clone();
+        p.payloads[0].entry = "../../etc/passwd".into();
+        assert!(p.validate().is_err());
+        let mut p = pm.clone();
+        p.payloads[0].encoding = Encoding::Delta;
+        p.payloads[0].entry = payload_entry(0, Encoding::Delta);
+        assert!(p.validate().unwrap_err().contains("lacks base_release"));
+        let mut p = pm.clone();
+        p.payloads[0].target = "/abs".into();
+        assert!(p.validate().is_err());
+        let mut p = pm.clone();
+        p.format = "offgrid-pack/9".into();
+        assert!(PackManifest::parse(p.to_toml().as_bytes())
+            .unwrap_err()
+            .contains("not supported"));
+    }
+}
