@@ -375,8 +375,13 @@ pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
         payloads: staged.iter().map(|s| s.payload.clone()).collect(),
     };
     // Check our own output with the reader's rules before signing it.
-    pm.validate().map_err(UpdateError::Refused)?;
-    pm.check_against(new).map_err(UpdateError::Refused)?;
+    let internal = |e: String| {
+        UpdateError::Usage(format!(
+            "internal error: the pack made is inconsistent: {e}"
+        ))
+    };
+    pm.validate().map_err(internal)?;
+    pm.check_against(new).map_err(internal)?;
     let pm_bytes = pm.to_toml().into_bytes();
     let mut sigs = Vec::new();
     for k in o.keys {

@@ -2,12 +2,14 @@
 //! side: install, apply-update, status, rollback, with a journal that makes every change
 //! crash-safe. SPEC.md §7 is normative.
 //!
-//! Code map: [`history`] (HQ: releases and the content-addressed store), [`pack`] (the
-//! signed pack manifest), [`pack_sign`] (minisign signatures over it), [`create`] (HQ:
-//! write a pack), [`reader`] (stream a pack: signatures first, then payloads),
-//! [`verify_pack`], [`home`] (site home layout, state, lock), [`journal`] (journal and
-//! [`recover`]), [`install`], [`apply`], [`rollback`], [`fault`] (the test hook),
-//! [`io`] (hashing readers/writers and durable copies). `delta` is the delta engineer's.
+//! Code map: [`history`] (HQ: releases and the content-addressed store), [`release`]
+//! (HQ: pack-usb inputs to a recorded release), [`pack`] (the signed pack manifest),
+//! [`pack_sign`] (minisign signatures over it), [`create`] (HQ: write a pack), [`reader`]
+//! (stream a pack: signatures first, then payloads), [`verify_pack`], [`home`] (site home
+//! layout, state, lock), [`journal`] (journal and [`recover`]), [`txn`] (stage, then
+//! switch), [`install`], [`apply`], [`rollback`], [`status`], [`fault`] (the crash test
+//! hook), [`io`] (hashing readers/writers, durable copies, syncfs). `delta` is the delta
+//! engineer's (SPEC.md §11).
 //! Known gaps: one pack is read from a seekable file only (no stdin); the site keeps the
 //! current and the previous version, older ones are removed.
 
