@@ -1,14 +1,178 @@
-//! `offgrid models`: STUB, to be written.
+//! `offgrid models`: lists the models on the stick, in the models folder and in the home,
+//! with size, quantization, parameters, context length, the memory each needs and whether
+//! it fits this machine. Also holds the location flags `offgrid run` shares.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context;
+use offgrid::models::fit::{self, mib};
+use offgrid::models::{Catalog, Locations, Machine, ModelFile, Portable};
 
 use super::Ctx;
 
+/// Where to look for models (shared by `run` and `models`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Where {
+    /// Portable mode: use the stick this binary runs from (or --stick) and leave the
+    /// home alone
+    #[arg(long)]
+    pub portable: bool,
+    /// Portable mode on the stick whose root (the folder holding manifest.toml) is ROOT
+    #[arg(long, value_name = "ROOT", env = "OFFGRID_PORTABLE")]
+    pub stick: Option<PathBuf>,
+    /// A folder of .gguf files to search too (not signed, so never verified)
+    #[arg(long, value_name = "DIR", env = "OFFGRID_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// The installed home [default: ~/.offgrid]
+    #[arg(long, value_name = "DIR", env = "OFFGRID_HOME")]
+    pub home: Option<PathBuf>,
+}
+
+impl Where {
+    /// Resolves the flags into the places to search.
+    pub fn locations(&self) -> anyhow::Result<Locations> {
+        let portable = match (&self.stick, self.portable) {
+            (Some(p), _) if !p.as_os_str().is_empty() => Portable::Root(p.clone()),
+            (_, true) => Portable::Required,
+            _ => Portable::Auto,
+        };
+        let home = self.home.clone().filter(|h| !h.as_os_str().is_empty());
+        let dir = self
+            .models_dir
+            .clone()
+            .filter(|h| !h.as_os_str().is_empty());
+        Ok(Locations::find(portable, dir, home)?)
+    }
+}
+
 /// Arguments of `offgrid models`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    pub place: Where,
+    /// Estimate memory for this context size instead of each model's default
+    #[arg(long, value_name = "TOKENS")]
+    pub ctx: Option<u64>,
+    /// Print JSON Lines (SPEC.md §10) instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn json_of(m: &ModelFile, machine: &Machine, ctx: Option<u64>, default: bool) -> serde_json::Value {
+    let need = m.estimate(ctx);
+    serde_json::json!({
+        "name": m.name,
+        "path": m.path.display().to_string(),
+        "origin": m.origin,
+        "default": default,
+        "size": m.size,
+        "architecture": m.architecture(),
+        "quantization": m.quantization(),
+        "parameters": m.parameters(),
+        "context_length": m.context_length(),
+        "signed": m.entry.is_some(),
+        "memory": {
+            "ctx": need.ctx,
+            "weights": need.weights,
+            "kv_cache": need.kv_cache,
+            "overhead": need.overhead,
+            "total": need.total(),
+        },
+        "fits": m.problem.is_none() && machine.fits(&need),
+        "problem": m.problem,
+    })
+}
+
+fn params(n: Option<u64>) -> String {
+    match n {
+        None => "-".into(),
+        Some(n) if n >= 1_000_000_000 => format!("{:.1}B", n as f64 / 1e9),
+        Some(n) if n >= 1_000_000 => format!("{:.0}M", n as f64 / 1e6),
+        Some(n) => n.to_string(),
+    }
+}
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let _ = (args, ctx);
-    anyhow::bail!("'offgrid models' is not implemented yet")
+    let locations = args.place.locations()?;
+    let catalog = Catalog::open(locations).context("finding models")?;
+    let machine = Machine::probe();
+    let default = catalog.default_model().map(str::to_owned);
+    if args.json {
+        super::json_line(
+            "machine",
+            serde_json::json!({
+                "available_ram": machine.available_ram,
+                "total_ram": machine.total_ram,
+                "physical_cores": machine.physical_cores,
+                "logical_cores": machine.logical_cores,
+                "assumed": machine.assumed,
+                "searched": catalog.locations.describe(),
+            }),
+        )?;
+        for m in &catalog.models {
+            let is_default = default.as_deref() == Some(m.name.as_str()) && m.tree.is_some();
+            super::json_line("model", json_of(m, &machine, args.ctx, is_default))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if catalog.models.is_empty() {
+        ctx.note(&format!(
+            "no models found (searched: {})",
+            catalog.locations.describe()
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = format!(
+        "{:<28} {:<8} {:>10} {:>7} {:>7} {:>10}  {:<4} {}\n",
+        "NAME", "QUANT", "SIZE", "PARAMS", "CTX", "NEEDS", "FITS", "WHERE"
+    );
+    for m in &catalog.models {
+        let need = m.estimate(args.ctx);
+        let fits = match &m.problem {
+            Some(_) => "bad",
+            None if machine.fits(&need) => "yes",
+            None => "no",
+        };
+        let mut name = m.name.clone();
+        if default.as_deref() == Some(m.name.as_str()) && m.tree.is_some() {
+            name.push_str(" *");
+        }
+        out.push_str(&format!(
+            "{:<28} {:<8} {:>10} {:>7} {:>7} {:>10}  {:<4} {}\n",
+            name,
+            m.quantization().unwrap_or_else(|| "-".into()),
+            mib(m.size),
+            params(m.parameters()),
+            m.context_length()
+                .map_or_else(|| "-".into(), |c| c.to_string()),
+            mib(need.total()),
+            fits,
+            m.origin,
+        ));
+        if let Some(p) = &m.problem {
+            out.push_str(&format!("    problem: {p}\n"));
+        }
+    }
+    super::out(&out)?;
+    let star = if default.is_some() {
+        "* the default model; "
+    } else {
+        ""
+    };
+    ctx.note(&format!(
+        "{star}NEEDS is the memory at {}; {} available{}, {} physical cores",
+        args.ctx.map_or_else(
+            || "each model's default context (--ctx to change)".to_owned(),
+            |c| format!("--ctx {c}")
+        ),
+        mib(machine.available_ram),
+        if machine.assumed {
+            format!(" (assumed by {})", fit::ASSUME_RAM_ENV)
+        } else {
+            String::new()
+        },
+        machine.physical_cores
+    ));
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,318 @@
+//! Where models are: the stick (portable mode), a models folder, the installed home; and
+//! reading one signed tree (manifest plus signature files) with bounded reads.
+//!
+//! Portable mode is on when `--stick ROOT` / `OFFGRID_PORTABLE=ROOT` names the stick, or
+//! when the running binary sits at `<root>/bin/<platform>/offgrid` with
+//! `<root>/manifest.toml` beside (`--portable` requires one or the other). In portable
+//! mode the home is not searched for models: the stick is self-contained. The home is
+//! `--home` / `OFFGRID_HOME`, default `~/.offgrid`; its current release is read through
+//! [`Locations::home_tree`] and its pinned keys through [`pinned_policy`].
+//! Known gap: the home layout is the update area's (SPEC.md §7); this file reads only
+//! `state.json`'s `current.dir` and `trust`, read-only and without taking the home's lock
+//! (an update flips `state.json` atomically, so a reader sees the old or the new release).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::keys::PublicKey;
+use crate::manifest::{Manifest, MANIFEST_FILE, MAX_MANIFEST_BYTES, SIGNATURES_DIR};
+use crate::platform::Platform;
+use crate::trust::{TrustError, TrustPolicy};
+
+use super::ModelError;
+
+/// Largest signature file read.
+const MAX_SIG_BYTES: u64 = 64 << 10;
+/// Most signature files read.
+const MAX_SIGS: usize = 64;
+
+/// Where a model was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    Stick,
+    ModelsDir,
+    Home,
+    Path,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Origin::Stick => "stick",
+            Origin::ModelsDir => "models-dir",
+            Origin::Home => "home",
+            Origin::Path => "path",
+        })
+    }
+}
+
+/// How portable mode was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Portable {
+    /// Not asked: on only when the binary sits on a stick.
+    Auto,
+    /// `--portable` without `--stick`: the binary must sit on a stick.
+    Required,
+    /// `--stick ROOT` or `OFFGRID_PORTABLE=ROOT`.
+    Root(PathBuf),
+}
+
+/// The places models are looked for, in resolution order.
+#[derive(Debug, Clone, Default)]
+pub struct Locations {
+    /// The stick's root (portable mode).
+    pub stick: Option<PathBuf>,
+    /// `--models-dir` / `OFFGRID_MODELS_DIR`.
+    pub models_dir: Option<PathBuf>,
+    /// The home, when it is searched (not in portable mode).
+    pub home: Option<PathBuf>,
+    /// The home whose pinned keys are trusted (also in portable mode).
+    pub trust_home: Option<PathBuf>,
+}
+
+/// The default home: `~/.offgrid` (`%USERPROFILE%\.offgrid` on Windows).
+pub fn default_home() -> Option<PathBuf> {
+    let var = if cfg!(windows) { "USERPROFILE" } else { "HOME" };
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(|h| PathBuf::from(h).join(".offgrid"))
+}
+
+/// The stick root the running binary sits on, if it does: `<root>/bin/<platform>/offgrid`
+/// with `<root>/manifest.toml`.
+pub fn stick_of_exe() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let exe = fs::canonicalize(&exe).unwrap_or(exe);
+    stick_of(&exe)
+}
+
+/// The stick root of an executable path (see [`stick_of_exe`]).
+pub fn stick_of(exe: &Path) -> Option<PathBuf> {
+    let plat_dir = exe.parent()?;
+    plat_dir.file_name()?.to_str()?.parse::<Platform>().ok()?;
+    let bin = plat_dir.parent()?;
+    if bin.file_name()? != "bin" {
+        return None;
+    }
+    let root = bin.parent()?;
+    root.join(MANIFEST_FILE)
+        .is_file()
+        .then(|| root.to_path_buf())
+}
+
+impl Locations {
+    /// Works out the locations from the flags and environment already merged by the CLI.
+    pub fn find(
+        portable: Portable,
+        models_dir: Option<PathBuf>,
+        home: Option<PathBuf>,
+    ) -> Result<Locations, ModelError> {
+        let stick = match portable {
+            Portable::Root(r) => {
+                if !r.join(MANIFEST_FILE).is_file() {
+                    return Err(ModelError::NotATree {
+                        path: r.display().to_string(),
+                    });
+                }
+                Some(r)
+            }
+            Portable::Required => Some(stick_of_exe().ok_or(ModelError::NoStick)?),
+            Portable::Auto => stick_of_exe(),
+        };
+        let home = home.or_else(default_home);
+        Ok(Locations {
+            home: if stick.is_some() { None } else { home.clone() },
+            trust_home: home,
+            stick,
+            models_dir,
+        })
+    }
+
+    /// The root of the home's current release, when something is installed there.
+    pub fn home_tree(&self) -> Option<PathBuf> {
+        let home = self.home.as_ref()?;
+        home_release(home)
+    }
+
+    /// The searched places, for messages.
+    pub fn describe(&self) -> String {
+        let mut v = Vec::new();
+        if let Some(s) = &self.stick {
+            v.push(format!("stick '{}'", s.display()));
+        }
+        if let Some(d) = &self.models_dir {
+            v.push(format!("models folder '{}'", d.display()));
+        }
+        if let Some(h) = &self.home {
+            match self.home_tree() {
+                Some(_) => v.push(format!("home '{}'", h.display())),
+                None => v.push(format!("home '{}' (nothing installed)", h.display())),
+            }
+        }
+        if v.is_empty() {
+            "nowhere: no stick, models folder or home".into()
+        } else {
+            v.join(", ")
+        }
+    }
+}
+
+/// The home's `state.json` as far as the launcher reads it (SPEC.md §7 owns the format:
+/// `current.dir` names the installed tree under `versions/`, `trust` the pinned keys).
+#[derive(Debug, serde::Deserialize)]
+struct HomeState {
+    current: HomeInstalled,
+    trust: Option<HomeTrust>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct HomeInstalled {
+    dir: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct HomeTrust {
+    threshold: usize,
+    keys: Vec<String>,
+}
+
+const MAX_STATE_BYTES: u64 = 16 << 20;
+
+fn home_state(home: &Path) -> Option<HomeState> {
+    let p = home.join("state.json");
+    if fs::metadata(&p).ok()?.len() > MAX_STATE_BYTES {
+        return None;
+    }
+    serde_json::from_slice(&fs::read(&p).ok()?).ok()
+}
+
+/// The current release tree of an installed home: `HOME/versions/DIR` with DIR from
+/// `state.json`, else the `HOME/current` link; `None` when nothing is installed.
+pub fn home_release(home: &Path) -> Option<PathBuf> {
+    if let Some(s) = home_state(home) {
+        let dir = &s.current.dir;
+        if crate::paths::check_component(dir, dir).is_ok() {
+            let root = home.join("versions").join(dir);
+            if root.join(MANIFEST_FILE).is_file() {
+                return Some(root);
+            }
+        }
+    }
+    let cur = home.join("current");
+    cur.join(MANIFEST_FILE).is_file().then_some(cur)
+}
+
+/// The trust policy pinned in a home at install (`state.json`'s `trust`), if any.
+pub fn pinned_policy(home: &Path) -> Result<Option<TrustPolicy>, ModelError> {
+    let Some(HomeState { trust: Some(t), .. }) = home_state(home) else {
+        return Ok(None);
+    };
+    let keys = t
+        .keys
+        .iter()
+        .map(|k| PublicKey::from_base64(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(TrustError::from)?;
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(TrustPolicy {
+        threshold: t.threshold.clamp(1, keys.len()),
+        keys,
+    }))
+}
+
+/// A signed tree: its root, manifest and the manifest's exact bytes.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    pub root: PathBuf,
+    pub origin: Origin,
+    pub manifest: Manifest,
+    pub manifest_bytes: Vec<u8>,
+}
+
+fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, ModelError> {
+    let err = |source| ModelError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let len = fs::metadata(path).map_err(err)?.len();
+    if len > max {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{len} bytes is more than the {max} allowed"),
+        )));
+    }
+    fs::read(path).map_err(err)
+}
+
+impl Tree {
+    /// Reads and validates `<root>/manifest.toml`.
+    pub fn open(root: &Path, origin: Origin) -> Result<Tree, ModelError> {
+        let mp = root.join(MANIFEST_FILE);
+        if !mp.is_file() {
+            return Err(ModelError::NotATree {
+                path: root.display().to_string(),
+            });
+        }
+        let bytes = read_bounded(&mp, MAX_MANIFEST_BYTES)?;
+        let manifest = Manifest::parse(&bytes).map_err(|source| ModelError::Manifest {
+            path: mp.display().to_string(),
+            source,
+        })?;
+        Ok(Tree {
+            root: root.to_path_buf(),
+            origin,
+            manifest,
+            manifest_bytes: bytes,
+        })
+    }
+
+    /// The `signatures/*.minisig` files as (file name, text), sorted by name.
+    pub fn signatures(&self) -> Result<Vec<(String, String)>, ModelError> {
+        let dir = self.root.join(SIGNATURES_DIR);
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(ModelError::Read {
+                    path: dir.display().to_string(),
+                    source,
+                })
+            }
+        };
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.ends_with(".minisig") || !e.path().is_file() {
+                continue;
+            }
+            if out.len() == MAX_SIGS {
+                break;
+            }
+            let bytes = read_bounded(&e.path(), MAX_SIG_BYTES)?;
+            out.push((name, String::from_utf8_lossy(&bytes).into_owned()));
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_stick_from_the_binary_path() {
+        let d = tempfile::tempdir().unwrap();
+        let exe = d.path().join("bin/linux-x86_64/offgrid");
+        fs::create_dir_all(exe.parent().unwrap()).unwrap();
+        fs::write(&exe, b"").unwrap();
+        assert_eq!(stick_of(&exe), None);
+        fs::write(d.path().join(MANIFEST_FILE), b"").unwrap();
+        assert_eq!(stick_of(&exe).as_deref(), Some(d.path()));
+        let other = d.path().join("bin/not-a-platform/offgrid");
+        assert_eq!(stick_of(&other), None);
+    }
+}
