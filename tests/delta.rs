@@ -158,6 +158,56 @@ proptest! {
     }
 }
 
+/// A delta of one `bidiff` window whose (zstd-compressed) block stream is `stream`.
+fn bidiff_delta(old: &[u8], new: &[u8], stream: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let payload = zstd::bulk::compress(stream, 3).unwrap();
+    let mut d = b"OGDELTA\0\x01\0\0\0\0\0\0\0".to_vec();
+    d.extend_from_slice(&(old.len() as u64).to_le_bytes());
+    d.extend_from_slice(&(new.len() as u64).to_le_bytes());
+    d.push(3);
+    for v in [0, old.len() as u64, new.len() as u64, payload.len() as u64] {
+        d.extend_from_slice(&v.to_le_bytes());
+    }
+    d.extend_from_slice(&payload);
+    d.push(0);
+    d.extend_from_slice(&sha2::Sha256::digest(new));
+    d
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn hostile_block_streams_never_panic(stream in prop::collection::vec(any::<u8>(), 0..300)) {
+        let old = noise(4000, 3);
+        let new = noise(3000, 4);
+        if let Ok(out) = apply_bytes(&old, &bidiff_delta(&old, &new, &stream), 3000) {
+            prop_assert!(out == new);
+        }
+    }
+}
+
+#[test]
+fn a_handmade_block_stream_decodes() {
+    // One block, two controls: add 4 (stored: 1 1 1 1), copy 2 ("hi"), seek +2; then a
+    // zero add of 3 (old bytes verbatim), copy 0, seek 0. Columns: n, kinds, stored add
+    // lengths, zero add lengths, copy lengths, seeks (zig-zag), add bytes, copy bytes.
+    let old = b"abcdefghij".to_vec();
+    let stream = [2, 0, 1, 4, 3, 2, 0, 4, 0, 1, 1, 1, 1, b'h', b'i'];
+    let new = b"bcdehighi".to_vec();
+    assert_eq!(
+        apply_bytes(&old, &bidiff_delta(&old, &new, &stream), 9).unwrap(),
+        new
+    );
+    // A seek before the old range's start is corrupt.
+    let stream = [1, 0, 0, 0, 1];
+    assert!(matches!(
+        apply_bytes(&old, &bidiff_delta(&old, b"", &stream), 0),
+        Err(DeltaError::Corrupt(_))
+    ));
+}
+
 #[test]
 fn empty_and_identical_files() {
     let data = noise(100_000, 7);
@@ -430,4 +480,50 @@ fn payloads_are_standard_zstd_frames() {
         .expect("the zstd CLI (apt-get install zstd)");
     assert!(out.status.success());
     assert!(out.stdout == new);
+}
+
+#[test]
+fn zstd_ref_payloads_decode_with_zstd_patch_from() {
+    // Text renumbered throughout: the new bytes compress well on their own, so the writer
+    // keeps `zstd-ref`, whose payload is what `zstd --patch-from` makes; the zstd CLI
+    // decodes it against the old file.
+    let lines = |k: u32| -> Vec<u8> {
+        (0..2000u32)
+            .map(|i| format!("line {}\n", i * k))
+            .collect::<String>()
+            .into_bytes()
+    };
+    let (old, new) = (lines(1), lines(3));
+    let p = pair(&old, &new);
+    let (d, s) = make(&p, &DeltaOptions::default());
+    assert_eq!(s.zstd_ref_windows, 1, "{s:?}");
+    assert_eq!(d[32], 4);
+    let payload_len = u64::from_le_bytes(d[32 + 25..32 + 33].try_into().unwrap()) as usize;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("w.zst");
+    std::fs::write(&f, &d[32 + 33..32 + 33 + payload_len]).unwrap();
+    let out = std::process::Command::new("zstd")
+        .args(["-d", "-c", "-q"])
+        .arg(format!("--patch-from={}", p.old.display()))
+        .arg(&f)
+        .output()
+        .expect("the zstd CLI (apt-get install zstd)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == new);
+}
+
+#[test]
+fn an_unchanged_tail_after_a_long_change_costs_nothing() {
+    // bsdiff alone codes an unchanged tail that follows a changed stretch longer than the
+    // tail as literal bytes; the writer's copy windows for unchanged ends avoid that.
+    let old = noise(1 << 20, 31);
+    let mut new = old.clone();
+    new[600_000..900_000].copy_from_slice(&noise(300_000, 32));
+    let (d, s) = round_trip(&old, &new, &fast(0));
+    assert!(d.len() < 300_000 + 2048, "{} bytes: {s:?}", d.len());
+    assert_eq!(s.copy_windows, 2, "{s:?}");
 }

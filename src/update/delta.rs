@@ -12,6 +12,7 @@
 //! farther than the margin without anchors is diffed against the wrong old range (correct,
 //! but larger).
 
+mod blocks;
 mod decode;
 mod encode;
 mod format;
@@ -194,27 +195,16 @@ pub fn create(
             .aligned
             .and_then(|a| a.checked_sub(span.old_start))
             .map(|a| a as usize);
-        let enc = encode::encode(&old_buf, &new_buf, aligned, opts.zstd_level)
-            .map_err(io_err(out_path))?;
-        let (sub_off, sub_len) = enc.old_sub;
-        format::Window {
-            method: enc.method,
-            old_offset: span.old_start + sub_off as u64,
-            old_len: sub_len as u64,
-            new_len: span.new_len,
-            payload_len: enc.payload.len() as u64,
-        }
-        .write(&mut counted)
+        encode_window(
+            &mut counted,
+            &old_buf,
+            span.old_start,
+            &new_buf,
+            aligned,
+            opts.zstd_level,
+            &mut stats,
+        )
         .map_err(io_err(out_path))?;
-        counted.write_all(&enc.payload).map_err(io_err(out_path))?;
-        stats.windows += 1;
-        match enc.method {
-            Method::Copy => stats.copy_windows += 1,
-            Method::Zstd => stats.zstd_windows += 1,
-            Method::Bidiff => stats.bidiff_windows += 1,
-            Method::ZstdRef => stats.zstd_ref_windows += 1,
-            Method::End => {}
-        }
         next += span.new_len;
     }
     if next != new_size {
@@ -229,6 +219,96 @@ pub fn create(
         .map_err(io_err(out_path))?;
     stats.delta_size = counted.n;
     Ok(stats)
+}
+
+/// Shortest unchanged prefix or suffix worth a `copy` window of its own.
+const TRIM_MIN: usize = 4096;
+
+/// Encodes one planned window. When the new bytes sit at `aligned` in `old` with only
+/// their middle changed, the unchanged prefix and suffix become `copy` windows and only
+/// the middle is diffed (against the whole old range): bsdiff cannot see a match that
+/// ends at the end of its input once a changed stretch longer than it lies before it.
+fn encode_window(
+    out: &mut dyn Write,
+    old: &[u8],
+    old_start: u64,
+    new: &[u8],
+    aligned: Option<usize>,
+    level: i32,
+    stats: &mut DeltaStats,
+) -> std::io::Result<()> {
+    let (mut p, mut q) = (0, 0);
+    if let Some(a) = aligned.filter(|a| a.checked_add(new.len()).is_some_and(|e| e <= old.len())) {
+        let o = &old[a..a + new.len()];
+        p = new.iter().zip(o).take_while(|(x, y)| x == y).count();
+        if p < new.len() {
+            q = new[p..]
+                .iter()
+                .rev()
+                .zip(o[p..].iter().rev())
+                .take_while(|(x, y)| x == y)
+                .count();
+        }
+        if p < TRIM_MIN && p < new.len() {
+            p = 0;
+        }
+        if q < TRIM_MIN {
+            q = 0;
+        }
+        if p > 0 {
+            emit(out, copy(old_start + a as u64, p), &[], stats)?;
+        }
+        if p == new.len() {
+            return Ok(());
+        }
+    }
+    let mid = &new[p..new.len() - q];
+    let mid_aligned = aligned.map(|a| a + p);
+    let enc = encode::encode(old, mid, mid_aligned, level)?;
+    let w = format::Window {
+        method: enc.method,
+        old_offset: old_start + enc.old_sub.0 as u64,
+        old_len: enc.old_sub.1 as u64,
+        new_len: mid.len() as u64,
+        payload_len: enc.payload.len() as u64,
+    };
+    emit(out, w, &enc.payload, stats)?;
+    if let (Some(a), true) = (aligned, q > 0) {
+        let at = old_start + (a + new.len() - q) as u64;
+        emit(out, copy(at, q), &[], stats)?;
+    }
+    Ok(())
+}
+
+/// Writes one window record and its payload, and counts it.
+fn emit(
+    out: &mut dyn Write,
+    w: format::Window,
+    payload: &[u8],
+    stats: &mut DeltaStats,
+) -> std::io::Result<()> {
+    w.write(out)?;
+    out.write_all(payload)?;
+    stats.windows += 1;
+    match w.method {
+        Method::Copy => stats.copy_windows += 1,
+        Method::Zstd => stats.zstd_windows += 1,
+        Method::Bidiff => stats.bidiff_windows += 1,
+        Method::ZstdRef => stats.zstd_ref_windows += 1,
+        Method::End => {}
+    }
+    Ok(())
+}
+
+/// A `copy` window record.
+fn copy(old_offset: u64, len: usize) -> format::Window {
+    format::Window {
+        method: Method::Copy,
+        old_offset,
+        old_len: len as u64,
+        new_len: len as u64,
+        payload_len: 0,
+    }
 }
 
 fn read_at(f: &File, path: &Path, at: u64, len: u64, buf: &mut Vec<u8>) -> Result<(), DeltaError> {

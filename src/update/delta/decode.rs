@@ -14,6 +14,7 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 
 use sha2::{Digest, Sha256};
 
+use super::blocks::BlockReader;
 use super::format::{self, Header, Method, Window, HEADER_LEN, REF_MAX, WINDOW_LEN};
 use super::DeltaError;
 
@@ -343,10 +344,14 @@ fn bidiff_window<R: BufRead, O: Read + Seek>(
         .single_frame();
     d.window_log_max(format::WINDOW_LOG_MAX)
         .map_err(WinErr::Read)?;
-    let mut p = bipatch::Reader::new(&mut d, range)
-        .map_err(|e| WinErr::Read(io::Error::new(io::ErrorKind::InvalidData, e.to_string())))?;
+    let mut src = BufReader::with_capacity(1 << 16, &mut d);
+    let mut p = BlockReader::new(&mut src, range);
     pump(&mut p, sink, w.new_len, buf)?;
     drop(p);
+    if !src.buffer().is_empty() {
+        return Err(WinErr::Length("has patch bytes after its end".into()));
+    }
+    drop(src);
     // The zstd frame must end where the patch ends.
     let mut one = [0u8; 1];
     match d.read(&mut one) {

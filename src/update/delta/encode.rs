@@ -3,7 +3,7 @@
 //! - `copy` when the new bytes equal the old bytes at the planned position (no payload,
 //!   and no suffix sort: unchanged model tensors cost 33 bytes and a memcmp);
 //! - `bidiff`: a bsdiff-style patch from the `bidiff` crate (suffix array over the old
-//!   range), compressed with zstd;
+//!   range), in the block stream of `blocks.rs`, compressed with zstd;
 //! - `zstd-ref`: zstd with the old range as reference prefix (`zstd --patch-from`), tried
 //!   when both ranges fit in [`REF_MAX`];
 //! - `zstd`: plain zstd, when there is no old range.
@@ -15,6 +15,7 @@ use std::io;
 
 use zstd::zstd_safe::{self, CParameter};
 
+use super::blocks::BlockWriter;
 use super::format::{Method, REF_MAX, WINDOW_LOG_MAX};
 
 /// The chosen encoding of a window.
@@ -86,12 +87,13 @@ fn window_log(n: u64) -> u32 {
 fn bidiff_zstd(old: &[u8], new: &[u8], level: i32) -> io::Result<Vec<u8>> {
     let mut enc = zstd::stream::write::Encoder::new(Vec::new(), level)?;
     enc.set_parameter(CParameter::WindowLog(window_log(new.len() as u64)))?;
+    let mut w = BlockWriter::new(enc);
     {
-        let mut w = bidiff::enc::Writer::new(&mut enc)?;
-        let mut t = bidiff::Translator::new(old, new, |c| w.write(c));
+        let mut t = bidiff::Translator::new(old, new, |c| w.control(c));
         bidiff::diff(old, new, &bidiff::DiffParams::default(), |m| t.translate(m))?;
         t.close()?;
     }
+    let enc = w.finish()?;
     enc.finish()
 }
 

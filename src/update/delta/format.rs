@@ -32,7 +32,7 @@ pub enum Method {
     Copy = 1,
     /// The payload is one zstd frame of the new bytes.
     Zstd = 2,
-    /// The payload is one zstd frame of a bipatch stream against the old range.
+    /// The payload is one zstd frame of a block stream of bsdiff controls (`blocks.rs`).
     Bidiff = 3,
     /// The payload is one zstd frame compressed with the old range as reference prefix.
     ZstdRef = 4,
