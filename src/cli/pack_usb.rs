@@ -107,8 +107,13 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         )
     })?;
     bar.finish_and_clear();
-    let hq = offgrid::update::history::record_pack_usb(args.history.as_deref(), &report.manifest_bytes, &report.signatures, &report.dest)
-        .context("recording the release in the HQ history (SPEC.md §7)")?;
+    let hq = offgrid::update::history::record_pack_usb(
+        args.history.as_deref(),
+        &report.manifest_bytes,
+        &report.signatures,
+        &report.dest,
+    )
+    .context("recording the release in the HQ history (SPEC.md §7)")?;
 
     let m = &report.manifest;
     if args.json {
@@ -164,7 +169,10 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         ));
     }
     s.push_str(&format!("  platforms: {}\n", m.platforms.join(" ")));
-    s.push_str(&format!("  recorded:  in the HQ history '{}'\n", hq.display()));
+    s.push_str(&format!(
+        "  recorded:  in the HQ history '{}'\n",
+        hq.display()
+    ));
     for (id, _) in &report.signatures {
         s.push_str(&format!("  signed by: {id} (signatures/{id}.minisig)\n"));
     }
