@@ -215,6 +215,23 @@ fn since_a_date_picks_the_newest_release_made_by_then() {
         .assert()
         .success()
         .stdout(predicate::str::contains("1.0.0 -> 1.1.0"));
+    // A date after the new release itself still names the newest release older than it.
+    w.cmd()
+        .args([
+            "create-update-pack",
+            "--to",
+            "1.1.0",
+            "--since",
+            "2027-01-01",
+            "-o",
+            "late.ogpack",
+            "--no-delta",
+            "--sign-with",
+        ])
+        .arg(&w.key)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1.0.0 -> 1.1.0"));
     w.cmd()
         .args([
             "create-update-pack",

@@ -144,7 +144,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let inputs = usb::ReleaseInputs::from_flags(&flags)?;
         // Refuse a --since the history cannot serve before recording anything.
         for since in &args.since {
-            history::resolve_since(&hq, &inputs.bundle_id, since)?;
+            history::resolve_since(&hq, &inputs.bundle_id, since, Some(&inputs.release))?;
         }
         let keys = usb::pack::load_signers(&inputs.signers, &mut password_for)?;
         let key_ids: Vec<String> = keys.iter().map(|k| k.public.key_id()).collect();
@@ -194,7 +194,8 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     };
     let mut bases = Vec::new();
     for s in &args.since {
-        let b = history::resolve_since(&hq, &new.manifest.bundle_id, s)?;
+        let b =
+            history::resolve_since(&hq, &new.manifest.bundle_id, s, Some(&new.manifest.release))?;
         if !bases
             .iter()
             .any(|x: &history::Release| x.manifest.release == b.manifest.release)

@@ -374,8 +374,14 @@ fn known_help(hq: &Path, bundle_id: &str) -> String {
 }
 
 /// Resolves `--since`: a release version, or a date (`YYYY-MM-DD`, meaning the end of
-/// that UTC day, or an RFC 3339 time) naming the newest release created at or before it.
-pub fn resolve_since(hq: &Path, bundle_id: &str, since: &str) -> Result<Release, UpdateError> {
+/// that UTC day, or an RFC 3339 time) naming the newest release created at or before it
+/// and older than `below` (the release the pack goes to, when known).
+pub fn resolve_since(
+    hq: &Path,
+    bundle_id: &str,
+    since: &str,
+    below: Option<&Version>,
+) -> Result<Release, UpdateError> {
     if let Ok(v) = since.parse::<Version>() {
         return load(hq, bundle_id, &v);
     }
@@ -392,6 +398,7 @@ pub fn resolve_since(hq: &Path, bundle_id: &str, since: &str) -> Result<Release,
             continue;
         };
         if t <= limit
+            && below.is_none_or(|b| r.manifest.release < *b)
             && best
                 .as_ref()
                 .is_none_or(|b| r.manifest.release > b.manifest.release)
