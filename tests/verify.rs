@@ -761,7 +761,7 @@ fn a_file_or_nothing_is_a_usage_error() {
     let o = run(c);
     assert_eq!(o.code, 2, "{}", o.stderr);
     assert!(
-        o.stderr.contains("is a file; verifying update packs"),
+        o.stderr.contains("is not an offgrid update pack"),
         "{}",
         o.stderr
     );

@@ -91,6 +91,8 @@ impl Ws {
         let mut c = Command::cargo_bin("offgrid").unwrap();
         c.current_dir(self.dir.path())
             .env_remove("OFFGRID_PASSWORD")
+            // Keep the HQ release history of every test inside its own workspace.
+            .env("OFFGRID_HQ", self.dir.path().join("hq-history"))
             .env("NO_COLOR", "1")
             .stdin(std::process::Stdio::null())
             .args(args);
