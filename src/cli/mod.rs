@@ -76,6 +76,11 @@ impl Ctx {
         pb
     }
 
+    /// Prints a diagnostic line to stderr.
+    pub fn note(&self, msg: &str) {
+        let _ = writeln!(io::stderr(), "{msg}");
+    }
+
     /// Prints "warning: …" to stderr.
     pub fn warn(&self, msg: &str) {
         let label = if self.color {
