@@ -291,7 +291,7 @@ fn unknown_names_and_bad_files_are_errors() {
     offgrid(tmp.path())
         .arg("run")
         .arg(&model)
-        .args(["--prompt", "hi", "--temp", "-1"])
+        .args(["--prompt", "hi", "--temp=-1"])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("is not a temperature"));

@@ -5,10 +5,8 @@
 //! a second Ctrl-C (or one at the prompt) exits with code 130.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use super::models::Where;
-use super::Ctx;
 
 /// Arguments of `offgrid run`.
 #[derive(clap::Args, Debug)]
@@ -57,7 +55,7 @@ pub struct Args {
 }
 
 #[cfg(not(feature = "llama"))]
-pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<std::process::ExitCode> {
     let _ = (args, ctx);
     anyhow::bail!(
         "this offgrid was built without llama.cpp, so it cannot run models\nhelp: use an offgrid built with the 'llama' feature (the default), e.g. the one on the stick"

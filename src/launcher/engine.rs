@@ -288,6 +288,12 @@ impl Chat<'_> {
             }
         };
 
+        if tokens.is_empty() {
+            self.messages.pop();
+            return Err(LauncherError::Template(
+                "the template rendered an empty prompt".into(),
+            ));
+        }
         // Reuse the cached prefix; always decode at least one token to get logits.
         let mut keep = self
             .cached
@@ -317,18 +323,21 @@ impl Chat<'_> {
                     .add(*t, pos as i32, &[0], logits)
                     .map_err(|e| LauncherError::Decode(e.to_string()))?;
             }
-            self.ctx
-                .decode(&mut batch)
-                .map_err(|e| LauncherError::Decode(e.to_string()))?;
+            if let Err(e) = self.ctx.decode(&mut batch) {
+                // The cache may hold part of this batch: forget it all.
+                self.ctx.clear_kv_cache();
+                self.cached.clear();
+                return Err(LauncherError::Decode(e.to_string()));
+            }
+            self.cached.extend_from_slice(chunk);
             if stop.load(Ordering::Relaxed) {
                 break;
             }
         }
-        self.cached.extend_from_slice(rest);
         let prompt_time = prompt_start.elapsed();
 
         let mut stats = Stats {
-            prompt_tokens: rest.len() as u32,
+            prompt_tokens: (self.cached.len() - keep) as u32,
             prompt_time,
             ..Stats::default()
         };
@@ -343,7 +352,7 @@ impl Chat<'_> {
             Ok(())
         };
         let mut gen_start = None;
-        let mut reason = StopReason::MaxTokens;
+        let reason;
         let mut idx = batch.n_tokens() - 1;
         let mut produced = 0u32;
         loop {
@@ -376,9 +385,11 @@ impl Chat<'_> {
             batch
                 .add(token, self.cached.len() as i32, &[0], true)
                 .map_err(|e| LauncherError::Decode(e.to_string()))?;
-            self.ctx
-                .decode(&mut batch)
-                .map_err(|e| LauncherError::Decode(e.to_string()))?;
+            if let Err(e) = self.ctx.decode(&mut batch) {
+                self.ctx.clear_kv_cache();
+                self.cached.clear();
+                return Err(LauncherError::Decode(e.to_string()));
+            }
             self.cached.push(token);
             idx = 0;
         }
