@@ -247,6 +247,8 @@ fn open_read(path: &Path) -> Result<File, HashError> {
 
 /// Copies `src` to `dst` (which must not exist; created with `create_new`), computing the
 /// digests from the bytes as they are written, in one pass over the data; `dst` is fsynced.
+/// On error `dst` may hold a partial copy: callers write into a staging folder they
+/// remove on failure.
 pub fn copy_and_hash(
     src: &Path,
     dst: &Path,
@@ -338,12 +340,14 @@ pub fn hash_range(file: &File, start: u64, end: u64, buf: &mut Vec<u8>) -> io::R
     while pos < end {
         let want = ((end - pos).min(buf.len() as u64)) as usize;
         match pread(file, &mut buf[..want], pos) {
-            Ok(0) => return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
                     "the file ends at byte {pos}, before byte {end}: it changed while being read"
                 ),
-            )),
+                ))
+            }
             Ok(k) => {
                 h.update(&buf[..k]);
                 pos += k as u64;

@@ -469,7 +469,7 @@ pub fn generate(
     password: Option<String>,
     force: bool,
 ) -> Result<PublicKey, KeyError> {
-    if secret_path == public_path {
+    if same_target(secret_path, public_path) {
         return Err(KeyError::Generate(format!(
             "the secret and public key paths are the same ('{}')",
             show(secret_path)
@@ -520,6 +520,21 @@ pub fn generate(
         return Err(e);
     }
     Ok(public)
+}
+
+/// True when two paths name the same directory entry (`a.key` and `./a.key`).
+fn same_target(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    let resolve = |p: &Path| {
+        let dir = fs::canonicalize(crate::fsutil::parent_dir(p)).ok()?;
+        Some(dir.join(p.file_name()?))
+    };
+    match (resolve(a), resolve(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
 }
 
 /// Writes `bytes` to a fsynced temporary file beside `path` (mode 0600 on Unix).

@@ -27,10 +27,7 @@ pub struct PlatformError(pub String);
 impl Platform {
     /// The platform this binary was built for.
     pub fn host() -> Platform {
-        let os = match std::env::consts::OS {
-            "macos" => "macos",
-            other => other,
-        };
+        let os = std::env::consts::OS;
         let arch = match std::env::consts::ARCH {
             "arm" => "armv7",
             other => other,

@@ -282,3 +282,75 @@ fn shorten(s: &str) -> String {
         clean
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn manifest() -> Manifest {
+        Manifest::parse(
+            b"format = \"offgrid-bundle/1\"\nbundle_id = \"org.example.clinic\"\nrelease = \"1.4.0\"\ncreated = \"2026-11-21T12:00:00Z\"\nplatforms = []\n",
+        )
+        .unwrap()
+    }
+
+    const SHA: &str = "3643aa611e15d8e5371536829e2b0415fc39181c932ceefd0813c962b24000e6";
+
+    #[test]
+    fn comment_grammar_is_exact() {
+        let m = manifest();
+        let good = format!("offgrid bundle=org.example.clinic release=1.4.0 manifest_sha256={SHA}");
+        assert_eq!(comment_for(&m, SHA), good);
+        assert!(check_comment(&good, &m, SHA).is_ok());
+        for bad in [
+            good.replace(' ', "  "),
+            good.replace("offgrid ", "OFFGRID "),
+            good.replace("release=1.4.0 ", ""),
+            good.replace(
+                "bundle=org.example.clinic release=1.4.0",
+                "release=1.4.0 bundle=org.example.clinic",
+            ),
+            good.replace("release=1.4.0", "release=1.4"),
+            good.replace("release=", "release:"),
+            format!("{good} "),
+            format!(" {good}"),
+            good.to_uppercase(),
+            String::new(),
+        ] {
+            assert!(check_comment(&bad, &m, SHA).is_err(), "accepted '{bad}'");
+        }
+    }
+
+    #[test]
+    fn untrusted_text_in_messages_is_cut_and_cleaned() {
+        let m = manifest();
+        let evil = format!(
+            "offgrid bundle=\u{1b}[2J{} release=1.4.0 manifest_sha256={SHA}",
+            "x".repeat(500)
+        );
+        let e = check_comment(&evil, &m, SHA).unwrap_err();
+        assert!(!e.contains('\u{1b}'));
+        assert!(e.len() < 400, "{e}");
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_arbitrary_text_never_panics(text in "\\PC{0,400}") {
+            let _ = signature_key_id(&text);
+            let _ = check_comment(&text, &manifest(), SHA);
+        }
+
+        #[test]
+        fn parsing_signature_shaped_text_never_panics(
+            sig in "[A-Za-z0-9+/=]{0,120}",
+            comment in "\\PC{0,120}",
+            global in "[A-Za-z0-9+/=]{0,120}",
+        ) {
+            let text = format!("untrusted comment: x\n{sig}\ntrusted comment: {comment}\n{global}\n");
+            let _ = signature_key_id(&text);
+            let pk = PublicKey { keynum: [0; 8], key: [0; 32] };
+            let _ = check(&pk, &text, &manifest(), b"");
+        }
+    }
+}

@@ -254,16 +254,22 @@ pub enum VerifyError {
     SignatureTooLarge { path: String, size: u64, max: u64 },
     #[error("'{dir}' holds more than {max} signature files\nhelp: the tree was damaged or tampered with; copy it again from HQ")]
     TooManySignatures { dir: String, max: usize },
-    #[error("{}", untrusted_message(manifest, reports))]
+    #[error("{}", untrusted_message(manifest, trust_reports(source)))]
     Untrusted {
         manifest: String,
-        /// The signature reports, when the trust policy was evaluated.
-        reports: Vec<SignatureReport>,
         #[source]
         source: TrustError,
     },
     #[error("{}", failed_message(report))]
     Failed { report: Box<TreeReport> },
+}
+
+/// The signature reports a trust error carries, if any.
+fn trust_reports(e: &TrustError) -> &[SignatureReport] {
+    match e {
+        TrustError::ThresholdNotMet { reports, .. } => reports,
+        _ => &[],
+    }
 }
 
 fn untrusted_message(manifest: &str, reports: &[SignatureReport]) -> String {
@@ -337,7 +343,7 @@ impl VerifyError {
     pub fn signatures(&self) -> &[SignatureReport] {
         match self {
             VerifyError::Failed { report } => &report.signatures,
-            VerifyError::Untrusted { reports, .. } => reports,
+            VerifyError::Untrusted { source, .. } => trust_reports(source),
             _ => &[],
         }
     }
@@ -382,7 +388,6 @@ pub fn read_signed_manifest(
     if policy.keys.is_empty() {
         return Err(VerifyError::Untrusted {
             manifest: shown(&mpath),
-            reports: Vec::new(),
             source: TrustError::NoKeys,
         });
     }
@@ -442,15 +447,10 @@ pub fn read_signed_manifest(
     let signatures = match policy.evaluate(&manifest, &bytes, &sigs) {
         Ok(r) => r,
         Err(source) => {
-            let reports = match &source {
-                TrustError::ThresholdNotMet { reports, .. } => reports.clone(),
-                _ => Vec::new(),
-            };
             return Err(VerifyError::Untrusted {
                 manifest: shown(&mpath),
-                reports,
                 source,
-            });
+            })
         }
     };
     let mut signers: Vec<Signer> = Vec::new();
@@ -708,23 +708,13 @@ fn check_chunks(
 fn find_extras(root: &Path, m: &Manifest) -> (Vec<Extra>, usize) {
     use std::collections::HashSet;
     let files: HashSet<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
-    let mut dirs: HashSet<String> = HashSet::new();
+    // Every folder on the way to a manifest file ("a", "a/b" for "a/b/c").
+    let mut dirs: HashSet<&str> = HashSet::new();
     for f in &m.files {
-        let mut acc = String::new();
-        for c in f
-            .path
-            .split('/')
-            .collect::<Vec<_>>()
-            .iter()
-            .rev()
-            .skip(1)
-            .rev()
-        {
-            if !acc.is_empty() {
-                acc.push('/');
-            }
-            acc.push_str(c);
-            dirs.insert(acc.clone());
+        let mut p = f.path.as_str();
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            dirs.insert(parent);
+            p = parent;
         }
     }
     let mut extras = Vec::new();
@@ -766,7 +756,7 @@ fn find_extras(root: &Path, m: &Manifest) -> (Vec<Extra>, usize) {
             }
             continue;
         }
-        if t.is_dir() && dirs.contains(&rel) {
+        if t.is_dir() && dirs.contains(rel.as_str()) {
             continue;
         }
         if t.is_dir() {

@@ -113,9 +113,8 @@ fn password_from_the_environment() {
     assert!(text.starts_with("untrusted comment: minisign encrypted secret key\n"));
     let e = SecretKey::load(&sk, &mut || Ok("over and in".into())).unwrap_err();
     assert!(matches!(e, KeyError::WrongPassword { .. }), "{e}");
-    let key = SecretKey::load(&sk, &mut || Ok("over and out".into())).unwrap();
-    assert_eq!(key.public, PublicKey::load(&pk).unwrap());
-    // the stock tool decrypts it with the same password (read from stdin)
+    // the stock tool decrypts it with the right password (read from stdin); the library's
+    // load with the right password is covered by the terminal test (each costs 1 GiB)
     let f = d.path().join("file.txt");
     std::fs::write(&f, "payload\n").unwrap();
     assert!(minisign(
@@ -220,6 +219,23 @@ fn empty_password_and_same_paths_are_refused() {
         .code(2)
         .stderr(predicate::str::contains("are the same"));
     assert!(!sk.exists());
+    // the same file spelled two ways, even with --force
+    std::fs::create_dir(d.path().join("sub")).unwrap();
+    let dotted = d.path().join("sub/../hq.key");
+    offgrid()
+        .args([
+            "keygen",
+            "-s",
+            s(&sk),
+            "-p",
+            s(&dotted),
+            "--unencrypted",
+            "--force",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("are the same"));
+    assert!(!sk.exists());
 }
 
 #[test]
@@ -234,4 +250,46 @@ fn missing_directory_names_the_file() {
         .stderr(predicate::str::contains("cannot write"))
         .stderr(predicate::str::contains("hq.key"));
     assert!(!pk.exists());
+}
+
+/// Runs `offgrid ARGS` on a pseudo-terminal (util-linux `script`), typing `typed`.
+fn on_a_terminal(args: &str, typed: &str) -> (bool, String) {
+    let bin = assert_cmd::cargo::cargo_bin("offgrid");
+    let mut child = StdCommand::new("script")
+        .args(["-qec", &format!("'{}' {args}", bin.display()), "/dev/null"])
+        .env_remove("OFFGRID_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("util-linux 'script' is installed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(typed.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+#[test]
+fn password_typed_twice_on_the_terminal() {
+    let d = tempfile::tempdir().unwrap();
+    let (sk, pk) = (d.path().join("hq.key"), d.path().join("hq.pub"));
+    let args = format!("keygen -s '{}' -p '{}'", s(&sk), s(&pk));
+    let (ok, out) = on_a_terminal(&args, "alpha\nbravo\n");
+    assert!(!ok, "{out}");
+    assert!(out.contains("Password for the new secret key"), "{out}");
+    assert!(out.contains("the two passwords differ"), "{out}");
+    assert!(!sk.exists() && !pk.exists());
+
+    let (ok, out) = on_a_terminal(&args, "alpha\nalpha\n");
+    assert!(ok, "{out}");
+    assert!(out.contains("(encrypted)"), "{out}");
+    let key = SecretKey::load(&sk, &mut || Ok("alpha".into())).unwrap();
+    assert_eq!(key.public, PublicKey::load(&pk).unwrap());
 }

@@ -23,6 +23,7 @@ fn offgrid(tmp: &Path) -> Command {
     let mut c = Command::cargo_bin("offgrid").unwrap();
     c.env("OFFGRID_HOME", tmp.join("home"))
         .env("OFFGRID_CACHE_DIR", tmp.join("cache"))
+        .env("OFFGRID_HQ", tmp.join("hq"))
         .env_remove("OFFGRID_PORTABLE")
         .env_remove("OFFGRID_MODELS_DIR")
         .env_remove("OFFGRID_ASSUME_RAM_MIB")

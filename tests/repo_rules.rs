@@ -49,7 +49,10 @@ fn ci_runs_the_readme_test_command() {
     let ci = fs::read_to_string(root().join(".ci/run")).expect(".ci/run");
     let test_cmd = "cargo xtask ci";
     let head: String = readme.lines().take(30).collect::<Vec<_>>().join("\n");
-    assert!(head.contains(test_cmd), "README does not open with `{test_cmd}`");
+    assert!(
+        head.contains(test_cmd),
+        "README does not open with `{test_cmd}`"
+    );
     assert!(
         ci.lines().any(|l| l.trim() == test_cmd),
         ".ci/run does not run `{test_cmd}`"

@@ -57,7 +57,11 @@ fn fake_uname(ws: &Ws, s: &str, m: &str) -> PathBuf {
 }
 
 fn run_script(ws: &Ws, script: &Path, uname: &Path, args: &[&str]) -> Output {
-    let path = format!("{}:{}", uname.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        uname.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     Command::new("sh")
         .arg(script)
         .args(args)
@@ -69,7 +73,10 @@ fn run_script(ws: &Ws, script: &Path, uname: &Path, args: &[&str]) -> Output {
 }
 
 fn lines(o: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&o.stdout).lines().map(str::to_owned).collect()
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
@@ -85,12 +92,29 @@ fn run_sh_picks_the_binary_for_the_host() {
         ("Darwin", "arm64", "macos-aarch64"),
     ] {
         let u = fake_uname(&ws, s, m);
-        let o = run_script(&ws, &stick.join("run.sh"), &u, &["verify", ".", "--pubkey", "my key.pub"]);
-        assert_eq!(o.status.code(), Some(7), "{s} {m}: the binary's exit code is passed on: {o:?}");
+        let o = run_script(
+            &ws,
+            &stick.join("run.sh"),
+            &u,
+            &["verify", ".", "--pubkey", "my key.pub"],
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(7),
+            "{s} {m}: the binary's exit code is passed on: {o:?}"
+        );
         let l = lines(&o);
         assert_eq!(l[0], format!("platform={want}"), "{s} {m}: {l:?}");
-        assert_eq!(l[1], format!("self={}/bin/{want}/offgrid", root.display()), "ran in place: {l:?}");
-        assert_eq!(&l[2..6], ["arg=verify", "arg=.", "arg=--pubkey", "arg=my key.pub"], "{l:?}");
+        assert_eq!(
+            l[1],
+            format!("self={}/bin/{want}/offgrid", root.display()),
+            "ran in place: {l:?}"
+        );
+        assert_eq!(
+            &l[2..6],
+            ["arg=verify", "arg=.", "arg=--pubkey", "arg=my key.pub"],
+            "{l:?}"
+        );
         assert_eq!(l[6], format!("portable={}", root.display()), "{l:?}");
     }
 }
@@ -111,14 +135,24 @@ fn run_sh_with_no_arguments_runs_the_default_command() {
 fn run_sh_names_the_platforms_it_has_when_the_host_is_missing() {
     let ws = Ws::new();
     let stick = fake_stick(&ws);
-    for (s, m, plat) in [("FreeBSD", "amd64", "freebsd-x86_64"), ("Linux", "armv7l", "linux-armv7"), ("Darwin", "x86_64", "macos-x86_64")] {
+    for (s, m, plat) in [
+        ("FreeBSD", "amd64", "freebsd-x86_64"),
+        ("Linux", "armv7l", "linux-armv7"),
+        ("Darwin", "x86_64", "macos-x86_64"),
+    ] {
         let u = fake_uname(&ws, s, m);
         let o = run_script(&ws, &stick.join("run.sh"), &u, &["run"]);
         assert_eq!(o.status.code(), Some(2), "{o:?}");
         assert!(o.stdout.is_empty());
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains(&format!("no offgrid for this computer ({plat}")), "{err}");
-        assert!(err.contains("platforms on this stick: linux-aarch64 linux-x86_64 macos-aarch64"), "{err}");
+        assert!(
+            err.contains(&format!("no offgrid for this computer ({plat}")),
+            "{err}"
+        );
+        assert!(
+            err.contains("platforms on this stick: linux-aarch64 linux-x86_64 macos-aarch64"),
+            "{err}"
+        );
     }
 }
 
@@ -135,7 +169,11 @@ fn run_sh_runs_a_copy_when_the_binary_is_not_executable() {
     let tmp = ws.path("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     let u = fake_uname(&ws, "Linux", "aarch64");
-    let path = format!("{}:{}", u.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        u.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let o = Command::new("sh")
         .arg(stick.join("run.sh"))
         .args(["models", "--json"])
@@ -154,8 +192,16 @@ fn run_sh_runs_a_copy_when_the_binary_is_not_executable() {
     );
     assert_eq!(&l[2..4], ["arg=models", "arg=--json"]);
     let root = std::fs::canonicalize(&stick).unwrap();
-    assert_eq!(l[4], format!("portable={}", root.display()), "portable is the stick, not the copy");
-    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "the copy is removed afterwards");
+    assert_eq!(
+        l[4],
+        format!("portable={}", root.display()),
+        "portable is the stick, not the copy"
+    );
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the copy is removed afterwards"
+    );
 }
 
 #[test]
@@ -175,18 +221,34 @@ fn install_sh_runs_install_from_the_stick() {
         "arg=hq.pub".to_owned(),
     ];
     assert_eq!(&l[2..7], want, "{l:?}");
-    assert_eq!(l[7], "portable=", "install does not run in portable mode: {l:?}");
+    assert_eq!(
+        l[7], "portable=",
+        "install does not run in portable mode: {l:?}"
+    );
 }
 
 #[test]
-fn run_bat_is_crlf_and_names_the_platforms() {
+fn bat_files_are_crlf_and_name_the_platforms() {
     let ws = Ws::new();
     let stick = fake_stick(&ws);
+    let install = std::fs::read_to_string(stick.join("install.bat")).unwrap();
+    assert!(
+        install.contains("\"%BIN%\" install --from \"%HERE%\" %*\r\n"),
+        "{install}"
+    );
+    assert!(!install.contains("OFFGRID_PORTABLE"));
+    assert!(install.contains("platforms on this stick: linux-aarch64 linux-x86_64 macos-aarch64"));
     let bat = std::fs::read_to_string(stick.join("run.bat")).unwrap();
     let segs: Vec<&str> = bat.split('\n').collect();
-    assert!(segs.len() > 10 && segs.last() == Some(&""), "ends with a line end");
+    assert!(
+        segs.len() > 10 && segs.last() == Some(&""),
+        "ends with a line end"
+    );
     let n = segs.len() - 1;
-    assert!(segs[..n].iter().all(|l| l.ends_with('\r')), "every line ends in CRLF");
+    assert!(
+        segs[..n].iter().all(|l| l.ends_with('\r')),
+        "every line ends in CRLF"
+    );
     assert!(bat.contains("platforms on this stick: linux-aarch64 linux-x86_64 macos-aarch64"));
     assert!(bat.contains("OFFGRID_PORTABLE=%HERE%"));
     assert!(bat.contains("\"%BIN%\" run"));

@@ -1,6 +1,9 @@
 //! `offgrid verify` end to end: real trees, real manifests, signatures made by the stock
 //! `minisign` tool (interop), the real binary; one case per user-visible outcome.
 
+#[path = "support/pack.rs"]
+mod support;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command as Std;
@@ -151,11 +154,18 @@ impl Tree {
     fn sign(&self, k: &Key) {
         let bytes = fs::read(self.root.join("manifest.toml")).unwrap();
         let sha = hash::hash_bytes(&bytes, DEFAULT_CHUNK_SIZE).sha256;
-        let comment = format!(
-            "offgrid bundle={} release={} manifest_sha256={sha}",
-            self.manifest.bundle_id,
-            self.manifest.release.as_str()
+        self.sign_with_comment(
+            k,
+            &format!(
+                "offgrid bundle={} release={} manifest_sha256={sha}",
+                self.manifest.bundle_id,
+                self.manifest.release.as_str()
+            ),
         );
+    }
+
+    /// Signs the manifest bytes with `comment` as the trusted comment.
+    fn sign_with_comment(&self, k: &Key, comment: &str) {
         let out = Std::new("minisign")
             .arg("-S")
             .arg("-s")
@@ -164,7 +174,7 @@ impl Tree {
             .arg(self.root.join("manifest.toml"))
             .arg("-x")
             .arg(self.root.join(format!("signatures/{}.minisig", k.id)))
-            .args(["-t", &comment])
+            .args(["-t", comment])
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");
@@ -442,6 +452,12 @@ fn extra_files_are_reported_but_do_not_fail() {
     assert_eq!(extras, ["models/other.gguf", "notes.txt", "photos"]);
     assert_eq!(summary(&r)["extras"], 3);
     assert_eq!(summary(&r)["verified"], true);
+    // --no-extras does not look.
+    let mut c = t.verify(&k);
+    c.arg("--no-extras");
+    let o = run(c);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(!o.stderr.contains("warning"), "{}", o.stderr);
 }
 
 #[test]
@@ -474,6 +490,40 @@ fn edited_manifest_fails_before_any_file_is_hashed() {
     assert_eq!(sigs.len(), 1);
     assert_eq!(sigs[0]["status"], "invalid");
     assert_eq!(summary(&r)["verified"], false);
+}
+
+#[test]
+fn signature_naming_another_release_fails() {
+    // A valid signature over these very bytes, by the trusted key, whose trusted comment
+    // names another release: what a replayed or mislabelled signature looks like.
+    let t = tree();
+    let k = t.key("hq");
+    let bytes = fs::read(t.path("manifest.toml")).unwrap();
+    let sha = hash::hash_bytes(&bytes, DEFAULT_CHUNK_SIZE).sha256;
+    t.sign_with_comment(
+        &k,
+        &format!("offgrid bundle=org.example.clinic release=1.1.0 manifest_sha256={sha}"),
+    );
+    let o = run(t.verify(&k));
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("no file was checked"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("invalid: trusted comment"),
+        "{}",
+        o.stderr
+    );
+    // The stock tool accepts the signature itself: only offgrid's binding refuses it.
+    let ok = Std::new("minisign")
+        .arg("-V")
+        .arg("-p")
+        .arg(&k.public)
+        .arg("-m")
+        .arg(t.path("manifest.toml"))
+        .arg("-x")
+        .arg(t.path(&format!("signatures/{}.minisig", k.id)))
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{ok:?}");
 }
 
 #[test]
@@ -578,6 +628,20 @@ fn two_of_three_threshold() {
         "{}",
         o.stdout
     );
+    // A further signature by an untrusted key does not count, and is said so.
+    let d = t.key("d");
+    t.sign(&d);
+    let o = verify();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&format!(
+            "warning: signature 'signatures/{}.minisig' (key {}) is by a key you did not trust",
+            d.id, d.id
+        )),
+        "{}",
+        o.stderr
+    );
+    fs::remove_file(t.path(&format!("signatures/{}.minisig", d.id))).unwrap();
     // A signature copied under a second name still counts once.
     fs::copy(
         t.path(&format!("signatures/{}.minisig", a.id)),
@@ -605,6 +669,16 @@ fn symlink_in_place_of_a_file_fails() {
         "{}",
         o.stderr
     );
+    let mut c = t.verify(&k);
+    c.arg("--json");
+    let r = records(&run(c).stdout);
+    let f = of_type(&r, "file")
+        .into_iter()
+        .find(|f| f["path"] == "README.txt")
+        .unwrap();
+    assert_eq!(f["status"], "not-a-file");
+    assert_eq!(f["expected"], "file");
+    assert_eq!(f["found"], "symlink");
     // A linked folder on the way is refused too, even though the bytes behind it match.
     let bin = t.path("bin");
     let real = t.base.join("bin");
@@ -687,7 +761,7 @@ fn a_file_or_nothing_is_a_usage_error() {
     let o = run(c);
     assert_eq!(o.code, 2, "{}", o.stderr);
     assert!(
-        o.stderr.contains("is a file; verifying update packs"),
+        o.stderr.contains("is not an offgrid update pack"),
         "{}",
         o.stderr
     );
@@ -712,4 +786,66 @@ fn unreadable_public_key_is_a_usage_error() {
     let o = run(c);
     assert_eq!(o.code, 2, "{}", o.stderr);
     assert!(o.stderr.contains("nope.pub"), "{}", o.stderr);
+}
+
+/// What pack-usb writes verifies, and a flipped bit in it does not (pack and verify agree
+/// on the manifest, the chunking and the signatures).
+#[test]
+fn a_tree_written_by_pack_usb_verifies() {
+    let ws = support::Ws::new();
+    ws.model("in/tiny.gguf", 4 * 1024 + 100, 3);
+    ws.file("CHANGES.md", b"# 2.0\n");
+    ws.offgrid(&[
+        "pack-usb",
+        "stick",
+        "--release",
+        "2.0",
+        "--bundle-id",
+        "org.example.ship",
+        "--model",
+        "in/tiny.gguf",
+        "--changelog",
+        "CHANGES.md",
+        "--sign-with",
+        "hq.key",
+    ])
+    .success();
+    let verify = || {
+        let mut c = Command::cargo_bin("offgrid").unwrap();
+        c.current_dir(ws.dir.path())
+            .args(["verify", "stick", "--pubkey", "hq.pub", "--json"]);
+        run(c)
+    };
+    let o = verify();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let r = records(&o.stdout);
+    let s = summary(&r);
+    assert_eq!(s["verified"], true);
+    assert_eq!(s["release"], "2.0");
+    assert_eq!(s["bundle_id"], "org.example.ship");
+    assert!(
+        of_type(&r, "extra").is_empty(),
+        "pack-usb writes no extras: {r:?}"
+    );
+    let m = Manifest::parse(&fs::read(ws.path("stick/manifest.toml")).unwrap()).unwrap();
+    let model = m.models().next().unwrap().path.clone();
+    assert_eq!(of_type(&r, "file").len(), m.files.len());
+    let p = ws.path("stick").join(&model);
+    let mut bytes = fs::read(&p).unwrap();
+    let at = bytes.len() - 1;
+    bytes[at] ^= 0x01;
+    fs::write(&p, &bytes).unwrap();
+    let o = verify();
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    let r = records(&o.stdout);
+    let bad: Vec<&Value> = of_type(&r, "file")
+        .into_iter()
+        .filter(|f| f["status"] != "ok")
+        .collect();
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0]["path"], model.as_str());
+    assert_eq!(
+        bad[0]["ranges"],
+        serde_json::json!([[4 << 20, bytes.len()]])
+    );
 }

@@ -1,14 +1,119 @@
-//! `offgrid apply-update`: STUB, to be written.
+//! `offgrid apply-update PACK`: verifies an update pack against the keys pinned at
+//! install and applies it atomically, keeping the previous release for rollback.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context;
+use offgrid::update::{self, Home};
 
 use super::Ctx;
 
 /// Arguments of `offgrid apply-update`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// The update pack file (from `offgrid create-update-pack`)
+    pub pack: PathBuf,
+    /// Site home [env: OFFGRID_HOME] [default: ~/.offgrid]
+    #[arg(long, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Print the result as JSON Lines
+    #[arg(long)]
+    pub json: bool,
+}
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let _ = (args, ctx);
-    anyhow::bail!("'offgrid apply-update' is not implemented yet")
+    let home = Home::resolve(args.home.as_deref());
+    let bar = ctx.bar("applying", args.json);
+    let r =
+        update::apply_update(&home, &args.pack, &super::progress_fn(&bar)).with_context(|| {
+            format!(
+                "applying '{}' to '{}'",
+                args.pack.display(),
+                home.root.display()
+            )
+        })?;
+    bar.finish_and_clear();
+    super::install::print_recovery(ctx, r.recovered.as_ref(), args.json)?;
+    if args.json {
+        super::json_line("applied", serde_json::to_value(&r)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut s = format!(
+        "updated {} from release {} to {} in '{}'\n  files: {} ({} from deltas, {} whole, {} unchanged)\n  previous release {} kept; 'offgrid rollback' returns to it\n",
+        r.bundle_id, r.from, r.to, r.home, r.files, r.from_deltas, r.from_zstd, r.unchanged, r.from
+    );
+    for p in &r.removed {
+        s.push_str(&format!("  removed: {p}\n"));
+    }
+    if let Some(c) = &r.changelog {
+        s.push_str("changelog:\n");
+        for l in c.lines() {
+            s.push_str(&format!("  {l}\n"));
+        }
+    }
+    super::out(&s)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `offgrid verify PACK`: checks an update pack in one streaming pass (called by
+/// `cli::verify` when PATH is a file). Exit 0 verified, 1 refused.
+pub fn verify_pack_cmd(
+    path: &std::path::Path,
+    policy: &offgrid::trust::TrustPolicy,
+    json: bool,
+    ctx: &Ctx,
+) -> anyhow::Result<ExitCode> {
+    let bar = ctx.bar("verifying", json);
+    let r = update::verify_pack(path, policy, &super::progress_fn(&bar))
+        .with_context(|| format!("verifying update pack '{}'", path.display()))?;
+    bar.finish_and_clear();
+    if json {
+        super::json_line("pack-verified", serde_json::to_value(&r)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let signers: Vec<String> = r
+        .signatures
+        .iter()
+        .filter(|s| matches!(s.status, offgrid::trust::SignatureStatus::Valid))
+        .filter_map(|s| s.key_id.clone())
+        .collect();
+    let mut s = format!(
+        "verified update pack '{}': {} {} -> {} ({}, {} payloads), signed by {}\n",
+        r.pack,
+        r.bundle_id,
+        r.from
+            .iter()
+            .map(|f| f.release.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.to,
+        super::create_update_pack::human(r.size),
+        r.payloads.len(),
+        signers.join(", ")
+    );
+    for p in &r.payloads {
+        let how = match p.encoding {
+            update::pack::Encoding::Delta => format!(
+                "delta from {} (checked against the base at apply)",
+                p.base_release.as_deref().unwrap_or("?")
+            ),
+            update::pack::Encoding::Zstd => "zstd (decoded and checked)".into(),
+        };
+        s.push_str(&format!(
+            "  {}  {}  {how}\n",
+            p.target,
+            super::create_update_pack::human(p.target_size)
+        ));
+    }
+    for f in &r.from {
+        s.push_str(&format!(
+            "  from {}: {} unchanged file(s) taken from the site, {} removed\n",
+            f.release,
+            f.unchanged,
+            f.removed.len()
+        ));
+    }
+    super::out(&s)?;
+    Ok(ExitCode::SUCCESS)
 }

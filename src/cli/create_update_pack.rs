@@ -1,14 +1,272 @@
-//! `offgrid create-update-pack`: STUB, to be written.
+//! `offgrid create-update-pack`: HQ writes one signed file that takes a site from an
+//! older release (`--since VERSION|DATE`, repeatable) to a new one, and records the new
+//! release in the HQ history. The new release comes from the same inputs as pack-usb
+//! (`--recipe` and/or `--model`/`--binary`/`--release`/… flags), or is a recorded one
+//! (`--to`), or a signed USB tree (`--tree`, recorded first).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use offgrid::update::{self, history};
+use offgrid::usb;
 
 use super::Ctx;
 
 /// Arguments of `offgrid create-update-pack`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// The release the sites run now: a version (1.0.0), or a date (2026-11-21, the newest
+    /// release made at or before it); repeatable, one pack can serve several
+    #[arg(long, value_name = "VERSION|DATE", required = true)]
+    pub since: Vec<String>,
+    /// The pack file to write
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: PathBuf,
+    /// A minisign secret key to sign the pack (and the new release's manifest) with
+    /// (repeatable, at least one); password from OFFGRID_PASSWORD or a prompt
+    #[arg(long = "sign-with", value_name = "KEYFILE")]
+    pub sign_with: Vec<PathBuf>,
+    /// The new release: its recipe (SPEC.md §6), as for pack-usb
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["to", "tree"])]
+    pub recipe: Option<PathBuf>,
+    /// The new release: a GGUF model, FILE or NAME=FILE (repeatable), as for pack-usb
+    #[arg(long = "model", value_name = "[NAME=]FILE", conflicts_with_all = ["to", "tree"])]
+    pub models: Vec<String>,
+    /// The new release: the offgrid executable for one platform, PLATFORM=FILE
+    /// (repeatable); the running offgrid is added for this platform unless
+    /// --no-host-binary
+    #[arg(long = "binary", value_name = "PLATFORM=FILE", conflicts_with_all = ["to", "tree"])]
+    pub binaries: Vec<String>,
+    /// The new release's version, e.g. 1.4.0
+    #[arg(long, value_name = "VERSION", conflicts_with_all = ["to", "tree"])]
+    pub release: Option<String>,
+    /// The new release's changelog, carried as CHANGELOG.txt and shown at apply
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["to", "tree"])]
+    pub changelog: Option<PathBuf>,
+    /// The model run.sh starts with no argument [default: the first model]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["to", "tree"])]
+    pub default_model: Option<String>,
+    /// Do not add the running offgrid for this computer's platform
+    #[arg(long, conflicts_with_all = ["to", "tree"])]
+    pub no_host_binary: bool,
+    /// The new release: a release already recorded in the history
+    #[arg(long, value_name = "VERSION", conflicts_with = "tree")]
+    pub to: Option<String>,
+    /// The new release: a signed USB tree (from pack-usb), recorded in the history first
+    #[arg(long, value_name = "DIR")]
+    pub tree: Option<PathBuf>,
+    /// Also record this signed USB tree in the history first (repeatable): for releases
+    /// packed before the history was kept
+    #[arg(long, value_name = "DIR")]
+    pub record: Vec<PathBuf>,
+    /// Product line id (with flags: as for pack-usb; with --to: needed when the history
+    /// holds several)
+    #[arg(long, value_name = "ID")]
+    pub bundle_id: Option<String>,
+    /// HQ release history [env: OFFGRID_HQ] [default: ~/.offgrid-hq]
+    #[arg(long, value_name = "DIR")]
+    pub history: Option<PathBuf>,
+    /// zstd level of whole-file payloads (1-19)
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub level: i32,
+    /// Ship changed files whole (zstd) instead of trying binary deltas
+    #[arg(long)]
+    pub no_delta: bool,
+    /// Replace FILE if it exists
+    #[arg(long)]
+    pub force: bool,
+    /// Print the result as JSON Lines
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `1.2 GiB`, `340.0 MiB`, `17 B`.
+pub fn human(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+/// The password of an encrypted key: OFFGRID_PASSWORD, else a prompt on the terminal.
+pub fn password_for(path: &std::path::Path) -> Result<String, String> {
+    use std::io::IsTerminal;
+    if let Ok(p) = std::env::var("OFFGRID_PASSWORD") {
+        return Ok(p);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err("no terminal to ask on; set OFFGRID_PASSWORD".into());
+    }
+    rpassword::prompt_password(format!("password for '{}': ", path.display()))
+        .map_err(|e| e.to_string())
+}
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let _ = (args, ctx);
-    anyhow::bail!("'offgrid create-update-pack' is not implemented yet")
+    let hq = history::resolve_dir(args.history.as_deref());
+    if args.output.exists() && !args.force {
+        bail!(update::UpdateError::Exists {
+            path: args.output.display().to_string()
+        });
+    }
+    for tree in &args.record {
+        let (_, bytes, sigs) = update::install::read_tree_head(tree)?;
+        history::record_tree(&hq, &bytes, &sigs, tree).with_context(|| {
+            format!(
+                "recording '{}' in the history '{}'",
+                tree.display(),
+                hq.display()
+            )
+        })?;
+    }
+    let from_inputs = args.to.is_none() && args.tree.is_none();
+    let (new, keys) = if from_inputs {
+        // The same inputs and plan as pack-usb; signers from --sign-with and the recipe.
+        let flags = usb::Flags {
+            recipe: args.recipe.clone(),
+            models: args.models.clone(),
+            binaries: args.binaries.clone(),
+            release: args.release.clone(),
+            bundle_id: args.bundle_id.clone(),
+            changelog: args.changelog.clone(),
+            default_model: args.default_model.clone(),
+            signers: args.sign_with.clone(),
+            no_host_binary: args.no_host_binary,
+        };
+        let inputs = usb::ReleaseInputs::from_flags(&flags)?;
+        // Refuse a --since the history cannot serve before recording anything.
+        for since in &args.since {
+            history::resolve_since(&hq, &inputs.bundle_id, since, Some(&inputs.release))?;
+        }
+        let keys = usb::pack::load_signers(&inputs.signers, &mut password_for)?;
+        let key_ids: Vec<String> = keys.iter().map(|k| k.public.key_id()).collect();
+        let plan = usb::plan(&inputs, &key_ids)?;
+        let bar = ctx.bar("hashing", args.json);
+        let new = update::release::record_plan(&hq, &plan, &keys, &super::progress_fn(&bar))
+            .with_context(|| {
+                format!(
+                    "recording release {} in the history '{}'",
+                    inputs.release,
+                    hq.display()
+                )
+            })?;
+        bar.finish_and_clear();
+        (new, keys)
+    } else {
+        if args.sign_with.is_empty() {
+            bail!("no signing key given\nhelp: pass --sign-with HQ.key");
+        }
+        let keys = usb::pack::load_signers(&args.sign_with, &mut password_for)?;
+        let new = if let Some(tree) = &args.tree {
+            let (m, bytes, sigs) = update::install::read_tree_head(tree)?;
+            history::record_tree(&hq, &bytes, &sigs, tree).with_context(|| {
+                format!(
+                    "recording '{}' in the history '{}'",
+                    tree.display(),
+                    hq.display()
+                )
+            })?;
+            history::load(&hq, &m.bundle_id, &m.release)?
+        } else {
+            let v: offgrid::version::Version = args.to.as_deref().unwrap_or_default().parse()?;
+            let id = match &args.bundle_id {
+                Some(id) => id.clone(),
+                None => {
+                    let ids = history::bundle_ids(&hq)?;
+                    match ids.as_slice() {
+                        [one] => one.clone(),
+                        [] => bail!("the history '{}' records no release\nhelp: pack-usb records every release it writes; pass --history DIR or set OFFGRID_HQ", hq.display()),
+                        _ => bail!("the history '{}' holds several bundles ({})\nhelp: pass --bundle-id", hq.display(), ids.join(", ")),
+                    }
+                }
+            };
+            history::load(&hq, &id, &v)?
+        };
+        (new, keys)
+    };
+    let mut bases = Vec::new();
+    for s in &args.since {
+        let b =
+            history::resolve_since(&hq, &new.manifest.bundle_id, s, Some(&new.manifest.release))?;
+        if !bases
+            .iter()
+            .any(|x: &history::Release| x.manifest.release == b.manifest.release)
+        {
+            bases.push(b);
+        }
+    }
+    let bar = ctx.bar("diffing", args.json);
+    let r = update::create::create(&update::create::CreateOptions {
+        hq: &hq,
+        to: &new,
+        bases: &bases,
+        output: &args.output,
+        force: args.force,
+        keys: &keys,
+        zstd_level: args.level,
+        deltas: !args.no_delta,
+        delta: Default::default(),
+        progress: &super::progress_fn(&bar),
+    })
+    .with_context(|| format!("writing update pack '{}'", args.output.display()))?;
+    bar.finish_and_clear();
+    if args.json {
+        super::json_line("update-pack", serde_json::to_value(&r)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut s = format!(
+        "wrote '{}': {} {} -> {} ({})\n",
+        r.output,
+        r.bundle_id,
+        r.from.join(", "),
+        r.to,
+        human(r.size)
+    );
+    for p in &r.parts {
+        let base = p
+            .base_release
+            .as_deref()
+            .map(|b| format!(" from {b}"))
+            .unwrap_or_default();
+        match p.how {
+            "unchanged" => s.push_str(&format!(
+                "  unchanged  {}{base} ({}, not shipped)\n",
+                p.target,
+                human(p.file_size)
+            )),
+            how => s.push_str(&format!(
+                "  {how:9}  {}{base}: {} -> {} ({})\n",
+                p.target,
+                human(p.file_size),
+                human(p.payload_size),
+                if p.saved >= 0 {
+                    format!("saves {}", human(p.saved as u64))
+                } else {
+                    format!("adds {}", human(p.saved.unsigned_abs()))
+                }
+            )),
+        }
+    }
+    for (from, path) in &r.removed {
+        s.push_str(&format!("  removed    {path} (since {from})\n"));
+    }
+    let saved = r.release_bytes.saturating_sub(r.size);
+    s.push_str(&format!(
+        "  total: {} for a {} release (saves {})\n  recorded release {} in '{}'\n",
+        human(r.size),
+        human(r.release_bytes),
+        human(saved),
+        r.to,
+        hq.display()
+    ));
+    super::out(&s)?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,14 +1,124 @@
-//! `offgrid install`: STUB, to be written.
+//! `offgrid install --from USBROOT`: verifies a USB tree and installs it into the site
+//! home, pinning the trusted keys (`--pubkey`/`--trust`) for every later command.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context;
+use offgrid::keys::PublicKey;
+use offgrid::trust::TrustPolicy;
+use offgrid::update::{self, Home};
 
 use super::Ctx;
 
 /// Arguments of `offgrid install`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Root of the verified USB tree (the folder holding manifest.toml)
+    #[arg(long = "from", value_name = "USBROOT")]
+    pub from: PathBuf,
+    /// Site home [env: OFFGRID_HOME] [default: ~/.offgrid]
+    #[arg(long, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Trusted HQ public key (repeatable); pinned in the home at the first install
+    #[arg(long = "pubkey", value_name = "FILE")]
+    pub pubkeys: Vec<PathBuf>,
+    /// Trust policy file (keys and m-of-n threshold), instead of --pubkey
+    #[arg(long, value_name = "FILE", conflicts_with = "pubkeys")]
+    pub trust: Option<PathBuf>,
+    /// Print the result as JSON Lines
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The trust policy from `--pubkey`/`--trust`, or `None` when neither was given.
+pub fn given_policy(
+    pubkeys: &[PathBuf],
+    trust: Option<&PathBuf>,
+) -> anyhow::Result<Option<TrustPolicy>> {
+    if let Some(t) = trust {
+        return Ok(Some(TrustPolicy::load(t)?));
+    }
+    if pubkeys.is_empty() {
+        return Ok(None);
+    }
+    let mut keys = Vec::new();
+    for p in pubkeys {
+        keys.push(PublicKey::load(p)?);
+    }
+    Ok(Some(TrustPolicy::from_keys(keys)?))
+}
+
+/// Prints what a recovery at the start of a command did (stderr, or a JSON line).
+pub fn print_recovery(
+    ctx: &Ctx,
+    rec: Option<&update::home::Recovery>,
+    json: bool,
+) -> anyhow::Result<()> {
+    if let Some(r) = rec {
+        if json {
+            super::json_line("recovery", serde_json::to_value(r)?)?;
+        } else {
+            let from = r.from.as_deref().unwrap_or("nothing");
+            let what = if r.outcome == "completed" {
+                format!("it was completed: release {} is current", r.to)
+            } else {
+                format!("it was undone: release {from} is current, unchanged")
+            };
+            ctx.warn(&format!(
+                "recovered from an interrupted {} ({from} -> {}): {what}",
+                r.op, r.to
+            ));
+        }
+    }
+    Ok(())
+}
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let _ = (args, ctx);
-    anyhow::bail!("'offgrid install' is not implemented yet")
+    let home = Home::resolve(args.home.as_deref());
+    let policy = given_policy(&args.pubkeys, args.trust.as_ref())?;
+    let bar = ctx.bar("installing", args.json);
+    let r = update::install::install(
+        &home,
+        &args.from,
+        policy.as_ref(),
+        &super::progress_fn(&bar),
+    )
+    .with_context(|| {
+        format!(
+            "installing '{}' into '{}'",
+            args.from.display(),
+            home.root.display()
+        )
+    })?;
+    bar.finish_and_clear();
+    print_recovery(ctx, r.recovered.as_ref(), args.json)?;
+    if args.json {
+        super::json_line("installed", serde_json::to_value(&r)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut s = format!(
+        "installed release {} of {} into '{}'\n  files: {} ({}), every one checked against the signed manifest\n",
+        r.release,
+        r.bundle_id,
+        r.home,
+        r.files,
+        super::create_update_pack::human(r.bytes)
+    );
+    if let Some(p) = &r.previous {
+        s.push_str(&format!(
+            "  previous: {p} (kept; 'offgrid rollback' returns to it)\n"
+        ));
+    }
+    for sig in &r.signatures {
+        if let Some(id) = &sig.key_id {
+            s.push_str(&format!("  signed by: {id} ({})\n", sig.file));
+        }
+    }
+    s.push_str(&format!(
+        "  trust: {} key(s) pinned, {} signature(s) required\n",
+        r.pinned_keys, r.threshold
+    ));
+    super::out(&s)?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -76,7 +76,7 @@ impl Ctx {
         pb
     }
 
-    /// Prints a diagnostic line to stderr (`offgrid: …`).
+    /// Prints a diagnostic line to stderr.
     pub fn note(&self, msg: &str) {
         let _ = writeln!(io::stderr(), "{msg}");
     }

@@ -30,8 +30,18 @@ pub struct Where {
 }
 
 impl Where {
-    /// Resolves the flags into the places to search.
-    pub fn locations(&self) -> anyhow::Result<Locations> {
+    /// Resolves the flags into the places to search. Like every command that reads the
+    /// installed home, it first finishes or undoes an interrupted install or apply there
+    /// (SPEC §7), so a model is never read from a half-switched home.
+    pub fn locations(&self, ctx: &super::Ctx) -> anyhow::Result<Locations> {
+        let home_root = offgrid::update::Home::resolve(self.home.as_deref());
+        let recovered = offgrid::update::recover(&home_root).with_context(|| {
+            format!(
+                "finishing an interrupted update in '{}'",
+                home_root.root.display()
+            )
+        })?;
+        super::install::print_recovery(ctx, recovered.as_ref(), false)?;
         let portable = match (&self.stick, self.portable) {
             (Some(p), _) if !p.as_os_str().is_empty() => Portable::Root(p.clone()),
             (_, true) => Portable::Required,
@@ -94,7 +104,7 @@ fn params(n: Option<u64>) -> String {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let locations = args.place.locations()?;
+    let locations = args.place.locations(ctx)?;
     let catalog = Catalog::open(locations).context("finding models")?;
     let machine = Machine::probe();
     let default = catalog.default_model().map(str::to_owned);

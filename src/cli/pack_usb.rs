@@ -55,6 +55,9 @@ pub struct Args {
     /// Print the result as JSON Lines
     #[arg(long)]
     pub json: bool,
+    /// HQ release history to record the release in [env: OFFGRID_HQ] [default: ~/.offgrid-hq]
+    #[arg(long, value_name = "DIR")]
+    pub history: Option<PathBuf>,
 }
 
 /// The password of an encrypted key: OFFGRID_PASSWORD, else a prompt on the terminal.
@@ -88,6 +91,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let plan = usb::plan(&inputs, &key_ids)?;
 
     let bar = ctx.bar("packing", args.json);
+    bar.set_length(plan.total_size());
     let report = usb::pack(
         &plan,
         &keys,
@@ -95,8 +99,21 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         &PackOptions { force: args.force },
         &super::progress_fn(&bar),
     )
-    .with_context(|| format!("packing release {} into '{}'", inputs.release, args.dest.display()))?;
+    .with_context(|| {
+        format!(
+            "packing release {} into '{}'",
+            inputs.release,
+            args.dest.display()
+        )
+    })?;
     bar.finish_and_clear();
+    let hq = offgrid::update::history::record_pack_usb(
+        args.history.as_deref(),
+        &report.manifest_bytes,
+        &report.signatures,
+        &report.dest,
+    )
+    .context("recording the release in the HQ history (SPEC.md §7)")?;
 
     let m = &report.manifest;
     if args.json {
@@ -117,6 +134,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                     "sha256": f.sha256,
                 })).collect::<Vec<_>>(),
                 "key_ids": key_ids,
+                "history": hq.display().to_string(),
                 "replaced": report.replaced.as_ref().map(|(b, r)| serde_json::json!({"bundle_id": b, "release": r})),
             }),
         )?;
@@ -151,6 +169,10 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         ));
     }
     s.push_str(&format!("  platforms: {}\n", m.platforms.join(" ")));
+    s.push_str(&format!(
+        "  recorded:  in the HQ history '{}'\n",
+        hq.display()
+    ));
     for (id, _) in &report.signatures {
         s.push_str(&format!("  signed by: {id} (signatures/{id}.minisig)\n"));
     }

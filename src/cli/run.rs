@@ -143,7 +143,7 @@ mod with_llama {
                 args.temp
             );
         }
-        let locations = args.place.locations()?;
+        let locations = args.place.locations(ctx)?;
         let catalog = Catalog::open(locations).context("finding the model")?;
         let candidates = catalog.resolve(args.model.as_deref())?;
         let machine = Machine::probe();

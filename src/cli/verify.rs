@@ -3,7 +3,7 @@
 //! error) or as JSON Lines (SPEC.md §9). Exit 0 verified, 1 verification failed,
 //! 2 usage or I/O error (SPEC.md §5).
 //!
-//! Known gap: update packs (PATH a file) are not verified here yet; the seam is marked.
+//! PATH a file: an update pack, verified by `offgrid::update::verify_pack` (SPEC.md §7).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +12,7 @@ use anyhow::Context;
 use serde_json::{json, Value};
 
 use offgrid::keys::PublicKey;
-use offgrid::trust::{TrustError, TrustPolicy};
+use offgrid::trust::{SignatureStatus, TrustError, TrustPolicy};
 use offgrid::verify::{self, Signer, TreeReport, VerifyError, VerifyOptions};
 
 use super::{json_line, out, progress_fn, Ctx};
@@ -85,6 +85,9 @@ fn signers_text(signers: &[Signer]) -> String {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    if args.path.is_file() {
+        return super::apply_update::verify_pack_cmd(&args.path, &policy(&args)?, args.json, ctx);
+    }
     let result = verify(&args, ctx);
     if args.json {
         print_json(&args, &result)?;
@@ -100,13 +103,6 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 }
 
 fn verify(args: &Args, ctx: &Ctx) -> anyhow::Result<TreeReport> {
-    if args.path.is_file() {
-        // Seam: when `offgrid::update` can verify an update pack, call it here.
-        anyhow::bail!(
-            "'{}' is a file; verifying update packs arrives with create-update-pack\nhelp: pass the folder of a USB tree",
-            args.path.display()
-        );
-    }
     let policy = policy(args)?;
     let pb = ctx.bar("verifying", args.json);
     let opts = VerifyOptions {
@@ -118,6 +114,21 @@ fn verify(args: &Args, ctx: &Ctx) -> anyhow::Result<TreeReport> {
 }
 
 fn print_text(r: &TreeReport, ctx: &Ctx, ok: bool) -> anyhow::Result<()> {
+    // The threshold was met; say which other signatures did not count, and why.
+    for s in &r.signatures {
+        let key = s.key_id.as_deref().unwrap_or("?");
+        match &s.status {
+            SignatureStatus::Valid => {}
+            SignatureStatus::UnknownKey => ctx.warn(&format!(
+                "signature '{}' (key {key}) is by a key you did not trust; it was not counted",
+                s.file
+            )),
+            SignatureStatus::Invalid { reason } => ctx.warn(&format!(
+                "signature '{}' (key {key}) is invalid and was not counted: {reason}",
+                s.file
+            )),
+        }
+    }
     for e in &r.extras {
         let what = if e.kind == "file" {
             String::new()

@@ -1,19 +1,148 @@
-//! Updates: HQ release history, update packs, deltas, install, apply, rollback.
+//! Updates: the HQ release history, update packs (create, read, verify), and the site
+//! side: install, apply-update, status, rollback, with a journal that makes every change
+//! crash-safe. SPEC.md §7 is normative.
 //!
-//! STUB: to be written (owner: update helper; `delta` is the delta helper's).
+//! Code map: [`history`] (HQ: releases and the content-addressed store), [`release`]
+//! (HQ: pack-usb inputs to a recorded release), [`pack`] (the signed pack manifest),
+//! [`pack_sign`] (minisign signatures over it), [`create`] (HQ: write a pack), [`reader`]
+//! (stream a pack: signatures first, then payloads), [`verify_pack`], [`home`] (site home
+//! layout, state, lock), [`journal`] (journal and [`recover`]), [`txn`] (stage, then
+//! switch), [`install`], [`apply`], [`rollback`], [`status`], [`fault`] (the crash test
+//! hook), [`io`] (hashing readers/writers, durable copies, syncfs). `delta` is the delta
+//! engineer's (SPEC.md §11).
+//! Known gaps: one pack is read from a seekable file only (no stdin); the site keeps the
+//! current and the previous version, older ones are removed.
 
+pub mod apply;
+pub mod create;
 pub mod delta;
+pub mod fault;
+pub mod history;
+pub mod home;
+pub mod install;
+pub mod io;
+pub mod journal;
+pub mod pack;
+pub mod pack_sign;
+pub mod reader;
+pub mod release;
+pub mod rollback;
+pub mod status;
+pub mod txn;
+pub mod verify_pack;
+
+pub use apply::apply_update;
+pub use home::Home;
+pub use journal::recover;
+pub use verify_pack::verify_pack;
+
+use crate::trust::TrustError;
 
 /// Why an update operation failed or was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError {
+    /// A generic refusal (kept for callers that only have a message).
     #[error("update refused: {0}")]
     Refused(String),
+    #[error("cannot {action} '{path}': {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("pack '{pack}' is damaged or not an offgrid update pack: {reason}\nhelp: copy the pack again from HQ; a pack is never usable in part")]
+    PackDamaged { pack: String, reason: String },
+    #[error("'{path}' is not an offgrid update pack ({reason})\nhelp: pass a pack made by 'offgrid create-update-pack', or a USB tree folder")]
+    NotAPack { path: String, reason: String },
+    #[error("payload '{entry}' of pack '{pack}' does not match the signed pack manifest: {reason}\nhelp: the pack was tampered with or assembled from two packs; get a fresh copy from HQ")]
+    PayloadMismatch {
+        pack: String,
+        entry: String,
+        reason: String,
+    },
+    #[error("payload '{entry}' would decompress beyond its declared size of {declared} bytes\nhelp: the pack is damaged or hostile; get a fresh copy from HQ")]
+    TooLarge { entry: String, declared: u64 },
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    #[error("nothing is installed in '{home}'\nhelp: install a verified USB stick first: offgrid install --from USBROOT --pubkey HQ.pub")]
+    NotInstalled { home: String },
+    #[error("pack is for bundle '{pack}' but this site runs '{installed}'\nhelp: use a pack made for '{installed}'")]
+    WrongBundle { installed: String, pack: String },
+    #[error("pack goes to release {to}, which is not newer than the installed release {installed}\nhelp: a downgrade or replay is refused; use 'offgrid rollback' to return to the previous release")]
+    Downgrade { installed: String, to: String },
+    #[error("pack updates from release(s) {serves} but this site runs release {installed}\nhelp: ask HQ for a pack made with 'offgrid create-update-pack --since {installed}'")]
+    WrongBase { installed: String, serves: String },
+    #[error("installed file '{path}' does not match the release it belongs to (sha256 {actual}, expected {expected})\nhelp: the installed copy is damaged; reinstall from a verified USB stick (offgrid install --from USBROOT)")]
+    BaseMismatch {
+        path: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("another offgrid operation holds the lock on '{home}'\nhelp: wait for it to finish, then try again")]
+    Locked { home: String },
+    #[error("there is no previous release to return to in '{home}'\nhelp: rollback needs an earlier release kept by apply-update or install")]
+    NoPrevious { home: String },
+    #[error("the keys given do not match the keys pinned in '{home}' at install\nhelp: omit --pubkey/--trust to use the pinned keys, or install into a new --home")]
+    KeysDiffer { home: String },
+    #[error("USB tree '{root}' is not valid: {reason}\nhelp: verify the stick with 'offgrid verify {root} --pubkey HQ.pub' and copy it again from HQ")]
+    BadTree { root: String, reason: String },
+    #[error("site home '{home}' is damaged: {reason}\nhelp: {help}")]
+    BadHome {
+        home: String,
+        reason: String,
+        help: &'static str,
+    },
+    #[error("HQ history '{dir}': {reason}\nhelp: {help}")]
+    History {
+        dir: String,
+        reason: String,
+        help: String,
+    },
+    #[error("delta for '{path}': {source}")]
+    Delta {
+        path: String,
+        source: delta::DeltaError,
+    },
+    #[error("'{path}' already exists\nhelp: choose another output, or pass --force to replace it")]
+    Exists { path: String },
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl UpdateError {
     /// True for a clean "no" (exit 1) rather than an error.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, UpdateError::Refused(_))
+        match self {
+            UpdateError::Refused(_)
+            | UpdateError::PackDamaged { .. }
+            | UpdateError::PayloadMismatch { .. }
+            | UpdateError::TooLarge { .. }
+            | UpdateError::NotInstalled { .. }
+            | UpdateError::WrongBundle { .. }
+            | UpdateError::Downgrade { .. }
+            | UpdateError::WrongBase { .. }
+            | UpdateError::BaseMismatch { .. }
+            | UpdateError::Locked { .. }
+            | UpdateError::NoPrevious { .. }
+            | UpdateError::KeysDiffer { .. }
+            | UpdateError::BadTree { .. } => true,
+            UpdateError::Trust(t) => t.is_refusal(),
+            // A delta that does not apply inside a signed pack is a damaged pack.
+            UpdateError::Delta { source, .. } => !matches!(source, delta::DeltaError::Io { .. }),
+            _ => false,
+        }
+    }
+}
+
+/// Shorthand for an I/O error with its path.
+pub(crate) fn io_err(
+    action: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(std::io::Error) -> UpdateError {
+    let path = path.display().to_string();
+    move |source| UpdateError::Io {
+        action,
+        path,
+        source,
     }
 }

@@ -77,9 +77,7 @@ pub struct Flags {
 /// has no name.
 pub fn split_model_arg(arg: &str) -> (Option<&str>, &str) {
     match arg.split_once('=') {
-        Some((name, file)) if !name.is_empty() && !name.contains(['/', '\\']) => {
-            (Some(name), file)
-        }
+        Some((name, file)) if !name.is_empty() && !name.contains(['/', '\\']) => (Some(name), file),
         _ => (None, arg),
     }
 }
@@ -175,10 +173,7 @@ impl ReleaseInputs {
                     name: m.name.clone(),
                     source,
                 })?;
-            if let Some(prev) = models
-                .iter()
-                .find(|p| p.name.eq_ignore_ascii_case(&m.name))
-            {
+            if let Some(prev) = models.iter().find(|p| p.name.eq_ignore_ascii_case(&m.name)) {
                 return Err(PackError::DuplicateName {
                     what: "models",
                     name: m.name.clone(),
@@ -271,7 +266,11 @@ impl ReleaseInputs {
             return Err(PackError::NoSigner);
         }
         for s in &signers {
-            check_input_file("secret key".into(), s, " (make a key pair with `offgrid keygen`)")?;
+            check_input_file(
+                "secret key".into(),
+                s,
+                " (make a key pair with `offgrid keygen`)",
+            )?;
         }
 
         Ok(ReleaseInputs {

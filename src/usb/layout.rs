@@ -27,6 +27,7 @@ pub const STAGING_DIR: &str = ".offgrid-staging";
 pub const RUN_SH: &str = "run.sh";
 pub const RUN_BAT: &str = "run.bat";
 pub const INSTALL_SH: &str = "install.sh";
+pub const INSTALL_BAT: &str = "install.bat";
 pub const README_TXT: &str = "README.txt";
 pub const CHANGELOG_TXT: &str = "CHANGELOG.txt";
 /// The environment variable the launchers set to the stick's root (portable mode).
@@ -219,6 +220,12 @@ pub fn plan(inputs: &ReleaseInputs, key_ids: &[String]) -> Result<TreePlan, Pack
         (RUN_SH, vars.run_sh()?, FileKind::Script, MODE_EXEC),
         (RUN_BAT, vars.run_bat()?, FileKind::Script, MODE_DATA),
         (INSTALL_SH, vars.install_sh()?, FileKind::Script, MODE_EXEC),
+        (
+            INSTALL_BAT,
+            vars.install_bat()?,
+            FileKind::Script,
+            MODE_DATA,
+        ),
         (README_TXT, vars.readme()?, FileKind::Doc, MODE_DATA),
     ];
     for (path, text, kind, mode) in generated {

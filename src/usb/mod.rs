@@ -134,7 +134,10 @@ impl PackError {
 }
 
 /// Shorthand for an I/O error with the action and path it concerned.
-pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PackError {
+pub(crate) fn io_err(
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> PackError {
     let path = path.display().to_string();
     move |source| PackError::Io {
         action,

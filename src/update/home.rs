@@ -1,0 +1,293 @@
+//! The site home (`--home`, `OFFGRID_HOME`, default `~/.offgrid`): installed versions side
+//! by side, `state.json` naming the current and previous one (the single source of
+//! truth, replaced atomically: writing it *is* the switch), the pinned trust policy, the
+//! lock, and the `current` symlink derived from the state.
+//!
+//! Layout: `state.json`, `journal.json` (only while an operation runs, see
+//! [`crate::update::journal`]), `.lock`, `current -> versions/DIR`, `versions/DIR/`
+//! (a full verified tree: `manifest.toml`, `signatures/`, files), `versions/.staging-*`.
+//! Known gap: on non-Unix systems there is no `current` symlink; use `state.json`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use ct_codecs::{Base64, Decoder, Encoder};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::PublicKey;
+use crate::trust::TrustPolicy;
+use crate::update::{io_err, UpdateError};
+use crate::version::Version;
+
+/// The environment variable naming the home.
+pub const ENV: &str = "OFFGRID_HOME";
+/// `format` of state.json.
+pub const STATE_FORMAT: &str = "offgrid-home/1";
+/// Largest state.json accepted.
+const MAX_STATE: u64 = 16 << 20;
+/// Events kept in the history.
+const MAX_EVENTS: usize = 200;
+
+/// A site home.
+#[derive(Debug, Clone)]
+pub struct Home {
+    pub root: PathBuf,
+}
+
+/// One installed version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Installed {
+    pub release: Version,
+    /// Folder name under `versions/`.
+    pub dir: String,
+}
+
+/// The pinned trust policy: minisign public key lines and the threshold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedTrust {
+    pub threshold: usize,
+    pub keys: Vec<String>,
+}
+
+/// One entry of the site's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub time: String,
+    /// `install`, `apply`, `rollback`.
+    pub event: String,
+    pub release: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+/// A recovery from an interrupted operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recovery {
+    pub time: String,
+    /// The interrupted operation (`install`, `apply`).
+    pub op: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub to: String,
+    /// `completed` (the switch had happened) or `rolled-back` (it had not).
+    pub outcome: String,
+}
+
+/// state.json.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub format: String,
+    pub bundle_id: String,
+    pub current: Installed,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Installed>,
+    pub trust: PinnedTrust,
+    #[serde(default)]
+    pub history: Vec<Event>,
+    #[serde(default)]
+    pub recoveries: Vec<Recovery>,
+}
+
+/// The held lock; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+/// A minisign public key line (`RW…`) for `pk`.
+pub fn key_line(pk: &PublicKey) -> String {
+    let mut raw = Vec::with_capacity(42);
+    raw.extend_from_slice(b"Ed");
+    raw.extend_from_slice(&pk.keynum);
+    raw.extend_from_slice(&pk.key);
+    Base64::encode_to_string(&raw).unwrap_or_default()
+}
+
+/// Parses a key line made by [`key_line`].
+pub fn parse_key_line(s: &str) -> Option<PublicKey> {
+    let raw = Base64::decode_to_vec(s.trim(), None).ok()?;
+    if raw.len() != 42 || &raw[..2] != b"Ed" {
+        return None;
+    }
+    let mut keynum = [0u8; 8];
+    keynum.copy_from_slice(&raw[2..10]);
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&raw[10..]);
+    Some(PublicKey { keynum, key })
+}
+
+impl PinnedTrust {
+    pub fn from_policy(p: &TrustPolicy) -> PinnedTrust {
+        let mut keys: Vec<String> = p.keys.iter().map(key_line).collect();
+        keys.sort();
+        keys.dedup();
+        PinnedTrust {
+            threshold: p.threshold.max(1),
+            keys,
+        }
+    }
+}
+
+impl State {
+    /// Appends an event, keeping the newest [`MAX_EVENTS`].
+    pub fn push_event(&mut self, event: &str, release: &Version, from: Option<&Version>) {
+        self.history.push(Event {
+            time: crate::manifest::now_rfc3339(),
+            event: event.into(),
+            release: release.to_string(),
+            from: from.map(|v| v.to_string()),
+        });
+        if self.history.len() > MAX_EVENTS {
+            let n = self.history.len() - MAX_EVENTS;
+            self.history.drain(..n);
+        }
+    }
+}
+
+impl Home {
+    /// The home: `flag`, else `OFFGRID_HOME`, else `~/.offgrid`.
+    pub fn resolve(flag: Option<&Path>) -> Home {
+        let root = match flag {
+            Some(p) => p.to_path_buf(),
+            None => match std::env::var_os(ENV).filter(|v| !v.is_empty()) {
+                Some(p) => PathBuf::from(p),
+                None => crate::update::history::home_dir().join(".offgrid"),
+            },
+        };
+        Home { root }
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+    pub fn journal_path(&self) -> PathBuf {
+        self.root.join("journal.json")
+    }
+    pub fn versions(&self) -> PathBuf {
+        self.root.join("versions")
+    }
+    pub fn version_dir(&self, dir: &str) -> PathBuf {
+        self.versions().join(dir)
+    }
+    pub fn current_link(&self) -> PathBuf {
+        self.root.join("current")
+    }
+
+    /// Takes the home's lock without waiting; a second operation is refused.
+    /// `create` makes the home folder first (install).
+    pub fn lock(&self, create: bool) -> Result<Lock, UpdateError> {
+        if create {
+            fs::create_dir_all(&self.root).map_err(io_err("create", &self.root))?;
+        } else if !self.root.is_dir() {
+            return Err(UpdateError::NotInstalled {
+                home: self.root.display().to_string(),
+            });
+        }
+        let p = self.root.join(".lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(io_err("open", &p))?;
+        match f.try_lock() {
+            Ok(()) => Ok(Lock { _file: f }),
+            Err(fs::TryLockError::WouldBlock) => Err(UpdateError::Locked {
+                home: self.root.display().to_string(),
+            }),
+            Err(fs::TryLockError::Error(e)) => Err(io_err("lock", &p)(e)),
+        }
+    }
+
+    /// Reads state.json; `None` when nothing is installed.
+    pub fn read_state(&self) -> Result<Option<State>, UpdateError> {
+        let p = self.state_path();
+        let f = match File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("read", &p)(e)),
+        };
+        let bytes = crate::update::io::read_bounded(&mut &f, MAX_STATE)
+            .map_err(io_err("read", &p))?
+            .ok_or_else(|| self.bad("state.json is larger than 16 MiB"))?;
+        let s: State = serde_json::from_slice(&bytes)
+            .map_err(|e| self.bad(format!("state.json is not valid: {e}")))?;
+        if s.format != STATE_FORMAT {
+            return Err(self.bad(format!(
+                "state.json has format '{}', expected '{STATE_FORMAT}'",
+                s.format
+            )));
+        }
+        Ok(Some(s))
+    }
+
+    /// The state, or `NotInstalled`.
+    pub fn state(&self) -> Result<State, UpdateError> {
+        self.read_state()?.ok_or_else(|| UpdateError::NotInstalled {
+            home: self.root.display().to_string(),
+        })
+    }
+
+    fn bad(&self, reason: impl Into<String>) -> UpdateError {
+        UpdateError::BadHome {
+            home: self.root.display().to_string(),
+            reason: reason.into(),
+            help: "reinstall from a verified USB stick into a new --home",
+        }
+    }
+
+    /// Writes state.json atomically (temp file, fsync, rename, fsync dir): the switch.
+    pub fn write_state(&self, s: &State) -> Result<(), UpdateError> {
+        let p = self.state_path();
+        let mut text = serde_json::to_string_pretty(s).unwrap_or_default();
+        text.push('\n');
+        crate::fsutil::atomic_write(&p, text.as_bytes()).map_err(io_err("write", &p))
+    }
+
+    /// The pinned trust policy.
+    pub fn policy(&self, s: &State) -> Result<TrustPolicy, UpdateError> {
+        let mut keys = Vec::new();
+        for k in &s.trust.keys {
+            keys.push(parse_key_line(k).ok_or_else(|| {
+                self.bad(format!("pinned key '{k}' is not a minisign public key"))
+            })?);
+        }
+        if keys.is_empty() {
+            return Err(self.bad("no key is pinned"));
+        }
+        Ok(TrustPolicy {
+            keys,
+            threshold: s.trust.threshold.max(1),
+        })
+    }
+
+    /// Points the `current` symlink at the state's current version, atomically (a new
+    /// link renamed over the old one), when it does not already.
+    pub fn sync_current_link(&self, s: &State) -> Result<(), UpdateError> {
+        #[cfg(unix)]
+        {
+            let link = self.current_link();
+            let target = Path::new("versions").join(&s.current.dir);
+            if fs::read_link(&link).ok().as_deref() == Some(target.as_path()) {
+                return Ok(());
+            }
+            let tmp = self.root.join(format!(".current-{}", std::process::id()));
+            let _ = fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(&target, &tmp).map_err(io_err("create", &tmp))?;
+            // Not fsynced: the state is the truth and recovery re-points the link.
+            fs::rename(&tmp, &link).map_err(io_err("replace", &link))?;
+        }
+        #[cfg(not(unix))]
+        let _ = s;
+        Ok(())
+    }
+
+    /// A fresh version folder name for `release` (unique, so an old copy of the same
+    /// release never collides).
+    pub fn new_dir_name(release: &Version) -> String {
+        let mut b = [0u8; 4];
+        let _ = getrandom::getrandom(&mut b);
+        format!("{release}-{}", hex::encode(b))
+    }
+}

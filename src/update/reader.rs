@@ -1,0 +1,393 @@
+//! Streaming reader of an update pack: one pass over the tar, signatures checked before a
+//! single payload byte is read, every payload hashed as it streams and compared with the
+//! signed pack manifest.
+//!
+//! The tar is hostile input. Entries must come in the exact order and with the exact
+//! names of SPEC.md §7.1; anything else (absolute paths, `..`, links, devices, folders,
+//! duplicate or unexpected names, sizes that disagree with the signed manifest, data after
+//! the last payload) refuses the pack. Nothing is unpacked by the tar library: owners,
+//! modes and xattrs in the tar are never applied. Every read is bounded before allocating.
+//! Known gap: a payload's bytes reach the caller before its hash is known (the caller
+//! stages them out of sight and throws them away when the hash does not match).
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
+
+use crate::manifest::Manifest;
+use crate::trust::{SignatureReport, TrustPolicy};
+use crate::update::io::{read_bounded, sha256_hex, HashReader};
+use crate::update::pack::{
+    PackManifest, Payload, BUNDLE_MANIFEST, MAX_PACK_MANIFEST, MAX_SIG, MAX_SIGS, PACK_MANIFEST,
+    PACK_SIGS, RELEASE_SIGS,
+};
+use crate::update::{pack_sign, UpdateError};
+
+/// Everything before the payloads, checked.
+#[derive(Debug, Clone)]
+pub struct PackHead {
+    pub pack: PackManifest,
+    pub pack_bytes: Vec<u8>,
+    pub pack_sigs: Vec<(String, String)>,
+    pub pack_reports: Vec<SignatureReport>,
+    pub manifest: Manifest,
+    pub manifest_bytes: Vec<u8>,
+    pub release_sigs: Vec<(String, String)>,
+    pub release_reports: Vec<SignatureReport>,
+    /// Size of the pack file.
+    pub pack_size: u64,
+}
+
+/// A reader that remembers whether the underlying pack failed to read (truncation, I/O),
+/// so a failure while a payload is consumed can be blamed on the pack or on the caller.
+pub struct Tracked<R> {
+    inner: R,
+    pub failed: Option<String>,
+}
+
+impl<R: Read> Read for Tracked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                Err(e)
+            }
+            ok => ok,
+        }
+    }
+}
+
+/// Counts bytes read from the file, for progress.
+struct Counting<'a, R> {
+    inner: R,
+    done: u64,
+    total: u64,
+    progress: crate::Progress<'a>,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        (self.progress)(self.done, self.total);
+        Ok(n)
+    }
+}
+
+fn damaged(pack: &Path, reason: impl Into<String>) -> UpdateError {
+    UpdateError::PackDamaged {
+        pack: pack.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks one tar entry's header: a regular file with a plain relative name seen once.
+fn entry_name<R: Read>(
+    pack: &Path,
+    e: &tar::Entry<'_, R>,
+    seen: &mut std::collections::BTreeSet<String>,
+) -> Result<String, UpdateError> {
+    let raw = e.path_bytes();
+    let name = String::from_utf8(raw.to_vec())
+        .map_err(|_| damaged(pack, "a tar entry name is not UTF-8"))?;
+    if name.starts_with('/') || name.starts_with('\\') || name.as_bytes().get(1) == Some(&b':') {
+        return Err(damaged(
+            pack,
+            format!("tar entry '{name}' has an absolute path"),
+        ));
+    }
+    if name.split(['/', '\\']).any(|c| c == "..") {
+        return Err(damaged(pack, format!("tar entry '{name}' contains '..'")));
+    }
+    use tar::EntryType as T;
+    let t = e.header().entry_type();
+    let what = match t {
+        T::Regular => None,
+        T::Link | T::Symlink => Some("is a link"),
+        T::Char | T::Block | T::Fifo => Some("is a device file"),
+        T::Directory => Some("is a folder"),
+        _ => Some("has an unsupported tar entry type"),
+    };
+    if let Some(w) = what {
+        return Err(damaged(
+            pack,
+            format!("tar entry '{name}' {w}; packs hold only regular files"),
+        ));
+    }
+    if !seen.insert(name.clone()) {
+        return Err(damaged(pack, format!("tar entry '{name}' appears twice")));
+    }
+    Ok(name)
+}
+
+fn read_small<R: Read>(
+    pack: &Path,
+    e: &mut tar::Entry<'_, R>,
+    name: &str,
+    max: u64,
+) -> Result<Vec<u8>, UpdateError> {
+    if e.size() > max {
+        return Err(damaged(
+            pack,
+            format!(
+                "tar entry '{name}' is {} bytes, more than the {max} allowed",
+                e.size()
+            ),
+        ));
+    }
+    read_bounded(e, max)
+        .map_err(|err| {
+            damaged(
+                pack,
+                format!("cannot read '{name}': {err} (the pack is truncated)"),
+            )
+        })?
+        .ok_or_else(|| {
+            damaged(
+                pack,
+                format!("tar entry '{name}' is larger than {max} bytes"),
+            )
+        })
+}
+
+fn next_entry<'a, R: Read>(
+    entries: &mut tar::Entries<'a, R>,
+    pack: &Path,
+    what: &str,
+) -> Result<Option<tar::Entry<'a, R>>, UpdateError> {
+    match entries.next() {
+        None => Ok(None),
+        Some(Ok(e)) => Ok(Some(e)),
+        Some(Err(e)) => Err(damaged(
+            pack,
+            format!("cannot read the tar entry for {what}: {e} (the pack is truncated or damaged)"),
+        )),
+    }
+}
+
+fn sig_name<'n>(name: &'n str, dir: &str) -> Option<&'n str> {
+    let rest = name.strip_prefix(dir)?.strip_prefix('/')?;
+    crate::update::history::check_sig_name(rest).ok()?;
+    Some(rest)
+}
+
+/// Reads the pack at `path` once: head first (signatures over the pack manifest checked
+/// against `policy`, then the embedded manifest's hash and its own signatures), then
+/// `on_head` (which may refuse), then each payload in order through `on_payload`, which
+/// reads as much as it wants of the payload bytes; the rest is drained and the payload's
+/// size and sha256 compared with the signed manifest.
+pub fn read_pack(
+    path: &Path,
+    policy: &TrustPolicy,
+    progress: crate::Progress,
+    on_head: &mut dyn FnMut(&PackHead) -> Result<(), UpdateError>,
+    on_payload: &mut dyn FnMut(&Payload, &mut dyn Read) -> Result<(), UpdateError>,
+) -> Result<PackHead, UpdateError> {
+    let f = File::open(path).map_err(crate::update::io_err("open", path))?;
+    let pack_size = f
+        .metadata()
+        .map_err(crate::update::io_err("read", path))?
+        .len();
+    let counting = Counting {
+        inner: BufReader::with_capacity(1 << 20, f),
+        done: 0,
+        total: pack_size,
+        progress,
+    };
+    let mut tracked = Tracked {
+        inner: counting,
+        failed: None,
+    };
+    let mut ar = tar::Archive::new(&mut tracked);
+    let mut entries = ar
+        .entries()
+        .map_err(|e| damaged(path, format!("not a tar file: {e}")))?;
+    let mut seen = std::collections::BTreeSet::new();
+    // 1. The pack manifest. A file that does not even start like a pack is the wrong
+    // file (a usage error), not a damaged pack.
+    let not_a_pack = |reason: String| UpdateError::NotAPack {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut e = match entries.next() {
+        Some(Ok(e)) => e,
+        Some(Err(err)) => return Err(not_a_pack(format!("no tar header: {err}"))),
+        None => return Err(not_a_pack("an empty tar".into())),
+    };
+    let name = entry_name(path, &e, &mut seen)?;
+    if name != PACK_MANIFEST {
+        return Err(not_a_pack(format!(
+            "its first entry is '{name}', not '{PACK_MANIFEST}'"
+        )));
+    }
+    let pack_bytes = read_small(path, &mut e, &name, MAX_PACK_MANIFEST)?;
+    drop(e);
+    let pack = PackManifest::parse(&pack_bytes).map_err(|r| damaged(path, r))?;
+
+    // 2. Its signatures, then trust, before anything else is read.
+    let mut pack_sigs = Vec::new();
+    let mut e = loop {
+        let mut e = next_entry(&mut entries, path, "a signature")?
+            .ok_or_else(|| damaged(path, "the pack ends after its signatures"))?;
+        let name = entry_name(path, &e, &mut seen)?;
+        match sig_name(&name, PACK_SIGS) {
+            Some(file) => {
+                if pack_sigs.len() >= MAX_SIGS {
+                    return Err(damaged(path, "the pack has too many signatures"));
+                }
+                let b = read_small(path, &mut e, &name, MAX_SIG)?;
+                let text = String::from_utf8(b)
+                    .map_err(|_| damaged(path, format!("'{name}' is not UTF-8")))?;
+                pack_sigs.push((file.to_owned(), text));
+            }
+            None => break (e, name),
+        }
+    };
+    let pack_reports = pack_sign::evaluate(policy, &pack, &pack_bytes, &pack_sigs)?;
+
+    // 3. The embedded bundle manifest, whose hash the signed pack manifest names.
+    if e.1 != BUNDLE_MANIFEST {
+        return Err(damaged(
+            path,
+            format!(
+                "tar entry '{}' found where '{BUNDLE_MANIFEST}' was expected",
+                e.1
+            ),
+        ));
+    }
+    let manifest_bytes = read_small(path, &mut e.0, BUNDLE_MANIFEST, pack.manifest_size)?;
+    drop(e);
+    if manifest_bytes.len() as u64 != pack.manifest_size
+        || sha256_hex(&manifest_bytes) != pack.manifest_sha256
+    {
+        return Err(UpdateError::PayloadMismatch {
+            pack: path.display().to_string(),
+            entry: BUNDLE_MANIFEST.into(),
+            reason: "its sha256 is not the one the pack manifest signs".into(),
+        });
+    }
+    let manifest = Manifest::parse(&manifest_bytes)
+        .map_err(|e| damaged(path, format!("embedded manifest.toml: {e}")))?;
+    pack.check_against(&manifest)
+        .map_err(|r| damaged(path, r))?;
+
+    // 4. The release's own signatures, then the payloads.
+    let mut release_sigs = Vec::new();
+    let mut pending = None;
+    while let Some(mut e) = next_entry(&mut entries, path, "a release signature")? {
+        let name = entry_name(path, &e, &mut seen)?;
+        match sig_name(&name, RELEASE_SIGS) {
+            Some(file) => {
+                if release_sigs.len() >= MAX_SIGS {
+                    return Err(damaged(path, "the pack has too many release signatures"));
+                }
+                let b = read_small(path, &mut e, &name, MAX_SIG)?;
+                let text = String::from_utf8(b)
+                    .map_err(|_| damaged(path, format!("'{name}' is not UTF-8")))?;
+                release_sigs.push((file.to_owned(), text));
+            }
+            None => {
+                pending = Some((e, name));
+                break;
+            }
+        }
+    }
+    let release_reports = policy.evaluate(&manifest, &manifest_bytes, &release_sigs)?;
+    let head = PackHead {
+        pack,
+        pack_bytes,
+        pack_sigs,
+        pack_reports,
+        manifest,
+        manifest_bytes,
+        release_sigs,
+        release_reports,
+        pack_size,
+    };
+    on_head(&head)?;
+
+    for p in &head.pack.payloads {
+        let (e, name) = match pending.take() {
+            Some(x) => x,
+            None => {
+                let e = next_entry(&mut entries, path, &p.entry)?.ok_or_else(|| {
+                    damaged(
+                        path,
+                        format!("the pack ends before payload '{}' (truncated)", p.entry),
+                    )
+                })?;
+                let name = entry_name(path, &e, &mut seen)?;
+                (e, name)
+            }
+        };
+        if name != p.entry {
+            return Err(damaged(
+                path,
+                format!(
+                    "tar entry '{name}' found where payload '{}' was expected",
+                    p.entry
+                ),
+            ));
+        }
+        if e.size() != p.size {
+            return Err(UpdateError::PayloadMismatch {
+                pack: path.display().to_string(),
+                entry: p.entry.clone(),
+                reason: format!(
+                    "it is {} bytes, the pack manifest says {}",
+                    e.size(),
+                    p.size
+                ),
+            });
+        }
+        let mut hr = HashReader::new(e);
+        let res = on_payload(p, &mut hr);
+        let drained = io::copy(&mut hr, &mut io::sink());
+        let mismatch = |reason: String| UpdateError::PayloadMismatch {
+            pack: path.display().to_string(),
+            entry: p.entry.clone(),
+            reason,
+        };
+        let (count, sha) = hr.digest();
+        if let Err(err) = drained {
+            return Err(damaged(
+                path,
+                format!(
+                    "cannot read payload '{}': {err} (the pack is truncated)",
+                    p.entry
+                ),
+            ));
+        }
+        if count != p.size {
+            return Err(damaged(
+                path,
+                format!(
+                    "payload '{}' is truncated ({count} of {} bytes)",
+                    p.entry, p.size
+                ),
+            ));
+        }
+        if sha != p.sha256 {
+            return Err(mismatch(format!(
+                "its sha256 is {sha}, the signed pack manifest says {}",
+                p.sha256
+            )));
+        }
+        res?;
+    }
+    if let Some((_, name)) = pending {
+        return Err(damaged(path, format!("unexpected tar entry '{name}'")));
+    }
+    if let Some(mut e) = next_entry(&mut entries, path, "the end of the pack")? {
+        let name = entry_name(path, &e, &mut seen).unwrap_or_else(|_| "?".into());
+        let _ = io::copy(&mut e, &mut io::sink());
+        return Err(damaged(
+            path,
+            format!("unexpected tar entry '{name}' after the last payload"),
+        ));
+    }
+    if let Some(f) = tracked.failed {
+        return Err(damaged(path, format!("read error: {f}")));
+    }
+    Ok(head)
+}

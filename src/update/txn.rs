@@ -1,0 +1,145 @@
+//! The transaction shared by install and apply: journal, stage beside the current
+//! version, then one atomic switch (the state.json replacement), then cleanup.
+//! Each step is a named fault point (see [`crate::update::fault`]).
+//!
+//! Order: `journal.json` written → staging folder filled (`staged`) → renamed to its
+//! final name and made durable with one `syncfs` (`renamed`) → `state.json` replaced
+//! (`flipped`, the switch) → `current` link repointed (`linked`) → versions no longer
+//! kept removed (`cleaned`) → journal removed (fsynced). The steps after the switch need
+//! no fsync of their own: recovery redoes them. A failure before the switch undoes the staging; after it, the
+//! operation is complete and only cleanup remains (which recovery also does).
+
+use std::fs;
+use std::path::PathBuf;
+
+use crate::update::fault;
+use crate::update::home::{Home, Installed, Lock, State};
+use crate::update::io::{create_parents, remove_tree, sync_tree};
+use crate::update::journal::{self, Journal};
+use crate::update::{io_err, UpdateError};
+use crate::version::Version;
+
+/// A started transaction: the journal is written, the staging folder exists.
+pub struct Txn<'h> {
+    pub home: &'h Home,
+    pub journal: Journal,
+    pub staging: PathBuf,
+}
+
+impl<'h> Txn<'h> {
+    /// Writes the journal and creates the staging folder.
+    pub fn begin(
+        home: &'h Home,
+        _lock: &Lock,
+        op: &str,
+        from: Option<Installed>,
+        to: &Version,
+    ) -> Result<Txn<'h>, UpdateError> {
+        let dir = Home::new_dir_name(to);
+        let journal = Journal {
+            format: journal::FORMAT.into(),
+            op: op.into(),
+            from,
+            to: Installed {
+                release: to.clone(),
+                dir: dir.clone(),
+            },
+            staging: format!(".staging-{dir}"),
+            started: crate::manifest::now_rfc3339(),
+        };
+        let vd = home.versions();
+        fs::create_dir_all(&vd).map_err(io_err("create", &vd))?;
+        crate::fsutil::fsync_dir(&home.root).map_err(io_err("sync", &home.root))?;
+        journal::write(home, &journal)?;
+        fault::point("journal-written");
+        let staging = home.version_dir(&journal.staging);
+        fs::create_dir(&staging).map_err(io_err("create", &staging))?;
+        Ok(Txn {
+            home,
+            journal,
+            staging,
+        })
+    }
+
+    /// Writes the release's manifest and signatures into the staging folder.
+    pub fn write_release_meta(
+        &self,
+        manifest_bytes: &[u8],
+        sigs: &[(String, String)],
+    ) -> Result<(), UpdateError> {
+        let write = |p: &std::path::Path, b: &[u8]| -> Result<(), UpdateError> {
+            let mut f = crate::fsutil::create_new(p).map_err(io_err("create", p))?;
+            std::io::Write::write_all(&mut f, b).map_err(io_err("write", p))
+        };
+        write(
+            &self.staging.join(crate::manifest::MANIFEST_FILE),
+            manifest_bytes,
+        )?;
+        let sd = self.staging.join(crate::manifest::SIGNATURES_DIR);
+        fs::create_dir(&sd).map_err(io_err("create", &sd))?;
+        for (name, text) in sigs {
+            write(&sd.join(name), text.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Where a bundle path goes in the staging folder (parents created).
+    pub fn target(&self, bundle_path: &str) -> Result<PathBuf, UpdateError> {
+        create_parents(&self.staging, bundle_path)
+            .map_err(io_err("create a folder in", &self.staging))?;
+        Ok(crate::paths::join(&self.staging, bundle_path))
+    }
+
+    /// Makes the staged version durable and switches to it: `new_state` becomes the
+    /// state in one atomic step. Returns the versions removed by cleanup.
+    pub fn commit(self, new_state: &State) -> Result<Vec<String>, UpdateError> {
+        let before = (|| -> Result<(), UpdateError> {
+            fault::point("staged");
+            let fin = self.home.version_dir(&self.journal.to.dir);
+            fs::rename(&self.staging, &fin).map_err(io_err("rename", &self.staging))?;
+            // One syncfs makes every staged file, folder and the rename durable.
+            sync_tree(&fin).map_err(io_err("sync", &fin))?;
+            let vd = self.home.versions();
+            crate::fsutil::fsync_dir(&vd).map_err(io_err("sync", &vd))?;
+            fault::point("renamed");
+            Ok(())
+        })();
+        if let Err(e) = before {
+            self.abort();
+            return Err(e);
+        }
+        if let Err(e) = self.home.write_state(new_state) {
+            // The rename of state.json may have happened before the failure (e.g. the
+            // directory fsync failed): only undo when the old state is still in place.
+            let switched = self
+                .home
+                .read_state()
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.current.dir == self.journal.to.dir);
+            if !switched {
+                self.abort();
+            }
+            return Err(e);
+        }
+        fault::point("flipped");
+        // The switch is done: failures (or a crash) below leave a complete update that
+        // recovery tidies, so these steps need no fsync of their own.
+        self.home.sync_current_link(new_state)?;
+        fault::point("linked");
+        let removed = journal::collect_garbage(self.home, new_state)?;
+        fault::point("cleaned");
+        journal::remove(self.home)?;
+        Ok(removed)
+    }
+
+    /// Undoes a transaction that failed before the switch (best effort; recovery
+    /// finishes the job if this fails too).
+    pub fn abort(self) {
+        let fin = self.home.version_dir(&self.journal.to.dir);
+        if remove_tree(&self.staging).is_ok() && remove_tree(&fin).is_ok() {
+            let _ = crate::fsutil::fsync_dir(&self.home.versions());
+            let _ = journal::remove(self.home);
+        }
+    }
+}

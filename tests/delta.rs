@@ -1,0 +1,529 @@
+//! Binary deltas through the library API: round trips (property test with insertions,
+//! deletions and shifts; edge cases; several windows), a realistic GGUF metadata edit
+//! that must cost kilobytes, and hostile deltas (flipped, truncated, oversized, wrong
+//! base) that must be refused without a panic. The payloads are checked to be standard
+//! zstd frames with the zstd CLI.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use offgrid::gguf::{self, MetaValue};
+use offgrid::update::delta::{self, DeltaError, DeltaOptions, DeltaStats};
+use proptest::prelude::*;
+
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+struct Pair {
+    _dir: tempfile::TempDir,
+    old: PathBuf,
+    new: PathBuf,
+}
+
+fn pair(old: &[u8], new: &[u8]) -> Pair {
+    let dir = tempfile::tempdir().unwrap();
+    let o = dir.path().join("old");
+    let n = dir.path().join("new");
+    std::fs::write(&o, old).unwrap();
+    std::fs::write(&n, new).unwrap();
+    Pair {
+        _dir: dir,
+        old: o,
+        new: n,
+    }
+}
+
+fn make(p: &Pair, opts: &DeltaOptions) -> (Vec<u8>, DeltaStats) {
+    let mut d = Vec::new();
+    let s = delta::create(&p.old, &p.new, &mut d, opts).unwrap();
+    assert_eq!(s.delta_size, d.len() as u64);
+    (d, s)
+}
+
+fn apply_bytes(old: &[u8], d: &[u8], cap: u64) -> Result<Vec<u8>, DeltaError> {
+    let mut out = Vec::new();
+    let n = delta::apply(&mut Cursor::new(old), &mut Cursor::new(d), &mut out, cap)?;
+    assert_eq!(n, out.len() as u64);
+    Ok(out)
+}
+
+fn round_trip(old: &[u8], new: &[u8], opts: &DeltaOptions) -> (Vec<u8>, DeltaStats) {
+    let p = pair(old, new);
+    let (d, s) = make(&p, opts);
+    let got = apply_bytes(old, &d, new.len() as u64).unwrap();
+    assert!(got == new, "round trip differs");
+    (d, s)
+}
+
+fn fast(window: u64) -> DeltaOptions {
+    DeltaOptions {
+        zstd_level: 3,
+        window_size: window,
+        ..Default::default()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Edit {
+    Insert(usize, Vec<u8>),
+    Delete(usize, usize),
+    Overwrite(usize, Vec<u8>),
+    /// Moves a block elsewhere (a shift of everything in between).
+    Move(usize, usize, usize),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        (any::<usize>(), prop::collection::vec(any::<u8>(), 0..300))
+            .prop_map(|(a, b)| Edit::Insert(a, b)),
+        (any::<usize>(), 0usize..2000).prop_map(|(a, n)| Edit::Delete(a, n)),
+        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..64))
+            .prop_map(|(a, b)| Edit::Overwrite(a, b)),
+        (any::<usize>(), 0usize..3000, any::<usize>()).prop_map(|(a, n, b)| Edit::Move(a, n, b)),
+    ]
+}
+
+fn apply_edits(old: &[u8], edits: &[Edit]) -> Vec<u8> {
+    let mut v = old.to_vec();
+    for e in edits {
+        let at = |x: usize, v: &Vec<u8>| if v.is_empty() { 0 } else { x % (v.len() + 1) };
+        match e {
+            Edit::Insert(a, b) => {
+                let i = at(*a, &v);
+                v.splice(i..i, b.iter().copied());
+            }
+            Edit::Delete(a, n) => {
+                let i = at(*a, &v);
+                let j = (i + n).min(v.len());
+                v.drain(i..j);
+            }
+            Edit::Overwrite(a, b) => {
+                let i = at(*a, &v);
+                for (k, x) in b.iter().enumerate() {
+                    if let Some(y) = v.get_mut(i + k) {
+                        *y = *x;
+                    }
+                }
+            }
+            Edit::Move(a, n, b) => {
+                let i = at(*a, &v);
+                let j = (i + n).min(v.len());
+                let block: Vec<u8> = v.drain(i..j).collect();
+                let k = at(*b, &v);
+                v.splice(k..k, block);
+            }
+        }
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn apply_of_create_is_new(
+        len in 0usize..40_000,
+        seed in any::<u64>(),
+        text in any::<bool>(),
+        edits in prop::collection::vec(edit(), 0..6),
+        window in prop_oneof![Just(0u64), Just(1024u64), Just(4096u64), Just(20_000u64)],
+    ) {
+        let old = if text {
+            // Compressible, repetitive data: exercises zstd-ref and ambiguous anchors.
+            noise(len, seed).iter().map(|b| b"abcabcxyz\n"[*b as usize % 10]).collect()
+        } else {
+            noise(len, seed)
+        };
+        let new = apply_edits(&old, &edits);
+        round_trip(&old, &new, &fast(window));
+    }
+
+    #[test]
+    fn hostile_bytes_after_a_valid_header_never_panic(tail in prop::collection::vec(any::<u8>(), 0..200)) {
+        let old = noise(1000, 1);
+        let p = pair(&old, &old);
+        let (d, _) = make(&p, &fast(0));
+        let mut bad = d[..32].to_vec();
+        bad.extend_from_slice(&tail);
+        prop_assert!(apply_bytes(&old, &bad, 1000).is_err());
+    }
+}
+
+/// A delta of one `bidiff` window whose (zstd-compressed) block stream is `stream`.
+fn bidiff_delta(old: &[u8], new: &[u8], stream: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let payload = zstd::bulk::compress(stream, 3).unwrap();
+    let mut d = b"OGDELTA\0\x01\0\0\0\0\0\0\0".to_vec();
+    d.extend_from_slice(&(old.len() as u64).to_le_bytes());
+    d.extend_from_slice(&(new.len() as u64).to_le_bytes());
+    d.push(3);
+    for v in [0, old.len() as u64, new.len() as u64, payload.len() as u64] {
+        d.extend_from_slice(&v.to_le_bytes());
+    }
+    d.extend_from_slice(&payload);
+    d.push(0);
+    d.extend_from_slice(&sha2::Sha256::digest(new));
+    d
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn hostile_block_streams_never_panic(stream in prop::collection::vec(any::<u8>(), 0..300)) {
+        let old = noise(4000, 3);
+        let new = noise(3000, 4);
+        if let Ok(out) = apply_bytes(&old, &bidiff_delta(&old, &new, &stream), 3000) {
+            prop_assert!(out == new);
+        }
+    }
+}
+
+#[test]
+fn a_handmade_block_stream_decodes() {
+    // One block, two controls: add 4 (stored: 1 1 1 1), copy 2 ("hi"), seek +2; then a
+    // zero add of 3 (old bytes verbatim), copy 0, seek 0. Columns: n, kinds, stored add
+    // lengths, zero add lengths, copy lengths, seeks (zig-zag), add bytes, copy bytes.
+    let old = b"abcdefghij".to_vec();
+    let stream = [2, 0, 1, 4, 3, 2, 0, 4, 0, 1, 1, 1, 1, b'h', b'i'];
+    let new = b"bcdehighi".to_vec();
+    assert_eq!(
+        apply_bytes(&old, &bidiff_delta(&old, &new, &stream), 9).unwrap(),
+        new
+    );
+    // A seek before the old range's start is corrupt.
+    let stream = [1, 0, 0, 0, 1];
+    assert!(matches!(
+        apply_bytes(&old, &bidiff_delta(&old, b"", &stream), 0),
+        Err(DeltaError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn empty_and_identical_files() {
+    let data = noise(100_000, 7);
+    let (_, s) = round_trip(&[], &data, &fast(0));
+    assert_eq!(s.zstd_windows, 1);
+    let (d, s) = round_trip(&data, &[], &fast(0));
+    assert_eq!(s.windows, 0);
+    assert!(d.len() < 80, "empty new costs {} bytes", d.len());
+    round_trip(&[], &[], &fast(0));
+    let (d, s) = round_trip(&data, &data, &DeltaOptions::default());
+    assert_eq!((s.windows, s.copy_windows), (1, 1));
+    assert!(d.len() < 120, "identical files cost {} bytes", d.len());
+}
+
+#[test]
+fn several_windows_follow_an_insertion() {
+    // 1 MiB of incompressible data with 1000 bytes inserted a third of the way in and a
+    // block rewritten near the end, cut into 64 KiB windows: every window must find its
+    // old range through the anchors, so the delta stays small.
+    let old = noise(1 << 20, 11);
+    let mut new = old[..350_000].to_vec();
+    new.extend_from_slice(&noise(1000, 12));
+    new.extend_from_slice(&old[350_000..]);
+    new[900_000..900_100].copy_from_slice(&noise(100, 13));
+    let (d, s) = round_trip(&old, &new, &fast(64 << 10));
+    assert!(s.windows >= 16, "{s:?}");
+    assert!(s.copy_windows >= 10, "{s:?}");
+    assert!(!s.gguf_aware);
+    assert!(d.len() < 8 << 10, "delta is {} bytes: {s:?}", d.len());
+}
+
+fn synthetic_gguf(path: &Path, template: &str, tensors: &[(String, Vec<u8>)]) {
+    let meta = [
+        ("general.architecture", MetaValue::Str("llama".into())),
+        ("general.name", MetaValue::Str("delta-test".into())),
+        ("general.file_type", MetaValue::U32(0)),
+        ("llama.context_length", MetaValue::U32(2048)),
+        ("tokenizer.chat_template", MetaValue::Str(template.into())),
+    ];
+    let t: Vec<(&str, Vec<u64>, &[u8])> = tensors
+        .iter()
+        .map(|(n, d)| (n.as_str(), vec![(d.len() / 4) as u64], d.as_slice()))
+        .collect();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    gguf::write_synthetic(&mut f, &meta, &t).unwrap();
+}
+
+fn tensors(n: usize, each: usize) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            // Random f32 weights in [-1, 1): incompressible like real ones.
+            let d: Vec<u8> = noise(each, 100 + i as u64)
+                .chunks_exact(4)
+                .flat_map(|c| {
+                    let x = u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32 / u32::MAX as f32;
+                    (x * 2.0 - 1.0).to_le_bytes()
+                })
+                .collect();
+            (format!("blk.{i}.weight"), d)
+        })
+        .collect()
+}
+
+#[test]
+fn gguf_chat_template_edit_costs_kilobytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.gguf");
+    let new = dir.path().join("new.gguf");
+    let ts = tensors(12, 400_000 + 12);
+    synthetic_gguf(
+        &old,
+        "{% for m in messages %}{{ m.content }}{% endfor %}",
+        &ts,
+    );
+    synthetic_gguf(
+        &new,
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}",
+        &ts,
+    );
+    let (o, n) = (std::fs::read(&old).unwrap(), std::fs::read(&new).unwrap());
+    assert!(o.len() > 4 << 20);
+    assert_ne!(o.len(), n.len());
+    for window in [0, 1 << 20] {
+        let mut d = Vec::new();
+        let s = delta::create(&old, &new, &mut d, &fast(window)).unwrap();
+        assert!(s.gguf_aware);
+        assert!(
+            d.len() < 4 << 10,
+            "window {window}: {} bytes, {s:?}",
+            d.len()
+        );
+        assert_eq!(apply_bytes(&o, &d, n.len() as u64).unwrap(), n);
+    }
+    // A changed tensor costs its own change, not the model.
+    let mut ts2 = ts.clone();
+    ts2[5].1[1000..1100].fill(0);
+    synthetic_gguf(&new, "{{ x }}", &ts2);
+    let n = std::fs::read(&new).unwrap();
+    let mut d = Vec::new();
+    let s = delta::create(&old, &new, &mut d, &fast(0)).unwrap();
+    assert!(d.len() < 8 << 10, "{} bytes, {s:?}", d.len());
+    assert_eq!(apply_bytes(&o, &d, n.len() as u64).unwrap(), n);
+}
+
+fn sample() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let old = noise(50_000, 21);
+    let mut new = old.clone();
+    new.splice(20_000..20_000, b"inserted text".iter().copied());
+    new[40_000] ^= 0xff;
+    let p = pair(&old, &new);
+    let (d, _) = make(&p, &fast(16 << 10));
+    (old, new, d)
+}
+
+#[test]
+fn flipped_bytes_never_yield_wrong_output() {
+    let (old, new, d) = sample();
+    for i in 0..d.len() {
+        if (12..16).contains(&i) {
+            continue; // informational flags
+        }
+        let mut bad = d.clone();
+        bad[i] ^= 0x41;
+        // Either refused, or (when the byte did not matter) exactly the new file.
+        if let Ok(out) = apply_bytes(&old, &bad, new.len() as u64 + 100) {
+            assert!(out == new, "flip at {i} gave wrong output");
+        }
+    }
+}
+
+#[test]
+fn truncated_deltas_are_corrupt() {
+    let (old, new, d) = sample();
+    for n in 0..d.len() {
+        match apply_bytes(&old, &d[..n], new.len() as u64) {
+            Err(DeltaError::Corrupt(_)) => {}
+            other => panic!("truncated at {n}: {other:?}"),
+        }
+    }
+    let mut long = d.clone();
+    long.push(0);
+    assert!(matches!(
+        apply_bytes(&old, &long, new.len() as u64),
+        Err(DeltaError::Corrupt(m)) if m.contains("after its end")
+    ));
+}
+
+#[test]
+fn output_beyond_the_declared_size_is_refused() {
+    let (old, new, d) = sample();
+    let err = apply_bytes(&old, &d, new.len() as u64 - 1).unwrap_err();
+    assert!(matches!(err, DeltaError::TooLarge { declared } if declared == new.len() as u64 - 1));
+    assert!(err.is_refusal());
+    // A window that claims more than the header's size.
+    let mut bad = d.clone();
+    let new_len_at = 32 + 17;
+    bad[new_len_at..new_len_at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(matches!(
+        apply_bytes(&old, &bad, u64::MAX),
+        Err(DeltaError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn hostile_window_fields_are_refused_before_use() {
+    let (old, new, d) = sample();
+    // Old range far beyond the old file.
+    let mut bad = d.clone();
+    bad[32 + 1..32 + 9].copy_from_slice(&(u64::MAX - 3).to_le_bytes());
+    assert!(
+        matches!(apply_bytes(&old, &bad, new.len() as u64), Err(DeltaError::Corrupt(m)) if m.contains("beyond"))
+    );
+    // A zstd-ref window naming more old bytes than a decoder may hold.
+    let mut h = d[..32].to_vec();
+    h[16..24].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    h.push(4);
+    for v in [0u64, 1 << 30, 10, 0] {
+        h.extend_from_slice(&v.to_le_bytes());
+    }
+    let big_old = SizedZeros(1 << 40, 0);
+    let mut out = Vec::new();
+    let r = delta::apply(&mut { big_old }, &mut Cursor::new(&h), &mut out, u64::MAX);
+    assert!(matches!(r, Err(DeltaError::Corrupt(m)) if m.contains("zstd-ref")),);
+    // Unknown method.
+    let mut bad = d.clone();
+    bad[32] = 9;
+    assert!(
+        matches!(apply_bytes(&old, &bad, new.len() as u64), Err(DeltaError::Corrupt(m)) if m.contains("unknown method"))
+    );
+    // Not a delta at all.
+    assert!(
+        matches!(apply_bytes(&old, &[b'x'; 64], 10), Err(DeltaError::Corrupt(m)) if m.contains("magic"))
+    );
+}
+
+/// A reader of `.0` zero bytes that holds nothing in memory.
+struct SizedZeros(u64, u64);
+
+impl std::io::Read for SizedZeros {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        let n = (self.0 - self.1).min(b.len() as u64) as usize;
+        b[..n].fill(0);
+        self.1 += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for SizedZeros {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.1 = match to {
+            std::io::SeekFrom::Start(x) => x,
+            std::io::SeekFrom::End(d) => (self.0 as i64 + d) as u64,
+            std::io::SeekFrom::Current(d) => (self.1 as i64 + d) as u64,
+        };
+        Ok(self.1)
+    }
+}
+
+#[test]
+fn the_wrong_old_file_is_refused() {
+    let (old, new, d) = sample();
+    assert!(matches!(
+        apply_bytes(&old[1..], &d, new.len() as u64),
+        Err(DeltaError::OldMismatch {
+            expected: 50_000,
+            actual: 49_999
+        })
+    ));
+    let mut other = old.clone();
+    other[10_000] ^= 1;
+    assert!(matches!(
+        apply_bytes(&other, &d, new.len() as u64),
+        Err(DeltaError::Corrupt(m)) if m.contains("SHA-256")
+    ));
+}
+
+#[test]
+fn memory_bound_fits_the_budget() {
+    for max in [256u64 << 20, 1 << 30, 2 << 30, 8 << 30] {
+        let opts = DeltaOptions {
+            max_memory: max,
+            ..Default::default()
+        };
+        let w = delta::window_size(&opts);
+        assert!(w >= 1 << 20);
+        if max >= 512 << 20 {
+            assert!(delta::memory_bound(w) <= max, "max {max}: window {w}");
+        }
+    }
+    // The default (2 GiB) gives windows of well over 100 MiB.
+    assert!(delta::window_size(&DeltaOptions::default()) > 100 << 20);
+}
+
+#[test]
+fn payloads_are_standard_zstd_frames() {
+    // With no old file the one window is plain zstd: the zstd CLI must decode it.
+    let new = noise(200_000, 5);
+    let p = pair(&[], &new);
+    let (d, s) = make(&p, &fast(0));
+    assert_eq!(s.zstd_windows, 1);
+    let payload_len = u64::from_le_bytes(d[32 + 25..32 + 33].try_into().unwrap()) as usize;
+    let frame = &d[32 + 33..32 + 33 + payload_len];
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("w.zst");
+    std::fs::write(&f, frame).unwrap();
+    let out = std::process::Command::new("zstd")
+        .args(["-d", "-c", "-q"])
+        .arg(&f)
+        .output()
+        .expect("the zstd CLI (apt-get install zstd)");
+    assert!(out.status.success());
+    assert!(out.stdout == new);
+}
+
+#[test]
+fn zstd_ref_payloads_decode_with_zstd_patch_from() {
+    // Text renumbered throughout: the new bytes compress well on their own, so the writer
+    // keeps `zstd-ref`, whose payload is what `zstd --patch-from` makes; the zstd CLI
+    // decodes it against the old file.
+    let lines = |k: u32| -> Vec<u8> {
+        (0..2000u32)
+            .map(|i| format!("line {}\n", i * k))
+            .collect::<String>()
+            .into_bytes()
+    };
+    let (old, new) = (lines(1), lines(3));
+    let p = pair(&old, &new);
+    let (d, s) = make(&p, &DeltaOptions::default());
+    assert_eq!(s.zstd_ref_windows, 1, "{s:?}");
+    assert_eq!(d[32], 4);
+    let payload_len = u64::from_le_bytes(d[32 + 25..32 + 33].try_into().unwrap()) as usize;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("w.zst");
+    std::fs::write(&f, &d[32 + 33..32 + 33 + payload_len]).unwrap();
+    let out = std::process::Command::new("zstd")
+        .args(["-d", "-c", "-q"])
+        .arg(format!("--patch-from={}", p.old.display()))
+        .arg(&f)
+        .output()
+        .expect("the zstd CLI (apt-get install zstd)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == new);
+}
+
+#[test]
+fn an_unchanged_tail_after_a_long_change_costs_nothing() {
+    // bsdiff alone codes an unchanged tail that follows a changed stretch longer than the
+    // tail as literal bytes; the writer's copy windows for unchanged ends avoid that.
+    let old = noise(1 << 20, 31);
+    let mut new = old.clone();
+    new[600_000..900_000].copy_from_slice(&noise(300_000, 32));
+    let (d, s) = round_trip(&old, &new, &fast(0));
+    assert!(d.len() < 300_000 + 2048, "{} bytes: {s:?}", d.len());
+    assert_eq!(s.copy_windows, 2, "{s:?}");
+}

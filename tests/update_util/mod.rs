@@ -1,0 +1,397 @@
+//! Helpers shared by the update tests: stock-minisign key pairs, signed USB trees made
+//! independently of pack-usb (manifest written with the library types, signed by the
+//! `minisign` CLI with the trusted comment SPEC.md §4 names), the `offgrid` command with a
+//! private home and history, and byte-for-byte checks of an installed version.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use offgrid::manifest::{FileEntry, FileKind, Manifest, ModelInfo, DEFAULT_CHUNK_SIZE, FORMAT};
+use sha2::{Digest, Sha256};
+
+pub const BUNDLE: &str = "org.example.clinic";
+
+pub fn sha(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// A fresh unencrypted key pair made by stock `minisign -G -W`: `(secret, public)`.
+pub fn keypair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let s = dir.join(format!("{name}.key"));
+    let p = dir.join(format!("{name}.pub"));
+    let out = Command::new("minisign")
+        .args(["-G", "-W", "-f", "-p"])
+        .arg(&p)
+        .arg("-s")
+        .arg(&s)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("minisign installed");
+    assert!(out.status.success(), "{out:?}");
+    (s, p)
+}
+
+/// The host platform tag as offgrid spells it.
+pub fn host() -> String {
+    offgrid::platform::Platform::host().to_string()
+}
+
+/// Deterministic pseudo-random bytes (incompressible, like quantized weights).
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        v.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+/// One file of a test release.
+pub struct F {
+    pub path: &'static str,
+    pub bytes: Vec<u8>,
+    pub kind: FileKind,
+}
+
+pub fn f(path: &'static str, bytes: Vec<u8>, kind: FileKind) -> F {
+    F { path, bytes, kind }
+}
+
+fn entry(fl: &F) -> FileEntry {
+    let chunks = fl
+        .bytes
+        .chunks(DEFAULT_CHUNK_SIZE as usize)
+        .map(sha)
+        .collect();
+    let platform =
+        (fl.kind == FileKind::Binary).then(|| fl.path.split('/').nth(1).unwrap_or("").to_owned());
+    FileEntry {
+        path: fl.path.into(),
+        size: fl.bytes.len() as u64,
+        sha256: sha(&fl.bytes),
+        kind: fl.kind,
+        platform,
+        mode: Some(if fl.kind == FileKind::Binary {
+            0o755
+        } else {
+            0o644
+        }),
+        chunk_size: DEFAULT_CHUNK_SIZE,
+        chunks,
+        model: (fl.kind == FileKind::Model).then(|| ModelInfo {
+            name: Path::new(fl.path)
+                .file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Writes a signed USB tree at `root`: files, manifest.toml, signatures/KEYID.minisig by
+/// each key (stock minisign). Returns the manifest.
+pub fn make_tree(
+    root: &Path,
+    version: &str,
+    created: &str,
+    files: &[F],
+    keys: &[&Path],
+) -> Manifest {
+    fs::create_dir_all(root.join("signatures")).unwrap();
+    for fl in files {
+        let p = root.join(fl.path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, &fl.bytes).unwrap();
+    }
+    let m = Manifest {
+        format: FORMAT.into(),
+        bundle_id: BUNDLE.into(),
+        release: version.parse().unwrap(),
+        created: created.into(),
+        platforms: vec![host()],
+        default_model: None,
+        files: files.iter().map(entry).collect(),
+    };
+    let text = m.to_toml();
+    fs::write(root.join("manifest.toml"), &text).unwrap();
+    let comment = format!(
+        "offgrid bundle={BUNDLE} release={version} manifest_sha256={}",
+        sha(text.as_bytes())
+    );
+    for k in keys {
+        sign_file(
+            &root.join("manifest.toml"),
+            k,
+            &comment,
+            &root.join("signatures"),
+        );
+    }
+    let names: Vec<_> = fs::read_dir(root.join("signatures"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), keys.len(), "{names:?}");
+    m
+}
+
+/// Signs `file` with stock minisign, writing `DIR/KEYID.minisig`.
+pub fn sign_file(file: &Path, key: &Path, comment: &str, dir: &Path) -> PathBuf {
+    let tmp = dir.join(".sig");
+    let out = Command::new("minisign")
+        .args(["-S", "-s"])
+        .arg(key)
+        .arg("-m")
+        .arg(file)
+        .arg("-x")
+        .arg(&tmp)
+        .args(["-t", comment])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = fs::read_to_string(&tmp).unwrap();
+    let id = key_id(&key.with_extension("pub"));
+    let dst = dir.join(format!("{id}.minisig"));
+    fs::write(&dst, text).unwrap();
+    fs::remove_file(tmp).unwrap();
+    dst
+}
+
+/// The key id of a minisign public key file as offgrid names signature files: 16
+/// uppercase hex digits (stock minisign prints it without leading zeros).
+pub fn key_id(pubfile: &Path) -> String {
+    use ct_codecs::Decoder;
+    let text = fs::read_to_string(pubfile).unwrap();
+    let raw = ct_codecs::Base64::decode_to_vec(text.lines().nth(1).unwrap().trim(), None).unwrap();
+    let kn: [u8; 8] = raw[2..10].try_into().unwrap();
+    format!("{:016X}", u64::from_le_bytes(kn))
+}
+
+/// The offgrid binary under test.
+pub fn offgrid_bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("offgrid")
+}
+
+/// This offgrid binary without debug symbols (`strip`; 5 MiB instead of 70), so the
+/// tests ship and diff a real runnable binary without spending minutes on debug info.
+pub fn stripped_exe(dir: &Path) -> Vec<u8> {
+    let p = dir.join("offgrid-stripped");
+    fs::copy(offgrid_bin(), &p).unwrap();
+    let _ = Command::new("strip").arg(&p).status();
+    let b = fs::read(&p).unwrap();
+    fs::remove_file(&p).unwrap();
+    b
+}
+
+/// A test world: a temp dir with `home/`, `hq/`, keys and two releases.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub key: PathBuf,
+    pub pubkey: PathBuf,
+    pub v1: Manifest,
+    pub v2: Manifest,
+}
+
+impl World {
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    pub fn home(&self) -> PathBuf {
+        self.p("home")
+    }
+    /// `offgrid ARGS` with this world's home and history.
+    pub fn cmd(&self) -> assert_cmd::Command {
+        let mut c = assert_cmd::Command::cargo_bin("offgrid").unwrap();
+        c.current_dir(self.dir.path())
+            .env("OFFGRID_HOME", self.home())
+            .env("OFFGRID_HQ", self.p("hq"))
+            .env_remove("OFFGRID_FAULT_AT")
+            .env_remove("OFFGRID_PASSWORD");
+        c
+    }
+    pub fn std_cmd(&self) -> Command {
+        let mut c = Command::new(offgrid_bin());
+        c.current_dir(self.dir.path())
+            .env("OFFGRID_HOME", self.home())
+            .env("OFFGRID_HQ", self.p("hq"))
+            .env_remove("OFFGRID_FAULT_AT");
+        c
+    }
+}
+
+/// Release 1.0.0 and 1.1.0 of a small bundle: a model edited in place (delta), a doc
+/// changed, a file unchanged, a file removed, a file added, and this very offgrid
+/// binary (with bytes appended in 1.1.0, which ELF ignores) so the install can run it.
+pub fn world(model_size: usize) -> World {
+    world_in(model_size, true)
+}
+
+/// A temp dir, in RAM (`/dev/shm`) when `ram` and available: fsync is free there, and a
+/// SIGKILL test does not need the disk (the page cache survives the process).
+pub fn tempdir(ram: bool) -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if ram && shm.is_dir() {
+        if let Ok(d) = tempfile::Builder::new()
+            .prefix("offgrid-test-")
+            .tempdir_in(shm)
+        {
+            return d;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
+/// [`world`] in RAM or on disk.
+pub fn world_in(model_size: usize, ram: bool) -> World {
+    let dir = tempdir(ram);
+    let (key, pubkey) = keypair(dir.path(), "hq");
+    let exe = stripped_exe(dir.path());
+    let bin_path: &'static str = Box::leak(format!("bin/{}/offgrid", host()).into_boxed_str());
+    let model1 = noise(model_size, 1);
+    let mut model2 = model1.clone();
+    for i in (0..model2.len()).step_by(97_003) {
+        model2[i] ^= 0x5a;
+    }
+    model2.extend_from_slice(&noise(4096, 9));
+    let mut exe2 = exe.clone();
+    exe2.extend_from_slice(b"\0offgrid 1.1.0 build padding\0");
+    let v1 = make_tree(
+        &dir.path().join("v1"),
+        "1.0.0",
+        "2026-11-01T10:00:00Z",
+        &[
+            f("models/tiny.gguf", model1, FileKind::Model),
+            f(
+                "README.txt",
+                b"offgrid clinic bundle 1.0.0\n".to_vec(),
+                FileKind::Doc,
+            ),
+            f(
+                "CHANGELOG.txt",
+                b"1.0.0: first release\n".to_vec(),
+                FileKind::Changelog,
+            ),
+            f(
+                "data/same.txt",
+                b"this file never changes\n".repeat(100),
+                FileKind::Data,
+            ),
+            f(
+                "data/old.txt",
+                b"dropped in 1.1.0\n".to_vec(),
+                FileKind::Data,
+            ),
+            f(bin_path, exe, FileKind::Binary),
+        ],
+        &[&key],
+    );
+    let v2 = make_tree(
+        &dir.path().join("v2"),
+        "1.1.0",
+        "2026-11-15T10:00:00Z",
+        &[
+            f("models/tiny.gguf", model2, FileKind::Model),
+            f(
+                "README.txt",
+                b"offgrid clinic bundle 1.1.0\nnow with more\n".to_vec(),
+                FileKind::Doc,
+            ),
+            f(
+                "CHANGELOG.txt",
+                b"1.1.0: model tuned for the clinics\n1.0.0: first release\n".to_vec(),
+                FileKind::Changelog,
+            ),
+            f(
+                "data/same.txt",
+                b"this file never changes\n".repeat(100),
+                FileKind::Data,
+            ),
+            f("data/new.txt", b"new in 1.1.0\n".to_vec(), FileKind::Data),
+            f(bin_path, exe2, FileKind::Binary),
+        ],
+        &[&key],
+    );
+    World {
+        dir,
+        key,
+        pubkey,
+        v1,
+        v2,
+    }
+}
+
+/// Records v1, then writes the 1.0.0 -> 1.1.0 pack at `out` (extra args appended).
+pub fn make_pack(w: &World, out: &str, extra: &[&str]) {
+    for v in ["v1", "v2"] {
+        let n = fs::read_dir(w.p(v).join("signatures")).unwrap().count();
+        assert_eq!(n, 1, "{v} signatures before make_pack");
+    }
+    w.cmd()
+        .args([
+            "create-update-pack",
+            "--record",
+            "v1",
+            "--tree",
+            "v2",
+            "--since",
+            "1.0.0",
+            "--output",
+            out,
+            "--sign-with",
+        ])
+        .arg(&w.key)
+        .args(extra)
+        .assert()
+        .success();
+}
+
+/// The folder `home/current` points at.
+pub fn current_dir(home: &Path) -> PathBuf {
+    let l = fs::read_link(home.join("current")).expect("current link");
+    home.join(l)
+}
+
+/// Asserts the installed version under `home` is exactly `m`, byte for byte, and that its
+/// offgrid binary runs.
+pub fn assert_installed(home: &Path, m: &Manifest) {
+    let dir = current_dir(home);
+    let mt = fs::read_to_string(dir.join("manifest.toml")).unwrap();
+    assert_eq!(
+        Manifest::parse(mt.as_bytes()).unwrap(),
+        *m,
+        "installed manifest differs"
+    );
+    let mut n = 0;
+    for e in walkdir::WalkDir::new(&dir) {
+        let e = e.unwrap();
+        if e.file_type().is_file() {
+            n += 1;
+        }
+    }
+    let sigs = fs::read_dir(dir.join("signatures")).unwrap().count();
+    assert_eq!(
+        n,
+        m.files.len() + 1 + sigs,
+        "extra or missing files in {}",
+        dir.display()
+    );
+    for f in &m.files {
+        let b = fs::read(dir.join(&f.path)).unwrap_or_else(|e| panic!("{}: {e}", f.path));
+        assert_eq!(sha(&b), f.sha256, "{} differs", f.path);
+    }
+    let exe = dir.join(format!("bin/{}/offgrid", host()));
+    let out = Command::new(&exe).arg("--version").output().unwrap();
+    assert!(
+        out.status.success(),
+        "installed binary does not run: {out:?}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("offgrid "));
+}
