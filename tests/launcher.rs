@@ -574,3 +574,59 @@ fn end_to_end_pack_verify_and_run_from_the_stick() {
         .success()
         .stdout(predicate::str::contains("smollm2-135m-instruct *"));
 }
+
+#[test]
+fn installed_home_model_runs_with_the_pinned_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    packed_stick(tmp.path());
+    offgrid(tmp.path())
+        .current_dir(tmp.path())
+        .args(["install", "--from", "stick", "--pubkey", "hq.pub"])
+        .assert()
+        .success();
+    // Not portable: the model comes from the home and its signature is checked against
+    // the keys pinned at install (no --pubkey, and no "no trusted key" warning).
+    let out = offgrid(tmp.path())
+        .args([
+            "run",
+            "smollm2-135m-instruct",
+            "--prompt",
+            QUESTION,
+            "--temp",
+            "0",
+            "--max-tokens",
+            "32",
+        ])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("from home"))
+        .stderr(predicate::str::contains("no trusted key").not())
+        .get_output()
+        .stdout
+        .clone();
+    assert!(String::from_utf8_lossy(&out).contains("Paris"));
+    // A model file of the home that was changed is refused.
+    let models = offgrid(tmp.path())
+        .args(["models", "--json"])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&models.stdout)
+        .lines()
+        .find(|l| l.contains("\"model\""))
+        .unwrap()
+        .to_owned();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["data"]["origin"], "home");
+    let path = std::path::PathBuf::from(v["data"]["path"].as_str().unwrap());
+    let mut bytes = fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+    offgrid(tmp.path())
+        .args(["run", "--prompt", QUESTION])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "does not match the signed manifest",
+        ));
+}

@@ -7,17 +7,17 @@
 //! mode the home is not searched for models: the stick is self-contained. The home is
 //! `--home` / `OFFGRID_HOME`, default `~/.offgrid`; its current release is read through
 //! [`Locations::home_tree`] and its pinned keys through [`pinned_policy`].
-//! Known gap: the home layout is the update area's (SPEC.md §7); this file reads only
-//! `state.json`'s `current.dir` and `trust`, read-only and without taking the home's lock
-//! (an update flips `state.json` atomically, so a reader sees the old or the new release).
+//! Known gap: the home is the update area's (SPEC.md §7, [`crate::update::Home`]); it is
+//! read without taking its lock (an update flips `state.json` atomically, so a reader
+//! sees the old or the new release).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::keys::PublicKey;
 use crate::manifest::{Manifest, MANIFEST_FILE, MAX_MANIFEST_BYTES, SIGNATURES_DIR};
 use crate::platform::Platform;
-use crate::trust::{TrustError, TrustPolicy};
+use crate::trust::TrustPolicy;
+use crate::update::{Home, UpdateError};
 
 use super::ModelError;
 
@@ -158,69 +158,28 @@ impl Locations {
     }
 }
 
-/// The home's `state.json` as far as the launcher reads it (SPEC.md §7 owns the format:
-/// `current.dir` names the installed tree under `versions/`, `trust` the pinned keys).
-#[derive(Debug, serde::Deserialize)]
-struct HomeState {
-    current: HomeInstalled,
-    trust: Option<HomeTrust>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct HomeInstalled {
-    dir: String,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct HomeTrust {
-    threshold: usize,
-    keys: Vec<String>,
-}
-
-const MAX_STATE_BYTES: u64 = 16 << 20;
-
-fn home_state(home: &Path) -> Option<HomeState> {
-    let p = home.join("state.json");
-    if fs::metadata(&p).ok()?.len() > MAX_STATE_BYTES {
-        return None;
-    }
-    serde_json::from_slice(&fs::read(&p).ok()?).ok()
-}
-
-/// The current release tree of an installed home: `HOME/versions/DIR` with DIR from
-/// `state.json`, else the `HOME/current` link; `None` when nothing is installed.
+/// The current release tree of an installed home: `HOME/versions/DIR`, DIR being the
+/// state's current version (SPEC.md §7, read through [`crate::update::Home`]), else the
+/// `HOME/current` link; `None` when nothing is installed or the state is unreadable.
 pub fn home_release(home: &Path) -> Option<PathBuf> {
-    if let Some(s) = home_state(home) {
-        let dir = &s.current.dir;
-        if crate::paths::check_component(dir, dir).is_ok() {
-            let root = home.join("versions").join(dir);
-            if root.join(MANIFEST_FILE).is_file() {
-                return Some(root);
-            }
+    let h = Home::resolve(Some(home));
+    if let Ok(Some(s)) = h.read_state() {
+        let root = h.version_dir(&s.current.dir);
+        if root.join(MANIFEST_FILE).is_file() {
+            return Some(root);
         }
     }
     let cur = home.join("current");
     cur.join(MANIFEST_FILE).is_file().then_some(cur)
 }
 
-/// The trust policy pinned in a home at install (`state.json`'s `trust`), if any.
-pub fn pinned_policy(home: &Path) -> Result<Option<TrustPolicy>, ModelError> {
-    let Some(HomeState { trust: Some(t), .. }) = home_state(home) else {
-        return Ok(None);
-    };
-    let keys = t
-        .keys
-        .iter()
-        .map(|k| PublicKey::from_base64(k))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(TrustError::from)?;
-    if keys.is_empty() {
-        return Ok(None);
+/// The trust policy pinned in a home at install (SPEC.md §7), if something is installed.
+pub fn pinned_policy(home: &Path) -> Result<Option<TrustPolicy>, UpdateError> {
+    let h = Home::resolve(Some(home));
+    match h.read_state()? {
+        Some(s) => Ok(Some(h.policy(&s)?)),
+        None => Ok(None),
     }
-    Ok(Some(TrustPolicy {
-        threshold: t.threshold.clamp(1, keys.len()),
-        keys,
-    }))
 }
 
 /// A signed tree: its root, manifest and the manifest's exact bytes.
