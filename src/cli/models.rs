@@ -35,13 +35,15 @@ impl Where {
     /// (SPEC §7), so a model is never read from a half-switched home.
     pub fn locations(&self, ctx: &super::Ctx) -> anyhow::Result<Locations> {
         let home_root = offgrid::update::Home::resolve(self.home.as_deref());
-        let recovered = offgrid::update::recover(&home_root).with_context(|| {
-            format!(
-                "finishing an interrupted update in '{}'",
+        // A home that cannot be recovered must not stop a model on a stick from running:
+        // say so and go on (the home's own commands will report it as an error).
+        match offgrid::update::recover(&home_root) {
+            Ok(recovered) => super::install::print_recovery(ctx, recovered.as_ref(), false)?,
+            Err(e) => ctx.warn(&format!(
+                "could not finish an interrupted update in '{}': {e}",
                 home_root.root.display()
-            )
-        })?;
-        super::install::print_recovery(ctx, recovered.as_ref(), false)?;
+            )),
+        }
         let portable = match (&self.stick, self.portable) {
             (Some(p), _) if !p.as_os_str().is_empty() => Portable::Root(p.clone()),
             (_, true) => Portable::Required,
