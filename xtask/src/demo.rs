@@ -147,7 +147,9 @@ pub fn run(_args: &[&str]) -> Result<()> {
 
     step("8. Run the model straight from the stick");
     let q = "What is the capital of France? Answer in one word.";
-    println!("$ stick/run.sh run {MODEL_NAME} --prompt '{q}' --temp 0 --max-tokens 24");
+    println!(
+        "$ stick/run.sh run {MODEL_NAME} --pubkey hq.pub --prompt '{q}' --temp 0 --max-tokens 24"
+    );
     let status = Command::new("sh")
         .arg(dir.join("stick/run.sh"))
         .args([
