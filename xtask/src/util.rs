@@ -161,3 +161,33 @@ pub fn report(name: &str, ours: Duration, theirs_name: &str, theirs: Duration, g
         theirs.as_secs_f64()
     );
 }
+
+/// Writes `path`: a GGUF v3 header naming one tensor, then `size` incompressible bytes —
+/// model-like data (quantized weights do not compress) that offgrid reads as a model.
+pub fn write_model_like(path: &Path, size: u64, seed: u64) -> Result<()> {
+    use std::io::Write;
+    let tail = path.with_extension("tail");
+    write_incompressible(&tail, size, seed)?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    offgrid::gguf::write_synthetic(
+        &mut out,
+        &[
+            (
+                "general.architecture",
+                offgrid::gguf::MetaValue::Str("llama".into()),
+            ),
+            ("general.file_type", offgrid::gguf::MetaValue::U32(15)),
+            ("llama.context_length", offgrid::gguf::MetaValue::U32(8192)),
+        ],
+        &[("token_embd.weight", vec![8], &[0u8; 32])],
+    )?;
+    std::io::copy(&mut std::fs::File::open(&tail)?, &mut out)?;
+    out.flush()?;
+    std::fs::remove_file(&tail)?;
+    Ok(())
+}
+
+/// `path` quoted for `sh -c`.
+pub fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}

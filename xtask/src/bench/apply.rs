@@ -10,39 +10,12 @@
 //! (durable, like apply). Each apply starts from a fresh home with release 1.0
 //! installed (untimed).
 
-use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result};
 
 use super::Opts;
 use crate::util;
-
-fn write_model(path: &Path, size: u64, seed: u64) -> Result<()> {
-    use std::io::Write;
-    let tail = path.with_extension("tail");
-    util::write_incompressible(&tail, size, seed)?;
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    offgrid::gguf::write_synthetic(
-        &mut out,
-        &[
-            (
-                "general.architecture",
-                offgrid::gguf::MetaValue::Str("llama".into()),
-            ),
-            ("general.file_type", offgrid::gguf::MetaValue::U32(15)),
-        ],
-        &[("token_embd.weight", vec![8], &[0u8; 32])],
-    )?;
-    std::io::copy(&mut std::fs::File::open(&tail)?, &mut out)?;
-    out.flush()?;
-    std::fs::remove_file(&tail)?;
-    Ok(())
-}
-
-fn q(p: &Path) -> String {
-    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
-}
 
 pub fn bench(opts: &Opts) -> Result<()> {
     let bin = util::build_offgrid(false)?;
@@ -58,10 +31,10 @@ pub fn bench(opts: &Opts) -> Result<()> {
             .arg(work.join("hq.key")),
     )
     .context("making a key with minisign -G -W (apt-get install minisign)")?;
-    write_model(&work.join("v1/model.gguf"), 1 << 20, 1)?;
+    util::write_model_like(&work.join("v1/model.gguf"), 1 << 20, 1)?;
     // The new release's content, laid out as it lands on the site.
     let model2 = work.join("v2/models/model.gguf");
-    write_model(&model2, opts.size_mib << 20, 2)?;
+    util::write_model_like(&model2, opts.size_mib << 20, 2)?;
     let data = std::fs::metadata(&model2)?.len();
 
     let og = |args: &[&str]| -> Result<()> {
@@ -104,8 +77,8 @@ pub fn bench(opts: &Opts) -> Result<()> {
     // The same content as a standard .tar.zst (same zstd level).
     util::run(Command::new("sh").arg("-c").arg(format!(
         "tar -cf - -C {} . | zstd -q -3 -o {}",
-        q(&work.join("v2")),
-        q(&work.join("base.tar.zst"))
+        util::shell_quote(&work.join("v2")),
+        util::shell_quote(&work.join("base.tar.zst"))
     )))?;
 
     let home = work.join("home");
@@ -114,26 +87,33 @@ pub fn bench(opts: &Opts) -> Result<()> {
         3,
         &format!(
             "rm -rf {h} && {b} install --from {s} --pubkey {k} --home {h} >/dev/null && sync",
-            h = q(&home),
-            b = q(&bin),
-            s = q(&work.join("stick")),
-            k = q(&work.join("hq.pub"))
+            h = util::shell_quote(&home),
+            b = util::shell_quote(&bin),
+            s = util::shell_quote(&work.join("stick")),
+            k = util::shell_quote(&work.join("hq.pub"))
         ),
         &format!(
             "{} apply-update {} --home {} >/dev/null",
-            q(&bin),
-            q(&work.join("u.ogpack")),
-            q(&home)
+            util::shell_quote(&bin),
+            util::shell_quote(&work.join("u.ogpack")),
+            util::shell_quote(&home)
         ),
     )?;
-    let prep = format!("rm -rf {o} && mkdir {o} && sync", o = q(&out));
+    let prep = format!(
+        "rm -rf {o} && mkdir {o} && sync",
+        o = util::shell_quote(&out)
+    );
     let unpack = format!(
         "zstd -d -c {} | tar -xf - -C {}",
-        q(&work.join("base.tar.zst")),
-        q(&out)
+        util::shell_quote(&work.join("base.tar.zst")),
+        util::shell_quote(&out)
     );
     let theirs = util::best_of(3, &prep, &unpack)?;
-    let theirs_sync = util::best_of(3, &prep, &format!("{unpack} && sync -f {}", q(&out)))?;
+    let theirs_sync = util::best_of(
+        3,
+        &prep,
+        &format!("{unpack} && sync -f {}", util::shell_quote(&out)),
+    )?;
 
     println!(
         "bench apply: {} MiB model-like data (pack {} MiB), {} cores",

@@ -20,34 +20,6 @@ use anyhow::{Context, Result};
 use super::Opts;
 use crate::util;
 
-/// Writes `path`: a GGUF v3 header naming one tensor, then `size` incompressible bytes.
-fn write_model(path: &Path, size: u64) -> Result<()> {
-    let tail = path.with_extension("tail");
-    util::write_incompressible(&tail, size, 0x5eed)?;
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    offgrid::gguf::write_synthetic(
-        &mut out,
-        &[
-            (
-                "general.architecture",
-                offgrid::gguf::MetaValue::Str("llama".into()),
-            ),
-            ("general.file_type", offgrid::gguf::MetaValue::U32(15)),
-            ("llama.context_length", offgrid::gguf::MetaValue::U32(8192)),
-        ],
-        &[("token_embd.weight", vec![8], &[0u8; 32])],
-    )?;
-    std::io::copy(&mut std::fs::File::open(&tail)?, &mut out)?;
-    use std::io::Write;
-    out.flush()?;
-    std::fs::remove_file(&tail)?;
-    Ok(())
-}
-
-fn q(p: &Path) -> String {
-    format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
-}
-
 pub fn bench(opts: &Opts) -> Result<()> {
     let bin = util::build_offgrid(false)?;
     println!(
@@ -72,7 +44,7 @@ fn compare(bin: &Path, work: &Path, opts: &Opts, place: &str) -> Result<()> {
     std::fs::create_dir_all(&src)?;
     let size = opts.size_mib << 20;
     let model = src.join("model.gguf");
-    write_model(&model, size)?;
+    util::write_model_like(&model, size, 0x5eed)?;
     util::run(
         Command::new("minisign")
             .args(["-G", "-W", "-f", "-p"])
@@ -86,24 +58,24 @@ fn compare(bin: &Path, work: &Path, opts: &Opts, place: &str) -> Result<()> {
     let copy = work.join("copy");
     let ours = util::best_of(
         3,
-        &format!("rm -rf {} && sync", q(&stick)),
+        &format!("rm -rf {} && sync", util::shell_quote(&stick)),
         &format!(
             "{} pack-usb {} --release 1.0 --model {} --no-host-binary --sign-with {} >/dev/null",
-            q(bin),
-            q(&stick),
-            q(&model),
-            q(&work.join("hq.key"))
+            util::shell_quote(bin),
+            util::shell_quote(&stick),
+            util::shell_quote(&model),
+            util::shell_quote(&work.join("hq.key"))
         ),
     )?;
-    let prep = format!("rm -rf {} && sync", q(&copy));
+    let prep = format!("rm -rf {} && sync", util::shell_quote(&copy));
     let theirs = util::best_of(
         3,
         &prep,
         &format!(
             "cp -r {} {} && sha256sum {}/* >/dev/null",
-            q(&src),
-            q(&copy),
-            q(&copy)
+            util::shell_quote(&src),
+            util::shell_quote(&copy),
+            util::shell_quote(&copy)
         ),
     )?;
     let theirs_sync = util::best_of(
@@ -111,9 +83,9 @@ fn compare(bin: &Path, work: &Path, opts: &Opts, place: &str) -> Result<()> {
         &prep,
         &format!(
             "cp -r {} {} && sync && sha256sum {}/* >/dev/null",
-            q(&src),
-            q(&copy),
-            q(&copy)
+            util::shell_quote(&src),
+            util::shell_quote(&copy),
+            util::shell_quote(&copy)
         ),
     )?;
     // The tree must be right, not just fast.
