@@ -5,7 +5,7 @@
 //! disk filling up part way (a size-limited tmpfs), two applies at once (the lock),
 //! rollback after an update, and apply after a recovery.
 
-mod update_util;
+use crate::update_util;
 
 use std::fs;
 use std::os::unix::process::ExitStatusExt;

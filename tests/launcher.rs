@@ -6,7 +6,7 @@
 
 #![cfg(feature = "llama")]
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Read;

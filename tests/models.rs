@@ -2,7 +2,7 @@
 //! folder and a stick tree (text and JSON), the fit column under an assumed RAM size, the
 //! committed synthetic fixtures being up to date, and `run` without llama.cpp.
 
-mod common;
+use crate::common;
 
 use std::fs;
 
@@ -10,8 +10,7 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
 
-#[path = "../xtask/src/fixtures/synthetic.rs"]
-mod synthetic;
+use crate::synthetic;
 
 fn offgrid(tmp: &std::path::Path) -> Command {
     let mut c = Command::cargo_bin("offgrid").unwrap();

@@ -3,8 +3,7 @@
 //! flags, every refused input with its exit code and message, and that a failed or
 //! refused pack leaves the previous tree exactly as it was.
 
-#[path = "support/pack.rs"]
-mod support;
+use crate::support;
 
 use std::process::Command;
 

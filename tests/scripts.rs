@@ -3,8 +3,7 @@
 //! their arguments and OFFGRID_PORTABLE, so each test sees which one run.sh picked and
 //! what it passed.
 
-#[path = "support/pack.rs"]
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

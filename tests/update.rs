@@ -3,7 +3,7 @@
 //! apply-update → status → rollback, and one case per refusal (exit 1, clear message,
 //! nothing changed).
 
-mod update_util;
+use crate::update_util;
 
 use std::fs;
 use std::io::Read;

@@ -4,7 +4,7 @@
 //! or allocate without bound, and whatever it accepts must be the original content
 //! (a flipped byte in tar padding or an unused header field changes nothing signed).
 
-mod update_util;
+use crate::update_util;
 
 use std::fs;
 

@@ -3,7 +3,7 @@
 //! field installs the stick and applies the pack: the site ends up with exactly the
 //! manifest the history recorded for the new release.
 
-mod update_util;
+use crate::update_util;
 
 use std::fs;
 

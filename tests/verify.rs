@@ -1,8 +1,7 @@
 //! `offgrid verify` end to end: real trees, real manifests, signatures made by the stock
 //! `minisign` tool (interop), the real binary; one case per user-visible outcome.
 
-#[path = "support/pack.rs"]
-mod support;
+use crate::support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
