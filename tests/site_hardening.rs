@@ -419,7 +419,7 @@ fn two_pack_usb_into_one_folder_the_second_is_refused() {
     let ws = support::Ws::new();
     ws.model("in/tiny.gguf", 256, 1);
     let dest = ws.path("stick");
-    let first = Running(
+    let mut first = Running(
         pack_child(&ws, "stick", Some("pack-staged:pause"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -428,6 +428,10 @@ fn two_pack_usb_into_one_folder_the_second_is_refused() {
     );
     let lock = dest.join(".offgrid-lock");
     wait_for("the first pack to stage", || {
+        assert!(
+            first.0.try_wait().unwrap().is_none(),
+            "the first pack exited"
+        );
         dest.join(".offgrid-staging").is_dir() && holder_recorded(&lock, "pack-usb")
     });
     let pid = first.0.id();

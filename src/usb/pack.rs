@@ -89,9 +89,28 @@ pub fn load_signers(
 }
 
 /// Checks what is at `dest` against the release about to be written (see SPEC.md §2):
+/// another writer holding the destination's lock refuses (exit 1, naming it); then as
+/// [`inspect_dest`].
+pub fn check_dest(
+    dest: &Path,
+    bundle_id: &str,
+    release: &crate::version::Version,
+    force: bool,
+) -> Result<DestState, PackError> {
+    // Another writer mid-pack: its half-written folder is not ours to judge.
+    if let Some(holder) = crate::lockfile::held(&dest.join(LOCK_FILE)) {
+        return Err(PackError::Busy {
+            dest: dest.display().to_string(),
+            holder,
+        });
+    }
+    inspect_dest(dest, bundle_id, release, force)
+}
+
+/// Checks what is at `dest` against the release about to be written (see SPEC.md §2):
 /// a file refuses; another bundle or release, or an unreadable manifest, refuses unless
 /// `force`; the same bundle and release is replaced.
-pub fn check_dest(
+fn inspect_dest(
     dest: &Path,
     bundle_id: &str,
     release: &crate::version::Version,
@@ -110,13 +129,6 @@ pub fn check_dest(
     };
     if !meta.is_dir() {
         return Err(PackError::DestIsFile { path: shown });
-    }
-    // Another writer mid-pack: its half-written folder is not ours to judge.
-    if let Some(holder) = crate::lockfile::held(&dest.join(LOCK_FILE)) {
-        return Err(PackError::Busy {
-            dest: shown,
-            holder,
-        });
     }
     let mpath = dest.join(MANIFEST_FILE);
     let bytes = match fs::read(&mpath) {
@@ -236,7 +248,7 @@ fn pack_locked(
     opts: &PackOptions,
     progress: Progress,
 ) -> Result<PackReport, PackError> {
-    let state = check_dest(dest, &plan.bundle_id, &plan.release, opts.force)?;
+    let state = inspect_dest(dest, &plan.bundle_id, &plan.release, opts.force)?;
 
     // Output == input: nothing we read may live inside the tree we write.
     if state.exists {
