@@ -8,6 +8,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+/// Prefix of the temporary files [`atomic_write`] creates beside its target; a process
+/// killed mid-write leaves one behind (the home's recovery removes them).
+pub const TMP_PREFIX: &str = ".offgrid-tmp-";
+
 /// Fsyncs a directory so that entries created, renamed or removed in it are durable.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
@@ -34,10 +38,15 @@ pub fn parent_dir(path: &Path) -> PathBuf {
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()
-        .prefix(".offgrid-tmp-")
+        .prefix(TMP_PREFIX)
         .tempfile_in(&dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
+    // Crash tests: `OFFGRID_FAULT_AT=tmp-state.json` dies with the temp file written.
+    if std::env::var_os(crate::update::fault::ENV).is_some() {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        crate::update::fault::point(&format!("tmp-{name}"));
+    }
     tmp.persist(path).map_err(|e| e.error)?;
     fsync_dir(&dir)
 }
@@ -47,7 +56,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub fn atomic_write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = parent_dir(path);
     let mut tmp = tempfile::Builder::new()
-        .prefix(".offgrid-tmp-")
+        .prefix(TMP_PREFIX)
         .tempfile_in(&dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
@@ -66,6 +75,35 @@ pub fn remove_if_exists(path: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         r => r,
     }
+}
+
+/// What kind of file system object `m` describes, for messages: `a regular file`,
+/// `a folder`, `a FIFO (named pipe)`, `a socket`, `a device`, `a symbolic link`.
+pub fn kind_name(m: &fs::Metadata) -> &'static str {
+    let t = m.file_type();
+    if t.is_file() {
+        return "a regular file";
+    }
+    if t.is_dir() {
+        return "a folder";
+    }
+    if t.is_symlink() {
+        return "a symbolic link";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    "not a regular file"
 }
 
 #[cfg(test)]

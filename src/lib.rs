@@ -10,6 +10,7 @@ pub mod fsutil;
 pub mod gguf;
 pub mod hash;
 pub mod keys;
+pub mod lockfile;
 pub mod manifest;
 pub mod paths;
 pub mod platform;

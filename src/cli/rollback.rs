@@ -1,5 +1,6 @@
 //! `offgrid rollback`: returns the site to the previous installed release (kept on disk
-//! by install and apply-update) in one atomic switch.
+//! by install and apply-update) in one atomic switch, after checking every file of that
+//! release against its signed manifest (refused, exit 1, when one is damaged).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,16 +23,19 @@ pub struct Args {
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.home.as_deref());
-    let r = update::rollback::rollback(&home)
+    let cache = offgrid::models::VerifyCache::user();
+    let bar = ctx.bar("checking", args.json);
+    let r = update::rollback::rollback(&home, cache.as_ref(), &super::progress_fn(&bar))
         .with_context(|| format!("rolling back '{}'", home.root.display()))?;
+    bar.finish_and_clear();
     super::install::print_recovery(ctx, r.recovered.as_ref(), args.json)?;
     if args.json {
         super::json_line("rolled-back", serde_json::to_value(&r)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     super::out(&format!(
-        "rolled back '{}' from release {} to {}\n  release {} is kept; 'offgrid rollback' again returns to it\n",
-        r.home, r.from, r.to, r.from
+        "rolled back '{}' from release {} to {}\n  every file of {} checked against its signed manifest ({} hashed, {} unchanged since an earlier check)\n  release {} is kept; 'offgrid rollback' again returns to it\n",
+        r.home, r.from, r.to, r.to, r.hashed, r.cached, r.from
     ))?;
     Ok(ExitCode::SUCCESS)
 }

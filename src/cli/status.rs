@@ -60,7 +60,10 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         r.threshold
     ));
     if r.busy {
-        s.push_str("busy:      another offgrid operation is running now\n");
+        s.push_str(&format!(
+            "busy:      {} is running now (it holds the lock)\n",
+            offgrid::lockfile::describe(r.busy_by.as_ref())
+        ));
     }
     s.push_str("history:\n");
     for e in &r.history {

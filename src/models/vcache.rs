@@ -103,15 +103,26 @@ impl VerifyCache {
 
     /// Records that `path`, as it is now, matches `entry`.
     pub fn record(&self, path: &Path, entry: &FileEntry) -> std::io::Result<()> {
-        let Some(k) = key(path, entry) else {
+        self.record_all(&[(path.to_path_buf(), entry)])
+    }
+
+    /// Records several checked files at once (one write of the cache).
+    pub fn record_all(&self, files: &[(PathBuf, &FileEntry)]) -> std::io::Result<()> {
+        let keys: Vec<(String, &PathBuf)> = files
+            .iter()
+            .filter_map(|(p, e)| key(p, e).map(|k| (k, p)))
+            .collect();
+        if keys.is_empty() {
             return Ok(());
-        };
+        }
         let mut c = self.load();
         c.version = 1;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        c.entries.insert(k, (now, path.display().to_string()));
+        for (k, path) in keys {
+            c.entries.insert(k, (now, path.display().to_string()));
+        }
         while c.entries.len() > MAX_ENTRIES {
             let oldest = c
                 .entries

@@ -42,13 +42,34 @@ pub struct ApplyReport {
     pub recovered: Option<Recovery>,
 }
 
+/// Refuses, before the home is touched, a pack path that is missing or not a regular
+/// file (a folder, or a FIFO whose read would block): a usage error (exit 2).
+fn check_pack_path(pack_path: &std::path::Path) -> Result<(), UpdateError> {
+    let not_a_pack = |reason: String| UpdateError::NotAPack {
+        path: pack_path.display().to_string(),
+        reason,
+    };
+    match std::fs::metadata(pack_path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(not_a_pack("it does not exist".into()))
+        }
+        Err(e) => Err(io_err("read", pack_path)(e)),
+        Ok(m) if !m.is_file() => Err(not_a_pack(format!(
+            "it is {}",
+            crate::fsutil::kind_name(&m)
+        ))),
+        Ok(_) => Ok(()),
+    }
+}
+
 /// Applies the pack at `pack_path` to `home` (see the module doc).
 pub fn apply_update(
     home: &Home,
     pack_path: &std::path::Path,
     progress: crate::Progress,
 ) -> Result<ApplyReport, UpdateError> {
-    let lock = home.lock(false)?;
+    check_pack_path(pack_path)?;
+    let lock = home.lock(false, "apply-update")?;
     let recovered = recover_locked(home, &lock)?;
     let state = home.state()?;
     let policy = home.policy(&state)?;

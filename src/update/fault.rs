@@ -1,7 +1,10 @@
 //! Fault injection for crash tests: when the environment variable `OFFGRID_FAULT_AT`
 //! names a step of install/apply/rollback, the process kills itself with SIGKILL at that
 //! step, exactly as a power cut or `kill -9` would stop it (no destructors, no flush);
-//! `STEP:pause` makes it sleep there instead (to test the lock).
+//! `STEP:pause` makes it sleep there instead (to test the lock). Besides [`STEPS`]:
+//! `tmp-NAME` (an atomic write of file NAME, e.g. `tmp-state.json`, with its temporary
+//! file written and not yet renamed) and `pack-staged` (pack-usb, everything staged,
+//! the destination's lock held).
 //!
 //! This is a documented test hook (SPEC.md §7.8), compiled in always so the crash tests
 //! drive the shipped binary. It costs one environment lookup per step. Known gap: on

@@ -8,7 +8,7 @@
 //! (a full verified tree: `manifest.toml`, `signatures/`, files), `versions/.staging-*`.
 //! Known gap: on non-Unix systems there is no `current` symlink; use `state.json`.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -89,10 +89,11 @@ pub struct State {
     pub recoveries: Vec<Recovery>,
 }
 
-/// The held lock; released when dropped (or when the process dies).
+/// The held lock; released when dropped (or when the process dies). The lock file
+/// names its holder while held ([`crate::lockfile`]).
 #[derive(Debug)]
 pub struct Lock {
-    _file: File,
+    _lock: crate::lockfile::FileLock,
 }
 
 /// A minisign public key line (`RW…`) for `pk`.
@@ -174,9 +175,15 @@ impl Home {
         self.root.join("current")
     }
 
-    /// Takes the home's lock without waiting; a second operation is refused.
-    /// `create` makes the home folder first (install).
-    pub fn lock(&self, create: bool) -> Result<Lock, UpdateError> {
+    /// The lock file.
+    pub fn lock_path(&self) -> PathBuf {
+        self.root.join(".lock")
+    }
+
+    /// Takes the home's lock without waiting, recording `command` as its holder; a
+    /// second operation is refused, naming the holder. `create` makes the home folder
+    /// first (install).
+    pub fn lock(&self, create: bool, command: &str) -> Result<Lock, UpdateError> {
         if create {
             fs::create_dir_all(&self.root).map_err(io_err("create", &self.root))?;
         } else if !self.root.is_dir() {
@@ -184,19 +191,13 @@ impl Home {
                 home: self.root.display().to_string(),
             });
         }
-        let p = self.root.join(".lock");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(io_err("open", &p))?;
-        match f.try_lock() {
-            Ok(()) => Ok(Lock { _file: f }),
-            Err(fs::TryLockError::WouldBlock) => Err(UpdateError::Locked {
+        let p = self.lock_path();
+        match crate::lockfile::try_lock(&p, command).map_err(io_err("lock", &p))? {
+            crate::lockfile::TryLock::Acquired(l) => Ok(Lock { _lock: l }),
+            crate::lockfile::TryLock::Busy(h) => Err(UpdateError::Locked {
                 home: self.root.display().to_string(),
+                holder: h,
             }),
-            Err(fs::TryLockError::Error(e)) => Err(io_err("lock", &p)(e)),
         }
     }
 

@@ -83,6 +83,25 @@ pub fn read_tree_head(root: &Path) -> Result<TreeHead, UpdateError> {
     Ok((m, bytes, sigs))
 }
 
+/// Refuses, before anything else (no home is created), a `--from` that is not a folder:
+/// missing, a file, a FIFO (whose read would block). A usage error (exit 2), like
+/// `verify` of the same path.
+fn check_root(root: &Path) -> Result<(), UpdateError> {
+    let not_a_tree = |reason: &str| UpdateError::NotATree {
+        path: root.display().to_string(),
+        reason: reason.into(),
+    };
+    match fs::metadata(root) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(not_a_tree("it does not exist")),
+        Err(e) => Err(io_err("read", root)(e)),
+        Ok(m) if !m.is_dir() => Err(not_a_tree(&format!(
+            "it is {}",
+            crate::fsutil::kind_name(&m)
+        ))),
+        Ok(_) => Ok(()),
+    }
+}
+
 /// Installs the USB tree at `root` into `home`. `given` is the policy from
 /// `--pubkey`/`--trust` (required for a first install; when the home already pins keys
 /// it must be the same keys, or absent).
@@ -92,7 +111,8 @@ pub fn install(
     given: Option<&TrustPolicy>,
     progress: crate::Progress,
 ) -> Result<InstallReport, UpdateError> {
-    let lock = home.lock(true)?;
+    check_root(root)?;
+    let lock = home.lock(true, "install")?;
     let recovered = recover_locked(home, &lock)?;
     let state = home.read_state()?;
     let policy = match (&state, given) {

@@ -11,6 +11,8 @@
 //!   outcome `rolled-back`. The old version was never touched.
 //!
 //! Every step is idempotent, so a crash during recovery is recovered by the next run.
+//! Recovery also removes the temporary files a killed atomic write left in the home's
+//! root ([`remove_leftovers`]: its own naming patterns only).
 //! Recovery takes the home's lock; if another process holds it, that process is not
 //! interrupted and nothing is done.
 
@@ -109,13 +111,40 @@ pub fn collect_garbage(home: &Home, s: &State) -> Result<Vec<String>, UpdateErro
     Ok(removed)
 }
 
+/// Prefix of the temporary link [`Home::sync_current_link`] renames over `current`.
+pub const LINK_TMP_PREFIX: &str = ".current-";
+
+/// Removes the temporaries a killed offgrid left in the home's root: only files named
+/// by its own patterns (`.offgrid-tmp-*` regular files, `.current-*` symbolic links),
+/// only there, and only under the lock (no live writer can own them).
+pub fn remove_leftovers(home: &Home) -> Result<Vec<String>, UpdateError> {
+    let rd = match fs::read_dir(&home.root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("read", &home.root)(e)),
+    };
+    let mut removed = Vec::new();
+    for e in rd {
+        let e = e.map_err(io_err("read", &home.root))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(t) = e.file_type() else { continue };
+        let ours = (name.starts_with(crate::fsutil::TMP_PREFIX) && t.is_file())
+            || (name.starts_with(LINK_TMP_PREFIX) && t.is_symlink());
+        if ours {
+            crate::fsutil::remove_if_exists(&e.path()).map_err(io_err("remove", &e.path()))?;
+            removed.push(name);
+        }
+    }
+    Ok(removed)
+}
+
 /// Finishes or undoes an interrupted operation (see the module doc). Returns what it
 /// did, or `None` when there was nothing to do (or another process holds the lock).
 pub fn recover(home: &Home) -> Result<Option<Recovery>, UpdateError> {
     if !home.root.is_dir() {
         return Ok(None);
     }
-    let lock = match home.lock(false) {
+    let lock = match home.lock(false, "recovery") {
         Ok(l) => l,
         Err(UpdateError::Locked { .. }) => return Ok(None),
         Err(e) => return Err(e),
@@ -125,6 +154,7 @@ pub fn recover(home: &Home) -> Result<Option<Recovery>, UpdateError> {
 
 /// [`recover`] for a caller that already holds the lock.
 pub fn recover_locked(home: &Home, _lock: &Lock) -> Result<Option<Recovery>, UpdateError> {
+    remove_leftovers(home)?;
     let journal = read(home)?;
     let state = home.read_state()?;
     let Some(j) = journal else {

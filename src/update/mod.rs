@@ -78,8 +78,16 @@ pub enum UpdateError {
         expected: String,
         actual: String,
     },
-    #[error("another offgrid operation holds the lock on '{home}'\nhelp: wait for it to finish, then try again")]
-    Locked { home: String },
+    #[error("another offgrid operation holds the lock on '{home}': {}\nhelp: wait for it to finish, then try again", crate::lockfile::describe(.holder.as_ref()))]
+    Locked {
+        home: String,
+        holder: Option<crate::lockfile::Holder>,
+    },
+    #[error("site home '{home}' is busy: {} holds its lock and nothing is installed yet\nhelp: wait for it to finish, then run 'offgrid status' again", crate::lockfile::describe(.holder.as_ref()))]
+    Busy {
+        home: String,
+        holder: Option<crate::lockfile::Holder>,
+    },
     #[error("there is no previous release to return to in '{home}'\nhelp: rollback needs an earlier release kept by apply-update or install")]
     NoPrevious { home: String },
     #[error("the keys given do not match the keys pinned in '{home}' at install\nhelp: omit --pubkey/--trust to use the pinned keys, or install into a new --home")]
@@ -107,6 +115,38 @@ pub enum UpdateError {
     Exists { path: String },
     #[error("{0}")]
     Usage(String),
+    #[error("rollback refused: release {release} kept in '{home}' is damaged ({} file(s) do not match its signed manifest){}\nhelp: release {current} stays in use; to get release {release} back, install it from a verified USB stick into a new home: offgrid install --from USBROOT --home NEWDIR", .damaged.len(), list(.damaged))]
+    RollbackDamaged {
+        home: String,
+        release: String,
+        current: String,
+        /// Each damaged file, quoted, with what is wrong.
+        damaged: Vec<String>,
+    },
+    #[error("'{path}' is not a USB tree folder: {reason}\nhelp: pass the folder of the USB tree (the one holding manifest.toml), e.g. offgrid install --from /media/USB")]
+    NotATree { path: String, reason: String },
+}
+
+/// Indented lines, one per item, at most 20 (then a count of the rest).
+fn list(items: &[String]) -> String {
+    let mut s = String::new();
+    for i in items.iter().take(20) {
+        s.push_str("\n  ");
+        s.push_str(i);
+    }
+    if items.len() > 20 {
+        s.push_str(&format!("\n  … and {} more", items.len() - 20));
+    }
+    s
+}
+
+/// `s` cut to a short, printable excerpt (control characters dropped).
+pub(crate) fn short(s: &str) -> String {
+    let mut out: String = s.chars().filter(|c| !c.is_control()).take(200).collect();
+    if s.chars().count() > 200 {
+        out.push('…');
+    }
+    out
 }
 
 impl UpdateError {
@@ -123,6 +163,8 @@ impl UpdateError {
             | UpdateError::WrongBase { .. }
             | UpdateError::BaseMismatch { .. }
             | UpdateError::Locked { .. }
+            | UpdateError::Busy { .. }
+            | UpdateError::RollbackDamaged { .. }
             | UpdateError::NoPrevious { .. }
             | UpdateError::KeysDiffer { .. }
             | UpdateError::BadTree { .. } => true,

@@ -3,15 +3,33 @@
 //! previous swap, so a second rollback returns to the newer release); the `current` link
 //! follows, and recovery repairs it if the process dies in between.
 //!
-//! Known gap: the previous version's files are checked for presence and size, not
-//! re-hashed (`offgrid verify HOME/current` does that).
+//! Rollback never lands on damage: before the switch, the previous version's signed
+//! manifest is checked against the pinned keys and every one of its files against that
+//! manifest (size, then chunk hashes), by the path inside the previous version's own
+//! folder (kept versions share unchanged files by hard link, so a change made through
+//! either version shows in both). A file the verification cache
+//! ([`crate::models::vcache`]) says was checked unchanged against the same entry is not
+//! re-hashed; files hashed here are recorded there. Any damage refuses the rollback
+//! ([`UpdateError::RollbackDamaged`], naming every damaged file); nothing is switched.
+//!
+//! Known gap: the check costs one full read of the previous version when the cache does
+//! not know its files (e.g. files hard-linked into the newer version since they were
+//! recorded: linking changes their status-change time, so their entries no longer
+//! apply).
+
+use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::manifest::Manifest;
+use crate::hash::{self, FileCheck};
+use crate::manifest::FileEntry;
+use crate::models::vcache::VerifyCache;
 use crate::update::home::{Home, Recovery};
 use crate::update::journal::recover_locked;
-use crate::update::{fault, io_err, UpdateError};
+use crate::update::{fault, UpdateError};
+
+/// Files smaller than this are re-hashed every time rather than cached.
+const CACHE_MIN_SIZE: u64 = 1 << 20;
 
 /// What rollback did.
 #[derive(Debug, Clone, Serialize)]
@@ -19,13 +37,23 @@ pub struct RollbackReport {
     pub home: String,
     pub from: String,
     pub to: String,
+    /// Files of the release rolled back to that were hashed now.
+    pub hashed: usize,
+    /// Files the verification cache vouched for (unchanged since an earlier check).
+    pub cached: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovered: Option<Recovery>,
 }
 
-/// Returns `home` to its previous version.
-pub fn rollback(home: &Home) -> Result<RollbackReport, UpdateError> {
-    let lock = home.lock(false)?;
+/// Returns `home` to its previous version, after checking it (see the module doc).
+/// `cache` is the verification cache to consult and update (usually
+/// [`VerifyCache::user`]); `progress` counts the bytes hashed.
+pub fn rollback(
+    home: &Home,
+    cache: Option<&VerifyCache>,
+    progress: crate::Progress,
+) -> Result<RollbackReport, UpdateError> {
+    let lock = home.lock(false, "rollback")?;
     let recovered = recover_locked(home, &lock)?;
     let state = home.state()?;
     let prev = state
@@ -35,25 +63,83 @@ pub fn rollback(home: &Home) -> Result<RollbackReport, UpdateError> {
             home: home.root.display().to_string(),
         })?;
     let dir = home.version_dir(&prev.dir);
-    let bad = |reason: String| UpdateError::BadHome {
+    let policy = home.policy(&state)?;
+    let refuse = |damaged: Vec<String>| UpdateError::RollbackDamaged {
         home: home.root.display().to_string(),
-        reason,
-        help: "the previous version cannot be used; reinstall it from a verified USB stick",
+        release: prev.release.to_string(),
+        current: state.current.release.to_string(),
+        damaged,
     };
-    let mp = dir.join(crate::manifest::MANIFEST_FILE);
-    let bytes = std::fs::read(&mp).map_err(io_err("read", &mp))?;
-    let m = Manifest::parse(&bytes).map_err(|e| bad(format!("'{}': {e}", mp.display())))?;
+    // The manifest and its signatures first: a changed manifest would vouch for anything.
+    let signed = crate::verify::read_signed_manifest(&dir, &policy).map_err(|e| {
+        let first = e.to_string().lines().next().unwrap_or_default().to_owned();
+        refuse(vec![format!(
+            "'{}' or its signatures: {}",
+            crate::manifest::MANIFEST_FILE,
+            crate::update::short(&first)
+        )])
+    })?;
+    let m = &signed.manifest;
+    if m.release != prev.release || m.bundle_id != state.bundle_id {
+        return Err(refuse(vec![format!(
+            "'{}' is release {} of '{}', state.json says release {} of '{}'",
+            crate::manifest::MANIFEST_FILE,
+            m.release,
+            m.bundle_id,
+            prev.release,
+            state.bundle_id
+        )]));
+    }
+    let total = m.total_size().max(1);
+    let mut base = 0u64;
+    let mut damaged = Vec::new();
+    let mut hashed: Vec<(PathBuf, &FileEntry)> = Vec::new();
+    let mut cached = 0;
     for f in &m.files {
         let p = crate::paths::join(&dir, &f.path);
-        match std::fs::symlink_metadata(&p) {
-            Ok(md) if md.is_file() && md.len() == f.size => {}
-            _ => {
-                return Err(bad(format!(
-                    "'{}' of release {} is missing or has the wrong size",
-                    f.path, prev.release
-                )))
+        if cache.is_some_and(|c| c.is_verified(&p, f)) {
+            cached += 1;
+        } else {
+            let on = |d: u64, _: u64| progress(base + d, total);
+            let problem = match hash::check_file(&p, f, &on) {
+                Ok(FileCheck::Ok) => None,
+                Ok(FileCheck::Missing) => Some("is missing".to_owned()),
+                Ok(FileCheck::NotAFile) => Some("is not a regular file".to_owned()),
+                Ok(FileCheck::SizeMismatch { expected, actual }) => Some(format!(
+                    "is {actual} bytes, the signed manifest says {expected}"
+                )),
+                Ok(FileCheck::Damaged { ranges }) => Some(format!(
+                    "bytes {} do not match the signed chunk hashes",
+                    ranges
+                        .iter()
+                        .take(4)
+                        .map(|(a, b)| format!("{a}..{b}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                        + if ranges.len() > 4 { ", …" } else { "" }
+                )),
+                Err(e) => Some(format!("cannot be read: {e}")),
+            };
+            match problem {
+                Some(p) => damaged.push(format!("'{}' {p}", f.path)),
+                None => hashed.push((p, f)),
             }
         }
+        base += f.size;
+        progress(base, total);
+    }
+    if !damaged.is_empty() {
+        return Err(refuse(damaged));
+    }
+    if let Some(c) = cache {
+        // Only files worth skipping (the cache is small and shared with the launcher);
+        // best effort: a cache that cannot be written only costs a re-hash next time.
+        let big: Vec<_> = hashed
+            .iter()
+            .filter(|(_, f)| f.size >= CACHE_MIN_SIZE)
+            .cloned()
+            .collect();
+        let _ = c.record_all(&big);
     }
     let mut s = state.clone();
     s.previous = Some(state.current.clone());
@@ -67,6 +153,8 @@ pub fn rollback(home: &Home) -> Result<RollbackReport, UpdateError> {
         home: home.root.display().to_string(),
         from: state.current.release.to_string(),
         to: prev.release.to_string(),
+        hashed: hashed.len(),
+        cached,
         recovered,
     })
 }

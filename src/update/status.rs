@@ -1,11 +1,15 @@
 //! `offgrid status`: the installed release, the previous one kept for rollback, the
 //! site's history and recoveries, and a quick presence/size check of the current
 //! version's files. Runs recovery first, like every command that touches the home.
+//! While another command holds the home's lock, status does not recover and says who
+//! holds it; with nothing installed yet (a first install in flight) that is the
+//! [`UpdateError::Busy`] refusal, not "nothing is installed".
 //!
 //! Known gap: files are checked by size only; `offgrid verify HOME/current` re-hashes.
 
 use serde::Serialize;
 
+use crate::lockfile::Holder;
 use crate::manifest::Manifest;
 use crate::update::home::{Event, Home, Recovery};
 use crate::update::{io_err, journal, UpdateError};
@@ -33,13 +37,42 @@ pub struct StatusReport {
     pub recovered_now: Option<Recovery>,
     /// True when another offgrid operation held the lock (recovery was not attempted).
     pub busy: bool,
+    /// Who held it (command, pid, since), when its record could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub busy_by: Option<Holder>,
 }
 
 /// Recovers if needed, then describes the home.
 pub fn status(home: &Home) -> Result<StatusReport, UpdateError> {
-    let busy = home.root.is_dir() && matches!(home.lock(false), Err(UpdateError::Locked { .. }));
-    let recovered_now = journal::recover(home)?;
-    let s = home.state()?;
+    let mut busy = false;
+    let mut busy_by = None;
+    let mut recovered_now = None;
+    if home.root.is_dir() {
+        match home.lock(false, "status") {
+            // Recover, then let go: status only reads from here on.
+            Ok(lock) => recovered_now = journal::recover_locked(home, &lock)?,
+            Err(UpdateError::Locked { holder, .. }) => {
+                busy = true;
+                busy_by = holder;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let s = match home.read_state()? {
+        Some(s) => s,
+        // A first install in flight: busy, not absent.
+        None if busy => {
+            return Err(UpdateError::Busy {
+                home: home.root.display().to_string(),
+                holder: busy_by,
+            })
+        }
+        None => {
+            return Err(UpdateError::NotInstalled {
+                home: home.root.display().to_string(),
+            })
+        }
+    };
     let dir = home.version_dir(&s.current.dir);
     let mp = dir.join(crate::manifest::MANIFEST_FILE);
     let bytes = std::fs::read(&mp).map_err(io_err("read", &mp))?;
@@ -83,5 +116,6 @@ pub fn status(home: &Home) -> Result<StatusReport, UpdateError> {
         recoveries: s.recoveries.clone(),
         recovered_now,
         busy,
+        busy_by,
     })
 }

@@ -20,10 +20,16 @@ use crate::update::{io_err, UpdateError};
 use crate::version::Version;
 
 /// A started transaction: the journal is written, the staging folder exists.
+///
+/// Dropped without [`Txn::commit`] or [`Txn::abort`] (an early return, a panic
+/// unwinding), it undoes the staging itself, like rustup's `Transaction`; the durable
+/// journal stays the source of truth when the process dies instead.
 pub struct Txn<'h> {
     pub home: &'h Home,
     pub journal: Journal,
     pub staging: PathBuf,
+    /// Committed or aborted: nothing left for `Drop` to undo.
+    finished: bool,
 }
 
 impl<'h> Txn<'h> {
@@ -58,6 +64,7 @@ impl<'h> Txn<'h> {
             home,
             journal,
             staging,
+            finished: false,
         })
     }
 
@@ -92,7 +99,9 @@ impl<'h> Txn<'h> {
 
     /// Makes the staged version durable and switches to it: `new_state` becomes the
     /// state in one atomic step. Returns the versions removed by cleanup.
-    pub fn commit(self, new_state: &State) -> Result<Vec<String>, UpdateError> {
+    pub fn commit(mut self, new_state: &State) -> Result<Vec<String>, UpdateError> {
+        // From here on commit itself decides what to undo (nothing once switched).
+        self.finished = true;
         let before = (|| -> Result<(), UpdateError> {
             fault::point("staged");
             let fin = self.home.version_dir(&self.journal.to.dir);
@@ -105,7 +114,7 @@ impl<'h> Txn<'h> {
             Ok(())
         })();
         if let Err(e) = before {
-            self.abort();
+            self.undo();
             return Err(e);
         }
         if let Err(e) = self.home.write_state(new_state) {
@@ -118,7 +127,7 @@ impl<'h> Txn<'h> {
                 .flatten()
                 .is_some_and(|s| s.current.dir == self.journal.to.dir);
             if !switched {
-                self.abort();
+                self.undo();
             }
             return Err(e);
         }
@@ -135,11 +144,55 @@ impl<'h> Txn<'h> {
 
     /// Undoes a transaction that failed before the switch (best effort; recovery
     /// finishes the job if this fails too).
-    pub fn abort(self) {
+    pub fn abort(mut self) {
+        self.finished = true;
+        self.undo();
+    }
+
+    fn undo(&self) {
         let fin = self.home.version_dir(&self.journal.to.dir);
         if remove_tree(&self.staging).is_ok() && remove_tree(&fin).is_ok() {
             let _ = crate::fsutil::fsync_dir(&self.home.versions());
             let _ = journal::remove(self.home);
         }
+    }
+}
+
+impl Drop for Txn<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.undo();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_uncommitted_undoes_its_staging_and_journal() {
+        let d = tempfile::tempdir().unwrap();
+        let home = Home {
+            root: d.path().join("home"),
+        };
+        let lock = home.lock(true, "test").unwrap();
+        let v: Version = "1.0.0".parse().unwrap();
+        let staging = {
+            let t = Txn::begin(&home, &lock, "install", None, &v).unwrap();
+            fs::write(t.target("a/b.txt").unwrap(), b"x").unwrap();
+            assert!(home.journal_path().exists());
+            t.staging.clone()
+            // dropped here, as on an early return or a panic
+        };
+        assert!(!staging.exists(), "staging left behind");
+        assert!(!home.journal_path().exists(), "journal left behind");
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _t = Txn::begin(&home, &lock, "install", None, &v).unwrap();
+            panic!("in the middle of staging");
+        }));
+        assert!(r.is_err());
+        assert_eq!(fs::read_dir(home.versions()).unwrap().count(), 0);
+        assert!(!home.journal_path().exists());
     }
 }

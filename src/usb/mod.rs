@@ -106,6 +106,11 @@ pub enum PackError {
         path: String,
         source: std::io::Error,
     },
+    #[error("destination '{dest}' is being written by {}\nhelp: wait for it to finish (or stop it), then run this again; two writers into one folder would leave it without a manifest", crate::lockfile::describe(.holder.as_ref()))]
+    Busy {
+        dest: String,
+        holder: Option<crate::lockfile::Holder>,
+    },
     #[error("template {template} uses unknown placeholder '{{{{{name}}}}}'")]
     Template { template: String, name: String },
     #[error(transparent)]
@@ -127,9 +132,10 @@ pub enum PackError {
 }
 
 impl PackError {
-    /// Packing never gives a clean "no": every error is usage or I/O (exit 2).
+    /// Packing gives one clean "no" (exit 1): the destination is busy with another
+    /// writer. Every other error is usage or I/O (exit 2).
     pub fn is_refusal(&self) -> bool {
-        false
+        matches!(self, PackError::Busy { .. })
     }
 }
 

@@ -6,7 +6,8 @@
 //! A tree without `manifest.toml` is not a tree, so a pack interrupted at any point never
 //! looks complete; a pack that fails before the flip leaves the previous tree untouched
 //! (the staging folder is removed). Every refusal happens before the first byte is
-//! written. Known gaps: the free-space check counts the staged copy in full even when the
+//! written. A writer holds `DEST/.offgrid-lock` ([`lock_dest`]) from the first check to
+//! the end, so a second pack into the same folder is refused at once, naming the first. Known gaps: the free-space check counts the staged copy in full even when the
 //! old tree holds the same files; renames are not journalled, so power loss during the
 //! flip leaves a tree with no manifest (re-run the pack); Windows directory fsync is a no-op.
 
@@ -88,9 +89,28 @@ pub fn load_signers(
 }
 
 /// Checks what is at `dest` against the release about to be written (see SPEC.md §2):
+/// another writer holding the destination's lock refuses (exit 1, naming it); then as
+/// [`inspect_dest`].
+pub fn check_dest(
+    dest: &Path,
+    bundle_id: &str,
+    release: &crate::version::Version,
+    force: bool,
+) -> Result<DestState, PackError> {
+    // Another writer mid-pack: its half-written folder is not ours to judge.
+    if let Some(holder) = crate::lockfile::held(&dest.join(LOCK_FILE)) {
+        return Err(PackError::Busy {
+            dest: dest.display().to_string(),
+            holder,
+        });
+    }
+    inspect_dest(dest, bundle_id, release, force)
+}
+
+/// Checks what is at `dest` against the release about to be written (see SPEC.md §2):
 /// a file refuses; another bundle or release, or an unreadable manifest, refuses unless
 /// `force`; the same bundle and release is replaced.
-pub fn check_dest(
+fn inspect_dest(
     dest: &Path,
     bundle_id: &str,
     release: &crate::version::Version,
@@ -166,7 +186,26 @@ fn free_bytes(_path: &Path) -> Option<u64> {
     None
 }
 
+/// The lock file a writer of a destination holds (inside it, beside the staging folder).
+pub const LOCK_FILE: &str = ".offgrid-lock";
+
+/// Takes the writer's lock on the destination folder `dest` (which must exist) for
+/// `command`: a second writer (`pack-usb`, and the coming `clone`) is refused at once,
+/// naming the holder. The lock dies with its process ([`crate::lockfile`]).
+pub fn lock_dest(dest: &Path, command: &str) -> Result<crate::lockfile::FileLock, PackError> {
+    let p = dest.join(LOCK_FILE);
+    match crate::lockfile::try_lock(&p, command).map_err(io_err("lock", &p))? {
+        crate::lockfile::TryLock::Acquired(l) => Ok(l),
+        crate::lockfile::TryLock::Busy(holder) => Err(PackError::Busy {
+            dest: dest.display().to_string(),
+            holder,
+        }),
+    }
+}
+
 /// Writes `plan` as a signed tree at `dest`. See the module doc for the order of steps.
+/// Holds the destination's lock ([`lock_dest`]) throughout; the lock file is removed
+/// when done.
 pub fn pack(
     plan: &TreePlan,
     keys: &[SecretKey],
@@ -177,7 +216,39 @@ pub fn pack(
     if keys.is_empty() {
         return Err(PackError::NoSigner);
     }
-    let state = check_dest(dest, &plan.bundle_id, &plan.release, opts.force)?;
+    let existed = match fs::metadata(dest) {
+        Ok(m) if !m.is_dir() => {
+            return Err(PackError::DestIsFile {
+                path: dest.display().to_string(),
+            })
+        }
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(io_err("inspect destination", dest)(e)),
+    };
+    if !existed {
+        fs::create_dir_all(dest).map_err(io_err("create destination", dest))?;
+    }
+    // Busy: the folder is the other writer's now; leave it exactly as it is.
+    let lock = lock_dest(dest, "pack-usb")?;
+    let r = pack_locked(plan, keys, dest, opts, progress);
+    let _ = lock.remove();
+    if r.is_err() && !existed {
+        let _ = fs::remove_dir(dest);
+    }
+    r
+}
+
+/// [`pack`] with the destination's lock held (a folder made for this pack is removed by
+/// the caller when this fails).
+fn pack_locked(
+    plan: &TreePlan,
+    keys: &[SecretKey],
+    dest: &Path,
+    opts: &PackOptions,
+    progress: Progress,
+) -> Result<PackReport, PackError> {
+    let state = inspect_dest(dest, &plan.bundle_id, &plan.release, opts.force)?;
 
     // Output == input: nothing we read may live inside the tree we write.
     if state.exists {
@@ -262,20 +333,15 @@ pub fn pack(
         }
     }
 
-    // From here on we write. Stage everything; on failure remove what we made.
-    let created_dest = !state.exists;
-    if created_dest {
-        fs::create_dir_all(dest).map_err(io_err("create destination", dest))?;
-    }
+    // From here on we write. Stage everything; on failure remove what we made (the
+    // caller removes a destination made for this pack).
     let staging = dest.join(STAGING_DIR);
     let staged = stage(plan, keys, &staging, progress);
+    crate::update::fault::point("pack-staged");
     let (manifest, manifest_bytes, signatures) = match staged {
         Ok(s) => s,
         Err(e) => {
             let _ = fs::remove_dir_all(&staging);
-            if created_dest {
-                let _ = fs::remove_dir(dest);
-            }
             return Err(e);
         }
     };

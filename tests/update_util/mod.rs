@@ -213,6 +213,7 @@ impl World {
         c.current_dir(self.dir.path())
             .env("OFFGRID_HOME", self.home())
             .env("OFFGRID_HQ", self.p("hq"))
+            .env("OFFGRID_CACHE_DIR", self.p("cache"))
             .env_remove("OFFGRID_FAULT_AT")
             .env_remove("OFFGRID_PASSWORD");
         c
@@ -222,6 +223,7 @@ impl World {
         c.current_dir(self.dir.path())
             .env("OFFGRID_HOME", self.home())
             .env("OFFGRID_HQ", self.p("hq"))
+            .env("OFFGRID_CACHE_DIR", self.p("cache"))
             .env_remove("OFFGRID_FAULT_AT");
         c
     }
