@@ -11,10 +11,9 @@
 //! - `install --from` / `verify` / `apply-update` of a missing path, a file, a folder
 //!   or a FIFO agree: exit 2, the path named, a `help:` line, no hang.
 
-mod update_util;
+use crate::update_util;
 
-#[path = "support/pack.rs"]
-mod support;
+use crate::support;
 
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};

@@ -20,6 +20,7 @@ mod pack_usb;
 mod repo_rules;
 mod scripts;
 mod signing;
+mod site_hardening;
 mod update;
 mod update_hostile;
 mod update_hq;
