@@ -677,7 +677,9 @@ fn answer(
         body,
         Some(count as usize),
         None,
-    );
+    )
+    // Always Content-Length (tiny_http would switch to chunked above 32 KiB).
+    .with_chunked_threshold(usize::MAX);
     for h in headers.drain(..) {
         r.add_header(h);
     }
