@@ -253,7 +253,9 @@ impl Catalog {
             [kind, name, rest @ ..] if kind == "tree" && !rest.is_empty() => {
                 let t = self.trees.iter().find(|t| &t.name == name)?;
                 let rel = rest.join("/");
-                t.paths.contains_key(&rel).then_some((t.root.as_path(), rel))
+                t.paths
+                    .contains_key(&rel)
+                    .then_some((t.root.as_path(), rel))
             }
             [kind, name] if kind == "pack" => {
                 let p = self.packs.iter().find(|p| &p.name == name)?;
