@@ -730,6 +730,17 @@ mod tests {
     }
 
     #[test]
+    fn the_index_example_matches_what_is_served() {
+        let ex: serde_json::Value =
+            serde_json::from_str(include_str!("../formats/serve-index.example.json")).unwrap();
+        assert_eq!(ex["format"], INDEX_FORMAT);
+        let mine = Catalog::default().index_json();
+        let keys =
+            |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&ex), keys(&mine));
+    }
+
+    #[test]
     fn rates() {
         assert_eq!(parse_rate("10M"), Some(10 << 20));
         assert_eq!(parse_rate("500k"), Some(500 << 10));
