@@ -39,6 +39,10 @@ enum Command {
     Run(cli::run::Args),
     /// List the models on the stick or in the home, and whether they fit this machine
     Models(cli::models::Args),
+    /// Serve the trees and update packs this machine holds over read-only HTTP
+    Serve(cli::serve::Args),
+    /// Write a BitTorrent metainfo (.torrent) for a USB tree or an update pack
+    Torrent(cli::torrent::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,8 @@ fn main() -> ExitCode {
         Command::Rollback(a) => cli::rollback::run(a, &g),
         Command::Run(a) => cli::run::run(a, &g),
         Command::Models(a) => cli::models::run(a, &g),
+        Command::Serve(a) => cli::serve::run(a, &g),
+        Command::Torrent(a) => cli::torrent::run(a, &g),
     };
     cli::finish(result, &g)
 }

@@ -21,6 +21,7 @@ mod repo_rules;
 mod scripts;
 mod signing;
 mod site_hardening;
+mod torrent;
 mod update;
 mod update_hostile;
 mod update_hq;

@@ -9,7 +9,9 @@ pub mod models;
 pub mod pack_usb;
 pub mod rollback;
 pub mod run;
+pub mod serve;
 pub mod status;
+pub mod torrent;
 pub mod verify;
 
 use std::io::{self, IsTerminal, Write};
