@@ -60,3 +60,41 @@ fn ci_runs_the_readme_test_command() {
     let deps = fs::read_to_string(root().join(".ci/install-deps")).expect(".ci/install-deps");
     assert!(ci.contains(".ci/install-deps --force") && deps.contains("apt-get update"));
 }
+
+/// The library never prints and never exits (STYLE.md): only `src/main.rs` and
+/// `src/cli/` talk to the terminal and choose the exit code.
+#[test]
+fn library_outside_the_cli_never_prints_or_exits() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let cli = root().join("src/cli");
+    let forbidden = [
+        "println!",
+        "eprintln!",
+        "print!",
+        "eprint!",
+        "dbg!",
+        "process::exit",
+    ];
+    let mut found = Vec::new();
+    for p in files
+        .iter()
+        .filter(|p| !p.starts_with(&cli) && !p.ends_with("src/main.rs"))
+    {
+        let text = fs::read_to_string(p).unwrap_or_default();
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            for f in forbidden {
+                // `print!` also matches inside `eprint!`/`println!`; any of them is a hit.
+                if code.contains(f) {
+                    found.push(format!("{}:{}: {}", p.display(), i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the library prints or exits (move it to src/cli/):\n{}",
+        found.join("\n")
+    );
+}
