@@ -289,7 +289,7 @@ fn fifo_as_recipe_is_refused_without_hanging() {
     mkfifo(&d.path().join("recipe.toml"));
     let out = offgrid(
         d.path(),
-        args!["pack-usb", "--recipe", "recipe.toml", "--output", "out"],
+        args!["pack-usb", "out", "--recipe", "recipe.toml"],
     );
     assert_fifo_refused(&out, "recipe.toml");
 }
