@@ -37,14 +37,12 @@ pub fn message(s: &str) -> String {
 
 fn cut(s: &str, max: usize) -> String {
     let mut out = String::new();
-    let mut n = 0;
-    for c in s.chars().filter(|c| !c.is_control()) {
+    for (n, c) in s.chars().filter(|c| !c.is_control()).enumerate() {
         if n == max {
             out.push('…');
             return out;
         }
         out.push(c);
-        n += 1;
     }
     out
 }
