@@ -137,7 +137,7 @@ impl<R: Read + Seek> Reader<R> {
 /// Reads the header of the GGUF file at `path`.
 pub fn read_info(path: &Path) -> Result<GgufInfo, GgufError> {
     let p = path.display().to_string();
-    let f = File::open(path).map_err(|source| GgufError::Io {
+    let f = crate::hash::open_regular(path).map_err(|source| GgufError::Io {
         path: p.clone(),
         source,
     })?;

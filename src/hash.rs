@@ -371,6 +371,116 @@ pub fn open_no_follow(path: &Path) -> io::Result<File> {
     o.open(path)
 }
 
+/// Opens a path the user gave (a key, a trust file, a recipe, a pack, a model) for
+/// reading, refusing anything but a regular file before a byte is read: a FIFO would
+/// block forever, a device would never end. Links are followed. The refusal is an
+/// `InvalidInput` error saying what was found (the caller names the path).
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    open_checked(path, true)
+}
+
+/// [`open_regular`] without following a link at the last component: for paths on
+/// untrusted media (a stick's manifest and signatures).
+pub fn open_regular_no_follow(path: &Path) -> io::Result<File> {
+    open_checked(path, false)
+}
+
+/// True when `e` is [`open_regular`]'s refusal of something that is not a regular file.
+pub fn is_not_regular(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::InvalidInput && e.to_string().starts_with(NOT_REGULAR)
+}
+
+const NOT_REGULAR: &str = "not a regular file";
+
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
+        "a folder"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "something else"
+    }
+}
+
+fn open_checked(path: &Path, follow: bool) -> io::Result<File> {
+    let refuse = |t: &std::fs::FileType| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{NOT_REGULAR}: it is {}", file_kind(t)),
+        )
+    };
+    // Look before opening: opening some devices has effects of its own.
+    let m = if follow {
+        std::fs::metadata(path)?
+    } else {
+        std::fs::symlink_metadata(path)?
+    };
+    if !m.is_file() {
+        return Err(refuse(&m.file_type()));
+    }
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Non-blocking, so a FIFO swapped in after the look does not block the open.
+        let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
+        o.custom_flags(libc::O_NONBLOCK | nofollow);
+    }
+    let f = o.open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() {
+        return Err(refuse(&m.file_type()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fcntl on a descriptor this function owns; no memory is passed.
+        unsafe {
+            let fd = f.as_raw_fd();
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            if fl >= 0 {
+                libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+            }
+        }
+    }
+    Ok(f)
+}
+
+/// Reads a whole regular file of at most `max` bytes (opened by [`open_regular`], or
+/// [`open_regular_no_follow`] when `follow` is false), refusing a larger one before
+/// allocating for it. `Ok(Err(size))` when it is too large.
+pub fn read_regular_bounded(
+    path: &Path,
+    max: u64,
+    follow: bool,
+) -> io::Result<Result<Vec<u8>, u64>> {
+    let f = open_checked(path, follow)?;
+    let len = f.metadata()?.len();
+    if len > max {
+        return Ok(Err(len));
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Ok(Err(buf.len() as u64));
+    }
+    Ok(Ok(buf))
+}
+
 /// Checks `path` against `entry`: size first, then every chunk hash, chunks hashed in
 /// parallel. Does not read past `entry.size`.
 pub fn check_file(

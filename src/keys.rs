@@ -244,7 +244,7 @@ fn read_key_file(path: &Path, what: &'static str, help: &'static str) -> Result<
         path: show(path),
         source,
     };
-    let f = fs::File::open(path).map_err(read_err)?;
+    let f = crate::hash::open_regular(path).map_err(read_err)?;
     let mut bytes = Vec::new();
     f.take(MAX_KEY_FILE + 1)
         .read_to_end(&mut bytes)

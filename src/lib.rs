@@ -5,6 +5,7 @@
 //! and maps errors to exit codes. The library never prints and never exits.
 //! See ARCHITECTURE.md for the code map and SPEC.md for the normative format.
 
+pub mod excerpt;
 pub mod exit;
 pub mod fsutil;
 pub mod gguf;
@@ -16,6 +17,7 @@ pub mod paths;
 pub mod platform;
 pub mod serve;
 pub mod sign;
+pub mod signed;
 pub mod torrent;
 pub mod trust;
 pub mod update;

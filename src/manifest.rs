@@ -240,17 +240,19 @@ impl Manifest {
         struct Head {
             format: Option<String>,
         }
-        let head: Head = toml::from_str(text).map_err(|e| ManifestError::Syntax(e.to_string()))?;
+        let head: Head = toml::from_str(text)
+            .map_err(|e| ManifestError::Syntax(crate::excerpt::message(&e.to_string())))?;
         match head.format.as_deref() {
             Some(FORMAT) => {}
             Some(other) => {
                 return Err(ManifestError::Format {
-                    found: other.to_owned(),
+                    found: crate::excerpt::excerpt(other),
                 })
             }
             None => return Err(field("format", "is missing")),
         }
-        let m: Manifest = toml::from_str(text).map_err(|e| ManifestError::Syntax(e.to_string()))?;
+        let m: Manifest = toml::from_str(text)
+            .map_err(|e| ManifestError::Syntax(crate::excerpt::message(&e.to_string())))?;
         m.validate()?;
         Ok(m)
     }

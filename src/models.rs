@@ -64,6 +64,8 @@ pub enum ModelError {
     Hash(#[from] HashError),
     #[error(transparent)]
     Trust(#[from] TrustError),
+    #[error(transparent)]
+    Head(#[from] crate::signed::HeadError),
     #[error("model file '{path}' does not match the signed manifest: {detail}\nhelp: the copy is damaged or was changed; copy the stick again from HQ (or run with --no-verify at your own risk)")]
     Damaged { path: String, detail: String },
     #[error("{0}")]
@@ -81,6 +83,7 @@ impl ModelError {
             | ModelError::Damaged { .. }
             | ModelError::CpuUnsupported { .. } => true,
             ModelError::Trust(t) => t.is_refusal(),
+            ModelError::Head(h) => h.is_refusal(),
             _ => false,
         }
     }

@@ -39,7 +39,7 @@ pub enum SignError {
 /// The first word of every offgrid trusted comment.
 pub const COMMENT_TAG: &str = "offgrid";
 /// Signature files larger than this are not signature files.
-pub const MAX_SIGNATURE_BYTES: usize = 16 * 1024;
+pub const MAX_SIGNATURE_BYTES: usize = crate::signed::MAX_SIGNATURE_BYTES as usize;
 
 /// The lowercase hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -68,14 +68,26 @@ pub fn sign_manifest(
     manifest_bytes: &[u8],
 ) -> Result<String, SignError> {
     let comment = trusted_comment(manifest, manifest_bytes);
-    let pk = sk.public.to_minisign().map_err(SignError::Sign)?;
     let untrusted = format!("signature from offgrid secret key {}", sk.public.key_id());
+    sign_bytes(sk, manifest_bytes, &comment, &untrusted)
+}
+
+/// Signs any document's exact bytes with the given trusted and untrusted comments;
+/// returns the `.minisig` text. Every signed document (tree manifest, pack manifest)
+/// goes through here.
+pub fn sign_bytes(
+    sk: &SecretKey,
+    bytes: &[u8],
+    trusted: &str,
+    untrusted: &str,
+) -> Result<String, SignError> {
+    let pk = sk.public.to_minisign().map_err(SignError::Sign)?;
     let sig = minisign::sign(
         Some(&pk),
         &sk.inner,
-        Cursor::new(manifest_bytes),
-        Some(&comment),
-        Some(&untrusted),
+        Cursor::new(bytes),
+        Some(trusted),
+        Some(untrusted),
     )
     .map_err(|e| SignError::Sign(e.to_string()))?;
     Ok(sig.into_string())
@@ -186,6 +198,21 @@ pub(crate) fn check_with_hash(
     manifest_bytes: &[u8],
     manifest_sha256: &str,
 ) -> Result<(), SignError> {
+    let comment = check_bytes(pk, sig_text, manifest_bytes)?;
+    check_manifest_comment(&comment, manifest, manifest_sha256).map_err(|reason| {
+        SignError::TrustedComment {
+            key_id: pk.key_id(),
+            reason,
+        }
+    })
+}
+
+/// Checks the cryptography of one `.minisig` text over a document's exact bytes, before
+/// anything is parsed: the text's shape, its key id equal to `pk`'s, the global
+/// signature over signature ‖ trusted comment, and the prehashed signature over the
+/// bytes. Returns the trusted comment, which the caller checks against the parsed
+/// document.
+pub fn check_bytes(pk: &PublicKey, sig_text: &str, bytes: &[u8]) -> Result<String, SignError> {
     let p = parse(sig_text)?;
     let key_id = key_id_of(&p.keynum);
     if p.keynum != pk.keynum {
@@ -194,10 +221,6 @@ pub(crate) fn check_with_hash(
             expected: pk.key_id(),
         });
     }
-    let tc_err = |reason: String| SignError::TrustedComment {
-        key_id: key_id.clone(),
-        reason,
-    };
     // The global signature first, so an altered comment is named as such.
     let vk =
         ed25519_dalek::VerifyingKey::from_bytes(&pk.key).map_err(|_| SignError::BadSignature {
@@ -205,28 +228,24 @@ pub(crate) fn check_with_hash(
         })?;
     let global = ed25519_dalek::Signature::from_bytes(&p.global_sig);
     if vk.verify_strict(&p.sig_and_comment, &global).is_err() {
-        return Err(tc_err(
-            "the trusted comment was altered (its signature does not verify)".into(),
-        ));
+        return Err(SignError::TrustedComment {
+            key_id,
+            reason: "the trusted comment was altered (its signature does not verify)".into(),
+        });
     }
     let mpk = pk.to_minisign().map_err(SignError::Format)?;
-    minisign::verify(
-        &mpk,
-        &p.sig_box,
-        Cursor::new(manifest_bytes),
-        true,
-        false,
-        false,
-    )
-    .map_err(|_| SignError::BadSignature {
-        key_id: key_id.clone(),
-    })?;
-    check_comment(&p.comment, manifest, manifest_sha256).map_err(tc_err)
+    minisign::verify(&mpk, &p.sig_box, Cursor::new(bytes), true, false, false)
+        .map_err(|_| SignError::BadSignature { key_id })?;
+    Ok(p.comment)
 }
 
 /// Checks a trusted comment against the manifest: exactly
 /// `offgrid bundle=ID release=V manifest_sha256=HEX`, each field equal.
-fn check_comment(comment: &str, manifest: &Manifest, sha: &str) -> Result<(), String> {
+pub(crate) fn check_manifest_comment(
+    comment: &str,
+    manifest: &Manifest,
+    sha: &str,
+) -> Result<(), String> {
     let want = comment_for(manifest, sha);
     if comment == want {
         return Ok(());
@@ -235,7 +254,7 @@ fn check_comment(comment: &str, manifest: &Manifest, sha: &str) -> Result<(), St
     let grammar = || {
         format!(
             "it reads '{}', expected the form '{COMMENT_TAG} bundle=ID release=V manifest_sha256=HEX'",
-            shorten(comment)
+            crate::excerpt::excerpt(comment)
         )
     };
     if words.len() != 4 || words[0] != COMMENT_TAG {
@@ -253,34 +272,24 @@ fn check_comment(comment: &str, manifest: &Manifest, sha: &str) -> Result<(), St
     if bundle != manifest.bundle_id {
         return Err(format!(
             "it was signed for bundle '{}', the manifest is bundle '{}'",
-            shorten(bundle),
+            crate::excerpt::excerpt(bundle),
             manifest.bundle_id
         ));
     }
     if release != manifest.release.as_str() {
         return Err(format!(
             "it was signed for release {}, the manifest is release {}",
-            shorten(release),
+            crate::excerpt::excerpt(release),
             manifest.release.as_str()
         ));
     }
     if hash != sha {
         return Err(format!(
             "it was signed for manifest sha256 {}, this manifest's is {sha}",
-            shorten(hash)
+            crate::excerpt::excerpt(hash)
         ));
     }
     Err(grammar())
-}
-
-/// Cuts untrusted text for messages.
-fn shorten(s: &str) -> String {
-    let clean: String = s.chars().filter(|c| !c.is_control()).collect();
-    if clean.chars().count() > 100 {
-        format!("{}…", clean.chars().take(100).collect::<String>())
-    } else {
-        clean
-    }
 }
 
 #[cfg(test)]
@@ -302,7 +311,7 @@ mod tests {
         let m = manifest();
         let good = format!("offgrid bundle=org.example.clinic release=1.4.0 manifest_sha256={SHA}");
         assert_eq!(comment_for(&m, SHA), good);
-        assert!(check_comment(&good, &m, SHA).is_ok());
+        assert!(check_manifest_comment(&good, &m, SHA).is_ok());
         for bad in [
             good.replace(' ', "  "),
             good.replace("offgrid ", "OFFGRID "),
@@ -318,7 +327,10 @@ mod tests {
             good.to_uppercase(),
             String::new(),
         ] {
-            assert!(check_comment(&bad, &m, SHA).is_err(), "accepted '{bad}'");
+            assert!(
+                check_manifest_comment(&bad, &m, SHA).is_err(),
+                "accepted '{bad}'"
+            );
         }
     }
 
@@ -329,7 +341,7 @@ mod tests {
             "offgrid bundle=\u{1b}[2J{} release=1.4.0 manifest_sha256={SHA}",
             "x".repeat(500)
         );
-        let e = check_comment(&evil, &m, SHA).unwrap_err();
+        let e = check_manifest_comment(&evil, &m, SHA).unwrap_err();
         assert!(!e.contains('\u{1b}'));
         assert!(e.len() < 400, "{e}");
     }
@@ -338,7 +350,7 @@ mod tests {
         #[test]
         fn parsing_arbitrary_text_never_panics(text in "\\PC{0,400}") {
             let _ = signature_key_id(&text);
-            let _ = check_comment(&text, &manifest(), SHA);
+            let _ = check_manifest_comment(&text, &manifest(), SHA);
         }
 
         #[test]

@@ -126,22 +126,37 @@ impl TrustPolicy {
             path: shown.clone(),
             reason,
         };
-        let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-        if meta.len() > MAX_TRUST_FILE {
-            return Err(err(format!(
-                "it is larger than {MAX_TRUST_FILE} bytes\nhelp: a trust file lists a few keys; is this the right file?"
-            )));
-        }
-        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let bytes = match crate::hash::read_regular_bounded(path, MAX_TRUST_FILE, true) {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => {
+                return Err(err(format!(
+                    "it is larger than {MAX_TRUST_FILE} bytes\nhelp: a trust file lists a few keys; is this the right file?"
+                )))
+            }
+            Err(e) => return Err(err(e.to_string())),
+        };
         let text = String::from_utf8(bytes).map_err(|_| err("it is not UTF-8 text".into()))?;
-        Self::parse(&text, &crate::fsutil::parent_dir(path)).map_err(err)
+        Self::from_text(&text, &crate::fsutil::parent_dir(path), &shown)
+    }
+
+    /// Parses trust-file text (what [`TrustPolicy::load`] read from `shown`); `file = …`
+    /// entries are relative to `base`. For the fuzz target and tests.
+    pub fn from_text(text: &str, base: &Path, shown: &str) -> Result<TrustPolicy, TrustError> {
+        Self::parse(text, base).map_err(|reason| TrustError::Policy {
+            path: shown.to_owned(),
+            reason,
+        })
     }
 
     /// Parses trust-file text; `file = …` entries are relative to `base`.
     fn parse(text: &str, base: &Path) -> Result<TrustPolicy, String> {
         const HELP: &str = "\nhelp: see formats/trust.example.toml";
-        let tf: TrustFile =
-            toml::from_str(text).map_err(|e| format!("{}{HELP}", e.to_string().trim_end()))?;
+        let tf: TrustFile = toml::from_str(text).map_err(|e| {
+            format!(
+                "{}{HELP}",
+                crate::excerpt::message(e.to_string().trim_end())
+            )
+        })?;
         if tf.keys.is_empty() {
             return Err(format!("it lists no keys (add [[keys]] tables){HELP}"));
         }
@@ -149,15 +164,18 @@ impl TrustPolicy {
         let mut names: Vec<String> = Vec::new();
         for (i, entry) in tf.keys.iter().enumerate() {
             let label = match &entry.name {
-                Some(n) => format!("key {} ('{n}')", i + 1),
+                Some(n) => format!("key {} ('{}')", i + 1, crate::excerpt::excerpt(n)),
                 None => format!("key {}", i + 1),
             };
             let pk = match (&entry.pubkey, &entry.file) {
-                (Some(line), None) => PublicKey::from_base64(line)
-                    .map_err(|e| format!("{label}: {}", first_line(&e)))?,
+                (Some(line), None) => PublicKey::from_base64(line).map_err(|e| {
+                    format!("{label}: {}", crate::excerpt::message(&first_line(&e)))
+                })?,
                 (None, Some(file)) => {
                     let p = base.join(file);
-                    PublicKey::load(&p).map_err(|e| format!("{label}: {}", first_line(&e)))?
+                    PublicKey::load(&p).map_err(|e| {
+                        format!("{label}: {}", crate::excerpt::message(&first_line(&e)))
+                    })?
                 }
                 (Some(_), Some(_)) => {
                     return Err(format!(
@@ -197,19 +215,36 @@ impl TrustPolicy {
         })
     }
 
-    /// Checks `sigs` (file name, `.minisig` text) over the manifest. Ok with the reports
-    /// when the threshold is met; `ThresholdNotMet` with them otherwise.
+    /// Checks `sigs` (file name, `.minisig` text) over a tree manifest. Ok with the
+    /// reports when the threshold is met; `ThresholdNotMet` with them otherwise.
     ///
-    /// Each signature is looked up by the key id it carries: an id not among the trusted
-    /// keys is `UnknownKey` (its cryptography is not checked); otherwise the signature
-    /// and its trusted comment are checked (`sign::check`). The threshold counts
-    /// distinct trusted keys with a valid signature.
+    /// [`TrustPolicy::check_bytes`] then [`Pending::bind`] with the manifest's trusted
+    /// comment; readers of untrusted bytes call those two themselves, parsing in between.
     pub fn evaluate(
         &self,
         manifest: &Manifest,
         manifest_bytes: &[u8],
         sigs: &[(String, String)],
     ) -> Result<Vec<SignatureReport>, TrustError> {
+        let sha = sign::sha256_hex(manifest_bytes);
+        self.check_bytes(manifest_bytes, sigs)?
+            .bind(|comment| sign::check_manifest_comment(comment, manifest, &sha))
+    }
+
+    /// The first half of the one signature evaluator: checks the cryptography of every
+    /// signature over a document's exact bytes, before the document is parsed.
+    ///
+    /// Each signature is looked up by the key id it carries: an id not among the trusted
+    /// keys is `UnknownKey` (its cryptography is not checked); otherwise the signature is
+    /// checked over the bytes ([`sign::check_bytes`]). When fewer distinct trusted keys
+    /// than the threshold hold, this refuses (`ThresholdNotMet`) and the document is
+    /// never parsed. Otherwise [`Pending::bind`] checks each trusted comment against the
+    /// parsed document and counts again.
+    pub fn check_bytes(
+        &self,
+        bytes: &[u8],
+        sigs: &[(String, String)],
+    ) -> Result<Pending, TrustError> {
         if self.keys.is_empty() {
             return Err(TrustError::NoKeys);
         }
@@ -223,9 +258,8 @@ impl TrustPolicy {
                 ),
             });
         }
-        let sha = sign::sha256_hex(manifest_bytes);
         let mut reports = Vec::with_capacity(sigs.len());
-        let mut signers: BTreeSet<[u8; 8]> = BTreeSet::new();
+        let mut comments = Vec::with_capacity(sigs.len());
         for (file, text) in sigs {
             let key_id = match sign::signature_key_id(text) {
                 Ok(id) => id,
@@ -237,19 +271,20 @@ impl TrustPolicy {
                             reason: e.to_string(),
                         },
                     });
+                    comments.push(None);
                     continue;
                 }
             };
-            let status = match self.keys.iter().find(|k| k.key_id() == key_id) {
-                None => SignatureStatus::UnknownKey,
-                Some(pk) => match sign::check_with_hash(pk, text, manifest, manifest_bytes, &sha) {
-                    Ok(()) => {
-                        signers.insert(pk.keynum);
-                        SignatureStatus::Valid
-                    }
-                    Err(e) => SignatureStatus::Invalid {
-                        reason: reason_of(&e),
-                    },
+            let (status, comment) = match self.keys.iter().find(|k| k.key_id() == key_id) {
+                None => (SignatureStatus::UnknownKey, None),
+                Some(pk) => match sign::check_bytes(pk, text, bytes) {
+                    Ok(c) => (SignatureStatus::Valid, Some((pk.keynum, c))),
+                    Err(e) => (
+                        SignatureStatus::Invalid {
+                            reason: reason_of(&e),
+                        },
+                        None,
+                    ),
                 },
             };
             reports.push(SignatureReport {
@@ -257,17 +292,97 @@ impl TrustPolicy {
                 key_id: Some(key_id),
                 status,
             });
+            comments.push(comment);
         }
+        let pending = Pending {
+            reports,
+            comments,
+            threshold: self.threshold,
+        };
+        pending.count()?;
+        Ok(pending)
+    }
+}
+
+/// Signatures whose cryptography was checked over a document's bytes, waiting for the
+/// parsed document to check their trusted comments against ([`TrustPolicy::check_bytes`]).
+#[derive(Debug)]
+pub struct Pending {
+    reports: Vec<SignatureReport>,
+    /// For each report: the signer and the trusted comment, when the bytes held.
+    comments: Vec<Option<([u8; 8], String)>>,
+    threshold: usize,
+}
+
+impl Pending {
+    /// Distinct trusted keys whose signatures hold so far; `ThresholdNotMet` with every
+    /// report when too few.
+    fn count(&self) -> Result<usize, TrustError> {
+        let signers: BTreeSet<[u8; 8]> = self.comments.iter().flatten().map(|(k, _)| *k).collect();
         if signers.len() >= self.threshold {
-            Ok(reports)
+            Ok(signers.len())
         } else {
             Err(TrustError::ThresholdNotMet {
                 valid: signers.len(),
                 threshold: self.threshold,
-                reports,
+                reports: self.reports.clone(),
             })
         }
     }
+
+    /// The second half: checks each held signature's trusted comment with `check` (which
+    /// compares it with the parsed document and says why not), marks a mismatch invalid,
+    /// and counts again. Ok with one report per signature when the threshold is met.
+    pub fn bind(
+        mut self,
+        check: impl Fn(&str) -> Result<(), String>,
+    ) -> Result<Vec<SignatureReport>, TrustError> {
+        for (report, slot) in self.reports.iter_mut().zip(self.comments.iter_mut()) {
+            let Some((_, comment)) = slot else { continue };
+            if let Err(reason) = check(comment.as_str()) {
+                report.status = SignatureStatus::Invalid {
+                    reason: format!(
+                        "trusted comment of the signature by key {} does not match the manifest: {reason}",
+                        report.key_id.as_deref().unwrap_or("?")
+                    ),
+                };
+                *slot = None;
+            }
+        }
+        self.count()?;
+        Ok(self.reports)
+    }
+}
+
+/// The message a refusal over signatures prints: one line per signature file with its
+/// key id and status, then a `help:` line (SPEC.md §4.4). `subject` names what was
+/// signed (`'ROOT/manifest.toml'`, `pack 'P'`); `again` says where to get a good copy.
+pub fn untrusted_message(subject: &str, reports: &[SignatureReport], again: &str) -> String {
+    let mut s = format!("the signatures over {subject} do not hold; no file was checked");
+    for r in reports {
+        let key = r.key_id.as_deref().unwrap_or("?");
+        let what = match &r.status {
+            SignatureStatus::Valid => "valid".to_owned(),
+            SignatureStatus::UnknownKey => "made by a key you did not trust".to_owned(),
+            SignatureStatus::Invalid { reason } => format!("invalid: {reason}"),
+        };
+        s.push_str(&format!("\n  '{}' (key {key}): {what}", r.file));
+    }
+    if reports.is_empty() {
+        s.push_str("\n  (no signature file)");
+    }
+    if !reports.is_empty()
+        && reports
+            .iter()
+            .all(|r| r.status == SignatureStatus::UnknownKey)
+    {
+        s.push_str("\nhelp: check that --pubkey or --trust names HQ's key (compare its fingerprint with HQ), or ");
+        s.push_str(again);
+    } else {
+        s.push_str("\nhelp: the signed bytes or their signatures changed after signing; ");
+        s.push_str(again);
+    }
+    s
 }
 
 fn reason_of(e: &SignError) -> String {

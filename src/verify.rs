@@ -2,9 +2,10 @@
 //! first, then every file's size and chunk hashes in parallel; missing files fail,
 //! extra files are reported. Produces a structured report the CLI prints as text or JSON.
 //!
-//! Order (SPEC.md §5): read `manifest.toml` (bounded), parse it, read the signatures
-//! (bounded), evaluate the trust policy — and only when the signatures hold, look at the
-//! files: stat each one (missing, not a regular file, wrong size), then hash every chunk
+//! Order (SPEC.md §5): read `manifest.toml` and the signatures (bounded), check the
+//! signatures over the exact bytes, and only then parse the manifest and bind the trusted
+//! comments to it — all in [`crate::signed`], the one head reader; only when the
+//! signatures hold, look at the files: stat each one (missing, not a regular file, wrong size), then hash every chunk
 //! of every file in one parallel pass over all of them (so one big model uses every
 //! core), then walk the tree for files the manifest does not name. The whole-file sha256
 //! is not recomputed: the chunk digests cover every byte up to the signed size, and the
@@ -15,7 +16,7 @@
 //! `README.TXT` as an extra; non-UTF-8 names of extra files are reported lossily.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,15 +25,13 @@ use serde::Serialize;
 use sha2::Digest;
 
 use crate::hash;
-use crate::manifest::{self, FileEntry, FileKind, Manifest, ManifestError};
+use crate::manifest::{self, FileEntry, FileKind, Manifest};
 use crate::paths;
-use crate::trust::{SignatureReport, SignatureStatus, TrustError, TrustPolicy};
+use crate::signed::{self, HeadError};
+use crate::trust::{SignatureReport, TrustPolicy};
 use crate::Progress;
 
-/// Largest signature file read (a minisign signature is about 350 bytes).
-pub const MAX_SIGNATURE_BYTES: u64 = 16 << 10;
-/// Most signature files read from `signatures/`.
-pub const MAX_SIGNATURES: usize = 64;
+pub use crate::signed::{MAX_SIGNATURES, MAX_SIGNATURE_BYTES};
 /// Most extra files listed one by one in a report (the rest are only counted).
 pub const MAX_EXTRAS_LISTED: usize = 1000;
 
@@ -63,12 +62,7 @@ pub struct VerifyOptions {
     pub skip_extras: bool,
 }
 
-/// One signer whose valid signature counted towards the threshold.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Signer {
-    pub key_id: String,
-    pub fingerprint: String,
-}
+pub use crate::signed::{SignedManifest, Signer};
 
 /// One chunk whose digest does not match the manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -230,70 +224,11 @@ impl TreeReport {
 /// Why verification could not complete or did not pass.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("'{path}' does not exist\nhelp: pass the folder of the USB tree (the one holding manifest.toml)")]
-    NoSuchRoot { path: String },
-    #[error("'{path}' is not a folder\nhelp: pass the folder of the USB tree (the one holding manifest.toml)")]
-    RootNotADirectory { path: String },
-    #[error("not a complete offgrid tree: '{path}' is missing\nhelp: a tree whose copy was interrupted never verifies; copy it again from HQ or a verified stick")]
-    Incomplete { path: String },
-    #[error("'{path}' is not a regular file\nhelp: the tree was damaged or tampered with; copy it again from HQ")]
-    ManifestNotAFile { path: String },
-    #[error("manifest '{path}' is {size} bytes, more than the {max} allowed\nhelp: this is not an offgrid manifest, or it was damaged; copy the tree again from HQ")]
-    ManifestTooLarge { path: String, size: u64, max: u64 },
-    #[error("cannot read '{path}': {source}")]
-    Read { path: String, source: io::Error },
-    #[error("manifest '{path}' is refused")]
-    Manifest {
-        path: String,
-        #[source]
-        source: ManifestError,
-    },
-    #[error("'{dir}' holds no .minisig signature\nhelp: an unsigned tree never verifies; sign it at HQ (offgrid pack-usb signs) or copy it again")]
-    Unsigned { dir: String },
-    #[error("signature '{path}' is {size} bytes, more than the {max} a minisign signature takes\nhelp: the tree was damaged or tampered with; copy it again from HQ")]
-    SignatureTooLarge { path: String, size: u64, max: u64 },
-    #[error("'{dir}' holds more than {max} signature files\nhelp: the tree was damaged or tampered with; copy it again from HQ")]
-    TooManySignatures { dir: String, max: usize },
-    #[error("{}", untrusted_message(manifest, trust_reports(source)))]
-    Untrusted {
-        manifest: String,
-        #[source]
-        source: TrustError,
-    },
+    /// The signed head could not be read or is not trusted ([`crate::signed`]).
+    #[error(transparent)]
+    Head(#[from] HeadError),
     #[error("{}", failed_message(report))]
     Failed { report: Box<TreeReport> },
-}
-
-/// The signature reports a trust error carries, if any.
-fn trust_reports(e: &TrustError) -> &[SignatureReport] {
-    match e {
-        TrustError::ThresholdNotMet { reports, .. } => reports,
-        _ => &[],
-    }
-}
-
-fn untrusted_message(manifest: &str, reports: &[SignatureReport]) -> String {
-    let mut s = format!("the signatures over '{manifest}' do not hold; no file was checked");
-    for r in reports {
-        let key = r.key_id.as_deref().unwrap_or("?");
-        let what = match &r.status {
-            SignatureStatus::Valid => "valid".to_owned(),
-            SignatureStatus::UnknownKey => "made by a key you did not trust".to_owned(),
-            SignatureStatus::Invalid { reason } => format!("invalid: {reason}"),
-        };
-        s.push_str(&format!("\n  '{}' (key {key}): {what}", r.file));
-    }
-    if !reports.is_empty() {
-        if reports
-            .iter()
-            .all(|r| r.status == SignatureStatus::UnknownKey)
-        {
-            s.push_str("\nhelp: check that --pubkey or --trust names HQ's key (compare its fingerprint with HQ), or get the tree again from HQ");
-        } else {
-            s.push_str("\nhelp: the manifest or its signatures changed after signing; copy the tree again from HQ or from a verified stick");
-        }
-    }
-    s
 }
 
 fn failed_message(r: &TreeReport) -> String {
@@ -316,18 +251,8 @@ impl VerifyError {
     /// True for a clean "no" (exit 1) rather than an error.
     pub fn is_refusal(&self) -> bool {
         match self {
-            VerifyError::NoSuchRoot { .. }
-            | VerifyError::RootNotADirectory { .. }
-            | VerifyError::Read { .. } => false,
-            VerifyError::Manifest { source, .. } => !matches!(source, ManifestError::Format { .. }),
-            VerifyError::Untrusted { source, .. } => source.is_refusal(),
-            VerifyError::Incomplete { .. }
-            | VerifyError::ManifestNotAFile { .. }
-            | VerifyError::ManifestTooLarge { .. }
-            | VerifyError::Unsigned { .. }
-            | VerifyError::SignatureTooLarge { .. }
-            | VerifyError::TooManySignatures { .. }
-            | VerifyError::Failed { .. } => true,
+            VerifyError::Head(h) => h.is_refusal(),
+            VerifyError::Failed { .. } => true,
         }
     }
 
@@ -343,207 +268,18 @@ impl VerifyError {
     pub fn signatures(&self) -> &[SignatureReport] {
         match self {
             VerifyError::Failed { report } => &report.signatures,
-            VerifyError::Untrusted { source, .. } => trust_reports(source),
-            _ => &[],
+            VerifyError::Head(h) => h.signatures(),
         }
     }
 }
 
-fn shown(p: &Path) -> String {
-    p.display().to_string()
-}
-
-/// Reads at most `max` bytes of a regular file, refusing a larger one without reading it
-/// all. Returns `Ok(Err(size))` when too large.
-fn read_bounded(path: &Path, max: u64) -> io::Result<Result<Vec<u8>, u64>> {
-    let f = hash::open_no_follow(path)?;
-    let len = f.metadata()?.len();
-    if len > max {
-        return Ok(Err(len));
-    }
-    let mut buf = Vec::with_capacity(len as usize);
-    f.take(max + 1).read_to_end(&mut buf)?;
-    if buf.len() as u64 > max {
-        return Ok(Err(buf.len() as u64));
-    }
-    Ok(Ok(buf))
-}
-
-/// A verified manifest: the parsed manifest, its bytes, and the signature verdict.
-pub struct SignedManifest {
-    pub manifest: Manifest,
-    pub bytes: Vec<u8>,
-    pub signatures: Vec<SignatureReport>,
-    pub signers: Vec<Signer>,
-}
-
 /// Reads `ROOT/manifest.toml` and `ROOT/signatures/*.minisig` and evaluates the trust
-/// policy over them. Nothing else in the tree is read. Other commands (install) use this
-/// to establish trust before they touch the payload.
+/// policy over them, signatures before parsing ([`crate::signed::read_trusted`]).
 pub fn read_signed_manifest(
     root: &Path,
     policy: &TrustPolicy,
 ) -> Result<SignedManifest, VerifyError> {
-    let mpath = root.join(manifest::MANIFEST_FILE);
-    if policy.keys.is_empty() {
-        return Err(VerifyError::Untrusted {
-            manifest: shown(&mpath),
-            source: TrustError::NoKeys,
-        });
-    }
-    match fs::metadata(root) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(VerifyError::NoSuchRoot { path: shown(root) })
-        }
-        Err(source) => {
-            return Err(VerifyError::Read {
-                path: shown(root),
-                source,
-            })
-        }
-        Ok(m) if !m.is_dir() => return Err(VerifyError::RootNotADirectory { path: shown(root) }),
-        Ok(_) => {}
-    }
-    match fs::symlink_metadata(&mpath) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(VerifyError::Incomplete {
-                path: shown(&mpath),
-            })
-        }
-        Err(source) => {
-            return Err(VerifyError::Read {
-                path: shown(&mpath),
-                source,
-            })
-        }
-        Ok(m) if !m.is_file() => {
-            return Err(VerifyError::ManifestNotAFile {
-                path: shown(&mpath),
-            })
-        }
-        Ok(_) => {}
-    }
-    let bytes = match read_bounded(&mpath, manifest::MAX_MANIFEST_BYTES) {
-        Ok(Ok(b)) => b,
-        Ok(Err(size)) => {
-            return Err(VerifyError::ManifestTooLarge {
-                path: shown(&mpath),
-                size,
-                max: manifest::MAX_MANIFEST_BYTES,
-            })
-        }
-        Err(source) => {
-            return Err(VerifyError::Read {
-                path: shown(&mpath),
-                source,
-            })
-        }
-    };
-    let manifest = Manifest::parse(&bytes).map_err(|source| VerifyError::Manifest {
-        path: shown(&mpath),
-        source,
-    })?;
-    let sigs = read_signatures(root)?;
-    let signatures = match policy.evaluate(&manifest, &bytes, &sigs) {
-        Ok(r) => r,
-        Err(source) => {
-            return Err(VerifyError::Untrusted {
-                manifest: shown(&mpath),
-                source,
-            })
-        }
-    };
-    let mut signers: Vec<Signer> = Vec::new();
-    for r in &signatures {
-        if r.status != SignatureStatus::Valid {
-            continue;
-        }
-        let Some(id) = &r.key_id else { continue };
-        if signers.iter().any(|s| &s.key_id == id) {
-            continue;
-        }
-        if let Some(k) = policy.keys.iter().find(|k| &k.key_id() == id) {
-            signers.push(Signer {
-                key_id: id.clone(),
-                fingerprint: k.fingerprint(),
-            });
-        }
-    }
-    Ok(SignedManifest {
-        manifest,
-        bytes,
-        signatures,
-        signers,
-    })
-}
-
-/// Reads every `signatures/*.minisig` (regular files only, bounded), sorted by name, as
-/// `(bundle path, text)` pairs for [`TrustPolicy::evaluate`].
-fn read_signatures(root: &Path) -> Result<Vec<(String, String)>, VerifyError> {
-    let dir = root.join(manifest::SIGNATURES_DIR);
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory =>
-        {
-            return Err(VerifyError::Unsigned { dir: shown(&dir) })
-        }
-        Err(source) => {
-            return Err(VerifyError::Read {
-                path: shown(&dir),
-                source,
-            })
-        }
-    };
-    let mut names = Vec::new();
-    for e in entries {
-        let e = e.map_err(|source| VerifyError::Read {
-            path: shown(&dir),
-            source,
-        })?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.ends_with(".minisig") || is_ignored_name(&name) {
-            continue;
-        }
-        if !e.file_type().is_ok_and(|t| t.is_file()) {
-            continue;
-        }
-        names.push(name);
-        if names.len() > MAX_SIGNATURES {
-            return Err(VerifyError::TooManySignatures {
-                dir: shown(&dir),
-                max: MAX_SIGNATURES,
-            });
-        }
-    }
-    if names.is_empty() {
-        return Err(VerifyError::Unsigned { dir: shown(&dir) });
-    }
-    names.sort();
-    let mut sigs = Vec::new();
-    for name in names {
-        let p = dir.join(&name);
-        let bytes = match read_bounded(&p, MAX_SIGNATURE_BYTES) {
-            Ok(Ok(b)) => b,
-            Ok(Err(size)) => {
-                return Err(VerifyError::SignatureTooLarge {
-                    path: shown(&p),
-                    size,
-                    max: MAX_SIGNATURE_BYTES,
-                })
-            }
-            Err(source) => {
-                return Err(VerifyError::Read {
-                    path: shown(&p),
-                    source,
-                })
-            }
-        };
-        // Invalid UTF-8 cannot be a minisign signature; the trust check says so.
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        sigs.push((format!("{}/{name}", manifest::SIGNATURES_DIR), text));
-    }
-    Ok(sigs)
+    Ok(signed::read_trusted(root, policy)?)
 }
 
 /// What the stat pass found for one file.

@@ -79,3 +79,41 @@ fn every_test_file_is_a_module_of_the_one_test_crate() {
         "test files not declared in tests/tests.rs (they would never run): {missing:?}"
     );
 }
+
+/// The library never prints and never exits (STYLE.md): only `src/main.rs` and
+/// `src/cli/` talk to the terminal and choose the exit code.
+#[test]
+fn library_outside_the_cli_never_prints_or_exits() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let cli = root().join("src/cli");
+    let forbidden = [
+        "println!",
+        "eprintln!",
+        "print!",
+        "eprint!",
+        "dbg!",
+        "process::exit",
+    ];
+    let mut found = Vec::new();
+    for p in files
+        .iter()
+        .filter(|p| !p.starts_with(&cli) && !p.ends_with("src/main.rs"))
+    {
+        let text = fs::read_to_string(p).unwrap_or_default();
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            for f in forbidden {
+                // `print!` also matches inside `eprint!`/`println!`; any of them is a hit.
+                if code.contains(f) {
+                    found.push(format!("{}:{}: {}", p.display(), i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the library prints or exits (move it to src/cli/):\n{}",
+        found.join("\n")
+    );
+}

@@ -11,6 +11,7 @@ mod support;
 mod synthetic;
 mod update_util;
 
+mod core_hostile;
 mod crash;
 mod delta;
 mod keys;

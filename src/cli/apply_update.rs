@@ -88,7 +88,7 @@ pub fn verify_pack_cmd(
             .collect::<Vec<_>>()
             .join(", "),
         r.to,
-        super::create_update_pack::human(r.size),
+        offgrid::usb::templates::human_size(r.size),
         r.payloads.len(),
         signers.join(", ")
     );
@@ -103,7 +103,7 @@ pub fn verify_pack_cmd(
         s.push_str(&format!(
             "  {}  {}  {how}\n",
             p.target,
-            super::create_update_pack::human(p.target_size)
+            offgrid::usb::templates::human_size(p.target_size)
         ));
     }
     for f in &r.from {

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use offgrid::update::{self, history};
 use offgrid::usb;
+use offgrid::usb::templates::human_size;
 
 use super::Ctx;
 
@@ -81,35 +82,6 @@ pub struct Args {
     pub json: bool,
 }
 
-/// `1.2 GiB`, `340.0 MiB`, `17 B`.
-pub fn human(n: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
-
-/// The password of an encrypted key: OFFGRID_PASSWORD, else a prompt on the terminal.
-pub fn password_for(path: &std::path::Path) -> Result<String, String> {
-    use std::io::IsTerminal;
-    if let Ok(p) = std::env::var("OFFGRID_PASSWORD") {
-        return Ok(p);
-    }
-    if !std::io::stdin().is_terminal() {
-        return Err("no terminal to ask on; set OFFGRID_PASSWORD".into());
-    }
-    rpassword::prompt_password(format!("password for '{}': ", path.display()))
-        .map_err(|e| e.to_string())
-}
-
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let hq = history::resolve_dir(args.history.as_deref());
     if args.output.exists() && !args.force {
@@ -146,7 +118,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         for since in &args.since {
             history::resolve_since(&hq, &inputs.bundle_id, since, Some(&inputs.release))?;
         }
-        let keys = usb::pack::load_signers(&inputs.signers, &mut password_for)?;
+        let keys = usb::pack::load_signers(&inputs.signers, &mut super::password_for)?;
         let key_ids: Vec<String> = keys.iter().map(|k| k.public.key_id()).collect();
         let plan = usb::plan(&inputs, &key_ids)?;
         let bar = ctx.bar("hashing", args.json);
@@ -164,7 +136,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         if args.sign_with.is_empty() {
             bail!("no signing key given\nhelp: pass --sign-with HQ.key");
         }
-        let keys = usb::pack::load_signers(&args.sign_with, &mut password_for)?;
+        let keys = usb::pack::load_signers(&args.sign_with, &mut super::password_for)?;
         let new = if let Some(tree) = &args.tree {
             let (m, bytes, sigs) = update::install::read_tree_head(tree)?;
             history::record_tree(&hq, &bytes, &sigs, tree).with_context(|| {
@@ -228,7 +200,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         r.bundle_id,
         r.from.join(", "),
         r.to,
-        human(r.size)
+        human_size(r.size)
     );
     for p in &r.parts {
         let base = p
@@ -240,17 +212,17 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             "unchanged" => s.push_str(&format!(
                 "  unchanged  {}{base} ({}, not shipped)\n",
                 p.target,
-                human(p.file_size)
+                human_size(p.file_size)
             )),
             how => s.push_str(&format!(
                 "  {how:9}  {}{base}: {} -> {} ({})\n",
                 p.target,
-                human(p.file_size),
-                human(p.payload_size),
+                human_size(p.file_size),
+                human_size(p.payload_size),
                 if p.saved >= 0 {
-                    format!("saves {}", human(p.saved as u64))
+                    format!("saves {}", human_size(p.saved as u64))
                 } else {
-                    format!("adds {}", human(p.saved.unsigned_abs()))
+                    format!("adds {}", human_size(p.saved.unsigned_abs()))
                 }
             )),
         }
@@ -261,9 +233,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let saved = r.release_bytes.saturating_sub(r.size);
     s.push_str(&format!(
         "  total: {} for a {} release (saves {})\n  recorded release {} in '{}'\n",
-        human(r.size),
-        human(r.release_bytes),
-        human(saved),
+        human_size(r.size),
+        human_size(r.release_bytes),
+        human_size(saved),
         r.to,
         hq.display()
     ));

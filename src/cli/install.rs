@@ -103,7 +103,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         r.bundle_id,
         r.home,
         r.files,
-        super::create_update_pack::human(r.bytes)
+        offgrid::usb::templates::human_size(r.bytes)
     );
     if let Some(p) = &r.previous {
         s.push_str(&format!(

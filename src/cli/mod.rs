@@ -94,6 +94,19 @@ impl Ctx {
     }
 }
 
+/// The one password reader for an encrypted secret key: `OFFGRID_PASSWORD`, else a prompt
+/// on the terminal (never echoed); no terminal and no variable is an error.
+pub fn password_for(path: &std::path::Path) -> Result<String, String> {
+    if let Ok(p) = std::env::var("OFFGRID_PASSWORD") {
+        return Ok(p);
+    }
+    if !io::stdin().is_terminal() {
+        return Err("no terminal to ask on; set OFFGRID_PASSWORD".into());
+    }
+    rpassword::prompt_password(format!("password for '{}': ", path.display()))
+        .map_err(|e| e.to_string())
+}
+
 /// Turns a bar into the library's progress callback.
 pub fn progress_fn(pb: &ProgressBar) -> impl Fn(u64, u64) + Sync + '_ {
     move |done, total| {

@@ -3,8 +3,7 @@
 //! load every signing key (password from OFFGRID_PASSWORD or a prompt), read the GGUF
 //! headers and plan the tree, then copy; so every refusal costs nothing.
 
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -60,18 +59,6 @@ pub struct Args {
     pub history: Option<PathBuf>,
 }
 
-/// The password of an encrypted key: OFFGRID_PASSWORD, else a prompt on the terminal.
-pub fn password_for(path: &Path) -> Result<String, String> {
-    if let Ok(p) = std::env::var("OFFGRID_PASSWORD") {
-        return Ok(p);
-    }
-    if !std::io::stdin().is_terminal() {
-        return Err("no terminal to ask on; set OFFGRID_PASSWORD".into());
-    }
-    rpassword::prompt_password(format!("password for '{}': ", path.display()))
-        .map_err(|e| e.to_string())
-}
-
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let flags = Flags {
         recipe: args.recipe.clone(),
@@ -86,7 +73,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     };
     let inputs = ReleaseInputs::from_flags(&flags)?;
     usb::pack::check_dest(&args.dest, &inputs.bundle_id, &inputs.release, args.force)?;
-    let keys = usb::pack::load_signers(&inputs.signers, &mut password_for)?;
+    let keys = usb::pack::load_signers(&inputs.signers, &mut super::password_for)?;
     let key_ids: Vec<String> = keys.iter().map(|k| k.public.key_id()).collect();
     let plan = usb::plan(&inputs, &key_ids)?;
 

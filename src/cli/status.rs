@@ -44,7 +44,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     s.push_str(&format!(
         "files:     {} ({})",
         r.files,
-        super::create_update_pack::human(r.bytes)
+        offgrid::usb::templates::human_size(r.bytes)
     ));
     if r.problems.is_empty() {
         s.push_str(", all present\n");

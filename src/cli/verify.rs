@@ -57,25 +57,6 @@ fn policy(args: &Args) -> anyhow::Result<TrustPolicy> {
     Ok(TrustPolicy::from_keys(keys)?)
 }
 
-/// `1.2 GiB`, `340 MiB`, `12 KiB`, `17 bytes`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} bytes");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if v < 10.0 {
-        format!("{v:.1} {}", UNITS[u])
-    } else {
-        format!("{v:.0} {}", UNITS[u])
-    }
-}
-
 fn signers_text(signers: &[Signer]) -> String {
     signers
         .iter()
@@ -152,7 +133,7 @@ fn print_text(r: &TreeReport, ctx: &Ctx, ok: bool) -> anyhow::Result<()> {
             r.release,
             r.bundle_id,
             r.files.len(),
-            human_bytes(r.total_bytes),
+            offgrid::usb::templates::human_size(r.total_bytes),
             signers_text(&r.signers)
         ))
         .context("writing to stdout")?;
@@ -214,16 +195,4 @@ fn print_json(args: &Args, result: &anyhow::Result<TreeReport>) -> anyhow::Resul
         }),
     )?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::human_bytes;
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human_bytes(17), "17 bytes");
-        assert_eq!(human_bytes(12 << 10), "12 KiB");
-        assert_eq!(human_bytes(1288490189), "1.2 GiB");
-    }
 }

@@ -1,5 +1,8 @@
 //! Where models are: the stick (portable mode), a models folder, the installed home; and
-//! reading one signed tree (manifest plus signature files) with bounded reads.
+//! reading one signed tree (manifest plus signature files) through the one head reader
+//! ([`crate::signed`]): the model list needs the manifest before any key is known, so it
+//! is read with [`crate::signed::read_unverified`]; [`super::Catalog::verify`] checks the
+//! signatures over the same bytes before a model is loaded.
 //!
 //! Portable mode is on when `--stick ROOT` / `OFFGRID_PORTABLE=ROOT` names the stick, or
 //! when the running binary sits at `<root>/bin/<platform>/offgrid` with
@@ -14,17 +17,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::manifest::{Manifest, MANIFEST_FILE, MAX_MANIFEST_BYTES, SIGNATURES_DIR};
+use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::platform::Platform;
+use crate::signed::{self, HeadError};
 use crate::trust::TrustPolicy;
 use crate::update::{Home, UpdateError};
 
 use super::ModelError;
-
-/// Largest signature file read.
-const MAX_SIG_BYTES: u64 = 64 << 10;
-/// Most signature files read.
-const MAX_SIGS: usize = 64;
 
 /// Where a model was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -191,23 +190,9 @@ pub struct Tree {
     pub manifest_bytes: Vec<u8>,
 }
 
-fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, ModelError> {
-    let err = |source| ModelError::Read {
-        path: path.display().to_string(),
-        source,
-    };
-    let len = fs::metadata(path).map_err(err)?.len();
-    if len > max {
-        return Err(err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{len} bytes is more than the {max} allowed"),
-        )));
-    }
-    fs::read(path).map_err(err)
-}
-
 impl Tree {
-    /// Reads and validates `<root>/manifest.toml`.
+    /// Reads and validates `<root>/manifest.toml`, bounded, without checking a signature
+    /// (the model list needs it before any key is known).
     pub fn open(root: &Path, origin: Origin) -> Result<Tree, ModelError> {
         let mp = root.join(MANIFEST_FILE);
         if !mp.is_file() {
@@ -215,10 +200,9 @@ impl Tree {
                 path: root.display().to_string(),
             });
         }
-        let bytes = read_bounded(&mp, MAX_MANIFEST_BYTES)?;
-        let manifest = Manifest::parse(&bytes).map_err(|source| ModelError::Manifest {
-            path: mp.display().to_string(),
-            source,
+        let (manifest, bytes) = signed::read_unverified(root).map_err(|e| match e {
+            HeadError::Manifest { path, source } => ModelError::Manifest { path, source },
+            e => ModelError::Head(e),
         })?;
         Ok(Tree {
             root: root.to_path_buf(),
@@ -228,33 +212,14 @@ impl Tree {
         })
     }
 
-    /// The `signatures/*.minisig` files as (file name, text), sorted by name.
+    /// The `signatures/*.minisig` files as (file name, text), sorted by name, read with
+    /// the head reader's bounds; none at all is an empty list (the trust check refuses).
     pub fn signatures(&self) -> Result<Vec<(String, String)>, ModelError> {
-        let dir = self.root.join(SIGNATURES_DIR);
-        let rd = match fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(ModelError::Read {
-                    path: dir.display().to_string(),
-                    source,
-                })
-            }
-        };
-        let mut out = Vec::new();
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(".minisig") || !e.path().is_file() {
-                continue;
-            }
-            if out.len() == MAX_SIGS {
-                break;
-            }
-            let bytes = read_bounded(&e.path(), MAX_SIG_BYTES)?;
-            out.push((name, String::from_utf8_lossy(&bytes).into_owned()));
+        match signed::read_signatures(&self.root) {
+            Ok(s) => Ok(s),
+            Err(HeadError::Unsigned { .. }) => Ok(Vec::new()),
+            Err(e) => Err(ModelError::Head(e)),
         }
-        out.sort();
-        Ok(out)
     }
 }
 

@@ -387,10 +387,7 @@ pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
     for k in o.keys {
         let text = pack_sign::sign(k, &pm, &pm_bytes)
             .map_err(|e| UpdateError::Usage(format!("signing the pack failed: {e}")))?;
-        sigs.push((
-            format!("{}.minisig", pack_sign::key_id(&k.public.keynum)),
-            text,
-        ));
+        sigs.push((format!("{}.minisig", k.public.key_id()), text));
     }
 
     // Write the tar beside the output, then put it in place.

@@ -7,17 +7,16 @@
 //!
 //! Known gap: files are copied one after the other (the stick is usually the bottleneck).
 
-use std::fs::{self, File};
+use std::fs;
 use std::path::Path;
 
 use serde::Serialize;
 
-use crate::manifest::{Manifest, MANIFEST_FILE, MAX_MANIFEST_BYTES, SIGNATURES_DIR};
+use crate::manifest::Manifest;
 use crate::trust::{SignatureReport, TrustPolicy};
 use crate::update::home::{Home, Installed, PinnedTrust, Recovery, State, STATE_FORMAT};
-use crate::update::io::{copy_checked, read_bounded};
+use crate::update::io::copy_checked;
 use crate::update::journal::recover_locked;
-use crate::update::pack::{MAX_SIG, MAX_SIGS};
 use crate::update::txn::Txn;
 use crate::update::{io_err, UpdateError};
 
@@ -48,39 +47,13 @@ fn bad(root: &Path, reason: impl Into<String>) -> UpdateError {
 /// A tree's manifest, its exact bytes, and its signatures `(file name, text)`.
 pub type TreeHead = (Manifest, Vec<u8>, Vec<(String, String)>);
 
-/// Reads a tree's manifest and signatures, bounded.
+/// Reads a tree's manifest and signatures with the one head reader's bounds
+/// ([`crate::signed`]) and parses the manifest without checking a signature: for HQ
+/// recording its own trees in its history, which keeps the signatures to check later.
 pub fn read_tree_head(root: &Path) -> Result<TreeHead, UpdateError> {
-    let mp = root.join(MANIFEST_FILE);
-    let f =
-        File::open(&mp).map_err(|e| bad(root, format!("cannot open '{}': {e}", mp.display())))?;
-    let bytes = read_bounded(&mut &f, MAX_MANIFEST_BYTES)
-        .map_err(io_err("read", &mp))?
-        .ok_or_else(|| bad(root, "manifest.toml is larger than 64 MiB"))?;
-    let m = Manifest::parse(&bytes).map_err(|e| bad(root, format!("manifest.toml: {e}")))?;
-    let sd = root.join(SIGNATURES_DIR);
-    let mut sigs = Vec::new();
-    if let Ok(rd) = fs::read_dir(&sd) {
-        for e in rd {
-            let e = e.map_err(io_err("read", &sd))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(".minisig") || crate::update::history::check_sig_name(&name).is_err()
-            {
-                continue;
-            }
-            if sigs.len() >= MAX_SIGS {
-                return Err(bad(root, "too many signatures"));
-            }
-            let f = File::open(e.path()).map_err(io_err("open", &e.path()))?;
-            let b = read_bounded(&mut &f, MAX_SIG)
-                .map_err(io_err("read", &e.path()))?
-                .ok_or_else(|| bad(root, format!("signature '{name}' is too large")))?;
-            let text = String::from_utf8(b)
-                .map_err(|_| bad(root, format!("signature '{name}' is not UTF-8")))?;
-            sigs.push((name, text));
-        }
-    }
-    sigs.sort();
-    Ok((m, bytes, sigs))
+    let raw = crate::signed::read_raw(root)?;
+    let m = Manifest::parse(&raw.bytes).map_err(|e| bad(root, format!("manifest.toml: {e}")))?;
+    Ok((m, raw.bytes, raw.sigs))
 }
 
 /// Refuses, before anything else (no home is created), a `--from` that is not a folder:
@@ -129,8 +102,14 @@ pub fn install(
             home.policy(s)?
         }
     };
-    let (m, bytes, sigs) = read_tree_head(root)?;
-    let reports = policy.evaluate(&m, &bytes, &sigs)?;
+    // Signatures over the exact bytes first, then the parse (SPEC.md §4.6). Only names
+    // the release folder can keep (SPEC.md §7) take part.
+    let mut raw = crate::signed::read_raw(root)?;
+    raw.sigs
+        .retain(|(n, _)| crate::update::history::check_sig_name(n).is_ok());
+    let sigs = raw.sigs.clone();
+    let signed = crate::signed::trust_raw(raw, &policy)?;
+    let (m, bytes, reports) = (signed.manifest, signed.bytes, signed.signatures);
     if let Some(s) = &state {
         if s.bundle_id != m.bundle_id {
             return Err(UpdateError::WrongBundle {

@@ -64,6 +64,17 @@ pub enum UpdateError {
     TooLarge { entry: String, declared: u64 },
     #[error(transparent)]
     Trust(#[from] TrustError),
+    /// A tree's signed head could not be read or is not trusted ([`crate::signed`]).
+    #[error(transparent)]
+    Head(#[from] crate::signed::HeadError),
+    #[error("{}", crate::trust::untrusted_message(&format!("{what} '{pack}'"), trust_reports(source), "copy the pack again from HQ"))]
+    PackUntrusted {
+        /// `pack` or `the release manifest in pack`.
+        what: &'static str,
+        pack: String,
+        #[source]
+        source: TrustError,
+    },
     #[error("nothing is installed in '{home}'\nhelp: install a verified USB stick first: offgrid install --from USBROOT --pubkey HQ.pub")]
     NotInstalled { home: String },
     #[error("pack is for bundle '{pack}' but this site runs '{installed}'\nhelp: use a pack made for '{installed}'")]
@@ -169,10 +180,19 @@ impl UpdateError {
             | UpdateError::KeysDiffer { .. }
             | UpdateError::BadTree { .. } => true,
             UpdateError::Trust(t) => t.is_refusal(),
+            UpdateError::Head(h) => h.is_refusal(),
+            UpdateError::PackUntrusted { source, .. } => source.is_refusal(),
             // A delta that does not apply inside a signed pack is a damaged pack.
             UpdateError::Delta { source, .. } => !matches!(source, delta::DeltaError::Io { .. }),
             _ => false,
         }
+    }
+}
+
+fn trust_reports(e: &TrustError) -> &[crate::trust::SignatureReport] {
+    match e {
+        TrustError::ThresholdNotMet { reports, .. } => reports,
+        _ => &[],
     }
 }
 

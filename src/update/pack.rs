@@ -28,12 +28,12 @@ pub const BUNDLE_MANIFEST: &str = "manifest.toml";
 pub const RELEASE_SIGS: &str = "release-signatures";
 /// Folder of the payloads (`payloads/NNNNNN.zst|.delta`).
 pub const PAYLOADS: &str = "payloads";
-/// Largest pack manifest accepted.
-pub const MAX_PACK_MANIFEST: u64 = 64 << 20;
+/// Largest pack manifest accepted (the one head reader's limit, [`crate::signed`]).
+pub const MAX_PACK_MANIFEST: u64 = crate::signed::MAX_MANIFEST_BYTES;
 /// Largest signature file accepted.
-pub const MAX_SIG: u64 = 64 << 10;
+pub const MAX_SIG: u64 = crate::signed::MAX_SIGNATURE_BYTES;
 /// Most signatures of one kind accepted.
-pub const MAX_SIGS: usize = 64;
+pub const MAX_SIGS: usize = crate::signed::MAX_SIGNATURES;
 /// Most payloads accepted.
 pub const MAX_PAYLOADS: usize = crate::manifest::MAX_FILES * 4;
 /// Largest changelog text carried in the pack manifest.
@@ -139,8 +139,12 @@ impl PackManifest {
         struct Head {
             format: Option<String>,
         }
-        let head: Head =
-            toml::from_str(text).map_err(|e| format!("pack manifest is not valid TOML: {e}"))?;
+        let head: Head = toml::from_str(text).map_err(|e| {
+            format!(
+                "pack manifest is not valid TOML: {}",
+                crate::excerpt::message(&e.to_string())
+            )
+        })?;
         match head.format.as_deref() {
             Some(FORMAT) => {}
             Some(other) => {
@@ -150,8 +154,12 @@ impl PackManifest {
             }
             None => return Err(bad("pack manifest has no format field")),
         }
-        let m: PackManifest =
-            toml::from_str(text).map_err(|e| format!("pack manifest is invalid: {e}"))?;
+        let m: PackManifest = toml::from_str(text).map_err(|e| {
+            format!(
+                "pack manifest is invalid: {}",
+                crate::excerpt::message(&e.to_string())
+            )
+        })?;
         m.validate()?;
         Ok(m)
     }

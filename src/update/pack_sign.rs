@@ -1,33 +1,32 @@
-//! Signatures over a pack manifest: standard minisign signatures (prehashed ed25519,
-//! `minisign -Vm offgrid-pack.toml` checks them), whose trusted comment
-//! `offgrid-pack bundle=ID from=V1,V2 to=V pack_sha256=HEX` names what the pack does, so a
-//! signature cannot be moved to another pack. Evaluated against the same
-//! [`TrustPolicy`] (keys and m-of-n threshold) as bundle manifests.
+//! The pack manifest's trusted comment: what a pack signature binds. A pack signature is
+//! a standard minisign signature (prehashed ed25519, `minisign -Vm offgrid-pack.toml`
+//! checks it) made by [`crate::sign::sign_bytes`] and checked by the one evaluator,
+//! [`crate::trust::TrustPolicy::check_bytes`] over the exact bytes, then [`crate::trust::Pending::bind`]
+//! with [`check_comment`] once the pack manifest is parsed. The trusted comment
+//! `offgrid-pack bundle=ID from=V1,V2 to=V pack_sha256=HEX` names what the pack does, so
+//! a signature cannot be moved to another pack.
 //!
-//! Known gap: the trusted comment is checked field by field; extra fields are refused.
+//! Known gap: the trusted comment is compared as a whole; a mismatch is reported with
+//! both comments, not field by field.
 
-use std::io::Cursor;
-
-use crate::keys::{PublicKey, SecretKey};
-use crate::trust::{SignatureReport, SignatureStatus, TrustError, TrustPolicy};
+use crate::excerpt::excerpt;
+use crate::keys::SecretKey;
 use crate::update::io::sha256_hex;
 use crate::update::pack::PackManifest;
 
 /// The trusted comment a pack signature carries.
 pub fn trusted_comment(pm: &PackManifest, bytes: &[u8]) -> String {
+    comment_for(pm, &sha256_hex(bytes))
+}
+
+fn comment_for(pm: &PackManifest, sha: &str) -> String {
     let from: Vec<String> = pm.from.iter().map(|f| f.release.to_string()).collect();
     format!(
-        "offgrid-pack bundle={} from={} to={} pack_sha256={}",
+        "offgrid-pack bundle={} from={} to={} pack_sha256={sha}",
         pm.bundle_id,
         from.join(","),
         pm.to,
-        sha256_hex(bytes)
     )
-}
-
-/// The key id as minisign prints it (16 uppercase hex digits of the little-endian keynum).
-pub fn key_id(keynum: &[u8; 8]) -> String {
-    format!("{:016X}", u64::from_le_bytes(*keynum))
 }
 
 /// Signs the pack manifest bytes; returns the `.minisig` text.
@@ -35,97 +34,31 @@ pub fn sign(sk: &SecretKey, pm: &PackManifest, bytes: &[u8]) -> Result<String, S
     let tc = trusted_comment(pm, bytes);
     let uc = format!(
         "offgrid update pack signature from key {}",
-        key_id(&sk.public.keynum)
+        sk.public.key_id()
     );
-    let sb = minisign::sign(None, &sk.inner, Cursor::new(bytes), Some(&tc), Some(&uc))
-        .map_err(|e| e.to_string())?;
-    Ok(sb.into_string())
+    crate::sign::sign_bytes(sk, bytes, &tc, &uc).map_err(|e| e.to_string())
 }
 
-fn mpk(pk: &PublicKey) -> Result<minisign::PublicKey, String> {
-    let mut raw = Vec::with_capacity(42);
-    raw.extend_from_slice(b"Ed");
-    raw.extend_from_slice(&pk.keynum);
-    raw.extend_from_slice(&pk.key);
-    minisign::PublicKey::from_bytes(&raw).map_err(|e| e.to_string())
-}
-
-/// Checks one signature text with one key; `Ok(())` or the reason it fails.
-pub fn check(pk: &PublicKey, sig: &str, pm: &PackManifest, bytes: &[u8]) -> Result<(), String> {
-    let sb = minisign::SignatureBox::from_string(sig).map_err(|e| e.to_string())?;
-    let key = mpk(pk)?;
-    minisign::verify(&key, &sb, Cursor::new(bytes), true, false, false)
-        .map_err(|_| "signature does not match the pack manifest bytes".to_owned())?;
-    let tc = sb.trusted_comment().map_err(|e| e.to_string())?;
-    let want = trusted_comment(pm, bytes);
-    if tc != want {
-        return Err(format!(
-            "trusted comment '{tc}' does not match the pack ('{want}')"
-        ));
-    }
-    Ok(())
-}
-
-/// The key id a `.minisig` text names.
-pub fn sig_key_id(sig: &str) -> Option<String> {
-    let sb = minisign::SignatureBox::from_string(sig).ok()?;
-    let kn: [u8; 8] = sb.keynum().try_into().ok()?;
-    Some(key_id(&kn))
-}
-
-/// Evaluates the pack signatures `(file name, text)` against `policy`: Ok with one
-/// report per signature when at least `threshold` distinct trusted keys signed.
-pub fn evaluate(
-    policy: &TrustPolicy,
-    pm: &PackManifest,
-    bytes: &[u8],
-    sigs: &[(String, String)],
-) -> Result<Vec<SignatureReport>, TrustError> {
-    if policy.keys.is_empty() {
-        return Err(TrustError::NoKeys);
-    }
-    let mut reports = Vec::new();
-    let mut good: Vec<[u8; 8]> = Vec::new();
-    for (file, text) in sigs {
-        let kid = sig_key_id(text);
-        let status = match &kid {
-            None => SignatureStatus::Invalid {
-                reason: "not a minisign signature".into(),
-            },
-            Some(id) => match policy.keys.iter().find(|k| &key_id(&k.keynum) == id) {
-                None => SignatureStatus::UnknownKey,
-                Some(k) => match check(k, text, pm, bytes) {
-                    Ok(()) => {
-                        if !good.contains(&k.keynum) {
-                            good.push(k.keynum);
-                        }
-                        SignatureStatus::Valid
-                    }
-                    Err(reason) => SignatureStatus::Invalid { reason },
-                },
-            },
-        };
-        reports.push(SignatureReport {
-            file: file.clone(),
-            key_id: kid,
-            status,
-        });
-    }
-    let threshold = policy.threshold.max(1);
-    if good.len() >= threshold {
-        Ok(reports)
+/// Checks a pack signature's trusted comment against the parsed pack manifest whose
+/// bytes hash to `sha`.
+pub fn check_comment(comment: &str, pm: &PackManifest, sha: &str) -> Result<(), String> {
+    let want = comment_for(pm, sha);
+    if comment == want {
+        Ok(())
     } else {
-        Err(TrustError::ThresholdNotMet {
-            valid: good.len(),
-            threshold,
-            reports,
-        })
+        Err(format!(
+            "it reads '{}', the pack needs '{}'",
+            excerpt(comment),
+            excerpt(&want)
+        ))
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::keys::PublicKey;
+    use crate::trust::{TrustError, TrustPolicy};
 
     /// A fresh unencrypted key pair, made with the minisign crate directly.
     pub(crate) fn keypair() -> SecretKey {
@@ -161,6 +94,17 @@ pub(crate) mod tests {
         }
     }
 
+    fn evaluate(
+        pol: &TrustPolicy,
+        pm: &PackManifest,
+        bytes: &[u8],
+        sigs: &[(String, String)],
+    ) -> Result<Vec<crate::trust::SignatureReport>, crate::trust::TrustError> {
+        let sha = sha256_hex(bytes);
+        pol.check_bytes(bytes, sigs)?
+            .bind(|c| check_comment(c, pm, &sha))
+    }
+
     #[test]
     fn signs_and_checks_with_threshold() {
         let a = keypair();
@@ -178,6 +122,7 @@ pub(crate) mod tests {
             ("b.minisig".into(), sb),
         ];
         evaluate(&pol, &pm, &bytes, &sigs).unwrap();
+        assert!(check_comment("x", &pm, &sha256_hex(&bytes)).is_err());
         // One signature does not meet 2-of-2; a signature counted twice neither.
         let twice = vec![("a".to_string(), sa.clone()), ("a2".into(), sa.clone())];
         assert!(matches!(

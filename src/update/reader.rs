@@ -10,12 +10,11 @@
 //! Known gap: a payload's bytes reach the caller before its hash is known (the caller
 //! stages them out of sight and throws them away when the hash does not match).
 
-use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 use crate::manifest::Manifest;
-use crate::trust::{SignatureReport, TrustPolicy};
+use crate::trust::{SignatureReport, TrustError, TrustPolicy};
 use crate::update::io::{read_bounded, sha256_hex, HashReader};
 use crate::update::pack::{
     PackManifest, Payload, BUNDLE_MANIFEST, MAX_PACK_MANIFEST, MAX_SIG, MAX_SIGS, PACK_MANIFEST,
@@ -183,7 +182,7 @@ pub fn read_pack(
     on_head: &mut dyn FnMut(&PackHead) -> Result<(), UpdateError>,
     on_payload: &mut dyn FnMut(&Payload, &mut dyn Read) -> Result<(), UpdateError>,
 ) -> Result<PackHead, UpdateError> {
-    let f = File::open(path).map_err(crate::update::io_err("open", path))?;
+    let f = crate::hash::open_regular(path).map_err(crate::update::io_err("open", path))?;
     let pack_size = f
         .metadata()
         .map_err(crate::update::io_err("read", path))?
@@ -222,13 +221,14 @@ pub fn read_pack(
     }
     let pack_bytes = read_small(path, &mut e, &name, MAX_PACK_MANIFEST)?;
     drop(e);
-    let pack = PackManifest::parse(&pack_bytes).map_err(|r| damaged(path, r))?;
 
-    // 2. Its signatures, then trust, before anything else is read.
+    // 2. Its signatures, then trust over the exact bytes, before the pack manifest is
+    // parsed and before anything else is read (SPEC.md §4.6).
     let mut pack_sigs = Vec::new();
-    let mut e = loop {
-        let mut e = next_entry(&mut entries, path, "a signature")?
-            .ok_or_else(|| damaged(path, "the pack ends after its signatures"))?;
+    let next = loop {
+        let Some(mut e) = next_entry(&mut entries, path, "a signature")? else {
+            break None;
+        };
         let name = entry_name(path, &e, &mut seen)?;
         match sig_name(&name, PACK_SIGS) {
             Some(file) => {
@@ -240,10 +240,28 @@ pub fn read_pack(
                     .map_err(|_| damaged(path, format!("'{name}' is not UTF-8")))?;
                 pack_sigs.push((file.to_owned(), text));
             }
-            None => break (e, name),
+            None => break Some((e, name)),
         }
     };
-    let pack_reports = pack_sign::evaluate(policy, &pack, &pack_bytes, &pack_sigs)?;
+    let untrusted = |what: &'static str| {
+        move |source: TrustError| match source {
+            TrustError::ThresholdNotMet { .. } => UpdateError::PackUntrusted {
+                what,
+                pack: path.display().to_string(),
+                source,
+            },
+            other => UpdateError::Trust(other),
+        }
+    };
+    let pending = policy
+        .check_bytes(&pack_bytes, &pack_sigs)
+        .map_err(untrusted("pack"))?;
+    let pack = PackManifest::parse(&pack_bytes).map_err(|r| damaged(path, r))?;
+    let pack_sha = sha256_hex(&pack_bytes);
+    let pack_reports = pending
+        .bind(|c| pack_sign::check_comment(c, &pack, &pack_sha))
+        .map_err(untrusted("pack"))?;
+    let mut e = next.ok_or_else(|| damaged(path, "the pack ends after its signatures"))?;
 
     // 3. The embedded bundle manifest, whose hash the signed pack manifest names.
     if e.1 != BUNDLE_MANIFEST {
@@ -292,7 +310,9 @@ pub fn read_pack(
             }
         }
     }
-    let release_reports = policy.evaluate(&manifest, &manifest_bytes, &release_sigs)?;
+    let release_reports = policy
+        .evaluate(&manifest, &manifest_bytes, &release_sigs)
+        .map_err(untrusted("the release manifest in pack"))?;
     let head = PackHead {
         pack,
         pack_bytes,

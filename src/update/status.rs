@@ -95,12 +95,7 @@ pub fn status(home: &Home) -> Result<StatusReport, UpdateError> {
             _ => problems.push(format!("'{}' is missing", f.path)),
         }
     }
-    let key_ids = home
-        .policy(&s)?
-        .keys
-        .iter()
-        .map(|k| crate::update::pack_sign::key_id(&k.keynum))
-        .collect();
+    let key_ids = home.policy(&s)?.keys.iter().map(|k| k.key_id()).collect();
     Ok(StatusReport {
         home: home.root.display().to_string(),
         bundle_id: s.bundle_id.clone(),

@@ -52,7 +52,7 @@ impl Recipe {
     /// Reads and parses the recipe at `path`, resolving relative paths against its folder.
     pub fn load(path: &Path) -> Result<Recipe, PackError> {
         let shown = path.display().to_string();
-        let f = std::fs::File::open(path).map_err(|e| {
+        let f = crate::hash::open_regular(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 PackError::InputMissing {
                     what: "recipe".into(),
