@@ -6,6 +6,7 @@
 //! See ARCHITECTURE.md for the code map and SPEC.md for the normative format.
 
 pub mod exit;
+pub mod fetch;
 pub mod fsutil;
 pub mod gguf;
 pub mod hash;

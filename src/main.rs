@@ -39,6 +39,10 @@ enum Command {
     Run(cli::run::Args),
     /// List the models on the stick or in the home, and whether they fit this machine
     Models(cli::models::Args),
+    /// Download a catalog entry, a URL or a Hugging Face file into the HQ store (verified, resumable)
+    Fetch(cli::fetch::Args),
+    /// List catalog entries newer than the ones the latest recorded releases use
+    CheckUpdates(cli::fetch::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,8 @@ fn main() -> ExitCode {
         Command::Rollback(a) => cli::rollback::run(a, &g),
         Command::Run(a) => cli::run::run(a, &g),
         Command::Models(a) => cli::models::run(a, &g),
+        Command::Fetch(a) => cli::fetch::run(a, &g),
+        Command::CheckUpdates(a) => cli::fetch::check_updates(a, &g),
     };
     cli::finish(result, &g)
 }
