@@ -246,8 +246,7 @@ fn try_source(
                 one.last_modified = last_modified.clone();
                 partial.reset(one).map_err(local)?;
             }
-            Err(SourceError::Changed(reason)) if restarts < 2 => {
-                restarts += 1;
+            Err(SourceError::Changed(reason)) => {
                 on_event(Event::Restart {
                     url: url.to_owned(),
                     reason: reason.clone(),
@@ -261,7 +260,6 @@ fn try_source(
                 return restart_fresh(agent, url, req, opts, partial, limiter, on_event);
             }
             Err(SourceError::NoRanges) => return Err("the server ignores Range".into()),
-            Err(SourceError::Changed(r)) => return Err(r),
             Err(SourceError::Failed(r)) => return Err(r),
             Err(SourceError::Local(e)) => return Err(e.to_string()),
         }

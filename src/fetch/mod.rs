@@ -174,10 +174,10 @@ impl FetchError {
     }
 }
 
-pub(crate) fn io_err(
+pub(crate) fn io_err<'a>(
     action: &'static str,
-    path: &std::path::Path,
-) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
+    path: &'a std::path::Path,
+) -> impl FnOnce(std::io::Error) -> FetchError + 'a {
     move |source| FetchError::Io {
         action,
         path: path.display().to_string(),
