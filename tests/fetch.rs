@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 const NGINX: &str = "/usr/sbin/nginx";
 
 fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
+    let mut x = seed * 2 + 1;
     (0..len)
         .map(|_| {
             x ^= x << 13;

@@ -222,6 +222,8 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     };
     let pb = ctx.bar("fetch", args.common.json);
     let last_json = Mutex::new(Instant::now() - Duration::from_secs(10));
+    // Diagnostics above the bar (printed also when the bar is hidden).
+    let say = |line: String| pb.suspend(|| eprintln!("{line}"));
     let on_event = |ev: Event| {
         match &ev {
             Event::Progress { done, total } => {
@@ -240,22 +242,22 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             }
             Event::Source { url, resumed_bytes, .. } if !args.common.json => {
                 if *resumed_bytes > 0 {
-                    pb.println(format!("resuming from {url} ({resumed_bytes} bytes already here)"));
+                    say(format!("resuming from {url} ({resumed_bytes} bytes already here)"));
                 } else {
-                    pb.println(format!("downloading from {url}"));
+                    say(format!("downloading from {url}"));
                 }
             }
             Event::Retry { url, attempt, reason } if !args.common.json => {
-                pb.println(format!("retry {attempt} of {url}: {reason}"));
+                say(format!("retry {attempt} of {url}: {reason}"));
             }
             Event::Restart { url, reason } if !args.common.json => {
-                pb.println(format!("restarting a part of {url}: {reason}"));
+                say(format!("restarting a part of {url}: {reason}"));
             }
             Event::MirrorFailed { url, reason } if !args.common.json => {
-                pb.println(format!("warning: giving up on {url}: {reason}"));
+                say(format!("warning: giving up on {url}: {reason}"));
             }
             Event::BadBytes { url, expected, actual } if !args.common.json => {
-                pb.println(format!("warning: {url} served wrong bytes (sha256 {actual}, expected {expected}); nothing was stored"));
+                say(format!("warning: {url} served wrong bytes (sha256 {actual}, expected {expected}); nothing was stored"));
             }
             _ => {}
         }
