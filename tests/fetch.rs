@@ -51,7 +51,10 @@ struct Nginx {
 
 impl Nginx {
     fn start(root: &Path, extra: &str) -> Nginx {
-        assert!(Path::new(NGINX).exists(), "nginx-light is needed (.ci/install-deps)");
+        assert!(
+            Path::new(NGINX).exists(),
+            "nginx-light is needed (.ci/install-deps)"
+        );
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display();
         let port = free_port();
@@ -196,7 +199,10 @@ fn serve(c: TcpStream, s: &Shared) -> std::io::Result<()> {
     let mut w = c;
     let fault = *s.fault.lock().unwrap();
     if let Fault::Status(code) = fault {
-        write!(w, "HTTP/1.1 {code} Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+        write!(
+            w,
+            "HTTP/1.1 {code} Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
         return Ok(());
     }
     let (content, etag) = s.content.lock().unwrap().clone();
@@ -209,7 +215,11 @@ fn serve(c: TcpStream, s: &Shared) -> std::io::Result<()> {
         if let (Some(spec), true) = (rg.strip_prefix("bytes="), fresh) {
             let (x, y) = spec.split_once('-').unwrap();
             a = x.parse().unwrap();
-            b = if y.is_empty() { total - 1 } else { y.parse::<usize>().unwrap().min(total - 1) };
+            b = if y.is_empty() {
+                total - 1
+            } else {
+                y.parse::<usize>().unwrap().min(total - 1)
+            };
             status = "206 Partial Content";
             extra = format!("Content-Range: bytes {a}-{b}/{total}\r\n");
         }
@@ -230,7 +240,10 @@ fn serve(c: TcpStream, s: &Shared) -> std::io::Result<()> {
                 return Ok(());
             }
         }
-        if fault == Fault::StallOnce && sent >= (64 << 10) && !s.stalled.swap(true, Ordering::SeqCst) {
+        if fault == Fault::StallOnce
+            && sent >= (64 << 10)
+            && !s.stalled.swap(true, Ordering::SeqCst)
+        {
             std::thread::sleep(Duration::from_secs(3));
             return Ok(());
         }
@@ -282,7 +295,10 @@ fn run(mut c: Command) -> Out {
 /// Every file in the store, as (sha256 name, actual sha256 of the bytes).
 fn store(hq: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for e in walkdir::WalkDir::new(hq.join("objects")).into_iter().flatten() {
+    for e in walkdir::WalkDir::new(hq.join("objects"))
+        .into_iter()
+        .flatten()
+    {
         if e.file_type().is_file() {
             let b = std::fs::read(e.path()).unwrap();
             out.push((e.file_name().to_string_lossy().into_owned(), sha(&b)));
@@ -295,7 +311,10 @@ fn store(hq: &Path) -> Vec<(String, String)> {
 fn assert_store(hq: &Path, want: &[&str]) {
     let s = store(hq);
     for (name, actual) in &s {
-        assert_eq!(name, actual, "an object in the store does not match its name");
+        assert_eq!(
+            name, actual,
+            "an object in the store does not match its name"
+        );
     }
     let mut names: Vec<&str> = s.iter().map(|(n, _)| n.as_str()).collect();
     names.sort();
@@ -342,7 +361,10 @@ fn signed_catalog_from_nginx_with_mirror_fallback() {
     let publ = t.path().join("hq.pub");
     let o = run({
         let mut c = offgrid(&hq);
-        c.args(["keygen", "--unencrypted", "--secret"]).arg(&key).arg("--public").arg(&publ);
+        c.args(["keygen", "--unencrypted", "--secret"])
+            .arg(&key)
+            .arg("--public")
+            .arg(&publ);
         c
     });
     assert_eq!(o.code, 0, "{}", o.stderr);
@@ -359,50 +381,93 @@ fn signed_catalog_from_nginx_with_mirror_fallback() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
 
     // A tampered catalog (served beside a valid signature for other bytes) is refused.
     std::fs::write(www.join("bad.toml"), cat.replace("MIT", "GPL")).unwrap();
-    std::fs::copy(www.join("catalog.toml.minisig"), www.join("bad.toml.minisig")).unwrap();
+    std::fs::copy(
+        www.join("catalog.toml.minisig"),
+        www.join("bad.toml.minisig"),
+    )
+    .unwrap();
     let o = run({
         let mut c = offgrid(&hq);
-        c.args(["fetch", "tiny", "--catalog", &nginx.url("bad.toml"), "--pubkey"]).arg(&publ);
+        c.args([
+            "fetch",
+            "tiny",
+            "--catalog",
+            &nginx.url("bad.toml"),
+            "--pubkey",
+        ])
+        .arg(&publ);
         c
     });
     assert_eq!(o.code, 1, "{}", o.stderr);
-    assert!(o.stderr.contains("not signed by a trusted key"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("not signed by a trusted key"),
+        "{}",
+        o.stderr
+    );
     assert_store(&hq, &[]);
 
     // The signed catalog by URL: the first mirror 404s, the second serves.
     let o = run({
         let mut c = offgrid(&hq);
-        c.args(["fetch", "tiny@1.0.0", "--catalog", &nginx.url("catalog.toml"), "--pubkey"])
-            .arg(&publ);
+        c.args([
+            "fetch",
+            "tiny@1.0.0",
+            "--catalog",
+            &nginx.url("catalog.toml"),
+            "--pubkey",
+        ])
+        .arg(&publ);
         c
     });
     assert_eq!(o.code, 0, "{}", o.stderr);
-    assert!(o.stderr.contains(&dead.url()) && o.stderr.contains("404"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&dead.url()) && o.stderr.contains("404"),
+        "{}",
+        o.stderr
+    );
     assert!(o.stdout.contains(&sha(&model)), "{}", o.stdout);
     assert_store(&hq, &[&sha(&model)]);
-    let rec = std::fs::read_to_string(hq.join("fetched").join(format!("{}.json", sha(&model)))).unwrap();
-    assert!(rec.contains("\"trusted_on_first_use\": false") && rec.contains("tiny"), "{rec}");
-    assert!(!hq.join("partial").join(format!("{}.part", sha(&model))).exists());
+    let rec =
+        std::fs::read_to_string(hq.join("fetched").join(format!("{}.json", sha(&model)))).unwrap();
+    assert!(
+        rec.contains("\"trusted_on_first_use\": false") && rec.contains("tiny"),
+        "{rec}"
+    );
+    assert!(!hq
+        .join("partial")
+        .join(format!("{}.part", sha(&model)))
+        .exists());
 
     // Again: already stored, nothing downloaded; an unknown name lists the entries.
     let o = run({
         let mut c = offgrid(&hq);
-        c.args(["fetch", "tiny", "--catalog"]).arg(www.join("catalog.toml"));
+        c.args(["fetch", "tiny", "--catalog"])
+            .arg(www.join("catalog.toml"));
         c
     });
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(o.stdout.contains("already in the store"), "{}", o.stdout);
     let o = run({
         let mut c = offgrid(&hq);
-        c.args(["fetch", "huge", "--catalog"]).arg(www.join("catalog.toml"));
+        c.args(["fetch", "huge", "--catalog"])
+            .arg(www.join("catalog.toml"));
         c
     });
     assert_eq!(o.code, 2);
-    assert!(o.stderr.contains("no entry 'huge'") && o.stderr.contains("help: the catalog lists: tiny@1.0.0"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("no entry 'huge'")
+            && o.stderr.contains("help: the catalog lists: tiny@1.0.0"),
+        "{}",
+        o.stderr
+    );
 }
 
 #[test]
@@ -443,7 +508,8 @@ fn hugging_face_layout_on_nginx() {
 
     let o = run({
         let mut c = offgrid(&hq);
-        c.env("HF_ENDPOINT", &endpoint).args(["fetch", "hf://org/tiny-GGUF/tiny.gguf", "--json"]);
+        c.env("HF_ENDPOINT", &endpoint)
+            .args(["fetch", "hf://org/tiny-GGUF/tiny.gguf", "--json"]);
         c
     });
     assert_eq!(o.code, 0, "{}", o.stderr);
@@ -451,24 +517,36 @@ fn hugging_face_layout_on_nginx() {
     let v: serde_json::Value = serde_json::from_str(last).unwrap();
     assert_eq!(v["type"], "fetched");
     assert_eq!(v["data"]["sha256"], sha(&model));
-    assert!(v["data"]["url"].as_str().unwrap().contains(commit), "{last}");
+    assert!(
+        v["data"]["url"].as_str().unwrap().contains(commit),
+        "{last}"
+    );
     assert_store(&hq, &[&sha(&model)]);
-    let rec = std::fs::read_to_string(hq.join("fetched").join(format!("{}.json", sha(&model)))).unwrap();
+    let rec =
+        std::fs::read_to_string(hq.join("fetched").join(format!("{}.json", sha(&model)))).unwrap();
     assert!(rec.contains(commit), "{rec}");
 
     // A 40-hex git etag is not a sha256: no hash is known, so it needs the explicit flag.
     let o = run({
         let mut c = offgrid(&hq);
-        c.env("HF_ENDPOINT", &endpoint).args(["fetch", "hf://org/tiny-GGUF/README.md"]);
+        c.env("HF_ENDPOINT", &endpoint)
+            .args(["fetch", "hf://org/tiny-GGUF/README.md"]);
         c
     });
     assert_eq!(o.code, 2, "{}", o.stderr);
-    assert!(o.stderr.contains("no sha256 is known") && o.stderr.contains("--trust-on-first-use"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("no sha256 is known") && o.stderr.contains("--trust-on-first-use"),
+        "{}",
+        o.stderr
+    );
     assert_store(&hq, &[&sha(&model)]);
     let o = run({
         let mut c = offgrid(&hq);
-        c.env("HF_ENDPOINT", &endpoint)
-            .args(["fetch", "hf://org/tiny-GGUF/README.md", "--trust-on-first-use"]);
+        c.env("HF_ENDPOINT", &endpoint).args([
+            "fetch",
+            "hf://org/tiny-GGUF/README.md",
+            "--trust-on-first-use",
+        ]);
         c
     });
     assert_eq!(o.code, 0, "{}", o.stderr);
@@ -479,24 +557,42 @@ fn hugging_face_layout_on_nginx() {
     // A wrong revision is a clear error naming the URL.
     let o = run({
         let mut c = offgrid(&hq);
-        c.env("HF_ENDPOINT", &endpoint).args(["fetch", "hf://org/tiny-GGUF/tiny.gguf@v9"]);
+        c.env("HF_ENDPOINT", &endpoint)
+            .args(["fetch", "hf://org/tiny-GGUF/tiny.gguf@v9"]);
         c
     });
     assert_eq!(o.code, 2, "{}", o.stderr);
-    assert!(o.stderr.contains("resolve/v9/tiny.gguf") && o.stderr.contains("404"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("resolve/v9/tiny.gguf") && o.stderr.contains("404"),
+        "{}",
+        o.stderr
+    );
 }
 
 fn fetch_url(hq: &Path, url: &str, sha256: &str, extra: &[&str]) -> Out {
     let mut c = offgrid(hq);
-    c.args(["fetch", url, "--sha256", sha256, "--stall-timeout", "1", "--retries", "3"])
-        .args(extra);
+    c.args([
+        "fetch",
+        url,
+        "--sha256",
+        sha256,
+        "--stall-timeout",
+        "1",
+        "--retries",
+        "3",
+    ])
+    .args(extra);
     run(c)
 }
 
 #[test]
 fn faults_end_in_a_verified_object() {
     let model = data(2 << 20, 3);
-    for fault in [Fault::DropAfter(300 << 10), Fault::StallOnce, Fault::IgnoreRange] {
+    for fault in [
+        Fault::DropAfter(300 << 10),
+        Fault::StallOnce,
+        Fault::IgnoreRange,
+    ] {
         let t = tempfile::tempdir().unwrap();
         let hq = t.path().join("hq");
         let s = FaultServer::start(model.clone(), fault);
@@ -523,13 +619,21 @@ fn errors_name_the_url_and_store_nothing() {
         let s = FaultServer::start(model.clone(), fault);
         let o = fetch_url(&hq, &s.url(), &sha(&model), &[]);
         assert_eq!(o.code, code, "{}", o.stderr);
-        assert!(o.stderr.contains(&s.url()) && o.stderr.contains(words), "{}", o.stderr);
+        assert!(
+            o.stderr.contains(&s.url()) && o.stderr.contains(words),
+            "{}",
+            o.stderr
+        );
     }
     // Wrong bytes: refused (exit 1), the server named.
     let s = FaultServer::start(data(1 << 20, 5), Fault::None);
     let o = fetch_url(&hq, &s.url(), &sha(&model), &[]);
     assert_eq!(o.code, 1, "{}", o.stderr);
-    assert!(o.stderr.contains(&s.url()) && o.stderr.contains("does not match its sha256"), "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&s.url()) && o.stderr.contains("does not match its sha256"),
+        "{}",
+        o.stderr
+    );
     // The file changes on the server mid-download (new ETag): never spliced.
     let s = FaultServer::start(model.clone(), Fault::Slow);
     *s.shared.change_after.lock().unwrap() = Some((300 << 10, data(1 << 20, 6)));
@@ -544,7 +648,12 @@ fn errors_name_the_url_and_store_nothing() {
         c
     });
     assert_eq!(o.code, 2, "{}", o.stderr);
-    assert!(o.stderr.contains("help: pass --sha256 HEX, or --trust-on-first-use"), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("help: pass --sha256 HEX, or --trust-on-first-use"),
+        "{}",
+        o.stderr
+    );
     assert_store(&hq, &[]);
 }
 
@@ -556,7 +665,11 @@ fn wrong_mirror_is_named_and_the_next_one_serves() {
     let bad = FaultServer::start(data(1 << 20, 8), Fault::None);
     let good = FaultServer::start(model.clone(), Fault::None);
     let cat = t.path().join("catalog.toml");
-    std::fs::write(&cat, catalog(&[("m", "2", &model, vec![bad.url(), good.url()])])).unwrap();
+    std::fs::write(
+        &cat,
+        catalog(&[("m", "2", &model, vec![bad.url(), good.url()])]),
+    )
+    .unwrap();
     let o = run({
         let mut c = offgrid(&hq);
         c.args(["fetch", "m", "--json", "--catalog"]).arg(&cat);
@@ -569,7 +682,11 @@ fn wrong_mirror_is_named_and_the_next_one_serves() {
         .find(|l| l.contains("\"bad-bytes\""))
         .unwrap_or_else(|| panic!("{}", o.stdout));
     assert!(badline.contains(&bad.url()), "{badline}");
-    assert!(o.stdout.lines().last().unwrap().contains(&bad.url()), "{}", o.stdout);
+    assert!(
+        o.stdout.lines().last().unwrap().contains(&bad.url()),
+        "{}",
+        o.stdout
+    );
     assert_store(&hq, &[&sha(&model)]);
 }
 
@@ -581,15 +698,28 @@ fn sigkill_then_resume_moves_at_most_one_part_again() {
     let s = FaultServer::start(model.clone(), Fault::Slow);
     let mut child = {
         let mut c = offgrid(&hq);
-        c.args(["fetch", &s.url(), "--sha256", &sha(&model), "--connections", "4"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        c.args([
+            "fetch",
+            &s.url(),
+            "--sha256",
+            &sha(&model),
+            "--connections",
+            "4",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         c.spawn().unwrap()
     };
     let t0 = Instant::now();
     while s.served() < 3 << 20 {
-        assert!(t0.elapsed() < Duration::from_secs(60), "the download did not start");
-        assert!(child.try_wait().unwrap().is_none(), "fetch ended before the kill");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the download did not start"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "fetch ended before the kill"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap(); // SIGKILL
@@ -625,13 +755,24 @@ fn limit_rate_and_trust_on_first_use() {
     let t0 = Instant::now();
     let o = run({
         let mut c = offgrid(&hq);
-        c.args(["fetch", &s.url(), "--trust-on-first-use", "--limit-rate", "512K"]);
+        c.args([
+            "fetch",
+            &s.url(),
+            "--trust-on-first-use",
+            "--limit-rate",
+            "512K",
+        ]);
         c
     });
     assert_eq!(o.code, 0, "{}", o.stderr);
-    assert!(t0.elapsed() >= Duration::from_millis(1500), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
     assert!(o.stdout.contains("trusted on first use"), "{}", o.stdout);
-    let rec = std::fs::read_to_string(hq.join("fetched").join(format!("{}.json", sha(&model)))).unwrap();
+    let rec =
+        std::fs::read_to_string(hq.join("fetched").join(format!("{}.json", sha(&model)))).unwrap();
     assert!(rec.contains("\"trusted_on_first_use\": true"), "{rec}");
     assert_store(&hq, &[&sha(&model)]);
 }

@@ -79,7 +79,11 @@ fn parse_rate(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
         Some((i, _)) => {
-            let m = match t[i..].to_ascii_lowercase().trim_end_matches("/s").trim_end_matches('b') {
+            let m = match t[i..]
+                .to_ascii_lowercase()
+                .trim_end_matches("/s")
+                .trim_end_matches('b')
+            {
                 "" => 1,
                 "k" | "ki" => 1 << 10,
                 "m" | "mi" => 1 << 20,
@@ -128,7 +132,9 @@ fn load_catalog(
     ctx: &Ctx,
 ) -> anyhow::Result<catalog::Loaded> {
     let Some(src) = &a.catalog else {
-        anyhow::bail!("no catalog given\nhelp: pass --catalog FILE|URL (see formats/catalog.example.toml)");
+        anyhow::bail!(
+            "no catalog given\nhelp: pass --catalog FILE|URL (see formats/catalog.example.toml)"
+        );
     };
     let policy = policy(a)?;
     let loaded = catalog::load(agent, src, policy.as_ref()).map_err(with_help)?;
@@ -196,10 +202,13 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
     } else {
         let loaded = load_catalog(&agent, &args.common, ctx)?;
-        emit_json(&args.common, &Event::Catalog {
-            source: loaded.source.clone(),
-            signed: loaded.signed,
-        });
+        emit_json(
+            &args.common,
+            &Event::Catalog {
+                source: loaded.source.clone(),
+                signed: loaded.signed,
+            },
+        );
         if args.sha256.is_some() || args.trust_on_first_use {
             anyhow::bail!("a catalog entry carries its own sha256\nhelp: drop --sha256 / --trust-on-first-use");
         }
@@ -240,14 +249,22 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            Event::Source { url, resumed_bytes, .. } if !args.common.json => {
+            Event::Source {
+                url, resumed_bytes, ..
+            } if !args.common.json => {
                 if *resumed_bytes > 0 {
-                    say(format!("resuming from {url} ({resumed_bytes} bytes already here)"));
+                    say(format!(
+                        "resuming from {url} ({resumed_bytes} bytes already here)"
+                    ));
                 } else {
                     say(format!("downloading from {url}"));
                 }
             }
-            Event::Retry { url, attempt, reason } if !args.common.json => {
+            Event::Retry {
+                url,
+                attempt,
+                reason,
+            } if !args.common.json => {
                 say(format!("retry {attempt} of {url}: {reason}"));
             }
             Event::Restart { url, reason } if !args.common.json => {
@@ -256,7 +273,11 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             Event::MirrorFailed { url, reason } if !args.common.json => {
                 say(format!("warning: giving up on {url}: {reason}"));
             }
-            Event::BadBytes { url, expected, actual } if !args.common.json => {
+            Event::BadBytes {
+                url,
+                expected,
+                actual,
+            } if !args.common.json => {
                 say(format!("warning: {url} served wrong bytes (sha256 {actual}, expected {expected}); nothing was stored"));
             }
             _ => {}
@@ -265,7 +286,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     };
     let result = fetch::fetch(&agent, &req, &opts, &on_event);
     pb.finish_and_clear();
-    let f = result.map_err(with_help).with_context(|| format!("fetching into '{}'", hq.display()))?;
+    let f = result
+        .map_err(with_help)
+        .with_context(|| format!("fetching into '{}'", hq.display()))?;
     if args.common.json {
         let mut data = serde_json::to_value(&f)?;
         data["schema"] = 1.into();
@@ -353,7 +376,10 @@ pub fn check_updates(args: CheckArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         for l in &lines {
             super::out(&format!("{l}\n"))?;
         }
-        super::out(&format!("{newer} newer catalog entr{} found\n", if newer == 1 { "y" } else { "ies" }))?;
+        super::out(&format!(
+            "{newer} newer catalog entr{} found\n",
+            if newer == 1 { "y" } else { "ies" }
+        ))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -87,7 +87,8 @@ pub fn load(
         };
         let sig = read(agent, &sig_source, crate::sign::MAX_SIGNATURE_BYTES as u64)
             .map_err(|r| untrusted(format!("no signature '{sig_source}': {r}")))?;
-        let sig = String::from_utf8(sig).map_err(|_| untrusted("the signature is not text".into()))?;
+        let sig =
+            String::from_utf8(sig).map_err(|_| untrusted("the signature is not text".into()))?;
         let stub = Manifest {
             format: crate::manifest::FORMAT.into(),
             bundle_id: catalog.catalog_id.clone(),
@@ -97,7 +98,11 @@ pub fn load(
             default_model: None,
             files: Vec::new(),
         };
-        let name = sig_source.rsplit('/').next().unwrap_or("catalog.minisig").to_owned();
+        let name = sig_source
+            .rsplit('/')
+            .next()
+            .unwrap_or("catalog.minisig")
+            .to_owned();
         policy
             .evaluate(&stub, &bytes, &[(name, sig)])
             .map_err(|e| untrusted(e.to_string()))?;
@@ -138,7 +143,8 @@ fn read(agent: &ureq::Agent, source: &str, max: u64) -> Result<Vec<u8>, String> 
 fn good_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Parses and validates catalog bytes.
@@ -149,17 +155,25 @@ pub fn parse(bytes: &[u8]) -> Result<Catalog, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())?;
     let c: Catalog = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
     if c.format != FORMAT {
-        return Err(format!("format is '{}', expected '{FORMAT}'", excerpt(&c.format)));
+        return Err(format!(
+            "format is '{}', expected '{FORMAT}'",
+            excerpt(&c.format)
+        ));
     }
     crate::manifest::check_bundle_id(&c.catalog_id).map_err(|e| format!("catalog_id: {e}"))?;
     let mut seen = std::collections::BTreeSet::new();
     for (i, e) in c.entries.iter().enumerate() {
         let at = format!("entry {} ('{}')", i + 1, excerpt(&e.name));
         if !good_name(&e.name) {
-            return Err(format!("{at}: a name is 1-128 letters, digits, '.', '_', '-'"));
+            return Err(format!(
+                "{at}: a name is 1-128 letters, digits, '.', '_', '-'"
+            ));
         }
         if !matches!(e.kind.as_str(), "model" | "binary" | "doc" | "other") {
-            return Err(format!("{at}: kind '{}' is not model, binary, doc or other", excerpt(&e.kind)));
+            return Err(format!(
+                "{at}: kind '{}' is not model, binary, doc or other",
+                excerpt(&e.kind)
+            ));
         }
         if !is_sha256(&e.sha256) {
             return Err(format!("{at}: sha256 is not 64 lowercase hex digits"));
@@ -169,7 +183,10 @@ pub fn parse(bytes: &[u8]) -> Result<Catalog, String> {
         }
         for m in &e.mirrors {
             if !is_url(m) && !m.starts_with("hf://") {
-                return Err(format!("{at}: mirror '{}' is not an http(s):// URL or an hf:// name", excerpt(m)));
+                return Err(format!(
+                    "{at}: mirror '{}' is not an http(s):// URL or an hf:// name",
+                    excerpt(m)
+                ));
             }
         }
         if !seen.insert((e.name.clone(), e.version.as_str().to_owned())) {
@@ -227,9 +244,15 @@ mod tests {
         let base = "format = \"offgrid-catalog/1\"\ncatalog_id = \"x\"\nversion = \"1\"\n";
         let e = |s: &str| parse(format!("{base}{s}").as_bytes()).unwrap_err();
         let entry = "[[entries]]\nname = \"a\"\nversion = \"1\"\nkind = \"model\"\nsize = 1\n";
-        assert!(e(&format!("{entry}sha256 = \"x\"\nmirrors = [\"http://a\"]\n")).contains("sha256"));
+        assert!(e(&format!(
+            "{entry}sha256 = \"x\"\nmirrors = [\"http://a\"]\n"
+        ))
+        .contains("sha256"));
         let sha = "0".repeat(64);
-        assert!(e(&format!("{entry}sha256 = \"{sha}\"\nmirrors = [\"ftp://a\"]\n")).contains("mirror"));
+        assert!(e(&format!(
+            "{entry}sha256 = \"{sha}\"\nmirrors = [\"ftp://a\"]\n"
+        ))
+        .contains("mirror"));
         assert!(e(&format!("{entry}sha256 = \"{sha}\"\nmirrors = []\n")).contains("no mirrors"));
         assert!(e("surprise = 1\n").contains("surprise"));
     }

@@ -39,7 +39,8 @@ pub fn agent(ca_file: Option<&Path>, stall: Duration) -> Result<Agent, FetchErro
 }
 
 fn load_ca(path: &Path) -> Result<RootCerts, FetchError> {
-    let bad = |reason: String| FetchError::Usage(format!("--ca-file '{}': {reason}", path.display()));
+    let bad =
+        |reason: String| FetchError::Usage(format!("--ca-file '{}': {reason}", path.display()));
     let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
     if !meta.is_file() || meta.len() > 4 << 20 {
         return Err(bad("not a PEM file of at most 4 MiB".into()));

@@ -243,7 +243,10 @@ struct Job<'a> {
 enum Attempt {
     Complete,
     /// Worth retrying (network trouble, 5xx); `progress` says whether bytes arrived.
-    Retry { reason: String, progress: bool },
+    Retry {
+        reason: String,
+        progress: bool,
+    },
     Fatal(SourceError),
 }
 
@@ -347,7 +350,11 @@ impl Job<'_> {
                 } else {
                     SourceError::Changed(format!(
                         "the file changed on the server (ETag {} is now {})",
-                        self.state.etag.as_deref().map(excerpt).unwrap_or_else(|| "-".into()),
+                        self.state
+                            .etag
+                            .as_deref()
+                            .map(excerpt)
+                            .unwrap_or_else(|| "-".into()),
                         etag.as_deref().map(excerpt).unwrap_or_else(|| "-".into())
                     ))
                 });

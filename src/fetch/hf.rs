@@ -48,7 +48,9 @@ pub fn parse(s: &str) -> Result<HfName, FetchError> {
             excerpt(s)
         ))
     };
-    let rest = s.strip_prefix("hf://").ok_or_else(|| bad("it does not start with hf://"))?;
+    let rest = s
+        .strip_prefix("hf://")
+        .ok_or_else(|| bad("it does not start with hf://"))?;
     let (path, revision) = match rest.rsplit_once('@') {
         Some((p, r)) if !r.is_empty() => (p, r),
         Some(_) => return Err(bad("the revision after '@' is empty")),
@@ -62,13 +64,20 @@ pub fn parse(s: &str) -> Result<HfName, FetchError> {
         !w.is_empty()
             && w != "."
             && w != ".."
-            && w.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     };
     if !word(owner) || !word(repo) {
         return Err(bad("OWNER and REPO are letters, digits, '.', '_', '-'"));
     }
-    if file.is_empty() || file.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-        return Err(bad("the FILE path is empty or has an empty, '.' or '..' part"));
+    if file.is_empty()
+        || file
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(bad(
+            "the FILE path is empty or has an empty, '.' or '..' part",
+        ));
     }
     if revision.chars().any(|c| c.is_control() || c == ' ') || revision.contains("..") {
         return Err(bad("the revision has spaces, control characters or '..'"));
@@ -84,7 +93,10 @@ pub fn parse(s: &str) -> Result<HfName, FetchError> {
 fn encode(s: &str, keep_slash: bool) -> String {
     let mut out = String::new();
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') || (keep_slash && b == b'/') {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~')
+            || (keep_slash && b == b'/')
+        {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -105,7 +117,11 @@ fn resolve_url(endpoint: &str, name: &HfName, revision: &str) -> String {
 
 /// An etag as a sha256, if it is one (quotes and `W/` stripped, lowercased).
 fn etag_sha256(etag: &str) -> Option<String> {
-    let t = etag.trim().trim_start_matches("W/").trim_matches('"').to_ascii_lowercase();
+    let t = etag
+        .trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .to_ascii_lowercase();
     is_sha256(&t).then_some(t)
 }
 
@@ -127,11 +143,7 @@ pub fn resolve(
         url: url.to_owned(),
         reason,
     };
-    let mut req = agent
-        .head(&url)
-        .config()
-        .max_redirects(0)
-        .build();
+    let mut req = agent.head(&url).config().max_redirects(0).build();
     if let Some(t) = token {
         req = req.header("Authorization", format!("Bearer {t}"));
     }
@@ -145,16 +157,29 @@ pub fn resolve(
                 format!("HTTP {status}: the repository is gated or private (set HF_TOKEN)"),
             ))
         }
-        404 => return Err(err(&url, "HTTP 404: no such repository, file or revision".into())),
+        404 => {
+            return Err(err(
+                &url,
+                "HTTP 404: no such repository, file or revision".into(),
+            ))
+        }
         _ => return Err(err(&url, format!("HTTP {status}"))),
     }
     let h = |n: &str| super::client::header(&resp, n);
-    let mut commit = h("x-repo-commit").filter(|c| is_commit(c)).map(|c| c.to_ascii_lowercase());
+    let mut commit = h("x-repo-commit")
+        .filter(|c| is_commit(c))
+        .map(|c| c.to_ascii_lowercase());
     let mut sha256 = h("x-linked-etag")
         .or_else(|| h("etag"))
         .and_then(|e| etag_sha256(&e));
     let mut size = h("x-linked-size")
-        .or_else(|| if status == 200 { h("content-length") } else { None })
+        .or_else(|| {
+            if status == 200 {
+                h("content-length")
+            } else {
+                None
+            }
+        })
         .and_then(|s| s.parse::<u64>().ok());
     if commit.is_none() || sha256.is_none() {
         let api = format!(
@@ -170,7 +195,10 @@ pub fn resolve(
         }
     }
     let commit = commit.ok_or_else(|| {
-        err(&url, "the server named no commit (no X-Repo-Commit header, no API answer)".into())
+        err(
+            &url,
+            "the server named no commit (no X-Repo-Commit header, no API answer)".into(),
+        )
     })?;
     Ok(Resolved {
         url: resolve_url(endpoint, name, &commit),
@@ -210,7 +238,10 @@ fn api_info(
         .map_err(|e| format!("reading the answer: {e}"))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("the answer is not JSON: {e}"))?;
-    let commit = v["sha"].as_str().filter(|c| is_commit(c)).map(|c| c.to_ascii_lowercase());
+    let commit = v["sha"]
+        .as_str()
+        .filter(|c| is_commit(c))
+        .map(|c| c.to_ascii_lowercase());
     let sib = v["siblings"]
         .as_array()
         .and_then(|a| a.iter().find(|s| s["rfilename"].as_str() == Some(file)));
@@ -233,7 +264,10 @@ mod tests {
         assert_eq!(n.file, "smol.Q8_0.gguf");
         assert_eq!(n.revision, "main");
         let n = parse("hf://a/b/dir/f.gguf@v1.0").unwrap();
-        assert_eq!((n.file.as_str(), n.revision.as_str()), ("dir/f.gguf", "v1.0"));
+        assert_eq!(
+            (n.file.as_str(), n.revision.as_str()),
+            ("dir/f.gguf", "v1.0")
+        );
         assert!(parse("hf://a/b").is_err());
         assert!(parse("hf://a/../f").is_err());
         assert!(parse("hf://a/b/../f").is_err());
@@ -248,7 +282,11 @@ mod tests {
             Some("a".repeat(64))
         );
         assert_eq!(
-            resolve_url("http://h/", &parse("hf://o/r/a b@refs/pr/1").unwrap(), "refs/pr/1"),
+            resolve_url(
+                "http://h/",
+                &parse("hf://o/r/a b@refs/pr/1").unwrap(),
+                "refs/pr/1"
+            ),
             "http://h/o/r/resolve/refs%2Fpr%2F1/a%20b"
         );
     }

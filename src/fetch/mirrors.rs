@@ -91,7 +91,15 @@ pub fn fetch(
             }
         };
         let url = &url;
-        match try_source(agent, url, req, opts, &mut partial, limiter.as_ref(), on_event) {
+        match try_source(
+            agent,
+            url,
+            req,
+            opts,
+            &mut partial,
+            limiter.as_ref(),
+            on_event,
+        ) {
             Ok((sha, resumed)) => {
                 if let Some(want) = &req.sha256 {
                     if &sha != want {
@@ -105,7 +113,10 @@ pub fn fetch(
                             expected: want.clone(),
                             actual: sha.clone(),
                         });
-                        failures.push(format!("{} served wrong bytes (sha256 {sha})", served.join(", ")));
+                        failures.push(format!(
+                            "{} served wrong bytes (sha256 {sha})",
+                            served.join(", ")
+                        ));
                         bad.extend(served.iter().cloned());
                         mismatch = Some((served, sha));
                         partial.discard()?;
@@ -238,7 +249,8 @@ fn try_source(
                 restarts += 1;
                 on_event(Event::Restart {
                     url: url.to_owned(),
-                    reason: "the server ignores Range; downloading the whole file in one stream".into(),
+                    reason: "the server ignores Range; downloading the whole file in one stream"
+                        .into(),
                 });
                 use_ranges = false;
                 let mut one = State::new(size, size.max(1), url);
@@ -321,7 +333,9 @@ fn restart_fresh(
         .and_then(|s| s.parse::<u64>().ok())
         .ok_or("the server gave no Content-Length")?;
     if req.size.is_some_and(|w| w != size) {
-        return Err(format!("the file changed on the server and now has {size} bytes"));
+        return Err(format!(
+            "the file changed on the server and now has {size} bytes"
+        ));
     }
     let mut st = State::new(size, part_size(size, opts), url);
     st.etag = h("etag");
@@ -363,7 +377,8 @@ fn store(
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&partial.data_path, std::fs::Permissions::from_mode(0o444));
+        let _ =
+            std::fs::set_permissions(&partial.data_path, std::fs::Permissions::from_mode(0o444));
     }
     std::fs::rename(&partial.data_path, &obj).map_err(io_err("store", &obj))?;
     crate::fsutil::fsync_dir(&dir).map_err(io_err("sync", &dir))?;

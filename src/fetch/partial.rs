@@ -115,10 +115,7 @@ impl Partial {
             .open(&data_path)
             .map_err(io_err("open", &data_path))?;
         lock(&file, &data_path)?;
-        let len = file
-            .metadata()
-            .map_err(io_err("read", &data_path))?
-            .len();
+        let len = file.metadata().map_err(io_err("read", &data_path))?.len();
         let mut state = read_state(&state_path).filter(|s| s.consistent() && s.size == len);
         if let Some(s) = state.as_mut() {
             if s.boot_id.is_none() || s.boot_id != boot_id() {
@@ -158,7 +155,8 @@ impl Partial {
             .map_err(io_err("sync", &self.data_path))?;
         s.synced = s.done.clone();
         let text = encode(s, &self.state_path)?;
-        crate::fsutil::atomic_write(&self.state_path, &text).map_err(io_err("write", &self.state_path))
+        crate::fsutil::atomic_write(&self.state_path, &text)
+            .map_err(io_err("write", &self.state_path))
     }
 
     /// Writes the state without syncing anything (its `done` claims hold unless the
@@ -177,7 +175,8 @@ impl Partial {
     /// Removes the state file (the data file has been moved into the store or is
     /// discarded by the caller).
     pub fn remove_state(&self) -> Result<(), FetchError> {
-        crate::fsutil::remove_if_exists(&self.state_path).map_err(io_err("remove", &self.state_path))
+        crate::fsutil::remove_if_exists(&self.state_path)
+            .map_err(io_err("remove", &self.state_path))
     }
 
     /// Discards everything: the state and the data.
@@ -263,7 +262,11 @@ mod tests {
         let text = fs::read_to_string(d.path().join("partial/k.state")).unwrap();
         let mut st: State = serde_json::from_str(&text).unwrap();
         st.boot_id = Some("another-boot".into());
-        fs::write(d.path().join("partial/k.state"), serde_json::to_vec(&st).unwrap()).unwrap();
+        fs::write(
+            d.path().join("partial/k.state"),
+            serde_json::to_vec(&st).unwrap(),
+        )
+        .unwrap();
         let p = Partial::open(d.path(), "k").unwrap();
         assert_eq!(p.state.as_ref().unwrap().done, vec![4, 0, 0]);
         drop(p);

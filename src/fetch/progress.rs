@@ -91,6 +91,10 @@ mod tests {
             l.take(64 << 10);
         }
         // 1 MiB at 1 MiB/s from an empty bucket: about a second.
-        assert!(t.elapsed() >= Duration::from_millis(800), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(800),
+            "{:?}",
+            t.elapsed()
+        );
     }
 }

@@ -94,7 +94,11 @@ fn state_done(hq: &Path, sha: &str) -> u64 {
     fs::read(p)
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["done"].as_array().map(|a| a.iter().filter_map(|x| x.as_u64()).sum()))
+        .and_then(|v| {
+            v["done"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_u64()).sum())
+        })
         .unwrap_or(0)
 }
 
