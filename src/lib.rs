@@ -7,6 +7,7 @@
 
 pub mod excerpt;
 pub mod exit;
+pub mod fetch;
 pub mod fsutil;
 pub mod gguf;
 pub mod hash;

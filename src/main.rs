@@ -43,6 +43,10 @@ enum Command {
     Serve(cli::serve::Args),
     /// Write a BitTorrent metainfo (.torrent) for a USB tree or an update pack
     Torrent(cli::torrent::Args),
+    /// Download a catalog entry, a URL or a Hugging Face file into the HQ store (verified, resumable)
+    Fetch(cli::fetch::Args),
+    /// List catalog entries newer than the ones the latest recorded releases use
+    CheckUpdates(cli::fetch::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,8 @@ fn main() -> ExitCode {
         Command::Models(a) => cli::models::run(a, &g),
         Command::Serve(a) => cli::serve::run(a, &g),
         Command::Torrent(a) => cli::torrent::run(a, &g),
+        Command::Fetch(a) => cli::fetch::run(a, &g),
+        Command::CheckUpdates(a) => cli::fetch::check_updates(a, &g),
     };
     cli::finish(result, &g)
 }

@@ -14,6 +14,7 @@ mod update_util;
 mod core_hostile;
 mod crash;
 mod delta;
+mod fetch;
 mod keys;
 mod launcher;
 mod models;

@@ -3,6 +3,7 @@
 
 pub mod apply_update;
 pub mod create_update_pack;
+pub mod fetch;
 pub mod install;
 pub mod keygen;
 pub mod models;

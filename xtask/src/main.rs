@@ -2,7 +2,7 @@
 //!
 //! - `demo`: the whole field journey on built-in defaults (README's first command).
 //! - `fixtures`: generate the small test fixtures and fetch the real test model.
-//! - `bench verify|pack|delta|apply|run|all`: compare offgrid against the standard tools
+//! - `bench verify|pack|delta|apply|run|fetch|all`: compare offgrid against the standard tools
 //!   in one run and print ratios.
 //! - `dist`: build the release binary.
 //! - `ci`: what `.ci/run` runs after installing system packages.
@@ -24,7 +24,7 @@ fn main() -> Result<()> {
         Some("dist") => util::dist().map(|p| println!("{}", p.display())),
         Some("ci") => util::ci(),
         _ => bail!(
-            "usage: cargo xtask <task>\n  demo                 run the whole journey on built-in defaults\n  fixtures [--model]   generate test fixtures; --model also fetches the real test model\n  bench <verify|pack|delta|apply|run|all> [--size-mib N]\n  dist                 build the release binary\n  ci                   fmt, clippy and the whole test suite"
+            "usage: cargo xtask <task>\n  demo                 run the whole journey on built-in defaults\n  fixtures [--model]   generate test fixtures; --model also fetches the real test model\n  bench <verify|pack|delta|apply|run|fetch|all> [--size-mib N]\n  dist                 build the release binary\n  ci                   fmt, clippy and the whole test suite"
         ),
     }
 }

@@ -3,6 +3,7 @@
 
 mod apply;
 mod delta;
+mod fetch;
 mod pack;
 mod run;
 mod verify;
@@ -32,7 +33,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     }
     let opts = Opts { size_mib };
     if names.is_empty() {
-        bail!("usage: cargo xtask bench <verify|pack|delta|apply|run|all> [--size-mib N]");
+        bail!("usage: cargo xtask bench <verify|pack|delta|apply|run|fetch|all> [--size-mib N]");
     }
     for n in names {
         match n {
@@ -41,6 +42,7 @@ pub fn run(args: &[&str]) -> Result<()> {
             "delta" => delta::bench(&opts)?,
             "apply" => apply::bench(&opts)?,
             "run" => run::bench(&opts)?,
+            "fetch" => fetch::bench(&opts)?,
             "all" => {
                 verify::bench(&opts)?;
                 pack::bench(&opts)?;

@@ -1,0 +1,467 @@
+//! Downloading one URL into a [`Partial`]: the missing bytes of each part are asked for
+//! with `Range` (and `If-Range` with the validator seen when the download started), on
+//! several connections in parallel. A ranged answer must be `206` with exactly the
+//! asked `Content-Range`; anything else restarts that part cleanly or, when the server
+//! ignores ranges or the file changed, ends this attempt with a reason the caller acts
+//! on ([`SourceError`]). Failed reads are retried with backoff; a connection that
+//! delivers nothing for the stall time is dropped (the client's per-read timeout).
+//!
+//! A hasher thread follows the contiguous downloaded prefix, so the whole-file sha256 is
+//! ready when the last byte lands (no second pass over a 40 GB file); if any part was
+//! rewound during the run, the file is hashed again from disk instead.
+//! The state is saved every 20 ms (no fsync: a killed fetch loses at most that much of
+//! each connection's bytes) and durably every 5 s (data synced first; what survives a
+//! power loss, see [`super::partial`]).
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::partial::Partial;
+use super::progress::{Event, RateLimiter};
+use super::{excerpt, io_err, FetchError, Options};
+
+/// Why one URL could not deliver the file in this attempt.
+#[derive(Debug)]
+pub enum SourceError {
+    /// The server answered a ranged request with the whole file (same validator): it does
+    /// not do ranges. The caller restarts with one part and no `Range`.
+    NoRanges,
+    /// The server's validator changed: the file is not the one started on.
+    Changed(String),
+    /// Gave up on this URL after retries (or a permanent error such as 404).
+    Failed(String),
+    /// A local error (disk); not the server's fault.
+    Local(FetchError),
+}
+
+/// Downloads every missing byte of `partial` from `url`; returns the file's sha256.
+/// `ranges == false`: one part, asked for without `Range` (a server without ranges).
+pub fn download(
+    agent: &ureq::Agent,
+    url: &str,
+    partial: &mut Partial,
+    opts: &Options,
+    ranges: bool,
+    limiter: Option<&RateLimiter>,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<String, SourceError> {
+    let Some(state) = partial.state.clone() else {
+        return Err(SourceError::Failed("internal: no download state".into()));
+    };
+    let parts = state.done.len();
+    let done: Vec<AtomicU64> = state.done.iter().map(|d| AtomicU64::new(*d)).collect();
+    let queue: Mutex<VecDeque<usize>> = Mutex::new(
+        (0..parts)
+            .filter(|&i| {
+                let (s, e) = state.range(i);
+                state.done[i] < e - s
+            })
+            .collect(),
+    );
+    let abort = AtomicBool::new(false);
+    let rewound = AtomicBool::new(false);
+    let failure: Mutex<Option<SourceError>> = Mutex::new(None);
+    let validator = state
+        .etag
+        .clone()
+        .filter(|e| !e.starts_with("W/"))
+        .or_else(|| state.last_modified.clone());
+    let workers = opts.connections.clamp(1, 64).min(parts.max(1));
+    let wfile = partial
+        .file
+        .try_clone()
+        .map_err(|e| SourceError::Local(io_err("open", &partial.data_path)(e)))?;
+    let file = &wfile;
+    let st = &state;
+    let fail = |e: SourceError| {
+        abort.store(true, Ordering::SeqCst);
+        if let Ok(mut f) = failure.lock() {
+            if f.is_none() {
+                *f = Some(e);
+            }
+        }
+    };
+
+    let digest = std::thread::scope(|scope| {
+        let hasher = scope.spawn(|| tail_hash(file, st, &done, &abort));
+        let mut handles = Vec::new();
+        for _ in 0..workers {
+            handles.push(scope.spawn(|| {
+                while !abort.load(Ordering::SeqCst) {
+                    let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                    let Some(i) = next else { break };
+                    let job = Job {
+                        agent,
+                        url,
+                        file,
+                        state: st,
+                        done: &done[i],
+                        index: i,
+                        validator: validator.as_deref(),
+                        ranges,
+                        opts,
+                        limiter,
+                        abort: &abort,
+                        rewound: &rewound,
+                        on_event,
+                    };
+                    if let Err(e) = job.run() {
+                        fail(e);
+                    }
+                }
+            }));
+        }
+        // The coordinator: progress events and checkpoints while the workers run.
+        let mut last_sync = Instant::now();
+        let mut last_event = Instant::now() - Duration::from_secs(1);
+        let mut saved: Vec<u64> = st.done.clone();
+        loop {
+            let finished = handles.iter().all(|h| h.is_finished());
+            let now_done: Vec<u64> = done.iter().map(|d| d.load(Ordering::SeqCst)).collect();
+            if finished || last_event.elapsed() >= Duration::from_millis(100) {
+                on_event(Event::Progress {
+                    done: now_done.iter().sum(),
+                    total: st.size,
+                });
+                last_event = Instant::now();
+            }
+            if now_done != saved || finished {
+                if let Some(s) = partial.state.as_mut() {
+                    s.done = now_done.clone();
+                    if !s.sources.iter().any(|u| u == url) {
+                        s.sources.push(url.to_owned());
+                    }
+                }
+                let durable = finished || last_sync.elapsed() >= Duration::from_secs(5);
+                let r = if durable {
+                    last_sync = Instant::now();
+                    partial.save()
+                } else {
+                    partial.save_quick()
+                };
+                if let Err(e) = r {
+                    fail(SourceError::Local(e));
+                }
+                saved = now_done;
+            }
+            if finished {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for h in handles {
+            let _ = h.join();
+        }
+        if abort.load(Ordering::SeqCst) {
+            return None;
+        }
+        match hasher.join() {
+            Ok(Ok(Some(d))) => Some(Ok(d)),
+            Ok(Ok(None)) | Err(_) => None,
+            Ok(Err(e)) => Some(Err(e)),
+        }
+    });
+    if let Ok(mut f) = failure.lock() {
+        if let Some(e) = f.take() {
+            return Err(e);
+        }
+    }
+    match digest {
+        Some(Ok(d)) if !rewound.load(Ordering::SeqCst) => Ok(d),
+        Some(Err(e)) => Err(SourceError::Local(e)),
+        _ => {
+            // Parts were rewound (or the hasher stopped): hash what is on disk.
+            let (_, h) = crate::update::io::hash_file(&partial.data_path)
+                .map_err(|e| SourceError::Local(io_err("read", &partial.data_path)(e)))?;
+            Ok(h)
+        }
+    }
+}
+
+/// Hashes the file from the start, following the contiguous prefix of finished bytes.
+/// `Ok(None)`: stopped by `abort`.
+fn tail_hash(
+    file: &std::fs::File,
+    st: &super::partial::State,
+    done: &[AtomicU64],
+    abort: &AtomicBool,
+) -> Result<Option<String>, FetchError> {
+    let mut h = Sha256::new();
+    let mut pos = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    while pos < st.size {
+        if abort.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let mut avail = 0u64;
+        for (i, d) in done.iter().enumerate() {
+            let (s, e) = st.range(i);
+            let d = d.load(Ordering::SeqCst);
+            avail = s + d;
+            if d < e - s {
+                break;
+            }
+        }
+        if avail <= pos {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        let n = ((avail - pos) as usize).min(buf.len());
+        read_at(file, &mut buf[..n], pos).map_err(|e| FetchError::Io {
+            action: "read",
+            path: "(partial download)".into(),
+            source: e,
+        })?;
+        h.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(Some(hex::encode(h.finalize())))
+}
+
+struct Job<'a> {
+    agent: &'a ureq::Agent,
+    url: &'a str,
+    file: &'a std::fs::File,
+    state: &'a super::partial::State,
+    done: &'a AtomicU64,
+    index: usize,
+    validator: Option<&'a str>,
+    ranges: bool,
+    opts: &'a Options,
+    limiter: Option<&'a RateLimiter>,
+    abort: &'a AtomicBool,
+    rewound: &'a AtomicBool,
+    on_event: &'a (dyn Fn(Event) + Sync),
+}
+
+/// What one attempt at a part ended with.
+enum Attempt {
+    Complete,
+    /// Worth retrying (network trouble, 5xx); `progress` says whether bytes arrived.
+    Retry {
+        reason: String,
+        progress: bool,
+    },
+    Fatal(SourceError),
+}
+
+impl Job<'_> {
+    fn run(&self) -> Result<(), SourceError> {
+        let mut failures = 0u32;
+        loop {
+            if self.abort.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            match self.attempt() {
+                Attempt::Complete => return Ok(()),
+                Attempt::Fatal(e) => return Err(e),
+                Attempt::Retry { reason, progress } => {
+                    failures = if progress { 1 } else { failures + 1 };
+                    if failures >= self.opts.retries.max(1) {
+                        return Err(SourceError::Failed(format!(
+                            "{reason} (gave up after {failures} attempts)"
+                        )));
+                    }
+                    (self.on_event)(Event::Retry {
+                        url: self.url.to_owned(),
+                        attempt: failures,
+                        reason: reason.clone(),
+                    });
+                    let pause = self
+                        .opts
+                        .backoff
+                        .saturating_mul(1 << (failures - 1).min(4))
+                        .min(Duration::from_secs(8));
+                    std::thread::sleep(pause);
+                }
+            }
+        }
+    }
+
+    fn attempt(&self) -> Attempt {
+        let (start, end) = self.state.range(self.index);
+        let have = self.done.load(Ordering::SeqCst);
+        let from = start + have;
+        if from >= end {
+            return Attempt::Complete;
+        }
+        let mut req = super::client::authed(self.agent.get(self.url), self.url, self.opts);
+        let ranged = self.ranges;
+        if ranged {
+            req = req.header("Range", format!("bytes={from}-{}", end - 1));
+            if let Some(v) = self.validator {
+                req = req.header("If-Range", v);
+            }
+        }
+        let resp = match req.call() {
+            Ok(r) => r,
+            Err(e) => {
+                return Attempt::Retry {
+                    reason: format!("request failed: {e}"),
+                    progress: false,
+                }
+            }
+        };
+        let status = resp.status().as_u16();
+        match status {
+            206 if ranged => {
+                let cr = super::client::header(&resp, "content-range").unwrap_or_default();
+                let want = format!("bytes {from}-{}/{}", end - 1, self.state.size);
+                if cr != want {
+                    self.rewind(start);
+                    (self.on_event)(Event::Restart {
+                        url: self.url.to_owned(),
+                        reason: format!(
+                            "asked for '{want}', the server sent Content-Range '{}'",
+                            excerpt(&cr)
+                        ),
+                    });
+                    return Attempt::Retry {
+                        reason: format!("wrong Content-Range '{}'", excerpt(&cr)),
+                        progress: false,
+                    };
+                }
+            }
+            200 if !ranged => {
+                if from != 0 {
+                    self.rewind(start);
+                }
+            }
+            200 => {
+                // Range ignored, or If-Range failed because the file changed.
+                let etag = super::client::header(&resp, "etag");
+                let lm = super::client::header(&resp, "last-modified");
+                let same = match (&self.state.etag, &etag) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => self.state.last_modified.is_some() && self.state.last_modified == lm,
+                };
+                let same = same
+                    || (self.state.etag.is_none()
+                        && self.state.last_modified.is_none()
+                        && etag.is_none()
+                        && lm.is_none());
+                return Attempt::Fatal(if same {
+                    SourceError::NoRanges
+                } else {
+                    SourceError::Changed(format!(
+                        "the file changed on the server (ETag {} is now {})",
+                        self.state
+                            .etag
+                            .as_deref()
+                            .map(excerpt)
+                            .unwrap_or_else(|| "-".into()),
+                        etag.as_deref().map(excerpt).unwrap_or_else(|| "-".into())
+                    ))
+                });
+            }
+            404 | 410 | 401 | 403 => {
+                return Attempt::Fatal(SourceError::Failed(format!("HTTP {status}")));
+            }
+            _ => {
+                return Attempt::Retry {
+                    reason: format!("HTTP {status}"),
+                    progress: false,
+                }
+            }
+        }
+        let mut reader = resp.into_body().into_reader();
+        let mut buf = vec![0u8; 256 << 10];
+        let mut pos = self.done.load(Ordering::SeqCst) + start;
+        let mut progress = false;
+        while pos < end {
+            if self.abort.load(Ordering::SeqCst) {
+                return Attempt::Complete;
+            }
+            let want = buf.len().min((end - pos) as usize);
+            let want = match self.limiter {
+                Some(_) => want.min(64 << 10),
+                None => want,
+            };
+            let n = match reader.read(&mut buf[..want]) {
+                Ok(0) => {
+                    return Attempt::Retry {
+                        reason: format!(
+                            "the connection closed at byte {pos} of {}",
+                            self.state.size
+                        ),
+                        progress,
+                    }
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    let reason = if e.kind() == std::io::ErrorKind::TimedOut
+                        || e.to_string().contains("timeout")
+                    {
+                        format!(
+                            "stalled: no bytes for {} s at byte {pos}",
+                            self.opts.stall.as_secs_f32()
+                        )
+                    } else {
+                        format!("reading failed at byte {pos}: {e}")
+                    };
+                    return Attempt::Retry { reason, progress };
+                }
+            };
+            if let Some(l) = self.limiter {
+                l.take(n);
+            }
+            if let Err(e) = write_at(self.file, &buf[..n], pos) {
+                return Attempt::Fatal(SourceError::Local(FetchError::Io {
+                    action: "write",
+                    path: "(partial download)".into(),
+                    source: e,
+                }));
+            }
+            pos += n as u64;
+            progress = true;
+            self.done.store(pos - start, Ordering::SeqCst);
+        }
+        Attempt::Complete
+    }
+
+    /// Restarts this part from its beginning.
+    fn rewind(&self, _start: u64) {
+        self.rewound.store(true, Ordering::SeqCst);
+        self.done.store(0, Ordering::SeqCst);
+    }
+}
+
+#[cfg(unix)]
+fn write_at(f: &std::fs::File, buf: &[u8], off: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(f, buf, off)
+}
+
+#[cfg(unix)]
+fn read_at(f: &std::fs::File, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(f, buf, off)
+}
+
+#[cfg(windows)]
+fn write_at(f: &std::fs::File, mut buf: &[u8], mut off: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        let n = f.seek_write(buf, off)?;
+        buf = &buf[n..];
+        off += n as u64;
+    }
+    Ok(())
+}
+
+#[cfg(windows)]
+fn read_at(f: &std::fs::File, mut buf: &mut [u8], mut off: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        let n = f.seek_read(buf, off)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf = &mut buf[n..];
+        off += n as u64;
+    }
+    Ok(())
+}

@@ -1,0 +1,778 @@
+//! `offgrid fetch` and `check-updates` against real HTTP servers on loopback: nginx
+//! (Debian's nginx-light, started here with a generated config) laid out as a mirror and
+//! as the Hugging Face resolve/API endpoints, and a fault-injecting server of our own
+//! (a std::net thread) that drops connections, stalls, ignores Range, answers 404/500,
+//! serves wrong bytes or changes the file mid-download. Every case ends in a verified
+//! object or an error naming the URL, with nothing unverified in the store.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::CommandCargoExt;
+use sha2::{Digest, Sha256};
+
+const NGINX: &str = "/usr/sbin/nginx";
+
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed * 2 + 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn sha(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// nginx serving `root` on an ephemeral loopback port; killed on drop.
+struct Nginx {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(root: &Path, extra: &str) -> Nginx {
+        assert!(
+            Path::new(NGINX).exists(),
+            "nginx-light is needed (.ci/install-deps)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let port = free_port();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 128; }}\n\
+             http {{\n access_log off;\n default_type application/octet-stream;\n\
+             client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
+             server {{\n  listen 127.0.0.1:{port};\n  root {};\n{extra}\n }}\n}}\n",
+            root.display()
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = Command::new(NGINX)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(10), "nginx did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nginx {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    None,
+    /// Close every GET after this many body bytes.
+    DropAfter(usize),
+    /// The first GET sends 64 KiB and then nothing for 3 s.
+    StallOnce,
+    /// Answer 200 with the whole file to every Range request.
+    IgnoreRange,
+    /// Answer every request with this status.
+    Status(u16),
+    /// Pace each connection to about 4 MiB/s.
+    Slow,
+}
+
+struct Shared {
+    content: Mutex<(Vec<u8>, String)>,
+    fault: Mutex<Fault>,
+    served: AtomicU64,
+    stalled: AtomicBool,
+    /// After this many bytes served, the content changes (new bytes, new ETag).
+    change_after: Mutex<Option<(u64, Vec<u8>)>>,
+    stop: AtomicBool,
+}
+
+/// The fault-injecting server: one thread per connection, `Connection: close`.
+struct FaultServer {
+    port: u16,
+    shared: Arc<Shared>,
+}
+
+impl FaultServer {
+    fn start(content: Vec<u8>, fault: Fault) -> FaultServer {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let shared = Arc::new(Shared {
+            content: Mutex::new((content, "\"v1\"".into())),
+            fault: Mutex::new(fault),
+            served: AtomicU64::new(0),
+            stalled: AtomicBool::new(false),
+            change_after: Mutex::new(None),
+            stop: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                if s.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(c) = c else { continue };
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(c, &s);
+                });
+            }
+        });
+        FaultServer { port, shared }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/files/model.gguf", self.port)
+    }
+
+    fn served(&self) -> u64 {
+        self.shared.served.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultServer {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn serve(c: TcpStream, s: &Shared) -> std::io::Result<()> {
+    c.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut r = BufReader::new(c.try_clone()?);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let method = line.split(' ').next().unwrap_or("").to_owned();
+    let (mut range, mut if_range) = (None, None);
+    for _ in 0..100 {
+        let mut h = String::new();
+        if r.read_line(&mut h)? == 0 || h == "\r\n" {
+            break;
+        }
+        let (k, v) = h.split_once(':').unwrap_or(("", ""));
+        match k.to_ascii_lowercase().as_str() {
+            "range" => range = Some(v.trim().to_owned()),
+            "if-range" => if_range = Some(v.trim().to_owned()),
+            _ => {}
+        }
+    }
+    let mut w = c;
+    let fault = *s.fault.lock().unwrap();
+    if let Fault::Status(code) = fault {
+        write!(
+            w,
+            "HTTP/1.1 {code} Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        return Ok(());
+    }
+    let (content, etag) = s.content.lock().unwrap().clone();
+    let total = content.len();
+    let mut status = "200 OK";
+    let (mut a, mut b) = (0, total.saturating_sub(1));
+    let mut extra = String::new();
+    if let (Some(rg), true) = (&range, method == "GET" && fault != Fault::IgnoreRange) {
+        let fresh = if_range.as_ref().is_none_or(|v| *v == etag);
+        if let (Some(spec), true) = (rg.strip_prefix("bytes="), fresh) {
+            let (x, y) = spec.split_once('-').unwrap();
+            a = x.parse().unwrap();
+            b = if y.is_empty() {
+                total - 1
+            } else {
+                y.parse::<usize>().unwrap().min(total - 1)
+            };
+            status = "206 Partial Content";
+            extra = format!("Content-Range: bytes {a}-{b}/{total}\r\n");
+        }
+    }
+    let len = if total == 0 { 0 } else { b + 1 - a };
+    write!(
+        w,
+        "HTTP/1.1 {status}\r\nContent-Length: {len}\r\nETag: {etag}\r\nAccept-Ranges: bytes\r\n{extra}Connection: close\r\n\r\n"
+    )?;
+    if method != "GET" {
+        return Ok(());
+    }
+    let body = &content[a..a + len];
+    let mut sent = 0;
+    for chunk in body.chunks(16 << 10) {
+        if let Fault::DropAfter(n) = fault {
+            if sent >= n {
+                return Ok(());
+            }
+        }
+        if fault == Fault::StallOnce
+            && sent >= (64 << 10)
+            && !s.stalled.swap(true, Ordering::SeqCst)
+        {
+            std::thread::sleep(Duration::from_secs(3));
+            return Ok(());
+        }
+        if fault == Fault::Slow {
+            std::thread::sleep(Duration::from_millis(4));
+        }
+        w.write_all(chunk)?;
+        sent += chunk.len();
+        let served = s.served.fetch_add(chunk.len() as u64, Ordering::SeqCst) + chunk.len() as u64;
+        let mut ch = s.change_after.lock().unwrap();
+        if ch.as_ref().is_some_and(|(at, _)| served >= *at) {
+            let (_, new) = ch.take().unwrap();
+            *s.content.lock().unwrap() = (new, "\"v2\"".into());
+            return Ok(()); // and this connection breaks
+        }
+    }
+    Ok(())
+}
+
+fn offgrid(hq: &Path) -> Command {
+    let mut c = Command::cargo_bin("offgrid").unwrap();
+    c.env("OFFGRID_HQ", hq)
+        .env_remove("HTTPS_PROXY")
+        .env_remove("HTTP_PROXY")
+        .env_remove("ALL_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("http_proxy")
+        .env_remove("all_proxy")
+        .env_remove("HF_TOKEN")
+        .env("NO_COLOR", "1");
+    c
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(mut c: Command) -> Out {
+    let o = c.output().unwrap();
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into(),
+        stderr: String::from_utf8_lossy(&o.stderr).into(),
+    }
+}
+
+/// Every file in the store, as (sha256 name, actual sha256 of the bytes).
+fn store(hq: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(hq.join("objects"))
+        .into_iter()
+        .flatten()
+    {
+        if e.file_type().is_file() {
+            let b = std::fs::read(e.path()).unwrap();
+            out.push((e.file_name().to_string_lossy().into_owned(), sha(&b)));
+        }
+    }
+    out
+}
+
+/// Asserts the store holds exactly `want` (by sha256), every object verified.
+fn assert_store(hq: &Path, want: &[&str]) {
+    let s = store(hq);
+    for (name, actual) in &s {
+        assert_eq!(
+            name, actual,
+            "an object in the store does not match its name"
+        );
+    }
+    let mut names: Vec<&str> = s.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort();
+    let mut want = want.to_vec();
+    want.sort();
+    assert_eq!(names, want);
+}
+
+fn catalog(entries: &[(&str, &str, &[u8], Vec<String>)]) -> String {
+    let mut s = String::from(
+        "format = \"offgrid-catalog/1\"\ncatalog_id = \"org.example.models\"\nversion = \"1.0\"\n",
+    );
+    for (name, version, bytes, mirrors) in entries {
+        let m: Vec<String> = mirrors.iter().map(|u| format!("\"{u}\"")).collect();
+        s.push_str(&format!(
+            "\n[[entries]]\nname = \"{name}\"\nversion = \"{version}\"\nkind = \"model\"\nformat = \"gguf\"\nsize = {}\nsha256 = \"{}\"\nlicense = \"MIT\"\nmirrors = [{}]\n",
+            bytes.len(),
+            sha(bytes),
+            m.join(", ")
+        ));
+    }
+    s
+}
+
+#[test]
+fn signed_catalog_from_nginx_with_mirror_fallback() {
+    let t = tempfile::tempdir().unwrap();
+    let hq = t.path().join("hq");
+    let www = t.path().join("www");
+    std::fs::create_dir_all(www.join("models")).unwrap();
+    let model = data(3 << 20, 1);
+    std::fs::write(www.join("models/tiny.gguf"), &model).unwrap();
+    let nginx = Nginx::start(&www, "");
+    let dead = FaultServer::start(Vec::new(), Fault::Status(404));
+    let cat = catalog(&[(
+        "tiny",
+        "1.0.0",
+        &model,
+        vec![dead.url(), nginx.url("models/tiny.gguf")],
+    )]);
+    std::fs::write(www.join("catalog.toml"), &cat).unwrap();
+    // Sign it with the stock tool and an offgrid key.
+    let key = t.path().join("hq.key");
+    let publ = t.path().join("hq.pub");
+    let o = run({
+        let mut c = offgrid(&hq);
+        c.args(["keygen", "--unencrypted", "--secret"])
+            .arg(&key)
+            .arg("--public")
+            .arg(&publ);
+        c
+    });
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let comment = format!(
+        "offgrid bundle=org.example.models release=1.0 manifest_sha256={}",
+        sha(cat.as_bytes())
+    );
+    let st = Command::new("minisign")
+        .args(["-S", "-s"])
+        .arg(&key)
+        .arg("-m")
+        .arg(www.join("catalog.toml"))
+        .args(["-t", &comment])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+
+    // A tampered catalog (served beside a valid signature for other bytes) is refused.
+    std::fs::write(www.join("bad.toml"), cat.replace("MIT", "GPL")).unwrap();
+    std::fs::copy(
+        www.join("catalog.toml.minisig"),
+        www.join("bad.toml.minisig"),
+    )
+    .unwrap();
+    let o = run({
+        let mut c = offgrid(&hq);
+        c.args([
+            "fetch",
+            "tiny",
+            "--catalog",
+            &nginx.url("bad.toml"),
+            "--pubkey",
+        ])
+        .arg(&publ);
+        c
+    });
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("not signed by a trusted key"),
+        "{}",
+        o.stderr
+    );
+    assert_store(&hq, &[]);
+
+    // The signed catalog by URL: the first mirror 404s, the second serves.
+    let o = run({
+        let mut c = offgrid(&hq);
+        c.args([
+            "fetch",
+            "tiny@1.0.0",
+            "--catalog",
+            &nginx.url("catalog.toml"),
+            "--pubkey",
+        ])
+        .arg(&publ);
+        c
+    });
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&dead.url()) && o.stderr.contains("404"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stdout.contains(&sha(&model)), "{}", o.stdout);
+    assert_store(&hq, &[&sha(&model)]);
+    let rec =
+        std::fs::read_to_string(hq.join("fetched").join(format!("{}.json", sha(&model)))).unwrap();
+    assert!(
+        rec.contains("\"trusted_on_first_use\": false") && rec.contains("tiny"),
+        "{rec}"
+    );
+    assert!(!hq
+        .join("partial")
+        .join(format!("{}.part", sha(&model)))
+        .exists());
+
+    // Again: already stored, nothing downloaded; an unknown name lists the entries.
+    let o = run({
+        let mut c = offgrid(&hq);
+        c.args(["fetch", "tiny", "--catalog"])
+            .arg(www.join("catalog.toml"));
+        c
+    });
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("already in the store"), "{}", o.stdout);
+    let o = run({
+        let mut c = offgrid(&hq);
+        c.args(["fetch", "huge", "--catalog"])
+            .arg(www.join("catalog.toml"));
+        c
+    });
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr.contains("no entry 'huge'")
+            && o.stderr.contains("help: the catalog lists: tiny@1.0.0"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn hugging_face_layout_on_nginx() {
+    let t = tempfile::tempdir().unwrap();
+    let hq = t.path().join("hq");
+    let www = t.path().join("www");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let model = data(2 << 20, 2);
+    let readme = b"# tiny model\n".to_vec();
+    let git_blob = "a".repeat(40);
+    for rev in ["main", commit] {
+        let d = www.join("org/tiny-GGUF/resolve").join(rev);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("tiny.gguf"), &model).unwrap();
+        std::fs::write(d.join("README.md"), &readme).unwrap();
+    }
+    let api = www.join("api/models/org/tiny-GGUF/revision");
+    std::fs::create_dir_all(&api).unwrap();
+    std::fs::write(
+        api.join("main"),
+        format!(
+            "{{\"sha\":\"{commit}\",\"siblings\":[{{\"rfilename\":\"README.md\",\"size\":13}},{{\"rfilename\":\"tiny.gguf\",\"size\":{},\"lfs\":{{\"sha256\":\"{}\",\"size\":{}}}}}]}}",
+            model.len(),
+            sha(&model),
+            model.len()
+        ),
+    )
+    .unwrap();
+    let extra = format!(
+        "  location /org/tiny-GGUF/resolve/main/ {{ add_header X-Repo-Commit {commit}; add_header X-Linked-Etag '\"{}\"'; add_header X-Linked-Size {}; }}\n\
+         location = /org/tiny-GGUF/resolve/main/README.md {{ etag off; add_header X-Repo-Commit {commit}; add_header ETag '\"{git_blob}\"'; }}\n",
+        sha(&model),
+        model.len()
+    );
+    let nginx = Nginx::start(&www, &extra);
+    let endpoint = format!("http://127.0.0.1:{}", nginx.port);
+
+    let o = run({
+        let mut c = offgrid(&hq);
+        c.env("HF_ENDPOINT", &endpoint)
+            .args(["fetch", "hf://org/tiny-GGUF/tiny.gguf", "--json"]);
+        c
+    });
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let last = o.stdout.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(v["type"], "fetched");
+    assert_eq!(v["data"]["sha256"], sha(&model));
+    assert!(
+        v["data"]["url"].as_str().unwrap().contains(commit),
+        "{last}"
+    );
+    assert_store(&hq, &[&sha(&model)]);
+    let rec =
+        std::fs::read_to_string(hq.join("fetched").join(format!("{}.json", sha(&model)))).unwrap();
+    assert!(rec.contains(commit), "{rec}");
+
+    // A 40-hex git etag is not a sha256: no hash is known, so it needs the explicit flag.
+    let o = run({
+        let mut c = offgrid(&hq);
+        c.env("HF_ENDPOINT", &endpoint)
+            .args(["fetch", "hf://org/tiny-GGUF/README.md"]);
+        c
+    });
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("no sha256 is known") && o.stderr.contains("--trust-on-first-use"),
+        "{}",
+        o.stderr
+    );
+    assert_store(&hq, &[&sha(&model)]);
+    let o = run({
+        let mut c = offgrid(&hq);
+        c.env("HF_ENDPOINT", &endpoint).args([
+            "fetch",
+            "hf://org/tiny-GGUF/README.md",
+            "--trust-on-first-use",
+        ]);
+        c
+    });
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("trusted on first use"), "{}", o.stdout);
+    assert_store(&hq, &[&sha(&model), &sha(&readme)]);
+    assert!(!store(&hq).iter().any(|(n, _)| n.starts_with(&git_blob)));
+
+    // A wrong revision is a clear error naming the URL.
+    let o = run({
+        let mut c = offgrid(&hq);
+        c.env("HF_ENDPOINT", &endpoint)
+            .args(["fetch", "hf://org/tiny-GGUF/tiny.gguf@v9"]);
+        c
+    });
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("resolve/v9/tiny.gguf") && o.stderr.contains("404"),
+        "{}",
+        o.stderr
+    );
+}
+
+fn fetch_url(hq: &Path, url: &str, sha256: &str, extra: &[&str]) -> Out {
+    let mut c = offgrid(hq);
+    c.args([
+        "fetch",
+        url,
+        "--sha256",
+        sha256,
+        "--stall-timeout",
+        "1",
+        "--retries",
+        "3",
+    ])
+    .args(extra);
+    run(c)
+}
+
+#[test]
+fn faults_end_in_a_verified_object() {
+    let model = data(2 << 20, 3);
+    for fault in [
+        Fault::DropAfter(300 << 10),
+        Fault::StallOnce,
+        Fault::IgnoreRange,
+    ] {
+        let t = tempfile::tempdir().unwrap();
+        let hq = t.path().join("hq");
+        let s = FaultServer::start(model.clone(), fault);
+        let o = fetch_url(&hq, &s.url(), &sha(&model), &[]);
+        assert_eq!(o.code, 0, "{fault:?}: {}", o.stderr);
+        assert_store(&hq, &[&sha(&model)]);
+        match fault {
+            Fault::StallOnce => assert!(o.stderr.contains("stalled"), "{}", o.stderr),
+            Fault::IgnoreRange => assert!(o.stderr.contains("ignores Range"), "{}", o.stderr),
+            _ => assert!(o.stderr.contains("retry"), "{}", o.stderr),
+        }
+    }
+}
+
+#[test]
+fn errors_name_the_url_and_store_nothing() {
+    let model = data(1 << 20, 4);
+    let t = tempfile::tempdir().unwrap();
+    let hq = t.path().join("hq");
+    for (fault, code, words) in [
+        (Fault::Status(404), 2, "HTTP 404"),
+        (Fault::Status(500), 2, "HTTP 500"),
+    ] {
+        let s = FaultServer::start(model.clone(), fault);
+        let o = fetch_url(&hq, &s.url(), &sha(&model), &[]);
+        assert_eq!(o.code, code, "{}", o.stderr);
+        assert!(
+            o.stderr.contains(&s.url()) && o.stderr.contains(words),
+            "{}",
+            o.stderr
+        );
+    }
+    // Wrong bytes: refused (exit 1), the server named.
+    let s = FaultServer::start(data(1 << 20, 5), Fault::None);
+    let o = fetch_url(&hq, &s.url(), &sha(&model), &[]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&s.url()) && o.stderr.contains("does not match its sha256"),
+        "{}",
+        o.stderr
+    );
+    // The file changes on the server mid-download (new ETag): never spliced.
+    let s = FaultServer::start(model.clone(), Fault::Slow);
+    *s.shared.change_after.lock().unwrap() = Some((300 << 10, data(1 << 20, 6)));
+    let o = fetch_url(&hq, &s.url(), &sha(&model), &[]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("changed on the server"), "{}", o.stderr);
+    assert!(o.stderr.contains(&s.url()), "{}", o.stderr);
+    // A URL without a hash needs the explicit flag.
+    let o = run({
+        let mut c = offgrid(&hq);
+        c.args(["fetch", &s.url()]);
+        c
+    });
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("help: pass --sha256 HEX, or --trust-on-first-use"),
+        "{}",
+        o.stderr
+    );
+    assert_store(&hq, &[]);
+}
+
+#[test]
+fn wrong_mirror_is_named_and_the_next_one_serves() {
+    let t = tempfile::tempdir().unwrap();
+    let hq = t.path().join("hq");
+    let model = data(1 << 20, 7);
+    let bad = FaultServer::start(data(1 << 20, 8), Fault::None);
+    let good = FaultServer::start(model.clone(), Fault::None);
+    let cat = t.path().join("catalog.toml");
+    std::fs::write(
+        &cat,
+        catalog(&[("m", "2", &model, vec![bad.url(), good.url()])]),
+    )
+    .unwrap();
+    let o = run({
+        let mut c = offgrid(&hq);
+        c.args(["fetch", "m", "--json", "--catalog"]).arg(&cat);
+        c
+    });
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let badline = o
+        .stdout
+        .lines()
+        .find(|l| l.contains("\"bad-bytes\""))
+        .unwrap_or_else(|| panic!("{}", o.stdout));
+    assert!(badline.contains(&bad.url()), "{badline}");
+    assert!(
+        o.stdout.lines().last().unwrap().contains(&bad.url()),
+        "{}",
+        o.stdout
+    );
+    assert_store(&hq, &[&sha(&model)]);
+}
+
+#[test]
+fn sigkill_then_resume_moves_at_most_one_part_again() {
+    let t = tempfile::tempdir().unwrap();
+    let hq = t.path().join("hq");
+    let model = data(8 << 20, 9);
+    let s = FaultServer::start(model.clone(), Fault::Slow);
+    let mut child = {
+        let mut c = offgrid(&hq);
+        c.args([
+            "fetch",
+            &s.url(),
+            "--sha256",
+            &sha(&model),
+            "--connections",
+            "4",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        c.spawn().unwrap()
+    };
+    let t0 = Instant::now();
+    while s.served() < 3 << 20 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the download did not start"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "fetch ended before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = s.served();
+    assert_store(&hq, &[]);
+    let o = run({
+        let mut c = offgrid(&hq);
+        c.args(["fetch", &s.url(), "--sha256", &sha(&model), "--json"]);
+        c
+    });
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_store(&hq, &[&sha(&model)]);
+    let total = s.served();
+    // 8 MiB over 4 connections: parts of 2 MiB.
+    let part = 2 << 20;
+    assert!(
+        total <= model.len() as u64 + part,
+        "served {total} bytes in all ({before} before the kill) for a {} byte file",
+        model.len()
+    );
+    let src = o.stdout.lines().find(|l| l.contains("\"source\"")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(src).unwrap();
+    assert!(v["data"]["resumed_bytes"].as_u64().unwrap() > 0, "{src}");
+}
+
+#[test]
+fn limit_rate_and_trust_on_first_use() {
+    let t = tempfile::tempdir().unwrap();
+    let hq = t.path().join("hq");
+    let model = data(1 << 20, 10);
+    let s = FaultServer::start(model.clone(), Fault::None);
+    let t0 = Instant::now();
+    let o = run({
+        let mut c = offgrid(&hq);
+        c.args([
+            "fetch",
+            &s.url(),
+            "--trust-on-first-use",
+            "--limit-rate",
+            "512K",
+        ]);
+        c
+    });
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(o.stdout.contains("trusted on first use"), "{}", o.stdout);
+    let rec =
+        std::fs::read_to_string(hq.join("fetched").join(format!("{}.json", sha(&model)))).unwrap();
+    assert!(rec.contains("\"trusted_on_first_use\": true"), "{rec}");
+    assert_store(&hq, &[&sha(&model)]);
+}

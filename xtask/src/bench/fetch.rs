@@ -1,0 +1,190 @@
+//! `cargo xtask bench fetch [--size-mib N]`: `offgrid fetch` of N MiB (default 1024) from
+//! nginx on loopback against `curl -o` of the same URL, in one run (throughput ratio,
+//! goal ≥ 0.9 of curl's); then a fetch SIGKILLed at 50% and resumed: bytes nginx sent
+//! for the resume against the bytes still missing at the kill (goal ≤ 1.05).
+//!
+//! nginx (Debian's nginx-light, `/usr/sbin/nginx`) runs with a generated config in a temp
+//! dir and logs `$body_bytes_sent` of every request, which is how bytes moved are counted.
+//! offgrid verifies the sha256 as it downloads; curl does not, so the ratio includes
+//! offgrid's hashing. Page cache is warm for both (the file was just written).
+
+use std::fs;
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use super::Opts;
+use crate::util;
+
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_nginx(dir: &Path, root: &Path, log: &Path) -> Result<(Nginx, u16)> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n log_format bytes '$body_bytes_sent';\n access_log {} bytes;\n sendfile on;\n default_type application/octet-stream;\n\
+         client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
+         server {{ listen 127.0.0.1:{port}; root {}; }}\n}}\n",
+        log.display(),
+        root.display()
+    );
+    fs::write(dir.join("nginx.conf"), conf)?;
+    let child = Command::new("/usr/sbin/nginx")
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting /usr/sbin/nginx (apt-get install nginx-light)")?;
+    let n = Nginx(child);
+    let t = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if t.elapsed() > Duration::from_secs(10) {
+            bail!("nginx did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((n, port))
+}
+
+/// Sum of `$body_bytes_sent` in the access log.
+fn logged_bytes(log: &Path) -> u64 {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .sum()
+}
+
+fn sha256_file(p: &Path) -> Result<String> {
+    let mut f = fs::File::open(p)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Bytes the partial state claims (sum of `done`), 0 when unreadable.
+fn state_done(hq: &Path, sha: &str) -> u64 {
+    let p = hq.join("partial").join(format!("{sha}.state"));
+    fs::read(p)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| {
+            v["done"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_u64()).sum())
+        })
+        .unwrap_or(0)
+}
+
+pub fn bench(opts: &Opts) -> Result<()> {
+    let size = opts.size_mib << 20;
+    let offgrid = util::build_offgrid(false)?;
+    let tmp = std::env::temp_dir().join(format!("offgrid-bench-fetch-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    let www = tmp.join("www");
+    fs::create_dir_all(&www)?;
+    let file = www.join("big.bin");
+    util::write_incompressible(&file, size, 11)?;
+    let sha = sha256_file(&file)?;
+    let log = tmp.join("access.log");
+    let (_nginx, port) = start_nginx(&tmp, &www, &log)?;
+    let url = format!("http://127.0.0.1:{port}/big.bin");
+    let out = tmp.join("curl.out");
+
+    // Throughput: alternate curl and offgrid, best of 2 each.
+    let mut best_curl = Duration::MAX;
+    let mut best_ours = Duration::MAX;
+    for i in 0..2 {
+        let _ = fs::remove_file(&out);
+        let t = Instant::now();
+        util::run(Command::new("curl").args(["-s", "-o"]).arg(&out).arg(&url))?;
+        best_curl = best_curl.min(t.elapsed());
+        let _ = fs::remove_file(&out);
+        let hq = tmp.join(format!("hq{i}"));
+        let t = Instant::now();
+        util::run(
+            Command::new(&offgrid)
+                .args(["fetch", &url, "--sha256", &sha, "--history"])
+                .arg(&hq),
+        )?;
+        best_ours = best_ours.min(t.elapsed());
+        let _ = fs::remove_dir_all(&hq);
+    }
+    let mib = size as f64 / (1 << 20) as f64;
+    println!(
+        "fetch {mib:.0} MiB from nginx on loopback: offgrid {:.3} s ({:.0} MiB/s, sha256 verified), curl -o {:.3} s ({:.0} MiB/s)",
+        best_ours.as_secs_f64(),
+        mib / best_ours.as_secs_f64(),
+        best_curl.as_secs_f64(),
+        mib / best_curl.as_secs_f64()
+    );
+    println!(
+        "fetch throughput ratio offgrid/curl: {:.3} (goal >= 0.9)",
+        best_curl.as_secs_f64() / best_ours.as_secs_f64().max(1e-9)
+    );
+
+    // Kill at 50%, then resume.
+    let hq = tmp.join("hq-kill");
+    let _ = fs::write(&log, b"");
+    let mut child = Command::new(&offgrid)
+        .args(["fetch", &url, "--sha256", &sha, "--history"])
+        .arg(&hq)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let t = Instant::now();
+    while state_done(&hq, &sha) < size / 2 {
+        if child.try_wait()?.is_some() {
+            bail!("the fetch finished before it could be killed at 50%; use a larger --size-mib");
+        }
+        if t.elapsed() > Duration::from_secs(600) {
+            bail!("the fetch did not reach 50% in 10 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill()?; // SIGKILL
+    child.wait()?;
+    std::thread::sleep(Duration::from_millis(300)); // let nginx log the aborted requests
+    let before = logged_bytes(&log);
+    let remaining = size.saturating_sub(before);
+    util::run(
+        Command::new(&offgrid)
+            .args(["fetch", &url, "--sha256", &sha, "--history"])
+            .arg(&hq),
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let resumed = logged_bytes(&log) - before;
+    println!(
+        "kill at {:.1}% then resume: nginx sent {before} bytes before the kill, {resumed} for the resume; {remaining} were missing; ratio {:.3} (goal <= 1.05)",
+        before as f64 * 100.0 / size as f64,
+        resumed as f64 / remaining.max(1) as f64
+    );
+    let _ = fs::remove_dir_all(&tmp);
+    Ok(())
+}
