@@ -9,6 +9,7 @@ pub mod exit;
 pub mod fsutil;
 pub mod gguf;
 pub mod hash;
+pub mod inspect;
 pub mod keys;
 pub mod manifest;
 pub mod paths;

@@ -5,7 +5,7 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Carry software and LLM models to places the internet does not reach.
 #[derive(Parser)]
@@ -39,6 +39,12 @@ enum Command {
     Run(cli::run::Args),
     /// List the models on the stick or in the home, and whether they fit this machine
     Models(cli::models::Args),
+    /// Show what a stick or an update pack holds, without verifying anything
+    Inspect(cli::inspect::Args),
+    /// Print a shell completion script (bash, zsh, fish, powershell)
+    Completions(cli::shell::CompletionsArgs),
+    /// Print the manual page (roff) covering every command
+    Manpage(cli::shell::ManpageArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +61,9 @@ fn main() -> ExitCode {
         Command::Rollback(a) => cli::rollback::run(a, &g),
         Command::Run(a) => cli::run::run(a, &g),
         Command::Models(a) => cli::models::run(a, &g),
+        Command::Inspect(a) => cli::inspect::run(a, &g),
+        Command::Completions(a) => cli::shell::completions(a, Cli::command()),
+        Command::Manpage(a) => cli::shell::manpage(a, Cli::command()),
     };
     cli::finish(result, &g)
 }

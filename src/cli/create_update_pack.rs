@@ -100,14 +100,16 @@ pub fn human(n: u64) -> String {
 /// The password of an encrypted key: OFFGRID_PASSWORD, else a prompt on the terminal.
 pub fn password_for(path: &std::path::Path) -> Result<String, String> {
     use std::io::IsTerminal;
-    if let Ok(p) = std::env::var("OFFGRID_PASSWORD") {
-        return Ok(p);
-    }
-    if !std::io::stdin().is_terminal() {
-        return Err("no terminal to ask on; set OFFGRID_PASSWORD".into());
-    }
-    rpassword::prompt_password(format!("password for '{}': ", path.display()))
-        .map_err(|e| e.to_string())
+    let pw = match std::env::var("OFFGRID_PASSWORD") {
+        Ok(p) => p,
+        Err(_) if !std::io::stdin().is_terminal() => {
+            return Err("no terminal to ask on; set OFFGRID_PASSWORD".into())
+        }
+        Err(_) => rpassword::prompt_password(format!("password for '{}': ", path.display()))
+            .map_err(|e| e.to_string())?,
+    };
+    super::decrypting_note(path);
+    Ok(pw)
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -142,6 +144,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             no_host_binary: args.no_host_binary,
         };
         let inputs = usb::ReleaseInputs::from_flags(&flags)?;
+        super::warn_debug_binaries(ctx, &inputs);
         // Refuse a --since the history cannot serve before recording anything.
         for since in &args.since {
             history::resolve_since(&hq, &inputs.bundle_id, since, Some(&inputs.release))?;

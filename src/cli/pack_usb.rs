@@ -62,14 +62,16 @@ pub struct Args {
 
 /// The password of an encrypted key: OFFGRID_PASSWORD, else a prompt on the terminal.
 pub fn password_for(path: &Path) -> Result<String, String> {
-    if let Ok(p) = std::env::var("OFFGRID_PASSWORD") {
-        return Ok(p);
-    }
-    if !std::io::stdin().is_terminal() {
-        return Err("no terminal to ask on; set OFFGRID_PASSWORD".into());
-    }
-    rpassword::prompt_password(format!("password for '{}': ", path.display()))
-        .map_err(|e| e.to_string())
+    let pw = match std::env::var("OFFGRID_PASSWORD") {
+        Ok(p) => p,
+        Err(_) if !std::io::stdin().is_terminal() => {
+            return Err("no terminal to ask on; set OFFGRID_PASSWORD".into())
+        }
+        Err(_) => rpassword::prompt_password(format!("password for '{}': ", path.display()))
+            .map_err(|e| e.to_string())?,
+    };
+    super::decrypting_note(path);
+    Ok(pw)
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -85,6 +87,8 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         no_host_binary: args.no_host_binary,
     };
     let inputs = ReleaseInputs::from_flags(&flags)?;
+    super::warn_debug_binaries(ctx, &inputs);
+    super::warn_chat_templates(ctx, &inputs);
     usb::pack::check_dest(&args.dest, &inputs.bundle_id, &inputs.release, args.force)?;
     let keys = usb::pack::load_signers(&inputs.signers, &mut password_for)?;
     let key_ids: Vec<String> = keys.iter().map(|k| k.public.key_id()).collect();
