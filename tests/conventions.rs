@@ -146,7 +146,11 @@ fn completions_parse_and_name_every_command() {
 fn one_manual_page_covers_every_command_and_flag() {
     let ws = Ws::new();
     let roff = stdout(&ws.offgrid(&["manpage"]).success());
-    assert!(roff.starts_with(".ie") || roff.contains(".TH offgrid 1"), "{}", &roff[..200]);
+    assert!(
+        roff.starts_with(".ie") || roff.contains(".TH offgrid 1"),
+        "{}",
+        &roff[..200]
+    );
     for sub in subcommands(&ws) {
         let head = format!(".SH \"OFFGRID {}\"", sub.to_ascii_uppercase());
         assert!(roff.contains(&head), "no section {head}");
@@ -212,7 +216,10 @@ fn install_sh_installs_completions_and_the_manual_page() {
     let page = std::fs::read_to_string(&man).unwrap();
     assert!(page.contains(".SH \"OFFGRID INSPECT\""));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("installed {}", man.display())), "{err}");
+    assert!(
+        err.contains(&format!("installed {}", man.display())),
+        "{err}"
+    );
     assert!(!home.join(".local/share/man/man1/offgrid.1.tmp").exists());
 
     // Opting out writes nothing.
@@ -240,18 +247,32 @@ fn inspect_a_stick_signed_and_unsigned() {
     let text = stdout(&a);
     let first = text.lines().next().unwrap();
     assert!(first.starts_with("NOTHING IS VERIFIED"), "{text}");
-    assert!(text.contains("release 1.0.0 of org.example.clinic"), "{text}");
-    assert!(text.contains(&format!("signed by:  {id} (claimed)")), "{text}");
+    assert!(
+        text.contains("release 1.0.0 of org.example.clinic"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("signed by:  {id} (claimed)")),
+        "{text}"
+    );
     assert!(text.contains("models/clinic.gguf"), "{text}");
-    assert!(text.contains("chat template: chatml (\"{% for message"), "{text}");
+    assert!(
+        text.contains("chat template: chatml (\"{% for message"),
+        "{text}"
+    );
 
-    let recs = records(&stdout(&ws.offgrid(&["inspect", "stick", "--json"]).success()));
+    let recs = records(&stdout(
+        &ws.offgrid(&["inspect", "stick", "--json"]).success(),
+    ));
     let last = recs.last().unwrap();
     assert_eq!(last["type"], "summary");
     let s = &last["data"];
     assert_eq!(s["schema"], 1);
     assert_eq!(s["verified"], false);
-    assert!(s["notice"].as_str().unwrap().starts_with("NOTHING IS VERIFIED"));
+    assert!(s["notice"]
+        .as_str()
+        .unwrap()
+        .starts_with("NOTHING IS VERIFIED"));
     assert_eq!(s["kind"], "tree");
     assert_eq!(s["bundle_id"], "org.example.clinic");
     assert_eq!(s["release"], "1.0.0");
@@ -279,8 +300,13 @@ fn inspect_a_stick_signed_and_unsigned() {
     assert!(text.starts_with("NOTHING IS VERIFIED"));
     assert!(text.contains("signed by:  none (unsigned)"), "{text}");
     assert!(text.contains("chat template: unreadable"), "{text}");
-    let recs = records(&stdout(&ws.offgrid(&["inspect", "stick", "--json"]).success()));
-    assert_eq!(recs.last().unwrap()["data"]["key_ids"], serde_json::json!([]));
+    let recs = records(&stdout(
+        &ws.offgrid(&["inspect", "stick", "--json"]).success(),
+    ));
+    assert_eq!(
+        recs.last().unwrap()["data"]["key_ids"],
+        serde_json::json!([])
+    );
     assert!(of_type(&recs, "signature").is_empty());
 
     // Not a tree or a pack: exit 2 naming the path and the fix.
@@ -292,14 +318,20 @@ fn inspect_a_stick_signed_and_unsigned() {
     ws.file("notes.txt", b"hello");
     ws.offgrid(&["inspect", "notes.txt"])
         .code(2)
-        .stderr(predicate::str::contains("neither an offgrid USB tree nor an update pack"));
+        .stderr(predicate::str::contains(
+            "neither an offgrid USB tree nor an update pack",
+        ));
     ws.offgrid(&["inspect", "missing"]).code(2);
 }
 
 /// Releases 1.0.0 (stick) and 1.1.0 (pack `update.ogpack`, from 1.0.0), signed by hq.
 fn pack_and_update(ws: &Ws) {
     pack(ws, "stick", "1.0.0", 1);
-    model_with_template(ws, "in/1.1.0/clinic.gguf", Some(&format!("{CHATML}{{# 2 #}}")));
+    model_with_template(
+        ws,
+        "in/1.1.0/clinic.gguf",
+        Some(&format!("{CHATML}{{# 2 #}}")),
+    );
     ws.offgrid(&[
         "create-update-pack",
         "--since",
@@ -344,12 +376,16 @@ fn inspect_a_pack_signed_and_unsigned() {
     let text = stdout(&ws.offgrid(&["inspect", "update.ogpack"]).success());
     assert!(text.starts_with("NOTHING IS VERIFIED"), "{text}");
     assert!(text.contains("org.example.clinic 1.0.0 -> 1.1.0"), "{text}");
-    assert!(text.contains(&format!("pack signed by:    {id} (claimed)")), "{text}");
+    assert!(
+        text.contains(&format!("pack signed by:    {id} (claimed)")),
+        "{text}"
+    );
     assert!(text.contains("from 1.0.0:"), "{text}");
     assert!(text.contains("models/clinic.gguf"), "{text}");
 
     let recs = records(&stdout(
-        &ws.offgrid(&["inspect", "update.ogpack", "--json"]).success(),
+        &ws.offgrid(&["inspect", "update.ogpack", "--json"])
+            .success(),
     ));
     let s = &recs.last().unwrap()["data"];
     assert_eq!(s["schema"], 1);
@@ -380,14 +416,43 @@ fn inspect_a_pack_signed_and_unsigned() {
     assert_eq!(sigs.len(), 2, "{sigs:?}");
     assert!(sigs.iter().any(|s| s["set"] == "pack"));
 
+    // Every record type, tree and pack, has exactly the fields of the worked example
+    // SPEC.md §12.2 points to.
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("formats/inspect.example.jsonl"),
+    )
+    .unwrap();
+    let keys = |r: &Value| {
+        let mut k: Vec<String> = r["data"].as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        (r["type"].as_str().unwrap().to_owned(), k)
+    };
+    let documented: Vec<_> = records(&example).iter().map(keys).collect();
+    let tree = records(&stdout(
+        &ws.offgrid(&["inspect", "stick", "--json"]).success(),
+    ));
+    for r in tree.iter().chain(recs.iter()) {
+        assert!(
+            documented.contains(&keys(r)),
+            "record {r} does not have the documented fields"
+        );
+    }
+
     strip_signatures(&ws.path("update.ogpack"), &ws.path("unsigned.ogpack"));
     let text = stdout(&ws.offgrid(&["inspect", "unsigned.ogpack"]).success());
     assert!(text.starts_with("NOTHING IS VERIFIED"));
-    assert!(text.contains("pack signed by:    none (unsigned)"), "{text}");
+    assert!(
+        text.contains("pack signed by:    none (unsigned)"),
+        "{text}"
+    );
     let recs = records(&stdout(
-        &ws.offgrid(&["inspect", "unsigned.ogpack", "--json"]).success(),
+        &ws.offgrid(&["inspect", "unsigned.ogpack", "--json"])
+            .success(),
     ));
-    assert_eq!(recs.last().unwrap()["data"]["key_ids"], serde_json::json!([]));
+    assert_eq!(
+        recs.last().unwrap()["data"]["key_ids"],
+        serde_json::json!([])
+    );
     // verify refuses what inspect merely shows.
     ws.offgrid(&["verify", "unsigned.ogpack", "--pubkey", "hq.pub"])
         .code(1);
@@ -397,8 +462,10 @@ fn inspect_a_pack_signed_and_unsigned() {
 fn verify_a_pack_with_the_keys_pinned_in_a_home() {
     let ws = Ws::new();
     pack_and_update(&ws);
-    ws.offgrid(&["install", "--from", "stick", "--pubkey", "hq.pub", "--home", "site"])
-        .success();
+    ws.offgrid(&[
+        "install", "--from", "stick", "--pubkey", "hq.pub", "--home", "site",
+    ])
+    .success();
 
     let a = ws
         .offgrid(&["verify", "update.ogpack", "--home", "site"])
@@ -472,8 +539,15 @@ fn verify_a_pack_with_the_keys_pinned_in_a_home() {
         .code(2)
         .stderr(predicate::str::contains("nowhere"));
     // --home and --pubkey are one choice.
-    ws.offgrid(&["verify", "update.ogpack", "--home", "site", "--pubkey", "hq.pub"])
-        .code(2);
+    ws.offgrid(&[
+        "verify",
+        "update.ogpack",
+        "--home",
+        "site",
+        "--pubkey",
+        "hq.pub",
+    ])
+    .code(2);
 }
 
 #[test]
@@ -500,7 +574,10 @@ fn pack_usb_warns_about_debug_info_and_unknown_chat_templates() {
         ])
         .success();
     let err = stderr(&a);
-    assert!(err.contains("of debug info, which goes onto every stick"), "{err}");
+    assert!(
+        err.contains("of debug info, which goes onto every stick"),
+        "{err}"
+    );
     assert!(err.contains("cargo xtask dist"), "{err}");
     assert!(
         err.contains("model 'odd' ('in/odd.gguf') has a chat template llama.cpp does not recognise (\"{{ messages | tojson }}\")"),
@@ -517,7 +594,10 @@ fn pack_usb_warns_about_debug_info_and_unknown_chat_templates() {
     assert!(out.contains("CTX/MAX"), "{out}");
     assert!(out.contains("4096/8192"), "{out}");
     assert!(out.contains("chat template: chatml"), "{out}");
-    assert!(out.contains("chat template: none: run uses ChatML"), "{out}");
+    assert!(
+        out.contains("chat template: none: run uses ChatML"),
+        "{out}"
+    );
     let recs = records(&stdout(
         &ws.offgrid(&["models", "--stick", "stick", "--json", "--ctx", "1024"])
             .success(),
@@ -529,7 +609,10 @@ fn pack_usb_warns_about_debug_info_and_unknown_chat_templates() {
     assert_eq!(good["chat_template"]["family"], "chatml");
     let odd = models.iter().find(|m| m["name"] == "odd").unwrap();
     assert_eq!(odd["chat_template"]["family"], Value::Null);
-    assert_eq!(odd["chat_template"]["first_line"], "{{ messages | tojson }}");
+    assert_eq!(
+        odd["chat_template"]["first_line"],
+        "{{ messages | tojson }}"
+    );
     let bare = models.iter().find(|m| m["name"] == "bare").unwrap();
     assert_eq!(bare["chat_template"], Value::Null);
     assert_eq!(bare["ctx"], 1024);

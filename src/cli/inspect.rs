@@ -49,7 +49,11 @@ fn key_ids(sigs: &[SignatureFile]) -> String {
         return "none (unsigned)".into();
     }
     sigs.iter()
-        .map(|s| s.key_id.clone().unwrap_or_else(|| format!("? ({})", s.file)))
+        .map(|s| {
+            s.key_id
+                .clone()
+                .unwrap_or_else(|| format!("? ({})", s.file))
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -73,11 +77,14 @@ fn tree_text(t: &TreeView) -> String {
     if let Some(d) = &m.default_model {
         s.push_str(&format!("  default:    {d}\n"));
     }
-    s.push_str(&format!("  signed by:  {} (claimed)\n", key_ids(&t.signatures)));
+    s.push_str(&format!(
+        "  signed by:  {} (claimed)\n",
+        key_ids(&t.signatures)
+    ));
     for f in &m.files {
         s.push_str(&format!(
             "  {:8} {:>10}  {}\n",
-            serde_json::to_value(f.kind)
+            serde_json::to_value(&f.kind)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
@@ -114,7 +121,10 @@ fn pack_text(p: &PackView) -> String {
         p.manifest.files.len(),
         human_bytes(p.manifest.total_size())
     ));
-    s.push_str(&format!("  pack signed by:    {} (claimed)\n", key_ids(&p.signatures)));
+    s.push_str(&format!(
+        "  pack signed by:    {} (claimed)\n",
+        key_ids(&p.signatures)
+    ));
     s.push_str(&format!(
         "  release signed by: {} (claimed)\n",
         key_ids(&p.release_signatures)

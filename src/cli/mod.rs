@@ -127,7 +127,10 @@ pub fn warn_chat_templates(ctx: &Ctx, inputs: &offgrid::usb::ReleaseInputs) {
                 if s.family.is_some() {
                     continue;
                 }
-                format!("has a chat template llama.cpp does not recognise (\"{}\")", s.first_line)
+                format!(
+                    "has a chat template llama.cpp does not recognise (\"{}\")",
+                    s.first_line
+                )
             }
         };
         ctx.warn(&format!(

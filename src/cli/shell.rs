@@ -69,11 +69,7 @@ fn render(cmd: &clap::Command) -> std::io::Result<String> {
         man.render_description_section(&mut buf)?;
         man.render_options_section(&mut buf)?;
         out.extend_from_slice(
-            format!(
-                ".SH \"OFFGRID {}\"\n",
-                sub.get_name().to_ascii_uppercase()
-            )
-            .as_bytes(),
+            format!(".SH \"OFFGRID {}\"\n", sub.get_name().to_ascii_uppercase()).as_bytes(),
         );
         // The command's own sections become subsections of its section.
         for line in String::from_utf8_lossy(&buf).split_inclusive('\n') {

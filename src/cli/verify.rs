@@ -49,11 +49,13 @@ pub struct Args {
 /// Builds the trust policy from the arguments; no key at all is a usage error.
 fn policy(args: &Args) -> anyhow::Result<TrustPolicy> {
     if let Some(h) = &args.home {
+        // A home without usable pinned keys is the operator's wrong path (exit 2), not a
+        // refusal of the tree or pack: keep the message, drop the error's type.
         let home = offgrid::update::Home::resolve(Some(h));
-        let state = home
+        return home
             .state()
-            .with_context(|| format!("reading the keys pinned in '{}'", h.display()))?;
-        return Ok(home.policy(&state)?);
+            .and_then(|state| home.policy(&state))
+            .map_err(|e| anyhow::anyhow!("cannot use the keys pinned in '{}': {e}", h.display()));
     }
     if let Some(t) = &args.trust {
         return Ok(TrustPolicy::load(t)?);

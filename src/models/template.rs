@@ -31,8 +31,14 @@ const FAMILIES: &[(&str, &[&str])] = &[
     ("llama3", &["<|start_header_id|>", "<|end_header_id|>"]),
     ("chatglm3", &["[gMASK]sop"]),
     ("minicpm", &["<用户>"]),
-    ("deepseek2", &["'Assistant: ' + message['content'] + eos_token"]),
-    ("deepseek3", &["<｜Assistant｜>", "<｜User｜>", "<｜end▁of▁sentence｜>"]),
+    (
+        "deepseek2",
+        &["'Assistant: ' + message['content'] + eos_token"],
+    ),
+    (
+        "deepseek3",
+        &["<｜Assistant｜>", "<｜User｜>", "<｜end▁of▁sentence｜>"],
+    ),
     ("exaone3", &["[|system|]", "[|assistant|]", "[|endofturn|]"]),
     ("rwkv-world", &["rwkv-world"]),
     ("granite", &["<|start_of_role|>"]),
