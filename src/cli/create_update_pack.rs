@@ -144,7 +144,6 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             no_host_binary: args.no_host_binary,
         };
         let inputs = usb::ReleaseInputs::from_flags(&flags)?;
-        super::warn_debug_binaries(ctx, &inputs);
         // Refuse a --since the history cannot serve before recording anything.
         for since in &args.since {
             history::resolve_since(&hq, &inputs.bundle_id, since, Some(&inputs.release))?;
@@ -162,6 +161,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 )
             })?;
         bar.finish_and_clear();
+        super::warn_debug_binaries(ctx, &inputs);
         (new, keys)
     } else {
         if args.sign_with.is_empty() {

@@ -87,8 +87,6 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         no_host_binary: args.no_host_binary,
     };
     let inputs = ReleaseInputs::from_flags(&flags)?;
-    super::warn_debug_binaries(ctx, &inputs);
-    super::warn_chat_templates(ctx, &inputs);
     usb::pack::check_dest(&args.dest, &inputs.bundle_id, &inputs.release, args.force)?;
     let keys = usb::pack::load_signers(&inputs.signers, &mut password_for)?;
     let key_ids: Vec<String> = keys.iter().map(|k| k.public.key_id()).collect();
@@ -111,6 +109,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         )
     })?;
     bar.finish_and_clear();
+    // After the pack, so that a refusal prints its error alone.
+    super::warn_debug_binaries(ctx, &inputs);
+    super::warn_chat_templates(ctx, &inputs);
     let hq = offgrid::update::history::record_pack_usb(
         args.history.as_deref(),
         &report.manifest_bytes,
