@@ -154,17 +154,17 @@ impl PackView {
 /// A tree or a pack.
 #[derive(Debug, Clone)]
 pub enum View {
-    Tree(TreeView),
-    Pack(PackView),
+    Tree(Box<TreeView>),
+    Pack(Box<PackView>),
 }
 
 /// Reads what `path` claims: a folder is a tree, a file a pack.
 pub fn inspect(path: &Path) -> Result<View, InspectError> {
     let meta = std::fs::metadata(path).map_err(io_err(path))?;
     if meta.is_dir() {
-        inspect_tree(path).map(View::Tree)
+        inspect_tree(path).map(|t| View::Tree(Box::new(t)))
     } else if meta.is_file() {
-        inspect_pack(path).map(View::Pack)
+        inspect_pack(path).map(|p| View::Pack(Box::new(p)))
     } else {
         Err(InspectError::Unknown {
             path: path.display().to_string(),

@@ -84,7 +84,7 @@ fn tree_text(t: &TreeView) -> String {
     for f in &m.files {
         s.push_str(&format!(
             "  {:8} {:>10}  {}\n",
-            serde_json::to_value(&f.kind)
+            serde_json::to_value(f.kind)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
