@@ -11,6 +11,7 @@ pub mod fetch;
 pub mod fsutil;
 pub mod gguf;
 pub mod hash;
+pub mod inspect;
 pub mod keys;
 pub mod lockfile;
 pub mod manifest;

@@ -5,7 +5,7 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Carry software and LLM models to places the internet does not reach.
 #[derive(Parser)]
@@ -47,6 +47,12 @@ enum Command {
     Fetch(cli::fetch::Args),
     /// List catalog entries newer than the ones the latest recorded releases use
     CheckUpdates(cli::fetch::CheckArgs),
+    /// Show what a stick or an update pack holds, without verifying anything
+    Inspect(cli::inspect::Args),
+    /// Print a shell completion script (bash, zsh, fish, powershell)
+    Completions(cli::shell::CompletionsArgs),
+    /// Print the manual page (roff) covering every command
+    Manpage(cli::shell::ManpageArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +73,9 @@ fn main() -> ExitCode {
         Command::Torrent(a) => cli::torrent::run(a, &g),
         Command::Fetch(a) => cli::fetch::run(a, &g),
         Command::CheckUpdates(a) => cli::fetch::check_updates(a, &g),
+        Command::Inspect(a) => cli::inspect::run(a, &g),
+        Command::Completions(a) => cli::shell::completions(a, Cli::command()),
+        Command::Manpage(a) => cli::shell::manpage(a, Cli::command()),
     };
     cli::finish(result, &g)
 }

@@ -5,13 +5,14 @@
 //!
 //! Code map: [`locate`] (where the stick, the models folder and the home are; reading a
 //! signed tree), [`fit`] (memory estimate and this machine), [`vcache`] (the verification
-//! cache). SPEC.md §10 is normative for the resolution order, the estimate, the cache and
-//! the exit codes.
+//! cache), [`template`] (which chat-template family llama.cpp would see). SPEC.md §10 is
+//! normative for the resolution order, the estimate, the cache and the exit codes.
 //! Known gaps: a models folder is not signed, so its files are never verified; a `NAME:TAG`
 //! tag matches the quantization only.
 
 pub mod fit;
 pub mod locate;
+pub mod template;
 pub mod vcache;
 
 use std::path::{Path, PathBuf};

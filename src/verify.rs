@@ -64,6 +64,28 @@ pub struct VerifyOptions {
 
 pub use crate::signed::{SignedManifest, Signer};
 
+/// The trusted keys whose valid signatures among `signatures` counted, each once, in
+/// signature order (used for trees and packs alike).
+pub fn signers_of(policy: &TrustPolicy, signatures: &[SignatureReport]) -> Vec<Signer> {
+    let mut signers: Vec<Signer> = Vec::new();
+    for r in signatures {
+        if r.status != SignatureStatus::Valid {
+            continue;
+        }
+        let Some(id) = &r.key_id else { continue };
+        if signers.iter().any(|s| &s.key_id == id) {
+            continue;
+        }
+        if let Some(k) = policy.keys.iter().find(|k| &k.key_id() == id) {
+            signers.push(Signer {
+                key_id: id.clone(),
+                fingerprint: k.fingerprint(),
+            });
+        }
+    }
+    signers
+}
+
 /// One chunk whose digest does not match the manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BadChunk {

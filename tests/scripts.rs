@@ -67,6 +67,10 @@ fn run_script(ws: &Ws, script: &Path, uname: &Path, args: &[&str]) -> Output {
         .current_dir(ws.dir.path())
         .env("PATH", path)
         .env_remove("OFFGRID_PORTABLE")
+        // install.sh writes completions and a man page under HOME: keep them in the test.
+        .env("HOME", ws.dir.path())
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("XDG_CONFIG_HOME")
         .output()
         .unwrap()
 }

@@ -11,6 +11,7 @@ mod support;
 mod synthetic;
 mod update_util;
 
+mod conventions;
 mod core_hostile;
 mod crash;
 mod delta;

@@ -65,13 +65,35 @@ pub fn verify_pack_cmd(
     ctx: &Ctx,
 ) -> anyhow::Result<ExitCode> {
     let bar = ctx.bar("verifying", json);
-    let r = update::verify_pack(path, policy, &super::progress_fn(&bar))
-        .with_context(|| format!("verifying update pack '{}'", path.display()))?;
+    let result = update::verify_pack(path, policy, &super::progress_fn(&bar));
     bar.finish_and_clear();
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => {
+            // The same per-signature report as a tree's (SPEC.md §9.1), then the error.
+            if let update::UpdateError::Trust(offgrid::trust::TrustError::ThresholdNotMet {
+                reports,
+                ..
+            }) = &e
+            {
+                if json {
+                    super::verify::signature_records(reports, &[])?;
+                } else {
+                    super::verify::warn_uncounted(ctx, reports);
+                }
+            }
+            return Err(anyhow::Error::new(e)
+                .context(format!("verifying update pack '{}'", path.display())));
+        }
+    };
     if json {
+        let signers = offgrid::verify::signers_of(policy, &r.signatures);
+        super::verify::signature_records(&r.signatures, &signers)?;
         super::json_line("pack-verified", serde_json::to_value(&r)?)?;
         return Ok(ExitCode::SUCCESS);
     }
+    super::verify::warn_uncounted(ctx, &r.signatures);
+    super::verify::warn_uncounted(ctx, &r.release_signatures);
     let signers: Vec<String> = r
         .signatures
         .iter()

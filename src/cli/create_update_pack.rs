@@ -131,6 +131,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 )
             })?;
         bar.finish_and_clear();
+        super::warn_debug_binaries(ctx, &inputs);
         (new, keys)
     } else {
         if args.sign_with.is_empty() {

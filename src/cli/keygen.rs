@@ -41,7 +41,6 @@ pub struct Args {
 const NO_TTY_HELP: &str = "help: set OFFGRID_PASSWORD for scripts, run in a terminal to be asked, or pass --unencrypted for a key without a password";
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let _ = ctx;
     let password = if args.unencrypted {
         None
     } else if let Some(pw) = env_password()? {
@@ -55,6 +54,12 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         );
     };
     let encrypted = password.is_some();
+    if encrypted {
+        ctx.note(&format!(
+            "encrypting the new secret key '{}' (scrypt, a few seconds)...",
+            args.secret.display()
+        ));
+    }
     let pk = keys::generate(&args.secret, &args.public, password, args.force)
         .context("making the key pair")?;
     if args.json {

@@ -4,6 +4,7 @@
 pub mod apply_update;
 pub mod create_update_pack;
 pub mod fetch;
+pub mod inspect;
 pub mod install;
 pub mod keygen;
 pub mod models;
@@ -11,6 +12,7 @@ pub mod pack_usb;
 pub mod rollback;
 pub mod run;
 pub mod serve;
+pub mod shell;
 pub mod status;
 pub mod torrent;
 pub mod verify;
@@ -98,14 +100,73 @@ impl Ctx {
 /// The one password reader for an encrypted secret key: `OFFGRID_PASSWORD`, else a prompt
 /// on the terminal (never echoed); no terminal and no variable is an error.
 pub fn password_for(path: &std::path::Path) -> Result<String, String> {
-    if let Ok(p) = std::env::var("OFFGRID_PASSWORD") {
-        return Ok(p);
-    }
-    if !io::stdin().is_terminal() {
+    let pw = if let Ok(p) = std::env::var("OFFGRID_PASSWORD") {
+        p
+    } else if !io::stdin().is_terminal() {
         return Err("no terminal to ask on; set OFFGRID_PASSWORD".into());
+    } else {
+        rpassword::prompt_password(format!("password for '{}': ", path.display()))
+            .map_err(|e| e.to_string())?
+    };
+    decrypting_note(path);
+    Ok(pw)
+}
+
+/// Warns about each platform binary that carries debug info: it goes onto every stick
+/// as it is (a build with debug info is about ten times the stripped `cargo xtask dist`
+/// binary). Unreadable or non-ELF files pass silently; packing reports them.
+pub fn warn_debug_binaries(ctx: &Ctx, inputs: &offgrid::usb::ReleaseInputs) {
+    for (platform, path) in &inputs.binaries {
+        if let Ok(Some(n)) = offgrid::usb::binary::debug_info_bytes(path) {
+            if n > 0 {
+                ctx.warn(&format!(
+                    "the offgrid for {platform} ('{}') carries {} of debug info, which goes onto every stick\nhelp: build the stick binary with `cargo xtask dist` and pass it with --binary {platform}=target/dist/ship/offgrid (or run that binary)",
+                    path.display(),
+                    offgrid::usb::templates::human_size(n)
+                ));
+            }
+        }
     }
-    rpassword::prompt_password(format!("password for '{}': ", path.display()))
-        .map_err(|e| e.to_string())
+}
+
+/// Warns about each model whose GGUF carries no chat template llama.cpp recognises
+/// (`offgrid run` then falls back to ChatML, which may not be what the model was trained
+/// on). A heuristic: see `offgrid::models::template`. Unreadable headers pass silently
+/// here; planning reports them.
+pub fn warn_chat_templates(ctx: &Ctx, inputs: &offgrid::usb::ReleaseInputs) {
+    for m in &inputs.models {
+        let Ok(info) = offgrid::gguf::read_info(&m.source) else {
+            continue;
+        };
+        let problem = match info.chat_template.as_deref() {
+            None => "carries no chat template (tokenizer.chat_template)".to_owned(),
+            Some(t) => {
+                let s = offgrid::models::template::TemplateSummary::of(t);
+                if s.family.is_some() {
+                    continue;
+                }
+                format!(
+                    "has a chat template llama.cpp does not recognise (\"{}\")",
+                    s.first_line
+                )
+            }
+        };
+        ctx.warn(&format!(
+            "model '{}' ('{}') {problem}: `offgrid run` will use ChatML for it\nhelp: pack a GGUF whose tokenizer.chat_template is one llama.cpp knows (ChatML, Llama 3, Mistral, Gemma, Phi, ...), e.g. the upstream conversion",
+            m.name,
+            m.source.display()
+        ));
+    }
+}
+
+/// Says on stderr that a key is being decrypted (scrypt takes a second or more and about
+/// 1 GiB of memory), once the password is known.
+pub fn decrypting_note(path: &std::path::Path) {
+    let _ = writeln!(
+        io::stderr(),
+        "decrypting key '{}' (scrypt, a few seconds)...",
+        path.display()
+    );
 }
 
 /// Turns a bar into the library's progress callback.

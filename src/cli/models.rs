@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use offgrid::models::fit::{self, mib};
+use offgrid::models::template::TemplateSummary;
 use offgrid::models::{Catalog, Locations, Machine, ModelFile, Portable};
 
 use super::Ctx;
@@ -83,6 +84,8 @@ fn json_of(m: &ModelFile, machine: &Machine, ctx: Option<u64>, default: bool) ->
         "quantization": m.quantization(),
         "parameters": m.parameters(),
         "context_length": m.context_length(),
+        "ctx": need.ctx,
+        "chat_template": template_of(m),
         "signed": m.entry.is_some(),
         "memory": {
             "ctx": need.ctx,
@@ -94,6 +97,16 @@ fn json_of(m: &ModelFile, machine: &Machine, ctx: Option<u64>, default: bool) ->
         "fits": m.problem.is_none() && machine.fits(&need),
         "problem": m.problem,
     })
+}
+
+/// The model's chat template as shown (SPEC.md §10.7): null when the header is unread or
+/// carries none.
+fn template_of(m: &ModelFile) -> Option<TemplateSummary> {
+    m.info
+        .as_ref()?
+        .chat_template
+        .as_deref()
+        .map(TemplateSummary::of)
 }
 
 fn params(n: Option<u64>) -> String {
@@ -136,8 +149,8 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut out = format!(
-        "{:<28} {:<8} {:>10} {:>7} {:>7} {:>10}  {:<4} {}\n",
-        "NAME", "QUANT", "SIZE", "PARAMS", "CTX", "NEEDS", "FITS", "WHERE"
+        "{:<28} {:<8} {:>10} {:>7} {:>11} {:>10}  {:<4} {}\n",
+        "NAME", "QUANT", "SIZE", "PARAMS", "CTX/MAX", "NEEDS", "FITS", "WHERE"
     );
     for m in &catalog.models {
         let need = m.estimate(args.ctx);
@@ -151,19 +164,32 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             name.push_str(" *");
         }
         out.push_str(&format!(
-            "{:<28} {:<8} {:>10} {:>7} {:>7} {:>10}  {:<4} {}\n",
+            "{:<28} {:<8} {:>10} {:>7} {:>11} {:>10}  {:<4} {}\n",
             name,
             m.quantization().unwrap_or_else(|| "-".into()),
             mib(m.size),
             params(m.parameters()),
-            m.context_length()
-                .map_or_else(|| "-".into(), |c| c.to_string()),
+            format!(
+                "{}/{}",
+                need.ctx,
+                m.context_length()
+                    .map_or_else(|| "-".into(), |c| c.to_string())
+            ),
             mib(need.total()),
             fits,
             m.origin,
         ));
         if let Some(p) = &m.problem {
             out.push_str(&format!("    problem: {p}\n"));
+        } else {
+            let t = template_of(m).map_or_else(
+                || "none: run uses ChatML".to_owned(),
+                |t| match t.family {
+                    Some(_) => t.describe(),
+                    None => format!("{}: run uses ChatML", t.describe()),
+                },
+            );
+            out.push_str(&format!("    chat template: {t}\n"));
         }
     }
     super::out(&out)?;
@@ -173,7 +199,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         ""
     };
     ctx.note(&format!(
-        "{star}NEEDS is the memory at {}; {} available{}, {} physical cores",
+        "{star}CTX is the context run uses (of the model's MAX); NEEDS is the memory at {}; {} available{}, {} physical cores",
         args.ctx.map_or_else(
             || "each model's default context (--ctx to change)".to_owned(),
             |c| format!("--ctx {c}")

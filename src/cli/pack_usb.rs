@@ -94,6 +94,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         )
     })?;
     bar.finish_and_clear();
+    // After the pack, so that a refusal prints its error alone.
+    super::warn_debug_binaries(ctx, &inputs);
+    super::warn_chat_templates(ctx, &inputs);
     let hq = offgrid::update::history::record_pack_usb(
         args.history.as_deref(),
         &report.manifest_bytes,

@@ -152,7 +152,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         t.files,
         t.total_size,
         t.pieces,
-        super::verify::human_bytes(t.piece_size),
+        offgrid::usb::templates::human_size(t.piece_size),
         t.info_hash_hex(),
         t.magnet
     ))

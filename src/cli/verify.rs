@@ -23,7 +23,8 @@ pub const JSON_SCHEMA: u32 = 1;
 /// Arguments of `offgrid verify`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The USB tree to verify: the folder holding manifest.toml and signatures/
+    /// The USB tree to verify (the folder holding manifest.toml and signatures/), or an
+    /// update pack file
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
     /// A trusted minisign public key (HQ's .pub file); repeat to trust several, any one
@@ -31,8 +32,12 @@ pub struct Args {
     #[arg(long = "pubkey", value_name = "FILE", conflicts_with = "trust")]
     pub pubkeys: Vec<PathBuf>,
     /// A trust policy file naming the trusted keys and how many must have signed
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "home")]
     pub trust: Option<PathBuf>,
+    /// Trust the keys (and threshold) pinned in this site home by `offgrid install`, as
+    /// apply-update and run do
+    #[arg(long, value_name = "DIR", conflicts_with = "pubkeys")]
+    pub home: Option<PathBuf>,
     /// Print JSON Lines records (SPEC.md §9) on stdout instead of text
     #[arg(long)]
     pub json: bool,
@@ -43,6 +48,15 @@ pub struct Args {
 
 /// Builds the trust policy from the arguments; no key at all is a usage error.
 fn policy(args: &Args) -> anyhow::Result<TrustPolicy> {
+    if let Some(h) = &args.home {
+        // A home without usable pinned keys is the operator's wrong path (exit 2), not a
+        // refusal of the tree or pack: keep the message, drop the error's type.
+        let home = offgrid::update::Home::resolve(Some(h));
+        return home
+            .state()
+            .and_then(|state| home.policy(&state))
+            .map_err(|e| anyhow::anyhow!("cannot use the keys pinned in '{}': {e}", h.display()));
+    }
     if let Some(t) = &args.trust {
         return Ok(TrustPolicy::load(t)?);
     }
@@ -94,9 +108,9 @@ fn verify(args: &Args, ctx: &Ctx) -> anyhow::Result<TreeReport> {
     Ok(r?)
 }
 
-fn print_text(r: &TreeReport, ctx: &Ctx, ok: bool) -> anyhow::Result<()> {
-    // The threshold was met; say which other signatures did not count, and why.
-    for s in &r.signatures {
+/// Warns about each signature that did not count, and why (tree and pack verify alike).
+pub fn warn_uncounted(ctx: &Ctx, signatures: &[offgrid::trust::SignatureReport]) {
+    for s in signatures {
         let key = s.key_id.as_deref().unwrap_or("?");
         match &s.status {
             SignatureStatus::Valid => {}
@@ -110,6 +124,11 @@ fn print_text(r: &TreeReport, ctx: &Ctx, ok: bool) -> anyhow::Result<()> {
             )),
         }
     }
+}
+
+fn print_text(r: &TreeReport, ctx: &Ctx, ok: bool) -> anyhow::Result<()> {
+    // The threshold was met; say which other signatures did not count, and why.
+    warn_uncounted(ctx, &r.signatures);
     for e in &r.extras {
         let what = if e.kind == "file" {
             String::new()
@@ -141,6 +160,24 @@ fn print_text(r: &TreeReport, ctx: &Ctx, ok: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One `signature` record per signature (SPEC.md §9.1), with the fingerprint of each
+/// trusted signer that counted.
+pub fn signature_records(
+    sigs: &[offgrid::trust::SignatureReport],
+    signers: &[Signer],
+) -> anyhow::Result<()> {
+    for s in sigs {
+        let mut v = serde_json::to_value(s)?;
+        if let (Some(id), Value::Object(o)) = (&s.key_id, &mut v) {
+            if let Some(k) = signers.iter().find(|k| &k.key_id == id) {
+                o.insert("fingerprint".into(), json!(k.fingerprint));
+            }
+        }
+        json_line("signature", v)?;
+    }
+    Ok(())
+}
+
 fn print_json(args: &Args, result: &anyhow::Result<TreeReport>) -> anyhow::Result<()> {
     let verr = result
         .as_ref()
@@ -156,15 +193,7 @@ fn print_json(args: &Args, result: &anyhow::Result<TreeReport>) -> anyhow::Resul
         (None, Some(e)) => e.signatures(),
         _ => &[],
     };
-    for s in sigs {
-        let mut v = serde_json::to_value(s)?;
-        if let (Some(id), Value::Object(o)) = (&s.key_id, &mut v) {
-            if let Some(k) = signers.iter().find(|k| &k.key_id == id) {
-                o.insert("fingerprint".into(), json!(k.fingerprint));
-            }
-        }
-        json_line("signature", v)?;
-    }
+    signature_records(sigs, signers)?;
     if let Some(r) = report {
         for f in &r.files {
             json_line("file", serde_json::to_value(f)?)?;

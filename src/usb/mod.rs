@@ -8,6 +8,7 @@
 //! This module's one error type is [`PackError`]; none of its variants is a refusal
 //! (exit 1): every one is a usage or I/O error (exit 2) with a `help:` line.
 
+pub mod binary;
 pub mod inputs;
 pub mod layout;
 pub mod pack;

@@ -5,8 +5,9 @@
 //! verify it → apply it → status → rollback → status → run the model from the stick.
 //!
 //! Everything happens under `target/demo/` (made anew each run). Needs the real test model
-//! (`cargo xtask fixtures --model`, fetched automatically) and a release build with
-//! llama.cpp.
+//! (`cargo xtask fixtures --model`, fetched automatically) and builds the stick binary
+//! with llama.cpp (`cargo xtask dist`), which is what it runs: pack-usb copies it onto
+//! the stick. What is printed before each command is exactly what runs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,31 +24,67 @@ fn step(title: &str) {
     println!("\n=== {title}");
 }
 
-fn offgrid(bin: &Path, dir: &Path, args: &[&str]) -> Result<()> {
-    println!("$ offgrid {}", args.join(" "));
-    let status = Command::new(bin)
+/// The environment every command of the demo runs with (printed once, at the start).
+fn env(dir: &Path) -> [(&'static str, String); 3] {
+    [
+        ("OFFGRID_PASSWORD", PASSWORD.to_owned()),
+        ("OFFGRID_HOME", dir.join("site").display().to_string()),
+        ("OFFGRID_HQ", dir.join("hq").display().to_string()),
+    ]
+}
+
+/// `arg` as a shell would need it typed.
+fn shell_word(arg: &str) -> String {
+    if !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:+,@".contains(c))
+    {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// Prints `$ SHOWN ARGS…` (exactly the arguments given), then runs `program ARGS…` in
+/// `dir` with [`env`].
+fn run_shown(program: &[&str], shown: &str, dir: &Path, args: &[&str]) -> Result<()> {
+    let words: Vec<String> = args.iter().map(|a| shell_word(a)).collect();
+    println!("$ {shown} {}", words.join(" "));
+    let (first, rest) = program.split_first().context("no program")?;
+    let status = Command::new(first)
+        .args(rest)
         .args(args)
         .current_dir(dir)
-        .env("OFFGRID_PASSWORD", PASSWORD)
-        .env("OFFGRID_HOME", dir.join("site"))
-        .env("OFFGRID_HQ", dir.join("hq"))
+        .envs(env(dir))
         .status()
-        .with_context(|| format!("starting {}", bin.display()))?;
+        .with_context(|| format!("starting {first}"))?;
     if !status.success() {
-        bail!("`offgrid {}` failed ({status})", args.join(" "));
+        bail!("`{shown} {}` failed ({status})", words.join(" "));
     }
     Ok(())
 }
 
+fn offgrid(bin: &Path, dir: &Path, args: &[&str]) -> Result<()> {
+    let bin = bin.to_str().context("the offgrid path is not UTF-8")?;
+    run_shown(&[bin], "offgrid", dir, args)
+}
+
 pub fn run(_args: &[&str]) -> Result<()> {
     let model = crate::fixtures::real_model()?;
-    let bin = util::build_offgrid(true)?;
-    let dir: PathBuf = util::root().join("target/demo");
+    // The binary the sticks get (`cargo xtask dist`): pack-usb copies the running one.
+    let bin = util::dist()?.binary;
+    let dir: PathBuf = util::target_dir().join("demo");
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing '{}'", dir.display()))?;
     }
     std::fs::create_dir_all(dir.join("inputs"))?;
     println!("demo directory: {}", dir.display());
+    println!("offgrid is {} (cargo xtask dist)", bin.display());
+    println!("every command runs in the demo directory with:");
+    for (k, v) in env(&dir) {
+        println!("  {k}={}", shell_word(&v));
+    }
 
     // Release 1.0.0 inputs: the model under its product name, and a changelog.
     let m1 = dir.join(format!("inputs/{MODEL_NAME}.gguf"));
@@ -147,26 +184,24 @@ pub fn run(_args: &[&str]) -> Result<()> {
 
     step("8. Run the model straight from the stick");
     let q = "What is the capital of France? Answer in one word.";
-    println!(
-        "$ stick/run.sh run {MODEL_NAME} --pubkey hq.pub --prompt '{q}' --temp 0 --max-tokens 24"
-    );
-    let status = Command::new("sh")
-        .arg(dir.join("stick/run.sh"))
-        .args([
+    run_shown(
+        &["sh", "stick/run.sh"],
+        "sh stick/run.sh",
+        &dir,
+        &[
             "run",
             MODEL_NAME,
+            "--pubkey",
+            "hq.pub",
             "--prompt",
             q,
             "--temp",
             "0",
             "--max-tokens",
             "24",
-        ])
-        .current_dir(&dir)
-        .status()?;
-    if !status.success() {
-        bail!("running the model from the stick failed ({status})");
-    }
+        ],
+    )
+    .context("running the model from the stick")?;
     println!(
         "\ndemo finished: everything above ran for real under {}",
         dir.display()

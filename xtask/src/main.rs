@@ -4,7 +4,8 @@
 //! - `fixtures`: generate the small test fixtures and fetch the real test model.
 //! - `bench verify|pack|delta|apply|run|fetch|all`: compare offgrid against the standard tools
 //!   in one run and print ratios.
-//! - `dist`: build the release binary.
+//! - `dist`: build the stick binary (profile `dist`, debug info split off); prints the
+//!   debug file's path, then the binary's path on the last line.
 //! - `ci`: what `.ci/run` runs after installing system packages.
 
 mod bench;
@@ -21,10 +22,13 @@ fn main() -> Result<()> {
         Some("demo") => demo::run(&rest),
         Some("fixtures") => fixtures::run(&rest),
         Some("bench") => bench::run(&rest),
-        Some("dist") => util::dist().map(|p| println!("{}", p.display())),
+        Some("dist") => util::dist().map(|d| {
+            println!("debug info (keep at HQ): {}", d.debug.display());
+            println!("{}", d.binary.display());
+        }),
         Some("ci") => util::ci(),
         _ => bail!(
-            "usage: cargo xtask <task>\n  demo                 run the whole journey on built-in defaults\n  fixtures [--model]   generate test fixtures; --model also fetches the real test model\n  bench <verify|pack|delta|apply|run|fetch|all> [--size-mib N]\n  dist                 build the release binary\n  ci                   fmt, clippy and the whole test suite"
+            "usage: cargo xtask <task>\n  demo                 run the whole journey on built-in defaults\n  fixtures [--model]   generate test fixtures; --model also fetches the real test model\n  bench <verify|pack|delta|apply|run|fetch|all> [--size-mib N]\n  dist                 build the stick binary (stripped; debug info split off, kept at HQ)\n  ci                   fmt, clippy and the whole test suite"
         ),
     }
 }

@@ -94,33 +94,146 @@ pub fn build_offgrid(llama: bool) -> Result<PathBuf> {
     Ok(root().join("target/release/offgrid"))
 }
 
-/// `dist`: the release binary with every feature.
-pub fn dist() -> Result<PathBuf> {
-    build_offgrid(true)
+/// The cargo target directory (`CARGO_TARGET_DIR`, else `target/` of the workspace).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
+        Some(d) => root().join(d),
+        None => root().join("target"),
+    }
 }
 
-/// `ci`: fixtures (including the real test model), formatting, lints, then every test
-/// (what `.ci/run` calls, and the README's test command).
+/// What `cargo xtask dist` made: the stripped binary that goes on the sticks and the
+/// debug info split off it, kept at HQ.
+pub struct Dist {
+    pub binary: PathBuf,
+    pub debug: PathBuf,
+}
+
+/// `dist`: builds the `dist` profile (release + thin LTO, every feature), then splits the
+/// debug info off with objcopy: `target/dist/ship/offgrid.debug` (DWARF and symbols, for
+/// gdb and addr2line at HQ) and `target/dist/ship/offgrid` (stripped, with a
+/// `.gnu_debuglink` naming the debug file, what `pack-usb` puts on a stick).
+pub fn dist() -> Result<Dist> {
+    let start = Instant::now();
+    run(Command::new(env!("CARGO")).current_dir(root()).args([
+        "build",
+        "--profile",
+        "dist",
+        "--bin",
+        "offgrid",
+    ]))?;
+    let built = target_dir().join("dist/offgrid");
+    let out = target_dir().join("dist/ship");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating '{}'", out.display()))?;
+    let binary = out.join("offgrid");
+    let debug = out.join("offgrid.debug");
+    for p in [&binary, &debug] {
+        if p.exists() {
+            std::fs::remove_file(p).with_context(|| format!("removing '{}'", p.display()))?;
+        }
+    }
+    let objcopy = std::env::var("OBJCOPY").unwrap_or_else(|_| "objcopy".into());
+    run(Command::new(&objcopy)
+        .arg("--only-keep-debug")
+        .arg(&built)
+        .arg(&debug))
+    .context("splitting the debug info (apt-get install binutils)")?;
+    // The debug link is resolved relative to the binary: run in `out`.
+    run(Command::new(&objcopy)
+        .current_dir(&out)
+        .arg("--strip-all")
+        .arg("--add-gnu-debuglink=offgrid.debug")
+        .arg(&built)
+        .arg("offgrid"))?;
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    eprintln!(
+        "dist: built in {:.0} s; {} is {:.1} MiB (unsplit {:.1} MiB), debug info {:.1} MiB",
+        start.elapsed().as_secs_f64(),
+        binary.display(),
+        mib(size(&binary)),
+        mib(size(&built)),
+        mib(size(&debug)),
+    );
+    Ok(Dist { binary, debug })
+}
+
+/// Bytes as MiB.
+pub fn mib(n: u64) -> f64 {
+    n as f64 / (1u64 << 20) as f64
+}
+
+/// The largest stick binary CI accepts (issue 7: about a tenth of the 113 MiB it was).
+pub const STICK_BINARY_LIMIT: u64 = 16 << 20;
+
+/// Runs one CI phase, printing how long it took.
+fn phase<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    eprintln!("ci: {name} ...");
+    let start = Instant::now();
+    let r = f();
+    eprintln!(
+        "ci: {name} {} in {:.0} s",
+        if r.is_ok() { "done" } else { "FAILED" },
+        start.elapsed().as_secs_f64()
+    );
+    r
+}
+
+/// `ci`: fixtures (including the real test model), formatting, lints, the dist build,
+/// then every test (what `.ci/run` calls, and the README's test command). The dist
+/// binary's path goes to the tests in `OFFGRID_DIST_BINARY`; the size test that needs it
+/// is `#[ignore]`d in a plain `cargo test` and run here with `--ignored`.
 pub fn ci() -> Result<()> {
     let cargo = env!("CARGO");
-    crate::fixtures::run(&["--model"])?;
-    run(Command::new(cargo)
-        .current_dir(root())
-        .args(["fmt", "--all", "--", "--check"]))?;
-    run(Command::new(cargo).current_dir(root()).args([
-        "clippy",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    let status = Command::new(cargo)
-        .current_dir(root())
-        .args(["test", "--workspace"])
-        .status()?;
-    if !status.success() {
-        bail!("tests failed");
-    }
+    let all = Instant::now();
+    phase("fixtures", || crate::fixtures::run(&["--model"]))?;
+    phase("fmt", || {
+        run(Command::new(cargo)
+            .current_dir(root())
+            .args(["fmt", "--all", "--", "--check"]))
+    })?;
+    phase("clippy", || {
+        run(Command::new(cargo).current_dir(root()).args([
+            "clippy",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    let d = phase("dist", dist)?;
+    let size = std::fs::metadata(&d.binary)?.len();
+    println!(
+        "stick binary: {} is {size} bytes ({:.1} MiB, limit {:.0} MiB); debug info at HQ: {}",
+        d.binary.display(),
+        mib(size),
+        mib(STICK_BINARY_LIMIT),
+        d.debug.display()
+    );
+    let tests = Instant::now();
+    phase("tests", || {
+        let status = Command::new(cargo)
+            .current_dir(root())
+            .env("OFFGRID_DIST_BINARY", &d.binary)
+            .args(["test", "--workspace"])
+            .status()?;
+        if !status.success() {
+            bail!("tests failed");
+        }
+        let status = Command::new(cargo)
+            .current_dir(root())
+            .env("OFFGRID_DIST_BINARY", &d.binary)
+            .args(["test", "--test", "conventions", "--", "--ignored"])
+            .status()?;
+        if !status.success() {
+            bail!("the dist-binary tests failed");
+        }
+        Ok(())
+    })?;
+    println!(
+        "test suite wall time: {:.0} s; ci total: {:.0} s",
+        tests.elapsed().as_secs_f64(),
+        all.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
