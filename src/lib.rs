@@ -11,6 +11,7 @@ pub mod gguf;
 pub mod hash;
 pub mod keys;
 pub mod manifest;
+pub mod media;
 pub mod paths;
 pub mod platform;
 pub mod sign;

@@ -107,6 +107,8 @@ pub enum UpdateError {
     Exists { path: String },
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Media(#[from] crate::media::MediaError),
 }
 
 impl UpdateError {
