@@ -266,7 +266,7 @@ fn an_already_split_model_is_one_model_by_its_first_shard_or_its_folder() {
         "pack-usb",
         "a",
         "--release",
-        "1.0",
+        "1.1",
         "--model",
         &first,
         "--sign-with",
@@ -282,7 +282,7 @@ fn an_already_split_model_is_one_model_by_its_first_shard_or_its_folder() {
         "pack-usb",
         "b",
         "--release",
-        "1.0",
+        "1.2",
         "--model",
         "tiny=first/models",
         "--sign-with",
@@ -300,7 +300,7 @@ fn an_already_split_model_is_one_model_by_its_first_shard_or_its_folder() {
         "pack-usb",
         "c",
         "--release",
-        "1.0",
+        "1.3",
         "--model",
         &format!("first/models/smol-00002-of-{n:05}.gguf"),
         "--sign-with",
@@ -314,7 +314,7 @@ fn an_already_split_model_is_one_model_by_its_first_shard_or_its_folder() {
         "pack-usb",
         "d",
         "--release",
-        "1.0",
+        "1.3",
         "--model",
         &first,
         "--sign-with",
@@ -332,7 +332,8 @@ fn an_already_split_model_is_one_model_by_its_first_shard_or_its_folder() {
 fn what_cannot_fit_is_refused_before_the_first_byte() {
     let ws = Ws::new();
     model(&ws, "in/smol.gguf", 4, 16, "t");
-    ws.file("in/tool", &vec![7u8; 300 * 1024]);
+    let tool: Vec<u8> = (0..300 * 1024).map(|i| (i % 251) as u8).collect();
+    ws.file("in/tool", &tool);
     // A file that is not a model is not split: refused, naming it, its size and the limit.
     ws.offgrid(&[
         "pack-usb",

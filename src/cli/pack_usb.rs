@@ -298,5 +298,6 @@ fn print_plan(
         Some(free) => s.push_str(&format!("  space:     {need} bytes needed, {free} free\n")),
         None => s.push_str(&format!("  space:     {need} bytes needed\n")),
     }
-    super::out(&s)
+    super::out(&s)?;
+    Ok(())
 }

@@ -268,8 +268,12 @@ pub fn plan(path: &Path, info: &GgufInfo, limit: u64) -> Result<SplitPlan, Split
             .sum::<u64>();
     let (mut head, mut body) = (base, 0u64);
     let mut cur: Vec<usize> = Vec::new();
-    for i in 0..plan.tensors.len() {
-        let (ilen, n) = (plan.tensors[i].0.len() as u64 + 8, plan.tensors[i].2);
+    let each: Vec<(u64, u64)> = plan
+        .tensors
+        .iter()
+        .map(|t| (t.0.len() as u64 + 8, t.2))
+        .collect();
+    for (i, &(ilen, n)) in each.iter().enumerate() {
         let h = head + ilen;
         let b = body + align(n, plan.alignment);
         if align(h, plan.alignment) + b <= limit {

@@ -68,15 +68,22 @@ impl Source {
         let Source::Shard { src, plan, index } = self else {
             return None;
         };
-        Some((|| {
-            let f = crate::fsutil::create_new(dst)?;
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-            let n = plan.write_shard(src, *index, &mut w)?;
-            let f = w.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()?;
-            Ok(n)
-        })())
+        Some(write_shard_file(src, plan, *index, dst))
     }
+}
+
+fn write_shard_file(
+    src: &Path,
+    plan: &split::SplitPlan,
+    index: usize,
+    dst: &Path,
+) -> std::io::Result<u64> {
+    let f = crate::fsutil::create_new(dst)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    let n = plan.write_shard(src, index, &mut w)?;
+    let f = w.into_inner().map_err(|e| e.into_error())?;
+    f.sync_all()?;
+    Ok(n)
 }
 
 /// One file of a planned tree.
