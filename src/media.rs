@@ -206,7 +206,8 @@ pub fn existing_ancestor(path: &Path) -> PathBuf {
 }
 
 /// Free bytes for an unprivileged writer on the file system holding `path` (or its
-/// nearest existing ancestor); `None` when it cannot be asked.
+/// nearest existing ancestor); `None` when it cannot be asked, or when the file system
+/// reports no blocks at all (`fusefat` answers `statvfs` with zeros).
 #[cfg(unix)]
 pub fn free_bytes(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
@@ -215,6 +216,10 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    // A file system reporting no blocks at all does not report space (fusefat).
+    if st.f_blocks == 0 {
         return None;
     }
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))

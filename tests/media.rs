@@ -237,7 +237,7 @@ fn a_model_over_the_limit_is_split_and_travels_as_one_model() {
     fs::write(&s2, b).unwrap();
     ws.offgrid(&["verify", "stick", "--pubkey", "hq.pub"])
         .code(1)
-        .stdout(predicate::str::contains("smol-00002-of-00005.gguf"));
+        .stderr(predicate::str::contains("smol-00002-of-00005.gguf"));
 }
 
 #[test]
