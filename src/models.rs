@@ -351,11 +351,11 @@ impl Catalog {
                         .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
                         && p.is_file()
                         // A split model is listed by its first shard.
-                        && !p
+                        && p
                             .file_name()
                             .and_then(|n| n.to_str())
                             .and_then(gguf::split::parse_shard_name)
-                            .is_some_and(|(_, k, _)| k > 1)
+                            .is_none_or(|(_, k, _)| k <= 1)
                 })
                 .collect();
             files.sort();

@@ -220,7 +220,7 @@ pub fn plan(path: &Path, info: &GgufInfo, limit: u64) -> Result<SplitPlan, Split
             .get(j + 1)
             .map_or(data, |&n| info.tensors[n].offset)
             .min(data);
-        if start > end || start % info.alignment != 0 {
+        if start > end || !start.is_multiple_of(info.alignment) {
             return Err(layout(format!(
                 "tensor '{}' lies outside the data or is misaligned",
                 info.tensors[i].name
