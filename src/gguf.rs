@@ -7,6 +7,8 @@
 //! hostile header cannot exhaust memory. Known gaps: GGUF v1 (32-bit counts) is refused;
 //! big-endian GGUF files are refused.
 
+pub mod split;
+
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -28,6 +30,12 @@ pub struct GgufInfo {
     pub data_offset: u64,
     /// Alignment of tensor data.
     pub alignment: u64,
+    /// `split.no`: this file's place (0-based) in a model split by llama.cpp's gguf-split.
+    pub split_no: Option<u16>,
+    /// `split.count`: how many files the split model has.
+    pub split_count: Option<u16>,
+    /// `split.tensors.count`: the tensors of the whole split model.
+    pub split_tensors: Option<i64>,
 }
 
 /// One tensor's place in the file.
@@ -293,6 +301,10 @@ fn read_from<R: Read + Seek>(r: &mut Reader<R>, file_len: u64) -> Result<GgufInf
             ("general.name", Value::Str(s)) => info.name = Some(s),
             ("tokenizer.chat_template", Value::Str(s)) => info.chat_template = Some(s),
             ("general.file_type", Value::Uint(n)) => file_type = Some(n as u32),
+            ("split.no", Value::Uint(n)) => info.split_no = u16::try_from(n).ok(),
+            ("split.count", Value::Uint(n)) => info.split_count = u16::try_from(n).ok(),
+            ("split.tensors.count", Value::Int(n)) => info.split_tensors = Some(n),
+            ("split.tensors.count", Value::Uint(n)) => info.split_tensors = i64::try_from(n).ok(),
             ("general.alignment", Value::Uint(n)) => {
                 if n == 0 || !n.is_power_of_two() || n > 1 << 20 {
                     return Err(bad(format!("general.alignment {n} is not a power of two")));

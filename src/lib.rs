@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod keys;
 pub mod lockfile;
 pub mod manifest;
+pub mod media;
 pub mod paths;
 pub mod platform;
 pub mod serve;

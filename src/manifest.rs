@@ -66,6 +66,20 @@ pub struct ModelInfo {
     /// `<arch>.context_length`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_length: Option<u64>,
+    /// For a model split into several files (llama.cpp's split GGUF, SPEC.md §16.2): this
+    /// file's place, 1-based, as in its name `NAME-0000k-of-0000N.gguf`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
+    /// For a split model: how many files it has (every shard says the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<u32>,
+}
+
+impl ModelInfo {
+    /// True for every shard of a split model but the first (the one llama.cpp is given).
+    pub fn is_later_shard(&self) -> bool {
+        self.shard.is_some_and(|s| s > 1)
+    }
 }
 
 /// One file of the bundle.
@@ -321,6 +335,7 @@ impl Manifest {
             }
         }
         paths::check_no_case_collisions(self.files.iter().map(|f| f.path.as_str()))?;
+        self.validate_shards()?;
         let models: Vec<&str> = self
             .files
             .iter()
@@ -337,6 +352,83 @@ impl Manifest {
         Ok(())
     }
 
+    /// A split model's files: `model.shard` and `model.shards` both or neither,
+    /// `1 <= shard <= shards`, the path `PREFIX-0000k-of-0000N.gguf`, and every shard of
+    /// a prefix present once, all with the same model name.
+    fn validate_shards(&self) -> Result<(), ManifestError> {
+        use std::collections::BTreeMap;
+        let mut groups: BTreeMap<&str, (u32, &str, BTreeSet<u32>)> = BTreeMap::new();
+        for (i, f) in self.files.iter().enumerate() {
+            let Some(m) = &f.model else { continue };
+            let (shard, shards) = match (m.shard, m.shards) {
+                (None, None) => continue,
+                (Some(a), Some(b)) => (a, b),
+                _ => {
+                    return Err(field(
+                        format!("files[{i}].model ('{}')", f.path),
+                        "shard and shards go together",
+                    ))
+                }
+            };
+            let bad =
+                |reason: String| field(format!("files[{i}].model.shard ('{}')", f.path), reason);
+            if !(1..=shards).contains(&shard) || shards > u16::MAX as u32 {
+                return Err(bad(format!("shard {shard} of {shards} is out of range")));
+            }
+            let prefix = match crate::gguf::split::parse_shard_name(&f.path) {
+                Some((p, k, n)) if k == shard && n == shards => p,
+                _ => {
+                    return Err(bad(format!(
+                        "the path of shard {shard} of {shards} must end in -{shard:05}-of-{shards:05}.gguf"
+                    )))
+                }
+            };
+            let g = groups
+                .entry(prefix)
+                .or_insert((shards, m.name.as_str(), BTreeSet::new()));
+            if g.0 != shards || g.1 != m.name {
+                return Err(bad(format!(
+                    "the shards of '{prefix}' disagree on their count or model name"
+                )));
+            }
+            if !g.2.insert(shard) {
+                return Err(bad(format!("shard {shard} of '{prefix}' is listed twice")));
+            }
+        }
+        for (prefix, (n, _, seen)) in &groups {
+            if seen.len() as u32 != *n {
+                let missing: Vec<String> = (1..=*n)
+                    .filter(|k| !seen.contains(k))
+                    .map(|k| k.to_string())
+                    .collect();
+                return Err(field(
+                    "files",
+                    format!(
+                        "split model '{prefix}' lacks shard(s) {} of {n}",
+                        missing.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The files of the split model whose first shard is `first` (in shard order), or
+    /// `first` alone for a model in one file.
+    pub fn shards_of<'a>(&'a self, first: &'a FileEntry) -> Vec<&'a FileEntry> {
+        let Some((prefix, 1, n)) = first
+            .model
+            .as_ref()
+            .filter(|m| m.shards.is_some())
+            .and_then(|_| crate::gguf::split::parse_shard_name(&first.path))
+        else {
+            return vec![first];
+        };
+        (1..=n)
+            .filter_map(|k| self.file(&crate::gguf::split::shard_name(prefix, k, n)))
+            .collect()
+    }
+
     /// The canonical TOML text of this manifest (what is written and signed).
     pub fn to_toml(&self) -> String {
         // Serialising plain data structures to TOML cannot fail.
@@ -348,9 +440,15 @@ impl Manifest {
         self.files.iter().find(|f| f.path == path)
     }
 
-    /// The model files.
+    /// The model files (every shard of a split model).
     pub fn models(&self) -> impl Iterator<Item = &FileEntry> {
         self.files.iter().filter(|f| f.kind == FileKind::Model)
+    }
+
+    /// The logical models: one entry per model, the first shard of a split one.
+    pub fn logical_models(&self) -> impl Iterator<Item = &FileEntry> {
+        self.models()
+            .filter(|f| !f.model.as_ref().is_some_and(ModelInfo::is_later_shard))
     }
 
     /// Total payload size in bytes.
@@ -397,6 +495,8 @@ mod tests {
                         quantization: Some("Q4_1".into()),
                         parameters: Some(1000),
                         context_length: Some(2048),
+                        shard: None,
+                        shards: None,
                     }),
                 },
                 FileEntry {

@@ -154,6 +154,9 @@ pub struct ModelFile {
     pub tree: Option<usize>,
     /// Why the header could not be read (missing, not GGUF).
     pub problem: Option<String>,
+    /// The later shards of a split model (SPEC.md §16.2), with their signed entries;
+    /// `path` is the first shard, the one llama.cpp is given.
+    pub shards: Vec<(PathBuf, FileEntry)>,
 }
 
 impl ModelFile {
@@ -173,6 +176,7 @@ impl ModelFile {
             entry: None,
             tree: None,
             problem: None,
+            shards: Vec::new(),
         })
     }
 
@@ -281,20 +285,46 @@ impl Catalog {
          -> Result<(), ModelError> {
             let tree = Tree::open(root, origin)?;
             let ti = trees.len();
-            for e in tree.manifest.models() {
+            for e in tree.manifest.logical_models() {
                 let path = crate::paths::join(&tree.root, &e.path);
                 let name = e
                     .model
                     .as_ref()
                     .map(|m| m.name.clone())
                     .unwrap_or_else(|| stem(&path));
-                let (info, problem, size) = match std::fs::metadata(&path) {
+                let (mut info, mut problem, mut size) = match std::fs::metadata(&path) {
                     Ok(m) => match gguf::read_info(&path) {
                         Ok(i) => (Some(i), None, m.len()),
                         Err(err) => (None, Some(err.to_string()), m.len()),
                     },
                     Err(err) => (None, Some(format!("missing: {err}")), e.size),
                 };
+                // A split model is one model: its size, tensors and parameters are the
+                // sum over its shards.
+                let mut shards = Vec::new();
+                for s in tree.manifest.shards_of(e).into_iter().skip(1) {
+                    let sp = crate::paths::join(&tree.root, &s.path);
+                    match (std::fs::metadata(&sp), gguf::read_info(&sp)) {
+                        (Ok(m), Ok(si)) => {
+                            size += m.len();
+                            if let Some(i) = info.as_mut() {
+                                i.tensors.extend(si.tensors);
+                                i.parameters += si.parameters;
+                            }
+                        }
+                        (m, r) => {
+                            size += m.map_or(s.size, |m| m.len());
+                            if problem.is_none() {
+                                problem = Some(match r {
+                                    Err(err) => format!("shard '{}': {err}", s.path),
+                                    Ok(_) => format!("shard '{}' is missing", s.path),
+                                });
+                            }
+                            info = None;
+                        }
+                    }
+                    shards.push((sp, s.clone()));
+                }
                 models.push(ModelFile {
                     name,
                     path,
@@ -304,6 +334,7 @@ impl Catalog {
                     entry: Some(e.clone()),
                     tree: Some(ti),
                     problem,
+                    shards,
                 });
             }
             trees.push(tree);
@@ -323,6 +354,12 @@ impl Catalog {
                     p.extension()
                         .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
                         && p.is_file()
+                        // A split model is listed by its first shard.
+                        && p
+                            .file_name()
+                            .and_then(|n| n.to_str())
+                            .and_then(gguf::split::parse_shard_name)
+                            .is_none_or(|(_, k, _)| k <= 1)
                 })
                 .collect();
             files.sort();
@@ -338,6 +375,7 @@ impl Catalog {
                         entry: None,
                         tree: None,
                         problem: Some(e.to_string()),
+                        shards: Vec::new(),
                     }),
                 }
             }
@@ -460,6 +498,9 @@ impl Catalog {
                     && std::fs::canonicalize(&known.path).is_ok_and(|k| k == canon)
                 {
                     m.name = known.name.clone();
+                    m.shards = known.shards.clone();
+                    m.size = known.size;
+                    m.info = known.info.clone().or(m.info);
                     m.entry = known.entry.clone();
                     m.tree = known.tree;
                     m.origin = known.origin;
@@ -498,39 +539,62 @@ impl Catalog {
             }
             None => SignatureCheck::NoTrustedKey,
         };
-        if cache.is_some_and(|c| c.is_verified(&model.path, entry)) {
+        // Every file of the model before any is loaded: llama.cpp, given the first
+        // shard, opens the others itself.
+        let files: Vec<(&Path, &FileEntry)> = std::iter::once((model.path.as_path(), entry))
+            .chain(model.shards.iter().map(|(p, e)| (p.as_path(), e)))
+            .collect();
+        if files
+            .iter()
+            .all(|(p, e)| cache.is_some_and(|c| c.is_verified(p, e)))
+        {
             return Ok(Verification {
                 signature,
                 file: FileCheckKind::Cached,
             });
         }
-        let path = model.path.display().to_string();
-        let detail = match hash::check_file(&model.path, entry, progress)? {
-            FileCheck::Ok => None,
-            FileCheck::Missing => Some("the file is missing".to_owned()),
-            FileCheck::NotAFile => Some("it is not a regular file".to_owned()),
-            FileCheck::SizeMismatch { expected, actual } => Some(format!(
-                "size is {actual} bytes, the manifest says {expected}"
-            )),
-            FileCheck::Damaged { ranges } => Some(format!(
-                "bytes {} do not match their chunk hashes",
-                ranges
-                    .iter()
-                    .map(|(a, b)| format!("{a}..{b}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+        let mut recorded = true;
+        for (p, e) in &files {
+            if cache.is_some_and(|c| c.is_verified(p, e)) {
+                continue;
+            }
+            check_one(p, e, progress)?;
+            if let Some(c) = cache {
+                recorded &= c.record(p, e).is_ok();
+            }
+        }
+        let file = FileCheckKind::Hashed {
+            cached: cache.is_some() && recorded,
         };
-        if let Some(detail) = detail {
-            return Err(ModelError::Damaged { path, detail });
-        }
-        let mut file = FileCheckKind::Hashed { cached: false };
-        if let Some(c) = cache {
-            file = FileCheckKind::Hashed {
-                cached: c.record(&model.path, entry).is_ok(),
-            };
-        }
         Ok(Verification { signature, file })
+    }
+}
+
+/// Checks one file against its signed entry.
+fn check_one(path: &Path, entry: &FileEntry, progress: Progress) -> Result<(), ModelError> {
+    let shown = path.display().to_string();
+    let detail = match hash::check_file(path, entry, progress)? {
+        FileCheck::Ok => None,
+        FileCheck::Missing => Some("the file is missing".to_owned()),
+        FileCheck::NotAFile => Some("it is not a regular file".to_owned()),
+        FileCheck::SizeMismatch { expected, actual } => Some(format!(
+            "size is {actual} bytes, the manifest says {expected}"
+        )),
+        FileCheck::Damaged { ranges } => Some(format!(
+            "bytes {} do not match their chunk hashes",
+            ranges
+                .iter()
+                .map(|(a, b)| format!("{a}..{b}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    };
+    match detail {
+        Some(detail) => Err(ModelError::Damaged {
+            path: shown,
+            detail,
+        }),
+        None => Ok(()),
     }
 }
 

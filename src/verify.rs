@@ -28,7 +28,7 @@ use crate::hash;
 use crate::manifest::{self, FileEntry, FileKind, Manifest};
 use crate::paths;
 use crate::signed::{self, HeadError};
-use crate::trust::{SignatureReport, TrustPolicy};
+use crate::trust::{SignatureReport, SignatureStatus, TrustPolicy};
 use crate::Progress;
 
 pub use crate::signed::{MAX_SIGNATURES, MAX_SIGNATURE_BYTES};

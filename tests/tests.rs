@@ -18,6 +18,7 @@ mod delta;
 mod fetch;
 mod keys;
 mod launcher;
+mod media;
 mod models;
 mod pack_usb;
 mod repo_rules;

@@ -17,6 +17,10 @@ pub struct Args {
     /// Site home [env: OFFGRID_HOME] [default: ~/.offgrid]
     #[arg(long, value_name = "DIR")]
     pub home: Option<PathBuf>,
+    /// Check the pack's signatures against the pinned keys and print the plan (files,
+    /// bytes, space needed); write nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// Print the result as JSON Lines
     #[arg(long)]
     pub json: bool,
@@ -24,6 +28,9 @@ pub struct Args {
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.home.as_deref());
+    if args.dry_run {
+        return dry_run(&args, &home);
+    }
     let bar = ctx.bar("applying", args.json);
     let r =
         update::apply_update(&home, &args.pack, &super::progress_fn(&bar)).with_context(|| {
@@ -53,6 +60,69 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
     }
     super::out(&s)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `apply-update --dry-run`: reads the pack's signed head only (signatures checked
+/// against the pinned keys), prints the plan and checks the space; writes nothing.
+fn dry_run(args: &Args, home: &Home) -> anyhow::Result<ExitCode> {
+    let state = home.state()?;
+    let policy = home.policy(&state)?;
+    let mut plan = None;
+    const STOP: &str = "dry run: head read";
+    let res = update::reader::read_pack(
+        &args.pack,
+        &policy,
+        &offgrid::no_progress,
+        &mut |h| {
+            plan = Some((
+                h.pack.bundle_id.clone(),
+                h.pack.to.to_string(),
+                h.manifest.files.len(),
+                h.manifest.total_size(),
+                offgrid::media::install_need(&h.manifest, h.manifest_bytes.len()),
+            ));
+            Err(update::UpdateError::Usage(STOP.into()))
+        },
+        &mut |_, _| Ok(()),
+    );
+    let Some((bundle, to, files, bytes, need)) = plan else {
+        res.with_context(|| format!("reading '{}'", args.pack.display()))?;
+        anyhow::bail!("'{}' has no signed head", args.pack.display());
+    };
+    let free = offgrid::media::free_bytes(&home.root);
+    if args.json {
+        super::json_line(
+            "plan",
+            serde_json::json!({
+                "home": home.root.display().to_string(),
+                "bundle_id": bundle,
+                "from": state.current.release.to_string(),
+                "to": to,
+                "files": files,
+                "bytes": bytes,
+                "need": need,
+                "free": free,
+            }),
+        )?;
+    } else {
+        let mut s = format!(
+            "plan: update {bundle} from release {} to {to} in '{}' (nothing written)\n  files:     {files} ({bytes} bytes)\n",
+            state.current.release,
+            home.root.display()
+        );
+        s.push_str(&match free {
+            Some(f) => format!("  space:     {need} bytes needed, {f} free\n"),
+            None => format!("  space:     {need} bytes needed\n"),
+        });
+        super::out(&s)?;
+    }
+    offgrid::media::check_space(
+        &home.root,
+        "the new release",
+        need,
+        offgrid::media::HOME_SPACE_HELP,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -77,6 +77,10 @@ pub struct Args {
     /// Replace FILE if it exists
     #[arg(long)]
     pub force: bool,
+    /// With release inputs: split models larger than SIZE as pack-usb --max-file-size
+    /// does [default: split as the --since release was (its largest later shard)]
+    #[arg(long, value_name = "SIZE")]
+    pub max_file_size: Option<String>,
     /// Print the result as JSON Lines
     #[arg(long)]
     pub json: bool,
@@ -115,12 +119,28 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         };
         let inputs = usb::ReleaseInputs::from_flags(&flags)?;
         // Refuse a --since the history cannot serve before recording anything.
+        let mut split_limit = match &args.max_file_size {
+            Some(s) => Some(offgrid::media::parse_size_arg("--max-file-size", s)?),
+            None => None,
+        };
         for since in &args.since {
-            history::resolve_since(&hq, &inputs.bundle_id, since, Some(&inputs.release))?;
+            let base =
+                history::resolve_since(&hq, &inputs.bundle_id, since, Some(&inputs.release))?;
+            // The sites hold the base's shards: split the new release the same way, so
+            // unchanged tensors stay unchanged files (SPEC.md §16.2).
+            if args.max_file_size.is_none() {
+                let later = base
+                    .manifest
+                    .models()
+                    .filter(|f| f.model.as_ref().is_some_and(|m| m.is_later_shard()))
+                    .map(|f| f.size)
+                    .max();
+                split_limit = split_limit.max(later);
+            }
         }
         let keys = usb::pack::load_signers(&inputs.signers, &mut super::password_for)?;
         let key_ids: Vec<String> = keys.iter().map(|k| k.public.key_id()).collect();
-        let plan = usb::plan(&inputs, &key_ids)?;
+        let plan = usb::plan_for(&inputs, &key_ids, split_limit)?;
         let bar = ctx.bar("hashing", args.json);
         let new = update::release::record_plan(&hq, &plan, &keys, &super::progress_fn(&bar))
             .with_context(|| {

@@ -26,6 +26,10 @@ pub struct Args {
     /// Trust policy file (keys and m-of-n threshold), instead of --pubkey
     #[arg(long, value_name = "FILE", conflicts_with = "pubkeys")]
     pub trust: Option<PathBuf>,
+    /// Check the tree's signatures and print the plan (files, bytes, space needed);
+    /// write nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// Print the result as JSON Lines
     #[arg(long)]
     pub json: bool,
@@ -77,6 +81,9 @@ pub fn print_recovery(
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.home.as_deref());
     let policy = given_policy(&args.pubkeys, args.trust.as_ref())?;
+    if args.dry_run {
+        return dry_run(&args, &home, policy);
+    }
     let bar = ctx.bar("installing", args.json);
     let r = update::install::install(
         &home,
@@ -120,5 +127,56 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         r.pinned_keys, r.threshold
     ));
     super::out(&s)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `install --dry-run`: signatures checked (given or pinned keys), then the plan and the
+/// space check; nothing is written, not even the home folder.
+fn dry_run(args: &Args, home: &Home, given: Option<TrustPolicy>) -> anyhow::Result<ExitCode> {
+    let (m, bytes, sigs) = update::install::read_tree_head(&args.from)?;
+    let policy = match given {
+        Some(p) => p,
+        None => match home.read_state()? {
+            Some(s) => home.policy(&s)?,
+            None => return Err(offgrid::trust::TrustError::NoKeys.into()),
+        },
+    };
+    policy.evaluate(&m, &bytes, &sigs)?;
+    let need = offgrid::media::install_need(&m, bytes.len());
+    let free = offgrid::media::free_bytes(&home.root);
+    if args.json {
+        super::json_line(
+            "plan",
+            serde_json::json!({
+                "home": home.root.display().to_string(),
+                "bundle_id": m.bundle_id,
+                "release": m.release.to_string(),
+                "files": m.files.len(),
+                "bytes": m.total_size(),
+                "need": need,
+                "free": free,
+            }),
+        )?;
+    } else {
+        let mut s = format!(
+            "plan: install release {} of {} into '{}' (nothing written)\n  files:     {} ({} bytes)\n",
+            m.release,
+            m.bundle_id,
+            home.root.display(),
+            m.files.len(),
+            m.total_size()
+        );
+        s.push_str(&match free {
+            Some(f) => format!("  space:     {need} bytes needed, {f} free\n"),
+            None => format!("  space:     {need} bytes needed\n"),
+        });
+        super::out(&s)?;
+    }
+    offgrid::media::check_space(
+        &home.root,
+        "the release",
+        need,
+        offgrid::media::HOME_SPACE_HELP,
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use offgrid::media;
 use offgrid::usb::{self, inputs::Flags, PackOptions, ReleaseInputs};
 
 use super::Ctx;
@@ -51,6 +52,13 @@ pub struct Args {
     /// Replace a tree of another release (or bundle) already at DEST
     #[arg(long)]
     pub force: bool,
+    /// Largest file the destination may hold, e.g. 4G, 4GiB, 100K or bytes [default: the
+    /// destination's file system's limit: 4 GiB - 1 on FAT]; larger models are split
+    #[arg(long, value_name = "SIZE")]
+    pub max_file_size: Option<String>,
+    /// Print the plan (files, bytes, space needed, splits) and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
     /// Print the result as JSON Lines
     #[arg(long)]
     pub json: bool,
@@ -71,11 +79,34 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         signers: args.sign_with.clone(),
         no_host_binary: args.no_host_binary,
     };
+    let max_flag = match &args.max_file_size {
+        Some(s) => Some(media::parse_size_arg("--max-file-size", s)?),
+        None => None,
+    };
     let inputs = ReleaseInputs::from_flags(&flags)?;
     usb::pack::check_dest(&args.dest, &inputs.bundle_id, &inputs.release, args.force)?;
+    let limit = media::FileLimit::for_dest(&args.dest, max_flag);
+    if args.dry_run {
+        // No keys are loaded (no password asked): README.txt names none, a few bytes less.
+        let plan = usb::plan_for(&inputs, &[], limit.max)?;
+        usb::pack::check_fits(&plan, &limit, &args.dest)?;
+        print_plan(&plan, &limit, &args.dest, args.json)?;
+        if let Some(free) = media::free_bytes(&args.dest) {
+            if free < plan.total_size() {
+                return Err(usb::PackError::NoSpace {
+                    dest: args.dest.display().to_string(),
+                    need: plan.total_size(),
+                    free,
+                }
+                .into());
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let keys = usb::pack::load_signers(&inputs.signers, &mut super::password_for)?;
     let key_ids: Vec<String> = keys.iter().map(|k| k.public.key_id()).collect();
-    let plan = usb::plan(&inputs, &key_ids)?;
+    let plan = usb::plan_for(&inputs, &key_ids, limit.max)?;
+    usb::pack::check_fits(&plan, &limit, &args.dest)?;
 
     let bar = ctx.bar("packing", args.json);
     bar.set_length(plan.total_size());
@@ -117,12 +148,15 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 "bytes": report.bytes,
                 "platforms": m.platforms,
                 "default_model": m.default_model,
-                "models": m.models().map(|f| serde_json::json!({
+                "models": m.logical_models().map(|f| serde_json::json!({
                     "name": f.model.as_ref().map(|i| i.name.clone()),
                     "path": f.path,
-                    "size": f.size,
+                    "size": m.shards_of(f).iter().map(|s| s.size).sum::<u64>(),
                     "sha256": f.sha256,
+                    "shards": m.shards_of(f).iter().map(|s| s.path.clone()).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
+                "file_system": limit.fs.name,
+                "max_file_size": limit.max,
                 "key_ids": key_ids,
                 "history": hq.display().to_string(),
                 "replaced": report.replaced.as_ref().map(|(b, r)| serde_json::json!({"bundle_id": b, "release": r})),
@@ -144,20 +178,27 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         report.files,
         usb::templates::human_size(report.bytes)
     ));
-    for f in m.models() {
+    for f in m.logical_models() {
         let info = f.model.as_ref();
         let def = if m.default_model.as_deref() == info.map(|i| i.name.as_str()) {
             " (default)"
         } else {
             ""
         };
+        let shards = m.shards_of(f);
+        let split = if shards.len() > 1 {
+            format!("  in {} shards", shards.len())
+        } else {
+            String::new()
+        };
         s.push_str(&format!(
-            "  model:     {}{def}  {}  {}\n",
+            "  model:     {}{def}  {}  {}{split}\n",
             info.map(|i| i.name.as_str()).unwrap_or("?"),
             info.and_then(|i| i.quantization.as_deref()).unwrap_or("?"),
-            usb::templates::human_size(f.size)
+            usb::templates::human_size(shards.iter().map(|s| s.size).sum())
         ));
     }
+    s.push_str(&format!("  medium:    {}\n", describe_limit(&limit)));
     s.push_str(&format!("  platforms: {}\n", m.platforms.join(" ")));
     s.push_str(&format!(
         "  recorded:  in the HQ history '{}'\n",
@@ -168,4 +209,85 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     super::out(&s)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `FAT, files up to 4.0 GiB` / `ext2/3/4, no file size limit`.
+fn describe_limit(limit: &media::FileLimit) -> String {
+    match limit.max {
+        Some(m) if limit.overridden => format!(
+            "{}, files up to {} (--max-file-size)",
+            limit.fs,
+            usb::templates::human_size(m)
+        ),
+        Some(m) => format!(
+            "{}, files up to {}",
+            limit.fs,
+            usb::templates::human_size(m)
+        ),
+        None => format!("{}, no file size limit", limit.fs),
+    }
+}
+
+/// `--dry-run`: what would be written, and whether it fits.
+fn print_plan(
+    plan: &usb::TreePlan,
+    limit: &media::FileLimit,
+    dest: &Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    let need = plan.total_size();
+    let free = media::free_bytes(dest);
+    let split = |f: &usb::PlannedFile| f.model.as_ref().and_then(|m| Some((m.shard?, m.shards?)));
+    if json {
+        super::json_line(
+            "plan",
+            serde_json::json!({
+                "dest": dest.display().to_string(),
+                "release": plan.release.to_string(),
+                "bundle_id": plan.bundle_id,
+                "file_system": limit.fs.name,
+                "max_file_size": limit.max,
+                "files": plan.files.iter().map(|f| serde_json::json!({
+                    "path": f.path,
+                    "size": f.size,
+                    "shard": split(f).map(|s| s.0),
+                    "shards": split(f).map(|s| s.1),
+                })).collect::<Vec<_>>(),
+                "bytes": need,
+                "free": free,
+            }),
+        )?;
+        return Ok(());
+    }
+    let mut s = format!(
+        "plan: release {} of {} into '{}' (nothing written)\n",
+        plan.release,
+        plan.bundle_id,
+        dest.display()
+    );
+    s.push_str(&format!("  medium:    {}\n", describe_limit(limit)));
+    for f in &plan.files {
+        let note = match split(f) {
+            Some((k, n)) => format!("  (shard {k} of {n})"),
+            None => String::new(),
+        };
+        s.push_str(&format!(
+            "  {:>10}  {}{note}\n",
+            usb::templates::human_size(f.size),
+            f.path
+        ));
+    }
+    s.push_str(&format!(
+        "  files:     {} ({need} bytes)\n",
+        plan.files.len()
+    ));
+    match free {
+        Some(free) if free < need => s.push_str(&format!(
+            "  space:     {need} bytes needed, {free} free: does not fit\n"
+        )),
+        Some(free) => s.push_str(&format!("  space:     {need} bytes needed, {free} free\n")),
+        None => s.push_str(&format!("  space:     {need} bytes needed\n")),
+    }
+    super::out(&s)?;
+    Ok(())
 }

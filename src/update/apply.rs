@@ -141,6 +141,12 @@ pub fn apply_update(
                     used.borrow_mut().insert(pl.entry.clone(), mode);
                 }
             }
+            crate::media::check_space(
+                &home.root,
+                "the new release",
+                crate::media::install_need(&h.manifest, h.manifest_bytes.len()),
+                crate::media::HOME_SPACE_HELP,
+            )?;
             *txn.borrow_mut() = Some(Txn::begin(
                 home,
                 &lock,

@@ -144,6 +144,12 @@ pub fn install(
             Err(_) => return Err(bad(root, format!("'{}' is missing", f.path))),
         }
     }
+    crate::media::check_space(
+        &home.root,
+        "the release",
+        crate::media::install_need(&m, bytes.len()),
+        crate::media::HOME_SPACE_HELP,
+    )?;
     let from = state.as_ref().map(|s| s.current.clone());
     let txn = Txn::begin(home, &lock, "install", from.clone(), &m.release)?;
     let total = m.total_size().max(1);

@@ -136,6 +136,8 @@ pub enum UpdateError {
     },
     #[error("'{path}' is not a USB tree folder: {reason}\nhelp: pass the folder of the USB tree (the one holding manifest.toml), e.g. offgrid install --from /media/USB")]
     NotATree { path: String, reason: String },
+    #[error(transparent)]
+    Media(#[from] crate::media::MediaError),
 }
 
 /// Indented lines, one per item, at most 20 (then a count of the rest).

@@ -42,6 +42,16 @@ pub fn record_plan(
                     .map_err(|e| UpdateError::Usage(e.to_string()))?;
                 (d, p.clone())
             }
+            Source::Shard { .. } => {
+                let p = tmp.path().join(format!("shard-{i}"));
+                if let Some(r) = f.source.write_shard(&p) {
+                    r.map_err(io_err("write", &p))?;
+                }
+                let base = done;
+                let d = hash::hash_file(&p, DEFAULT_CHUNK_SIZE, &|n, _| progress(base + n, total))
+                    .map_err(|e| UpdateError::Usage(e.to_string()))?;
+                (d, p)
+            }
             Source::Bytes(b) => {
                 let p = tmp.path().join(format!("generated-{i}"));
                 std::fs::write(&p, b).map_err(io_err("write", &p))?;

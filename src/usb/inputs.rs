@@ -82,11 +82,51 @@ pub fn split_model_arg(arg: &str) -> (Option<&str>, &str) {
     }
 }
 
-/// The default model name of a file: its file name without the last extension.
+/// The default model name of a file: its file name without the last extension, and
+/// without `-0000k-of-0000N` for a shard of a split model (`smol-00001-of-00003.gguf` is
+/// `smol`).
 pub fn default_model_name(file: &Path) -> String {
+    let name = file
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Some((prefix, _, _)) = crate::gguf::split::parse_shard_name(&name) {
+        return prefix.to_owned();
+    }
     file.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// A model given as a folder: the first shard of the one split model it holds.
+fn first_shard_in(dir: &Path) -> Result<PathBuf, PackError> {
+    let bad = |reason: String| PackError::ModelFolder {
+        path: dir.display().to_string(),
+        reason,
+    };
+    let rd = std::fs::read_dir(dir).map_err(|source| PackError::InputRead {
+        what: "model folder".into(),
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let mut firsts: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(crate::gguf::split::parse_shard_name)
+                .is_some_and(|(_, k, _)| k == 1)
+        })
+        .collect();
+    firsts.sort();
+    match firsts.len() {
+        1 => Ok(firsts.remove(0)),
+        0 => Err(bad("it holds no file named NAME-00001-of-0000N.gguf".into())),
+        _ => Err(bad(format!(
+            "it holds {} split models; give one first shard",
+            firsts.len()
+        ))),
+    }
 }
 
 fn check_input_file(what: String, path: &Path, hint: &'static str) -> Result<(), PackError> {
@@ -155,6 +195,11 @@ impl ReleaseInputs {
         }
         let mut models: Vec<ModelInput> = Vec::new();
         for (name, source) in raw {
+            let source = if source.is_dir() {
+                first_shard_in(&source)?
+            } else {
+                source
+            };
             let name = name.unwrap_or_else(|| default_model_name(&source));
             if name.is_empty() {
                 return Err(PackError::BadModelName {

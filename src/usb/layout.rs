@@ -7,9 +7,10 @@
 //! writes a plan; `create-update-pack` diffs one against an older manifest.
 //! SPEC.md §2 is normative for the layout.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::gguf;
+use crate::gguf::{self, split, GgufInfo};
 use crate::hash::Digests;
 use crate::manifest::{self, FileEntry, FileKind, Manifest, ModelInfo};
 use crate::paths;
@@ -45,6 +46,44 @@ pub enum Source {
     File(PathBuf),
     /// Generated (scripts, README).
     Bytes(Vec<u8>),
+    /// Shard `index` (0-based) of the GGUF `src`, cut as `plan` says (SPEC.md §16.2).
+    Shard {
+        src: PathBuf,
+        plan: Arc<split::SplitPlan>,
+        index: usize,
+    },
+}
+
+impl Source {
+    /// The input file the bytes are read from, if any.
+    pub fn input(&self) -> Option<&Path> {
+        match self {
+            Source::File(p) | Source::Shard { src: p, .. } => Some(p),
+            Source::Bytes(_) => None,
+        }
+    }
+
+    /// Writes a shard's bytes to `dst` (created new, synced); `None` for other sources.
+    pub fn write_shard(&self, dst: &Path) -> Option<std::io::Result<u64>> {
+        let Source::Shard { src, plan, index } = self else {
+            return None;
+        };
+        Some(write_shard_file(src, plan, *index, dst))
+    }
+}
+
+fn write_shard_file(
+    src: &Path,
+    plan: &split::SplitPlan,
+    index: usize,
+    dst: &Path,
+) -> std::io::Result<u64> {
+    let f = crate::fsutil::create_new(dst)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    let n = plan.write_shard(src, index, &mut w)?;
+    let f = w.into_inner().map_err(|e| e.into_error())?;
+    f.sync_all()?;
+    Ok(n)
 }
 
 /// One file of a planned tree.
@@ -121,24 +160,139 @@ fn file_size(what: &str, path: &std::path::Path) -> Result<u64, PackError> {
 }
 
 /// Plans the tree of `inputs`. `key_ids` are the signers' key ids (named in README.txt).
+/// Models are never split (see [`plan_for`]).
 pub fn plan(inputs: &ReleaseInputs, key_ids: &[String]) -> Result<TreePlan, PackError> {
+    plan_for(inputs, key_ids, None)
+}
+
+fn model_info(name: &str, info: &GgufInfo, shard: Option<(u32, u32)>) -> ModelInfo {
+    ModelInfo {
+        name: name.to_owned(),
+        architecture: info.architecture.clone(),
+        quantization: info.quantization.clone(),
+        parameters: Some(info.parameters),
+        context_length: info.context_length,
+        shard: shard.map(|s| s.0),
+        shards: shard.map(|s| s.1),
+    }
+}
+
+/// The files of a model split by llama.cpp whose first shard is `first`: each shard's
+/// path, header and size, checked to be the shards of one model (SPEC.md §16.2).
+pub fn existing_shards(
+    what: &str,
+    first: &Path,
+    info: &GgufInfo,
+) -> Result<Vec<(PathBuf, GgufInfo, u64)>, PackError> {
+    let n = info.split_count.unwrap_or(1) as u32;
+    let bad = |reason: String| PackError::BadSplit {
+        path: first.display().to_string(),
+        reason,
+    };
+    if info.split_no != Some(0) {
+        return Err(bad(format!(
+            "it is shard {} of {n}, not the first",
+            info.split_no.map_or(0, |k| k as u32 + 1)
+        )));
+    }
+    let name = first
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Some((prefix, 1, count)) = split::parse_shard_name(&name) else {
+        return Err(bad(format!(
+            "its name does not end in -00001-of-{n:05}.gguf, so llama.cpp cannot find its other shards"
+        )));
+    };
+    if count != n {
+        return Err(bad(format!("its name says {count} shards, its header {n}")));
+    }
+    let dir = first.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    let mut tensors = 0i64;
+    for k in 1..=n {
+        let p = dir.join(split::shard_name(prefix, k, n));
+        let size = file_size(&format!("{what} shard {k} of {n}"), &p)?;
+        let i = gguf::read_info(&p)?;
+        if i.split_no != Some((k - 1) as u16) || i.split_count != Some(n as u16) {
+            return Err(bad(format!(
+                "'{}' does not say it is shard {k} of {n}",
+                p.display()
+            )));
+        }
+        tensors += i.tensors.len() as i64;
+        out.push((p, i, size));
+    }
+    if info.split_tensors.is_some_and(|t| t != tensors) {
+        return Err(bad(format!(
+            "the shards hold {tensors} tensors, the first shard says {}",
+            info.split_tensors.unwrap_or(0)
+        )));
+    }
+    Ok(out)
+}
+
+/// Plans the tree of `inputs` for a medium whose files hold at most `max_file` bytes: a
+/// model larger than that is split the way llama.cpp loads it (SPEC.md §16.2); a model
+/// already split is carried as its shards. Other files are not split here: the caller
+/// checks them against the limit ([`super::pack::check_fits`]).
+pub fn plan_for(
+    inputs: &ReleaseInputs,
+    key_ids: &[String],
+    max_file: Option<u64>,
+) -> Result<TreePlan, PackError> {
     let mut files = Vec::new();
     for m in &inputs.models {
         let info = gguf::read_info(&m.source)?;
-        let size = file_size(&format!("model '{}'", m.name), &m.source)?;
+        let what = format!("model '{}'", m.name);
+        let size = file_size(&what, &m.source)?;
+        if info.split_count.is_some_and(|n| n > 1) {
+            let shards = existing_shards(&what, &m.source, &info)?;
+            let n = shards.len() as u32;
+            let mut whole = info.clone();
+            whole.parameters = shards.iter().map(|s| s.1.parameters).sum();
+            for (k, (p, _, size)) in shards.into_iter().enumerate() {
+                let k = k as u32 + 1;
+                files.push(PlannedFile {
+                    path: format!("{MODELS_DIR}/{}", split::shard_name(&m.name, k, n)),
+                    source: Source::File(p),
+                    kind: FileKind::Model,
+                    platform: None,
+                    mode: Some(MODE_DATA),
+                    model: Some(model_info(&m.name, &whole, Some((k, n)))),
+                    size,
+                });
+            }
+            continue;
+        }
+        if let Some(limit) = max_file.filter(|l| size > *l) {
+            let sp = Arc::new(split::plan(&m.source, &info, limit)?);
+            let n = sp.count() as u32;
+            for i in 0..sp.count() {
+                let k = i as u32 + 1;
+                files.push(PlannedFile {
+                    path: format!("{MODELS_DIR}/{}", split::shard_name(&m.name, k, n)),
+                    source: Source::Shard {
+                        src: m.source.clone(),
+                        plan: sp.clone(),
+                        index: i,
+                    },
+                    kind: FileKind::Model,
+                    platform: None,
+                    mode: Some(MODE_DATA),
+                    model: Some(model_info(&m.name, &info, Some((k, n)))),
+                    size: sp.sizes[i],
+                });
+            }
+            continue;
+        }
         files.push(PlannedFile {
             path: m.bundle_path(),
             source: Source::File(m.source.clone()),
             kind: FileKind::Model,
             platform: None,
             mode: Some(MODE_DATA),
-            model: Some(ModelInfo {
-                name: m.name.clone(),
-                architecture: info.architecture,
-                quantization: info.quantization,
-                parameters: Some(info.parameters),
-                context_length: info.context_length,
-            }),
+            model: Some(model_info(&m.name, &info, None)),
             size,
         });
     }
@@ -173,11 +327,27 @@ pub fn plan(inputs: &ReleaseInputs, key_ids: &[String]) -> Result<TreePlan, Pack
     let models = files
         .iter()
         .filter_map(|f| f.model.as_ref().map(|m| (f, m)))
+        .filter(|(_, m)| !m.is_later_shard())
         .map(|(f, m)| {
+            let (size, shards) = match m.shards {
+                Some(n) => (
+                    files
+                        .iter()
+                        .filter(|g| {
+                            g.model
+                                .as_ref()
+                                .is_some_and(|x| x.name == m.name && x.shards == Some(n))
+                        })
+                        .map(|g| g.size)
+                        .sum(),
+                    format!(" (+{} more shards)", n - 1),
+                ),
+                None => (f.size, String::new()),
+            };
             format!(
-                "  {:<20} {:>10}  {} {}  {}\n",
+                "  {:<20} {:>10}  {} {}  {}{shards}\n",
                 m.name,
-                human_size(f.size),
+                human_size(size),
                 m.architecture.as_deref().unwrap_or("?"),
                 m.quantization.as_deref().unwrap_or("?"),
                 f.path
@@ -269,5 +439,6 @@ fn source_name(s: &Source) -> String {
     match s {
         Source::File(p) => p.display().to_string(),
         Source::Bytes(_) => "generated".into(),
+        Source::Shard { src, index, .. } => format!("{} (shard {})", src.display(), index + 1),
     }
 }

@@ -27,7 +27,7 @@ use crate::sign::SignError;
 use crate::version::VersionError;
 
 pub use inputs::{Flags, ModelInput, ReleaseInputs};
-pub use layout::{plan, PlannedFile, Source, TreePlan, MODELS_DIR};
+pub use layout::{plan, plan_for, PlannedFile, Source, TreePlan, MODELS_DIR};
 pub use pack::{pack, PackOptions, PackReport};
 
 /// Why a release could not be read, planned or packed.
@@ -101,6 +101,14 @@ pub enum PackError {
     InputInsideDest { path: String, dest: String },
     #[error("'{dest}' has {free} bytes free, but the tree needs {need}\nhelp: use a bigger stick, or remove files from it first")]
     NoSpace { dest: String, need: u64, free: u64 },
+    #[error("model '{path}' is not a usable split model: {reason}\nhelp: give the first shard (NAME-00001-of-0000N.gguf) with all its shards beside it, as llama.cpp's gguf-split writes them")]
+    BadSplit { path: String, reason: String },
+    #[error("model folder '{path}': {reason}\nhelp: a model folder holds the shards of one split model (NAME-00001-of-0000N.gguf …); otherwise name the .gguf file")]
+    ModelFolder { path: String, reason: String },
+    #[error(transparent)]
+    Split(#[from] crate::gguf::split::SplitError),
+    #[error(transparent)]
+    Media(#[from] crate::media::MediaError),
     #[error("cannot {action} '{path}': {source}")]
     Io {
         action: &'static str,

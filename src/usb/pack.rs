@@ -25,6 +25,8 @@ use crate::paths;
 use crate::sign;
 use crate::Progress;
 
+use crate::media::{self, FileLimit, MediaError};
+
 use super::layout::{Source, TreePlan, MODE_DATA, STAGING_DIR};
 use super::{io_err, PackError};
 
@@ -168,22 +170,30 @@ fn inspect_dest(
     }
 }
 
-/// Free bytes for an unprivileged writer on the file system holding `path`.
-#[cfg(unix)]
-fn free_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
+/// Refuses, naming the file, its size, the limit and the file system, when a planned
+/// file is larger than the destination's files can be (SPEC.md §16.1). Models were
+/// already split by the plan; anything still too large cannot go on this medium.
+pub fn check_fits(plan: &TreePlan, limit: &FileLimit, dest: &Path) -> Result<(), PackError> {
+    let Some(max) = limit.max else { return Ok(()) };
+    if let Some(f) = plan.files.iter().find(|f| f.size > max) {
+        let shown = match f.source.input() {
+            Some(p) if !matches!(f.source, Source::Shard { .. }) => p.display().to_string(),
+            _ => f.path.clone(),
+        };
+        return Err(PackError::Media(MediaError::TooLarge {
+            path: shown,
+            size: f.size,
+            limit: max,
+            source_name: limit.source(),
+            dest: dest.display().to_string(),
+            help: if f.kind == crate::manifest::FileKind::Model {
+                "re-split the model into smaller shards (llama.cpp's gguf-split), or use a medium without the limit (exFAT, NTFS, ext4)"
+            } else {
+                "only GGUF models are split; use a medium without the limit (exFAT, NTFS, ext4)"
+            },
+        }));
     }
-    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
-}
-
-#[cfg(not(unix))]
-fn free_bytes(_path: &Path) -> Option<u64> {
-    None
+    Ok(())
 }
 
 /// The lock file a writer of a destination holds (inside it, beside the staging folder).
@@ -254,7 +264,7 @@ fn pack_locked(
     if state.exists {
         let root = fs::canonicalize(dest).map_err(io_err("resolve", dest))?;
         for f in &plan.files {
-            if let Source::File(src) = &f.source {
+            if let Some(src) = f.source.input() {
                 let c = fs::canonicalize(src).map_err(io_err("resolve", src))?;
                 if c.starts_with(&root) {
                     return Err(PackError::InputInsideDest {
@@ -323,7 +333,7 @@ fn pack_locked(
     } else {
         fsutil::parent_dir(dest)
     };
-    if let Some(free) = free_bytes(&probe) {
+    if let Some(free) = media::free_bytes(&probe) {
         if free < need {
             return Err(PackError::NoSpace {
                 dest: dest.display().to_string(),
@@ -397,6 +407,13 @@ fn stage(
             Source::File(src) => {
                 let each = |d: u64, _t: u64| progress(base + d, total.max(base + d));
                 hash::copy_and_hash(src, &dst, manifest::DEFAULT_CHUNK_SIZE, &each)?
+            }
+            Source::Shard { .. } => {
+                if let Some(r) = f.source.write_shard(&dst) {
+                    r.map_err(io_err("write", &dst))?;
+                }
+                let each = |d: u64, _t: u64| progress(base + d, total.max(base + d));
+                hash::hash_file(&dst, manifest::DEFAULT_CHUNK_SIZE, &each)?
             }
             Source::Bytes(bytes) => {
                 let mut out = fsutil::create_new(&dst).map_err(io_err("create", &dst))?;

@@ -55,6 +55,8 @@ pub fn model_entry(root: &Path, rel: &str, name: &str) -> FileEntry {
             quantization: info.quantization,
             parameters: Some(info.parameters),
             context_length: info.context_length,
+            shard: None,
+            shards: None,
         }),
     }
 }

@@ -470,6 +470,8 @@ fn write_manifest(root: &Path, rel: &str, name: &str) -> Result<()> {
                 quantization: info.quantization,
                 parameters: Some(info.parameters),
                 context_length: info.context_length,
+                shard: None,
+                shards: None,
             }),
         }],
     };
