@@ -65,7 +65,10 @@ fn ci_runs_the_readme_test_command() {
 fn every_test_file_is_a_module_of_the_one_test_crate() {
     let crate_root = fs::read_to_string(root().join("tests/tests.rs")).expect("tests/tests.rs");
     let mut missing = Vec::new();
-    for e in fs::read_dir(root().join("tests")).expect("tests/").flatten() {
+    for e in fs::read_dir(root().join("tests"))
+        .expect("tests/")
+        .flatten()
+    {
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(module) = name.strip_suffix(".rs") else {
             continue;

@@ -12,8 +12,8 @@ use serde_json::json;
 
 use offgrid::inspect::{self, PackView, SignatureFile, TreeView, View};
 
-use offgrid::usb::templates::human_size as human_bytes;
 use super::{json_line, out, Ctx};
+use offgrid::usb::templates::human_size as human_bytes;
 
 /// The version of the JSON Lines records `inspect --json` prints (SPEC.md §15.2).
 pub const JSON_SCHEMA: u32 = 1;

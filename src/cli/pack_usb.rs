@@ -3,7 +3,7 @@
 //! load every signing key (password from OFFGRID_PASSWORD or a prompt), read the GGUF
 //! headers and plan the tree, then copy; so every refusal costs nothing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;

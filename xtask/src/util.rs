@@ -222,7 +222,14 @@ pub fn ci() -> Result<()> {
         let status = Command::new(cargo)
             .current_dir(root())
             .env("OFFGRID_DIST_BINARY", &d.binary)
-            .args(["test", "--test", "tests", "--", "--ignored", "conventions::"])
+            .args([
+                "test",
+                "--test",
+                "tests",
+                "--",
+                "--ignored",
+                "conventions::",
+            ])
             .status()?;
         if !status.success() {
             bail!("the dist-binary tests failed");
