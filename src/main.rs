@@ -43,7 +43,7 @@ enum Command {
     Serve(cli::serve::Args),
     /// Write a BitTorrent metainfo (.torrent) for a USB tree or an update pack
     Torrent(cli::torrent::Args),
-    /// Download a catalog entry, a URL or a Hugging Face file into the HQ store (verified, resumable)
+    /// Download into the HQ store from a catalog, a URL or hf://, verified and resumable
     Fetch(cli::fetch::Args),
     /// List catalog entries newer than the ones the latest recorded releases use
     CheckUpdates(cli::fetch::CheckArgs),

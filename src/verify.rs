@@ -28,7 +28,7 @@ use crate::hash;
 use crate::manifest::{self, FileEntry, FileKind, Manifest};
 use crate::paths;
 use crate::signed::{self, HeadError};
-use crate::trust::{SignatureReport, SignatureStatus, TrustPolicy};
+use crate::trust::{SignatureReport, TrustPolicy};
 use crate::Progress;
 
 pub use crate::signed::{MAX_SIGNATURES, MAX_SIGNATURE_BYTES};
@@ -62,29 +62,7 @@ pub struct VerifyOptions {
     pub skip_extras: bool,
 }
 
-pub use crate::signed::{SignedManifest, Signer};
-
-/// The trusted keys whose valid signatures among `signatures` counted, each once, in
-/// signature order (used for trees and packs alike).
-pub fn signers_of(policy: &TrustPolicy, signatures: &[SignatureReport]) -> Vec<Signer> {
-    let mut signers: Vec<Signer> = Vec::new();
-    for r in signatures {
-        if r.status != SignatureStatus::Valid {
-            continue;
-        }
-        let Some(id) = &r.key_id else { continue };
-        if signers.iter().any(|s| &s.key_id == id) {
-            continue;
-        }
-        if let Some(k) = policy.keys.iter().find(|k| &k.key_id() == id) {
-            signers.push(Signer {
-                key_id: id.clone(),
-                fingerprint: k.fingerprint(),
-            });
-        }
-    }
-    signers
-}
+pub use crate::signed::{signers_of, SignedManifest, Signer};
 
 /// One chunk whose digest does not match the manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -283,24 +283,51 @@ fn disk_full_part_way_changes_nothing() {
             .filter(|f| !w.v1.files.iter().any(|o| o.sha256 == f.sha256))
             .map(|f| f.size)
             .sum();
-    // Room for 1.0.0 and a little more, not for the new files of 1.1.0 beside it.
-    let mib = v1_bytes / (1 << 20) + 4;
-    assert!(
-        v1_bytes + v2_new > mib << 20,
-        "the small file system would hold both releases"
-    );
+    // Room for both releases, so the apply's up-front space check passes; the disk is
+    // filled behind its back once that check is done (below).
+    let mib = (v1_bytes + v2_new) / (1 << 20) + 8;
+    assert!(v2_new > 1 << 20, "the new release writes more than 1 MiB");
     let at = w.p("small");
     let _m = small_fs(&at, mib).unwrap_or_else(|| {
         panic!("cannot mount a {mib} MiB file system at '{}': this test needs root (mount -t tmpfs); CI runs as root", at.display())
     });
     let home = at.join("home");
     install_into(&w, &home);
-    let out = w
+    // The apply checks free space before it writes (and would refuse up front), so the
+    // disk fills *after* that check: the apply stops itself once its journal is written
+    // (`journal-written:stop`), another writer takes all but 64 KiB, and it goes on.
+    let child = w
         .std_cmd()
         .env("OFFGRID_HOME", &home)
+        .env("OFFGRID_FAULT_AT", "journal-written:stop")
         .args(["apply-update", "u.ogpack"])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let stat = format!("/proc/{}/stat", child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut child = child;
+    loop {
+        let state = fs::read_to_string(&stat).unwrap_or_default();
+        let state = state.rsplit(')').next().unwrap_or("").trim_start();
+        if state.starts_with('T') {
+            break;
+        }
+        if state.starts_with('Z') || std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("apply-update never reached journal-written: {out:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    fill_all_but(&at.join("filler"), 64 << 10);
+    let cont = Command::new("kill")
+        .args(["-CONT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(cont.success());
+    let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("No space left on device"), "{err}");
@@ -385,4 +412,32 @@ fn two_applies_at_once_the_second_is_refused() {
         .assert()
         .success();
     assert_installed(&w.home(), &w.v2);
+}
+
+/// Writes `path` until the file system holding it has about `leave` bytes free.
+fn fill_all_but(path: &Path, leave: u64) {
+    use std::io::Write;
+    let free = || {
+        let out = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(path.parent().unwrap())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let mut f = fs::File::create(path).unwrap();
+    let block = vec![0x5au8; 64 << 10];
+    let mut left = free().saturating_sub(leave);
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        if f.write_all(&block[..n]).is_err() {
+            break;
+        }
+        left -= n as u64;
+    }
+    let _ = f.sync_all();
 }

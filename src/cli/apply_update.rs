@@ -80,7 +80,15 @@ fn dry_run(args: &Args, home: &Home) -> anyhow::Result<ExitCode> {
                 h.pack.to.to_string(),
                 h.manifest.files.len(),
                 h.manifest.total_size(),
-                offgrid::media::install_need(&h.manifest, h.manifest_bytes.len()),
+                // What the pack writes; unchanged files are hard links to the current
+                // release's (at most the payloads of every base the pack serves).
+                h.pack
+                    .payloads
+                    .iter()
+                    .map(|pl| pl.target_size)
+                    .sum::<u64>()
+                    .saturating_add(h.manifest_bytes.len() as u64)
+                    .saturating_add(1 << 20),
             ));
             Err(update::UpdateError::Usage(STOP.into()))
         },
@@ -141,16 +149,21 @@ pub fn verify_pack_cmd(
         Ok(r) => r,
         Err(e) => {
             // The same per-signature report as a tree's (SPEC.md §9.1), then the error.
-            if let update::UpdateError::Trust(offgrid::trust::TrustError::ThresholdNotMet {
-                reports,
-                ..
-            }) = &e
-            {
-                if json {
-                    super::verify::signature_records(reports, &[])?;
-                } else {
-                    super::verify::warn_uncounted(ctx, reports);
+            // A pack refused by its signatures already lists each one in its message.
+            use offgrid::trust::TrustError::ThresholdNotMet;
+            match &e {
+                update::UpdateError::Trust(ThresholdNotMet { reports, .. }) => {
+                    if json {
+                        super::verify::signature_records(reports, &[])?;
+                    } else {
+                        super::verify::warn_uncounted(ctx, reports);
+                    }
                 }
+                update::UpdateError::PackUntrusted {
+                    source: ThresholdNotMet { reports, .. },
+                    ..
+                } if json => super::verify::signature_records(reports, &[])?,
+                _ => {}
             }
             return Err(anyhow::Error::new(e)
                 .context(format!("verifying update pack '{}'", path.display())));

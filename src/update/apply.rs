@@ -131,6 +131,9 @@ pub fn apply_update(
                     });
                 }
             }
+            // Only what the pack writes takes new space: unchanged files are hard links
+            // to the current release's.
+            let mut written: u64 = 0;
             for pl in &p.payloads {
                 let mine = match p.source(from, &pl.target) {
                     Some(Source::Delta(x)) | Some(Source::Zstd(x)) => x.entry == pl.entry,
@@ -139,12 +142,15 @@ pub fn apply_update(
                 if mine {
                     let mode = h.manifest.file(&pl.target).and_then(|f| f.mode);
                     used.borrow_mut().insert(pl.entry.clone(), mode);
+                    written = written.saturating_add(pl.target_size);
                 }
             }
             crate::media::check_space(
                 &home.root,
                 "the new release",
-                crate::media::install_need(&h.manifest, h.manifest_bytes.len()),
+                written
+                    .saturating_add(h.manifest_bytes.len() as u64)
+                    .saturating_add(1 << 20),
                 crate::media::HOME_SPACE_HELP,
             )?;
             *txn.borrow_mut() = Some(Txn::begin(

@@ -1,7 +1,8 @@
 //! Fault injection for crash tests: when the environment variable `OFFGRID_FAULT_AT`
 //! names a step of install/apply/rollback, the process kills itself with SIGKILL at that
 //! step, exactly as a power cut or `kill -9` would stop it (no destructors, no flush);
-//! `STEP:pause` makes it sleep there instead (to test the lock). Besides [`STEPS`]:
+//! `STEP:pause` makes it sleep there instead (to test the lock), `STEP:stop` stops it
+//! with SIGSTOP until a SIGCONT (a test then changes the world, e.g. fills the disk). Besides [`STEPS`]:
 //! `tmp-NAME` (an atomic write of file NAME, e.g. `tmp-state.json`, with its temporary
 //! file written and not yet renamed) and `pack-staged` (pack-usb, everything staged,
 //! the destination's lock held).
@@ -33,6 +34,14 @@ pub fn point(step: &str) {
     };
     if v.to_str().and_then(|v| v.strip_suffix(":pause")) == Some(step) {
         std::thread::sleep(std::time::Duration::from_secs(3600));
+        return;
+    }
+    if v.to_str().and_then(|v| v.strip_suffix(":stop")) == Some(step) {
+        #[cfg(unix)]
+        // SAFETY: raise() only sends a signal to this process.
+        unsafe {
+            libc::raise(libc::SIGSTOP);
+        }
         return;
     }
     if v == step {
