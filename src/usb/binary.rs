@@ -90,7 +90,10 @@ pub fn debug_info_bytes(path: &Path) -> io::Result<Option<u64>> {
         .iter()
         .filter(|(name, _, _)| {
             let rest = names.get(*name as usize..).unwrap_or_default();
-            rest.starts_with(b".debug_") || rest.starts_with(b".zdebug_")
+            // `.debug_gdb_scripts` is a few loaded bytes naming gdb's pretty printers
+            // (rustc emits it; strip keeps it): not debug info.
+            (rest.starts_with(b".debug_") && !rest.starts_with(b".debug_gdb_scripts"))
+                || rest.starts_with(b".zdebug_")
         })
         .map(|(_, _, size)| size)
         .sum();

@@ -142,6 +142,9 @@ pub fn dist() -> Result<Dist> {
     run(Command::new(&objcopy)
         .current_dir(&out)
         .arg("--strip-all")
+        // rustc's few loaded bytes naming gdb's pretty printers: gdb finds them in the
+        // debug file anyway.
+        .arg("--remove-section=.debug_gdb_scripts")
         .arg("--add-gnu-debuglink=offgrid.debug")
         .arg(&built)
         .arg("offgrid"))?;
