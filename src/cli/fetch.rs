@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use offgrid::fetch::{self, catalog, Event, FetchError, Request};
-use offgrid::keys::PublicKey;
-use offgrid::trust::TrustPolicy;
 use offgrid::update::history;
 
 use super::Ctx;
@@ -104,21 +102,6 @@ fn parse_rate(s: &str) -> Result<u64, String> {
     Ok(n.saturating_mul(mult))
 }
 
-fn policy(a: &CatalogArgs) -> anyhow::Result<Option<TrustPolicy>> {
-    if let Some(t) = &a.trust {
-        return Ok(Some(TrustPolicy::load(t)?));
-    }
-    if a.pubkeys.is_empty() {
-        return Ok(None);
-    }
-    let keys = a
-        .pubkeys
-        .iter()
-        .map(|p| PublicKey::load(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(TrustPolicy::from_keys(keys)?))
-}
-
 /// Turns a library error into one carrying its `help:` line for the error printer.
 fn with_help(e: FetchError) -> anyhow::Error {
     let help = e.help();
@@ -136,7 +119,7 @@ fn load_catalog(
             "no catalog given\nhelp: pass --catalog FILE|URL (see formats/catalog.example.toml)"
         );
     };
-    let policy = policy(a)?;
+    let policy = super::install::given_policy(&a.pubkeys, a.trust.as_ref())?;
     let loaded = catalog::load(agent, src, policy.as_ref()).map_err(with_help)?;
     if !loaded.signed && !a.json {
         ctx.warn(&format!(

@@ -9,9 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use offgrid::keys::PublicKey;
 use offgrid::torrent::{self, HistoryEntry, Options, Recorded};
-use offgrid::trust::{TrustError, TrustPolicy};
 use offgrid::update::history;
 use offgrid::verify::{self, VerifyOptions};
 
@@ -60,25 +58,8 @@ fn size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{s}' is not a size; give a power of two like 256K or 4M"))
 }
 
-fn policy(args: &Args) -> anyhow::Result<Option<TrustPolicy>> {
-    if let Some(t) = &args.trust {
-        return Ok(Some(TrustPolicy::load(t)?));
-    }
-    if args.pubkeys.is_empty() {
-        return Ok(None);
-    }
-    let keys = args
-        .pubkeys
-        .iter()
-        .map(|p| PublicKey::load(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(
-        TrustPolicy::from_keys(keys).map_err(|e: TrustError| e)?,
-    ))
-}
-
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let policy = policy(&args)?;
+    let policy = super::install::given_policy(&args.pubkeys, args.trust.as_ref())?;
     let is_pack = args.path.is_file();
     if !is_pack && !args.path.is_dir() {
         anyhow::bail!(
