@@ -106,6 +106,25 @@ pub fn kind_name(m: &fs::Metadata) -> &'static str {
     "not a regular file"
 }
 
+/// Writes `path`'s dirty pages to the device and drops its cached pages, so the next read
+/// comes from the medium itself, not from memory (`clone`'s and `pack-usb --read-back`'s
+/// read-back). Linux: `fdatasync` then `posix_fadvise(POSIX_FADV_DONTNEED)`; elsewhere
+/// only the sync (the read-back may then be served from the cache).
+pub fn drop_cached(path: &Path) -> io::Result<()> {
+    let f = File::open(path)?;
+    f.sync_data()?;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: a plain advisory syscall on a descriptor we own; no memory is passed.
+        let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -185,11 +185,13 @@ fn writeback_hint(f: &File, start: u64, len: u64) {
 fn writeback_hint(_f: &File, _start: u64, _len: u64) {}
 
 /// The one-pass pipeline behind [`copy_and_hash`] and [`hash_file`]: read block n+1 while
-/// block n is written (when `sink` is given) and hashed twice in parallel.
+/// block n is written to every sink (in parallel) and hashed twice in parallel. A sink
+/// whose write fails is taken out (`None`) and its error put in its `failed` slot.
 fn pipeline(
     src: &mut File,
     src_path: &Path,
-    mut sink: Option<Sink<'_>>,
+    sinks: &mut [Option<Sink<'_>>],
+    failed: &mut [Option<HashError>],
     chunk_size: u64,
     progress: Progress,
 ) -> Result<Digests, HashError> {
@@ -213,29 +215,66 @@ fn pipeline(
             },
             || {
                 rayon::join(
-                    || sink.as_mut().map_or(Ok(()), |s| s.write(data)),
+                    || write_all_sinks(sinks, data),
                     || read_full(src, &mut next),
                 )
             },
         );
-        written?;
+        take_failures(sinks, failed, written);
+        if !sinks.is_empty() && sinks.iter().all(Option::is_none) {
+            // Every destination failed: the digests no longer matter.
+            break;
+        }
         done += n as u64;
         progress(done, expected_total.max(done));
         n = read.map_err(rerr)?;
         std::mem::swap(&mut cur, &mut next);
     }
-    if let Some(s) = sink {
-        s.file.sync_all().map_err(|source| HashError::Write {
-            path: s.path.display().to_string(),
-            source,
-        })?;
-    }
+    let synced: Vec<Result<(), HashError>> = sinks
+        .par_iter_mut()
+        .map(|s| match s {
+            Some(s) => s.file.sync_all().map_err(|source| HashError::Write {
+                path: s.path.display().to_string(),
+                source,
+            }),
+            None => Ok(()),
+        })
+        .collect();
+    take_failures(sinks, failed, synced);
     Ok(Digests {
         size: done,
         sha256: to_hex(&whole.finalize()),
         chunk_size,
         chunks: chunker.finish(),
     })
+}
+
+/// Writes `data` to every live sink, in parallel when there are several.
+fn write_all_sinks(sinks: &mut [Option<Sink<'_>>], data: &[u8]) -> Vec<Result<(), HashError>> {
+    match sinks {
+        [] => Vec::new(),
+        [one] => vec![one.as_mut().map_or(Ok(()), |s| s.write(data))],
+        many => many
+            .par_iter_mut()
+            .map(|s| s.as_mut().map_or(Ok(()), |s| s.write(data)))
+            .collect(),
+    }
+}
+
+/// Takes the sinks whose result is an error out, keeping the error in `failed`.
+fn take_failures(
+    sinks: &mut [Option<Sink<'_>>],
+    failed: &mut [Option<HashError>],
+    results: Vec<Result<(), HashError>>,
+) {
+    for ((sink, slot), r) in sinks.iter_mut().zip(failed.iter_mut()).zip(results) {
+        if let Err(e) = r {
+            *sink = None;
+            if slot.is_none() {
+                *slot = Some(e);
+            }
+        }
+    }
 }
 
 fn open_read(path: &Path) -> Result<File, HashError> {
@@ -255,23 +294,68 @@ pub fn copy_and_hash(
     chunk_size: u64,
     progress: Progress,
 ) -> Result<Digests, HashError> {
+    let (digests, mut failed) = copy_and_hash_to_many(src, &[dst], chunk_size, progress)?;
+    match failed.pop().flatten() {
+        Some(e) => Err(e),
+        None => Ok(digests),
+    }
+}
+
+/// [`copy_and_hash`] to several destinations at once: `src` is read and hashed once and
+/// each block written to every destination in parallel (`offgrid clone`). A destination
+/// whose create or write fails is dropped, its error returned in its slot, and the others
+/// go on (when all fail the copy stops and the digests are of a prefix only); a read error
+/// of `src` fails the whole copy. Every destination that did not fail is fsynced.
+pub fn copy_and_hash_to_many(
+    src: &Path,
+    dsts: &[&Path],
+    chunk_size: u64,
+    progress: Progress,
+) -> Result<(Digests, Vec<Option<HashError>>), HashError> {
     let mut input = open_read(src)?;
-    let mut out = crate::fsutil::create_new(dst).map_err(|source| HashError::Write {
-        path: dst.display().to_string(),
-        source,
-    })?;
-    let sink = Sink {
-        file: &mut out,
-        path: dst,
-        written: 0,
-    };
-    pipeline(&mut input, src, Some(sink), chunk_size, progress)
+    let mut failed: Vec<Option<HashError>> = Vec::with_capacity(dsts.len());
+    let mut files: Vec<Option<File>> = Vec::with_capacity(dsts.len());
+    for dst in dsts {
+        match crate::fsutil::create_new(dst) {
+            Ok(f) => {
+                files.push(Some(f));
+                failed.push(None);
+            }
+            Err(source) => {
+                files.push(None);
+                failed.push(Some(HashError::Write {
+                    path: dst.display().to_string(),
+                    source,
+                }));
+            }
+        }
+    }
+    let mut sinks: Vec<Option<Sink<'_>>> = files
+        .iter_mut()
+        .zip(dsts)
+        .map(|(f, dst)| {
+            f.as_mut().map(|file| Sink {
+                file,
+                path: dst,
+                written: 0,
+            })
+        })
+        .collect();
+    let digests = pipeline(
+        &mut input,
+        src,
+        &mut sinks,
+        &mut failed,
+        chunk_size,
+        progress,
+    )?;
+    Ok((digests, failed))
 }
 
 /// Computes the digests of a file.
 pub fn hash_file(path: &Path, chunk_size: u64, progress: Progress) -> Result<Digests, HashError> {
     let mut input = open_read(path)?;
-    pipeline(&mut input, path, None, chunk_size, progress)
+    pipeline(&mut input, path, &mut [], &mut [], chunk_size, progress)
 }
 
 /// Computes the digests of bytes in memory (small files, tests).

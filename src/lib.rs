@@ -5,6 +5,7 @@
 //! and maps errors to exit codes. The library never prints and never exits.
 //! See ARCHITECTURE.md for the code map and SPEC.md for the normative format.
 
+pub mod clone;
 pub mod excerpt;
 pub mod exit;
 pub mod fetch;

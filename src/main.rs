@@ -25,6 +25,8 @@ enum Command {
     PackUsb(cli::pack_usb::Args),
     /// Verify a USB tree or an update pack against trusted keys
     Verify(cli::verify::Args),
+    /// Copy a verified tree to several sticks at once and read each one back
+    Clone(cli::clone::Args),
     /// Write one signed file taking a site from an older release to a new one
     CreateUpdatePack(cli::create_update_pack::Args),
     /// Install a verified USB tree into this site's home
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Keygen(a) => cli::keygen::run(a, &g),
         Command::PackUsb(a) => cli::pack_usb::run(a, &g),
         Command::Verify(a) => cli::verify::run(a, &g),
+        Command::Clone(a) => cli::clone::run(a, &g),
         Command::CreateUpdatePack(a) => cli::create_update_pack::run(a, &g),
         Command::Install(a) => cli::install::run(a, &g),
         Command::ApplyUpdate(a) => cli::apply_update::run(a, &g),

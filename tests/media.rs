@@ -418,13 +418,13 @@ fn what_cannot_fit_is_refused_before_the_first_byte() {
 }
 
 /// Runs a command that must succeed.
-fn sh(cmd: &mut Command) {
+pub(crate) fn sh(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(out.status.success(), "{cmd:?}: {out:?}");
 }
 
 /// A FUSE or kernel mount, unmounted (and its loop device freed) on drop.
-struct Mounted {
+pub(crate) struct Mounted {
     at: PathBuf,
     fuse: bool,
     loopdev: Option<String>,
@@ -444,7 +444,7 @@ impl Drop for Mounted {
 }
 
 /// A FAT32 image of `mib` MiB mounted at `at`: by the kernel when it can, else `fusefat`.
-fn fat32(img: &Path, at: &Path, mib: u64) -> Mounted {
+pub(crate) fn fat32(img: &Path, at: &Path, mib: u64) -> Mounted {
     sh(Command::new("truncate").arg(format!("-s{mib}M")).arg(img));
     sh(Command::new("mkfs.vfat")
         .args(["-F", "32"])
@@ -479,7 +479,7 @@ fn fat32(img: &Path, at: &Path, mib: u64) -> Mounted {
 
 /// An exFAT image mounted at `at`: by the kernel when it can, else `exfat-fuse` on a loop
 /// device (as root it wants a block device).
-fn exfat(img: &Path, at: &Path, mib: u64) -> Mounted {
+pub(crate) fn exfat(img: &Path, at: &Path, mib: u64) -> Mounted {
     sh(Command::new("truncate").arg(format!("-s{mib}M")).arg(img));
     sh(Command::new("mkfs.exfat").arg(img).stdout(Stdio::null()));
     fs::create_dir_all(at).unwrap();

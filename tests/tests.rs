@@ -11,6 +11,7 @@ mod support;
 mod synthetic;
 mod update_util;
 
+mod clone;
 mod conventions;
 mod core_hostile;
 mod crash;

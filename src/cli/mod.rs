@@ -2,6 +2,7 @@
 //! mapping of errors to exit codes. One file per command beside this one.
 
 pub mod apply_update;
+pub mod clone;
 pub mod create_update_pack;
 pub mod fetch;
 pub mod inspect;
@@ -15,6 +16,7 @@ pub mod serve;
 pub mod shell;
 pub mod status;
 pub mod torrent;
+pub mod trust_args;
 pub mod verify;
 
 use std::io::{self, IsTerminal, Write};

@@ -59,6 +59,10 @@ pub struct Args {
     /// Print the plan (files, bytes, space needed, splits) and write nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// After writing, read every file back from the medium (page cache dropped) and
+    /// verify it against the signing keys; a mismatch exits 1 (SPEC.md §16.5)
+    #[arg(long)]
+    pub read_back: bool,
     /// Print the result as JSON Lines
     #[arg(long)]
     pub json: bool,
@@ -125,6 +129,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         )
     })?;
     bar.finish_and_clear();
+    if args.read_back {
+        read_back(&report, &keys, ctx, args.json)?;
+    }
     // After the pack, so that a refusal prints its error alone.
     super::warn_debug_binaries(ctx, &inputs);
     super::warn_chat_templates(ctx, &inputs);
@@ -209,6 +216,35 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     super::out(&s)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--read-back`: the tree just written, read back from its medium and verified against
+/// the keys that signed it; a mismatch is a refusal naming the files (exit 1).
+fn read_back(
+    report: &usb::PackReport,
+    keys: &[offgrid::keys::SecretKey],
+    ctx: &Ctx,
+    json: bool,
+) -> anyhow::Result<()> {
+    let policy =
+        offgrid::trust::TrustPolicy::from_keys(keys.iter().map(|k| k.public.clone()).collect())?;
+    let bar = ctx.bar("reading back", json);
+    bar.set_length(report.bytes);
+    let r = offgrid::clone::read_back(&report.dest, &policy, &super::progress_fn(&bar));
+    bar.finish_and_clear();
+    r.with_context(|| {
+        format!(
+            "reading '{}' back from its medium: it is not what was written; do not hand it out",
+            report.dest.display()
+        )
+    })?;
+    if !json {
+        ctx.note(&format!(
+            "read back '{}' from the medium: every file matches",
+            report.dest.display()
+        ));
+    }
+    Ok(())
 }
 
 /// `FAT, files up to 4.0 GiB` / `ext2/3/4, no file size limit`.

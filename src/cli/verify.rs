@@ -11,8 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use offgrid::keys::PublicKey;
-use offgrid::trust::{SignatureStatus, TrustError, TrustPolicy};
+use offgrid::trust::SignatureStatus;
 use offgrid::verify::{self, Signer, TreeReport, VerifyError, VerifyOptions};
 
 use super::{json_line, out, progress_fn, Ctx};
@@ -27,48 +26,14 @@ pub struct Args {
     /// update pack file
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
-    /// A trusted minisign public key (HQ's .pub file); repeat to trust several, any one
-    /// valid signature then suffices
-    #[arg(long = "pubkey", value_name = "FILE", conflicts_with = "trust")]
-    pub pubkeys: Vec<PathBuf>,
-    /// A trust policy file naming the trusted keys and how many must have signed
-    #[arg(long, value_name = "FILE", conflicts_with = "home")]
-    pub trust: Option<PathBuf>,
-    /// Trust the keys (and threshold) pinned in this site home by `offgrid install`, as
-    /// apply-update and run do
-    #[arg(long, value_name = "DIR", conflicts_with = "pubkeys")]
-    pub home: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: super::trust_args::TrustArgs,
     /// Print JSON Lines records (SPEC.md §9) on stdout instead of text
     #[arg(long)]
     pub json: bool,
     /// Do not look for files the manifest does not name
     #[arg(long)]
     pub no_extras: bool,
-}
-
-/// Builds the trust policy from the arguments; no key at all is a usage error.
-fn policy(args: &Args) -> anyhow::Result<TrustPolicy> {
-    if let Some(h) = &args.home {
-        // A home without usable pinned keys is the operator's wrong path (exit 2), not a
-        // refusal of the tree or pack: keep the message, drop the error's type.
-        let home = offgrid::update::Home::resolve(Some(h));
-        return home
-            .state()
-            .and_then(|state| home.policy(&state))
-            .map_err(|e| anyhow::anyhow!("cannot use the keys pinned in '{}': {e}", h.display()));
-    }
-    if let Some(t) = &args.trust {
-        return Ok(TrustPolicy::load(t)?);
-    }
-    if args.pubkeys.is_empty() {
-        return Err(TrustError::NoKeys.into());
-    }
-    let keys = args
-        .pubkeys
-        .iter()
-        .map(|p| PublicKey::load(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(TrustPolicy::from_keys(keys)?)
 }
 
 fn signers_text(signers: &[Signer]) -> String {
@@ -81,7 +46,12 @@ fn signers_text(signers: &[Signer]) -> String {
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if args.path.is_file() {
-        return super::apply_update::verify_pack_cmd(&args.path, &policy(&args)?, args.json, ctx);
+        return super::apply_update::verify_pack_cmd(
+            &args.path,
+            &args.trust.policy()?,
+            args.json,
+            ctx,
+        );
     }
     let result = verify(&args, ctx);
     if args.json {
@@ -98,7 +68,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 }
 
 fn verify(args: &Args, ctx: &Ctx) -> anyhow::Result<TreeReport> {
-    let policy = policy(args)?;
+    let policy = args.trust.policy()?;
     let pb = ctx.bar("verifying", args.json);
     let opts = VerifyOptions {
         skip_extras: args.no_extras,

@@ -112,7 +112,7 @@ pub fn check_dest(
 /// Checks what is at `dest` against the release about to be written (see SPEC.md §2):
 /// a file refuses; another bundle or release, or an unreadable manifest, refuses unless
 /// `force`; the same bundle and release is replaced.
-fn inspect_dest(
+pub(crate) fn inspect_dest(
     dest: &Path,
     bundle_id: &str,
     release: &crate::version::Version,
@@ -355,8 +355,9 @@ fn pack_locked(
             return Err(e);
         }
     };
+    let paths: Vec<&str> = plan.files.iter().map(|f| f.path.as_str()).collect();
     let flipped = flip(
-        plan,
+        &paths,
         dest,
         &staging,
         state.old.as_ref(),
@@ -442,7 +443,7 @@ fn stage(
 }
 
 /// Sets Unix permission bits; advisory (FAT has none), so failure is ignored.
-fn set_mode(path: &Path, mode: Option<u32>) {
+pub(crate) fn set_mode(path: &Path, mode: Option<u32>) {
     #[cfg(unix)]
     if let Some(m) = mode {
         use std::os::unix::fs::PermissionsExt;
@@ -454,9 +455,10 @@ fn set_mode(path: &Path, mode: Option<u32>) {
 
 /// Removes the old manifest and signatures, moves the staged files into place, removes
 /// files of the old tree that the new one does not have, then writes the manifest and
-/// the signatures, each step made durable before the next.
-fn flip(
-    plan: &TreePlan,
+/// the signatures, each step made durable before the next. `new_paths` are the tree's
+/// files, staged under `staging`; `signatures` are `(key id, .minisig text)`.
+pub(crate) fn flip(
+    new_paths: &[&str],
     dest: &Path,
     staging: &Path,
     old: Option<&Manifest>,
@@ -480,9 +482,9 @@ fn flip(
 
     // 2. Staged files into place.
     let mut dirs = BTreeSet::new();
-    for f in &plan.files {
-        let from = paths::join(staging, &f.path);
-        let to = paths::join(dest, &f.path);
+    for path in new_paths {
+        let from = paths::join(staging, path);
+        let to = paths::join(dest, path);
         let parent = fsutil::parent_dir(&to);
         fs::create_dir_all(&parent).map_err(io_err("create folder", &parent))?;
         fs::rename(&from, &to).map_err(io_err("move into place", &to))?;
@@ -490,7 +492,7 @@ fn flip(
     }
     // 3. Files of the old tree the new one no longer has.
     if let Some(old) = old {
-        let new: BTreeSet<&str> = plan.files.iter().map(|f| f.path.as_str()).collect();
+        let new: BTreeSet<&str> = new_paths.iter().copied().collect();
         for f in old.files.iter().filter(|f| !new.contains(f.path.as_str())) {
             let p = paths::join(dest, &f.path);
             fsutil::remove_if_exists(&p).map_err(io_err("remove", &p))?;

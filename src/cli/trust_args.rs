@@ -1,0 +1,53 @@
+//! The one set of trust flags (`--pubkey`, `--trust`, `--home`) that commands checking a
+//! tree against trusted keys flatten into their arguments (`verify`, `clone`), and the
+//! trust policy they make.
+
+use std::path::PathBuf;
+
+use offgrid::keys::PublicKey;
+use offgrid::trust::{TrustError, TrustPolicy};
+
+/// Which keys to trust.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TrustArgs {
+    /// A trusted minisign public key (HQ's .pub file); repeat to trust several, any one
+    /// valid signature then suffices
+    #[arg(long = "pubkey", value_name = "FILE", conflicts_with_all = ["trust", "home"])]
+    pub pubkeys: Vec<PathBuf>,
+    /// A trust policy file naming the trusted keys and how many must have signed
+    #[arg(long, value_name = "FILE", conflicts_with = "home")]
+    pub trust: Option<PathBuf>,
+    /// Trust the keys (and threshold) pinned in this site home by `offgrid install`, as
+    /// apply-update and run do
+    #[arg(long, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+}
+
+impl TrustArgs {
+    /// The policy these flags name; none at all is [`TrustError::NoKeys`] (exit 2).
+    pub fn policy(&self) -> anyhow::Result<TrustPolicy> {
+        if let Some(h) = &self.home {
+            // A home without usable pinned keys is the operator's wrong path (exit 2), not
+            // a refusal of the tree or pack: keep the message, drop the error's type.
+            let home = offgrid::update::Home::resolve(Some(h));
+            return home
+                .state()
+                .and_then(|state| home.policy(&state))
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot use the keys pinned in '{}': {e}", h.display())
+                });
+        }
+        if let Some(t) = &self.trust {
+            return Ok(TrustPolicy::load(t)?);
+        }
+        if self.pubkeys.is_empty() {
+            return Err(TrustError::NoKeys.into());
+        }
+        let keys = self
+            .pubkeys
+            .iter()
+            .map(|p| PublicKey::load(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TrustPolicy::from_keys(keys)?)
+    }
+}
