@@ -2,6 +2,7 @@
 //! same data in one process and print ratios. One file per benchmark.
 
 mod apply;
+mod clone;
 mod delta;
 mod fetch;
 mod pack;
@@ -33,7 +34,9 @@ pub fn run(args: &[&str]) -> Result<()> {
     }
     let opts = Opts { size_mib };
     if names.is_empty() {
-        bail!("usage: cargo xtask bench <verify|pack|delta|apply|run|fetch|all> [--size-mib N]");
+        bail!(
+            "usage: cargo xtask bench <verify|pack|delta|apply|run|fetch|clone|all> [--size-mib N]"
+        );
     }
     for n in names {
         match n {
@@ -43,6 +46,7 @@ pub fn run(args: &[&str]) -> Result<()> {
             "apply" => apply::bench(&opts)?,
             "run" => run::bench(&opts)?,
             "fetch" => fetch::bench(&opts)?,
+            "clone" => clone::bench(&opts)?,
             "all" => {
                 verify::bench(&opts)?;
                 pack::bench(&opts)?;
