@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod media;
 pub mod paths;
 pub mod platform;
+pub mod pull;
 pub mod serve;
 pub mod sign;
 pub mod signed;

@@ -18,6 +18,7 @@ mod crash;
 mod delta;
 mod fetch;
 mod keys;
+mod lan;
 mod launcher;
 mod media;
 mod models;

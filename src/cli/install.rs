@@ -14,8 +14,10 @@ use super::Ctx;
 /// Arguments of `offgrid install`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Root of the verified USB tree (the folder holding manifest.toml)
-    #[arg(long = "from", value_name = "USBROOT")]
+    /// Root of the verified USB tree (the folder holding manifest.toml), or a peer
+    /// running `offgrid serve`: http://HOST:PORT (its newest release of the bundle) or
+    /// http://HOST:PORT/tree/NAME/
+    #[arg(long = "from", value_name = "USBROOT|URL")]
     pub from: PathBuf,
     /// Site home [env: OFFGRID_HOME] [default: ~/.offgrid]
     #[arg(long, value_name = "DIR")]
@@ -81,6 +83,12 @@ pub fn print_recovery(
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.home.as_deref());
     let policy = given_policy(&args.pubkeys, args.trust.as_ref())?;
+    if let Some(peer) = super::sync::peer_url(&args.from) {
+        if args.dry_run {
+            anyhow::bail!("--dry-run reads a tree on this machine; pulling from a peer ('{peer}') has no dry run\nhelp: run 'offgrid install --from {peer}' without --dry-run (nothing is switched before every byte is verified)");
+        }
+        return super::sync::install_from_peer(ctx, &home, &peer, policy, args.json);
+    }
     if args.dry_run {
         return dry_run(&args, &home, policy);
     }
@@ -99,9 +107,24 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         )
     })?;
     bar.finish_and_clear();
-    print_recovery(ctx, r.recovered.as_ref(), args.json)?;
-    if args.json {
-        super::json_line("installed", serde_json::to_value(&r)?)?;
+    print_installed(ctx, &r, args.json, None)
+}
+
+/// Prints what an install did; `pulled` is the line saying where the bytes came from
+/// (a pull from peers).
+pub fn print_installed(
+    ctx: &Ctx,
+    r: &update::install::InstallReport,
+    json: bool,
+    pulled: Option<(String, serde_json::Value)>,
+) -> anyhow::Result<ExitCode> {
+    print_recovery(ctx, r.recovered.as_ref(), json)?;
+    if json {
+        let mut v = serde_json::to_value(r)?;
+        if let (Some((_, p)), Some(o)) = (&pulled, v.as_object_mut()) {
+            o.insert("pulled".into(), p.clone());
+        }
+        super::json_line("installed", v)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut s = format!(
@@ -126,6 +149,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         "  trust: {} key(s) pinned, {} signature(s) required\n",
         r.pinned_keys, r.threshold
     ));
+    if let Some((line, _)) = pulled {
+        s.push_str(&line);
+    }
     super::out(&s)?;
     Ok(ExitCode::SUCCESS)
 }

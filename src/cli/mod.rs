@@ -15,6 +15,7 @@ pub mod run;
 pub mod serve;
 pub mod shell;
 pub mod status;
+pub mod sync;
 pub mod torrent;
 pub mod trust_args;
 pub mod verify;

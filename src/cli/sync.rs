@@ -1,0 +1,206 @@
+//! `offgrid sync` and `offgrid install --from http://HOST:PORT`: pull a release from
+//! peers on the LAN (`offgrid serve`), verified chunk by chunk against the site's trusted
+//! keys, then install it with the usual transaction (SPEC.md §12.4). Exit 0 installed or
+//! already up to date (sync), 1 a refusal (nothing trusted, not newer, wrong bundle),
+//! 2 usage, a peer that cannot be reached, or I/O.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use offgrid::pull::{self, PullError, Pulled, Want};
+use offgrid::trust::TrustPolicy;
+use offgrid::update::{self, Home};
+use offgrid::usb::templates::human_size;
+
+use super::Ctx;
+
+/// How long a peer may send nothing before it is dropped.
+const STALL: Duration = Duration::from_secs(20);
+
+/// Arguments of `offgrid sync`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Site home [env: OFFGRID_HOME] [default: ~/.offgrid]
+    #[arg(long, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// A peer running `offgrid serve` (HOST:PORT or http://HOST:PORT); repeat for several:
+    /// chunks are fetched from all that serve the release, in parallel
+    #[arg(long = "peer", value_name = "HOST:PORT", required = true)]
+    pub peers: Vec<String>,
+    /// Print the result as JSON Lines
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--from` as a peer URL when it is one (`http://…`).
+pub fn peer_url(from: &Path) -> Option<String> {
+    let s = from.to_str()?;
+    (s.starts_with("http://") || s.starts_with("https://")).then(|| s.to_owned())
+}
+
+/// The files of the current release, by sha256, to copy instead of fetching.
+fn local_lookup(home: &Home) -> impl Fn(&offgrid::manifest::FileEntry) -> Option<PathBuf> {
+    let files = home
+        .read_state()
+        .ok()
+        .flatten()
+        .map(|s| pull::local_files(&home.version_dir(&s.current.dir)))
+        .unwrap_or_default();
+    move |f| {
+        files
+            .iter()
+            .find(|(sha, _)| sha == &f.sha256)
+            .map(|(_, p)| p.clone())
+    }
+}
+
+pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let home = Home::resolve(args.home.as_deref());
+    let state = home.read_state()?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "nothing is installed in '{}'\nhelp: the first release comes from a stick or a peer: offgrid install --from USBROOT|http://HOST:PORT --pubkey HQ.pub",
+            home.root.display()
+        )
+    })?;
+    let policy = home.policy(&state)?;
+    let mut peers = Vec::new();
+    for p in &args.peers {
+        peers.push(pull::parse_peer(p)?.0);
+    }
+    let want = Want {
+        name: None,
+        bundle_id: Some(state.bundle_id.clone()),
+        newer_than: Some(state.current.release.clone()),
+    };
+    let pulled = pull_with_bar(ctx, &home, &peers, &want, &policy, args.json)?;
+    let Some(pulled) = pulled else {
+        if args.json {
+            super::json_line(
+                "up_to_date",
+                serde_json::json!({
+                    "home": home.root.display().to_string(),
+                    "bundle_id": state.bundle_id,
+                    "release": state.current.release.to_string(),
+                    "peers": peers,
+                }),
+            )?;
+        } else {
+            super::out(&format!(
+                "up to date: release {} of {}; no peer offers a newer one\n",
+                state.current.release, state.bundle_id
+            ))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    finish(ctx, &home, pulled, None, args.json)
+}
+
+/// `install --from http://HOST:PORT[/tree/NAME/]`.
+pub fn install_from_peer(
+    ctx: &Ctx,
+    home: &Home,
+    from: &str,
+    given: Option<TrustPolicy>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let (peer, name) = pull::parse_peer(from)?;
+    let state = home.read_state()?;
+    let policy = match (&given, &state) {
+        (Some(p), _) => p.clone(),
+        (None, Some(s)) => home.policy(s)?,
+        (None, None) => return Err(offgrid::trust::TrustError::NoKeys.into()),
+    };
+    let want = Want {
+        bundle_id: state.as_ref().map(|s| s.bundle_id.clone()),
+        newer_than: match (&name, &state) {
+            (None, Some(s)) => Some(s.current.release.clone()),
+            _ => None,
+        },
+        name,
+    };
+    let pulled = pull_with_bar(ctx, home, &[peer], &want, &policy, json)?;
+    let Some(pulled) = pulled else {
+        return Err(PullError::NothingNewer {
+            bundle_id: want.bundle_id.unwrap_or_default(),
+            newer_than: want.newer_than.map(|v| v.to_string()),
+        }
+        .into());
+    };
+    finish(ctx, home, pulled, given.as_ref(), json)
+}
+
+fn pull_with_bar(
+    ctx: &Ctx,
+    home: &Home,
+    peers: &[String],
+    want: &Want,
+    policy: &TrustPolicy,
+    json: bool,
+) -> anyhow::Result<Option<Pulled>> {
+    let agent = pull::agent(STALL);
+    let bar = ctx.bar("pulling", json);
+    let local = local_lookup(home);
+    let r = pull::pull_release(
+        &agent,
+        &home.root,
+        peers,
+        want,
+        policy,
+        &local,
+        &super::progress_fn(&bar),
+    )
+    .with_context(|| format!("pulling from {}", peers.join(", ")));
+    bar.finish_and_clear();
+    let r = r?;
+    if let Some(p) = &r {
+        for s in &p.skipped {
+            ctx.warn(s);
+        }
+        for (peer, why) in &p.report.dropped {
+            ctx.warn(&format!("peer {peer} {why}"));
+        }
+    }
+    Ok(r)
+}
+
+/// Installs a complete pull and removes its folder.
+fn finish(
+    ctx: &Ctx,
+    home: &Home,
+    pulled: Pulled,
+    given: Option<&TrustPolicy>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let bar = ctx.bar("installing", json);
+    let r = update::install::install(home, &pulled.dir, given, &super::progress_fn(&bar))
+        .with_context(|| {
+            format!(
+                "installing {} pulled from {} into '{}'",
+                pulled.name,
+                pulled.peers.join(", "),
+                home.root.display()
+            )
+        })?;
+    bar.finish_and_clear();
+    let _ = std::fs::remove_dir_all(&pulled.dir);
+    let rep = &pulled.report;
+    let line = format!(
+        "  pulled from: {} (fetched {}, reused {} already here, resumed {})\n",
+        pulled.peers.join(", "),
+        human_size(rep.fetched),
+        human_size(rep.reused),
+        human_size(rep.resumed)
+    );
+    let value = serde_json::json!({
+        "name": pulled.name,
+        "peers": pulled.peers,
+        "fetched": rep.fetched,
+        "reused": rep.reused,
+        "resumed": rep.resumed,
+        "dropped": rep.dropped.iter().map(|(p, w)| serde_json::json!({"peer": p, "reason": w})).collect::<Vec<_>>(),
+    });
+    super::install::print_installed(ctx, &r, json, Some((line, value)))
+}

@@ -1,0 +1,485 @@
+//! Pulling releases from peers (`install --from http://…`, `offgrid sync`; SPEC.md
+//! §12.4) through the real binary and real `offgrid serve` peers: on loopback (install,
+//! sync reusing the bytes the site has, up to date, a peer with an untrusted release, a
+//! pull killed with SIGKILL and resumed), and across real separate network stacks —
+//! four hosts as network namespaces joined by veth pairs to a bridge — where one serving
+//! host is killed mid-transfer and a lying peer serves damaged bytes, and the site still
+//! finishes, verified, from the honest one. Namespaces need root; CI runs as root, so
+//! these fail rather than skip when `ip netns` does not work.
+
+use crate::support::Ws;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use predicates::prelude::*;
+
+fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("offgrid")
+}
+
+/// A stick of release `release` of `org.example.clinic` at `ws/NAME` with a model of
+/// `kib` KiB (seed `seed`) and a changelog saying `notes`.
+fn stick(ws: &Ws, name: &str, release: &str, kib: usize, seed: u8, key: &str) {
+    let model = format!("in/{name}.gguf");
+    ws.model(&model, kib, seed);
+    let notes = ws.file(
+        &format!("in/{name}.txt"),
+        format!("release {release}\n").as_bytes(),
+    );
+    ws.offgrid(&[
+        "pack-usb",
+        name,
+        "--bundle-id",
+        "org.example.clinic",
+        "--release",
+        release,
+        "--model",
+        &format!("smol={model}"),
+        "--changelog",
+        notes.to_str().unwrap(),
+        "--sign-with",
+        key,
+        "--no-host-binary",
+    ])
+    .success();
+}
+
+/// An `offgrid serve` process (optionally inside a network namespace), killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(
+        ws: &Ws,
+        netns: Option<&str>,
+        stick: &str,
+        listen: &str,
+        rate: Option<&str>,
+    ) -> Server {
+        let log = ws.path(&format!(
+            "serve-{stick}-{}.log",
+            listen.replace([':', '.'], "_")
+        ));
+        let mut c = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        c.current_dir(ws.dir.path())
+            .args(["serve", "--stick", stick, "--listen", listen, "-v"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&log).unwrap());
+        if let Some(r) = rate {
+            c.args(["--limit-rate", r]);
+        }
+        let mut child = c.spawn().unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let url = first
+            .trim()
+            .strip_prefix("serving on ")
+            .unwrap_or_else(|| panic!("serve printed {first:?}"))
+            .trim_end_matches('/')
+            .to_owned();
+        Server { child, url, log }
+    }
+
+    /// Payload bytes this server sent for `path` (from its `-v` request log).
+    fn bytes_sent(&self, path: &str) -> u64 {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(path))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn og(ws: &Ws, args: &[&str]) -> assert_cmd::assert::Assert {
+    ws.offgrid(args)
+}
+
+fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn install_from_a_peer_then_sync_to_the_next_release_reusing_what_the_site_has() {
+    let ws = Ws::new();
+    stick(&ws, "s1", "1.0", 5000, 1, "hq.key");
+    let a = Server::start(&ws, None, "s1", "127.0.0.1:0", None);
+    og(
+        &ws,
+        &[
+            "install", "--from", &a.url, "--pubkey", "hq.pub", "--home", "h",
+        ],
+    )
+    .success()
+    .stdout(
+        predicate::str::contains("installed release 1.0 of org.example.clinic")
+            .and(predicate::str::contains(format!("pulled from: {}", a.url))),
+    );
+    assert!(
+        !ws.path("h/pull").read_dir().unwrap().any(|_| true),
+        "pull folder removed"
+    );
+    drop(a);
+    // 2.0 carries the same model (same bytes) and a new changelog: only the changelog and
+    // the head travel; the model is copied from the site's own release.
+    stick_same_model(&ws);
+    let b = Server::start(&ws, None, "s2", "127.0.0.1:0", None);
+    let out = og(&ws, &["sync", "--home", "h", "--peer", &b.url, "--json"])
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let lines = json_lines(&out);
+    let inst = lines.iter().find(|l| l["type"] == "installed").unwrap();
+    assert_eq!(inst["data"]["release"], "2.0", "{inst}");
+    let pulled = &inst["data"]["pulled"];
+    assert!(
+        pulled["reused"].as_u64().unwrap() >= 5000 * 1024,
+        "{pulled}"
+    );
+    assert!(pulled["fetched"].as_u64().unwrap() < 64 * 1024, "{pulled}");
+    assert_eq!(
+        b.bytes_sent("/models/smol.gguf"),
+        0,
+        "the model was not fetched"
+    );
+    og(&ws, &["status", "--home", "h"])
+        .success()
+        .stdout(predicate::str::contains("2.0"));
+    // nothing newer: up to date, exit 0
+    og(&ws, &["sync", "--home", "h", "--peer", &b.url])
+        .success()
+        .stdout(predicate::str::contains("up to date: release 2.0"));
+    // install --from the same peer: nothing newer is a refusal
+    og(&ws, &["install", "--from", &b.url, "--home", "h"]).code(1);
+}
+
+/// Packs `s2` (release 2.0) with the same model bytes as `s1`.
+fn stick_same_model(ws: &Ws) {
+    let notes = ws.file("in/notes2.txt", b"release 2.0: new notes\n");
+    ws.offgrid(&[
+        "pack-usb",
+        "s2",
+        "--bundle-id",
+        "org.example.clinic",
+        "--release",
+        "2.0",
+        "--model",
+        "smol=in/s1.gguf",
+        "--changelog",
+        notes.to_str().unwrap(),
+        "--sign-with",
+        "hq.key",
+        "--no-host-binary",
+    ])
+    .success();
+}
+
+#[test]
+fn a_peer_with_an_untrusted_release_is_ignored_and_a_bad_peer_address_is_a_usage_error() {
+    let ws = Ws::new();
+    ws.keypair("mallory");
+    stick(&ws, "s1", "1.0", 100, 1, "hq.key");
+    stick(&ws, "evil", "9.0", 100, 2, "mallory.key");
+    let a = Server::start(&ws, None, "s1", "127.0.0.1:0", None);
+    og(
+        &ws,
+        &[
+            "install", "--from", &a.url, "--pubkey", "hq.pub", "--home", "h",
+        ],
+    )
+    .success();
+    let m = Server::start(&ws, None, "evil", "127.0.0.1:0", None);
+    og(&ws, &["sync", "--home", "h", "--peer", &m.url])
+        .code(1)
+        .stderr(predicate::str::contains(
+            "not signed by the keys this site trusts",
+        ));
+    assert_eq!(
+        m.bytes_sent("/models/"),
+        0,
+        "no payload asked of an untrusted release"
+    );
+    og(&ws, &["sync", "--home", "h", "--peer", "no-port"])
+        .code(2)
+        .stderr(predicate::str::contains("HOST:PORT"));
+    og(&ws, &["status", "--home", "h"])
+        .success()
+        .stdout(predicate::str::contains("1.0"));
+}
+
+#[test]
+fn a_pull_killed_with_sigkill_resumes_without_fetching_verified_chunks_again() {
+    let ws = Ws::new();
+    stick(&ws, "s1", "1.0", 100, 1, "hq.key");
+    // 2.0: a 40 MiB model (10 chunks of 4 MiB) served at 4 MiB/s, 4 chunks at a time.
+    stick(&ws, "s2", "2.0", 40 * 1024, 9, "hq.key");
+    let a = Server::start(&ws, None, "s1", "127.0.0.1:0", None);
+    og(
+        &ws,
+        &[
+            "install", "--from", &a.url, "--pubkey", "hq.pub", "--home", "h",
+        ],
+    )
+    .success();
+    let b = Server::start(&ws, None, "s2", "127.0.0.1:0", Some("4M"));
+    let mut child = Command::new(bin())
+        .current_dir(ws.dir.path())
+        .args(["sync", "--home", "h", "--peer", &b.url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once at least one chunk is in: the server has logged a whole 4 MiB answer
+    // (it logs a request when it is done).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while b.bytes_sent("/models/smol.gguf") < (4 << 20) {
+        assert!(Instant::now() < deadline, "the pull never got going");
+        assert!(child.try_wait().unwrap().is_none(), "the pull ended early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The answers cut by the kill are logged when the server notices.
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent_before = b.bytes_sent("/models/smol.gguf");
+    let out = og(&ws, &["sync", "--home", "h", "--peer", &b.url, "--json"])
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let lines = json_lines(&out);
+    let pulled = &lines.iter().find(|l| l["type"] == "installed").unwrap()["data"]["pulled"];
+    let resumed = pulled["resumed"].as_u64().unwrap();
+    assert!(
+        resumed >= 4 << 20,
+        "at least one verified chunk kept: {pulled}"
+    );
+    let sent_after = b.bytes_sent("/models/smol.gguf") - sent_before;
+    let model = fs::metadata(ws.path("s2/models/smol.gguf")).unwrap().len();
+    assert!(
+        sent_after + resumed <= model + (4 << 20) && sent_after <= model - (4 << 20),
+        "the resumed pull fetched {sent_after} bytes of a {model}-byte model"
+    );
+    og(&ws, &["status", "--home", "h"])
+        .success()
+        .stdout(predicate::str::contains("2.0"));
+}
+
+/// Network namespaces `NAME-{host}` joined by veth pairs to a bridge in `NAME-br`,
+/// host `i` at 10.213.N.(i+1)/24; all deleted on drop.
+struct Lan {
+    hosts: Vec<String>,
+    bridge: String,
+    net: usize,
+}
+
+static LANS: AtomicUsize = AtomicUsize::new(0);
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("iproute2 is installed");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {} (network namespaces need root; CI runs as root)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Lan {
+    fn new(n: usize) -> Lan {
+        let net = LANS.fetch_add(1, Ordering::SeqCst) + (std::process::id() as usize % 200);
+        let name = format!("og{}n{net}", std::process::id());
+        let bridge = format!("{name}-br");
+        ip(&["netns", "add", &bridge]);
+        let mut lan = Lan {
+            hosts: Vec::new(),
+            bridge: bridge.clone(),
+            net: net % 250,
+        };
+        ip(&["-n", &bridge, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &bridge, "link", "set", "br0", "up"]);
+        for i in 0..n {
+            let h = format!("{name}-h{i}");
+            ip(&["netns", "add", &h]);
+            lan.hosts.push(h.clone());
+            let port = format!("v{i}");
+            ip(&[
+                "-n", &h, "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns",
+                &bridge,
+            ]);
+            ip(&["-n", &bridge, "link", "set", &port, "master", "br0", "up"]);
+            ip(&[
+                "-n",
+                &h,
+                "addr",
+                "add",
+                &format!("{}/24", lan.addr(i)),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", &h, "link", "set", "eth0", "up"]);
+            ip(&["-n", &h, "link", "set", "lo", "up"]);
+        }
+        lan
+    }
+
+    fn addr(&self, i: usize) -> String {
+        format!("10.213.{}.{}", self.net, i + 1)
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for h in &self.hosts {
+            let _ = Command::new("ip").args(["netns", "del", h]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.bridge])
+            .status();
+    }
+}
+
+#[test]
+fn across_separate_hosts_a_killed_peer_and_a_lying_peer_do_not_stop_the_site() {
+    let ws = Ws::new();
+    stick(&ws, "s1", "1.0", 100, 1, "hq.key");
+    stick(&ws, "s2", "2.0", 12 * 1024, 5, "hq.key");
+    // The liar serves a copy of 2.0 whose model has a flipped byte in every chunk.
+    let liar = ws.path("liar");
+    fs::create_dir_all(&liar).unwrap();
+    Command::new("cp")
+        .args(["-a"])
+        .arg(ws.path("s2/."))
+        .arg(&liar)
+        .status()
+        .unwrap();
+    let model = liar.join("models/smol.gguf");
+    let mut bytes = fs::read(&model).unwrap();
+    for at in (1000..bytes.len()).step_by(4 << 20) {
+        bytes[at] ^= 0xff;
+    }
+    fs::write(&model, bytes).unwrap();
+
+    let lan = Lan::new(4);
+    let site = &lan.hosts[3];
+    let _seed = Server::start(
+        &ws,
+        Some(&lan.hosts[0]),
+        "s1",
+        &format!("{}:8470", lan.addr(0)),
+        None,
+    );
+    let peer = |i: usize| format!("{}:8470", lan.addr(i));
+    let st = Command::new("ip")
+        .args(["netns", "exec", site])
+        .arg(bin())
+        .current_dir(ws.dir.path())
+        .args([
+            "install",
+            "--from",
+            &format!("http://{}", peer(0)),
+            "--pubkey",
+            "hq.pub",
+            "--home",
+            "h",
+        ])
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{st:?}");
+    drop(_seed);
+    // Host 0: the honest 2.0 at 2 MiB/s (killed mid-transfer); host 1: the liar; host 2:
+    // the honest 2.0, slower, so that it still has work when host 0 dies.
+    let mut a = Server::start(&ws, Some(&lan.hosts[0]), "s2", &peer(0), Some("2M"));
+    let _l = Server::start(&ws, Some(&lan.hosts[1]), "liar", &peer(1), None);
+    let b = Server::start(&ws, Some(&lan.hosts[2]), "s2", &peer(2), Some("1M"));
+    let child = Command::new("ip")
+        .args(["netns", "exec", site])
+        .arg(bin())
+        .current_dir(ws.dir.path())
+        .env("NO_COLOR", "1")
+        .args([
+            "sync",
+            "--home",
+            "h",
+            "--peer",
+            &peer(0),
+            "--peer",
+            &peer(1),
+            "--peer",
+            &peer(2),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Mid-transfer: 12 MiB at 3 MiB/s together takes at least 4 s.
+    let mut child = child;
+    std::thread::sleep(Duration::from_secs(2));
+    if child.try_wait().unwrap().is_some() {
+        let out = child.wait_with_output().unwrap();
+        panic!("the sync ended before host 0 was killed: {out:?}");
+    }
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{stderr}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains(&format!("peer http://{} sent bytes", peer(1)))
+            && stderr.contains("do not match the signed manifest"),
+        "the liar is named: {stderr}"
+    );
+    assert!(
+        b.bytes_sent("/models/smol.gguf") > 0,
+        "host 2 served chunks"
+    );
+    // The site runs 2.0 and its bytes are HQ's, not the liar's.
+    let st = Command::new("ip")
+        .args(["netns", "exec", site])
+        .arg(bin())
+        .current_dir(ws.dir.path())
+        .args(["verify", "h/current", "--home", "h"])
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{st:?}");
+    assert_eq!(
+        fs::read(ws.path("h/current/models/smol.gguf")).unwrap(),
+        fs::read(ws.path("s2/models/smol.gguf")).unwrap()
+    );
+}
