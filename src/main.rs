@@ -35,6 +35,8 @@ enum Command {
     ApplyUpdate(cli::apply_update::Args),
     /// Show the installed release, its history and any recovery
     Status(cli::status::Args),
+    /// List the offgrid peers on the LAN (mDNS) and what they serve
+    Peers(cli::peers::Args),
     /// Pull the newest release of the installed bundle from peers on the LAN and install it
     Sync(cli::sync::Args),
     /// Return to the previous installed release
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Install(a) => cli::install::run(a, &g),
         Command::ApplyUpdate(a) => cli::apply_update::run(a, &g),
         Command::Status(a) => cli::status::run(a, &g),
+        Command::Peers(a) => cli::peers::run(a, &g),
         Command::Sync(a) => cli::sync::run(a, &g),
         Command::Rollback(a) => cli::rollback::run(a, &g),
         Command::Run(a) => cli::run::run(a, &g),

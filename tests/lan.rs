@@ -483,3 +483,73 @@ fn across_separate_hosts_a_killed_peer_and_a_lying_peer_do_not_stop_the_site() {
         fs::read(ws.path("s2/models/smol.gguf")).unwrap()
     );
 }
+
+#[test]
+fn peers_are_found_by_mdns_across_hosts_and_sync_without_peer_uses_them() {
+    let ws = Ws::new();
+    stick(&ws, "s1", "1.0", 100, 1, "hq.key");
+    stick(&ws, "s2", "2.0", 3000, 4, "hq.key");
+    let lan = Lan::new(3);
+    let site = &lan.hosts[2];
+    let in_site = |args: &[&str]| {
+        Command::new("ip")
+            .args(["netns", "exec", site])
+            .arg(bin())
+            .current_dir(ws.dir.path())
+            .env("NO_COLOR", "1")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let st = in_site(&[
+        "install", "--from", "s1", "--pubkey", "hq.pub", "--home", "h",
+    ]);
+    assert!(st.status.success(), "{st:?}");
+    // Nobody serves yet: peers finds none (exit 1), sync says how to name one.
+    let st = in_site(&["peers", "--timeout", "1"]);
+    assert_eq!(st.status.code(), Some(1), "{st:?}");
+    let st = in_site(&["sync", "--home", "h", "--discover-timeout", "1"]);
+    assert_eq!(st.status.code(), Some(2), "{st:?}");
+    assert!(String::from_utf8_lossy(&st.stderr).contains("--peer HOST:PORT"));
+    let _a = Server::start(
+        &ws,
+        Some(&lan.hosts[0]),
+        "s2",
+        &format!("{}:8470", lan.addr(0)),
+        None,
+    );
+    let _b = Server::start(
+        &ws,
+        Some(&lan.hosts[1]),
+        "s2",
+        &format!("{}:8471", lan.addr(1)),
+        None,
+    );
+    let st = in_site(&["peers", "--json", "--timeout", "3"]);
+    assert!(st.status.success(), "{st:?}");
+    let peers = json_lines(&st.stdout);
+    let urls: Vec<String> = peers
+        .iter()
+        .flat_map(|p| p["data"]["urls"].as_array().unwrap().clone())
+        .map(|u| u.as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        urls.contains(&format!("http://{}:8470", lan.addr(0))),
+        "{peers:?}"
+    );
+    assert!(
+        urls.contains(&format!("http://{}:8471", lan.addr(1))),
+        "{peers:?}"
+    );
+    for p in &peers {
+        assert_eq!(
+            p["data"]["trees"][0]["bundle_id"], "org.example.clinic",
+            "{p}"
+        );
+        assert_eq!(p["data"]["trees"][0]["release"], "2.0", "{p}");
+    }
+    let st = in_site(&["sync", "--home", "h"]);
+    assert!(st.status.success(), "{st:?}");
+    let out = String::from_utf8_lossy(&st.stdout);
+    assert!(out.contains("installed release 2.0"), "{out}");
+}

@@ -10,6 +10,7 @@ pub mod install;
 pub mod keygen;
 pub mod models;
 pub mod pack_usb;
+pub mod peers;
 pub mod rollback;
 pub mod run;
 pub mod serve;

@@ -37,6 +37,10 @@ pub struct Args {
     /// Log every request on stderr
     #[arg(short, long)]
     pub verbose: bool,
+    /// Do not announce this server on the LAN with mDNS (it is announced, as
+    /// _offgrid._tcp, whenever it listens on an address other than loopback)
+    #[arg(long)]
+    pub no_announce: bool,
 }
 
 fn rate(s: &str) -> Result<u64, String> {
@@ -91,6 +95,33 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             p.name, p.name
         ));
     }
+    // Peers find a server on the LAN by mDNS; one listening on loopback only is not
+    // reachable from them, so it stays quiet.
+    let local = server.local_addr();
+    let _announcer = match local {
+        Some(a) if !args.no_announce && !a.ip().is_loopback() => {
+            let id = offgrid::discover::new_peer_id();
+            let trees: Vec<offgrid::discover::Announced> = catalog
+                .trees
+                .iter()
+                .map(|t| offgrid::discover::Announced {
+                    bundle_id: t.bundle_id.clone(),
+                    release: t.release.clone(),
+                })
+                .collect();
+            match offgrid::discover::announce(&id, a.ip(), a.port(), &trees) {
+                Ok(an) => {
+                    text.push_str(&format!("  announced on the LAN as {id} (_offgrid._tcp)\n"));
+                    Some(an)
+                }
+                Err(e) => {
+                    ctx.warn(&format!("not announced on the LAN: {e}"));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     out(&text).context("writing to stdout")?;
     let opts = ServeOptions {
         limit_rate: args.limit_rate,

@@ -27,9 +27,13 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub home: Option<PathBuf>,
     /// A peer running `offgrid serve` (HOST:PORT or http://HOST:PORT); repeat for several:
-    /// chunks are fetched from all that serve the release, in parallel
-    #[arg(long = "peer", value_name = "HOST:PORT", required = true)]
+    /// chunks are fetched from all that serve the release, in parallel [default: the
+    /// peers found on the LAN by mDNS]
+    #[arg(long = "peer", value_name = "HOST:PORT")]
     pub peers: Vec<String>,
+    /// Without --peer: how long to look for peers on the LAN, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub discover_timeout: u64,
     /// Print the result as JSON Lines
     #[arg(long)]
     pub json: bool,
@@ -69,6 +73,22 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let mut peers = Vec::new();
     for p in &args.peers {
         peers.push(pull::parse_peer(p)?.0);
+    }
+    if peers.is_empty() {
+        let found = offgrid::discover::browse(Duration::from_secs(args.discover_timeout))?;
+        peers = found
+            .iter()
+            .filter_map(|p| p.urls.first().cloned())
+            .collect();
+        if peers.is_empty() {
+            anyhow::bail!(
+                "no offgrid peer answered on the LAN within {} s\nhelp: start 'offgrid serve --listen 0.0.0.0:8470' on a machine that has the release, or name it with --peer HOST:PORT",
+                args.discover_timeout
+            );
+        }
+        if !args.json {
+            ctx.note(&format!("found on the LAN: {}", peers.join(", ")));
+        }
     }
     let want = Want {
         name: None,
