@@ -47,6 +47,9 @@ fn one_is_refusal(e: &(dyn std::error::Error + 'static)) -> bool {
     if let Some(e) = e.downcast_ref::<crate::fetch::FetchError>() {
         return e.is_refusal();
     }
+    if let Some(e) = e.downcast_ref::<crate::site::SiteError>() {
+        return e.is_refusal();
+    }
     if let Some(e) = e.downcast_ref::<crate::models::ModelError>() {
         return e.is_refusal();
     }

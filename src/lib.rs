@@ -21,6 +21,7 @@ pub mod platform;
 pub mod serve;
 pub mod sign;
 pub mod signed;
+pub mod site;
 pub mod torrent;
 pub mod trust;
 pub mod update;

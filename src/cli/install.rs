@@ -33,6 +33,8 @@ pub struct Args {
     /// Print the result as JSON Lines
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub receipt: super::site::ReceiptOpt,
 }
 
 /// The trust policy from `--pubkey`/`--trust`, or `None` when neither was given.
@@ -97,9 +99,11 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             args.from.display(),
             home.root.display()
         )
-    })?;
+    })
+    .map_err(|e| super::site::note_failure(&home, "install", e))?;
     bar.finish_and_clear();
     print_recovery(ctx, r.recovered.as_ref(), args.json)?;
+    super::site::auto_receipt(ctx, &home, &args.from, &args.receipt, args.json);
     if args.json {
         super::json_line("installed", serde_json::to_value(&r)?)?;
         return Ok(ExitCode::SUCCESS);

@@ -13,6 +13,7 @@ pub mod rollback;
 pub mod run;
 pub mod serve;
 pub mod shell;
+pub mod site;
 pub mod status;
 pub mod torrent;
 pub mod verify;

@@ -144,6 +144,7 @@ impl TreePlan {
             created: self.created.clone(),
             platforms: self.platforms.clone(),
             default_model: self.default_model.clone(),
+            expires: None,
             files,
         }
     }
