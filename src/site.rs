@@ -1,8 +1,8 @@
 //! The site's own identity and what it reports back (SPEC.md §17): a site key (ed25519,
 //! minisign format, unencrypted, `HOME/site/site.key` mode 0600, `site.pub` beside it)
 //! made at the first install, the site id (the key's minisign key id), the home's
-//! site record in `state.json` (newest signed time seen, receipt counter, failed
-//! operations), and, in the submodules, receipts ([`receipt`]), the HQ fleet view
+//! site record in `state.json` (newest signed time seen, receipt counter), the failed
+//! operations (`HOME/site/failures.json`), and, in the submodules, receipts ([`receipt`]), the HQ fleet view
 //! ([`fleet`]) and clock-free expiry ([`fresh`]).
 //!
 //! Known gaps: the site key is not encrypted (a site runs unattended; whoever can read
@@ -102,9 +102,20 @@ pub struct SiteState {
     /// Receipts written so far (the last receipt's `sequence`).
     #[serde(default)]
     pub receipts: u64,
-    /// The newest failed operations.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub failures: Vec<Failure>,
+}
+
+/// `HOME/site/failures.json`: the newest failed operations. Kept apart from
+/// `state.json`, so a refused operation leaves the release state byte for byte as it was.
+pub fn failures_path(home: &Home) -> PathBuf {
+    home.root.join(SITE_DIR).join("failures.json")
+}
+
+/// The recorded failures (none when the file is missing or unreadable).
+pub fn failures(home: &Home) -> Vec<Failure> {
+    match crate::hash::read_regular_bounded(&failures_path(home), 1 << 20, false) {
+        Ok(Ok(b)) => serde_json::from_slice(&b).unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
 /// The site key's paths in `home`: `(secret, public)`.
@@ -180,20 +191,26 @@ pub fn record_failure(home: &Home, op: &str, reason: &str) -> Result<(), SiteErr
         Err(UpdateError::Locked { .. } | UpdateError::NotInstalled { .. }) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    let Some(mut s) = home.read_state()? else {
+    if home.read_state()?.is_none() {
         return Ok(());
-    };
+    }
+    let mut all = failures(home);
     let first = reason.lines().next().unwrap_or_default();
-    s.site.failures.push(Failure {
+    all.push(Failure {
         time: crate::manifest::now_rfc3339(),
         op: op.into(),
         reason: crate::excerpt::message(first),
     });
-    if s.site.failures.len() > MAX_FAILURES {
-        let n = s.site.failures.len() - MAX_FAILURES;
-        s.site.failures.drain(..n);
+    if all.len() > MAX_FAILURES {
+        let n = all.len() - MAX_FAILURES;
+        all.drain(..n);
     }
-    home.write_state(&s)?;
+    let dir = home.root.join(SITE_DIR);
+    std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+    let p = failures_path(home);
+    let mut text = serde_json::to_string_pretty(&all).unwrap_or_default();
+    text.push('\n');
+    crate::fsutil::atomic_write(&p, text.as_bytes()).map_err(io_err("write", &p))?;
     drop(lock);
     Ok(())
 }

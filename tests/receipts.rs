@@ -568,3 +568,43 @@ fn the_receipt_example_verifies_with_stock_minisign() {
     let r = offgrid::site::receipt::Receipt::parse(&text).unwrap();
     assert_eq!(r.to_toml().as_bytes(), text.as_slice());
 }
+
+/// HQ sets `expires` with pack-usb; a time that is not after `created` is refused.
+#[test]
+fn pack_usb_expires_sets_the_signed_manifest_field() {
+    let ws = crate::support::Ws::new();
+    ws.model("in/tiny.gguf", 64, 1);
+    let args = |expires: &'static str| {
+        vec![
+            "pack-usb",
+            "stick",
+            "--release",
+            "1.0",
+            "--bundle-id",
+            "org.example.clinic",
+            "--model",
+            "in/tiny.gguf",
+            "--sign-with",
+            "hq.key",
+            "--expires",
+            expires,
+        ]
+    };
+    ws.offgrid(&args("2001-01-01"))
+        .code(2)
+        .stderr(predicates::str::contains(
+            "--expires '2001-01-01' is not after the release's creation time",
+        ));
+    ws.offgrid(&args("soon"))
+        .code(2)
+        .stderr(predicates::str::contains("--expires 'soon' is not a time"));
+    assert!(!ws.path("stick/manifest.toml").exists());
+    ws.offgrid(&args("2099-06-30")).success();
+    let text = fs::read_to_string(ws.path("stick/manifest.toml")).unwrap();
+    assert!(
+        text.contains("expires = \"2099-06-30T23:59:59Z\""),
+        "{text}"
+    );
+    ws.offgrid(&["verify", "stick", "--pubkey", "hq.pub"])
+        .success();
+}

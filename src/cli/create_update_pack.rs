@@ -29,6 +29,8 @@ pub struct Args {
     /// (`offgrid receipts import`), besides any --since (SPEC.md §17.4)
     #[arg(long)]
     pub for_fleet: bool,
+    #[command(flatten)]
+    pub expiry: super::site::ExpiresOpt,
     /// The pack file to write
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: PathBuf,
@@ -156,7 +158,9 @@ pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
         let keys = usb::pack::load_signers(&inputs.signers, &mut super::password_for)?;
         let key_ids: Vec<String> = keys.iter().map(|k| k.public.key_id()).collect();
-        let plan = usb::plan_for(&inputs, &key_ids, split_limit)?;
+        let plan = args
+            .expiry
+            .apply(usb::plan_for(&inputs, &key_ids, split_limit)?)?;
         let bar = ctx.bar("hashing", args.json);
         let new = update::release::record_plan(&hq, &plan, &keys, &super::progress_fn(&bar))
             .with_context(|| {

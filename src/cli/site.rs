@@ -20,6 +20,43 @@ pub struct ReceiptOpt {
     pub no_receipt: bool,
 }
 
+/// `--expires`, shared by pack-usb and create-update-pack.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExpiresOpt {
+    /// The new release expires at TIME (RFC 3339, or YYYY-MM-DD meaning the end of that
+    /// UTC day): sites that have seen a newer signed release refuse it (SPEC.md §17.5)
+    #[arg(long, value_name = "TIME")]
+    pub expires: Option<String>,
+}
+
+impl ExpiresOpt {
+    /// Sets the plan's `expires`, refusing a time that does not parse or is not after
+    /// the release's `created`.
+    pub fn apply(
+        &self,
+        mut plan: offgrid::usb::TreePlan,
+    ) -> anyhow::Result<offgrid::usb::TreePlan> {
+        let Some(text) = &self.expires else {
+            return Ok(plan);
+        };
+        let t = if text.len() == 10 {
+            format!("{text}T23:59:59Z")
+        } else {
+            text.clone()
+        };
+        let (Some(exp), Some(created)) =
+            (site::fresh::parse(&t), site::fresh::parse(&plan.created))
+        else {
+            anyhow::bail!("--expires '{text}' is not a time\nhelp: give an RFC 3339 time (2027-06-30T00:00:00Z) or a date (2027-06-30)");
+        };
+        if exp <= created {
+            anyhow::bail!("--expires '{text}' is not after the release's creation time {}\nhelp: give a time in the future", plan.created);
+        }
+        plan.expires = Some(t);
+        Ok(plan)
+    }
+}
+
 /// Arguments of `offgrid site-key`.
 #[derive(clap::Args, Debug)]
 pub struct SiteKeyArgs {

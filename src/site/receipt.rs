@@ -212,7 +212,7 @@ pub fn write(
         verification,
         history: s.history.clone(),
         recoveries: s.recoveries.clone(),
-        failures: s.site.failures.clone(),
+        failures: crate::site::failures(home),
     };
     // The counter first: a number is never used twice, even if the write below fails.
     home.write_state(&s)?;

@@ -87,7 +87,7 @@ pub struct State {
     pub history: Vec<Event>,
     #[serde(default)]
     pub recoveries: Vec<Recovery>,
-    /// The site's record (SPEC.md §17): newest signed time seen, receipts, failures.
+    /// The site's record (SPEC.md §17): newest signed time seen, receipts written.
     #[serde(default)]
     pub site: crate::site::SiteState,
 }

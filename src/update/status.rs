@@ -61,7 +61,7 @@ fn site_summary(home: &Home, s: &crate::update::home::State) -> SiteSummary {
         fingerprint: pk.as_ref().map(|k| k.fingerprint()),
         newest_signed: s.site.newest_signed.clone(),
         receipts: s.site.receipts,
-        failures: s.site.failures.len(),
+        failures: crate::site::failures(home).len(),
     }
 }
 
