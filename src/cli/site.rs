@@ -295,7 +295,9 @@ fn enrol(args: EnrolArgs) -> anyhow::Result<ExitCode> {
     let r = fleet::enrol(&hq, &args.pubkey)
         .with_context(|| format!("enrolling '{}'", args.pubkey.display()))?;
     if args.hq.json {
-        super::json_line("enrolled", serde_json::to_value(&r)?)?;
+        let mut v = serde_json::to_value(&r)?;
+        v["schema"] = 1.into();
+        super::json_line("enrolled", v)?;
     } else {
         super::out(&format!(
             "enrolled site {} in '{}'\n",

@@ -125,6 +125,8 @@ pub struct Written {
     pub sequence: u64,
     pub release: String,
     pub damage: usize,
+    /// The JSON schema of this record (SPEC.md §9).
+    pub schema: u32,
 }
 
 /// The receipt file of `site_id` in `dir`'s receipts folder: `(toml, minisig, pub)`.
@@ -241,6 +243,7 @@ pub fn write(
         sequence: r.sequence,
         release: r.release.clone(),
         damage: r.damage().len(),
+        schema: 1,
     })
 }
 
