@@ -24,6 +24,7 @@ pub mod pull;
 pub mod serve;
 pub mod sign;
 pub mod signed;
+pub mod site;
 pub mod torrent;
 pub mod trust;
 pub mod update;

@@ -53,6 +53,14 @@ enum Command {
     Fetch(cli::fetch::Args),
     /// List catalog entries newer than the ones the latest recorded releases use
     CheckUpdates(cli::fetch::CheckArgs),
+    /// Print this site's public key (for HQ to enrol)
+    SiteKey(cli::site::SiteKeyArgs),
+    /// Write this site's signed receipt onto a stick or folder
+    Receipt(cli::site::ReceiptArgs),
+    /// HQ: import site receipts, enrol site keys
+    Receipts(cli::site::ReceiptsArgs),
+    /// HQ: show the sites, their releases, failures and damage
+    Fleet(cli::site::FleetArgs),
     /// Show what a stick or an update pack holds, without verifying anything
     Inspect(cli::inspect::Args),
     /// Print a shell completion script (bash, zsh, fish, powershell)
@@ -82,6 +90,10 @@ fn main() -> ExitCode {
         Command::Torrent(a) => cli::torrent::run(a, &g),
         Command::Fetch(a) => cli::fetch::run(a, &g),
         Command::CheckUpdates(a) => cli::fetch::check_updates(a, &g),
+        Command::SiteKey(a) => cli::site::site_key(a, &g),
+        Command::Receipt(a) => cli::site::receipt(a, &g),
+        Command::Receipts(a) => cli::site::receipts(a, &g),
+        Command::Fleet(a) => cli::site::fleet(a, &g),
         Command::Inspect(a) => cli::inspect::run(a, &g),
         Command::Completions(a) => cli::shell::completions(a, Cli::command()),
         Command::Manpage(a) => cli::shell::manpage(a, Cli::command()),

@@ -123,6 +123,10 @@ pub struct Manifest {
     /// Model `offgrid run` starts with no argument.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_model: Option<String>,
+    /// RFC 3339 time after which sites that have seen a newer signed time refuse this
+    /// release (SPEC.md §17.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
     /// Every file of the tree except the manifest and its signatures.
     #[serde(default)]
     pub files: Vec<FileEntry>,
@@ -289,6 +293,18 @@ impl Manifest {
                 format!("'{}' is not an RFC 3339 time", self.created),
             )
         })?;
+        if let Some(e) = &self.expires {
+            let rfc = time::format_description::well_known::Rfc3339;
+            let exp = time::OffsetDateTime::parse(e, &rfc).map_err(|_| {
+                field(
+                    "expires",
+                    format!("'{}' is not an RFC 3339 time", crate::excerpt::excerpt(e)),
+                )
+            })?;
+            if time::OffsetDateTime::parse(&self.created, &rfc).is_ok_and(|c| exp <= c) {
+                return Err(field("expires", "it is not after 'created'"));
+            }
+        }
         for p in &self.platforms {
             p.parse::<Platform>()
                 .map_err(|e| field("platforms", e.to_string()))?;
@@ -479,6 +495,7 @@ mod tests {
             created: "2026-11-21T12:00:00Z".into(),
             platforms: vec!["linux-x86_64".into()],
             default_model: Some("tiny".into()),
+            expires: None,
             files: vec![
                 FileEntry {
                     path: "models/tiny.gguf".into(),

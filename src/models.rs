@@ -726,6 +726,7 @@ mod tests {
             created: "2026-11-21T12:00:00Z".into(),
             platforms: vec![],
             default_model: Some("tiny".into()),
+            expires: None,
             files,
         };
         std::fs::write(root.join("manifest.toml"), m.to_toml()).unwrap();

@@ -23,6 +23,7 @@ mod launcher;
 mod media;
 mod models;
 mod pack_usb;
+mod receipts;
 mod repo_rules;
 mod scripts;
 mod signing;

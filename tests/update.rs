@@ -29,7 +29,9 @@ fn snapshot(home: &std::path::Path) -> Vec<(String, String)> {
     for e in walkdir::WalkDir::new(home).sort_by_file_name() {
         let e = e.unwrap();
         let rel = e.path().strip_prefix(home).unwrap().display().to_string();
-        if rel == ".lock" {
+        // The lock, and the site's failure log (SPEC.md §17.1): a refusal is recorded
+        // there for the next receipt; the release state is what must not change.
+        if rel == ".lock" || rel == "site/failures.json" {
             continue;
         }
         if e.file_type().is_file() {

@@ -131,6 +131,7 @@ fn tree() -> Tree {
         created: "2026-11-21T12:00:00Z".into(),
         platforms: vec!["linux-x86_64".into()],
         default_model: Some("tiny".into()),
+        expires: None,
         files: entries,
     };
     fs::write(root.join("manifest.toml"), manifest.to_toml()).unwrap();

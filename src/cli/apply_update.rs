@@ -24,6 +24,8 @@ pub struct Args {
     /// Print the result as JSON Lines
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub receipt: super::site::ReceiptOpt,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -32,16 +34,19 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         return dry_run(&args, &home);
     }
     let bar = ctx.bar("applying", args.json);
-    let r =
-        update::apply_update(&home, &args.pack, &super::progress_fn(&bar)).with_context(|| {
+    let r = update::apply_update(&home, &args.pack, &super::progress_fn(&bar))
+        .with_context(|| {
             format!(
                 "applying '{}' to '{}'",
                 args.pack.display(),
                 home.root.display()
             )
-        })?;
+        })
+        .map_err(|e| super::site::note_failure(&home, "apply-update", e))?;
     bar.finish_and_clear();
     super::install::print_recovery(ctx, r.recovered.as_ref(), args.json)?;
+    let pack_dir = offgrid::fsutil::parent_dir(&args.pack);
+    super::site::auto_receipt(ctx, &home, &pack_dir, &args.receipt, args.json);
     if args.json {
         super::json_line("applied", serde_json::to_value(&r)?)?;
         return Ok(ExitCode::SUCCESS);

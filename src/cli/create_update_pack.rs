@@ -19,8 +19,18 @@ use super::Ctx;
 pub struct Args {
     /// The release the sites run now: a version (1.0.0), or a date (2026-11-21, the newest
     /// release made at or before it); repeatable, one pack can serve several
-    #[arg(long, value_name = "VERSION|DATE", required = true)]
+    #[arg(
+        long,
+        value_name = "VERSION|DATE",
+        required_unless_present = "for_fleet"
+    )]
     pub since: Vec<String>,
+    /// Serve every release the fleet runs, from the receipts imported into the history
+    /// (`offgrid receipts import`), besides any --since (SPEC.md §17.4)
+    #[arg(long)]
+    pub for_fleet: bool,
+    #[command(flatten)]
+    pub expiry: super::site::ExpiresOpt,
     /// The pack file to write
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: PathBuf,
@@ -86,7 +96,7 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let hq = history::resolve_dir(args.history.as_deref());
     if args.output.exists() && !args.force {
         bail!(update::UpdateError::Exists {
@@ -123,7 +133,15 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             Some(s) => Some(offgrid::media::parse_size_arg("--max-file-size", s)?),
             None => None,
         };
-        for since in &args.since {
+        let mut since_all = args.since.clone();
+        if args.for_fleet {
+            for v in offgrid::site::fleet::fleet_releases(&hq, &inputs.bundle_id)? {
+                if v < inputs.release {
+                    since_all.push(v.to_string());
+                }
+            }
+        }
+        for since in &since_all {
             let base =
                 history::resolve_since(&hq, &inputs.bundle_id, since, Some(&inputs.release))?;
             // The sites hold the base's shards: split the new release the same way, so
@@ -140,7 +158,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
         let keys = usb::pack::load_signers(&inputs.signers, &mut super::password_for)?;
         let key_ids: Vec<String> = keys.iter().map(|k| k.public.key_id()).collect();
-        let plan = usb::plan_for(&inputs, &key_ids, split_limit)?;
+        let plan = args
+            .expiry
+            .apply(usb::plan_for(&inputs, &key_ids, split_limit)?)?;
         let bar = ctx.bar("hashing", args.json);
         let new = update::release::record_plan(&hq, &plan, &keys, &super::progress_fn(&bar))
             .with_context(|| {
@@ -185,6 +205,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         };
         (new, keys)
     };
+    if args.for_fleet {
+        fleet_since(&hq, &new.manifest, &mut args.since)?;
+    }
     let mut bases = Vec::new();
     for s in &args.since {
         let b =
@@ -262,4 +285,36 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     ));
     super::out(&s)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--for-fleet`: adds to `since` every release the sites of the new release's bundle
+/// run (from their newest imported receipts) that is older than the new release.
+/// Refuses when no site needs the pack.
+fn fleet_since(
+    hq: &std::path::Path,
+    new: &offgrid::manifest::Manifest,
+    since: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let runs = offgrid::site::fleet::fleet_releases(hq, &new.bundle_id)?;
+    let older: Vec<String> = runs
+        .iter()
+        .filter(|v| **v < new.release)
+        .map(|v| v.to_string())
+        .collect();
+    if older.is_empty() && since.is_empty() {
+        let seen: Vec<String> = runs.iter().map(|v| v.to_string()).collect();
+        bail!(
+            "no site of '{}' in the history '{}' runs a release older than {} (sites run: {})\nhelp: import the sites' receipts first (offgrid receipts import STICK), or pass --since VERSION",
+            new.bundle_id,
+            hq.display(),
+            new.release,
+            if seen.is_empty() { "none known".to_owned() } else { seen.join(", ") }
+        );
+    }
+    for v in older {
+        if !since.contains(&v) {
+            since.push(v);
+        }
+    }
+    Ok(())
 }

@@ -35,6 +35,8 @@ pub struct Args {
     /// Print the result as JSON Lines
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub receipt: super::site::ReceiptOpt,
 }
 
 /// The trust policy from `--pubkey`/`--trust`, or `None` when neither was given.
@@ -105,8 +107,10 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             args.from.display(),
             home.root.display()
         )
-    })?;
+    })
+    .map_err(|e| super::site::note_failure(&home, "install", e))?;
     bar.finish_and_clear();
+    super::site::auto_receipt(ctx, &home, &args.from, &args.receipt, args.json);
     print_installed(ctx, &r, args.json, None)
 }
 

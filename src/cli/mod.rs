@@ -15,6 +15,7 @@ pub mod rollback;
 pub mod run;
 pub mod serve;
 pub mod shell;
+pub mod site;
 pub mod status;
 pub mod sync;
 pub mod torrent;

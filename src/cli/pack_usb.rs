@@ -69,6 +69,8 @@ pub struct Args {
     /// HQ release history to record the release in [env: OFFGRID_HQ] [default: ~/.offgrid-hq]
     #[arg(long, value_name = "DIR")]
     pub history: Option<PathBuf>,
+    #[command(flatten)]
+    pub expiry: super::site::ExpiresOpt,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -109,7 +111,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     let keys = usb::pack::load_signers(&inputs.signers, &mut super::password_for)?;
     let key_ids: Vec<String> = keys.iter().map(|k| k.public.key_id()).collect();
-    let plan = usb::plan_for(&inputs, &key_ids, limit.max)?;
+    let plan = args
+        .expiry
+        .apply(usb::plan_for(&inputs, &key_ids, limit.max)?)?;
     usb::pack::check_fits(&plan, &limit, &args.dest)?;
 
     let bar = ctx.bar("packing", args.json);

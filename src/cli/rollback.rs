@@ -26,7 +26,8 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let cache = offgrid::models::VerifyCache::user();
     let bar = ctx.bar("checking", args.json);
     let r = update::rollback::rollback(&home, cache.as_ref(), &super::progress_fn(&bar))
-        .with_context(|| format!("rolling back '{}'", home.root.display()))?;
+        .with_context(|| format!("rolling back '{}'", home.root.display()))
+        .map_err(|e| super::site::note_failure(&home, "rollback", e))?;
     bar.finish_and_clear();
     super::install::print_recovery(ctx, r.recovered.as_ref(), args.json)?;
     if args.json {

@@ -59,6 +59,16 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         r.pinned_keys.join(", "),
         r.threshold
     ));
+    match &r.site.site_id {
+        Some(id) => s.push_str(&format!(
+            "site:      {id} (key fingerprint {}; 'offgrid site-key' prints the key for HQ)\n",
+            r.site.fingerprint.as_deref().unwrap_or("?")
+        )),
+        None => s.push_str("site:      no site key yet (made by the next install or receipt)\n"),
+    }
+    if let Some(t) = &r.site.newest_signed {
+        s.push_str(&format!("signed:    newest signed time seen {t}\n"));
+    }
     if r.busy {
         s.push_str(&format!(
             "busy:      {} is running now (it holds the lock)\n",

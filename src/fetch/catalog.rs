@@ -96,6 +96,7 @@ pub fn load(
             created: String::new(),
             platforms: Vec::new(),
             default_model: None,
+            expires: None,
             files: Vec::new(),
         };
         let name = sig_source

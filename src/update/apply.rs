@@ -100,6 +100,7 @@ pub fn apply_update(
                     to: p.to.to_string(),
                 });
             }
+            crate::site::fresh::check(state.site.newest_signed.as_deref(), &h.manifest)?;
             let from =
                 p.from_release(&state.current.release)
                     .ok_or_else(|| UpdateError::WrongBase {
@@ -290,6 +291,9 @@ pub fn apply_update(
     new_state.previous = Some(state.current.clone());
     new_state.current = to;
     new_state.push_event("apply", &head.pack.to, Some(&state.current.release));
+    let seen = crate::site::fresh::newest(state.site.newest_signed.as_deref(), &head.pack.created);
+    new_state.site.newest_signed =
+        crate::site::fresh::newest(seen.as_deref(), &head.manifest.created).or(seen);
     txn.commit(&new_state)?;
     let removed = head
         .pack

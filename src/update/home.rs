@@ -87,6 +87,9 @@ pub struct State {
     pub history: Vec<Event>,
     #[serde(default)]
     pub recoveries: Vec<Recovery>,
+    /// The site's record (SPEC.md §17): newest signed time seen, receipts written.
+    #[serde(default)]
+    pub site: crate::site::SiteState,
 }
 
 /// The held lock; released when dropped (or when the process dies). The lock file

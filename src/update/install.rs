@@ -124,6 +124,8 @@ pub fn install(
             });
         }
     }
+    let seen = state.as_ref().and_then(|s| s.site.newest_signed.clone());
+    crate::site::fresh::check(seen.as_deref(), &m)?;
     // Every file must be there and a regular file before anything is staged.
     for f in &m.files {
         let p = crate::paths::join(root, &f.path);
@@ -151,6 +153,10 @@ pub fn install(
         crate::media::HOME_SPACE_HELP,
     )?;
     let from = state.as_ref().map(|s| s.current.clone());
+    crate::site::ensure_key(home).map_err(|e| UpdateError::SiteKey {
+        home: home.root.display().to_string(),
+        reason: e.to_string(),
+    })?;
     let txn = Txn::begin(home, &lock, "install", from.clone(), &m.release)?;
     let total = m.total_size().max(1);
     let mut done = 0;
@@ -195,6 +201,7 @@ pub fn install(
             trust: PinnedTrust::from_policy(&policy),
             history: Vec::new(),
             recoveries: Vec::new(),
+            site: Default::default(),
         },
         Some(s) => {
             let mut s = s.clone();
@@ -204,6 +211,7 @@ pub fn install(
         }
     };
     new_state.push_event("install", &m.release, from.as_ref().map(|f| &f.release));
+    new_state.site.newest_signed = crate::site::fresh::newest(seen.as_deref(), &m.created).or(seen);
     txn.commit(&new_state)?;
     Ok(InstallReport {
         home: home.root.display().to_string(),

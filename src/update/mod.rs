@@ -138,6 +138,14 @@ pub enum UpdateError {
     NotATree { path: String, reason: String },
     #[error(transparent)]
     Media(#[from] crate::media::MediaError),
+    #[error("cannot make the site key in '{home}': {reason}")]
+    SiteKey { home: String, reason: String },
+    #[error("release {release} expired at {expires}, and this site has seen a release signed at {newest}\nhelp: an old release is being offered (a freeze or replay); ask HQ for the current release (SPEC.md §17.5)")]
+    Expired {
+        release: String,
+        expires: String,
+        newest: String,
+    },
 }
 
 /// Indented lines, one per item, at most 20 (then a count of the rest).
@@ -180,7 +188,8 @@ impl UpdateError {
             | UpdateError::RollbackDamaged { .. }
             | UpdateError::NoPrevious { .. }
             | UpdateError::KeysDiffer { .. }
-            | UpdateError::BadTree { .. } => true,
+            | UpdateError::BadTree { .. }
+            | UpdateError::Expired { .. } => true,
             UpdateError::Trust(t) => t.is_refusal(),
             UpdateError::Head(h) => h.is_refusal(),
             UpdateError::PackUntrusted { source, .. } => source.is_refusal(),

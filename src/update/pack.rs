@@ -393,6 +393,7 @@ mod tests {
             created: "2026-11-21T12:00:00Z".into(),
             platforms: vec![],
             default_model: None,
+            expires: None,
             files: ["a.txt", "b.txt"]
                 .iter()
                 .map(|p| crate::manifest::FileEntry {

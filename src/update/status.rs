@@ -40,6 +40,29 @@ pub struct StatusReport {
     /// Who held it (command, pid, since), when its record could be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub busy_by: Option<Holder>,
+    /// The site's identity and clock record (SPEC.md §17).
+    pub site: SiteSummary,
+}
+
+/// The site id, its key's spoken fingerprint, and the newest signed time seen.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteSummary {
+    pub site_id: Option<String>,
+    pub fingerprint: Option<String>,
+    pub newest_signed: Option<String>,
+    pub receipts: u64,
+    pub failures: usize,
+}
+
+fn site_summary(home: &Home, s: &crate::update::home::State) -> SiteSummary {
+    let pk = crate::site::public_key(home).ok().flatten();
+    SiteSummary {
+        site_id: pk.as_ref().map(crate::site::site_id),
+        fingerprint: pk.as_ref().map(|k| k.fingerprint()),
+        newest_signed: s.site.newest_signed.clone(),
+        receipts: s.site.receipts,
+        failures: crate::site::failures(home).len(),
+    }
 }
 
 /// Recovers if needed, then describes the home.
@@ -112,5 +135,6 @@ pub fn status(home: &Home) -> Result<StatusReport, UpdateError> {
         recovered_now,
         busy,
         busy_by,
+        site: site_summary(home, &s),
     })
 }

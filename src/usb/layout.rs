@@ -126,6 +126,8 @@ pub struct TreePlan {
     pub created: String,
     pub platforms: Vec<String>,
     pub default_model: Option<String>,
+    /// The manifest's `expires` (SPEC.md §17.5), set by `--expires`.
+    pub expires: Option<String>,
     pub files: Vec<PlannedFile>,
 }
 
@@ -144,6 +146,7 @@ impl TreePlan {
             created: self.created.clone(),
             platforms: self.platforms.clone(),
             default_model: self.default_model.clone(),
+            expires: self.expires.clone(),
             files,
         }
     }
@@ -431,6 +434,7 @@ pub fn plan_for(
         created,
         platforms,
         default_model: inputs.default_model.clone(),
+        expires: None,
         files,
     })
 }

@@ -71,6 +71,7 @@ pub fn write_tree(root: &Path, models: &[(&str, &str)], default_model: Option<&s
         created: "2026-11-21T12:00:00Z".into(),
         platforms: vec!["linux-x86_64".into()],
         default_model: default_model.map(str::to_owned),
+        expires: None,
         files: models
             .iter()
             .map(|(rel, name)| model_entry(root, rel, name))

@@ -118,6 +118,7 @@ pub fn make_tree(
         created: created.into(),
         platforms: vec![host()],
         default_model: None,
+        expires: None,
         files: files.iter().map(entry).collect(),
     };
     let text = m.to_toml();

@@ -455,6 +455,7 @@ fn write_manifest(root: &Path, rel: &str, name: &str) -> Result<()> {
         created: "2026-11-21T12:00:00Z".into(),
         platforms: vec![],
         default_model: Some(name.into()),
+        expires: None,
         files: vec![FileEntry {
             path: rel.into(),
             size,
