@@ -189,8 +189,17 @@ fn whole_journey_with_zstd_payloads_and_interop() {
         .success()
         .stdout(predicate::str::contains("from release 1.1.0 to 1.0.0"));
     assert_installed(&w.home(), &w.v1);
-    // Rolling back again returns to the newer release, which was kept.
-    w.cmd().args(["rollback"]).assert().success();
+    // Rolling back again does not go forward: nothing before 1.0.0 is kept. The newer
+    // release stays kept and `--to` returns to it (SPEC.md §7.16).
+    w.cmd().args(["rollback"]).assert().code(1).stderr(
+        predicate::str::contains("no previous release")
+            .and(predicate::str::contains("also kept: 1.1.0")),
+    );
+    assert_installed(&w.home(), &w.v1);
+    w.cmd()
+        .args(["rollback", "--to", "1.1.0"])
+        .assert()
+        .success();
     assert_installed(&w.home(), &w.v2);
 }
 

@@ -9,6 +9,7 @@ pub mod install;
 pub mod keygen;
 pub mod models;
 pub mod pack_usb;
+pub mod repair;
 pub mod rollback;
 pub mod run;
 pub mod serve;

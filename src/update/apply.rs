@@ -287,8 +287,7 @@ pub fn apply_update(
         dir: txn.journal.to.dir.clone(),
     };
     let mut new_state = state.clone();
-    new_state.previous = Some(state.current.clone());
-    new_state.current = to;
+    new_state.advance(to, crate::update::home::DEFAULT_KEEP);
     new_state.push_event("apply", &head.pack.to, Some(&state.current.release));
     txn.commit(&new_state)?;
     let removed = head

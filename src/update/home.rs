@@ -26,6 +26,8 @@ pub const ENV: &str = "OFFGRID_HOME";
 pub const STATE_FORMAT: &str = "offgrid-home/1";
 /// Largest state.json accepted.
 const MAX_STATE: u64 = 16 << 20;
+/// Versions an install or apply keeps: the new current one and the one before it.
+pub const DEFAULT_KEEP: usize = 2;
 /// Events kept in the history.
 const MAX_EVENTS: usize = 200;
 
@@ -87,6 +89,10 @@ pub struct State {
     pub history: Vec<Event>,
     #[serde(default)]
     pub recoveries: Vec<Recovery>,
+    /// Versions kept besides `current` and `previous` (e.g. the newer release after a
+    /// rollback), newest release first. Absent in homes written before issue 10.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_kept: Vec<Installed>,
 }
 
 /// The held lock; released when dropped (or when the process dies). The lock file
@@ -131,6 +137,74 @@ impl PinnedTrust {
 }
 
 impl State {
+    /// Every kept version: the current one, the previous one, then the others.
+    pub fn kept(&self) -> Vec<&Installed> {
+        let mut v = vec![&self.current];
+        for k in self.previous.iter().chain(&self.also_kept) {
+            if v.iter().all(|x| x.dir != k.dir) {
+                v.push(k);
+            }
+        }
+        v
+    }
+
+    /// The kept version that was current before `release` became current for the first
+    /// time: the `from` of the newest `install`/`apply` event that made `release`
+    /// (rollbacks do not count), else (history trimmed) the newest kept release older
+    /// than `release`. `None` when that release is not kept.
+    pub fn predecessor(&self, release: &Version) -> Option<&Installed> {
+        let kept = self.kept();
+        let made = self.history.iter().rev().find(|e| {
+            (e.event == "install" || e.event == "apply") && e.release == release.to_string()
+        });
+        match made {
+            Some(e) => {
+                let from = e.from.as_deref()?;
+                kept.into_iter()
+                    .find(|k| k.release.to_string() == from && k.release != *release)
+            }
+            None => kept
+                .into_iter()
+                .filter(|k| k.release < *release)
+                .max_by(|a, b| a.release.cmp(&b.release)),
+        }
+    }
+
+    /// Makes `to` current after an install or apply: the old current becomes the
+    /// previous version, and versions beyond the newest `keep` (at least 2) are no
+    /// longer kept (the switch's cleanup removes them). Today `keep` is 2: current and
+    /// previous.
+    pub fn advance(&mut self, to: Installed, keep: usize) {
+        let old = std::mem::replace(&mut self.current, to);
+        let mut others: Vec<Installed> = self
+            .previous
+            .take()
+            .into_iter()
+            .chain(std::mem::take(&mut self.also_kept))
+            .filter(|k| k.release != self.current.release && k.release != old.release)
+            .collect();
+        others.sort_by(|a, b| b.release.cmp(&a.release));
+        others.truncate(keep.max(2) - 2);
+        self.previous = (old.release != self.current.release).then_some(old);
+        self.also_kept = others;
+    }
+
+    /// Makes the kept version `to` current (rollback): nothing is removed; `previous`
+    /// becomes `to`'s predecessor when it is kept, and every other kept version stays.
+    pub fn switch_to(&mut self, to: &Installed) {
+        let mut all: Vec<Installed> = self.kept().into_iter().cloned().collect();
+        all.retain(|k| k.dir != to.dir);
+        self.current = to.clone();
+        self.previous = None;
+        self.also_kept = all;
+        let prev = self.predecessor(&to.release).cloned();
+        if let Some(p) = &prev {
+            self.also_kept.retain(|k| k.dir != p.dir);
+        }
+        self.also_kept.sort_by(|a, b| b.release.cmp(&a.release));
+        self.previous = prev;
+    }
+
     /// Appends an event, keeping the newest [`MAX_EVENTS`].
     pub fn push_event(&mut self, event: &str, release: &Version, from: Option<&Version>) {
         self.history.push(Event {

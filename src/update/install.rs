@@ -195,11 +195,11 @@ pub fn install(
             trust: PinnedTrust::from_policy(&policy),
             history: Vec::new(),
             recoveries: Vec::new(),
+            also_kept: Vec::new(),
         },
         Some(s) => {
             let mut s = s.clone();
-            s.previous = Some(s.current.clone());
-            s.current = to.clone();
+            s.advance(to.clone(), crate::update::home::DEFAULT_KEEP);
             s
         }
     };

@@ -5,7 +5,8 @@
 //! holds it; with nothing installed yet (a first install in flight) that is the
 //! [`UpdateError::Busy`] refusal, not "nothing is installed".
 //!
-//! Known gap: files are checked by size only; `offgrid verify HOME/current` re-hashes.
+//! Files are checked by size only here (the report says so: `hashed` is false);
+//! `status --verify` hashes every file of every kept version ([`crate::update::damage`]).
 
 use serde::Serialize;
 
@@ -40,6 +41,22 @@ pub struct StatusReport {
     /// Who held it (command, pid, since), when its record could be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub busy_by: Option<Holder>,
+    // Issue 10 (site): whether the files were hashed.
+    /// False: `problems` comes from a size check only (`status --verify` hashes, SPEC.md
+    /// §7.14).
+    pub hashed: bool,
+    /// Every kept version: `current`, `previous` (where `rollback` goes) and any other
+    /// (`rollback --to` reaches every one).
+    pub kept: Vec<KeptRelease>,
+}
+
+/// One kept version, in `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptRelease {
+    pub release: String,
+    pub dir: String,
+    /// `current`, `previous` or `kept`.
+    pub role: &'static str,
 }
 
 /// Recovers if needed, then describes the home.
@@ -112,5 +129,21 @@ pub fn status(home: &Home) -> Result<StatusReport, UpdateError> {
         recovered_now,
         busy,
         busy_by,
+        hashed: false,
+        kept: s
+            .kept()
+            .into_iter()
+            .map(|k| KeptRelease {
+                release: k.release.to_string(),
+                dir: k.dir.clone(),
+                role: if k.dir == s.current.dir {
+                    "current"
+                } else if s.previous.as_ref().is_some_and(|p| p.dir == k.dir) {
+                    "previous"
+                } else {
+                    "kept"
+                },
+            })
+            .collect(),
     })
 }
