@@ -37,6 +37,8 @@ enum Command {
     Rollback(cli::rollback::Args),
     /// Put back damaged or missing installed files from a stick, an update pack or a folder
     Repair(cli::repair::Args),
+    /// Remove kept releases beyond the newest --keep N, freeing the bytes only they use
+    Gc(cli::gc::Args),
     /// Run a GGUF model with llama.cpp and chat with it
     Run(cli::run::Args),
     /// List the models on the stick or in the home, and whether they fit this machine
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         Command::Status(a) => cli::status::run(a, &g),
         Command::Rollback(a) => cli::rollback::run(a, &g),
         Command::Repair(a) => cli::repair::run(a, &g),
+        Command::Gc(a) => cli::gc::run(a, &g),
         Command::Run(a) => cli::run::run(a, &g),
         Command::Models(a) => cli::models::run(a, &g),
         Command::Serve(a) => cli::serve::run(a, &g),

@@ -470,6 +470,16 @@ fn formats_examples_match_what_offgrid_writes() {
         .objects
         .iter()
         .all(|o| o.object.starts_with(&o.sha256) && !o.targets.is_empty()));
+    // state.json after 1.0.0 -> 1.1.0 -> 1.2.0, a rollback and a repair.
+    let st: offgrid::update::home::State =
+        serde_json::from_str(include_str!("../formats/state.example.json")).unwrap();
+    let kept: Vec<String> = st.kept().iter().map(|k| k.release.to_string()).collect();
+    assert_eq!(kept, ["1.1.0", "1.2.0"]);
+    assert!(st.predecessor(&"1.1.0".parse().unwrap()).is_none());
+    assert_eq!(
+        st.predecessor(&"1.2.0".parse().unwrap()).unwrap().release,
+        "1.1.0".parse().unwrap()
+    );
     let w = site(1 << 20);
     installed_and_updated(&w);
     flip4(&w.home().join("current").join(MODEL), 10);
@@ -656,4 +666,88 @@ fn rollback_goes_back_in_history_and_to_picks_a_kept_release() {
         .stdout(predicate::str::contains(
             "kept:      1.2.0 (current), 1.1.0 ('offgrid rollback' returns to it)\n",
         ));
+}
+
+/// `gc --keep N` removes the kept releases beyond N and frees exactly the bytes no kept
+/// release links; killed after its switch, the next command finishes the removal.
+#[test]
+fn gc_frees_exactly_the_unreferenced_bytes() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::ExitStatusExt;
+    let w = site(1 << 20);
+    installed_and_updated(&w);
+    pack(&w, "s2", "s3", "1.1.0", "u2.ogpack");
+    cmd(&w)
+        .args(["apply-update", "u2.ogpack"])
+        .assert()
+        .success();
+    cmd(&w).args(["rollback"]).assert().success();
+    // Kept: 1.1.0 (current) and 1.2.0 (after the rollback). Nothing beyond 2.
+    cmd(&w).args(["gc"]).assert().success().stdout(
+        predicate::str::contains("nothing to remove").and(predicate::str::contains("1.1.0, 1.2.0")),
+    );
+    let gone = w
+        .home()
+        .join("versions")
+        .join(state(&w.home())["also_kept"][0]["dir"].as_str().unwrap());
+    // Bytes only 1.2.0 links (the model and data/same.txt are shared with 1.1.0).
+    let want: u64 = walkdir::WalkDir::new(&gone)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().unwrap())
+        .filter(|m| m.nlink() == 1)
+        .map(|m| m.len())
+        .sum();
+    assert!(want > 0 && want < 100_000, "{want}");
+    let out = w
+        .std_cmd()
+        .env("OFFGRID_FAULT_AT", "gc-flipped")
+        .args(["gc", "--keep", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9), "{out:?}");
+    // The switch happened: 1.2.0 is no longer kept; the next command removes its folder.
+    cmd(&w)
+        .args(["status"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("kept:      1.1.0 (current)\n"));
+    assert!(!gone.exists());
+    // Again on a fresh home, all the way, with the freed bytes counted.
+    let w = site(1 << 20);
+    installed_and_updated(&w);
+    pack(&w, "s2", "s3", "1.1.0", "u2.ogpack");
+    cmd(&w)
+        .args(["apply-update", "u2.ogpack"])
+        .assert()
+        .success();
+    cmd(&w).args(["rollback"]).assert().success();
+    let gone = w
+        .home()
+        .join("versions")
+        .join(state(&w.home())["also_kept"][0]["dir"].as_str().unwrap());
+    let want: u64 = walkdir::WalkDir::new(&gone)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().unwrap())
+        .filter(|m| m.nlink() == 1)
+        .map(|m| m.len())
+        .sum();
+    let out = cmd(&w)
+        .args(["gc", "--keep", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["data"]["removed"][0], "1.2.0", "{v}");
+    assert_eq!(v["data"]["freed_bytes"], want, "{v}");
+    assert!(!gone.exists());
+    assert_intact(&version_dir(&w.home(), "current"), &w.v2);
+    cmd(&w)
+        .args(["gc", "--keep", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--keep must be at least 1"));
 }

@@ -713,12 +713,13 @@ fn nothing_installed_and_no_previous() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("no previous release"));
-    // Installing the same release again is refused (not newer).
+    // Installing the same release again checks the installed files and repairs them
+    // instead of refusing (SPEC.md §7.15); nothing is damaged here.
     w.cmd()
         .args(["install", "--from", "v1"])
         .assert()
-        .code(1)
-        .stderr(predicate::str::contains("not newer"));
+        .success()
+        .stdout(predicate::str::contains("nothing to repair"));
     // Installing the newer stick over it works with the pinned keys, and keeps 1.0.0.
     w.cmd().args(["install", "--from", "v2"]).assert().success();
     assert_installed(&w.home(), &w.v2);

@@ -4,6 +4,7 @@
 pub mod apply_update;
 pub mod create_update_pack;
 pub mod fetch;
+pub mod gc;
 pub mod inspect;
 pub mod install;
 pub mod keygen;

@@ -189,6 +189,19 @@ impl State {
         self.also_kept = others;
     }
 
+    /// Keeps the newest `keep` (at least 1) kept versions: the current one, then
+    /// `previous`, then `also_kept` newest first (gc).
+    pub fn retain(&mut self, keep: usize) {
+        let mut room = keep.max(1) - 1;
+        if room == 0 {
+            self.previous = None;
+        } else if self.previous.is_some() {
+            room -= 1;
+        }
+        self.also_kept.sort_by(|a, b| b.release.cmp(&a.release));
+        self.also_kept.truncate(room);
+    }
+
     /// Makes the kept version `to` current (rollback): nothing is removed; `previous`
     /// becomes `to`'s predecessor when it is kept, and every other kept version stays.
     pub fn switch_to(&mut self, to: &Installed) {

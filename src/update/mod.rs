@@ -10,7 +10,7 @@
 //! repair), [`journal`] (journal and [`recover`]), [`txn`] (stage, then
 //! switch), [`install`], [`apply`], [`rollback`], [`status`], [`repair`] (damaged files put
 //! back from sticks and packs), [`fault`] (the crash test
-//! hook), [`io`] (hashing readers/writers, durable copies, syncfs). `delta` is the delta
+//! hook), [`gc`] (removing kept versions beyond `--keep`), [`io`] (hashing readers/writers, durable copies, syncfs). `delta` is the delta
 //! engineer's (SPEC.md §11).
 //! Known gaps: one pack is read from a seekable file only (no stdin); an install or apply
 //! keeps the new current and the previous version, older ones are removed.
@@ -20,6 +20,7 @@ pub mod create;
 pub mod damage;
 pub mod delta;
 pub mod fault;
+pub mod gc;
 pub mod history;
 pub mod home;
 pub mod install;
