@@ -751,3 +751,46 @@ fn gc_frees_exactly_the_unreferenced_bytes() {
         .code(2)
         .stderr(predicate::str::contains("--keep must be at least 1"));
 }
+
+/// `apply-update --keep 3` keeps three releases; each rollback goes one step further
+/// back in the history; `gc --keep 1` then leaves only the current one.
+#[test]
+fn apply_keep_three_and_rollback_walks_back_the_history() {
+    let w = site(64 << 10);
+    installed_and_updated(&w);
+    pack(&w, "s2", "s3", "1.1.0", "u2.ogpack");
+    cmd(&w)
+        .args(["apply-update", "u2.ogpack", "--keep", "3"])
+        .assert()
+        .success();
+    cmd(&w).args(["status"]).assert().success().stdout(predicate::str::contains(
+        "kept:      1.2.0 (current), 1.1.0 ('offgrid rollback' returns to it), 1.0.0 ('offgrid rollback --to 1.0.0')\n",
+    ));
+    cmd(&w)
+        .args(["rollback"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("from release 1.2.0 to 1.1.0"));
+    cmd(&w)
+        .args(["rollback"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("from release 1.1.0 to 1.0.0"));
+    assert_intact(&version_dir(&w.home(), "current"), &w.v1);
+    cmd(&w).args(["rollback"]).assert().code(1).stderr(
+        predicate::str::contains("no previous release")
+            .and(predicate::str::contains("also kept: 1.2.0, 1.1.0")),
+    );
+    let out = cmd(&w)
+        .args(["gc", "--keep", "1", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["data"]["removed"],
+        serde_json::json!(["1.2.0", "1.1.0"]),
+        "{v}"
+    );
+    assert_eq!(fs::read_dir(w.home().join("versions")).unwrap().count(), 1);
+    assert_intact(&version_dir(&w.home(), "current"), &w.v1);
+}

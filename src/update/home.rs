@@ -171,9 +171,10 @@ impl State {
     }
 
     /// Makes `to` current after an install or apply: the old current becomes the
-    /// previous version, and versions beyond the newest `keep` (at least 2) are no
-    /// longer kept (the switch's cleanup removes them). Today `keep` is 2: current and
-    /// previous.
+    /// previous version, and versions beyond the newest `keep` (at least 1: the new
+    /// current, the one it replaced, then the newest others) are no longer kept (the
+    /// switch's cleanup removes them). Install keeps [`DEFAULT_KEEP`]; apply-update
+    /// takes `--keep`.
     pub fn advance(&mut self, to: Installed, keep: usize) {
         let old = std::mem::replace(&mut self.current, to);
         let mut others: Vec<Installed> = self
@@ -184,8 +185,9 @@ impl State {
             .filter(|k| k.release != self.current.release && k.release != old.release)
             .collect();
         others.sort_by(|a, b| b.release.cmp(&a.release));
-        others.truncate(keep.max(2) - 2);
-        self.previous = (old.release != self.current.release).then_some(old);
+        let keep = keep.max(1);
+        others.truncate(keep.saturating_sub(2));
+        self.previous = (keep >= 2 && old.release != self.current.release).then_some(old);
         self.also_kept = others;
     }
 
