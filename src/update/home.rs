@@ -381,3 +381,62 @@ impl Home {
         format!("{release}-{}", hex::encode(b))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(v: &str) -> Installed {
+        Installed {
+            release: v.parse().unwrap(),
+            dir: format!("{v}-00000000"),
+        }
+    }
+
+    fn releases(s: &State) -> Vec<String> {
+        s.kept().iter().map(|k| k.release.to_string()).collect()
+    }
+
+    /// install 1.0.0, apply 1.1.0 and 1.2.0 (keep 3), then rollbacks and gc.
+    #[test]
+    fn kept_versions_follow_the_history() {
+        let mut s = State {
+            format: STATE_FORMAT.into(),
+            bundle_id: "org.example.x".into(),
+            current: inst("1.0.0"),
+            previous: None,
+            trust: PinnedTrust {
+                threshold: 1,
+                keys: Vec::new(),
+            },
+            history: Vec::new(),
+            recoveries: Vec::new(),
+            also_kept: Vec::new(),
+        };
+        s.push_event("install", &"1.0.0".parse().unwrap(), None);
+        for (to, from) in [("1.1.0", "1.0.0"), ("1.2.0", "1.1.0")] {
+            s.advance(inst(to), 3);
+            s.push_event("apply", &to.parse().unwrap(), Some(&from.parse().unwrap()));
+        }
+        assert_eq!(releases(&s), ["1.2.0", "1.1.0", "1.0.0"]);
+        // Rollback: to the predecessor, twice; the third has nowhere to go.
+        let p = s.predecessor(&s.current.release).cloned().unwrap();
+        assert_eq!(p.release.to_string(), "1.1.0");
+        s.switch_to(&p);
+        s.push_event("rollback", &p.release, Some(&"1.2.0".parse().unwrap()));
+        assert_eq!(releases(&s), ["1.1.0", "1.0.0", "1.2.0"]);
+        let p = s.predecessor(&s.current.release).cloned().unwrap();
+        s.switch_to(&p);
+        assert_eq!(releases(&s), ["1.0.0", "1.2.0", "1.1.0"]);
+        assert!(s.previous.is_none());
+        assert!(s.predecessor(&s.current.release).is_none());
+        // A release reached by rollback keeps its predecessor from the apply.
+        s.switch_to(&inst("1.2.0"));
+        assert_eq!(s.previous.as_ref().unwrap().release.to_string(), "1.1.0");
+        // Keep 2 on the next apply; gc keeps 1.
+        s.advance(inst("1.3.0"), DEFAULT_KEEP);
+        assert_eq!(releases(&s), ["1.3.0", "1.2.0"]);
+        s.retain(1);
+        assert_eq!(releases(&s), ["1.3.0"]);
+    }
+}
