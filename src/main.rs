@@ -41,6 +41,10 @@ enum Command {
     Sync(cli::sync::Args),
     /// Return to the previous installed release
     Rollback(cli::rollback::Args),
+    /// Put back damaged or missing installed files from a stick, an update pack or a folder
+    Repair(cli::repair::Args),
+    /// Remove kept releases beyond the newest --keep N, freeing the bytes only they use
+    Gc(cli::gc::Args),
     /// Run a GGUF model with llama.cpp and chat with it
     Run(cli::run::Args),
     /// List the models on the stick or in the home, and whether they fit this machine
@@ -84,6 +88,8 @@ fn main() -> ExitCode {
         Command::Peers(a) => cli::peers::run(a, &g),
         Command::Sync(a) => cli::sync::run(a, &g),
         Command::Rollback(a) => cli::rollback::run(a, &g),
+        Command::Repair(a) => cli::repair::run(a, &g),
+        Command::Gc(a) => cli::gc::run(a, &g),
         Command::Run(a) => cli::run::run(a, &g),
         Command::Models(a) => cli::models::run(a, &g),
         Command::Serve(a) => cli::serve::run(a, &g),

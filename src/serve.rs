@@ -172,7 +172,7 @@ impl Catalog {
                 )
             })?;
         let mut n = 0;
-        for v in std::iter::once(&state.current).chain(state.previous.as_ref()) {
+        for v in state.kept() {
             if self.add_tree(&h.version_dir(&v.dir))? {
                 n += 1;
             }

@@ -81,8 +81,12 @@ fn flip_byte(p: &Path, at: u64) {
     f.sync_all().unwrap();
 }
 
-fn rollback_json(w: &World) -> serde_json::Value {
-    let out = cmd(w).args(["rollback", "--json"]).assert().success();
+fn rollback_json(w: &World, extra: &[&str]) -> serde_json::Value {
+    let out = cmd(w)
+        .args(["rollback", "--json"])
+        .args(extra)
+        .assert()
+        .success();
     let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     let line = text
         .lines()
@@ -109,7 +113,7 @@ fn rollback_onto_a_changed_model_byte_is_refused() {
             predicate::str::contains("rollback refused: release 1.0.0")
                 .and(predicate::str::contains("'models/tiny.gguf' bytes"))
                 .and(predicate::str::contains(
-                    "help: release 1.1.0 stays in use; to get release 1.0.0 back, install it from a verified USB stick into a new home",
+                    "help: release 1.1.0 stays in use; to get release 1.0.0 back, repair it from a verified stick or update pack holding it: offgrid repair --from USBROOT",
                 )),
         );
     assert_eq!(fs::read(home.join("state.json")).unwrap(), before);
@@ -123,15 +127,16 @@ fn the_verification_cache_never_vouches_for_a_changed_file() {
     let w = world(2 << 20);
     installed_and_updated(&w);
     let home = w.home();
-    // 1.1.0 -> 1.0.0 -> 1.1.0 -> 1.0.0: the third rollback finds the 1.0.0 model cached.
-    let first = rollback_json(&w);
+    // 1.1.0 -> 1.0.0 -> (--to) 1.1.0 -> 1.0.0: the third rollback finds the 1.0.0 model
+    // cached.
+    let first = rollback_json(&w, &[]);
     assert_eq!(first["to"], "1.0.0");
     assert_eq!(first["cached"], 0, "{first}");
-    assert_eq!(rollback_json(&w)["to"], "1.1.0");
-    let third = rollback_json(&w);
+    assert_eq!(rollback_json(&w, &["--to", "1.1.0"])["to"], "1.1.0");
+    let third = rollback_json(&w, &[]);
     assert_eq!(third["to"], "1.0.0");
     assert!(third["cached"].as_u64().unwrap() >= 1, "{third}");
-    assert_eq!(rollback_json(&w)["to"], "1.1.0");
+    assert_eq!(rollback_json(&w, &["--to", "1.1.0"])["to"], "1.1.0");
     assert_installed(&home, &w.v2);
     // Same size, same mtime set back: the ctime still changes, so the entry is stale.
     let model = previous_dir(&home).join("models/tiny.gguf");

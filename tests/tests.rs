@@ -24,6 +24,7 @@ mod media;
 mod models;
 mod pack_usb;
 mod receipts;
+mod repair;
 mod repo_rules;
 mod scripts;
 mod signing;

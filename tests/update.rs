@@ -191,8 +191,17 @@ fn whole_journey_with_zstd_payloads_and_interop() {
         .success()
         .stdout(predicate::str::contains("from release 1.1.0 to 1.0.0"));
     assert_installed(&w.home(), &w.v1);
-    // Rolling back again returns to the newer release, which was kept.
-    w.cmd().args(["rollback"]).assert().success();
+    // Rolling back again does not go forward: nothing before 1.0.0 is kept. The newer
+    // release stays kept and `--to` returns to it (SPEC.md §7.16).
+    w.cmd().args(["rollback"]).assert().code(1).stderr(
+        predicate::str::contains("no previous release")
+            .and(predicate::str::contains("also kept: 1.1.0")),
+    );
+    assert_installed(&w.home(), &w.v1);
+    w.cmd()
+        .args(["rollback", "--to", "1.1.0"])
+        .assert()
+        .success();
     assert_installed(&w.home(), &w.v2);
 }
 
@@ -706,12 +715,13 @@ fn nothing_installed_and_no_previous() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("no previous release"));
-    // Installing the same release again is refused (not newer).
+    // Installing the same release again checks the installed files and repairs them
+    // instead of refusing (SPEC.md §7.15); nothing is damaged here.
     w.cmd()
         .args(["install", "--from", "v1"])
         .assert()
-        .code(1)
-        .stderr(predicate::str::contains("not newer"));
+        .success()
+        .stdout(predicate::str::contains("nothing to repair"));
     // Installing the newer stick over it works with the pinned keys, and keeps 1.0.0.
     w.cmd().args(["install", "--from", "v2"]).assert().success();
     assert_installed(&w.home(), &w.v2);

@@ -21,6 +21,10 @@ pub struct Args {
     /// bytes, space needed); write nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Releases to keep after the switch: the new one, the one it replaces (where
+    /// 'rollback' goes), then the newest others; older kept releases are removed
+    #[arg(long, value_name = "N", default_value_t = update::home::DEFAULT_KEEP)]
+    pub keep: usize,
     /// Print the result as JSON Lines
     #[arg(long)]
     pub json: bool,
@@ -34,15 +38,20 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         return dry_run(&args, &home);
     }
     let bar = ctx.bar("applying", args.json);
-    let r = update::apply_update(&home, &args.pack, &super::progress_fn(&bar))
-        .with_context(|| {
-            format!(
-                "applying '{}' to '{}'",
-                args.pack.display(),
-                home.root.display()
-            )
-        })
-        .map_err(|e| super::site::note_failure(&home, "apply-update", e))?;
+    let r = update::apply::apply_update_keeping(
+        &home,
+        &args.pack,
+        args.keep.max(1),
+        &super::progress_fn(&bar),
+    )
+    .with_context(|| {
+        format!(
+            "applying '{}' to '{}'",
+            args.pack.display(),
+            home.root.display()
+        )
+    })
+    .map_err(|e| super::site::note_failure(&home, "apply-update", e))?;
     bar.finish_and_clear();
     super::install::print_recovery(ctx, r.recovered.as_ref(), args.json)?;
     let pack_dir = offgrid::fsutil::parent_dir(&args.pack);

@@ -94,6 +94,20 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if args.dry_run {
         return dry_run(&args, &home, policy);
     }
+    // Issue 10 (site): a stick of the release already installed repairs the home.
+    if update::repair::is_installed_release(&home, &args.from) {
+        ctx.note(&format!(
+            "'{}' holds the release already installed: checking the installed files and repairing any damage from it",
+            args.from.display()
+        ));
+        return super::repair::run_on(
+            &home,
+            std::slice::from_ref(&args.from),
+            policy.as_ref(),
+            args.json,
+            ctx,
+        );
+    }
     let bar = ctx.bar("installing", args.json);
     let r = update::install::install(
         &home,

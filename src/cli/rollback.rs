@@ -1,5 +1,5 @@
-//! `offgrid rollback`: returns the site to the previous installed release (kept on disk
-//! by install and apply-update) in one atomic switch, after checking every file of that
+//! `offgrid rollback [--to VERSION]`: returns the site to the release before the current
+//! one (or to any kept release) in one atomic switch, after checking every file of that
 //! release against its signed manifest (refused, exit 1, when one is damaged).
 
 use std::path::PathBuf;
@@ -16,6 +16,10 @@ pub struct Args {
     /// Site home [env: OFFGRID_HOME] [default: ~/.offgrid]
     #[arg(long, value_name = "DIR")]
     pub home: Option<PathBuf>,
+    /// Switch to this kept release instead of the one before the current release
+    /// ('offgrid status' lists the kept releases)
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<offgrid::version::Version>,
     /// Print the result as JSON Lines
     #[arg(long)]
     pub json: bool,
@@ -25,9 +29,14 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.home.as_deref());
     let cache = offgrid::models::VerifyCache::user();
     let bar = ctx.bar("checking", args.json);
-    let r = update::rollback::rollback(&home, cache.as_ref(), &super::progress_fn(&bar))
-        .with_context(|| format!("rolling back '{}'", home.root.display()))
-        .map_err(|e| super::site::note_failure(&home, "rollback", e))?;
+    let r = update::rollback::rollback(
+        &home,
+        args.to.as_ref(),
+        cache.as_ref(),
+        &super::progress_fn(&bar),
+    )
+    .with_context(|| format!("rolling back '{}'", home.root.display()))
+    .map_err(|e| super::site::note_failure(&home, "rollback", e))?;
     bar.finish_and_clear();
     super::install::print_recovery(ctx, r.recovered.as_ref(), args.json)?;
     if args.json {
@@ -35,8 +44,8 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     super::out(&format!(
-        "rolled back '{}' from release {} to {}\n  every file of {} checked against its signed manifest ({} hashed, {} unchanged since an earlier check)\n  release {} is kept; 'offgrid rollback' again returns to it\n",
-        r.home, r.from, r.to, r.to, r.hashed, r.cached, r.from
+        "rolled back '{}' from release {} to {}\n  every file of {} checked against its signed manifest ({} hashed, {} unchanged since an earlier check)\n  release {} is kept; 'offgrid rollback --to {}' returns to it\n",
+        r.home, r.from, r.to, r.to, r.hashed, r.cached, r.from, r.from
     ))?;
     Ok(ExitCode::SUCCESS)
 }

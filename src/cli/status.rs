@@ -19,6 +19,10 @@ pub struct Args {
     /// Print the result as JSON Lines
     #[arg(long)]
     pub json: bool,
+    /// Hash every file of the current and kept releases against their signed manifests
+    /// and name damaged and missing files (exit 1 when there are any)
+    #[arg(long)]
+    pub verify: bool,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -26,9 +30,24 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let r = update::status::status(&home)
         .with_context(|| format!("reading the site home '{}'", home.root.display()))?;
     super::install::print_recovery(ctx, r.recovered_now.as_ref(), args.json)?;
+    let mut r = r;
+    let check = if args.verify {
+        let bar = ctx.bar("hashing", args.json);
+        let cache = offgrid::models::VerifyCache::user();
+        let c = update::damage::verify_home(&home, cache.as_ref(), &super::progress_fn(&bar))
+            .with_context(|| format!("verifying the site home '{}'", home.root.display()))?;
+        bar.finish_and_clear();
+        r.hashed = true;
+        Some(c)
+    } else {
+        None
+    };
     if args.json {
         super::json_line("status", serde_json::to_value(&r)?)?;
-        return Ok(ExitCode::SUCCESS);
+        if let Some(c) = &check {
+            super::json_line("verified", serde_json::to_value(c)?)?;
+        }
+        return Ok(verified_exit(ctx, check.as_ref()));
     }
     let mut s = format!(
         "home:      {}\nbundle:    {}\nrelease:   {}  ({})\n",
@@ -41,12 +60,15 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             .map(|p| format!("{p} (kept; 'offgrid rollback' returns to it)"))
             .unwrap_or_else(|| "none".into())
     ));
+    s.push_str(&kept_text(&r));
     s.push_str(&format!(
         "files:     {} ({})",
         r.files,
         offgrid::usb::templates::human_size(r.bytes)
     ));
-    if r.problems.is_empty() {
+    if r.problems.is_empty() && !r.hashed {
+        s.push_str(", all present (sizes checked, not hashed; 'offgrid status --verify' hashes every file)\n");
+    } else if r.problems.is_empty() {
         s.push_str(", all present\n");
     } else {
         s.push_str(&format!(", {} problem(s):\n", r.problems.len()));
@@ -100,6 +122,79 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             ));
         }
     }
+    if let Some(c) = &check {
+        s.push_str(&verified_text(c));
+    }
     super::out(&s)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(verified_exit(ctx, check.as_ref()))
+}
+
+// Issue 10 (site): kept releases (SPEC.md §7.16) and `status --verify` (§7.14).
+
+/// The `kept:` line: every kept release and how `rollback` reaches it.
+fn kept_text(r: &update::status::StatusReport) -> String {
+    let parts: Vec<String> = r
+        .kept
+        .iter()
+        .map(|k| match k.role {
+            "current" => format!("{} (current)", k.release),
+            "previous" => format!("{} ('offgrid rollback' returns to it)", k.release),
+            _ => format!("{} ('offgrid rollback --to {}')", k.release, k.release),
+        })
+        .collect();
+    format!("kept:      {}\n", parts.join(", "))
+}
+
+/// The `verified:` block of `status --verify`.
+fn verified_text(c: &update::damage::HomeCheck) -> String {
+    let mut s = format!(
+        "verified:  every file of {} kept release(s) hashed against its signed manifest ({} file(s), {})\n",
+        c.versions.len(),
+        c.hashed_files,
+        offgrid::usb::templates::human_size(c.hashed_bytes)
+    );
+    for v in &c.versions {
+        let role = if v.current { "current" } else { "kept" };
+        if let Some(p) = &v.manifest_problem {
+            s.push_str(&format!(
+                "  {} ({role}): 'manifest.toml' or its signatures do not verify: {p}\n",
+                v.release
+            ));
+        } else if v.damaged.is_empty() {
+            s.push_str(&format!(
+                "  {} ({role}): {} file(s) intact\n",
+                v.release, v.files
+            ));
+        } else {
+            s.push_str(&format!(
+                "  {} ({role}): {} of {} file(s) damaged or missing\n",
+                v.release,
+                v.damaged.len(),
+                v.files
+            ));
+            for d in &v.damaged {
+                s.push_str(&format!("    '{}' {}\n", d.path, d.detail));
+            }
+        }
+    }
+    s
+}
+
+/// Exit 0 unless `status --verify` found damage (then 1, with the fix on stderr).
+fn verified_exit(ctx: &Ctx, check: Option<&update::damage::HomeCheck>) -> ExitCode {
+    match check {
+        Some(c) if !c.is_clean() => {
+            let label = if ctx.color {
+                "\x1b[31merror\x1b[0m"
+            } else {
+                "error"
+            };
+            ctx.note(&format!(
+                "{label}: {} file(s) and {} manifest(s) of the kept releases in '{}' are damaged or missing\nhelp: put them back from a verified stick or update pack holding them: offgrid repair --from USBROOT",
+                c.damaged, c.damaged_manifests, c.home
+            ));
+            ExitCode::from(offgrid::exit::REFUSED)
+        }
+        _ => ExitCode::SUCCESS,
+    }
 }

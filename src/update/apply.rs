@@ -62,10 +62,21 @@ fn check_pack_path(pack_path: &std::path::Path) -> Result<(), UpdateError> {
     }
 }
 
-/// Applies the pack at `pack_path` to `home` (see the module doc).
+/// Applies the pack at `pack_path` to `home` (see the module doc), keeping two versions.
 pub fn apply_update(
     home: &Home,
     pack_path: &std::path::Path,
+    progress: crate::Progress,
+) -> Result<ApplyReport, UpdateError> {
+    apply_update_keeping(home, pack_path, crate::update::home::DEFAULT_KEEP, progress)
+}
+
+/// [`apply_update`] keeping the newest `keep` versions after the switch (the new one,
+/// the one it replaced, then the newest others; SPEC.md §7.16).
+pub fn apply_update_keeping(
+    home: &Home,
+    pack_path: &std::path::Path,
+    keep: usize,
     progress: crate::Progress,
 ) -> Result<ApplyReport, UpdateError> {
     check_pack_path(pack_path)?;
@@ -288,8 +299,7 @@ pub fn apply_update(
         dir: txn.journal.to.dir.clone(),
     };
     let mut new_state = state.clone();
-    new_state.previous = Some(state.current.clone());
-    new_state.current = to;
+    new_state.advance(to, keep);
     new_state.push_event("apply", &head.pack.to, Some(&state.current.release));
     let seen = crate::site::fresh::newest(state.site.newest_signed.as_deref(), &head.pack.created);
     new_state.site.newest_signed =

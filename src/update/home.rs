@@ -26,6 +26,8 @@ pub const ENV: &str = "OFFGRID_HOME";
 pub const STATE_FORMAT: &str = "offgrid-home/1";
 /// Largest state.json accepted.
 const MAX_STATE: u64 = 16 << 20;
+/// Versions an install or apply keeps: the new current one and the one before it.
+pub const DEFAULT_KEEP: usize = 2;
 /// Events kept in the history.
 const MAX_EVENTS: usize = 200;
 
@@ -90,6 +92,10 @@ pub struct State {
     /// The site's record (SPEC.md §17): newest signed time seen, receipts written.
     #[serde(default)]
     pub site: crate::site::SiteState,
+    /// Versions kept besides `current` and `previous` (e.g. the newer release after a
+    /// rollback), newest release first. Absent in homes written before issue 10.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_kept: Vec<Installed>,
 }
 
 /// The held lock; released when dropped (or when the process dies). The lock file
@@ -134,6 +140,89 @@ impl PinnedTrust {
 }
 
 impl State {
+    /// Every kept version: the current one, the previous one, then the others.
+    pub fn kept(&self) -> Vec<&Installed> {
+        let mut v = vec![&self.current];
+        for k in self.previous.iter().chain(&self.also_kept) {
+            if v.iter().all(|x| x.dir != k.dir) {
+                v.push(k);
+            }
+        }
+        v
+    }
+
+    /// The kept version that was current before `release` became current for the first
+    /// time: the `from` of the newest `install`/`apply` event that made `release`
+    /// (rollbacks do not count), else (history trimmed) the newest kept release older
+    /// than `release`. `None` when that release is not kept.
+    pub fn predecessor(&self, release: &Version) -> Option<&Installed> {
+        let kept = self.kept();
+        let made = self.history.iter().rev().find(|e| {
+            (e.event == "install" || e.event == "apply") && e.release == release.to_string()
+        });
+        match made {
+            Some(e) => {
+                let from = e.from.as_deref()?;
+                kept.into_iter()
+                    .find(|k| k.release.to_string() == from && k.release != *release)
+            }
+            None => kept
+                .into_iter()
+                .filter(|k| k.release < *release)
+                .max_by(|a, b| a.release.cmp(&b.release)),
+        }
+    }
+
+    /// Makes `to` current after an install or apply: the old current becomes the
+    /// previous version, and versions beyond the newest `keep` (at least 1: the new
+    /// current, the one it replaced, then the newest others) are no longer kept (the
+    /// switch's cleanup removes them). Install keeps [`DEFAULT_KEEP`]; apply-update
+    /// takes `--keep`.
+    pub fn advance(&mut self, to: Installed, keep: usize) {
+        let old = std::mem::replace(&mut self.current, to);
+        let mut others: Vec<Installed> = self
+            .previous
+            .take()
+            .into_iter()
+            .chain(std::mem::take(&mut self.also_kept))
+            .filter(|k| k.release != self.current.release && k.release != old.release)
+            .collect();
+        others.sort_by(|a, b| b.release.cmp(&a.release));
+        let keep = keep.max(1);
+        others.truncate(keep.saturating_sub(2));
+        self.previous = (keep >= 2 && old.release != self.current.release).then_some(old);
+        self.also_kept = others;
+    }
+
+    /// Keeps the newest `keep` (at least 1) kept versions: the current one, then
+    /// `previous`, then `also_kept` newest first (gc).
+    pub fn retain(&mut self, keep: usize) {
+        let mut room = keep.max(1) - 1;
+        if room == 0 {
+            self.previous = None;
+        } else if self.previous.is_some() {
+            room -= 1;
+        }
+        self.also_kept.sort_by(|a, b| b.release.cmp(&a.release));
+        self.also_kept.truncate(room);
+    }
+
+    /// Makes the kept version `to` current (rollback): nothing is removed; `previous`
+    /// becomes `to`'s predecessor when it is kept, and every other kept version stays.
+    pub fn switch_to(&mut self, to: &Installed) {
+        let mut all: Vec<Installed> = self.kept().into_iter().cloned().collect();
+        all.retain(|k| k.dir != to.dir);
+        self.current = to.clone();
+        self.previous = None;
+        self.also_kept = all;
+        let prev = self.predecessor(&to.release).cloned();
+        if let Some(p) = &prev {
+            self.also_kept.retain(|k| k.dir != p.dir);
+        }
+        self.also_kept.sort_by(|a, b| b.release.cmp(&a.release));
+        self.previous = prev;
+    }
+
     /// Appends an event, keeping the newest [`MAX_EVENTS`].
     pub fn push_event(&mut self, event: &str, release: &Version, from: Option<&Version>) {
         self.history.push(Event {
@@ -293,5 +382,65 @@ impl Home {
         let mut b = [0u8; 4];
         let _ = getrandom::getrandom(&mut b);
         format!("{release}-{}", hex::encode(b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(v: &str) -> Installed {
+        Installed {
+            release: v.parse().unwrap(),
+            dir: format!("{v}-00000000"),
+        }
+    }
+
+    fn releases(s: &State) -> Vec<String> {
+        s.kept().iter().map(|k| k.release.to_string()).collect()
+    }
+
+    /// install 1.0.0, apply 1.1.0 and 1.2.0 (keep 3), then rollbacks and gc.
+    #[test]
+    fn kept_versions_follow_the_history() {
+        let mut s = State {
+            format: STATE_FORMAT.into(),
+            bundle_id: "org.example.x".into(),
+            current: inst("1.0.0"),
+            previous: None,
+            trust: PinnedTrust {
+                threshold: 1,
+                keys: Vec::new(),
+            },
+            history: Vec::new(),
+            site: Default::default(),
+            recoveries: Vec::new(),
+            also_kept: Vec::new(),
+        };
+        s.push_event("install", &"1.0.0".parse().unwrap(), None);
+        for (to, from) in [("1.1.0", "1.0.0"), ("1.2.0", "1.1.0")] {
+            s.advance(inst(to), 3);
+            s.push_event("apply", &to.parse().unwrap(), Some(&from.parse().unwrap()));
+        }
+        assert_eq!(releases(&s), ["1.2.0", "1.1.0", "1.0.0"]);
+        // Rollback: to the predecessor, twice; the third has nowhere to go.
+        let p = s.predecessor(&s.current.release).cloned().unwrap();
+        assert_eq!(p.release.to_string(), "1.1.0");
+        s.switch_to(&p);
+        s.push_event("rollback", &p.release, Some(&"1.2.0".parse().unwrap()));
+        assert_eq!(releases(&s), ["1.1.0", "1.0.0", "1.2.0"]);
+        let p = s.predecessor(&s.current.release).cloned().unwrap();
+        s.switch_to(&p);
+        assert_eq!(releases(&s), ["1.0.0", "1.2.0", "1.1.0"]);
+        assert!(s.previous.is_none());
+        assert!(s.predecessor(&s.current.release).is_none());
+        // A release reached by rollback keeps its predecessor from the apply.
+        s.switch_to(&inst("1.2.0"));
+        assert_eq!(s.previous.as_ref().unwrap().release.to_string(), "1.1.0");
+        // Keep 2 on the next apply; gc keeps 1.
+        s.advance(inst("1.3.0"), DEFAULT_KEEP);
+        assert_eq!(releases(&s), ["1.3.0", "1.2.0"]);
+        s.retain(1);
+        assert_eq!(releases(&s), ["1.3.0"]);
     }
 }

@@ -202,11 +202,11 @@ pub fn install(
             history: Vec::new(),
             recoveries: Vec::new(),
             site: Default::default(),
+            also_kept: Vec::new(),
         },
         Some(s) => {
             let mut s = s.clone();
-            s.previous = Some(s.current.clone());
-            s.current = to.clone();
+            s.advance(to.clone(), crate::update::home::DEFAULT_KEEP);
             s
         }
     };

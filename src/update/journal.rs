@@ -10,6 +10,9 @@
 //! - otherwise it did not; undo (remove the staging and new folders, remove the journal) —
 //!   outcome `rolled-back`. The old version was never touched.
 //!
+//! A `repair` journal ([`crate::update::repair`]) is written only once everything it
+//! needs is staged and durable, so recovery always finishes it (outcome `completed`).
+//!
 //! Every step is idempotent, so a crash during recovery is recovered by the next run.
 //! Recovery also removes the temporary files a killed atomic write left in the home's
 //! root ([`remove_leftovers`]: its own naming patterns only).
@@ -32,7 +35,7 @@ pub const FORMAT: &str = "offgrid-journal/1";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Journal {
     pub format: String,
-    /// `install` or `apply`.
+    /// `install`, `apply` or `repair`.
     pub op: String,
     /// The version current when the operation started (none for a first install).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,7 +104,7 @@ pub fn collect_garbage(home: &Home, s: &State) -> Result<Vec<String>, UpdateErro
     for e in rd {
         let e = e.map_err(io_err("read", &vd))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        let keep = name == s.current.dir || s.previous.as_ref().is_some_and(|p| p.dir == name);
+        let keep = s.kept().iter().any(|k| k.dir == name);
         if !keep {
             remove_tree(&e.path()).map_err(io_err("remove", &e.path()))?;
             removed.push(name);
@@ -164,6 +167,21 @@ pub fn recover_locked(home: &Home, _lock: &Lock) -> Result<Option<Recovery>, Upd
         }
         return Ok(None);
     };
+    if j.op == "repair" {
+        // A repair journal is written once its staged files are durable: roll forward.
+        let rec = crate::update::repair::finish(home, &j)?;
+        if let Some(mut s) = state {
+            home.sync_current_link(&s)?;
+            collect_garbage(home, &s)?;
+            s.recoveries.push(rec.clone());
+            if s.recoveries.len() > 50 {
+                s.recoveries.remove(0);
+            }
+            home.write_state(&s)?;
+        }
+        remove(home)?;
+        return Ok(Some(rec));
+    }
     let flipped = state.as_ref().is_some_and(|s| s.current.dir == j.to.dir);
     let rec = Recovery {
         time: crate::manifest::now_rfc3339(),
@@ -177,8 +195,7 @@ pub fn recover_locked(home: &Home, _lock: &Lock) -> Result<Option<Recovery>, Upd
             if !flipped {
                 // Undo: the new folders are not referenced by the state.
                 for d in [&j.staging, &j.to.dir] {
-                    let referenced =
-                        s.current.dir == *d || s.previous.as_ref().is_some_and(|p| p.dir == *d);
+                    let referenced = s.kept().iter().any(|k| k.dir == *d);
                     if !referenced {
                         let p = home.version_dir(d);
                         remove_tree(&p).map_err(io_err("remove", &p))?;

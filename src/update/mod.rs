@@ -6,17 +6,21 @@
 //! (HQ: pack-usb inputs to a recorded release), [`pack`] (the signed pack manifest),
 //! [`pack_sign`] (minisign signatures over it), [`create`] (HQ: write a pack), [`reader`]
 //! (stream a pack: signatures first, then payloads), [`verify_pack`], [`home`] (site home
-//! layout, state, lock), [`journal`] (journal and [`recover`]), [`txn`] (stage, then
-//! switch), [`install`], [`apply`], [`rollback`], [`status`], [`fault`] (the crash test
-//! hook), [`io`] (hashing readers/writers, durable copies, syncfs). `delta` is the delta
+//! layout, state, lock), [`damage`] (hashing every kept version: status --verify,
+//! repair), [`journal`] (journal and [`recover`]), [`txn`] (stage, then
+//! switch), [`install`], [`apply`], [`rollback`], [`status`], [`repair`] (damaged files put
+//! back from sticks and packs), [`fault`] (the crash test
+//! hook), [`gc`] (removing kept versions beyond `--keep`), [`io`] (hashing readers/writers, durable copies, syncfs). `delta` is the delta
 //! engineer's (SPEC.md §11).
-//! Known gaps: one pack is read from a seekable file only (no stdin); the site keeps the
-//! current and the previous version, older ones are removed.
+//! Known gaps: one pack is read from a seekable file only (no stdin); an install or apply
+//! keeps the new current and the previous version, older ones are removed.
 
 pub mod apply;
 pub mod create;
+pub mod damage;
 pub mod delta;
 pub mod fault;
+pub mod gc;
 pub mod history;
 pub mod home;
 pub mod install;
@@ -26,6 +30,7 @@ pub mod pack;
 pub mod pack_sign;
 pub mod reader;
 pub mod release;
+pub mod repair;
 pub mod rollback;
 pub mod status;
 pub mod txn;
@@ -99,8 +104,21 @@ pub enum UpdateError {
         home: String,
         holder: Option<crate::lockfile::Holder>,
     },
-    #[error("there is no previous release to return to in '{home}'\nhelp: rollback needs an earlier release kept by apply-update or install")]
-    NoPrevious { home: String },
+    #[error("there is no previous release to return to in '{home}': nothing that was current before release {current} is kept{}", kept_help(.kept))]
+    NoPrevious {
+        home: String,
+        current: String,
+        /// The other kept releases.
+        kept: Vec<String>,
+    },
+    #[error("release {release} is not kept in '{home}'{}", kept_help(.kept))]
+    NotKept {
+        home: String,
+        release: String,
+        kept: Vec<String>,
+    },
+    #[error("release {release} is already the current release of '{home}'\nhelp: 'offgrid status' lists the kept releases; 'offgrid repair --from USBROOT' puts back damaged files")]
+    AlreadyCurrent { home: String, release: String },
     #[error("the keys given do not match the keys pinned in '{home}' at install\nhelp: omit --pubkey/--trust to use the pinned keys, or install into a new --home")]
     KeysDiffer { home: String },
     #[error("USB tree '{root}' is not valid: {reason}\nhelp: verify the stick with 'offgrid verify {root} --pubkey HQ.pub' and copy it again from HQ")]
@@ -126,7 +144,7 @@ pub enum UpdateError {
     Exists { path: String },
     #[error("{0}")]
     Usage(String),
-    #[error("rollback refused: release {release} kept in '{home}' is damaged ({} file(s) do not match its signed manifest){}\nhelp: release {current} stays in use; to get release {release} back, install it from a verified USB stick into a new home: offgrid install --from USBROOT --home NEWDIR", .damaged.len(), list(.damaged))]
+    #[error("rollback refused: release {release} kept in '{home}' is damaged ({} file(s) do not match its signed manifest){}\nhelp: release {current} stays in use; to get release {release} back, repair it from a verified stick or update pack holding it: offgrid repair --from USBROOT", .damaged.len(), list(.damaged))]
     RollbackDamaged {
         home: String,
         release: String,
@@ -146,6 +164,20 @@ pub enum UpdateError {
         expires: String,
         newest: String,
     },
+    #[error("'{path}' is not a USB tree, an update pack or a folder holding them: {reason}\nhelp: pass a stick's folder (the one holding manifest.toml), an .ogpack file, or a folder holding them, e.g. offgrid repair --from /media/USB")]
+    NoRepairSource { path: String, reason: String },
+}
+
+/// The `help:` line of a rollback that has nowhere to go: the other kept releases.
+fn kept_help(kept: &[String]) -> String {
+    if kept.is_empty() {
+        "\nhelp: rollback needs an earlier release kept by apply-update or install".into()
+    } else {
+        format!(
+            "\nhelp: also kept: {}; 'offgrid rollback --to VERSION' switches to one of them",
+            kept.join(", ")
+        )
+    }
 }
 
 /// Indented lines, one per item, at most 20 (then a count of the rest).
@@ -187,6 +219,8 @@ impl UpdateError {
             | UpdateError::Busy { .. }
             | UpdateError::RollbackDamaged { .. }
             | UpdateError::NoPrevious { .. }
+            | UpdateError::NotKept { .. }
+            | UpdateError::AlreadyCurrent { .. }
             | UpdateError::KeysDiffer { .. }
             | UpdateError::BadTree { .. }
             | UpdateError::Expired { .. } => true,

@@ -1,7 +1,10 @@
-//! `offgrid rollback`: switches back to the previous installed version, which apply and
-//! install keep on disk. The switch is one atomic replacement of `state.json` (current and
-//! previous swap, so a second rollback returns to the newer release); the `current` link
-//! follows, and recovery repairs it if the process dies in between.
+//! `offgrid rollback [--to VERSION]`: switches to another kept version. Without `--to`,
+//! to the release that was current before the current one (its predecessor in the
+//! history, [`crate::update::home::State::predecessor`]), so a second rollback goes
+//! further back or is refused, never silently forward; `--to` picks any kept release
+//! (SPEC.md §7.16). The switch is one atomic replacement of `state.json` (nothing kept is
+//! removed: the release left stays kept); the `current` link follows, and recovery
+//! repairs it if the process dies in between.
 //!
 //! Rollback never lands on damage: before the switch, the previous version's signed
 //! manifest is checked against the pinned keys and every one of its files against that
@@ -21,12 +24,13 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::hash::{self, FileCheck};
+use crate::hash;
 use crate::manifest::FileEntry;
 use crate::models::vcache::VerifyCache;
 use crate::update::home::{Home, Recovery};
 use crate::update::journal::recover_locked;
 use crate::update::{fault, UpdateError};
+use crate::version::Version;
 
 /// Files smaller than this are re-hashed every time rather than cached.
 const CACHE_MIN_SIZE: u64 = 1 << 20;
@@ -45,23 +49,53 @@ pub struct RollbackReport {
     pub recovered: Option<Recovery>,
 }
 
-/// Returns `home` to its previous version, after checking it (see the module doc).
+/// Switches `home` to `to` (a kept release), or to the release before the current one,
+/// after checking it (see the module doc).
 /// `cache` is the verification cache to consult and update (usually
 /// [`VerifyCache::user`]); `progress` counts the bytes hashed.
 pub fn rollback(
     home: &Home,
+    to: Option<&Version>,
     cache: Option<&VerifyCache>,
     progress: crate::Progress,
 ) -> Result<RollbackReport, UpdateError> {
     let lock = home.lock(false, "rollback")?;
     let recovered = recover_locked(home, &lock)?;
     let state = home.state()?;
-    let prev = state
-        .previous
-        .clone()
-        .ok_or_else(|| UpdateError::NoPrevious {
-            home: home.root.display().to_string(),
-        })?;
+    let kept_list = || -> Vec<String> {
+        state
+            .kept()
+            .iter()
+            .filter(|k| k.dir != state.current.dir)
+            .map(|k| k.release.to_string())
+            .collect()
+    };
+    let prev = match to {
+        Some(v) if *v == state.current.release => {
+            return Err(UpdateError::AlreadyCurrent {
+                home: home.root.display().to_string(),
+                release: v.to_string(),
+            })
+        }
+        Some(v) => state
+            .kept()
+            .into_iter()
+            .find(|k| k.release == *v)
+            .cloned()
+            .ok_or_else(|| UpdateError::NotKept {
+                home: home.root.display().to_string(),
+                release: v.to_string(),
+                kept: kept_list(),
+            })?,
+        None => state
+            .predecessor(&state.current.release)
+            .cloned()
+            .ok_or_else(|| UpdateError::NoPrevious {
+                home: home.root.display().to_string(),
+                current: state.current.release.to_string(),
+                kept: kept_list(),
+            })?,
+    };
     let dir = home.version_dir(&prev.dir);
     let policy = home.policy(&state)?;
     let refuse = |damaged: Vec<String>| UpdateError::RollbackDamaged {
@@ -101,25 +135,10 @@ pub fn rollback(
             cached += 1;
         } else {
             let on = |d: u64, _: u64| progress(base + d, total);
-            let problem = match hash::check_file(&p, f, &on) {
-                Ok(FileCheck::Ok) => None,
-                Ok(FileCheck::Missing) => Some("is missing".to_owned()),
-                Ok(FileCheck::NotAFile) => Some("is not a regular file".to_owned()),
-                Ok(FileCheck::SizeMismatch { expected, actual }) => Some(format!(
-                    "is {actual} bytes, the signed manifest says {expected}"
-                )),
-                Ok(FileCheck::Damaged { ranges }) => Some(format!(
-                    "bytes {} do not match the signed chunk hashes",
-                    ranges
-                        .iter()
-                        .take(4)
-                        .map(|(a, b)| format!("{a}..{b}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                        + if ranges.len() > 4 { ", …" } else { "" }
-                )),
-                Err(e) => Some(format!("cannot be read: {e}")),
-            };
+            let problem = crate::update::damage::describe(
+                &hash::check_file(&p, f, &on).map_err(|e| e.to_string()),
+            )
+            .map(|(_, text)| text);
             match problem {
                 Some(p) => damaged.push(format!("'{}' {p}", f.path)),
                 None => hashed.push((p, f)),
@@ -142,8 +161,7 @@ pub fn rollback(
         let _ = c.record_all(&big);
     }
     let mut s = state.clone();
-    s.previous = Some(state.current.clone());
-    s.current = prev.clone();
+    s.switch_to(&prev);
     s.push_event("rollback", &prev.release, Some(&state.current.release));
     home.write_state(&s)?;
     fault::point("flipped");

@@ -5,7 +5,8 @@
 //! holds it; with nothing installed yet (a first install in flight) that is the
 //! [`UpdateError::Busy`] refusal, not "nothing is installed".
 //!
-//! Known gap: files are checked by size only; `offgrid verify HOME/current` re-hashes.
+//! Files are checked by size only here (the report says so: `hashed` is false);
+//! `status --verify` hashes every file of every kept version ([`crate::update::damage`]).
 
 use serde::Serialize;
 
@@ -42,6 +43,13 @@ pub struct StatusReport {
     pub busy_by: Option<Holder>,
     /// The site's identity and clock record (SPEC.md §17).
     pub site: SiteSummary,
+    // Issue 10 (site): whether the files were hashed.
+    /// False: `problems` comes from a size check only (`status --verify` hashes, SPEC.md
+    /// §7.14).
+    pub hashed: bool,
+    /// Every kept version: `current`, `previous` (where `rollback` goes) and any other
+    /// (`rollback --to` reaches every one).
+    pub kept: Vec<KeptRelease>,
 }
 
 /// The site id, its key's spoken fingerprint, and the newest signed time seen.
@@ -63,6 +71,15 @@ fn site_summary(home: &Home, s: &crate::update::home::State) -> SiteSummary {
         receipts: s.site.receipts,
         failures: crate::site::failures(home).len(),
     }
+}
+
+/// One kept version, in `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptRelease {
+    pub release: String,
+    pub dir: String,
+    /// `current`, `previous` or `kept`.
+    pub role: &'static str,
 }
 
 /// Recovers if needed, then describes the home.
@@ -136,5 +153,21 @@ pub fn status(home: &Home) -> Result<StatusReport, UpdateError> {
         busy,
         busy_by,
         site: site_summary(home, &s),
+        hashed: false,
+        kept: s
+            .kept()
+            .into_iter()
+            .map(|k| KeptRelease {
+                release: k.release.to_string(),
+                dir: k.dir.clone(),
+                role: if k.dir == s.current.dir {
+                    "current"
+                } else if s.previous.as_ref().is_some_and(|p| p.dir == k.dir) {
+                    "previous"
+                } else {
+                    "kept"
+                },
+            })
+            .collect(),
     })
 }
