@@ -713,6 +713,7 @@ mod tests {
                 chunk_size: d.chunk_size,
                 chunks: d.chunks,
                 model: Some(ModelInfo {
+                    format: None,
                     name: "tiny".into(),
                     quantization: Some(q.into()),
                     ..Default::default()
@@ -720,6 +721,8 @@ mod tests {
             });
         }
         let m = Manifest {
+            dirs: Vec::new(),
+            commands: Vec::new(),
             format: FORMAT.into(),
             bundle_id: "org.example.t".into(),
             release: "1".parse().unwrap(),

@@ -21,6 +21,7 @@ mod launcher;
 mod media;
 mod models;
 mod pack_usb;
+mod payload;
 mod repo_rules;
 mod scripts;
 mod signing;

@@ -81,6 +81,7 @@ pub fn apply_update(
     let used: std::cell::RefCell<std::collections::BTreeMap<String, Option<u32>>> =
         Default::default();
     let pack_name = pack_path.display().to_string();
+    let host = crate::platform::Platform::host().to_string();
 
     let res = read_pack(
         pack_path,
@@ -117,7 +118,8 @@ pub fn apply_update(
                     actual,
                 });
             }
-            for (path, sha) in p.needs(from) {
+            let wanted = |t: &str| h.manifest.file(t).is_some_and(|f| f.installs_on(&host));
+            for (path, sha) in p.needs_for(from, wanted) {
                 let fp = crate::paths::join(&cur_dir, &path);
                 let actual = match hash_file(&fp) {
                     Ok((_, h)) => h,
@@ -139,7 +141,7 @@ pub fn apply_update(
                     Some(Source::Delta(x)) | Some(Source::Zstd(x)) => x.entry == pl.entry,
                     _ => false,
                 };
-                if mine {
+                if mine && wanted(&pl.target) {
                     let mode = h.manifest.file(&pl.target).and_then(|f| f.mode);
                     used.borrow_mut().insert(pl.entry.clone(), mode);
                     written = written.saturating_add(pl.target_size);
@@ -247,7 +249,7 @@ pub fn apply_update(
     let finish = (|| -> Result<usize, UpdateError> {
         let from = from?;
         let mut unchanged = 0;
-        for f in &head.manifest.files {
+        for f in head.manifest.files_on(&host) {
             let dst = crate::paths::join(&txn.staging, &f.path);
             match head.pack.source(&from, &f.path) {
                 Some(Source::Copy(c)) => {
@@ -272,6 +274,7 @@ pub fn apply_update(
                 }
             }
         }
+        txn.make_dirs(&head.manifest, &host)?;
         txn.write_release_meta(&head.manifest_bytes, &head.release_sigs)?;
         Ok(unchanged)
     })();
@@ -301,7 +304,7 @@ pub fn apply_update(
         bundle_id: state.bundle_id.clone(),
         from: state.current.release.to_string(),
         to: head.pack.to.to_string(),
-        files: head.manifest.files.len(),
+        files: head.manifest.files_on(&host).count(),
         from_deltas: deltas,
         from_zstd: zstds,
         unchanged,

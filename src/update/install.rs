@@ -124,8 +124,10 @@ pub fn install(
             });
         }
     }
+    // Only this computer's programs and libraries are installed (SPEC.md §17.2).
+    let host = crate::platform::Platform::host().to_string();
     // Every file must be there and a regular file before anything is staged.
-    for f in &m.files {
+    for f in m.files_on(&host) {
         let p = crate::paths::join(root, &f.path);
         match fs::symlink_metadata(&p) {
             Ok(md) if md.is_file() && md.len() == f.size => {}
@@ -152,10 +154,10 @@ pub fn install(
     )?;
     let from = state.as_ref().map(|s| s.current.clone());
     let txn = Txn::begin(home, &lock, "install", from.clone(), &m.release)?;
-    let total = m.total_size().max(1);
+    let total = m.files_on(&host).map(|f| f.size).sum::<u64>().max(1);
     let mut done = 0;
     let staged = (|| -> Result<(), UpdateError> {
-        for f in &m.files {
+        for f in m.files_on(&host) {
             let src = crate::paths::join(root, &f.path);
             let dst = txn.target(&f.path)?;
             match copy_checked(&src, &dst, f.size, &f.sha256, f.mode, false)
@@ -176,6 +178,7 @@ pub fn install(
             progress(done, total);
             crate::update::fault::point("payload-written");
         }
+        txn.make_dirs(&m, &host)?;
         txn.write_release_meta(&bytes, &sigs)
     })();
     if let Err(e) = staged {
@@ -210,8 +213,8 @@ pub fn install(
         bundle_id: m.bundle_id.clone(),
         release: m.release.to_string(),
         previous: from.map(|f| f.release.to_string()),
-        files: m.files.len(),
-        bytes: m.total_size(),
+        files: m.files_on(&host).count(),
+        bytes: m.files_on(&host).map(|f| f.size).sum(),
         signatures: reports,
         pinned_keys: new_state.trust.keys.len(),
         threshold: new_state.trust.threshold,
