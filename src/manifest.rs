@@ -758,10 +758,21 @@ impl Manifest {
         self.files.iter().filter(|f| f.kind == FileKind::Model)
     }
 
-    /// The logical models: one entry per model, the first shard of a split one.
+    /// The logical models: one entry per model, the first shard of a split one, the
+    /// first file of a safetensors folder.
     pub fn logical_models(&self) -> impl Iterator<Item = &FileEntry> {
+        let mut seen = BTreeSet::new();
+        self.models().filter(move |f| match &f.model {
+            Some(m) if m.format() != ModelFormat::Gguf => seen.insert(m.name.as_str()),
+            Some(m) => !m.is_later_shard(),
+            None => true,
+        })
+    }
+
+    /// Every file of the model named `name`, and their total size.
+    pub fn model_files<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a FileEntry> + 'a {
         self.models()
-            .filter(|f| !f.model.as_ref().is_some_and(ModelInfo::is_later_shard))
+            .filter(move |f| f.model.as_ref().is_some_and(|m| m.name == name))
     }
 
     /// Total payload size in bytes.

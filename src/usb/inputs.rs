@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::manifest::{self, FileKind};
+use crate::manifest::{self, FileKind, ModelFormat};
 use crate::paths;
 use crate::platform::Platform;
 use crate::version::Version;
@@ -29,14 +29,21 @@ pub const DEFAULT_BUNDLE_ID: &str = "org.offgrid.release";
 pub struct ModelInput {
     /// Its name on the stick (`offgrid run NAME`); the file is `models/NAME.gguf`.
     pub name: String,
-    /// Where it is read from.
+    /// Where it is read from (a folder for a safetensors model).
     pub source: PathBuf,
+    /// GGUF, a safetensors folder or an ONNX file (SPEC.md §17.4).
+    pub format: ModelFormat,
 }
 
 impl ModelInput {
-    /// The model's bundle path, `models/NAME.gguf`.
+    /// The model's bundle path: `models/NAME.gguf`, `models/NAME.onnx`, or the folder
+    /// `models/NAME` of a safetensors model.
     pub fn bundle_path(&self) -> String {
-        format!("{MODELS_DIR}/{}.gguf", self.name)
+        match self.format {
+            ModelFormat::Gguf => format!("{MODELS_DIR}/{}.gguf", self.name),
+            ModelFormat::Onnx => format!("{MODELS_DIR}/{}.onnx", self.name),
+            ModelFormat::Safetensors => format!("{MODELS_DIR}/{}", self.name),
+        }
     }
 }
 
@@ -343,17 +350,21 @@ fn first_shard_in(dir: &Path) -> Result<PathBuf, PackError> {
     }
 }
 
-/// The model name a `kind=model` payload's destination gives: `models/NAME.gguf`.
+/// The model name a `kind=model` payload's destination gives: `models/NAME.gguf`,
+/// `models/NAME.onnx`, or `models/NAME` for a safetensors folder.
 fn model_name_of_dest(a: &AddInput) -> Result<String, PackError> {
-    a.dest
-        .strip_prefix(&format!("{MODELS_DIR}/"))
-        .and_then(|n| n.strip_suffix(".gguf"))
-        .filter(|n| !n.is_empty() && !n.contains('/'))
+    let rest = a.dest.strip_prefix(&format!("{MODELS_DIR}/"));
+    let name = if a.src.is_dir() {
+        rest
+    } else {
+        rest.and_then(|n| n.strip_suffix(".gguf").or_else(|| n.strip_suffix(".onnx")))
+    };
+    name.filter(|n| !n.is_empty() && !n.contains('/'))
         .map(str::to_owned)
         .ok_or_else(|| PackError::BadAdd {
             origin: format!("model at '{}'", a.dest),
-            reason: "a model goes to models/NAME.gguf".into(),
-            help: "give the destination models/NAME.gguf, or use --model NAME=FILE",
+            reason: "a model goes to models/NAME.gguf, models/NAME.onnx or (a safetensors folder) models/NAME".into(),
+            help: "give such a destination, or use --model NAME=FILE",
         })
 }
 
@@ -459,12 +470,27 @@ impl ReleaseInputs {
 
         let mut models: Vec<ModelInput> = Vec::new();
         for (name, source) in raw {
-            let source = if source.is_dir() {
-                first_shard_in(&source)?
+            let (source, format) = if source.is_dir() {
+                if crate::models::formats::is_safetensors_folder(&source) {
+                    (source, ModelFormat::Safetensors)
+                } else {
+                    (first_shard_in(&source)?, ModelFormat::Gguf)
+                }
+            } else if source
+                .extension()
+                .is_some_and(|x| x.eq_ignore_ascii_case("onnx"))
+            {
+                (source, ModelFormat::Onnx)
             } else {
-                source
+                (source, ModelFormat::Gguf)
             };
-            let name = name.unwrap_or_else(|| default_model_name(&source));
+            let name = name.unwrap_or_else(|| match format {
+                ModelFormat::Safetensors => source
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                _ => default_model_name(&source),
+            });
             if name.is_empty() {
                 return Err(PackError::BadModelName {
                     name,
@@ -475,7 +501,11 @@ impl ReleaseInputs {
                     },
                 });
             }
-            let m = ModelInput { name, source };
+            let m = ModelInput {
+                name,
+                source,
+                format,
+            };
             paths::check_component(&m.name, &m.name)
                 .and_then(|_| paths::check_bundle_path(&m.bundle_path()))
                 .map_err(|source| PackError::BadModelName {
@@ -490,11 +520,13 @@ impl ReleaseInputs {
                     b: m.source.display().to_string(),
                 });
             }
-            check_input_file(
-                format!("model '{}'", m.name),
-                &m.source,
-                " (a model is given as FILE or NAME=FILE)",
-            )?;
+            if m.format != ModelFormat::Safetensors {
+                check_input_file(
+                    format!("model '{}'", m.name),
+                    &m.source,
+                    " (a model is given as FILE or NAME=FILE)",
+                )?;
+            }
             models.push(m);
         }
 
@@ -552,6 +584,17 @@ impl ReleaseInputs {
             .or_else(|| r.and_then(|r| r.default_model.clone()))
         {
             Some(d) => match models.iter().find(|m| m.name == d) {
+                Some(m) if m.format != ModelFormat::Gguf => {
+                    return Err(PackError::BadArg {
+                        what: "default model",
+                        value: d,
+                        reason: format!(
+                            "it is a {} model, and run starts GGUF models only",
+                            m.format.as_str()
+                        ),
+                        help: "name a GGUF model as the default, or none",
+                    })
+                }
                 Some(m) => Some(m.name.clone()),
                 None => {
                     let available = if models.is_empty() {
@@ -566,7 +609,10 @@ impl ReleaseInputs {
                     return Err(PackError::UnknownDefaultModel { name: d, available });
                 }
             },
-            None => models.first().map(|m| m.name.clone()),
+            None => models
+                .iter()
+                .find(|m| m.format == ModelFormat::Gguf)
+                .map(|m| m.name.clone()),
         };
 
         let mut signers: Vec<PathBuf> = r.map(|r| r.signers.clone()).unwrap_or_default();

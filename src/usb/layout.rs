@@ -251,7 +251,12 @@ pub fn plan_for(
     max_file: Option<u64>,
 ) -> Result<TreePlan, PackError> {
     let mut files = Vec::new();
+    let mut dirs: Vec<DirEntry> = Vec::new();
     for m in &inputs.models {
+        if m.format != manifest::ModelFormat::Gguf {
+            plan_other_model(m, &mut files, &mut dirs)?;
+            continue;
+        }
         let info = gguf::read_info(&m.source)?;
         let what = format!("model '{}'", m.name);
         let size = file_size(&what, &m.source)?;
@@ -330,7 +335,6 @@ pub fn plan_for(
         });
     }
 
-    let mut dirs: Vec<DirEntry> = Vec::new();
     let mut commands: Vec<Command> = Vec::new();
     for a in &inputs.adds {
         add_payload(a, &mut files, &mut dirs)?;
@@ -345,10 +349,11 @@ pub fn plan_for(
     let created = manifest::now_rfc3339();
     let platforms: Vec<String> = inputs.binaries.keys().map(|p| p.to_string()).collect();
     let payload: u64 = files.iter().map(|f| f.size).sum();
+    let mut seen_models = std::collections::BTreeSet::new();
     let models = files
         .iter()
         .filter_map(|f| f.model.as_ref().map(|m| (f, m)))
-        .filter(|(_, m)| !m.is_later_shard())
+        .filter(|(_, m)| !m.is_later_shard() && seen_models.insert(m.name.clone()))
         .map(|(f, m)| {
             let (size, shards) = match m.shards {
                 Some(n) => (
@@ -502,6 +507,52 @@ pub fn plan_for(
         dirs,
         commands,
     })
+}
+
+/// Plans a model that is not GGUF (SPEC.md §17.4): an ONNX file at `models/NAME.onnx`,
+/// or a safetensors folder at `models/NAME/` (walked like an `--add` folder), every file
+/// of it a model file carrying the model's name, format, architecture and parameters.
+fn plan_other_model(
+    m: &super::inputs::ModelInput,
+    files: &mut Vec<PlannedFile>,
+    dirs: &mut Vec<DirEntry>,
+) -> Result<(), PackError> {
+    use crate::models::formats;
+    let bad = |reason: String| PackError::ModelFolder {
+        path: m.source.display().to_string(),
+        reason,
+    };
+    let mut info = ModelInfo {
+        name: m.name.clone(),
+        format: Some(m.format),
+        ..ModelInfo::default()
+    };
+    if m.format == manifest::ModelFormat::Onnx {
+        formats::check_onnx(&m.source).map_err(|r| PackError::BadAdd {
+            origin: format!("model '{}' ('{}')", m.name, m.source.display()),
+            reason: r,
+            help: "give an .onnx model file, a GGUF file, or a safetensors folder",
+        })?;
+    } else {
+        let fi = formats::read_folder(&m.source).map_err(bad)?;
+        info.architecture = fi.architecture();
+        info.parameters = Some(fi.parameters);
+    }
+    let start = files.len();
+    let add = AddInput {
+        dest: m.bundle_path(),
+        src: m.source.clone(),
+        kind: FileKind::Model,
+        platform: None,
+        mode: Some(MODE_DATA),
+        command: None,
+    };
+    add_payload(&add, files, dirs)?;
+    for f in &mut files[start..] {
+        f.model = Some(info.clone());
+        f.mode = Some(MODE_DATA);
+    }
+    Ok(())
 }
 
 /// The permission bits of a source file or folder (0o644 / 0o755 where there are none).

@@ -103,7 +103,7 @@ pub enum PackError {
     NoSpace { dest: String, need: u64, free: u64 },
     #[error("model '{path}' is not a usable split model: {reason}\nhelp: give the first shard (NAME-00001-of-0000N.gguf) with all its shards beside it, as llama.cpp's gguf-split writes them")]
     BadSplit { path: String, reason: String },
-    #[error("model folder '{path}': {reason}\nhelp: a model folder holds the shards of one split model (NAME-00001-of-0000N.gguf …); otherwise name the .gguf file")]
+    #[error("model folder '{path}': {reason}\nhelp: a model folder holds the shards of one split GGUF model (NAME-00001-of-0000N.gguf …) or a safetensors model (*.safetensors, config.json, tokenizer files); otherwise name the .gguf or .onnx file")]
     ModelFolder { path: String, reason: String },
     #[error("{origin}: {reason}\nhelp: {help}")]
     BadAdd {
