@@ -181,7 +181,13 @@ fn a_release_of_any_payload_packs_installs_and_updates_by_deltas() {
     ws.offgrid(&[
         "install", "--from", "stick", "--home", "home", "--pubkey", "hq.pub",
     ])
-    .success();
+    .success()
+    .stdout(predicate::str::contains(
+        "commands: offgrid, clinic-tool in '",
+    ))
+    .stdout(predicate::str::contains("is not on your PATH"));
+    assert_eq!(in_fresh_shell(&ws, "clinic-tool"), "tool 1\n");
+    assert!(in_fresh_shell(&ws, "offgrid --version").starts_with("offgrid "));
     let cur = crate::update_util::current_dir(&ws.path("home"));
     assert!(cur.join(format!("apps/{h}/tool")).is_file());
     assert!(cur.join(format!("lib/{h}/libclinic.so")).is_file());
@@ -258,6 +264,8 @@ fn a_release_of_any_payload_packs_installs_and_updates_by_deltas() {
         .success();
     ws.offgrid(&["apply-update", "u.ogpack", "--home", "home"])
         .success();
+    // The same shims now run 1.1.0: they resolve through the home's `current`.
+    assert_eq!(in_fresh_shell(&ws, "clinic-tool"), "tool 2\n");
     let cur = crate::update_util::current_dir(&ws.path("home"));
     let out = std::process::Command::new(cur.join(format!("apps/{h}/tool")))
         .output()
@@ -279,6 +287,74 @@ fn a_release_of_any_payload_packs_installs_and_updates_by_deltas() {
         .stdout(predicates::str::contains("1.1.0"));
     // The installed release still verifies as a tree of its own platform.
     ws.offgrid(&["rollback", "--home", "home"]).success();
+    assert_eq!(in_fresh_shell(&ws, "clinic-tool"), "tool 1\n");
+    let status = in_fresh_shell(&ws, "offgrid status");
+    assert!(status.contains("1.0.0"), "{status}");
+}
+
+/// Runs `script` in a fresh `sh -c` whose PATH is the home's bin folder and the system's,
+/// from another folder, and returns its stdout (the script must succeed).
+fn in_fresh_shell(ws: &Ws, script: &str) -> String {
+    let bin = ws.path("home/bin");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env_clear()
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .env("HOME", ws.path("fresh-user"))
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_file_that_is_not_a_shim_is_left_alone() {
+    let ws = Ws::new();
+    let exe = ws.file("offgrid-exe", &stripped_exe(ws.dir.path()));
+    chmod(&exe, 0o755);
+    let tool = ws.file("tool", b"#!/bin/sh\necho ours\n");
+    chmod(&tool, 0o755);
+    ws.offgrid(&[
+        "pack-usb",
+        "stick",
+        "--release",
+        "1",
+        "--no-host-binary",
+        "--sign-with",
+        "hq.key",
+        &format!("--binary={}={}", host(), exe.display()),
+        &format!(
+            "--add=apps/tool={},kind=program,command=tool",
+            tool.display()
+        ),
+    ])
+    .success();
+    let mine = ws.file("bins/tool", b"#!/bin/sh\necho the user's own\n");
+    ws.offgrid(&[
+        "install",
+        "--from",
+        "stick",
+        "--home",
+        "home",
+        "--pubkey",
+        "hq.pub",
+        "--bin-dir",
+        "bins",
+    ])
+    .success()
+    .stderr(predicate::str::contains(
+        "is not an offgrid shim; left alone",
+    ))
+    .stdout(predicate::str::contains("commands: offgrid in"));
+    assert_eq!(
+        fs::read(&mine).unwrap(),
+        b"#!/bin/sh\necho the user's own\n"
+    );
+    assert!(fs::read_to_string(ws.path("bins/offgrid"))
+        .unwrap()
+        .contains("# offgrid shim:"));
 }
 
 use predicates::prelude::*;

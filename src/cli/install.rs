@@ -26,6 +26,11 @@ pub struct Args {
     /// Trust policy file (keys and m-of-n threshold), instead of --pubkey
     #[arg(long, value_name = "FILE", conflicts_with = "pubkeys")]
     pub trust: Option<PathBuf>,
+    /// Folder for the command shims (offgrid and the release's commands) [env:
+    /// OFFGRID_BIN_DIR] [default: ~/.local/bin, or HOME/bin when --home or OFFGRID_HOME
+    /// names the home]
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
     /// Check the tree's signatures and print the plan (files, bytes, space needed);
     /// write nothing
     #[arg(long)]
@@ -100,8 +105,13 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     })?;
     bar.finish_and_clear();
     print_recovery(ctx, r.recovered.as_ref(), args.json)?;
+    let dir = update::shims::bin_dir(&home, args.bin_dir.as_deref(), args.home.is_some());
+    let shims = write_shims(ctx, &home, &dir);
     if args.json {
         super::json_line("installed", serde_json::to_value(&r)?)?;
+        if let Some(s) = &shims {
+            super::json_line("commands", serde_json::to_value(s)?)?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let mut s = format!(
@@ -126,8 +136,62 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         "  trust: {} key(s) pinned, {} signature(s) required\n",
         r.pinned_keys, r.threshold
     ));
+    if let Some(sh) = &shims {
+        s.push_str(&shim_summary(sh));
+    }
     super::out(&s)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the command shims of the current release into `dir` (SPEC.md §17.5). A
+/// failure is a warning: the release itself is installed.
+pub fn write_shims(
+    ctx: &Ctx,
+    home: &Home,
+    dir: &std::path::Path,
+) -> Option<update::shims::ShimReport> {
+    let mp = home
+        .root
+        .join("current")
+        .join(offgrid::manifest::MANIFEST_FILE);
+    let res = std::fs::read(&mp)
+        .map_err(|e| e.to_string())
+        .and_then(|b| offgrid::manifest::Manifest::parse(&b).map_err(|e| e.to_string()))
+        .and_then(|m| {
+            let host = offgrid::platform::Platform::host().to_string();
+            update::shims::write(home, dir, &m, &host).map_err(|e| e.to_string())
+        });
+    match res {
+        Ok(r) => {
+            for (name, why) in &r.skipped {
+                ctx.warn(&format!("command '{name}' not put on the PATH: {why}"));
+            }
+            Some(r)
+        }
+        Err(e) => {
+            ctx.warn(&format!(
+                "could not write the command shims into '{}': {e} (the release itself is installed)",
+                dir.display()
+            ));
+            None
+        }
+    }
+}
+
+/// The summary lines saying where the commands are, with a hint when that folder is not
+/// on the PATH.
+pub fn shim_summary(sh: &update::shims::ShimReport) -> String {
+    if sh.commands.is_empty() {
+        return String::new();
+    }
+    let mut s = format!("  commands: {} in '{}'\n", sh.commands.join(", "), sh.dir);
+    if !sh.on_path {
+        s.push_str(&format!(
+            "  hint: '{}' is not on your PATH; add it, e.g. in ~/.profile: export PATH=\"{}:$PATH\"\n",
+            sh.dir, sh.dir
+        ));
+    }
+    s
 }
 
 /// `install --dry-run`: signatures checked (given or pinned keys), then the plan and the

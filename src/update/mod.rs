@@ -27,6 +27,7 @@ pub mod pack_sign;
 pub mod reader;
 pub mod release;
 pub mod rollback;
+pub mod shims;
 pub mod status;
 pub mod txn;
 pub mod verify_pack;
