@@ -505,6 +505,7 @@ fn write_all(
             .and_then(|()| {
                 usbpack::flip(
                     &names,
+                    &plan.manifest.dirs,
                     dest,
                     &l.staging,
                     olds[l.index].as_ref(),

@@ -15,8 +15,17 @@ use crate::paths::{self, PathError};
 use crate::platform::Platform;
 use crate::version::Version;
 
-/// The value of the `format` field this code writes and reads.
+/// The value of the `format` field this code writes for a manifest that uses nothing
+/// newer than format 1 (so an older offgrid still reads it).
 pub const FORMAT: &str = "offgrid-bundle/1";
+/// The value written when the manifest uses a format-2 feature (SPEC.md §18): a kind
+/// `program`, `library` or `document`, a platform on a non-binary, `dirs`, `commands`, or a
+/// model that is not GGUF. Readers accept both.
+pub const FORMAT_2: &str = "offgrid-bundle/2";
+/// Most folders one manifest may list.
+pub const MAX_DIRS: usize = 100_000;
+/// Most commands one manifest may declare.
+pub const MAX_COMMANDS: usize = 1_000;
 /// The manifest's file name at the root of a USB tree.
 pub const MANIFEST_FILE: &str = "manifest.toml";
 /// The folder holding one `KEYID.minisig` per signer, at the root of a USB tree.
@@ -47,6 +56,98 @@ pub enum FileKind {
     Changelog,
     /// Anything else the release carries.
     Data,
+    /// A program the site runs, optionally for one platform (format 2).
+    Program,
+    /// A shared library, optionally for one platform (format 2).
+    Library,
+    /// A document for the people at the site (format 2).
+    Document,
+}
+
+impl FileKind {
+    /// Kinds that may name a platform and are installed only on that platform.
+    pub fn is_per_platform(self) -> bool {
+        matches!(self, FileKind::Program | FileKind::Library)
+    }
+
+    /// The kinds format 2 added.
+    fn is_format_2(self) -> bool {
+        matches!(
+            self,
+            FileKind::Program | FileKind::Library | FileKind::Document
+        )
+    }
+}
+
+/// What a model file holds (SPEC.md §18.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFormat {
+    /// A GGUF file (`offgrid run` starts it with llama.cpp). The default when absent.
+    #[default]
+    Gguf,
+    /// A folder in a Hugging Face repository's layout: `*.safetensors` weights,
+    /// `config.json`, tokenizer files. Every file of the folder is a model file.
+    Safetensors,
+    /// One ONNX file.
+    Onnx,
+}
+
+impl ModelFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelFormat::Gguf => "gguf",
+            ModelFormat::Safetensors => "safetensors",
+            ModelFormat::Onnx => "onnx",
+        }
+    }
+
+    fn is_gguf(f: &Option<ModelFormat>) -> bool {
+        f.is_none_or(|f| f == ModelFormat::Gguf)
+    }
+}
+
+/// A folder of the tree (format 2): kept even when empty, with its mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirEntry {
+    /// Relative `/`-separated path (the rules of files).
+    pub path: String,
+    /// Unix permission bits (≤ 0o777).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// Made only on this platform (a folder of per-platform programs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+}
+
+/// A command the release puts on the site's PATH (format 2): `name` runs the program at
+/// `path`; several entries share a name, one per platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Command {
+    /// The command's name: 1-64 characters of `[A-Za-z0-9._-]`, not starting with `.` or `-`.
+    pub name: String,
+    /// The program it runs: a file of kind `program` in this manifest.
+    pub path: String,
+}
+
+/// Checks a command name (SPEC.md §18.5).
+pub fn check_command_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{}' must be 1-64 characters of letters, digits, '.', '_' or '-', not starting with '.' or '-'",
+            crate::excerpt::excerpt(name)
+        ))
+    }
 }
 
 /// Model metadata read from the GGUF header at pack time.
@@ -73,12 +174,20 @@ pub struct ModelInfo {
     /// For a split model: how many files it has (every shard says the same).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shards: Option<u32>,
+    /// What the model file holds; absent means GGUF (format 2 writes it for the others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ModelFormat>,
 }
 
 impl ModelInfo {
     /// True for every shard of a split model but the first (the one llama.cpp is given).
     pub fn is_later_shard(&self) -> bool {
         self.shard.is_some_and(|s| s > 1)
+    }
+
+    /// The model's format (GGUF when not said).
+    pub fn format(&self) -> ModelFormat {
+        self.format.unwrap_or_default()
     }
 }
 
@@ -130,6 +239,12 @@ pub struct Manifest {
     /// Every file of the tree except the manifest and its signatures.
     #[serde(default)]
     pub files: Vec<FileEntry>,
+    /// Folders of the tree that carry a mode or may be empty (format 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dirs: Vec<DirEntry>,
+    /// Commands the release puts on the site's PATH (format 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<Command>,
 }
 
 /// Why a manifest was refused.
@@ -139,7 +254,7 @@ pub enum ManifestError {
     TooLarge { size: u64, max: u64 },
     #[error("manifest is not valid UTF-8 TOML: {0}\nhelp: the manifest was damaged or truncated; get a fresh copy from HQ")]
     Syntax(String),
-    #[error("manifest format '{found}' is not supported (this offgrid reads '{FORMAT}')\nhelp: use the offgrid version that made this bundle, or a newer one")]
+    #[error("manifest format '{found}' is not supported (this offgrid reads '{FORMAT}' and '{FORMAT_2}')\nhelp: use the offgrid version that made this bundle, or a newer one")]
     Format { found: String },
     #[error("manifest field {field}: {reason}")]
     Field { field: String, reason: String },
@@ -216,11 +331,16 @@ impl FileEntry {
             (FileKind::Binary, None) => {
                 return Err(field(f("platform"), "a binary must name its platform"))
             }
-            (FileKind::Binary, Some(p)) => {
+            (k, Some(p)) if k == FileKind::Binary || k.is_per_platform() => {
                 p.parse::<Platform>()
                     .map_err(|e| field(f("platform"), e.to_string()))?;
             }
-            (_, Some(_)) => return Err(field(f("platform"), "only binaries have a platform")),
+            (_, Some(_)) => {
+                return Err(field(
+                    f("platform"),
+                    "only binaries, programs and libraries have a platform",
+                ))
+            }
             _ => {}
         }
         match (self.kind, &self.model) {
@@ -242,7 +362,68 @@ impl FileEntry {
     }
 }
 
+impl FileEntry {
+    /// True when a site on `host` installs this file: everything but a program or library
+    /// for another platform (SPEC.md §18.2; the stick keeps them all).
+    pub fn installs_on(&self, host: &str) -> bool {
+        !(self.kind.is_per_platform() && self.platform.as_deref().is_some_and(|p| p != host))
+    }
+}
+
+impl DirEntry {
+    /// True when a site on `host` makes this folder.
+    pub fn installs_on(&self, host: &str) -> bool {
+        self.platform.as_deref().is_none_or(|p| p == host)
+    }
+}
+
 impl Manifest {
+    /// The format a manifest with these contents is written in: [`FORMAT`] unless it
+    /// uses a format-2 feature.
+    pub fn needed_format(&self) -> &'static str {
+        let two = !self.dirs.is_empty()
+            || !self.commands.is_empty()
+            || self.files.iter().any(|f| {
+                f.kind.is_format_2()
+                    || (f.kind != FileKind::Binary && f.platform.is_some())
+                    || f.model
+                        .as_ref()
+                        .is_some_and(|m| !ModelFormat::is_gguf(&m.format))
+            });
+        if two {
+            FORMAT_2
+        } else {
+            FORMAT
+        }
+    }
+
+    /// The files a site on `host` installs ([`FileEntry::installs_on`]).
+    pub fn files_on<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a FileEntry> + 'a {
+        self.files.iter().filter(move |f| f.installs_on(host))
+    }
+
+    /// The program `name` runs on `host`, if the release declares it.
+    pub fn command_on(&self, name: &str, host: &str) -> Option<&FileEntry> {
+        self.commands
+            .iter()
+            .filter(|c| c.name == name)
+            .filter_map(|c| self.file(&c.path))
+            .find(|f| f.installs_on(host))
+    }
+
+    /// The names of the commands a site on `host` gets, sorted, each once.
+    pub fn command_names_on(&self, host: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .commands
+            .iter()
+            .filter(|c| self.file(&c.path).is_some_and(|f| f.installs_on(host)))
+            .map(|c| c.name.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
     /// Parses and validates manifest bytes, bounding the work by the input size first.
     pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
         if bytes.len() as u64 > MAX_MANIFEST_BYTES {
@@ -261,7 +442,7 @@ impl Manifest {
         let head: Head = toml::from_str(text)
             .map_err(|e| ManifestError::Syntax(crate::excerpt::message(&e.to_string())))?;
         match head.format.as_deref() {
-            Some(FORMAT) => {}
+            Some(FORMAT) | Some(FORMAT_2) => {}
             Some(other) => {
                 return Err(ManifestError::Format {
                     found: crate::excerpt::excerpt(other),
@@ -277,10 +458,16 @@ impl Manifest {
 
     /// Checks every invariant SPEC.md states for a manifest.
     pub fn validate(&self) -> Result<(), ManifestError> {
-        if self.format != FORMAT {
+        if self.format != FORMAT && self.format != FORMAT_2 {
             return Err(ManifestError::Format {
                 found: self.format.clone(),
             });
+        }
+        if self.format == FORMAT && self.needed_format() == FORMAT_2 {
+            return Err(field(
+                "format",
+                format!("is '{FORMAT}' but the manifest uses '{FORMAT_2}' features (kinds program, library, document; dirs; commands; non-GGUF models)"),
+            ));
         }
         check_bundle_id(&self.bundle_id)?;
         time::OffsetDateTime::parse(
@@ -350,8 +537,16 @@ impl Manifest {
                 prefix.push_str(c);
             }
         }
-        paths::check_no_case_collisions(self.files.iter().map(|f| f.path.as_str()))?;
+        self.validate_dirs(&seen)?;
+        paths::check_no_case_collisions(
+            self.files
+                .iter()
+                .map(|f| f.path.as_str())
+                .chain(self.dirs.iter().map(|d| d.path.as_str())),
+        )?;
         self.validate_shards()?;
+        self.validate_models()?;
+        self.validate_commands()?;
         let models: Vec<&str> = self
             .files
             .iter()
@@ -362,6 +557,124 @@ impl Manifest {
                 return Err(field(
                     "default_model",
                     format!("'{d}' is not the name of a model in this manifest"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Folders: path rules, at most [`MAX_DIRS`], each once, never a file's path nor inside
+    /// one, modes are permission bits, platforms parse.
+    fn validate_dirs(&self, files: &BTreeSet<&str>) -> Result<(), ManifestError> {
+        if self.dirs.len() > MAX_DIRS {
+            return Err(field("dirs", format!("lists more than {MAX_DIRS} folders")));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, d) in self.dirs.iter().enumerate() {
+            let f = |name: &str| format!("dirs[{i}].{name} ('{}')", d.path);
+            paths::check_bundle_path(&d.path)?;
+            if !seen.insert(d.path.as_str()) {
+                return Err(field(f("path"), "is listed twice"));
+            }
+            let mut prefix = String::new();
+            for c in d.path.split('/') {
+                if !prefix.is_empty() {
+                    prefix.push('/');
+                }
+                prefix.push_str(c);
+                if files.contains(prefix.as_str()) {
+                    return Err(field(f("path"), format!("'{prefix}' is also a file")));
+                }
+            }
+            if d.path == SIGNATURES_DIR || d.path.starts_with("signatures/") {
+                return Err(field(f("path"), "is reserved for the signatures"));
+            }
+            if d.mode.is_some_and(|m| m > 0o777) {
+                return Err(field(f("mode"), "must be permission bits (at most 0o777)"));
+            }
+            if let Some(p) = &d.platform {
+                p.parse::<Platform>()
+                    .map_err(|e| field(f("platform"), e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Models: a non-GGUF model is never split; the default model is a GGUF one (the
+    /// only kind `run` starts); one model name has one format.
+    fn validate_models(&self) -> Result<(), ManifestError> {
+        use std::collections::BTreeMap;
+        let mut formats: BTreeMap<&str, ModelFormat> = BTreeMap::new();
+        for (i, f) in self.files.iter().enumerate() {
+            let Some(m) = &f.model else { continue };
+            let fmt = m.format();
+            if fmt != ModelFormat::Gguf && m.shards.is_some() {
+                return Err(field(
+                    format!("files[{i}].model ('{}')", f.path),
+                    "only GGUF models are split into shards",
+                ));
+            }
+            if *formats.entry(m.name.as_str()).or_insert(fmt) != fmt {
+                return Err(field(
+                    format!("files[{i}].model.format ('{}')", f.path),
+                    format!("model '{}' has files of two formats", m.name),
+                ));
+            }
+            if fmt == ModelFormat::Onnx {
+                let n = self
+                    .models()
+                    .filter(|g| g.model.as_ref().is_some_and(|x| x.name == m.name))
+                    .count();
+                if n > 1 {
+                    return Err(field(
+                        format!("files[{i}].model ('{}')", f.path),
+                        format!("ONNX model '{}' is one file, not {n}", m.name),
+                    ));
+                }
+            }
+        }
+        if let Some(d) = &self.default_model {
+            if let Some(fmt) = formats.get(d.as_str()).filter(|f| **f != ModelFormat::Gguf) {
+                return Err(field(
+                    "default_model",
+                    format!(
+                        "'{d}' is a {} model; only a GGUF model can be the default (run starts it)",
+                        fmt.as_str()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Commands: at most [`MAX_COMMANDS`], names valid, each path a program of this
+    /// manifest, no two entries of one name for the same platform.
+    fn validate_commands(&self) -> Result<(), ManifestError> {
+        if self.commands.len() > MAX_COMMANDS {
+            return Err(field(
+                "commands",
+                format!("lists more than {MAX_COMMANDS} commands"),
+            ));
+        }
+        let mut seen: BTreeSet<(&str, Option<&str>)> = BTreeSet::new();
+        for (i, c) in self.commands.iter().enumerate() {
+            check_command_name(&c.name).map_err(|r| field(format!("commands[{i}].name"), r))?;
+            if c.name.eq_ignore_ascii_case("offgrid") {
+                return Err(field(
+                    format!("commands[{i}].name"),
+                    "'offgrid' is the name of offgrid itself",
+                ));
+            }
+            let Some(f) = self.file(&c.path).filter(|f| f.kind == FileKind::Program) else {
+                return Err(field(
+                    format!("commands[{i}].path ('{}')", c.path),
+                    "must be the path of a file of kind program",
+                ));
+            };
+            if !seen.insert((c.name.as_str(), f.platform.as_deref())) {
+                return Err(field(
+                    format!("commands[{i}].name ('{}')", c.name),
+                    "is declared twice for the same platform",
                 ));
             }
         }
@@ -461,10 +774,21 @@ impl Manifest {
         self.files.iter().filter(|f| f.kind == FileKind::Model)
     }
 
-    /// The logical models: one entry per model, the first shard of a split one.
+    /// The logical models: one entry per model, the first shard of a split one, the
+    /// first file of a safetensors folder.
     pub fn logical_models(&self) -> impl Iterator<Item = &FileEntry> {
+        let mut seen = BTreeSet::new();
+        self.models().filter(move |f| match &f.model {
+            Some(m) if m.format() != ModelFormat::Gguf => seen.insert(m.name.as_str()),
+            Some(m) => !m.is_later_shard(),
+            None => true,
+        })
+    }
+
+    /// Every file of the model named `name`, and their total size.
+    pub fn model_files<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a FileEntry> + 'a {
         self.models()
-            .filter(|f| !f.model.as_ref().is_some_and(ModelInfo::is_later_shard))
+            .filter(move |f| f.model.as_ref().is_some_and(|m| m.name == name))
     }
 
     /// Total payload size in bytes.
@@ -489,6 +813,8 @@ mod tests {
     pub(crate) fn sample() -> Manifest {
         let h = "ab".repeat(32);
         Manifest {
+            dirs: Vec::new(),
+            commands: Vec::new(),
             format: FORMAT.into(),
             bundle_id: "org.example.clinic".into(),
             release: "1.2.0".parse().unwrap(),
@@ -507,6 +833,7 @@ mod tests {
                     chunk_size: DEFAULT_CHUNK_SIZE,
                     chunks: vec![h.clone(), h.clone()],
                     model: Some(ModelInfo {
+                        format: None,
                         name: "tiny".into(),
                         architecture: Some("llama".into()),
                         quantization: Some("Q4_1".into()),

@@ -11,6 +11,7 @@
 //! tag matches the quantization only.
 
 pub mod fit;
+pub mod formats;
 pub mod locate;
 pub mod template;
 pub mod vcache;
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use crate::gguf::{self, GgufError, GgufInfo};
 use crate::hash::{self, FileCheck, HashError};
-use crate::manifest::{FileEntry, ManifestError};
+use crate::manifest::{FileEntry, ManifestError, ModelFormat};
 use crate::trust::{TrustError, TrustPolicy};
 use crate::Progress;
 
@@ -71,6 +72,13 @@ pub enum ModelError {
     Damaged { path: String, detail: String },
     #[error("{0}")]
     DoesNotFit(Box<NoFit>),
+    #[error("model '{name}' is a {format} model, which offgrid run cannot start (it runs GGUF models with llama.cpp): {purpose}\n  its files: '{path}'\nhelp: 'offgrid models' marks the models run can start; to chat, name a GGUF model")]
+    NotRunnable {
+        name: String,
+        format: &'static str,
+        path: String,
+        purpose: String,
+    },
     #[error("this offgrid's llama.cpp needs CPU instructions this computer lacks: {missing}\nhelp: run the model on a newer computer, or use an offgrid built for this CPU (SPEC.md §10.8)")]
     CpuUnsupported { missing: String },
 }
@@ -81,6 +89,7 @@ impl ModelError {
     pub fn is_refusal(&self) -> bool {
         match self {
             ModelError::DoesNotFit(_)
+            | ModelError::NotRunnable { .. }
             | ModelError::Damaged { .. }
             | ModelError::CpuUnsupported { .. } => true,
             ModelError::Trust(t) => t.is_refusal(),
@@ -157,6 +166,9 @@ pub struct ModelFile {
     /// The later shards of a split model (SPEC.md §16.2), with their signed entries;
     /// `path` is the first shard, the one llama.cpp is given.
     pub shards: Vec<(PathBuf, FileEntry)>,
+    /// GGUF, or a model `run` cannot start (SPEC.md §18.4): then `path` is the
+    /// safetensors folder or the ONNX file, and `size` the sum of its files.
+    pub format: ModelFormat,
 }
 
 impl ModelFile {
@@ -177,6 +189,26 @@ impl ModelFile {
             tree: None,
             problem: None,
             shards: Vec::new(),
+            format: ModelFormat::Gguf,
+        })
+    }
+
+    /// True when `offgrid run` can start this model: a GGUF model whose files are there.
+    pub fn runnable(&self) -> bool {
+        self.format == ModelFormat::Gguf && self.problem.is_none()
+    }
+
+    /// Refuses a model `run` cannot start because of its format, saying what it is for.
+    pub fn check_runnable(&self) -> Result<(), ModelError> {
+        if self.format == ModelFormat::Gguf {
+            return Ok(());
+        }
+        let arch = self.architecture();
+        Err(ModelError::NotRunnable {
+            name: self.name.clone(),
+            format: self.format.as_str(),
+            path: self.path.display().to_string(),
+            purpose: formats::purpose(self.format, arch.as_deref()),
         })
     }
 
@@ -263,6 +295,43 @@ fn stem(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// A model of a signed tree that is not GGUF: its folder (safetensors) or file (ONNX),
+/// the size of all its files, and a problem when one of them is missing.
+fn other_model(
+    tree: &Tree,
+    ti: usize,
+    e: &FileEntry,
+    format: ModelFormat,
+    origin: Origin,
+) -> ModelFile {
+    let name = e.model.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+    let rel = match format {
+        ModelFormat::Safetensors => format!("{}/{name}", crate::usb::MODELS_DIR),
+        _ => e.path.clone(),
+    };
+    let mut size = 0;
+    let mut problem = None;
+    for f in tree.manifest.model_files(&name) {
+        let p = crate::paths::join(&tree.root, &f.path);
+        size += f.size;
+        if problem.is_none() && !p.is_file() {
+            problem = Some(format!("'{}' is missing", f.path));
+        }
+    }
+    ModelFile {
+        name: name.clone(),
+        path: crate::paths::join(&tree.root, &rel),
+        origin,
+        size,
+        info: None,
+        entry: Some(e.clone()),
+        tree: Some(ti),
+        problem,
+        shards: Vec::new(),
+        format,
+    }
+}
+
 /// Every model offgrid can see, source by source in resolution order.
 #[derive(Debug)]
 pub struct Catalog {
@@ -286,6 +355,11 @@ impl Catalog {
             let tree = Tree::open(root, origin)?;
             let ti = trees.len();
             for e in tree.manifest.logical_models() {
+                let fmt = e.model.as_ref().map_or(ModelFormat::Gguf, |m| m.format());
+                if fmt != ModelFormat::Gguf {
+                    models.push(other_model(&tree, ti, e, fmt, origin));
+                    continue;
+                }
                 let path = crate::paths::join(&tree.root, &e.path);
                 let name = e
                     .model
@@ -335,6 +409,7 @@ impl Catalog {
                     tree: Some(ti),
                     problem,
                     shards,
+                    format: ModelFormat::Gguf,
                 });
             }
             trees.push(tree);
@@ -376,6 +451,7 @@ impl Catalog {
                         tree: None,
                         problem: Some(e.to_string()),
                         shards: Vec::new(),
+                        format: ModelFormat::Gguf,
                     }),
                 }
             }
@@ -713,6 +789,7 @@ mod tests {
                 chunk_size: d.chunk_size,
                 chunks: d.chunks,
                 model: Some(ModelInfo {
+                    format: None,
                     name: "tiny".into(),
                     quantization: Some(q.into()),
                     ..Default::default()
@@ -720,6 +797,8 @@ mod tests {
             });
         }
         let m = Manifest {
+            dirs: Vec::new(),
+            commands: Vec::new(),
             format: FORMAT.into(),
             bundle_id: "org.example.t".into(),
             release: "1".parse().unwrap(),

@@ -445,9 +445,14 @@ fn find_extras(root: &Path, m: &Manifest) -> (Vec<Extra>, usize) {
     use std::collections::HashSet;
     let files: HashSet<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
     // Every folder on the way to a manifest file ("a", "a/b" for "a/b/c").
-    let mut dirs: HashSet<&str> = HashSet::new();
-    for f in &m.files {
-        let mut p = f.path.as_str();
+    let mut dirs: HashSet<&str> = m.dirs.iter().map(|d| d.path.as_str()).collect();
+    for f in m
+        .files
+        .iter()
+        .map(|f| f.path.as_str())
+        .chain(m.dirs.iter().map(|d| d.path.as_str()))
+    {
+        let mut p = f;
         while let Some((parent, _)) = p.rsplit_once('/') {
             dirs.insert(parent);
             p = parent;

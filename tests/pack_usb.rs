@@ -323,6 +323,11 @@ fn the_example_recipe_in_formats_packs_as_documented() {
     }
     ws.file("rel/dist/windows-x86_64/offgrid.exe", b"MZ");
     ws.file("rel/CHANGELOG.md", b"# 1.4.0");
+    // Its [[files]] (SPEC.md §18.1): two platforms' programs and a folder of documents.
+    for p in ["linux-x86_64", "linux-aarch64"] {
+        ws.file(&format!("rel/dist/{p}/triage-cli"), b"#!/bin/sh\n");
+    }
+    ws.file("rel/docs/protocols.txt", b"protocols");
     std::fs::create_dir_all(ws.path("rel/keys")).unwrap();
     std::fs::rename(ws.path("hq.key"), ws.path("rel/keys/hq.key")).unwrap();
     ws.offgrid(&["pack-usb", "stick", "--recipe", "rel/offgrid.toml"])

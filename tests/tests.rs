@@ -23,6 +23,7 @@ mod launcher;
 mod media;
 mod models;
 mod pack_usb;
+mod payload;
 mod receipts;
 mod repair;
 mod repo_rules;

@@ -99,6 +99,7 @@ fn tree() -> Tree {
                 FileKind::Model,
                 None,
                 Some(ModelInfo {
+                    format: None,
                     name: "tiny".into(),
                     ..Default::default()
                 }),
@@ -125,6 +126,8 @@ fn tree() -> Tree {
         });
     }
     let manifest = Manifest {
+        dirs: Vec::new(),
+        commands: Vec::new(),
         format: FORMAT.into(),
         bundle_id: "org.example.clinic".into(),
         release: "1.2.0".parse().unwrap(),

@@ -54,10 +54,17 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     .map_err(|e| super::site::note_failure(&home, "apply-update", e))?;
     bar.finish_and_clear();
     super::install::print_recovery(ctx, r.recovered.as_ref(), args.json)?;
+    // The shims resolve through `current`; refreshing them adds the new release's
+    // commands (SPEC.md §18.5), in the folder the install chose.
+    let shims = update::shims::recorded_dir(&home)
+        .and_then(|dir| super::install::write_shims(ctx, &home, &dir));
     let pack_dir = offgrid::fsutil::parent_dir(&args.pack);
     super::site::auto_receipt(ctx, &home, &pack_dir, &args.receipt, args.json);
     if args.json {
         super::json_line("applied", serde_json::to_value(&r)?)?;
+        if let Some(s) = &shims {
+            super::json_line("commands", serde_json::to_value(s)?)?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let mut s = format!(
@@ -66,6 +73,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     );
     for p in &r.removed {
         s.push_str(&format!("  removed: {p}\n"));
+    }
+    if let Some(sh) = &shims {
+        s.push_str(&super::install::shim_summary(sh));
     }
     if let Some(c) = &r.changelog {
         s.push_str("changelog:\n");

@@ -28,6 +28,11 @@ pub struct Args {
     /// Trust policy file (keys and m-of-n threshold), instead of --pubkey
     #[arg(long, value_name = "FILE", conflicts_with = "pubkeys")]
     pub trust: Option<PathBuf>,
+    /// Folder for the command shims (offgrid and the release's commands) [env:
+    /// OFFGRID_BIN_DIR] [default: ~/.local/bin, or HOME/bin when --home or OFFGRID_HOME
+    /// names the home]
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
     /// Check the tree's signatures and print the plan (files, bytes, space needed);
     /// write nothing
     #[arg(long)]
@@ -89,7 +94,8 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         if args.dry_run {
             anyhow::bail!("--dry-run reads a tree on this machine; pulling from a peer ('{peer}') has no dry run\nhelp: run 'offgrid install --from {peer}' without --dry-run (nothing is switched before every byte is verified)");
         }
-        return super::sync::install_from_peer(ctx, &home, &peer, policy, args.json);
+        let bin = update::shims::bin_dir(&home, args.bin_dir.as_deref(), args.home.is_some());
+        return super::sync::install_from_peer(ctx, &home, &peer, policy, &bin, args.json);
     }
     if args.dry_run {
         return dry_run(&args, &home, policy);
@@ -124,17 +130,20 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     })
     .map_err(|e| super::site::note_failure(&home, "install", e))?;
     bar.finish_and_clear();
+    let dir = update::shims::bin_dir(&home, args.bin_dir.as_deref(), args.home.is_some());
+    let shims = write_shims(ctx, &home, &dir);
     super::site::auto_receipt(ctx, &home, &args.from, &args.receipt, args.json);
-    print_installed(ctx, &r, args.json, None)
+    print_installed(ctx, &r, args.json, None, shims.as_ref())
 }
 
 /// Prints what an install did; `pulled` is the line saying where the bytes came from
-/// (a pull from peers).
+/// (a pull from peers), `shims` where the commands went.
 pub fn print_installed(
     ctx: &Ctx,
     r: &update::install::InstallReport,
     json: bool,
     pulled: Option<(String, serde_json::Value)>,
+    shims: Option<&update::shims::ShimReport>,
 ) -> anyhow::Result<ExitCode> {
     print_recovery(ctx, r.recovered.as_ref(), json)?;
     if json {
@@ -143,6 +152,9 @@ pub fn print_installed(
             o.insert("pulled".into(), p.clone());
         }
         super::json_line("installed", v)?;
+        if let Some(s) = shims {
+            super::json_line("commands", serde_json::to_value(s)?)?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let mut s = format!(
@@ -170,8 +182,62 @@ pub fn print_installed(
     if let Some((line, _)) = pulled {
         s.push_str(&line);
     }
+    if let Some(sh) = shims {
+        s.push_str(&shim_summary(sh));
+    }
     super::out(&s)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the command shims of the current release into `dir` (SPEC.md §18.5). A
+/// failure is a warning: the release itself is installed.
+pub fn write_shims(
+    ctx: &Ctx,
+    home: &Home,
+    dir: &std::path::Path,
+) -> Option<update::shims::ShimReport> {
+    let mp = home
+        .root
+        .join("current")
+        .join(offgrid::manifest::MANIFEST_FILE);
+    let res = std::fs::read(&mp)
+        .map_err(|e| e.to_string())
+        .and_then(|b| offgrid::manifest::Manifest::parse(&b).map_err(|e| e.to_string()))
+        .and_then(|m| {
+            let host = offgrid::platform::Platform::host().to_string();
+            update::shims::write(home, dir, &m, &host).map_err(|e| e.to_string())
+        });
+    match res {
+        Ok(r) => {
+            for (name, why) in &r.skipped {
+                ctx.warn(&format!("command '{name}' not put on the PATH: {why}"));
+            }
+            Some(r)
+        }
+        Err(e) => {
+            ctx.warn(&format!(
+                "could not write the command shims into '{}': {e} (the release itself is installed)",
+                dir.display()
+            ));
+            None
+        }
+    }
+}
+
+/// The summary lines saying where the commands are, with a hint when that folder is not
+/// on the PATH.
+pub fn shim_summary(sh: &update::shims::ShimReport) -> String {
+    if sh.commands.is_empty() {
+        return String::new();
+    }
+    let mut s = format!("  commands: {} in '{}'\n", sh.commands.join(", "), sh.dir);
+    if !sh.on_path {
+        s.push_str(&format!(
+            "  hint: '{}' is not on your PATH; add it, e.g. in ~/.profile: export PATH=\"{}:$PATH\"\n",
+            sh.dir, sh.dir
+        ));
+    }
+    s
 }
 
 /// `install --dry-run`: signatures checked (given or pinned keys), then the plan and the

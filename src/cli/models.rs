@@ -94,8 +94,10 @@ fn json_of(m: &ModelFile, machine: &Machine, ctx: Option<u64>, default: bool) ->
             "overhead": need.overhead,
             "total": need.total(),
         },
-        "fits": m.problem.is_none() && machine.fits(&need),
+        "fits": m.runnable() && machine.fits(&need),
         "problem": m.problem,
+        "format": m.format.as_str(),
+        "runnable": m.runnable(),
     })
 }
 
@@ -153,6 +155,37 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         "NAME", "QUANT", "SIZE", "PARAMS", "CTX/MAX", "NEEDS", "FITS", "WHERE"
     );
     for m in &catalog.models {
+        if m.format != offgrid::manifest::ModelFormat::Gguf {
+            let mut name = m.name.clone();
+            name.truncate(28);
+            out.push_str(&format!(
+                "{:<28} {:<8} {:>10} {:>7} {:>11} {:>10}  {:<4} {}\n",
+                name,
+                m.format.as_str(),
+                mib(m.size),
+                params(m.parameters()),
+                "-",
+                "-",
+                "n/a",
+                m.origin,
+            ));
+            let what = m
+                .check_runnable()
+                .err()
+                .map(|_| offgrid::models::formats::purpose(m.format, m.architecture().as_deref()))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "    {} model{}, run cannot start it: {what}\n",
+                m.format.as_str(),
+                m.architecture()
+                    .map(|a| format!(" ({a})"))
+                    .unwrap_or_default(),
+            ));
+            if let Some(p) = &m.problem {
+                out.push_str(&format!("    problem: {p}\n"));
+            }
+            continue;
+        }
         let need = m.estimate(args.ctx);
         let fits = match &m.problem {
             Some(_) => "bad",

@@ -30,6 +30,12 @@ pub struct Args {
     /// --no-host-binary
     #[arg(long = "binary", value_name = "PLATFORM=FILE")]
     pub binaries: Vec<String>,
+    /// Any file or folder carried at DEST in the tree (repeatable), with options
+    /// kind=program|library|data|document|model (default data), platform=OS-CPU (programs
+    /// and libraries), mode=OCTAL (a file; default: the source's), command=NAME (a program
+    /// put on the site's PATH); a folder keeps its structure, empty folders and modes
+    #[arg(long = "add", value_name = "DEST=SRC[,OPT=VALUE...]")]
+    pub adds: Vec<String>,
     /// Release version, e.g. 1.4.0
     #[arg(long, value_name = "VERSION")]
     pub release: Option<String>,
@@ -78,6 +84,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         recipe: args.recipe.clone(),
         models: args.models.clone(),
         binaries: args.binaries.clone(),
+        adds: args.adds.clone(),
         release: args.release.clone(),
         bundle_id: args.bundle_id.clone(),
         changelog: args.changelog.clone(),

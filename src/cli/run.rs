@@ -56,7 +56,16 @@ pub struct Args {
 
 #[cfg(not(feature = "llama"))]
 pub fn run(args: Args, ctx: &super::Ctx) -> anyhow::Result<std::process::ExitCode> {
-    let _ = (args, ctx);
+    // A model run could never start is named as such first (SPEC.md §18.4).
+    if let Ok(locations) = args.place.locations(ctx) {
+        if let Ok(catalog) = offgrid::models::Catalog::open(locations) {
+            if let Ok(c) = catalog.resolve(args.model.as_deref()) {
+                if let Some(m) = c.first() {
+                    m.check_runnable()?;
+                }
+            }
+        }
+    }
     anyhow::bail!(
         "this offgrid was built without llama.cpp, so it cannot run models\nhelp: use an offgrid built with the 'llama' feature (the default), e.g. the one on the stick"
     )
@@ -146,6 +155,9 @@ mod with_llama {
         let locations = args.place.locations(ctx)?;
         let catalog = Catalog::open(locations).context("finding the model")?;
         let candidates = catalog.resolve(args.model.as_deref())?;
+        if let Some(m) = candidates.first() {
+            m.check_runnable()?;
+        }
         let machine = Machine::probe();
         let choice = choose(&candidates, &machine, args.ctx.map(u64::from))?;
         let m = &choice.model;

@@ -115,7 +115,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     };
-    finish(ctx, &home, pulled, None, args.json)
+    finish(ctx, &home, pulled, None, None, args.json)
 }
 
 /// `install --from http://HOST:PORT[/tree/NAME/]`.
@@ -124,6 +124,7 @@ pub fn install_from_peer(
     home: &Home,
     from: &str,
     given: Option<TrustPolicy>,
+    bin_dir: &Path,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let (peer, name) = pull::parse_peer(from)?;
@@ -149,7 +150,7 @@ pub fn install_from_peer(
         }
         .into());
     };
-    finish(ctx, home, pulled, given.as_ref(), json)
+    finish(ctx, home, pulled, given.as_ref(), Some(bin_dir), json)
 }
 
 fn pull_with_bar(
@@ -192,6 +193,7 @@ fn finish(
     home: &Home,
     pulled: Pulled,
     given: Option<&TrustPolicy>,
+    bin_dir: Option<&Path>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let bar = ctx.bar("installing", json);
@@ -222,5 +224,10 @@ fn finish(
         "resumed": rep.resumed,
         "dropped": rep.dropped.iter().map(|(p, w)| serde_json::json!({"peer": p, "reason": w})).collect::<Vec<_>>(),
     });
-    super::install::print_installed(ctx, &r, json, Some((line, value)))
+    // Commands on the PATH: where install puts them, or (sync) where they already are.
+    let dir = bin_dir
+        .map(Path::to_path_buf)
+        .or_else(|| update::shims::recorded_dir(home));
+    let shims = dir.and_then(|d| super::install::write_shims(ctx, home, &d));
+    super::install::print_installed(ctx, &r, json, Some((line, value)), shims.as_ref())
 }

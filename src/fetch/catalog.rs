@@ -90,6 +90,8 @@ pub fn load(
         let sig =
             String::from_utf8(sig).map_err(|_| untrusted("the signature is not text".into()))?;
         let stub = Manifest {
+            dirs: Vec::new(),
+            commands: Vec::new(),
             format: crate::manifest::FORMAT.into(),
             bundle_id: catalog.catalog_id.clone(),
             release: catalog.version.clone(),

@@ -92,6 +92,7 @@ pub fn apply_update_keeping(
     let used: std::cell::RefCell<std::collections::BTreeMap<String, Option<u32>>> =
         Default::default();
     let pack_name = pack_path.display().to_string();
+    let host = crate::platform::Platform::host().to_string();
 
     let res = read_pack(
         pack_path,
@@ -129,7 +130,8 @@ pub fn apply_update_keeping(
                     actual,
                 });
             }
-            for (path, sha) in p.needs(from) {
+            let wanted = |t: &str| h.manifest.file(t).is_some_and(|f| f.installs_on(&host));
+            for (path, sha) in p.needs_for(from, wanted) {
                 let fp = crate::paths::join(&cur_dir, &path);
                 let actual = match hash_file(&fp) {
                     Ok((_, h)) => h,
@@ -151,7 +153,7 @@ pub fn apply_update_keeping(
                     Some(Source::Delta(x)) | Some(Source::Zstd(x)) => x.entry == pl.entry,
                     _ => false,
                 };
-                if mine {
+                if mine && wanted(&pl.target) {
                     let mode = h.manifest.file(&pl.target).and_then(|f| f.mode);
                     used.borrow_mut().insert(pl.entry.clone(), mode);
                     written = written.saturating_add(pl.target_size);
@@ -259,7 +261,7 @@ pub fn apply_update_keeping(
     let finish = (|| -> Result<usize, UpdateError> {
         let from = from?;
         let mut unchanged = 0;
-        for f in &head.manifest.files {
+        for f in head.manifest.files_on(&host) {
             let dst = crate::paths::join(&txn.staging, &f.path);
             match head.pack.source(&from, &f.path) {
                 Some(Source::Copy(c)) => {
@@ -284,6 +286,7 @@ pub fn apply_update_keeping(
                 }
             }
         }
+        txn.make_dirs(&head.manifest, &host)?;
         txn.write_release_meta(&head.manifest_bytes, &head.release_sigs)?;
         Ok(unchanged)
     })();
@@ -315,7 +318,7 @@ pub fn apply_update_keeping(
         bundle_id: state.bundle_id.clone(),
         from: state.current.release.to_string(),
         to: head.pack.to.to_string(),
-        files: head.manifest.files.len(),
+        files: head.manifest.files_on(&host).count(),
         from_deltas: deltas,
         from_zstd: zstds,
         unchanged,

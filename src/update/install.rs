@@ -126,8 +126,10 @@ pub fn install(
     }
     let seen = state.as_ref().and_then(|s| s.site.newest_signed.clone());
     crate::site::fresh::check(seen.as_deref(), &m)?;
+    // Only this computer's programs and libraries are installed (SPEC.md §18.2).
+    let host = crate::platform::Platform::host().to_string();
     // Every file must be there and a regular file before anything is staged.
-    for f in &m.files {
+    for f in m.files_on(&host) {
         let p = crate::paths::join(root, &f.path);
         match fs::symlink_metadata(&p) {
             Ok(md) if md.is_file() && md.len() == f.size => {}
@@ -158,10 +160,10 @@ pub fn install(
         reason: e.to_string(),
     })?;
     let txn = Txn::begin(home, &lock, "install", from.clone(), &m.release)?;
-    let total = m.total_size().max(1);
+    let total = m.files_on(&host).map(|f| f.size).sum::<u64>().max(1);
     let mut done = 0;
     let staged = (|| -> Result<(), UpdateError> {
-        for f in &m.files {
+        for f in m.files_on(&host) {
             let src = crate::paths::join(root, &f.path);
             let dst = txn.target(&f.path)?;
             match copy_checked(&src, &dst, f.size, &f.sha256, f.mode, false)
@@ -182,6 +184,7 @@ pub fn install(
             progress(done, total);
             crate::update::fault::point("payload-written");
         }
+        txn.make_dirs(&m, &host)?;
         txn.write_release_meta(&bytes, &sigs)
     })();
     if let Err(e) = staged {
@@ -218,8 +221,8 @@ pub fn install(
         bundle_id: m.bundle_id.clone(),
         release: m.release.to_string(),
         previous: from.map(|f| f.release.to_string()),
-        files: m.files.len(),
-        bytes: m.total_size(),
+        files: m.files_on(&host).count(),
+        bytes: m.files_on(&host).map(|f| f.size).sum(),
         signatures: reports,
         pinned_keys: new_state.trust.keys.len(),
         threshold: new_state.trust.threshold,

@@ -32,6 +32,7 @@ pub mod reader;
 pub mod release;
 pub mod repair;
 pub mod rollback;
+pub mod shims;
 pub mod status;
 pub mod txn;
 pub mod verify_pack;

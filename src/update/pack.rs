@@ -203,11 +203,21 @@ impl PackManifest {
 
     /// Every base file `(path, sha256)` the from-release needs on the site.
     pub fn needs(&self, from: &From) -> BTreeMap<String, String> {
+        self.needs_for(from, |_| true)
+    }
+
+    /// [`PackManifest::needs`] for the targets `wanted` says the site makes (a site
+    /// installs only its own platform's programs and libraries, SPEC.md §18.2).
+    pub fn needs_for(
+        &self,
+        from: &From,
+        wanted: impl Fn(&str) -> bool,
+    ) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
-        for c in &from.copy {
+        for c in from.copy.iter().filter(|c| wanted(&c.target)) {
             out.insert(c.base_path.clone(), c.sha256.clone());
         }
-        for p in &self.payloads {
+        for p in self.payloads.iter().filter(|p| wanted(&p.target)) {
             if p.encoding == Encoding::Delta && p.base_release.as_ref() == Some(&from.release) {
                 if let (Some(bp), Some(bs)) = (&p.base_path, &p.base_sha256) {
                     out.insert(bp.clone(), bs.clone());
@@ -387,6 +397,8 @@ mod tests {
 
     fn sample() -> (PackManifest, Manifest) {
         let m: Manifest = Manifest {
+            dirs: Vec::new(),
+            commands: Vec::new(),
             format: crate::manifest::FORMAT.into(),
             bundle_id: "org.example".into(),
             release: "2".parse().unwrap(),

@@ -129,7 +129,9 @@ pub fn rollback(
     let mut damaged = Vec::new();
     let mut hashed: Vec<(PathBuf, &FileEntry)> = Vec::new();
     let mut cached = 0;
-    for f in &m.files {
+    // A site holds only its own platform's programs and libraries (SPEC.md §18.2).
+    let host = crate::platform::Platform::host().to_string();
+    for f in m.files_on(&host) {
         let p = crate::paths::join(&dir, &f.path);
         if cache.is_some_and(|c| c.is_verified(&p, f)) {
             cached += 1;

@@ -122,7 +122,8 @@ pub fn status(home: &Home) -> Result<StatusReport, UpdateError> {
         help: "reinstall from a verified USB stick",
     })?;
     let mut problems = Vec::new();
-    for f in &m.files {
+    let host = crate::platform::Platform::host().to_string();
+    for f in m.files_on(&host) {
         let p = crate::paths::join(&dir, &f.path);
         match std::fs::symlink_metadata(&p) {
             Ok(md) if md.is_file() && md.len() == f.size => {}

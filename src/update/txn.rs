@@ -90,6 +90,27 @@ impl<'h> Txn<'h> {
         Ok(())
     }
 
+    /// Makes the manifest's folders a site on `host` gets (SPEC.md §18.1), empty ones
+    /// included, each with its mode (the owner keeps `rwx`, so old releases can be
+    /// removed). Run after every file is staged.
+    pub fn make_dirs(&self, m: &crate::manifest::Manifest, host: &str) -> Result<(), UpdateError> {
+        let dirs: Vec<_> = m.dirs.iter().filter(|d| d.installs_on(host)).collect();
+        for d in &dirs {
+            let p = crate::paths::join(&self.staging, &d.path);
+            fs::create_dir_all(&p).map_err(io_err("create", &p))?;
+        }
+        #[cfg(unix)]
+        for d in &dirs {
+            use std::os::unix::fs::PermissionsExt;
+            if let Some(mode) = crate::usb::pack::dir_mode(d.mode) {
+                let p = crate::paths::join(&self.staging, &d.path);
+                fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+                    .map_err(io_err("set the mode of", &p))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Where a bundle path goes in the staging folder (parents created).
     pub fn target(&self, bundle_path: &str) -> Result<PathBuf, UpdateError> {
         create_parents(&self.staging, bundle_path)

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::manifest;
+use crate::manifest::{self, FileKind, ModelFormat};
 use crate::paths;
 use crate::platform::Platform;
 use crate::version::Version;
@@ -29,15 +29,232 @@ pub const DEFAULT_BUNDLE_ID: &str = "org.offgrid.release";
 pub struct ModelInput {
     /// Its name on the stick (`offgrid run NAME`); the file is `models/NAME.gguf`.
     pub name: String,
-    /// Where it is read from.
+    /// Where it is read from (a folder for a safetensors model).
     pub source: PathBuf,
+    /// GGUF, a safetensors folder or an ONNX file (SPEC.md §18.4).
+    pub format: ModelFormat,
 }
 
 impl ModelInput {
-    /// The model's bundle path, `models/NAME.gguf`.
+    /// The model's bundle path: `models/NAME.gguf`, `models/NAME.onnx`, or the folder
+    /// `models/NAME` of a safetensors model.
     pub fn bundle_path(&self) -> String {
-        format!("{MODELS_DIR}/{}.gguf", self.name)
+        match self.format {
+            ModelFormat::Gguf => format!("{MODELS_DIR}/{}.gguf", self.name),
+            ModelFormat::Onnx => format!("{MODELS_DIR}/{}.onnx", self.name),
+            ModelFormat::Safetensors => format!("{MODELS_DIR}/{}", self.name),
+        }
     }
+}
+
+/// One file or folder of any payload (`--add`, `[[files]]`; SPEC.md §18.1), validated
+/// except for its content (walked by [`super::layout::plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddInput {
+    /// Its bundle path (checked by the path rules).
+    pub dest: String,
+    /// A file or a folder.
+    pub src: PathBuf,
+    pub kind: FileKind,
+    pub platform: Option<Platform>,
+    /// Permission bits of a file (a folder keeps its files' own).
+    pub mode: Option<u32>,
+    /// For a program: its command name.
+    pub command: Option<String>,
+}
+
+/// The kinds `--add` and `[[files]]` take, as written.
+pub const ADD_KINDS: &str = "program, library, data, document, model";
+
+/// The raw form of one payload entry, from a flag or the recipe.
+#[derive(Debug, Clone, Default)]
+struct RawAdd {
+    dest: String,
+    src: PathBuf,
+    kind: Option<String>,
+    platform: Option<String>,
+    mode: Option<String>,
+    command: Option<String>,
+    /// How the entry was given, for messages (`--add …` or `recipe [[files]] n`).
+    origin: String,
+}
+
+/// Parses `--add DEST=SRC[,kind=K][,platform=P][,mode=OCTAL][,command=NAME]`: trailing
+/// comma-separated `key=value` options with a known key are options, the rest is SRC.
+fn parse_add_flag(arg: &str) -> Result<RawAdd, PackError> {
+    let bad = |reason: &str| {
+        PackError::BadArg {
+        what: "--add",
+        value: crate::excerpt::excerpt(arg),
+        reason: reason.into(),
+        help: "write it as --add DEST=SRC[,kind=program|library|data|document|model][,platform=OS-CPU][,mode=755][,command=NAME]",
+    }
+    };
+    let (dest, rest) = arg
+        .split_once('=')
+        .ok_or_else(|| bad("it is not DEST=SRC"))?;
+    let mut raw = RawAdd {
+        dest: dest.to_owned(),
+        origin: format!("--add {}", crate::excerpt::excerpt(arg)),
+        ..RawAdd::default()
+    };
+    let mut src = rest;
+    while let Some((head, opt)) = src.rsplit_once(',') {
+        let Some((k, v)) = opt.split_once('=') else {
+            break;
+        };
+        let slot = match k {
+            "kind" => &mut raw.kind,
+            "platform" => &mut raw.platform,
+            "mode" => &mut raw.mode,
+            "command" => &mut raw.command,
+            _ => break,
+        };
+        if slot.is_some() {
+            return Err(bad(&format!("option '{k}' is given twice")));
+        }
+        *slot = Some(v.to_owned());
+        src = head;
+    }
+    if dest.is_empty() || src.is_empty() {
+        return Err(bad("DEST and SRC must not be empty"));
+    }
+    raw.src = PathBuf::from(src);
+    Ok(raw)
+}
+
+/// Reads permission bits written in octal (`755`, `0755`, `0o755`).
+fn parse_mode(text: &str) -> Option<u32> {
+    let t = text.strip_prefix("0o").unwrap_or(text);
+    u32::from_str_radix(t, 8).ok().filter(|m| *m <= 0o777)
+}
+
+fn parse_kind(text: &str) -> Option<FileKind> {
+    Some(match text {
+        "program" => FileKind::Program,
+        "library" => FileKind::Library,
+        "data" => FileKind::Data,
+        "document" => FileKind::Document,
+        "model" => FileKind::Model,
+        _ => return None,
+    })
+}
+
+/// Validates one raw payload entry (everything but its content).
+fn check_add(raw: RawAdd) -> Result<AddInput, PackError> {
+    let bad = |reason: String, help: &'static str| PackError::BadAdd {
+        origin: raw.origin.clone(),
+        reason,
+        help,
+    };
+    let kind = match raw.kind.as_deref() {
+        None => FileKind::Data,
+        Some(k) => parse_kind(k).ok_or_else(|| {
+            bad(
+                format!(
+                    "kind '{}' is not one of {ADD_KINDS}",
+                    crate::excerpt::excerpt(k)
+                ),
+                "pick the kind that says what the file is for",
+            )
+        })?,
+    };
+    let platform = match raw.platform.as_deref() {
+        None => None,
+        Some(_) if !kind.is_per_platform() => {
+            return Err(bad(
+                "only a program or a library names a platform".into(),
+                "drop the platform, or give kind program or library",
+            ))
+        }
+        Some(p) => Some(p.parse::<Platform>()?),
+    };
+    let mode = match raw.mode.as_deref() {
+        None => None,
+        Some(m) => Some(parse_mode(m).ok_or_else(|| {
+            bad(
+                format!(
+                    "mode '{}' is not permission bits in octal (at most 777)",
+                    crate::excerpt::excerpt(m)
+                ),
+                "write the mode in octal: 755 on the command line, 0o755 in the recipe",
+            )
+        })?),
+    };
+    if let Some(c) = &raw.command {
+        if kind != FileKind::Program {
+            return Err(bad(
+                "only a program declares a command".into(),
+                "give kind program, or drop the command",
+            ));
+        }
+        manifest::check_command_name(c).map_err(|r| {
+            bad(
+                format!("command {r}"),
+                "name the command like a file, e.g. triage-cli",
+            )
+        })?;
+    }
+    paths::check_bundle_path(&raw.dest)?;
+    if raw.dest == manifest::MANIFEST_FILE
+        || raw.dest == manifest::SIGNATURES_DIR
+        || raw.dest.starts_with("signatures/")
+    {
+        return Err(bad(
+            format!(
+                "'{}' is reserved for the manifest and its signatures",
+                raw.dest
+            ),
+            "carry it at another path",
+        ));
+    }
+    let meta = std::fs::symlink_metadata(&raw.src).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            PackError::InputMissing {
+                what: raw.origin.clone(),
+                path: raw.src.display().to_string(),
+                hint: "",
+            }
+        } else {
+            PackError::InputRead {
+                what: raw.origin.clone(),
+                path: raw.src.display().to_string(),
+                source: e,
+            }
+        }
+    })?;
+    if meta.file_type().is_symlink() {
+        return Err(PackError::Symlink {
+            path: raw.src.display().to_string(),
+        });
+    }
+    if meta.is_dir() {
+        if raw.mode.is_some() {
+            return Err(bad(
+                "a folder keeps its files' own modes; mode is for a file".into(),
+                "set the modes on the files in the folder, or add the file on its own",
+            ));
+        }
+        if raw.command.is_some() {
+            return Err(bad(
+                "a command names one program file, not a folder".into(),
+                "add the program file on its own with command=NAME",
+            ));
+        }
+    } else if !meta.is_file() {
+        return Err(PackError::InputNotFile {
+            what: raw.origin.clone(),
+            path: raw.src.display().to_string(),
+        });
+    }
+    Ok(AddInput {
+        dest: raw.dest,
+        src: raw.src,
+        kind,
+        platform,
+        mode,
+        command: raw.command,
+    })
 }
 
 /// A release's validated inputs.
@@ -54,6 +271,8 @@ pub struct ReleaseInputs {
     pub default_model: Option<String>,
     /// Secret key files, at least one, each once.
     pub signers: Vec<PathBuf>,
+    /// Any other payload (`--add`, `[[files]]`), in the order given.
+    pub adds: Vec<AddInput>,
 }
 
 /// Raw command-line inputs, before validation (`--recipe` is optional).
@@ -71,6 +290,8 @@ pub struct Flags {
     pub signers: Vec<PathBuf>,
     /// Do not add the running offgrid for the host platform.
     pub no_host_binary: bool,
+    /// `DEST=SRC[,kind=K][,platform=P][,mode=OCTAL][,command=NAME]`.
+    pub adds: Vec<String>,
 }
 
 /// Splits `NAME=FILE`; a bare `FILE` (or one whose part before `=` looks like a path)
@@ -127,6 +348,24 @@ fn first_shard_in(dir: &Path) -> Result<PathBuf, PackError> {
             firsts.len()
         ))),
     }
+}
+
+/// The model name a `kind=model` payload's destination gives: `models/NAME.gguf`,
+/// `models/NAME.onnx`, or `models/NAME` for a safetensors folder.
+fn model_name_of_dest(a: &AddInput) -> Result<String, PackError> {
+    let rest = a.dest.strip_prefix(&format!("{MODELS_DIR}/"));
+    let name = if a.src.is_dir() {
+        rest
+    } else {
+        rest.and_then(|n| n.strip_suffix(".gguf").or_else(|| n.strip_suffix(".onnx")))
+    };
+    name.filter(|n| !n.is_empty() && !n.contains('/'))
+        .map(str::to_owned)
+        .ok_or_else(|| PackError::BadAdd {
+            origin: format!("model at '{}'", a.dest),
+            reason: "a model goes to models/NAME.gguf, models/NAME.onnx or (a safetensors folder) models/NAME".into(),
+            help: "give such a destination, or use --model NAME=FILE",
+        })
 }
 
 fn check_input_file(what: String, path: &Path, hint: &'static str) -> Result<(), PackError> {
@@ -193,14 +432,65 @@ impl ReleaseInputs {
             let (name, file) = split_model_arg(m);
             raw.push((name.map(str::to_owned), PathBuf::from(file)));
         }
+        // Any payload: the recipe's, then the flags'. A model given this way joins the
+        // models under the name its destination gives.
+        let mut raw_adds: Vec<RawAdd> = Vec::new();
+        if let Some(r) = r {
+            for (i, f) in r.files.iter().enumerate() {
+                raw_adds.push(RawAdd {
+                    dest: f.dest.clone(),
+                    src: f.src.clone(),
+                    kind: f.kind.clone(),
+                    platform: f.platform.clone(),
+                    mode: f.mode.map(|m| format!("{m:o}")),
+                    command: f.command.clone(),
+                    origin: format!("recipe [[files]] {} (dest '{}')", i + 1, f.dest),
+                });
+                if f.mode.is_some_and(|m| m > 0o777) {
+                    return Err(PackError::BadAdd {
+                        origin: format!("recipe [[files]] {} (dest '{}')", i + 1, f.dest),
+                        reason: format!("mode {} is more than 0o777", f.mode.unwrap_or(0)),
+                        help: "write the mode as a TOML octal number: mode = 0o755",
+                    });
+                }
+            }
+        }
+        for a in &flags.adds {
+            raw_adds.push(parse_add_flag(a)?);
+        }
+        let mut adds: Vec<AddInput> = Vec::new();
+        for ra in raw_adds {
+            let a = check_add(ra)?;
+            if a.kind == FileKind::Model {
+                raw.push((Some(model_name_of_dest(&a)?), a.src));
+                continue;
+            }
+            adds.push(a);
+        }
+
         let mut models: Vec<ModelInput> = Vec::new();
         for (name, source) in raw {
-            let source = if source.is_dir() {
-                first_shard_in(&source)?
+            let (source, format) = if source.is_dir() {
+                if crate::models::formats::is_safetensors_folder(&source) {
+                    (source, ModelFormat::Safetensors)
+                } else {
+                    (first_shard_in(&source)?, ModelFormat::Gguf)
+                }
+            } else if source
+                .extension()
+                .is_some_and(|x| x.eq_ignore_ascii_case("onnx"))
+            {
+                (source, ModelFormat::Onnx)
             } else {
-                source
+                (source, ModelFormat::Gguf)
             };
-            let name = name.unwrap_or_else(|| default_model_name(&source));
+            let name = name.unwrap_or_else(|| match format {
+                ModelFormat::Safetensors => source
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                _ => default_model_name(&source),
+            });
             if name.is_empty() {
                 return Err(PackError::BadModelName {
                     name,
@@ -211,7 +501,11 @@ impl ReleaseInputs {
                     },
                 });
             }
-            let m = ModelInput { name, source };
+            let m = ModelInput {
+                name,
+                source,
+                format,
+            };
             paths::check_component(&m.name, &m.name)
                 .and_then(|_| paths::check_bundle_path(&m.bundle_path()))
                 .map_err(|source| PackError::BadModelName {
@@ -226,11 +520,13 @@ impl ReleaseInputs {
                     b: m.source.display().to_string(),
                 });
             }
-            check_input_file(
-                format!("model '{}'", m.name),
-                &m.source,
-                " (a model is given as FILE or NAME=FILE)",
-            )?;
+            if m.format != ModelFormat::Safetensors {
+                check_input_file(
+                    format!("model '{}'", m.name),
+                    &m.source,
+                    " (a model is given as FILE or NAME=FILE)",
+                )?;
+            }
             models.push(m);
         }
 
@@ -288,6 +584,17 @@ impl ReleaseInputs {
             .or_else(|| r.and_then(|r| r.default_model.clone()))
         {
             Some(d) => match models.iter().find(|m| m.name == d) {
+                Some(m) if m.format != ModelFormat::Gguf => {
+                    return Err(PackError::BadArg {
+                        what: "default model",
+                        value: d,
+                        reason: format!(
+                            "it is a {} model, and run starts GGUF models only",
+                            m.format.as_str()
+                        ),
+                        help: "name a GGUF model as the default, or none",
+                    })
+                }
                 Some(m) => Some(m.name.clone()),
                 None => {
                     let available = if models.is_empty() {
@@ -302,7 +609,10 @@ impl ReleaseInputs {
                     return Err(PackError::UnknownDefaultModel { name: d, available });
                 }
             },
-            None => models.first().map(|m| m.name.clone()),
+            None => models
+                .iter()
+                .find(|m| m.format == ModelFormat::Gguf)
+                .map(|m| m.name.clone()),
         };
 
         let mut signers: Vec<PathBuf> = r.map(|r| r.signers.clone()).unwrap_or_default();
@@ -326,6 +636,7 @@ impl ReleaseInputs {
             changelog,
             default_model,
             signers,
+            adds,
         })
     }
 
@@ -335,6 +646,7 @@ impl ReleaseInputs {
         v.extend(self.binaries.values().map(PathBuf::as_path));
         v.extend(self.changelog.as_deref());
         v.extend(self.signers.iter().map(PathBuf::as_path));
+        v.extend(self.adds.iter().map(|a| a.src.as_path()));
         v
     }
 }

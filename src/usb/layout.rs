@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use crate::gguf::{self, split, GgufInfo};
 use crate::hash::Digests;
-use crate::manifest::{self, FileEntry, FileKind, Manifest, ModelInfo};
+use crate::manifest::{self, Command, DirEntry, FileEntry, FileKind, Manifest, ModelInfo};
 use crate::paths;
 
-use super::inputs::ReleaseInputs;
+use super::inputs::{AddInput, ReleaseInputs};
 use super::templates::{human_size, ScriptVars};
 use super::PackError;
 
@@ -129,6 +129,10 @@ pub struct TreePlan {
     /// The manifest's `expires` (SPEC.md §17.5), set by `--expires`.
     pub expires: Option<String>,
     pub files: Vec<PlannedFile>,
+    /// Folders of the payload (`--add` folders and their sub-folders), sorted by path.
+    pub dirs: Vec<DirEntry>,
+    /// Commands the release declares (SPEC.md §18.5).
+    pub commands: Vec<Command>,
 }
 
 impl TreePlan {
@@ -139,7 +143,7 @@ impl TreePlan {
 
     /// The manifest of this plan given each file's entry (in the plan's order).
     pub fn manifest(&self, files: Vec<FileEntry>) -> Manifest {
-        Manifest {
+        let mut m = Manifest {
             format: manifest::FORMAT.to_owned(),
             bundle_id: self.bundle_id.clone(),
             release: self.release.clone(),
@@ -148,7 +152,11 @@ impl TreePlan {
             default_model: self.default_model.clone(),
             expires: self.expires.clone(),
             files,
-        }
+            dirs: self.dirs.clone(),
+            commands: self.commands.clone(),
+        };
+        m.format = m.needed_format().to_owned();
+        m
     }
 }
 
@@ -177,6 +185,7 @@ fn model_info(name: &str, info: &GgufInfo, shard: Option<(u32, u32)>) -> ModelIn
         context_length: info.context_length,
         shard: shard.map(|s| s.0),
         shards: shard.map(|s| s.1),
+        format: None,
     }
 }
 
@@ -245,7 +254,12 @@ pub fn plan_for(
     max_file: Option<u64>,
 ) -> Result<TreePlan, PackError> {
     let mut files = Vec::new();
+    let mut dirs: Vec<DirEntry> = Vec::new();
     for m in &inputs.models {
+        if m.format != manifest::ModelFormat::Gguf {
+            plan_other_model(m, &mut files, &mut dirs)?;
+            continue;
+        }
         let info = gguf::read_info(&m.source)?;
         let what = format!("model '{}'", m.name);
         let size = file_size(&what, &m.source)?;
@@ -324,13 +338,25 @@ pub fn plan_for(
         });
     }
 
+    let mut commands: Vec<Command> = Vec::new();
+    for a in &inputs.adds {
+        add_payload(a, &mut files, &mut dirs)?;
+        if let Some(c) = &a.command {
+            commands.push(Command {
+                name: c.clone(),
+                path: a.dest.clone(),
+            });
+        }
+    }
+
     let created = manifest::now_rfc3339();
     let platforms: Vec<String> = inputs.binaries.keys().map(|p| p.to_string()).collect();
     let payload: u64 = files.iter().map(|f| f.size).sum();
+    let mut seen_models = std::collections::BTreeSet::new();
     let models = files
         .iter()
         .filter_map(|f| f.model.as_ref().map(|m| (f, m)))
-        .filter(|(_, m)| !m.is_later_shard())
+        .filter(|(_, m)| !m.is_later_shard() && seen_models.insert(m.name.clone()))
         .map(|(f, m)| {
             let (size, shards) = match m.shards {
                 Some(n) => (
@@ -427,7 +453,53 @@ pub fn plan_for(
             });
         }
     }
-    paths::check_no_case_collisions(files.iter().map(|f| f.path.as_str()))?;
+    dirs.sort_by(|a, b| a.path.cmp(&b.path));
+    for w in dirs.windows(2) {
+        if w[0].path == w[1].path {
+            return Err(PackError::DuplicateName {
+                what: "folders",
+                name: w[0].path.clone(),
+                a: "--add".into(),
+                b: "--add".into(),
+            });
+        }
+    }
+    let file_paths: std::collections::BTreeSet<&str> =
+        files.iter().map(|f| f.path.as_str()).collect();
+    for d in &dirs {
+        if file_paths.contains(d.path.as_str()) {
+            return Err(PackError::DuplicateName {
+                what: "files and folders",
+                name: d.path.clone(),
+                a: "a file".into(),
+                b: "a folder".into(),
+            });
+        }
+    }
+    // A file may not also be the folder of another file.
+    for f in &files {
+        let mut prefix = String::new();
+        for c in f.path.split('/') {
+            if !prefix.is_empty() && file_paths.contains(prefix.as_str()) {
+                return Err(PackError::DuplicateName {
+                    what: "files and folders",
+                    name: prefix,
+                    a: "a file".into(),
+                    b: format!("the folder of '{}'", f.path),
+                });
+            }
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(c);
+        }
+    }
+    paths::check_no_case_collisions(
+        files
+            .iter()
+            .map(|f| f.path.as_str())
+            .chain(dirs.iter().map(|d| d.path.as_str())),
+    )?;
     Ok(TreePlan {
         bundle_id: inputs.bundle_id.clone(),
         release: inputs.release.clone(),
@@ -436,7 +508,182 @@ pub fn plan_for(
         default_model: inputs.default_model.clone(),
         expires: None,
         files,
+        dirs,
+        commands,
     })
+}
+
+/// Plans a model that is not GGUF (SPEC.md §18.4): an ONNX file at `models/NAME.onnx`,
+/// or a safetensors folder at `models/NAME/` (walked like an `--add` folder), every file
+/// of it a model file carrying the model's name, format, architecture and parameters.
+fn plan_other_model(
+    m: &super::inputs::ModelInput,
+    files: &mut Vec<PlannedFile>,
+    dirs: &mut Vec<DirEntry>,
+) -> Result<(), PackError> {
+    use crate::models::formats;
+    let bad = |reason: String| PackError::ModelFolder {
+        path: m.source.display().to_string(),
+        reason,
+    };
+    let mut info = ModelInfo {
+        name: m.name.clone(),
+        format: Some(m.format),
+        ..ModelInfo::default()
+    };
+    if m.format == manifest::ModelFormat::Onnx {
+        formats::check_onnx(&m.source).map_err(|r| PackError::BadAdd {
+            origin: format!("model '{}' ('{}')", m.name, m.source.display()),
+            reason: r,
+            help: "give an .onnx model file, a GGUF file, or a safetensors folder",
+        })?;
+    } else {
+        let fi = formats::read_folder(&m.source).map_err(bad)?;
+        info.architecture = fi.architecture();
+        info.parameters = Some(fi.parameters);
+    }
+    let start = files.len();
+    let add = AddInput {
+        dest: m.bundle_path(),
+        src: m.source.clone(),
+        kind: FileKind::Model,
+        platform: None,
+        mode: Some(MODE_DATA),
+        command: None,
+    };
+    add_payload(&add, files, dirs)?;
+    for f in &mut files[start..] {
+        f.model = Some(info.clone());
+        f.mode = Some(MODE_DATA);
+    }
+    Ok(())
+}
+
+/// The permission bits of a source file or folder (0o644 / 0o755 where there are none).
+fn source_mode(m: &std::fs::Metadata) -> u32 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o777
+    }
+    #[cfg(not(unix))]
+    {
+        if m.is_dir() {
+            MODE_EXEC
+        } else {
+            MODE_DATA
+        }
+    }
+}
+
+/// Plans one `--add`/`[[files]]` entry: a file at its destination, or a folder walked
+/// in name order with its sub-folders (kept even when empty) and every file's mode. A
+/// symbolic link or a special file anywhere inside is refused, naming it.
+fn add_payload(
+    a: &AddInput,
+    files: &mut Vec<PlannedFile>,
+    dirs: &mut Vec<DirEntry>,
+) -> Result<(), PackError> {
+    let what = format!("payload '{}'", a.dest);
+    let meta = std::fs::symlink_metadata(&a.src).map_err(|source| PackError::InputRead {
+        what: what.clone(),
+        path: a.src.display().to_string(),
+        source,
+    })?;
+    let platform = a.platform.as_ref().map(|p| p.to_string());
+    if !meta.is_dir() {
+        files.push(PlannedFile {
+            path: a.dest.clone(),
+            source: Source::File(a.src.clone()),
+            kind: a.kind,
+            platform,
+            mode: Some(a.mode.unwrap_or_else(|| source_mode(&meta))),
+            model: None,
+            size: meta.len(),
+        });
+        return Ok(());
+    }
+    dirs.push(DirEntry {
+        path: a.dest.clone(),
+        mode: Some(source_mode(&meta)),
+        platform: platform.clone(),
+    });
+    let mut stack = vec![(a.src.clone(), a.dest.clone())];
+    while let Some((dir, dest)) = stack.pop() {
+        let rd = std::fs::read_dir(&dir).map_err(|source| PackError::InputRead {
+            what: what.clone(),
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let mut entries = Vec::new();
+        for e in rd {
+            let e = e.map_err(|source| PackError::InputRead {
+                what: what.clone(),
+                path: dir.display().to_string(),
+                source,
+            })?;
+            entries.push(e.path());
+        }
+        entries.sort();
+        for p in entries {
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| PackError::BadAdd {
+                    origin: what.clone(),
+                    reason: format!("the name of '{}' is not UTF-8", p.display()),
+                    help: "rename the file; a release carries UTF-8 names only",
+                })?;
+            let bundle = format!("{dest}/{name}");
+            paths::check_bundle_path(&bundle).map_err(|e| PackError::BadAdd {
+                origin: format!("'{}'", p.display()),
+                reason: format!("its name cannot be stored on a USB stick: {e}"),
+                help: "rename it (FAT/exFAT/NTFS rules: SPEC.md §3)",
+            })?;
+            let m = std::fs::symlink_metadata(&p).map_err(|source| PackError::InputRead {
+                what: what.clone(),
+                path: p.display().to_string(),
+                source,
+            })?;
+            let t = m.file_type();
+            if t.is_symlink() {
+                return Err(PackError::Symlink {
+                    path: p.display().to_string(),
+                });
+            }
+            if t.is_dir() {
+                dirs.push(DirEntry {
+                    path: bundle.clone(),
+                    mode: Some(source_mode(&m)),
+                    platform: platform.clone(),
+                });
+                stack.push((p, bundle));
+            } else if t.is_file() {
+                if files.len() >= manifest::MAX_FILES {
+                    return Err(PackError::BadAdd {
+                        origin: what.clone(),
+                        reason: format!("a release holds at most {} files", manifest::MAX_FILES),
+                        help: "carry the folder as an archive file instead",
+                    });
+                }
+                files.push(PlannedFile {
+                    path: bundle,
+                    source: Source::File(p.clone()),
+                    kind: a.kind,
+                    platform: platform.clone(),
+                    mode: Some(source_mode(&m)),
+                    model: None,
+                    size: m.len(),
+                });
+            } else {
+                return Err(PackError::Special {
+                    path: p.display().to_string(),
+                    what: crate::fsutil::kind_name(&m).to_owned(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn source_name(s: &Source) -> String {

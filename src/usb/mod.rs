@@ -26,7 +26,7 @@ use crate::platform::PlatformError;
 use crate::sign::SignError;
 use crate::version::VersionError;
 
-pub use inputs::{Flags, ModelInput, ReleaseInputs};
+pub use inputs::{AddInput, Flags, ModelInput, ReleaseInputs};
 pub use layout::{plan, plan_for, PlannedFile, Source, TreePlan, MODELS_DIR};
 pub use pack::{pack, PackOptions, PackReport};
 
@@ -103,8 +103,18 @@ pub enum PackError {
     NoSpace { dest: String, need: u64, free: u64 },
     #[error("model '{path}' is not a usable split model: {reason}\nhelp: give the first shard (NAME-00001-of-0000N.gguf) with all its shards beside it, as llama.cpp's gguf-split writes them")]
     BadSplit { path: String, reason: String },
-    #[error("model folder '{path}': {reason}\nhelp: a model folder holds the shards of one split model (NAME-00001-of-0000N.gguf …); otherwise name the .gguf file")]
+    #[error("model folder '{path}': {reason}\nhelp: a model folder holds the shards of one split GGUF model (NAME-00001-of-0000N.gguf …) or a safetensors model (*.safetensors, config.json, tokenizer files); otherwise name the .gguf or .onnx file")]
     ModelFolder { path: String, reason: String },
+    #[error("{origin}: {reason}\nhelp: {help}")]
+    BadAdd {
+        origin: String,
+        reason: String,
+        help: &'static str,
+    },
+    #[error("'{path}' is a symbolic link; offgrid does not carry links (a FAT or NTFS stick cannot hold them, and a link could point outside the tree)\nhelp: replace the link by the file or folder it points to, or leave it out")]
+    Symlink { path: String },
+    #[error("'{path}' is {what}, which a release cannot carry\nhelp: leave it out of the folder")]
+    Special { path: String, what: String },
     #[error(transparent)]
     Split(#[from] crate::gguf::split::SplitError),
     #[error(transparent)]

