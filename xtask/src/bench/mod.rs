@@ -5,6 +5,7 @@ mod apply;
 mod clone;
 mod delta;
 mod fetch;
+mod lan;
 mod pack;
 mod run;
 mod verify;
@@ -35,7 +36,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     let opts = Opts { size_mib };
     if names.is_empty() {
         bail!(
-            "usage: cargo xtask bench <verify|pack|delta|apply|run|fetch|clone|all> [--size-mib N]"
+            "usage: cargo xtask bench <verify|pack|delta|apply|run|fetch|clone|lan|all> [--size-mib N]"
         );
     }
     for n in names {
@@ -47,6 +48,7 @@ pub fn run(args: &[&str]) -> Result<()> {
             "run" => run::bench(&opts)?,
             "fetch" => fetch::bench(&opts)?,
             "clone" => clone::bench(&opts)?,
+            "lan" => lan::bench(&opts)?,
             "all" => {
                 verify::bench(&opts)?;
                 pack::bench(&opts)?;
