@@ -310,6 +310,7 @@ pub fn pull_release(
     want: &Want,
     policy: &TrustPolicy,
     local: &dyn Fn(&FileEntry) -> Option<PathBuf>,
+    older: &dyn Fn(&FileEntry) -> Option<PathBuf>,
     progress: Progress,
 ) -> Result<Option<Pulled>, PullError> {
     let mut skipped = Vec::new();
@@ -389,6 +390,7 @@ pub fn pull_release(
             &signed.manifest,
             &dir,
             local,
+            older,
             progress,
         )?;
         return Ok(Some(Pulled {
@@ -444,7 +446,9 @@ struct PeerState {
 
 /// Pulls every file of `m` (already trusted) into `dir` from `peers` (each serving the
 /// tree `name` with this manifest). `local(entry)` may name a file on this machine with
-/// the same sha256 to copy instead. On success every file is in place under `dir`.
+/// the same sha256 to copy instead; `older(entry)` the site's own older version of the
+/// file (same path), whose chunks that still hash right are copied instead of fetched.
+/// On success every file is in place under `dir`.
 pub fn pull_files(
     agent: &ureq::Agent,
     peers: &[String],
@@ -452,6 +456,7 @@ pub fn pull_files(
     m: &Manifest,
     dir: &Path,
     local: &dyn Fn(&FileEntry) -> Option<PathBuf>,
+    older: &dyn Fn(&FileEntry) -> Option<PathBuf>,
     progress: Progress,
 ) -> Result<PullReport, PullError> {
     let mut report = PullReport::default();
@@ -510,6 +515,13 @@ pub fn pull_files(
             .sum();
         report.resumed += kept;
         done.fetch_add(kept, Ordering::Relaxed);
+        // Chunks the site's older version of this file already has, at the same place.
+        let mut missing = missing;
+        if let Some(old) = older(f) {
+            let reused = reuse_chunks(&old, &file, f, &mut missing);
+            report.reused += reused;
+            done.fetch_add(reused, Ordering::Relaxed);
+        }
         for c in missing {
             jobs.push_back(Job { file: i, chunk: c });
         }
@@ -600,6 +612,30 @@ fn bad_chunks(file: &File, f: &FileEntry) -> Vec<u64> {
             }
         })
         .collect()
+}
+
+/// Copies into `part` every chunk in `missing` whose bytes at the same range of the older
+/// file `old` hash to the new signed digest; removes them from `missing` and returns the
+/// bytes copied.
+fn reuse_chunks(old: &Path, part: &File, f: &FileEntry, missing: &mut Vec<u64>) -> u64 {
+    let Ok(src) = File::open(old) else { return 0 };
+    let len = src.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut copied = 0;
+    missing.retain(|&c| {
+        let (a, b) = hash::chunk_range(f, c);
+        if b > len {
+            return true;
+        }
+        let mut data = vec![0u8; (b - a) as usize];
+        let same = src.read_exact_at(&mut data, a).is_ok()
+            && hash::to_hex(&Sha256::digest(&data)) == f.chunks[c as usize];
+        if same && part.write_all_at(&data, a).is_ok() {
+            copied += b - a;
+            return false;
+        }
+        true
+    });
+    copied
 }
 
 /// Copies a local file with the same sha256 into `part`, checking its chunks.

@@ -553,3 +553,54 @@ fn peers_are_found_by_mdns_across_hosts_and_sync_without_peer_uses_them() {
     let out = String::from_utf8_lossy(&st.stdout);
     assert!(out.contains("installed release 2.0"), "{out}");
 }
+
+#[test]
+fn a_large_changed_file_travels_by_its_changed_chunks_only() {
+    let ws = Ws::new();
+    ws.model("in/m.gguf", 64, 3);
+    // 12 MiB of data (three 4 MiB chunks); release 2.0 changes bytes in the last chunk.
+    let mut data: Vec<u8> = (0..12u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    ws.file("in1/big.bin", &data);
+    let n = data.len();
+    data[n - 100] ^= 0xff;
+    ws.file("in2/big.bin", &data);
+    for (stick, release, src) in [("s1", "1.0", "in1/big.bin"), ("s2", "2.0", "in2/big.bin")] {
+        ws.offgrid(&[
+            "pack-usb",
+            stick,
+            "--bundle-id",
+            "org.example.clinic",
+            "--release",
+            release,
+            "--model",
+            "in/m.gguf",
+            "--add",
+            &format!("data/big.bin={src}"),
+            "--sign-with",
+            "hq.key",
+            "--no-host-binary",
+        ])
+        .success();
+    }
+    og(
+        &ws,
+        &[
+            "install", "--from", "s1", "--pubkey", "hq.pub", "--home", "h",
+        ],
+    )
+    .success();
+    let b = Server::start(&ws, None, "s2", "127.0.0.1:0", None);
+    let out = og(&ws, &["sync", "--home", "h", "--peer", &b.url, "--json"])
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let lines = json_lines(&out);
+    let pulled = &lines.iter().find(|l| l["type"] == "installed").unwrap()["data"]["pulled"];
+    assert!(pulled["reused"].as_u64().unwrap() >= 8 << 20, "{pulled}");
+    let sent = b.bytes_sent("/data/big.bin");
+    assert_eq!(sent, 4 << 20, "only the changed chunk of big.bin travels");
+    assert_eq!(fs::read(ws.path("h/current/data/big.bin")).unwrap(), data);
+}

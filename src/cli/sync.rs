@@ -61,6 +61,19 @@ fn local_lookup(home: &Home) -> impl Fn(&offgrid::manifest::FileEntry) -> Option
     }
 }
 
+/// The current release's own version of a file (same path), for its unchanged chunks.
+fn older_lookup(home: &Home) -> impl Fn(&offgrid::manifest::FileEntry) -> Option<PathBuf> {
+    let dir = home
+        .read_state()
+        .ok()
+        .flatten()
+        .map(|s| home.version_dir(&s.current.dir));
+    move |f| {
+        let p = offgrid::paths::join(dir.as_ref()?, &f.path);
+        p.is_file().then_some(p)
+    }
+}
+
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(args.home.as_deref());
     let state = home.read_state()?.ok_or_else(|| {
@@ -164,6 +177,7 @@ fn pull_with_bar(
     let agent = pull::agent(STALL);
     let bar = ctx.bar("pulling", json);
     let local = local_lookup(home);
+    let older = older_lookup(home);
     let r = pull::pull_release(
         &agent,
         &home.root,
@@ -171,6 +185,7 @@ fn pull_with_bar(
         want,
         policy,
         &local,
+        &older,
         &super::progress_fn(&bar),
     )
     .with_context(|| format!("pulling from {}", peers.join(", ")));
