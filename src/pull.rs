@@ -302,15 +302,14 @@ pub const PULL_DIR: &str = "pull";
 
 /// Finds what `want` names among `peers`' offers, trusts its head (trying the next offer
 /// when one is not trusted) and pulls its files into `HOME/pull/NAME/`. `local` names
-/// files this machine already has (see [`pull_files`]). `Ok(None)`: nothing newer.
+/// bytes this machine already has (see [`pull_files`]). `Ok(None)`: nothing newer.
 pub fn pull_release(
     agent: &ureq::Agent,
     home_root: &Path,
     peers: &[String],
     want: &Want,
     policy: &TrustPolicy,
-    local: &dyn Fn(&FileEntry) -> Option<PathBuf>,
-    older: &dyn Fn(&FileEntry) -> Option<PathBuf>,
+    local: &Local<'_>,
     progress: Progress,
 ) -> Result<Option<Pulled>, PullError> {
     let mut skipped = Vec::new();
@@ -390,7 +389,6 @@ pub fn pull_release(
             &signed.manifest,
             &dir,
             local,
-            older,
             progress,
         )?;
         return Ok(Some(Pulled {
@@ -432,6 +430,15 @@ pub fn local_files(root: &Path) -> Vec<(String, PathBuf)> {
     }
 }
 
+/// Where this machine may already have a file's bytes.
+pub struct Local<'a> {
+    /// A file with the same sha256 (copied whole, checked).
+    pub same_sha256: &'a dyn Fn(&FileEntry) -> Option<PathBuf>,
+    /// The site's own older version of the file (same path): its chunks that still hash
+    /// to the new signed digests are copied instead of fetched.
+    pub same_path: &'a dyn Fn(&FileEntry) -> Option<PathBuf>,
+}
+
 /// One chunk to fetch.
 #[derive(Debug, Clone, Copy)]
 struct Job {
@@ -445,18 +452,15 @@ struct PeerState {
 }
 
 /// Pulls every file of `m` (already trusted) into `dir` from `peers` (each serving the
-/// tree `name` with this manifest). `local(entry)` may name a file on this machine with
-/// the same sha256 to copy instead; `older(entry)` the site's own older version of the
-/// file (same path), whose chunks that still hash right are copied instead of fetched.
-/// On success every file is in place under `dir`.
+/// tree `name` with this manifest); bytes this machine has ([`Local`]) are copied
+/// instead of fetched. On success every file is in place under `dir`.
 pub fn pull_files(
     agent: &ureq::Agent,
     peers: &[String],
     name: &str,
     m: &Manifest,
     dir: &Path,
-    local: &dyn Fn(&FileEntry) -> Option<PathBuf>,
-    older: &dyn Fn(&FileEntry) -> Option<PathBuf>,
+    local: &Local<'_>,
     progress: Progress,
 ) -> Result<PullReport, PullError> {
     let mut report = PullReport::default();
@@ -482,7 +486,7 @@ pub fn pull_files(
             }
             let _ = fs::remove_file(&fin);
         }
-        if let Some(src) = local(f) {
+        if let Some(src) = (local.same_sha256)(f) {
             if copy_local(&src, &part, f).is_ok() {
                 fs::rename(&part, &fin).map_err(io_err("rename", &part))?;
                 report.reused += f.size;
@@ -517,7 +521,7 @@ pub fn pull_files(
         done.fetch_add(kept, Ordering::Relaxed);
         // Chunks the site's older version of this file already has, at the same place.
         let mut missing = missing;
-        if let Some(old) = older(f) {
+        if let Some(old) = (local.same_path)(f) {
             let reused = reuse_chunks(&old, &file, f, &mut missing);
             report.reused += reused;
             done.fetch_add(reused, Ordering::Relaxed);

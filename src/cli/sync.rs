@@ -184,8 +184,10 @@ fn pull_with_bar(
         peers,
         want,
         policy,
-        &local,
-        &older,
+        &pull::Local {
+            same_sha256: &local,
+            same_path: &older,
+        },
         &super::progress_fn(&bar),
     )
     .with_context(|| format!("pulling from {}", peers.join(", ")));
