@@ -11,7 +11,6 @@ use crate::support::{snapshot, Ws};
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use assert_cmd::prelude::*;
 use predicates::prelude::*;
@@ -126,7 +125,7 @@ fn one_stick_to_a_folder_a_fat32_and_an_exfat_stick_each_read_back() {
 #[test]
 fn a_copy_changed_behind_the_writers_back_is_caught_by_the_read_back() {
     let ws = stick();
-    let mut child = Command::cargo_bin("offgrid")
+    let child = Command::cargo_bin("offgrid")
         .unwrap()
         .current_dir(ws.dir.path())
         .env("NO_COLOR", "1")
@@ -137,23 +136,7 @@ fn a_copy_changed_behind_the_writers_back_is_caught_by_the_read_back() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stat = format!("/proc/{}/stat", child.id());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let s = fs::read_to_string(&stat).unwrap_or_default();
-        let state = s.rsplit(')').next().unwrap_or("").trim_start().to_owned();
-        if state.starts_with('T') {
-            break;
-        }
-        if state.starts_with('Z') || Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "clone never reached clone-written: {:?}",
-                child.wait_with_output()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = crate::common::wait_stopped(child, "clone-written");
     // Both copies are switched and complete; now b's model changes on the medium.
     let model = ws.path("b/models/smol.gguf");
     assert!(model.exists());
@@ -323,24 +306,7 @@ fn pack_usb_read_back_passes_and_catches_a_staged_file_changed_before_the_switch
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stat = format!("/proc/{}/stat", child.id());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let s = fs::read_to_string(&stat).unwrap_or_default();
-        if s.rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('T')
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pack-usb never reached pack-staged"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = crate::common::wait_stopped(child, "pack-staged");
     flip_byte(&ws.path("s2/.offgrid-staging/models/smol.gguf"), 1234);
     Command::new("kill")
         .args(["-CONT", &child.id().to_string()])

@@ -305,22 +305,7 @@ fn disk_full_part_way_changes_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stat = format!("/proc/{}/stat", child.id());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let mut child = child;
-    loop {
-        let state = fs::read_to_string(&stat).unwrap_or_default();
-        let state = state.rsplit(')').next().unwrap_or("").trim_start();
-        if state.starts_with('T') {
-            break;
-        }
-        if state.starts_with('Z') || std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("apply-update never reached journal-written: {out:?}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let child = crate::common::wait_stopped(child, "journal-written");
     fill_all_but(&at.join("filler"), 64 << 10);
     let cont = Command::new("kill")
         .args(["-CONT", &child.id().to_string()])

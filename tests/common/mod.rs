@@ -93,3 +93,26 @@ pub fn place(src: &Path, root: &Path, rel: &str) -> PathBuf {
     }
     dst
 }
+
+/// Waits (up to 120 s) until `child`, run with `OFFGRID_FAULT_AT=STEP:stop`, has stopped
+/// itself at `step` (state `T` in `/proc/PID/stat`) and gives it back; panics with its
+/// output if it ends first or never gets there.
+pub fn wait_stopped(mut child: std::process::Child, step: &str) -> std::process::Child {
+    let stat = format!("/proc/{}/stat", child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let s = fs::read_to_string(&stat).unwrap_or_default();
+        let state = s.rsplit(')').next().unwrap_or("").trim_start().to_owned();
+        if state.starts_with('T') {
+            return child;
+        }
+        if state.starts_with('Z') || std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "the process never reached {step}: {:?}",
+                child.wait_with_output()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
