@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::manifest::{Manifest, MAX_MANIFEST_BYTES};
+use crate::excerpt::excerpt;
+use crate::manifest::Manifest;
 use crate::models::template::TemplateSummary;
+use crate::toml_guard::{self, TooCostly, MAX_UNVERIFIED_BYTES};
 use crate::update::io::read_bounded;
 use crate::update::pack::{
     Encoding, PackManifest, BUNDLE_MANIFEST, MAX_PACK_MANIFEST, MAX_SIG, MAX_SIGS, PACK_MANIFEST,
@@ -53,21 +55,8 @@ fn malformed(path: &Path, what: &'static str, reason: impl ToString) -> InspectE
     InspectError::Malformed {
         path: path.display().to_string(),
         what,
-        reason: excerpt(&reason.to_string()),
+        reason: crate::excerpt::message(&reason.to_string()),
     }
-}
-
-/// `s` cut to 200 printable characters (errors quote outside input).
-pub fn excerpt(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
-        .take(200)
-        .collect();
-    if s.chars().count() > 200 {
-        out.push('…');
-    }
-    out
 }
 
 /// One signature file, unchecked: the key id it names (`None` when it does not parse).
@@ -187,9 +176,16 @@ pub fn inspect_tree(root: &Path) -> Result<TreeView, InspectError> {
         });
     }
     let f = File::open(&mp).map_err(io_err(&mp))?;
-    let bytes = read_bounded(&mut &f, MAX_MANIFEST_BYTES)
+    let bytes = read_bounded(&mut &f, MAX_UNVERIFIED_BYTES)
         .map_err(io_err(&mp))?
-        .ok_or_else(|| malformed(&mp, "a manifest", "it is larger than 64 MiB"))?;
+        .ok_or_else(|| {
+            malformed(
+                &mp,
+                "a manifest",
+                TooCostly::Bytes(f.metadata().map_or(0, |m| m.len())),
+            )
+        })?;
+    toml_guard::check(&bytes).map_err(|e| malformed(&mp, "a manifest", e))?;
     let manifest = Manifest::parse(&bytes).map_err(|e| malformed(&mp, "a manifest", e))?;
     let sd = root.join(crate::manifest::SIGNATURES_DIR);
     let mut signatures = Vec::new();
@@ -218,7 +214,7 @@ pub fn inspect_tree(root: &Path) -> Result<TreeView, InspectError> {
         .map(|e| {
             let (chat_template, problem) = match crate::gguf::read_info(&root.join(&e.path)) {
                 Ok(i) => (i.chat_template.as_deref().map(TemplateSummary::of), None),
-                Err(err) => (None, Some(excerpt(&err.to_string()))),
+                Err(err) => (None, Some(crate::excerpt::message(&err.to_string()))),
             };
             ModelHeader {
                 path: e.path.clone(),
@@ -272,13 +268,16 @@ pub fn inspect_pack(path: &Path) -> Result<PackView, InspectError> {
             break;
         }
         let max = if name == PACK_MANIFEST || name == BUNDLE_MANIFEST {
-            MAX_PACK_MANIFEST
+            MAX_PACK_MANIFEST.min(MAX_UNVERIFIED_BYTES)
         } else {
             MAX_SIG
         };
         let bytes = read_bounded(&mut e, max)
             .map_err(io_err(path))?
             .ok_or_else(|| malformed(path, "an update pack", format!("'{name}' is too large")))?;
+        if name == PACK_MANIFEST || name == BUNDLE_MANIFEST {
+            toml_guard::check(&bytes).map_err(|r| malformed(path, "an update pack", r))?;
+        }
         if name == PACK_MANIFEST {
             pack = Some(
                 PackManifest::parse(&bytes).map_err(|r| malformed(path, "an update pack", r))?,

@@ -25,6 +25,7 @@ pub mod serve;
 pub mod sign;
 pub mod signed;
 pub mod site;
+pub mod toml_guard;
 pub mod torrent;
 pub mod trust;
 pub mod update;

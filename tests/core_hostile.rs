@@ -128,6 +128,66 @@ fn unsigned_24mib_toml_array_stick_is_refused_before_parsing_within_64mib() {
     assert!(out.stderr.len() <= MAX_STDERR, "{} bytes", out.stderr.len());
 }
 
+/// `inspect` parses an unsigned manifest on purpose (it verifies nothing); each hostile
+/// shape is refused before the parser runs, or parsed within the budget.
+#[test]
+fn inspect_of_unsigned_toml_bombs_stays_within_64mib() {
+    let d = tempdir(false);
+    let stick = d.path().join("stick");
+    fs::create_dir_all(&stick).unwrap();
+    let deep = format!("x={}{}\n", "[".repeat(5000), "]".repeat(5000));
+    let dotted = "a.b.c.d.e.f.g=1\n".repeat(400_000);
+    let mut long_string = b"format=\"".to_vec();
+    long_string.extend(std::iter::repeat_n(b'a', (8 << 20) - 100));
+    long_string.extend(b"\"\n");
+    let vectors: [(&str, Vec<u8>, &str); 6] = [
+        (
+            "24 MiB array",
+            toml_bomb(24 << 20),
+            "read without a signature",
+        ),
+        (
+            "199,000 values, parsed",
+            toml_bomb(398_000),
+            "format: is missing",
+        ),
+        (
+            "7.9 MiB array",
+            toml_bomb((8 << 20) - 1000),
+            "more than 200000 values",
+        ),
+        ("deep nesting", deep.into_bytes(), "deeper than 32"),
+        (
+            "dotted keys",
+            dotted.into_bytes(),
+            "more than 200000 values",
+        ),
+        ("one 8 MiB string", long_string, "format"),
+    ];
+    for (name, bytes, expect) in vectors {
+        fs::write(stick.join("manifest.toml"), &bytes).unwrap();
+        let (out, rss) = offgrid_measured(
+            d.path(),
+            &d.path().join("home"),
+            args!["inspect", stick.as_os_str()],
+        );
+        let err = stderr(&out);
+        eprintln!(
+            "inspect of {name}: peak RSS {rss} KiB, stderr {} bytes",
+            out.stderr.len()
+        );
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains("manifest.toml"), "{name}: {err}");
+        assert!(err.contains(expect), "{name}: {err}");
+        assert!(rss <= MAX_RSS_KIB, "{name}: peak RSS {rss} KiB");
+        assert!(
+            out.stderr.len() <= MAX_STDERR,
+            "{name}: {} bytes",
+            out.stderr.len()
+        );
+    }
+}
+
 #[test]
 fn one_line_60mib_manifest_is_refused_with_a_short_message() {
     let d = tempdir(false);

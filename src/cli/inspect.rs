@@ -157,7 +157,7 @@ fn pack_text(p: &PackView) -> String {
     if let Some(c) = &k.changelog {
         s.push_str("changelog:\n");
         for l in c.lines().take(20) {
-            s.push_str(&format!("  {}\n", inspect::excerpt(l)));
+            s.push_str(&format!("  {}\n", offgrid::excerpt::message(l)));
         }
     }
     s
