@@ -188,6 +188,41 @@ fn inspect_of_unsigned_toml_bombs_stays_within_64mib() {
     }
 }
 
+/// A receipt from a site met for the first time is signed by a key nobody vouched for:
+/// its parse is bounded like any unsigned document's.
+#[test]
+fn first_use_receipt_that_is_a_toml_bomb_is_refused_within_64mib() {
+    let d = tempdir(false);
+    let (key, pubkey) = keypair(d.path(), "site");
+    let id = key_id(&pubkey);
+    let dir = d.path().join("stick").join("receipts");
+    fs::create_dir_all(&dir).unwrap();
+    let receipt = dir.join(format!("{id}.toml"));
+    fs::write(&receipt, toml_bomb((1 << 20) - 100)).unwrap();
+    let sig = sign_file(&receipt, &key, "offgrid receipt", &dir);
+    fs::rename(sig, dir.join(format!("{id}.toml.minisig"))).unwrap();
+    fs::copy(&pubkey, dir.join(format!("{id}.pub"))).unwrap();
+    let hq = d.path().join("hq");
+    let (out, rss) = offgrid_measured(
+        d.path(),
+        &d.path().join("home"),
+        args![
+            "receipts",
+            "import",
+            dir.as_os_str(),
+            "--history",
+            hq.as_os_str()
+        ],
+    );
+    let err = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    eprintln!("receipts import of a 1 MiB TOML bomb: peak RSS {rss} KiB");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("{id}.toml")), "{err}");
+    assert!(err.contains("more than 200000 values"), "{err}");
+    assert!(rss <= MAX_RSS_KIB, "peak RSS {rss} KiB");
+    assert!(out.stderr.len() <= MAX_STDERR, "{} bytes", out.stderr.len());
+}
+
 #[test]
 fn one_line_60mib_manifest_is_refused_with_a_short_message() {
     let d = tempdir(false);

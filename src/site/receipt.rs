@@ -302,6 +302,9 @@ pub fn check_file(toml_path: &Path, pk: &PublicKey) -> Result<(Receipt, Vec<u8>)
     };
     let comment_text =
         crate::sign::check_bytes(pk, &sig, &bytes).map_err(|e| bad(e.to_string()))?;
+    // A site met for the first time signs with a key nobody vouched for yet: the
+    // signature binds the bytes to the key, not to trust, so the parse is bounded too.
+    crate::toml_guard::check(&bytes).map_err(|e| bad(e.to_string()))?;
     let r = Receipt::parse(&bytes).map_err(bad)?;
     let id = crate::site::site_id(pk);
     if r.site_id != id || r.site_key != pk.to_base64() {
