@@ -233,23 +233,44 @@ fn api_info(
     let text = resp
         .into_body()
         .with_config()
-        .limit(16 << 20)
+        .limit(8 << 20)
         .read_to_string()
         .map_err(|e| format!("reading the answer: {e}"))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("the answer is not JSON: {e}"))?;
-    let commit = v["sha"]
-        .as_str()
+    // Typed, so whatever else the answer holds is skipped without being kept: a hostile
+    // mirror's 8 MiB of `[0,0,…]` costs no memory beyond its text (a sibling costs
+    // about 90 bytes: 8 MiB of the smallest ones, 45 MB).
+    #[derive(serde::Deserialize)]
+    struct Info {
+        sha: Option<String>,
+        #[serde(default)]
+        siblings: Vec<Sibling>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Sibling {
+        rfilename: String,
+        size: Option<u64>,
+        lfs: Option<Lfs>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Lfs {
+        sha256: Option<String>,
+        size: Option<u64>,
+    }
+    let v: Info = serde_json::from_str(&text)
+        .map_err(|e| format!("the answer is not a model-info answer: {e}"))?;
+    let commit = v
+        .sha
         .filter(|c| is_commit(c))
         .map(|c| c.to_ascii_lowercase());
-    let sib = v["siblings"]
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["rfilename"].as_str() == Some(file)));
-    let Some(sib) = sib else {
+    let Some(sib) = v.siblings.into_iter().find(|s| s.rfilename == file) else {
         return Err(format!("the revision has no file '{}'", excerpt(file)));
     };
-    let sha = sib["lfs"]["sha256"].as_str().and_then(etag_sha256);
-    let size = sib["lfs"]["size"].as_u64().or_else(|| sib["size"].as_u64());
+    let sha = sib
+        .lfs
+        .as_ref()
+        .and_then(|l| l.sha256.as_deref())
+        .and_then(etag_sha256);
+    let size = sib.lfs.as_ref().and_then(|l| l.size).or(sib.size);
     Ok(Some((commit, sha, size)))
 }
 
