@@ -32,7 +32,7 @@ pub enum InspectError {
         #[source]
         source: io::Error,
     },
-    #[error("'{path}' is neither an offgrid USB tree nor an update pack: {reason}\nhelp: give the folder holding manifest.toml, or a .ogpack file")]
+    #[error("'{path}' is neither an offgrid USB tree nor an update pack: {reason}")]
     Unknown { path: String, reason: String },
     #[error("'{path}' cannot be read as {what}: {reason}")]
     Malformed {
@@ -310,4 +310,15 @@ pub fn inspect_pack(path: &Path) -> Result<PackView, InspectError> {
         signatures,
         release_signatures,
     })
+}
+
+impl crate::diagnostic::Diagnostic for InspectError {
+    fn help(&self) -> Option<String> {
+        match self {
+            InspectError::Unknown { .. } => {
+                Some("give the folder holding manifest.toml, or a .ogpack file".into())
+            }
+            _ => None,
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! See ARCHITECTURE.md for the code map and SPEC.md for the normative format.
 
 pub mod clone;
+pub mod diagnostic;
 pub mod discover;
 pub mod excerpt;
 pub mod exit;

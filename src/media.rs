@@ -85,7 +85,7 @@ impl FileLimit {
 /// Why a write does not fit its medium.
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
-    #[error("'{path}' is {size} bytes, more than the {limit}-byte file limit of {source_name} on '{dest}'\nhelp: {help}")]
+    #[error("'{path}' is {size} bytes, more than the {limit}-byte file limit of {source_name} on '{dest}'")]
     TooLarge {
         path: String,
         size: u64,
@@ -94,7 +94,7 @@ pub enum MediaError {
         dest: String,
         help: &'static str,
     },
-    #[error("'{dest}' has {free} bytes free, but {what} needs {need}\nhelp: {help}")]
+    #[error("'{dest}' has {free} bytes free, but {what} needs {need}")]
     NoSpace {
         dest: String,
         what: &'static str,
@@ -102,7 +102,7 @@ pub enum MediaError {
         free: u64,
         help: &'static str,
     },
-    #[error("{what} '{value}' is not a size: {reason}\nhelp: write a size as bytes or with a unit: 4G, 4GiB, 4.7GB, 100K")]
+    #[error("{what} '{value}' is not a size: {reason}")]
     BadSize {
         what: &'static str,
         value: String,
@@ -417,6 +417,18 @@ fn unescape(s: &str) -> PathBuf {
     }
     #[cfg(not(unix))]
     PathBuf::from(String::from_utf8_lossy(&out).into_owned())
+}
+
+impl crate::diagnostic::Diagnostic for MediaError {
+    fn help(&self) -> Option<String> {
+        match self {
+            MediaError::TooLarge { help, .. } => Some(format!("{help}")),
+            MediaError::NoSpace { help, .. } => Some(format!("{help}")),
+            MediaError::BadSize { .. } => {
+                Some("write a size as bytes or with a unit: 4G, 4GiB, 4.7GB, 100K".into())
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -42,15 +42,15 @@ pub const WORKERS: usize = 16;
 /// Errors of this area.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot listen on '{addr}': {reason}\nhelp: choose a free port with --listen ADDR:PORT (port 0 picks one)")]
+    #[error("cannot listen on '{addr}': {reason}")]
     Bind { addr: String, reason: String },
-    #[error("'{path}' cannot be served: {reason}\nhelp: {help}")]
+    #[error("'{path}' cannot be served: {reason}")]
     Source {
         path: String,
         reason: String,
         help: &'static str,
     },
-    #[error("nothing to serve\nhelp: pass --stick ROOT, --home H or --packs DIR")]
+    #[error("nothing to serve")]
     Nothing,
     #[error(transparent)]
     Torrent(#[from] torrent::TorrentError),
@@ -691,6 +691,19 @@ fn answer(
         line.bytes = 0;
     }
     line
+}
+
+impl crate::diagnostic::Diagnostic for ServeError {
+    fn help(&self) -> Option<String> {
+        match self {
+            ServeError::Bind { .. } => {
+                Some("choose a free port with --listen ADDR:PORT (port 0 picks one)".into())
+            }
+            ServeError::Source { help, .. } => Some(format!("{help}")),
+            ServeError::Nothing { .. } => Some("pass --stick ROOT, --home H or --packs DIR".into()),
+            ServeError::Torrent(e) => crate::diagnostic::Diagnostic::help(e),
+        }
+    }
 }
 
 #[cfg(test)]
