@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::hash::read_bounded;
 use crate::manifest::{Manifest, MAX_MANIFEST_BYTES};
 use crate::models::template::TemplateSummary;
-use crate::update::io::read_bounded;
 use crate::update::pack::{
     Encoding, PackManifest, BUNDLE_MANIFEST, MAX_PACK_MANIFEST, MAX_SIG, MAX_SIGS, PACK_MANIFEST,
     PACK_SIGS, PAYLOADS, RELEASE_SIGS,

@@ -24,7 +24,6 @@ pub mod gc;
 pub mod history;
 pub mod home;
 pub mod install;
-pub mod io;
 pub mod journal;
 pub mod pack;
 pub mod pack_sign;
