@@ -2,6 +2,7 @@
 //! mapping of errors to exit codes. One file per command beside this one.
 
 pub mod apply_update;
+pub mod args;
 pub mod clone;
 pub mod create_update_pack;
 pub mod fetch;
