@@ -582,7 +582,7 @@ fn place(tmp: tempfile::NamedTempFile, path: &Path, force: bool) -> Result<(), K
 impl crate::diagnostic::Diagnostic for KeyError {
     fn help(&self) -> Option<String> {
         match self {
-            KeyError::Format { help, .. } => Some(format!("{help}")),
+            KeyError::Format { help, .. } => Some(help.to_string()),
             KeyError::WrongPassword { .. } => {
                 Some("check the password (OFFGRID_PASSWORD for scripts)".into())
             }

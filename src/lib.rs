@@ -28,6 +28,7 @@ pub mod signed;
 pub mod site;
 pub mod torrent;
 pub mod trust;
+pub mod units;
 pub mod update;
 pub mod usb;
 pub mod verify;

@@ -767,7 +767,7 @@ impl crate::diagnostic::Diagnostic for ModelError {
             ModelError::NoModelGiven { available, .. } => Some(format!("name a model, e.g. 'offgrid run NAME'{available}")),
             ModelError::UnknownTag { .. } => Some("use one of the available quantizations, or the bare name to pick the best that fits".into()),
             ModelError::NotATree { .. } => Some("point --stick (or OFFGRID_PORTABLE) at the folder holding manifest.toml".into()),
-            ModelError::NoStick { .. } => Some("name the stick's root: --stick /media/stick".into()),
+            ModelError::NoStick => Some("name the stick's root: --stick /media/stick".into()),
             ModelError::Gguf(e) => crate::diagnostic::Diagnostic::help(e),
             ModelError::Trust(e) => crate::diagnostic::Diagnostic::help(e),
             ModelError::Head(e) => crate::diagnostic::Diagnostic::help(e),

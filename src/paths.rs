@@ -142,7 +142,7 @@ pub fn check_no_case_collisions<'a>(
 impl crate::diagnostic::Diagnostic for PathError {
     fn help(&self) -> Option<String> {
         match self {
-            PathError::Illegal { help, .. } => Some(format!("{help}")),
+            PathError::Illegal { help, .. } => Some(help.to_string()),
             PathError::CaseCollision { .. } => Some("rename one of them".into()),
         }
     }

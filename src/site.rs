@@ -223,11 +223,11 @@ impl crate::diagnostic::Diagnostic for SiteError {
     fn help(&self) -> Option<String> {
         match self {
             SiteError::Update(e) => crate::diagnostic::Diagnostic::help(e),
-            SiteError::Receipt { help, .. } => Some(format!("{help}")),
+            SiteError::Receipt { help, .. } => Some(help.to_string()),
             SiteError::Unknown { .. } => Some("enrol its key first (offgrid receipts enrol SITE.pub), or import without --enrolled-only to trust it on first use".into()),
             SiteError::NotOurs { .. } => Some("another site wrote there; nothing was changed. Remove the stray file or use another folder".into()),
             SiteError::BadTarget { .. } => Some("pass the stick's root folder (or any writable folder) with --to".into()),
-            SiteError::Fleet { help, .. } => Some(format!("{help}")),
+            SiteError::Fleet { help, .. } => Some(help.to_string()),
             _ => None,
         }
     }

@@ -512,20 +512,6 @@ fn hash_pieces(
     Ok(digests.concat())
 }
 
-/// Parses a byte count like `256K`, `4M`, `1G` or `12345` (1024-based); None for zero
-/// or anything else.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, mul) = match s.char_indices().last()? {
-        (i, 'k' | 'K') => (&s[..i], 1u64 << 10),
-        (i, 'm' | 'M') => (&s[..i], 1 << 20),
-        (i, 'g' | 'G') => (&s[..i], 1 << 30),
-        _ => (s, 1),
-    };
-    let n: u64 = num.parse().ok()?;
-    n.checked_mul(mul).filter(|&v| v > 0)
-}
-
 /// Percent-encodes everything but RFC 3986 unreserved characters.
 fn pct(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
