@@ -49,13 +49,13 @@ pub enum CloneError {
     Dest(#[from] PackError),
     #[error(transparent)]
     Media(#[from] MediaError),
-    #[error("'{dest}' is given twice\nhelp: name each destination once")]
+    #[error("'{dest}' is given twice")]
     Duplicate { dest: String },
-    #[error("destination '{dest}' overlaps the source '{source_dir}'\nhelp: clone to other sticks or folders, outside the source and not holding it")]
+    #[error("destination '{dest}' overlaps the source '{source_dir}'")]
     Overlap { dest: String, source_dir: String },
-    #[error("the source's '{path}' differs from its signed manifest ({detail}); nothing was switched at any destination\nhelp: the source stick is damaged: run 'offgrid verify' on it, and clone from a good copy")]
+    #[error("the source's '{path}' differs from its signed manifest ({detail}); nothing was switched at any destination")]
     SourceDamaged { path: String, detail: String },
-    #[error("cannot read the source's '{path}': {source}\nhelp: check the source medium; nothing was switched at any destination")]
+    #[error("cannot read the source's '{path}': {source}")]
     SourceRead {
         path: String,
         #[source]
@@ -518,7 +518,7 @@ fn write_all(
             Ok(()) => keep.push(true),
             Err(e) => {
                 outcomes[l.index] = Some(DestStatus::WriteFailed {
-                    error: e.to_string(),
+                    error: crate::diagnostic::with_help(&e),
                 });
                 keep.push(false);
             }
@@ -631,5 +631,23 @@ fn drop_tree_cache(dest: &Path, m: &Manifest) {
     }
     for f in &m.files {
         let _ = crate::fsutil::drop_cached(&paths::join(dest, &f.path));
+    }
+}
+
+impl crate::diagnostic::Diagnostic for CloneError {
+    fn exit_code(&self) -> u8 {
+        crate::diagnostic::refusal_code(self.is_refusal())
+    }
+
+    fn help(&self) -> Option<String> {
+        match self {
+            CloneError::Dest(e) => crate::diagnostic::Diagnostic::help(e),
+            CloneError::Media(e) => crate::diagnostic::Diagnostic::help(e),
+            CloneError::Duplicate { .. } => Some("name each destination once".into()),
+            CloneError::Overlap { .. } => Some("clone to other sticks or folders, outside the source and not holding it".into()),
+            CloneError::SourceDamaged { .. } => Some("the source stick is damaged: run 'offgrid verify' on it, and clone from a good copy".into()),
+            CloneError::SourceRead { .. } => Some("check the source medium; nothing was switched at any destination".into()),
+            _ => None,
+        }
     }
 }

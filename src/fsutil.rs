@@ -1,4 +1,5 @@
-//! Durable file-system primitives: atomic replace of one file, directory fsync.
+//! Durable file-system primitives: atomic replace of one file, directory fsync, staged
+//! trees (create parents, link or copy, sync a whole tree, remove).
 //!
 //! One file is written as a temporary file beside the target, `sync_all`ed, renamed over
 //! the target, and the directory is fsynced so the rename itself survives power loss
@@ -123,6 +124,95 @@ pub fn drop_cached(path: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Hard-links `src` to `dst` when the file system allows, else copies (made durable
+/// later by [`sync_tree`]). The caller has already checked `src`'s bytes.
+pub fn link_or_copy(src: &Path, dst: &Path) -> io::Result<()> {
+    if fs::hard_link(src, dst).is_ok() {
+        return Ok(());
+    }
+    let mut r = File::open(src)?;
+    let out = create_new(dst)?;
+    let mut w = io::BufWriter::with_capacity(1 << 20, out);
+    io::copy(&mut r, &mut w)?;
+    let out = w.into_inner().map_err(|e| e.into_error())?;
+    out.set_permissions(r.metadata()?.permissions())
+}
+
+/// Applies Unix permission bits (no-op elsewhere). Only permission bits, never owners.
+pub fn set_mode(f: &File, mode: Option<u32>) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let m = mode.unwrap_or(0o644) & 0o777;
+        f.set_permissions(fs::Permissions::from_mode(m))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (f, mode);
+    Ok(())
+}
+
+/// Creates every folder of `path` under `root` and fsyncs the new ones' parents.
+pub fn create_parents(root: &Path, rel: &str) -> io::Result<()> {
+    let mut dir = root.to_path_buf();
+    let comps: Vec<&str> = rel.split('/').collect();
+    for c in &comps[..comps.len().saturating_sub(1)] {
+        let next = dir.join(c);
+        match fs::create_dir(&next) {
+            Ok(()) => fsync_dir(&dir)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        dir = next;
+    }
+    Ok(())
+}
+
+/// Fsyncs every folder under `root` (bottom-up), so new entries in them are durable.
+pub fn fsync_tree(root: &Path) -> io::Result<()> {
+    let mut dirs = Vec::new();
+    for e in walkdir::WalkDir::new(root).contents_first(true) {
+        let e = e.map_err(io::Error::other)?;
+        if e.file_type().is_dir() {
+            dirs.push(e.into_path());
+        }
+    }
+    for d in dirs {
+        fsync_dir(&d)?;
+    }
+    Ok(())
+}
+
+/// Makes everything written under `root` durable: on Linux one `syncfs` of its file
+/// system (what `sync -f` does: every file's data and every folder entry, in one call
+/// instead of one fsync per file); elsewhere, or if that fails, an fsync of every file
+/// and folder under `root`.
+pub fn sync_tree(root: &Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let d = File::open(root)?;
+        // SAFETY: syncfs only reads the descriptor, which `d` keeps open.
+        if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
+            return Ok(());
+        }
+    }
+    for e in walkdir::WalkDir::new(root) {
+        let e = e.map_err(io::Error::other)?;
+        if e.file_type().is_file() {
+            File::open(e.path())?.sync_all()?;
+        }
+    }
+    fsync_tree(root)
+}
+
+/// Removes a folder tree if it exists.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
 }
 
 #[cfg(test)]

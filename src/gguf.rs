@@ -53,7 +53,7 @@ pub struct TensorInfo {
 pub enum GgufError {
     #[error("cannot read '{path}': {source}")]
     Io { path: String, source: io::Error },
-    #[error("'{path}' is not a GGUF model: {reason}\nhelp: offgrid carries llama.cpp GGUF models; convert the model with llama.cpp's convert_hf_to_gguf.py")]
+    #[error("'{path}' is not a GGUF model: {reason}")]
     Format { path: String, reason: String },
 }
 
@@ -506,6 +506,15 @@ pub fn write_synthetic(
     let tail = offset - written;
     out.write_all(&vec![0u8; tail as usize])?;
     Ok(())
+}
+
+impl crate::diagnostic::Diagnostic for GgufError {
+    fn help(&self) -> Option<String> {
+        match self {
+            GgufError::Format { .. } => Some("offgrid carries llama.cpp GGUF models; convert the model with llama.cpp's convert_hf_to_gguf.py".into()),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

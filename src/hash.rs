@@ -10,6 +10,11 @@
 //! every chunk is read with positional reads (`pread`, no shared cursor) and hashed on
 //! whichever core is free, and nothing past the manifest's size is read.
 //!
+//! Streams that are not chunked files (pack payloads, staged copies) are hashed as they
+//! pass through [`HashReader`] and [`HashWriter`] (sha256 on a second core through
+//! [`BgHasher`]), and outside input is read with a bound: [`read_bounded`] for a reader,
+//! [`read_regular_bounded`] for a file path.
+//!
 //! Known gaps: no `O_DIRECT`/mmap (reads go through the page cache); on Windows the
 //! positional read moves the file cursor, which nothing here relies on; writeback hints
 //! (`sync_file_range`) are Linux-only, other systems pay the whole `fsync` at the end.
@@ -557,12 +562,10 @@ pub fn read_regular_bounded(
     if len > max {
         return Ok(Err(len));
     }
-    let mut buf = Vec::with_capacity(len as usize);
-    f.take(max + 1).read_to_end(&mut buf)?;
-    if buf.len() as u64 > max {
-        return Ok(Err(buf.len() as u64));
+    match read_bounded(&mut &f, max)? {
+        Some(buf) => Ok(Ok(buf)),
+        None => Ok(Err(max + 1)),
     }
-    Ok(Ok(buf))
 }
 
 /// Checks `path` against `entry`: size first, then every chunk hash, chunks hashed in
@@ -621,9 +624,262 @@ pub fn check_file(
     }
 }
 
+/// Lowercase hex sha256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// sha256 computed on a helper thread, so hashing overlaps reading, decoding and
+/// writing (a second core hashes while the first moves bytes). Small inputs are hashed
+/// inline.
+pub struct BgHasher {
+    inline: Sha256,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<Sha256>>,
+}
+
+impl Default for BgHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BgHasher {
+    pub fn new() -> Self {
+        BgHasher {
+            inline: Sha256::new(),
+            tx: None,
+            thread: None,
+        }
+    }
+
+    pub fn update(&mut self, b: &[u8]) {
+        if b.is_empty() {
+            return;
+        }
+        if self.tx.is_none() && b.len() < (64 << 10) && self.thread.is_none() {
+            self.inline.update(b);
+            return;
+        }
+        if self.tx.is_none() {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+            let mut h = self.inline.clone();
+            let spawned = std::thread::Builder::new()
+                .name("sha256".into())
+                .spawn(move || {
+                    for chunk in rx {
+                        h.update(&chunk);
+                    }
+                    h
+                });
+            match spawned {
+                Ok(t) => {
+                    self.tx = Some(tx);
+                    self.thread = Some(t);
+                }
+                Err(_) => {
+                    // No thread to be had: hash inline.
+                    self.inline.update(b);
+                    return;
+                }
+            }
+        }
+        if let Some(tx) = &self.tx {
+            if tx.send(b.to_vec()).is_err() {
+                self.tx = None;
+            }
+        }
+    }
+
+    /// The lowercase hex digest of everything passed to [`BgHasher::update`].
+    pub fn finish(mut self) -> String {
+        self.tx = None;
+        let h = match self.thread.take() {
+            Some(t) => t.join().unwrap_or_default(),
+            None => std::mem::take(&mut self.inline),
+        };
+        hex::encode(h.finalize())
+    }
+}
+
+/// A reader that hashes and counts every byte read through it.
+pub struct HashReader<R> {
+    pub inner: R,
+    hasher: BgHasher,
+    pub count: u64,
+}
+
+impl<R: Read> HashReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashReader {
+            inner,
+            hasher: BgHasher::new(),
+            count: 0,
+        }
+    }
+    /// Reads to the end (hashing), then returns `(count, hex sha256)`.
+    pub fn finish(mut self) -> io::Result<(u64, String)> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok(self.digest())
+    }
+    /// `(count, hex sha256)` of what was read so far.
+    pub fn digest(self) -> (u64, String) {
+        (self.count, self.hasher.finish())
+    }
+}
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// A writer that hashes and counts every byte written through it, and refuses to write
+/// more than `limit` bytes (the declared size of what is being produced).
+pub struct HashWriter<W> {
+    pub inner: W,
+    hasher: BgHasher,
+    pub count: u64,
+    pub limit: u64,
+}
+
+impl<W: Write> HashWriter<W> {
+    pub fn new(inner: W, limit: u64) -> Self {
+        HashWriter {
+            inner,
+            hasher: BgHasher::new(),
+            count: 0,
+            limit,
+        }
+    }
+    /// `(inner, count, hex sha256)` of what was written.
+    pub fn finish(self) -> (W, u64, String) {
+        (self.inner, self.count, self.hasher.finish())
+    }
+}
+
+/// The error kind [`HashWriter`] reports when its limit would be passed.
+pub const OVER_LIMIT: &str = "output exceeds its declared size";
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.count + buf.len() as u64 > self.limit {
+            return Err(io::Error::new(io::ErrorKind::FileTooLarge, OVER_LIMIT));
+        }
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// True when `e` is [`HashWriter`]'s over-limit error.
+pub fn is_over_limit(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::FileTooLarge && e.to_string() == OVER_LIMIT
+}
+
+/// Reads at most `max` bytes; `None` when the input is longer.
+pub fn read_bounded(r: &mut dyn Read, max: u64) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = Vec::new();
+    r.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Ok(None);
+    }
+    Ok(Some(buf))
+}
+
+/// `(size, hex sha256)` of a file, streamed (no chunk digests; see [`hash_file`]).
+pub fn sha256_file(path: &Path) -> io::Result<(u64, String)> {
+    let f = File::open(path)?;
+    HashReader::new(io::BufReader::with_capacity(1 << 20, f)).finish()
+}
+
+/// Copies `src` to the new file `dst`, checking the bytes against `size` and `sha256`
+/// as they pass (never reading more than `size + 1` bytes), then fsyncs `dst` when
+/// `sync` (staged trees are made durable at once by [`crate::fsutil::sync_tree`] instead).
+/// Returns `Ok(Err(actual_sha))` on a mismatch (dst removed).
+pub fn copy_checked(
+    src: &Path,
+    dst: &Path,
+    size: u64,
+    sha256: &str,
+    mode: Option<u32>,
+    sync: bool,
+) -> io::Result<Result<(), String>> {
+    let f = File::open(src)?;
+    let mut r = HashReader::new(f.take(size + 1));
+    let out = crate::fsutil::create_new(dst)?;
+    let mut w = io::BufWriter::with_capacity(1 << 20, out);
+    io::copy(&mut r, &mut w)?;
+    let out = w.into_inner().map_err(|e| e.into_error())?;
+    let (count, actual) = r.digest();
+    if count != size || actual != sha256 {
+        drop(out);
+        let _ = std::fs::remove_file(dst);
+        return Ok(Err(if count != size {
+            format!("{count} bytes")
+        } else {
+            actual
+        }));
+    }
+    crate::fsutil::set_mode(&out, mode)?;
+    if sync {
+        out.sync_all()?;
+    }
+    Ok(Ok(()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_writer_refuses_past_limit() {
+        let mut w = HashWriter::new(Vec::new(), 4);
+        w.write_all(b"abcd").unwrap();
+        let e = w.write_all(b"e").unwrap_err();
+        assert!(is_over_limit(&e));
+        assert_eq!(w.finish().2, sha256_hex(b"abcd"));
+    }
+
+    #[test]
+    fn background_hash_equals_inline_hash() {
+        let big = vec![7u8; 3 << 20];
+        let mut h = BgHasher::new();
+        h.update(b"small first");
+        h.update(&big);
+        h.update(b"tail");
+        let mut all = b"small first".to_vec();
+        all.extend_from_slice(&big);
+        all.extend_from_slice(b"tail");
+        assert_eq!(h.finish(), sha256_hex(&all));
+    }
+
+    #[test]
+    fn copy_checked_refuses_wrong_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("a");
+        std::fs::write(&src, b"hello").unwrap();
+        let good = sha256_hex(b"hello");
+        copy_checked(&src, &d.path().join("b"), 5, &good, None, true)
+            .unwrap()
+            .unwrap();
+        let bad = copy_checked(&src, &d.path().join("c"), 5, &"0".repeat(64), None, true).unwrap();
+        assert_eq!(bad, Err(good));
+        assert!(!d.path().join("c").exists());
+        assert!(
+            copy_checked(&src, &d.path().join("e"), 4, &"0".repeat(64), None, true)
+                .unwrap()
+                .is_err()
+        );
+    }
+
     use crate::manifest::{FileKind, MIN_CHUNK_SIZE};
 
     fn data(n: usize) -> Vec<u8> {

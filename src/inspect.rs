@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::excerpt::excerpt;
+use crate::hash::read_bounded;
 use crate::manifest::Manifest;
 use crate::models::template::TemplateSummary;
 use crate::toml_guard::{self, TooCostly, MAX_UNVERIFIED_BYTES};
-use crate::update::io::read_bounded;
 use crate::update::pack::{
     Encoding, PackManifest, BUNDLE_MANIFEST, MAX_PACK_MANIFEST, MAX_SIG, MAX_SIGS, PACK_MANIFEST,
     PACK_SIGS, PAYLOADS, RELEASE_SIGS,
@@ -34,7 +34,7 @@ pub enum InspectError {
         #[source]
         source: io::Error,
     },
-    #[error("'{path}' is neither an offgrid USB tree nor an update pack: {reason}\nhelp: give the folder holding manifest.toml, or a .ogpack file")]
+    #[error("'{path}' is neither an offgrid USB tree nor an update pack: {reason}")]
     Unknown { path: String, reason: String },
     #[error("'{path}' cannot be read as {what}: {reason}")]
     Malformed {
@@ -309,4 +309,15 @@ pub fn inspect_pack(path: &Path) -> Result<PackView, InspectError> {
         signatures,
         release_signatures,
     })
+}
+
+impl crate::diagnostic::Diagnostic for InspectError {
+    fn help(&self) -> Option<String> {
+        match self {
+            InspectError::Unknown { .. } => {
+                Some("give the folder holding manifest.toml, or a .ogpack file".into())
+            }
+            _ => None,
+        }
+    }
 }

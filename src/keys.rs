@@ -32,14 +32,14 @@ pub enum KeyError {
         path: String,
         source: std::io::Error,
     },
-    #[error("'{path}' is not a minisign {what} key: {reason}\nhelp: {help}")]
+    #[error("'{path}' is not a minisign {what} key: {reason}")]
     Format {
         path: String,
         what: &'static str,
         reason: String,
         help: &'static str,
     },
-    #[error("wrong password for secret key '{path}'\nhelp: check the password (OFFGRID_PASSWORD for scripts)")]
+    #[error("wrong password for secret key '{path}'")]
     WrongPassword { path: String },
     #[error("cannot get the password for '{path}': {reason}")]
     Password { path: String, reason: String },
@@ -48,7 +48,7 @@ pub enum KeyError {
         path: String,
         source: std::io::Error,
     },
-    #[error("'{path}' already exists\nhelp: choose another name, or pass --force to replace it")]
+    #[error("'{path}' already exists")]
     Exists { path: String },
     #[error("key generation failed: {0}")]
     Generate(String),
@@ -577,6 +577,21 @@ fn place(tmp: tempfile::NamedTempFile, path: &Path, force: bool) -> Result<(), K
         path: show(path),
         source,
     })
+}
+
+impl crate::diagnostic::Diagnostic for KeyError {
+    fn help(&self) -> Option<String> {
+        match self {
+            KeyError::Format { help, .. } => Some(help.to_string()),
+            KeyError::WrongPassword { .. } => {
+                Some("check the password (OFFGRID_PASSWORD for scripts)".into())
+            }
+            KeyError::Exists { .. } => {
+                Some("choose another name, or pass --force to replace it".into())
+            }
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! See ARCHITECTURE.md for the code map and SPEC.md for the normative format.
 
 pub mod clone;
+pub mod diagnostic;
 pub mod discover;
 pub mod excerpt;
 pub mod exit;
@@ -28,6 +29,7 @@ pub mod site;
 pub mod toml_guard;
 pub mod torrent;
 pub mod trust;
+pub mod units;
 pub mod update;
 pub mod usb;
 pub mod verify;

@@ -250,11 +250,11 @@ pub struct Manifest {
 /// Why a manifest was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("manifest is {size} bytes, more than the {max} allowed\nhelp: this is not an offgrid manifest, or it was damaged")]
+    #[error("manifest is {size} bytes, more than the {max} allowed")]
     TooLarge { size: u64, max: u64 },
-    #[error("manifest is not valid UTF-8 TOML: {0}\nhelp: the manifest was damaged or truncated; get a fresh copy from HQ")]
+    #[error("manifest is not valid UTF-8 TOML: {0}")]
     Syntax(String),
-    #[error("manifest format '{found}' is not supported (this offgrid reads '{FORMAT}' and '{FORMAT_2}')\nhelp: use the offgrid version that made this bundle, or a newer one")]
+    #[error("manifest format '{found}' is not supported (this offgrid reads '{FORMAT}' and '{FORMAT_2}')")]
     Format { found: String },
     #[error("manifest field {field}: {reason}")]
     Field { field: String, reason: String },
@@ -804,6 +804,24 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
     now.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+}
+
+impl crate::diagnostic::Diagnostic for ManifestError {
+    fn help(&self) -> Option<String> {
+        match self {
+            ManifestError::TooLarge { .. } => {
+                Some("this is not an offgrid manifest, or it was damaged".into())
+            }
+            ManifestError::Syntax { .. } => {
+                Some("the manifest was damaged or truncated; get a fresh copy from HQ".into())
+            }
+            ManifestError::Format { .. } => {
+                Some("use the offgrid version that made this bundle, or a newer one".into())
+            }
+            ManifestError::Path(e) => crate::diagnostic::Diagnostic::help(e),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

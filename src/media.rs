@@ -85,7 +85,7 @@ impl FileLimit {
 /// Why a write does not fit its medium.
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
-    #[error("'{path}' is {size} bytes, more than the {limit}-byte file limit of {source_name} on '{dest}'\nhelp: {help}")]
+    #[error("'{path}' is {size} bytes, more than the {limit}-byte file limit of {source_name} on '{dest}'")]
     TooLarge {
         path: String,
         size: u64,
@@ -94,7 +94,7 @@ pub enum MediaError {
         dest: String,
         help: &'static str,
     },
-    #[error("'{dest}' has {free} bytes free, but {what} needs {need}\nhelp: {help}")]
+    #[error("'{dest}' has {free} bytes free, but {what} needs {need}")]
     NoSpace {
         dest: String,
         what: &'static str,
@@ -102,7 +102,7 @@ pub enum MediaError {
         free: u64,
         help: &'static str,
     },
-    #[error("{what} '{value}' is not a size: {reason}\nhelp: write a size as bytes or with a unit: 4G, 4GiB, 4.7GB, 100K")]
+    #[error("{what} '{value}' is not a size: {reason}")]
     BadSize {
         what: &'static str,
         value: String,
@@ -117,70 +117,9 @@ impl MediaError {
     }
 }
 
-/// Parses a size: bytes (`123`), or a number (decimals allowed) with a unit. `K`, `M`,
-/// `G`, `T` and `KiB` … `TiB` are binary (×1024); `KB`, `MB`, `GB`, `TB` are decimal.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    if num.is_empty() {
-        return Err("it does not start with a number".into());
-    }
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "t" | "tib" => 1 << 40,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "tb" => 1_000_000_000_000,
-        other => return Err(format!("unknown unit '{other}'")),
-    };
-    let value = if let Some((whole, frac)) = num.split_once('.') {
-        if frac.contains('.') || (whole.is_empty() && frac.is_empty()) {
-            return Err("it is not a number".into());
-        }
-        let w: u64 = if whole.is_empty() {
-            0
-        } else {
-            whole.parse().map_err(|_| "it is not a number".to_owned())?
-        };
-        let digits = frac.len().min(9) as u32;
-        let f: u64 = if digits == 0 {
-            0
-        } else {
-            frac[..digits as usize]
-                .parse()
-                .map_err(|_| "it is not a number".to_owned())?
-        };
-        let scale = 10u64.pow(digits);
-        w.checked_mul(mult)
-            .and_then(|a| {
-                (f as u128 * mult as u128 / scale as u128)
-                    .try_into()
-                    .ok()
-                    .and_then(|b: u64| a.checked_add(b))
-            })
-            .ok_or_else(|| "it is too large".to_owned())?
-    } else {
-        num.parse::<u64>()
-            .ok()
-            .and_then(|n| n.checked_mul(mult))
-            .ok_or_else(|| "it is too large".to_owned())?
-    };
-    if value == 0 {
-        return Err("it must be more than 0".into());
-    }
-    Ok(value)
-}
-
-/// [`parse_size`] with the flag named in the error.
+/// [`crate::units::parse_size`] with the flag named in the error.
 pub fn parse_size_arg(what: &'static str, text: &str) -> Result<u64, MediaError> {
-    parse_size(text).map_err(|reason| MediaError::BadSize {
+    crate::units::parse_size(text).map_err(|reason| MediaError::BadSize {
         what,
         value: text.chars().take(40).collect(),
         reason,
@@ -419,24 +358,21 @@ fn unescape(s: &str) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out).into_owned())
 }
 
+impl crate::diagnostic::Diagnostic for MediaError {
+    fn help(&self) -> Option<String> {
+        match self {
+            MediaError::TooLarge { help, .. } => Some(help.to_string()),
+            MediaError::NoSpace { help, .. } => Some(help.to_string()),
+            MediaError::BadSize { .. } => {
+                Some("write a size as bytes or with a unit: 4G, 4GiB, 4.7GB, 100K".into())
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_sizes() {
-        assert_eq!(parse_size("123").unwrap(), 123);
-        assert_eq!(parse_size("100K").unwrap(), 100 << 10);
-        assert_eq!(parse_size("4G").unwrap(), 4 << 30);
-        assert_eq!(parse_size("4GiB").unwrap(), 4 << 30);
-        assert_eq!(parse_size("4gib").unwrap(), 4 << 30);
-        assert_eq!(parse_size("4.7GB").unwrap(), 4_700_000_000);
-        assert_eq!(parse_size("1.5M").unwrap(), 3 << 19);
-        assert_eq!(parse_size("25 GB").unwrap(), 25_000_000_000);
-        for bad in ["", "G", "4X", "1.2.3", "0", "-1", "99999999999T"] {
-            assert!(parse_size(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn finds_the_mount_of_a_path() {

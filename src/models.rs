@@ -31,23 +31,23 @@ pub use vcache::VerifyCache;
 /// Why a model could not be found or used.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("model '{name}' not found (searched: {searched})\nhelp: 'offgrid models' lists the models offgrid can see{available}")]
+    #[error("model '{name}' not found (searched: {searched})")]
     NotFound {
         name: String,
         searched: String,
         available: String,
     },
-    #[error("no model named and no default model (searched: {searched})\nhelp: name a model, e.g. 'offgrid run NAME'{available}")]
+    #[error("no model named and no default model (searched: {searched})")]
     NoModelGiven { searched: String, available: String },
-    #[error("model '{name}' has no quantization '{tag}' (available: {available})\nhelp: use one of the available quantizations, or the bare name to pick the best that fits")]
+    #[error("model '{name}' has no quantization '{tag}' (available: {available})")]
     UnknownTag {
         name: String,
         tag: String,
         available: String,
     },
-    #[error("'{path}' is not a stick or release tree: it has no manifest.toml\nhelp: point --stick (or OFFGRID_PORTABLE) at the folder holding manifest.toml")]
+    #[error("'{path}' is not a stick or release tree: it has no manifest.toml")]
     NotATree { path: String },
-    #[error("--portable was given but this offgrid does not run from a stick (expected '<root>/bin/<platform>/offgrid' with '<root>/manifest.toml')\nhelp: name the stick's root: --stick /media/stick")]
+    #[error("--portable was given but this offgrid does not run from a stick (expected '<root>/bin/<platform>/offgrid' with '<root>/manifest.toml')")]
     NoStick,
     #[error("cannot read '{path}': {source}")]
     Read {
@@ -68,18 +68,18 @@ pub enum ModelError {
     Trust(#[from] TrustError),
     #[error(transparent)]
     Head(#[from] crate::signed::HeadError),
-    #[error("model file '{path}' does not match the signed manifest: {detail}\nhelp: the copy is damaged or was changed; copy the stick again from HQ (or run with --no-verify at your own risk)")]
+    #[error("model file '{path}' does not match the signed manifest: {detail}")]
     Damaged { path: String, detail: String },
     #[error("{0}")]
     DoesNotFit(Box<NoFit>),
-    #[error("model '{name}' is a {format} model, which offgrid run cannot start (it runs GGUF models with llama.cpp): {purpose}\n  its files: '{path}'\nhelp: 'offgrid models' marks the models run can start; to chat, name a GGUF model")]
+    #[error("model '{name}' is a {format} model, which offgrid run cannot start (it runs GGUF models with llama.cpp): {purpose}\n  its files: '{path}'")]
     NotRunnable {
         name: String,
         format: &'static str,
         path: String,
         purpose: String,
     },
-    #[error("this offgrid's llama.cpp needs CPU instructions this computer lacks: {missing}\nhelp: run the model on a newer computer, or use an offgrid built for this CPU (SPEC.md §10.8)")]
+    #[error("this offgrid's llama.cpp needs CPU instructions this computer lacks: {missing}")]
     CpuUnsupported { missing: String },
 }
 
@@ -139,10 +139,7 @@ impl std::fmt::Display for NoFit {
                 self.candidates
             )?;
         }
-        write!(
-            f,
-            "\nhelp: close other programs, lower --ctx, or use a smaller quantization of the model"
-        )
+        Ok(())
     }
 }
 
@@ -757,6 +754,32 @@ pub fn choose(
         assumed: machine.assumed,
         candidates: sorted.len(),
     })))
+}
+
+impl crate::diagnostic::Diagnostic for ModelError {
+    fn exit_code(&self) -> u8 {
+        crate::diagnostic::refusal_code(self.is_refusal())
+    }
+
+    fn help(&self) -> Option<String> {
+        match self {
+            ModelError::NotFound { available, .. } => Some(format!("'offgrid models' lists the models offgrid can see{available}")),
+            ModelError::NoModelGiven { available, .. } => Some(format!("name a model, e.g. 'offgrid run NAME'{available}")),
+            ModelError::UnknownTag { .. } => Some("use one of the available quantizations, or the bare name to pick the best that fits".into()),
+            ModelError::NotATree { .. } => Some("point --stick (or OFFGRID_PORTABLE) at the folder holding manifest.toml".into()),
+            ModelError::NoStick => Some("name the stick's root: --stick /media/stick".into()),
+            ModelError::Gguf(e) => crate::diagnostic::Diagnostic::help(e),
+            ModelError::Trust(e) => crate::diagnostic::Diagnostic::help(e),
+            ModelError::Head(e) => crate::diagnostic::Diagnostic::help(e),
+            ModelError::DoesNotFit(_) => Some(
+                "close other programs, lower --ctx, or use a smaller quantization of the model".into(),
+            ),
+            ModelError::Damaged { .. } => Some("the copy is damaged or was changed; copy the stick again from HQ (or run with --no-verify at your own risk)".into()),
+            ModelError::NotRunnable { .. } => Some("'offgrid models' marks the models run can start; to chat, name a GGUF model".into()),
+            ModelError::CpuUnsupported { .. } => Some("run the model on a newer computer, or use an offgrid built for this CPU (SPEC.md §10.8)".into()),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

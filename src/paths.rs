@@ -15,13 +15,15 @@ use std::path::{Path, PathBuf};
 /// Why a bundle path was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {
-    #[error("path '{path}' {reason}\nhelp: {help}")]
+    #[error("path '{path}' {reason}")]
     Illegal {
         path: String,
         reason: String,
         help: &'static str,
     },
-    #[error("paths '{a}' and '{b}' differ only in letter case, which FAT32/exFAT/NTFS cannot hold\nhelp: rename one of them")]
+    #[error(
+        "paths '{a}' and '{b}' differ only in letter case, which FAT32/exFAT/NTFS cannot hold"
+    )]
     CaseCollision { a: String, b: String },
 }
 
@@ -135,6 +137,15 @@ pub fn check_no_case_collisions<'a>(
         }
     }
     Ok(())
+}
+
+impl crate::diagnostic::Diagnostic for PathError {
+    fn help(&self) -> Option<String> {
+        match self {
+            PathError::Illegal { help, .. } => Some(help.to_string()),
+            PathError::CaseCollision { .. } => Some("rename one of them".into()),
+        }
+    }
 }
 
 #[cfg(test)]

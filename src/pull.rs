@@ -50,18 +50,18 @@ pub const TRIES_PER_PEER: u32 = 2;
 /// Why a pull failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
-    #[error("'{peer}' is not a peer address\nhelp: give HOST:PORT or http://HOST:PORT, as 'offgrid serve' prints it")]
+    #[error("'{peer}' is not a peer address")]
     BadPeer { peer: String },
-    #[error("peer {peer}: {reason}\nhelp: is 'offgrid serve' running there, and reachable from here? ('offgrid serve --listen 0.0.0.0:8470' serves the network)")]
+    #[error("peer {peer}: {reason}")]
     Peer { peer: String, reason: String },
-    #[error("no peer offers a release of {bundle_id}{}\nhelp: check the peers with 'offgrid peers' or name one with --peer HOST:PORT", .newer_than.as_ref().map(|v| format!(" newer than {v}")).unwrap_or_default())]
+    #[error("no peer offers a release of {bundle_id}{}", .newer_than.as_ref().map(|v| format!(" newer than {v}")).unwrap_or_default())]
     NothingNewer {
         bundle_id: String,
         newer_than: Option<String>,
     },
-    #[error("no release the peers offer can be used: {}\nhelp: the peers must serve releases signed by the keys this site trusts (see 'offgrid status')", .skipped.join("; "))]
+    #[error("no release the peers offer can be used: {}", .skipped.join("; "))]
     NoneUsable { skipped: Vec<String> },
-    #[error("the peers serve several bundles ({names}) and none is installed here\nhelp: name one tree: --from http://HOST:PORT/tree/NAME/")]
+    #[error("the peers serve several bundles ({names}) and none is installed here")]
     Ambiguous { names: String },
     #[error("release {name} from {peer} is not trusted")]
     Untrusted {
@@ -70,7 +70,7 @@ pub enum PullError {
         #[source]
         source: Box<HeadError>,
     },
-    #[error("every peer failed before the release was complete: {}\nhelp: the verified chunks are kept in '{dir}'; run the same command again when a peer is back", .failures.join("; "))]
+    #[error("every peer failed before the release was complete: {}", .failures.join("; "))]
     AllPeersFailed { dir: String, failures: Vec<String> },
     #[error("cannot {action} '{path}': {source}")]
     Io {
@@ -809,6 +809,24 @@ fn get_range(
         ));
     }
     Ok(())
+}
+
+impl crate::diagnostic::Diagnostic for PullError {
+    fn exit_code(&self) -> u8 {
+        crate::diagnostic::refusal_code(self.is_refusal())
+    }
+
+    fn help(&self) -> Option<String> {
+        match self {
+            PullError::BadPeer { .. } => Some("give HOST:PORT or http://HOST:PORT, as 'offgrid serve' prints it".into()),
+            PullError::Peer { .. } => Some("is 'offgrid serve' running there, and reachable from here? ('offgrid serve --listen 0.0.0.0:8470' serves the network)".into()),
+            PullError::NothingNewer { .. } => Some("check the peers with 'offgrid peers' or name one with --peer HOST:PORT".into()),
+            PullError::NoneUsable { .. } => Some("the peers must serve releases signed by the keys this site trusts (see 'offgrid status')".into()),
+            PullError::Ambiguous { .. } => Some("name one tree: --from http://HOST:PORT/tree/NAME/".into()),
+            PullError::AllPeersFailed { dir, .. } => Some(format!("the verified chunks are kept in '{dir}'; run the same command again when a peer is back")),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -42,15 +42,15 @@ pub const WORKERS: usize = 16;
 /// Errors of this area.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("cannot listen on '{addr}': {reason}\nhelp: choose a free port with --listen ADDR:PORT (port 0 picks one)")]
+    #[error("cannot listen on '{addr}': {reason}")]
     Bind { addr: String, reason: String },
-    #[error("'{path}' cannot be served: {reason}\nhelp: {help}")]
+    #[error("'{path}' cannot be served: {reason}")]
     Source {
         path: String,
         reason: String,
         help: &'static str,
     },
-    #[error("nothing to serve\nhelp: pass --stick ROOT, --home H or --packs DIR")]
+    #[error("nothing to serve")]
     Nothing,
     #[error(transparent)]
     Torrent(#[from] torrent::TorrentError),
@@ -325,11 +325,6 @@ pub fn parse_range(value: &str, len: u64) -> RangeReq {
         return RangeReq::Unsatisfiable;
     }
     RangeReq::Part(first, last.min(len - 1))
-}
-
-/// Parses a rate like `500K`, `10M`, `1G` or `12345` (bytes per second, 1024-based).
-pub fn parse_rate(s: &str) -> Option<u64> {
-    torrent::parse_size(s)
 }
 
 /// A bandwidth cap shared by every response.
@@ -693,6 +688,19 @@ fn answer(
     line
 }
 
+impl crate::diagnostic::Diagnostic for ServeError {
+    fn help(&self) -> Option<String> {
+        match self {
+            ServeError::Bind { .. } => {
+                Some("choose a free port with --listen ADDR:PORT (port 0 picks one)".into())
+            }
+            ServeError::Source { help, .. } => Some(help.to_string()),
+            ServeError::Nothing => Some("pass --stick ROOT, --home H or --packs DIR".into()),
+            ServeError::Torrent(e) => crate::diagnostic::Diagnostic::help(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -738,15 +746,5 @@ mod tests {
         let keys =
             |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
         assert_eq!(keys(&ex), keys(&mine));
-    }
-
-    #[test]
-    fn rates() {
-        assert_eq!(parse_rate("10M"), Some(10 << 20));
-        assert_eq!(parse_rate("500k"), Some(500 << 10));
-        assert_eq!(parse_rate("123"), Some(123));
-        assert_eq!(parse_rate("0"), None);
-        assert_eq!(parse_rate("x"), None);
-        assert_eq!(parse_rate("M"), None);
     }
 }

@@ -35,15 +35,15 @@ pub const MAX_MANIFEST_BYTES: u64 = manifest::MAX_MANIFEST_BYTES;
 /// Why a signed head could not be read or is not trusted.
 #[derive(Debug, thiserror::Error)]
 pub enum HeadError {
-    #[error("'{path}' does not exist\nhelp: pass the folder of the USB tree (the one holding manifest.toml)")]
+    #[error("'{path}' does not exist")]
     NoSuchRoot { path: String },
-    #[error("'{path}' is not a folder\nhelp: pass the folder of the USB tree (the one holding manifest.toml)")]
+    #[error("'{path}' is not a folder")]
     RootNotADirectory { path: String },
-    #[error("not a complete offgrid tree: '{path}' is missing\nhelp: a tree whose copy was interrupted never verifies; copy it again from HQ or a verified stick")]
+    #[error("not a complete offgrid tree: '{path}' is missing")]
     Incomplete { path: String },
-    #[error("'{path}' is not a regular file\nhelp: the tree was damaged or tampered with; copy it again from HQ")]
+    #[error("'{path}' is not a regular file")]
     ManifestNotAFile { path: String },
-    #[error("manifest '{path}' is {size} bytes, more than the {max} allowed\nhelp: this is not an offgrid manifest, or it was damaged; copy the tree again from HQ")]
+    #[error("manifest '{path}' is {size} bytes, more than the {max} allowed")]
     ManifestTooLarge { path: String, size: u64, max: u64 },
     #[error("cannot read '{path}': {source}")]
     Read { path: String, source: io::Error },
@@ -53,11 +53,11 @@ pub enum HeadError {
         #[source]
         source: ManifestError,
     },
-    #[error("'{dir}' holds no .minisig signature\nhelp: an unsigned tree never verifies; sign it at HQ (offgrid pack-usb signs) or copy it again")]
+    #[error("'{dir}' holds no .minisig signature")]
     Unsigned { dir: String },
-    #[error("signature '{path}' is {size} bytes, more than the {max} a minisign signature takes\nhelp: the tree was damaged or tampered with; copy it again from HQ")]
+    #[error("signature '{path}' is {size} bytes, more than the {max} a minisign signature takes")]
     SignatureTooLarge { path: String, size: u64, max: u64 },
-    #[error("'{dir}' holds more than {max} signature files\nhelp: the tree was damaged or tampered with; copy it again from HQ")]
+    #[error("'{dir}' holds more than {max} signature files")]
     TooManySignatures { dir: String, max: usize },
     #[error("{}", untrusted(manifest, source))]
     Untrusted {
@@ -351,4 +351,20 @@ pub fn read_signatures(root: &Path) -> Result<Vec<(String, String)>, HeadError> 
         sigs.push((name, String::from_utf8_lossy(&bytes).into_owned()));
     }
     Ok(sigs)
+}
+
+impl crate::diagnostic::Diagnostic for HeadError {
+    fn help(&self) -> Option<String> {
+        match self {
+            HeadError::NoSuchRoot { .. } => Some("pass the folder of the USB tree (the one holding manifest.toml)".into()),
+            HeadError::RootNotADirectory { .. } => Some("pass the folder of the USB tree (the one holding manifest.toml)".into()),
+            HeadError::Incomplete { .. } => Some("a tree whose copy was interrupted never verifies; copy it again from HQ or a verified stick".into()),
+            HeadError::ManifestNotAFile { .. } => Some("the tree was damaged or tampered with; copy it again from HQ".into()),
+            HeadError::ManifestTooLarge { .. } => Some("this is not an offgrid manifest, or it was damaged; copy the tree again from HQ".into()),
+            HeadError::Unsigned { .. } => Some("an unsigned tree never verifies; sign it at HQ (offgrid pack-usb signs) or copy it again".into()),
+            HeadError::SignatureTooLarge { .. } => Some("the tree was damaged or tampered with; copy it again from HQ".into()),
+            HeadError::TooManySignatures { .. } => Some("the tree was damaged or tampered with; copy it again from HQ".into()),
+            _ => None,
+        }
+    }
 }

@@ -38,19 +38,19 @@ pub enum SiteError {
         path: String,
         source: std::io::Error,
     },
-    #[error("receipt '{path}' is refused: {reason}\nhelp: {help}")]
+    #[error("receipt '{path}' is refused: {reason}")]
     Receipt {
         path: String,
         reason: String,
         help: &'static str,
     },
-    #[error("receipt '{path}' is from site {site}, which is not enrolled\nhelp: enrol its key first (offgrid receipts enrol SITE.pub), or import without --enrolled-only to trust it on first use")]
+    #[error("receipt '{path}' is from site {site}, which is not enrolled")]
     Unknown { path: String, site: String },
-    #[error("'{path}' exists and is not this site's receipt (it is signed by key {other})\nhelp: another site wrote there; nothing was changed. Remove the stray file or use another folder")]
+    #[error("'{path}' exists and is not this site's receipt (it is signed by key {other})")]
     NotOurs { path: String, other: String },
-    #[error("'{path}' is not a folder to write receipts into: {reason}\nhelp: pass the stick's root folder (or any writable folder) with --to")]
+    #[error("'{path}' is not a folder to write receipts into: {reason}")]
     BadTarget { path: String, reason: String },
-    #[error("HQ history '{hq}': {reason}\nhelp: {help}")]
+    #[error("HQ history '{hq}': {reason}")]
     Fleet {
         hq: String,
         reason: String,
@@ -213,4 +213,22 @@ pub fn record_failure(home: &Home, op: &str, reason: &str) -> Result<(), SiteErr
     crate::fsutil::atomic_write(&p, text.as_bytes()).map_err(io_err("write", &p))?;
     drop(lock);
     Ok(())
+}
+
+impl crate::diagnostic::Diagnostic for SiteError {
+    fn exit_code(&self) -> u8 {
+        crate::diagnostic::refusal_code(self.is_refusal())
+    }
+
+    fn help(&self) -> Option<String> {
+        match self {
+            SiteError::Update(e) => crate::diagnostic::Diagnostic::help(e),
+            SiteError::Receipt { help, .. } => Some(help.to_string()),
+            SiteError::Unknown { .. } => Some("enrol its key first (offgrid receipts enrol SITE.pub), or import without --enrolled-only to trust it on first use".into()),
+            SiteError::NotOurs { .. } => Some("another site wrote there; nothing was changed. Remove the stray file or use another folder".into()),
+            SiteError::BadTarget { .. } => Some("pass the stick's root folder (or any writable folder) with --to".into()),
+            SiteError::Fleet { help, .. } => Some(help.to_string()),
+            _ => None,
+        }
+    }
 }

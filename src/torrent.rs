@@ -46,27 +46,27 @@ pub const HISTORY_FILE: &str = "torrents.toml";
 /// Errors of this area.
 #[derive(Debug, thiserror::Error)]
 pub enum TorrentError {
-    #[error("'{path}' is not a USB tree: it has no manifest.toml\nhelp: pass the folder holding manifest.toml and signatures/, or an update pack file")]
+    #[error("'{path}' is not a USB tree: it has no manifest.toml")]
     NotATree { path: String },
-    #[error("manifest '{path}' cannot be used: {reason}\nhelp: verify the tree with 'offgrid verify {root} --pubkey HQ.pub' and copy it again from HQ")]
+    #[error("manifest '{path}' cannot be used: {reason}")]
     BadManifest {
         path: String,
         root: String,
         reason: String,
     },
-    #[error("'{path}' does not match the manifest: {reason}\nhelp: verify the tree with 'offgrid verify {root} --pubkey HQ.pub' and copy it again from HQ")]
+    #[error("'{path}' does not match the manifest: {reason}")]
     TreeMismatch {
         path: String,
         root: String,
         reason: String,
     },
-    #[error("piece size {size} is not a power of two between 16 KiB and 64 MiB\nhelp: pass e.g. --piece-size 256K or --piece-size 4M, or omit it for the default")]
+    #[error("piece size {size} is not a power of two between 16 KiB and 64 MiB")]
     BadPieceSize { size: u64 },
-    #[error("torrent name '{name}' is not usable: {reason}\nhelp: pass --name with a plain file name (no '/', not '.' or '..')")]
+    #[error("torrent name '{name}' is not usable: {reason}")]
     BadName { name: String, reason: String },
-    #[error("'{url}' is not a usable {what} URL\nhelp: give an absolute http:// or https:// URL")]
+    #[error("'{url}' is not a usable {what} URL")]
     BadUrl { url: String, what: &'static str },
-    #[error("there is nothing to share in '{path}' (0 bytes)\nhelp: BitTorrent cannot describe an empty torrent")]
+    #[error("there is nothing to share in '{path}' (0 bytes)")]
     Empty { path: String },
     #[error("cannot {op} '{path}': {source}")]
     Io {
@@ -74,7 +74,7 @@ pub enum TorrentError {
         path: String,
         source: io::Error,
     },
-    #[error("HQ history '{dir}': {reason}\nhelp: repair or restore {path}")]
+    #[error("HQ history '{dir}': {reason}")]
     History {
         dir: String,
         path: String,
@@ -165,7 +165,7 @@ pub fn read_manifest(root: &Path) -> Result<(Manifest, Vec<u8>), TorrentError> {
             manifest::MAX_MANIFEST_BYTES
         )));
     }
-    let m = Manifest::parse(&bytes).map_err(|e| bad(e.to_string()))?;
+    let m = Manifest::parse(&bytes).map_err(|e| bad(crate::diagnostic::with_help(&e)))?;
     Ok((m, bytes))
 }
 
@@ -512,20 +512,6 @@ fn hash_pieces(
     Ok(digests.concat())
 }
 
-/// Parses a byte count like `256K`, `4M`, `1G` or `12345` (1024-based); None for zero
-/// or anything else.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, mul) = match s.char_indices().last()? {
-        (i, 'k' | 'K') => (&s[..i], 1u64 << 10),
-        (i, 'm' | 'M') => (&s[..i], 1 << 20),
-        (i, 'g' | 'G') => (&s[..i], 1 << 30),
-        _ => (s, 1),
-    };
-    let n: u64 = num.parse().ok()?;
-    n.checked_mul(mul).filter(|&v| v > 0)
-}
-
 /// Percent-encodes everything but RFC 3986 unreserved characters.
 fn pct(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -628,6 +614,26 @@ pub fn record_in_history(
     })?;
     crate::fsutil::atomic_write(&path, text.as_bytes()).map_err(io_err("write", &path))?;
     Ok(Recorded::Added(path))
+}
+
+impl crate::diagnostic::Diagnostic for TorrentError {
+    fn exit_code(&self) -> u8 {
+        crate::diagnostic::refusal_code(self.is_refusal())
+    }
+
+    fn help(&self) -> Option<String> {
+        match self {
+            TorrentError::NotATree { .. } => Some("pass the folder holding manifest.toml and signatures/, or an update pack file".into()),
+            TorrentError::BadManifest { root, .. } => Some(format!("verify the tree with 'offgrid verify {root} --pubkey HQ.pub' and copy it again from HQ")),
+            TorrentError::TreeMismatch { root, .. } => Some(format!("verify the tree with 'offgrid verify {root} --pubkey HQ.pub' and copy it again from HQ")),
+            TorrentError::BadPieceSize { .. } => Some("pass e.g. --piece-size 256K or --piece-size 4M, or omit it for the default".into()),
+            TorrentError::BadName { .. } => Some("pass --name with a plain file name (no '/', not '.' or '..')".into()),
+            TorrentError::BadUrl { .. } => Some("give an absolute http:// or https:// URL".into()),
+            TorrentError::Empty { .. } => Some("BitTorrent cannot describe an empty torrent".into()),
+            TorrentError::History { path, .. } => Some(format!("repair or restore {path}")),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

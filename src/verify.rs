@@ -243,7 +243,6 @@ fn failed_message(r: &TreeReport) -> String {
         s.push_str("\n  ");
         s.push_str(&f.problem());
     }
-    s.push_str("\nhelp: the stick was damaged or tampered with; copy the tree again from HQ or from a verified stick");
     s
 }
 
@@ -583,6 +582,21 @@ pub fn verify_tree(
         Err(VerifyError::Failed {
             report: Box::new(report),
         })
+    }
+}
+
+impl crate::diagnostic::Diagnostic for VerifyError {
+    fn exit_code(&self) -> u8 {
+        crate::diagnostic::refusal_code(self.is_refusal())
+    }
+
+    fn help(&self) -> Option<String> {
+        match self {
+            VerifyError::Head(e) => crate::diagnostic::Diagnostic::help(e),
+            VerifyError::Failed { .. } => Some(
+                "the stick was damaged or tampered with; copy the tree again from HQ or from a verified stick".into(),
+            ),
+        }
     }
 }
 

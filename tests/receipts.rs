@@ -37,6 +37,14 @@ fn install(w: &World, home: &Path, tree: &str, extra: &[&str]) -> assert_cmd::as
         .assert()
 }
 
+/// `offgrid receipt --to stick` for the site at `home`, which must succeed.
+fn receipt_to_stick(w: &World, home: &Path) {
+    at(w, home)
+        .args(["receipt", "--to", "stick"])
+        .assert()
+        .success();
+}
+
 fn site_id(w: &World, home: &Path) -> String {
     let out = at(w, home).args(["site-key", "--json"]).assert().success();
     records(&out.get_output().stdout, "site-key")[0]["site_id"]
@@ -161,10 +169,7 @@ fn a_receipt_is_signed_by_the_site_key_and_stock_minisign_checks_it() {
     assert_eq!(r["history"][0]["event"].as_str(), Some("install"));
     assert!(r["free_bytes"].as_integer().unwrap() > 0);
     // The next receipt has the next sequence number and replaces this site's file.
-    at(&w, &home)
-        .args(["receipt", "--to", "stick"])
-        .assert()
-        .success();
+    receipt_to_stick(&w, &home);
     let r: toml::Value = toml::from_str(&fs::read_to_string(&toml_path).unwrap()).unwrap();
     assert_eq!(r["sequence"].as_integer(), Some(2));
     // A file at this site's name signed by another key is never replaced.
@@ -247,10 +252,7 @@ fn hq_imports_receipts_trusts_first_use_or_enrolled_keys_and_keeps_the_newest() 
     install(&w, &home, "v1", &["--no-receipt"]).success();
     let id = site_id(&w, &home);
     fs::create_dir(w.p("stick")).unwrap();
-    at(&w, &home)
-        .args(["receipt", "--to", "stick"])
-        .assert()
-        .success();
+    receipt_to_stick(&w, &home);
     let rdir = w.p("stick/receipts");
     // --enrolled-only refuses an unknown site.
     w.cmd()
@@ -280,10 +282,7 @@ fn hq_imports_receipts_trusts_first_use_or_enrolled_keys_and_keeps_the_newest() 
     // Again: unchanged. Then an older receipt carried back later does not win.
     let old = fs::read(rdir.join(format!("{id}.toml"))).unwrap();
     let old_sig = fs::read(rdir.join(format!("{id}.toml.minisig"))).unwrap();
-    at(&w, &home)
-        .args(["receipt", "--to", "stick"])
-        .assert()
-        .success();
+    receipt_to_stick(&w, &home);
     let out = w
         .cmd()
         .args(["receipts", "import", "stick/receipts", "--json"])
@@ -448,10 +447,7 @@ fn a_fleet_of_five_reports_and_one_pack_takes_it_to_the_new_release() {
             &offgrid::manifest::Manifest::parse(&fs::read(w.p("v4/manifest.toml")).unwrap())
                 .unwrap(),
         );
-        at(&w, home)
-            .args(["receipt", "--to", "stick"])
-            .assert()
-            .success();
+        receipt_to_stick(&w, home);
     }
     w.cmd()
         .args(["receipts", "import", "stick"])

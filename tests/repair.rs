@@ -123,6 +123,19 @@ fn installed_and_updated(w: &World) {
 }
 
 /// Flips 4 bytes in place at `at` (same size: a size check alone passes).
+/// Bytes of the files under `dir` that no other folder links (what gc frees with it).
+fn bytes_linked_only_here(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().unwrap())
+        .filter(|m| m.nlink() == 1)
+        .map(|m| m.len())
+        .sum()
+}
+
 fn flip4(p: &Path, at: u64) {
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -672,7 +685,6 @@ fn rollback_goes_back_in_history_and_to_picks_a_kept_release() {
 /// release links; killed after its switch, the next command finishes the removal.
 #[test]
 fn gc_frees_exactly_the_unreferenced_bytes() {
-    use std::os::unix::fs::MetadataExt;
     use std::os::unix::process::ExitStatusExt;
     let w = site(1 << 20);
     installed_and_updated(&w);
@@ -691,14 +703,7 @@ fn gc_frees_exactly_the_unreferenced_bytes() {
         .join("versions")
         .join(state(&w.home())["also_kept"][0]["dir"].as_str().unwrap());
     // Bytes only 1.2.0 links (the model and data/same.txt are shared with 1.1.0).
-    let want: u64 = walkdir::WalkDir::new(&gone)
-        .into_iter()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.metadata().unwrap())
-        .filter(|m| m.nlink() == 1)
-        .map(|m| m.len())
-        .sum();
+    let want = bytes_linked_only_here(&gone);
     assert!(want > 0 && want < 100_000, "{want}");
     let out = w
         .std_cmd()
@@ -727,14 +732,7 @@ fn gc_frees_exactly_the_unreferenced_bytes() {
         .home()
         .join("versions")
         .join(state(&w.home())["also_kept"][0]["dir"].as_str().unwrap());
-    let want: u64 = walkdir::WalkDir::new(&gone)
-        .into_iter()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.metadata().unwrap())
-        .filter(|m| m.nlink() == 1)
-        .map(|m| m.len())
-        .sum();
+    let want = bytes_linked_only_here(&gone);
     let out = cmd(&w)
         .args(["gc", "--keep", "1", "--json"])
         .output()

@@ -14,9 +14,8 @@ use super::Ctx;
 pub struct Args {
     /// The update pack file (from `offgrid create-update-pack`)
     pub pack: PathBuf,
-    /// Site home [env: OFFGRID_HOME] [default: ~/.offgrid]
-    #[arg(long, value_name = "DIR")]
-    pub home: Option<PathBuf>,
+    #[command(flatten)]
+    pub home: super::args::HomeArg,
     /// Check the pack's signatures against the pinned keys and print the plan (files,
     /// bytes, space needed); write nothing
     #[arg(long)]
@@ -25,19 +24,18 @@ pub struct Args {
     /// 'rollback' goes), then the newest others; older kept releases are removed
     #[arg(long, value_name = "N", default_value_t = update::home::DEFAULT_KEEP)]
     pub keep: usize,
-    /// Print the result as JSON Lines
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub out: super::args::JsonArg,
     #[command(flatten)]
     pub receipt: super::site::ReceiptOpt,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let home = Home::resolve(args.home.as_deref());
+    let home = Home::resolve(args.home.dir());
     if args.dry_run {
         return dry_run(&args, &home);
     }
-    let bar = ctx.bar("applying", args.json);
+    let bar = ctx.bar("applying", args.out.json);
     let r = update::apply::apply_update_keeping(
         &home,
         &args.pack,
@@ -53,14 +51,14 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     })
     .map_err(|e| super::site::note_failure(&home, "apply-update", e))?;
     bar.finish_and_clear();
-    super::install::print_recovery(ctx, r.recovered.as_ref(), args.json)?;
+    super::install::print_recovery(ctx, r.recovered.as_ref(), args.out.json)?;
     // The shims resolve through `current`; refreshing them adds the new release's
     // commands (SPEC.md §18.5), in the folder the install chose.
     let shims = update::shims::recorded_dir(&home)
         .and_then(|dir| super::install::write_shims(ctx, &home, &dir));
     let pack_dir = offgrid::fsutil::parent_dir(&args.pack);
-    super::site::auto_receipt(ctx, &home, &pack_dir, &args.receipt, args.json);
-    if args.json {
+    super::site::auto_receipt(ctx, &home, &pack_dir, &args.receipt, args.out.json);
+    if args.out.json {
         super::json_line("applied", serde_json::to_value(&r)?)?;
         if let Some(s) = &shims {
             super::json_line("commands", serde_json::to_value(s)?)?;
@@ -123,7 +121,7 @@ fn dry_run(args: &Args, home: &Home) -> anyhow::Result<ExitCode> {
         anyhow::bail!("'{}' has no signed head", args.pack.display());
     };
     let free = offgrid::media::free_bytes(&home.root);
-    if args.json {
+    if args.out.json {
         super::json_line(
             "plan",
             serde_json::json!({

@@ -38,40 +38,18 @@ pub struct Args {
     /// (repeatable, at least one); password from OFFGRID_PASSWORD or a prompt
     #[arg(long = "sign-with", value_name = "KEYFILE")]
     pub sign_with: Vec<PathBuf>,
-    /// The new release: its recipe (SPEC.md §6), as for pack-usb
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["to", "tree"])]
-    pub recipe: Option<PathBuf>,
-    /// The new release: a GGUF model, FILE or NAME=FILE (repeatable), as for pack-usb
-    #[arg(long = "model", value_name = "[NAME=]FILE", conflicts_with_all = ["to", "tree"])]
-    pub models: Vec<String>,
-    /// The new release: the offgrid executable for one platform, PLATFORM=FILE
-    /// (repeatable); the running offgrid is added for this platform unless
-    /// --no-host-binary
-    #[arg(long = "binary", value_name = "PLATFORM=FILE", conflicts_with_all = ["to", "tree"])]
-    pub binaries: Vec<String>,
-    /// Any file or folder carried at DEST in the tree (repeatable), with options
-    /// kind=program|library|data|document|model (default data), platform=OS-CPU (programs
-    /// and libraries), mode=OCTAL (a file; default: the source's), command=NAME (a program
-    /// put on the site's PATH); a folder keeps its structure, empty folders and modes
-    #[arg(long = "add", value_name = "DEST=SRC[,OPT=VALUE...]", conflicts_with_all = ["to", "tree"])]
-    pub adds: Vec<String>,
-    /// The new release's version, e.g. 1.4.0
-    #[arg(long, value_name = "VERSION", conflicts_with_all = ["to", "tree"])]
-    pub release: Option<String>,
-    /// The new release's changelog, carried as CHANGELOG.txt and shown at apply
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["to", "tree"])]
-    pub changelog: Option<PathBuf>,
-    /// The model run.sh starts with no argument [default: the first model]
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["to", "tree"])]
-    pub default_model: Option<String>,
-    /// Do not add the running offgrid for this computer's platform
-    #[arg(long, conflicts_with_all = ["to", "tree"])]
-    pub no_host_binary: bool,
+    #[command(flatten)]
+    pub inputs: super::args::ReleaseArgs,
     /// The new release: a release already recorded in the history
-    #[arg(long, value_name = "VERSION", conflicts_with = "tree")]
+    #[arg(
+        long,
+        value_name = "VERSION",
+        conflicts_with = "tree",
+        conflicts_with_all = super::args::ReleaseArgs::IDS
+    )]
     pub to: Option<String>,
     /// The new release: a signed USB tree (from pack-usb), recorded in the history first
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = super::args::ReleaseArgs::IDS)]
     pub tree: Option<PathBuf>,
     /// Also record this signed USB tree in the history first (repeatable): for releases
     /// packed before the history was kept
@@ -97,9 +75,8 @@ pub struct Args {
     /// does [default: split as the --since release was (its largest later shard)]
     #[arg(long, value_name = "SIZE")]
     pub max_file_size: Option<String>,
-    /// Print the result as JSON Lines
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub out: super::args::JsonArg,
 }
 
 pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -122,18 +99,9 @@ pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let from_inputs = args.to.is_none() && args.tree.is_none();
     let (new, keys) = if from_inputs {
         // The same inputs and plan as pack-usb; signers from --sign-with and the recipe.
-        let flags = usb::Flags {
-            recipe: args.recipe.clone(),
-            models: args.models.clone(),
-            binaries: args.binaries.clone(),
-            adds: args.adds.clone(),
-            release: args.release.clone(),
-            bundle_id: args.bundle_id.clone(),
-            changelog: args.changelog.clone(),
-            default_model: args.default_model.clone(),
-            signers: args.sign_with.clone(),
-            no_host_binary: args.no_host_binary,
-        };
+        let flags = args
+            .inputs
+            .flags(args.bundle_id.clone(), args.sign_with.clone());
         let inputs = usb::ReleaseInputs::from_flags(&flags)?;
         // Refuse a --since the history cannot serve before recording anything.
         let mut split_limit = match &args.max_file_size {
@@ -168,7 +136,7 @@ pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let plan = args
             .expiry
             .apply(usb::plan_for(&inputs, &key_ids, split_limit)?)?;
-        let bar = ctx.bar("hashing", args.json);
+        let bar = ctx.bar("hashing", args.out.json);
         let new = update::release::record_plan(&hq, &plan, &keys, &super::progress_fn(&bar))
             .with_context(|| {
                 format!(
@@ -226,7 +194,7 @@ pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             bases.push(b);
         }
     }
-    let bar = ctx.bar("diffing", args.json);
+    let bar = ctx.bar("diffing", args.out.json);
     let r = update::create::create(&update::create::CreateOptions {
         hq: &hq,
         to: &new,
@@ -241,7 +209,7 @@ pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     })
     .with_context(|| format!("writing update pack '{}'", args.output.display()))?;
     bar.finish_and_clear();
-    if args.json {
+    if args.out.json {
         super::json_line("update-pack", serde_json::to_value(&r)?)?;
         return Ok(ExitCode::SUCCESS);
     }

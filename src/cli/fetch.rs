@@ -74,32 +74,7 @@ pub struct CheckArgs {
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => {
-            let m = match t[i..]
-                .to_ascii_lowercase()
-                .trim_end_matches("/s")
-                .trim_end_matches('b')
-            {
-                "" => 1,
-                "k" | "ki" => 1 << 10,
-                "m" | "mi" => 1 << 20,
-                "g" | "gi" => 1 << 30,
-                _ => return Err(format!("'{s}' is not a rate like 500K, 2M or 1G")),
-            };
-            (&t[..i], m)
-        }
-        None => (t, 1),
-    };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a rate like 500K, 2M or 1G"))?;
-    if n == 0 {
-        return Err("the rate must be above 0".into());
-    }
-    Ok(n.saturating_mul(mult))
+    offgrid::units::parse_rate(s)
 }
 
 /// Turns a library error into one carrying its `help:` line for the error printer.

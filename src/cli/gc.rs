@@ -1,7 +1,6 @@
 //! `offgrid gc [--keep N]`: removes the kept releases of the site home beyond the newest
 //! N (the current one always stays) and says how many bytes that freed (SPEC.md §7.17).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -16,20 +15,18 @@ pub struct Args {
     /// then the newest others)
     #[arg(long, value_name = "N", default_value_t = update::home::DEFAULT_KEEP)]
     pub keep: usize,
-    /// Site home [env: OFFGRID_HOME] [default: ~/.offgrid]
-    #[arg(long, value_name = "DIR")]
-    pub home: Option<PathBuf>,
-    /// Print the result as JSON Lines
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub home: super::args::HomeArg,
+    #[command(flatten)]
+    pub out: super::args::JsonArg,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let home = Home::resolve(args.home.as_deref());
+    let home = Home::resolve(args.home.dir());
     let r = update::gc::gc(&home, args.keep)
         .with_context(|| format!("collecting garbage in '{}'", home.root.display()))?;
-    super::install::print_recovery(ctx, r.recovered.as_ref(), args.json)?;
-    if args.json {
+    super::install::print_recovery(ctx, r.recovered.as_ref(), args.out.json)?;
+    if args.out.json {
         super::json_line("gc", serde_json::to_value(&r)?)?;
         return Ok(ExitCode::SUCCESS);
     }

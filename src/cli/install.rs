@@ -19,9 +19,8 @@ pub struct Args {
     /// http://HOST:PORT/tree/NAME/
     #[arg(long = "from", value_name = "USBROOT|URL")]
     pub from: PathBuf,
-    /// Site home [env: OFFGRID_HOME] [default: ~/.offgrid]
-    #[arg(long, value_name = "DIR")]
-    pub home: Option<PathBuf>,
+    #[command(flatten)]
+    pub home: super::args::HomeArg,
     /// Trusted HQ public key (repeatable); pinned in the home at the first install
     #[arg(long = "pubkey", value_name = "FILE")]
     pub pubkeys: Vec<PathBuf>,
@@ -37,9 +36,8 @@ pub struct Args {
     /// write nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Print the result as JSON Lines
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub out: super::args::JsonArg,
     #[command(flatten)]
     pub receipt: super::site::ReceiptOpt,
 }
@@ -88,14 +86,14 @@ pub fn print_recovery(
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let home = Home::resolve(args.home.as_deref());
+    let home = Home::resolve(args.home.dir());
     let policy = given_policy(&args.pubkeys, args.trust.as_ref())?;
     if let Some(peer) = super::sync::peer_url(&args.from) {
         if args.dry_run {
             anyhow::bail!("--dry-run reads a tree on this machine; pulling from a peer ('{peer}') has no dry run\nhelp: run 'offgrid install --from {peer}' without --dry-run (nothing is switched before every byte is verified)");
         }
-        let bin = update::shims::bin_dir(&home, args.bin_dir.as_deref(), args.home.is_some());
-        return super::sync::install_from_peer(ctx, &home, &peer, policy, &bin, args.json);
+        let bin = update::shims::bin_dir(&home, args.bin_dir.as_deref(), args.home.dir().is_some());
+        return super::sync::install_from_peer(ctx, &home, &peer, policy, &bin, args.out.json);
     }
     if args.dry_run {
         return dry_run(&args, &home, policy);
@@ -110,11 +108,11 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             &home,
             std::slice::from_ref(&args.from),
             policy.as_ref(),
-            args.json,
+            args.out.json,
             ctx,
         );
     }
-    let bar = ctx.bar("installing", args.json);
+    let bar = ctx.bar("installing", args.out.json);
     let r = update::install::install(
         &home,
         &args.from,
@@ -130,10 +128,10 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     })
     .map_err(|e| super::site::note_failure(&home, "install", e))?;
     bar.finish_and_clear();
-    let dir = update::shims::bin_dir(&home, args.bin_dir.as_deref(), args.home.is_some());
+    let dir = update::shims::bin_dir(&home, args.bin_dir.as_deref(), args.home.dir().is_some());
     let shims = write_shims(ctx, &home, &dir);
-    super::site::auto_receipt(ctx, &home, &args.from, &args.receipt, args.json);
-    print_installed(ctx, &r, args.json, None, shims.as_ref())
+    super::site::auto_receipt(ctx, &home, &args.from, &args.receipt, args.out.json);
+    print_installed(ctx, &r, args.out.json, None, shims.as_ref())
 }
 
 /// Prints what an install did; `pulled` is the line saying where the bytes came from
@@ -254,7 +252,7 @@ fn dry_run(args: &Args, home: &Home, given: Option<TrustPolicy>) -> anyhow::Resu
     policy.evaluate(&m, &bytes, &sigs)?;
     let need = offgrid::media::install_need(&m, bytes.len());
     let free = offgrid::media::free_bytes(&home.root);
-    if args.json {
+    if args.out.json {
         super::json_line(
             "plan",
             serde_json::json!({

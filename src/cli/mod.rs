@@ -2,6 +2,7 @@
 //! mapping of errors to exit codes. One file per command beside this one.
 
 pub mod apply_update;
+pub mod args;
 pub mod clone;
 pub mod create_update_pack;
 pub mod fetch;
@@ -220,11 +221,20 @@ pub fn finish(result: anyhow::Result<ExitCode>, ctx: &Ctx) -> ExitCode {
             let mut help = Vec::new();
             let mut text = String::new();
             for (i, cause) in err.chain().enumerate() {
+                if let Some(h) = offgrid::exit::help(cause) {
+                    if !help.contains(&h) {
+                        help.push(h);
+                    }
+                }
+                // The CLI's own messages (and a few library messages built as text)
+                // still carry their `help:` line inline.
                 let s = cause.to_string();
                 let mut lines = Vec::new();
                 for l in s.lines() {
                     if let Some(h) = l.strip_prefix("help: ") {
-                        help.push(h.to_owned());
+                        if !help.iter().any(|x| x == h) {
+                            help.push(h.to_owned());
+                        }
                     } else {
                         lines.push(l);
                     }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use offgrid::media;
-use offgrid::usb::{self, inputs::Flags, PackOptions, ReleaseInputs};
+use offgrid::usb::{self, PackOptions, ReleaseInputs};
 
 use super::Ctx;
 
@@ -17,44 +17,15 @@ use super::Ctx;
 pub struct Args {
     /// Folder to write the tree into: the mounted stick, or a folder on it
     pub dest: PathBuf,
-    /// Release recipe (SPEC.md §6, formats/offgrid.toml); flags override its single values
-    /// and add to its lists
-    #[arg(long, value_name = "FILE")]
-    pub recipe: Option<PathBuf>,
-    /// A GGUF model, FILE or NAME=FILE; NAME defaults to the file name without extension
-    /// (repeatable)
-    #[arg(long = "model", value_name = "[NAME=]FILE")]
-    pub models: Vec<String>,
-    /// The offgrid executable for one platform, e.g. linux-aarch64=dist/offgrid
-    /// (repeatable); the running offgrid is added for this computer's platform unless
-    /// --no-host-binary
-    #[arg(long = "binary", value_name = "PLATFORM=FILE")]
-    pub binaries: Vec<String>,
-    /// Any file or folder carried at DEST in the tree (repeatable), with options
-    /// kind=program|library|data|document|model (default data), platform=OS-CPU (programs
-    /// and libraries), mode=OCTAL (a file; default: the source's), command=NAME (a program
-    /// put on the site's PATH); a folder keeps its structure, empty folders and modes
-    #[arg(long = "add", value_name = "DEST=SRC[,OPT=VALUE...]")]
-    pub adds: Vec<String>,
-    /// Release version, e.g. 1.4.0
-    #[arg(long, value_name = "VERSION")]
-    pub release: Option<String>,
+    #[command(flatten)]
+    pub inputs: super::args::ReleaseArgs,
     /// Product line id, the same for every release [default: org.offgrid.release]
     #[arg(long, value_name = "ID")]
     pub bundle_id: Option<String>,
-    /// A changelog to carry as CHANGELOG.txt
-    #[arg(long, value_name = "FILE")]
-    pub changelog: Option<PathBuf>,
-    /// The model `run.sh` starts with no argument [default: the first model]
-    #[arg(long, value_name = "NAME")]
-    pub default_model: Option<String>,
     /// A minisign secret key to sign the manifest with, one signature per key
     /// (repeatable, at least one); password from OFFGRID_PASSWORD or a prompt
     #[arg(long = "sign-with", value_name = "KEYFILE")]
     pub sign_with: Vec<PathBuf>,
-    /// Do not add the running offgrid for this computer's platform
-    #[arg(long)]
-    pub no_host_binary: bool,
     /// Replace a tree of another release (or bundle) already at DEST
     #[arg(long)]
     pub force: bool,
@@ -69,9 +40,8 @@ pub struct Args {
     /// verify it against the signing keys; a mismatch exits 1 (SPEC.md §16.5)
     #[arg(long)]
     pub read_back: bool,
-    /// Print the result as JSON Lines
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub out: super::args::JsonArg,
     /// HQ release history to record the release in [env: OFFGRID_HQ] [default: ~/.offgrid-hq]
     #[arg(long, value_name = "DIR")]
     pub history: Option<PathBuf>,
@@ -80,18 +50,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let flags = Flags {
-        recipe: args.recipe.clone(),
-        models: args.models.clone(),
-        binaries: args.binaries.clone(),
-        adds: args.adds.clone(),
-        release: args.release.clone(),
-        bundle_id: args.bundle_id.clone(),
-        changelog: args.changelog.clone(),
-        default_model: args.default_model.clone(),
-        signers: args.sign_with.clone(),
-        no_host_binary: args.no_host_binary,
-    };
+    let flags = args
+        .inputs
+        .flags(args.bundle_id.clone(), args.sign_with.clone());
     let max_flag = match &args.max_file_size {
         Some(s) => Some(media::parse_size_arg("--max-file-size", s)?),
         None => None,
@@ -103,7 +64,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         // No keys are loaded (no password asked): README.txt names none, a few bytes less.
         let plan = usb::plan_for(&inputs, &[], limit.max)?;
         usb::pack::check_fits(&plan, &limit, &args.dest)?;
-        print_plan(&plan, &limit, &args.dest, args.json)?;
+        print_plan(&plan, &limit, &args.dest, args.out.json)?;
         if let Some(free) = media::free_bytes(&args.dest) {
             if free < plan.total_size() {
                 return Err(usb::PackError::NoSpace {
@@ -123,7 +84,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         .apply(usb::plan_for(&inputs, &key_ids, limit.max)?)?;
     usb::pack::check_fits(&plan, &limit, &args.dest)?;
 
-    let bar = ctx.bar("packing", args.json);
+    let bar = ctx.bar("packing", args.out.json);
     bar.set_length(plan.total_size());
     let report = usb::pack(
         &plan,
@@ -141,7 +102,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     })?;
     bar.finish_and_clear();
     if args.read_back {
-        read_back(&report, &keys, ctx, args.json)?;
+        read_back(&report, &keys, ctx, args.out.json)?;
     }
     // After the pack, so that a refusal prints its error alone.
     super::warn_debug_binaries(ctx, &inputs);
@@ -155,7 +116,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     .context("recording the release in the HQ history (SPEC.md §7)")?;
 
     let m = &report.manifest;
-    if args.json {
+    if args.out.json {
         super::json_line(
             "packed",
             serde_json::json!({

@@ -20,17 +20,15 @@ pub struct Args {
     /// holding trees and packs (repeatable)
     #[arg(long = "from", value_name = "SOURCE", required = true)]
     pub from: Vec<PathBuf>,
-    /// Site home [env: OFFGRID_HOME] [default: ~/.offgrid]
-    #[arg(long, value_name = "DIR")]
-    pub home: Option<PathBuf>,
-    /// Print the result as JSON Lines
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub home: super::args::HomeArg,
+    #[command(flatten)]
+    pub out: super::args::JsonArg,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let home = Home::resolve(args.home.as_deref());
-    run_on(&home, &args.from, None, args.json, ctx)
+    let home = Home::resolve(args.home.dir());
+    run_on(&home, &args.from, None, args.out.json, ctx)
 }
 
 /// Repairs `home` from `from` and prints the report; `given` is a policy the operator

@@ -2,7 +2,6 @@
 //! one (or to any kept release) in one atomic switch, after checking every file of that
 //! release against its signed manifest (refused, exit 1, when one is damaged).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -13,22 +12,20 @@ use super::Ctx;
 /// Arguments of `offgrid rollback`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Site home [env: OFFGRID_HOME] [default: ~/.offgrid]
-    #[arg(long, value_name = "DIR")]
-    pub home: Option<PathBuf>,
+    #[command(flatten)]
+    pub home: super::args::HomeArg,
     /// Switch to this kept release instead of the one before the current release
     /// ('offgrid status' lists the kept releases)
     #[arg(long, value_name = "VERSION")]
     pub to: Option<offgrid::version::Version>,
-    /// Print the result as JSON Lines
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub out: super::args::JsonArg,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let home = Home::resolve(args.home.as_deref());
+    let home = Home::resolve(args.home.dir());
     let cache = offgrid::models::VerifyCache::user();
-    let bar = ctx.bar("checking", args.json);
+    let bar = ctx.bar("checking", args.out.json);
     let r = update::rollback::rollback(
         &home,
         args.to.as_ref(),
@@ -38,8 +35,8 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("rolling back '{}'", home.root.display()))
     .map_err(|e| super::site::note_failure(&home, "rollback", e))?;
     bar.finish_and_clear();
-    super::install::print_recovery(ctx, r.recovered.as_ref(), args.json)?;
-    if args.json {
+    super::install::print_recovery(ctx, r.recovered.as_ref(), args.out.json)?;
+    if args.out.json {
         super::json_line("rolled-back", serde_json::to_value(&r)?)?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use offgrid::serve::{self, Catalog, ServeError, ServeOptions, Server};
+use offgrid::serve::{Catalog, ServeError, ServeOptions, Server};
 
 use super::{out, Ctx};
 
@@ -44,8 +44,8 @@ pub struct Args {
 }
 
 fn rate(s: &str) -> Result<u64, String> {
-    serve::parse_rate(s)
-        .ok_or_else(|| format!("'{s}' is not a rate; give bytes per second like 500K, 10M or 1G"))
+    offgrid::units::parse_rate(s)
+        .map_err(|_| format!("'{s}' is not a rate; give bytes per second like 500K, 10M or 1G"))
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {

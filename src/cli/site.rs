@@ -60,12 +60,10 @@ impl ExpiresOpt {
 /// Arguments of `offgrid site-key`.
 #[derive(clap::Args, Debug)]
 pub struct SiteKeyArgs {
-    /// Site home [env: OFFGRID_HOME] [default: ~/.offgrid]
-    #[arg(long, value_name = "DIR")]
-    pub home: Option<PathBuf>,
-    /// Print the result as JSON Lines
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub home: super::args::HomeArg,
+    #[command(flatten)]
+    pub out: super::args::JsonArg,
 }
 
 /// Arguments of `offgrid receipt`.
@@ -74,15 +72,13 @@ pub struct ReceiptArgs {
     /// The stick (or folder) to write the receipt into, as receipts/SITEID.toml
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
-    /// Site home [env: OFFGRID_HOME] [default: ~/.offgrid]
-    #[arg(long, value_name = "DIR")]
-    pub home: Option<PathBuf>,
+    #[command(flatten)]
+    pub home: super::args::HomeArg,
     /// Hash every file of the current release first and report damaged files
     #[arg(long)]
     pub verify: bool,
-    /// Print the result as JSON Lines
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub out: super::args::JsonArg,
 }
 
 /// Arguments of `offgrid receipts`.
@@ -107,9 +103,8 @@ pub struct HistoryOpt {
     /// HQ release history [env: OFFGRID_HQ] [default: ~/.offgrid-hq]
     #[arg(long, value_name = "DIR")]
     pub history: Option<PathBuf>,
-    /// Print the result as JSON Lines
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub out: super::args::JsonArg,
 }
 
 /// Arguments of `offgrid receipts import`.
@@ -141,14 +136,14 @@ pub struct FleetArgs {
 }
 
 pub fn site_key(args: SiteKeyArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let home = Home::resolve(args.home.as_deref());
+    let home = Home::resolve(args.home.dir());
     let pk = site::public_key(&home)?.ok_or_else(|| {
         anyhow::anyhow!(
             "site home '{}' has no site key yet\nhelp: install a stick first (offgrid install --from USBROOT), which makes it",
             home.root.display()
         )
     })?;
-    if args.json {
+    if args.out.json {
         super::json_line(
             "site-key",
             serde_json::json!({
@@ -165,12 +160,12 @@ pub fn site_key(args: SiteKeyArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
 }
 
 pub fn receipt(args: ReceiptArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let home = Home::resolve(args.home.as_deref());
-    let bar = ctx.bar("verifying", args.json);
+    let home = Home::resolve(args.home.dir());
+    let bar = ctx.bar("verifying", args.out.json);
     let w = receipt::write(&home, &args.to, args.verify, &super::progress_fn(&bar))
         .with_context(|| format!("writing the receipt of '{}'", home.root.display()))?;
     bar.finish_and_clear();
-    print_written(&w, args.json)?;
+    print_written(&w, args.out.json)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -232,7 +227,7 @@ fn import(args: ImportArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             hq.display()
         )
     })?;
-    if args.hq.json {
+    if args.hq.out.json {
         for i in &r.imported {
             super::json_line("imported", serde_json::to_value(i)?)?;
         }
@@ -294,7 +289,7 @@ fn enrol(args: EnrolArgs) -> anyhow::Result<ExitCode> {
     let hq = history::resolve_dir(args.hq.history.as_deref());
     let r = fleet::enrol(&hq, &args.pubkey)
         .with_context(|| format!("enrolling '{}'", args.pubkey.display()))?;
-    if args.hq.json {
+    if args.hq.out.json {
         let mut v = serde_json::to_value(&r)?;
         v["schema"] = 1.into();
         super::json_line("enrolled", v)?;
@@ -312,7 +307,7 @@ pub fn fleet(args: FleetArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let hq = history::resolve_dir(args.hq.history.as_deref());
     let rows =
         fleet::fleet(&hq).with_context(|| format!("reading the fleet in '{}'", hq.display()))?;
-    if args.hq.json {
+    if args.hq.out.json {
         for r in &rows {
             super::json_line("site", serde_json::to_value(r)?)?;
         }

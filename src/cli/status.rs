@@ -2,7 +2,6 @@
 //! and whether a recovery happened (text, or JSON Lines with `--json`). Like every
 //! command that touches the home, it first finishes or undoes an interrupted operation.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -13,12 +12,10 @@ use super::Ctx;
 /// Arguments of `offgrid status`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Site home [env: OFFGRID_HOME] [default: ~/.offgrid]
-    #[arg(long, value_name = "DIR")]
-    pub home: Option<PathBuf>,
-    /// Print the result as JSON Lines
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub home: super::args::HomeArg,
+    #[command(flatten)]
+    pub out: super::args::JsonArg,
     /// Hash every file of the current and kept releases against their signed manifests
     /// and name damaged and missing files (exit 1 when there are any)
     #[arg(long)]
@@ -26,13 +23,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let home = Home::resolve(args.home.as_deref());
+    let home = Home::resolve(args.home.dir());
     let r = update::status::status(&home)
         .with_context(|| format!("reading the site home '{}'", home.root.display()))?;
-    super::install::print_recovery(ctx, r.recovered_now.as_ref(), args.json)?;
+    super::install::print_recovery(ctx, r.recovered_now.as_ref(), args.out.json)?;
     let mut r = r;
     let check = if args.verify {
-        let bar = ctx.bar("hashing", args.json);
+        let bar = ctx.bar("hashing", args.out.json);
         let cache = offgrid::models::VerifyCache::user();
         let c = update::damage::verify_home(&home, cache.as_ref(), &super::progress_fn(&bar))
             .with_context(|| format!("verifying the site home '{}'", home.root.display()))?;
@@ -42,7 +39,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    if args.json {
+    if args.out.json {
         super::json_line("status", serde_json::to_value(&r)?)?;
         if let Some(c) = &check {
             super::json_line("verified", serde_json::to_value(c)?)?;

@@ -23,9 +23,8 @@ const STALL: Duration = Duration::from_secs(20);
 /// Arguments of `offgrid sync`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Site home [env: OFFGRID_HOME] [default: ~/.offgrid]
-    #[arg(long, value_name = "DIR")]
-    pub home: Option<PathBuf>,
+    #[command(flatten)]
+    pub home: super::args::HomeArg,
     /// A peer running `offgrid serve` (HOST:PORT or http://HOST:PORT); repeat for several:
     /// chunks are fetched from all that serve the release, in parallel [default: the
     /// peers found on the LAN by mDNS]
@@ -34,9 +33,8 @@ pub struct Args {
     /// Without --peer: how long to look for peers on the LAN, in seconds
     #[arg(long, value_name = "SECS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub discover_timeout: u64,
-    /// Print the result as JSON Lines
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub out: super::args::JsonArg,
 }
 
 /// `--from` as a peer URL when it is one (`http://…`).
@@ -75,7 +73,7 @@ fn older_lookup(home: &Home) -> impl Fn(&offgrid::manifest::FileEntry) -> Option
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let home = Home::resolve(args.home.as_deref());
+    let home = Home::resolve(args.home.dir());
     let state = home.read_state()?.ok_or_else(|| {
         anyhow::anyhow!(
             "nothing is installed in '{}'\nhelp: the first release comes from a stick or a peer: offgrid install --from USBROOT|http://HOST:PORT --pubkey HQ.pub",
@@ -99,7 +97,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 args.discover_timeout
             );
         }
-        if !args.json {
+        if !args.out.json {
             ctx.note(&format!("found on the LAN: {}", peers.join(", ")));
         }
     }
@@ -108,9 +106,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         bundle_id: Some(state.bundle_id.clone()),
         newer_than: Some(state.current.release.clone()),
     };
-    let pulled = pull_with_bar(ctx, &home, &peers, &want, &policy, args.json)?;
+    let pulled = pull_with_bar(ctx, &home, &peers, &want, &policy, args.out.json)?;
     let Some(pulled) = pulled else {
-        if args.json {
+        if args.out.json {
             super::json_line(
                 "up_to_date",
                 serde_json::json!({
@@ -128,7 +126,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     };
-    finish(ctx, &home, pulled, None, None, args.json)
+    finish(ctx, &home, pulled, None, None, args.out.json)
 }
 
 /// `install --from http://HOST:PORT[/tree/NAME/]`.

@@ -54,8 +54,8 @@ pub struct Args {
 }
 
 fn size(s: &str) -> Result<u64, String> {
-    torrent::parse_size(s)
-        .ok_or_else(|| format!("'{s}' is not a size; give a power of two like 256K or 4M"))
+    offgrid::units::parse_size(s)
+        .map_err(|_| format!("'{s}' is not a size; give a power of two like 256K or 4M"))
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {

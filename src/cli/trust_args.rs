@@ -34,7 +34,11 @@ impl TrustArgs {
                 .state()
                 .and_then(|state| home.policy(&state))
                 .map_err(|e| {
-                    anyhow::anyhow!("cannot use the keys pinned in '{}': {e}", h.display())
+                    anyhow::anyhow!(
+                        "cannot use the keys pinned in '{}': {}",
+                        h.display(),
+                        offgrid::diagnostic::with_help(&e)
+                    )
                 });
         }
         if let Some(t) = &self.trust {

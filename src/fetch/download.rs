@@ -176,7 +176,7 @@ pub fn download(
         Some(Err(e)) => Err(SourceError::Local(e)),
         _ => {
             // Parts were rewound (or the hasher stopped): hash what is on disk.
-            let (_, h) = crate::update::io::hash_file(&partial.data_path)
+            let (_, h) = crate::hash::sha256_file(&partial.data_path)
                 .map_err(|e| SourceError::Local(io_err("read", &partial.data_path)(e)))?;
             Ok(h)
         }

@@ -48,16 +48,18 @@ pub fn parse_shard_name(name: &str) -> Option<(&str, u32, u32)> {
 /// Why a model cannot be split.
 #[derive(Debug, thiserror::Error)]
 pub enum SplitError {
-    #[error("model '{path}' cannot be split to files of at most {limit} bytes: tensor '{tensor}' alone is {size} bytes\nhelp: use a medium without a per-file limit (exFAT, NTFS, ext4), or a smaller quantization")]
+    #[error("model '{path}' cannot be split to files of at most {limit} bytes: tensor '{tensor}' alone is {size} bytes")]
     TensorTooLarge {
         path: String,
         tensor: String,
         size: u64,
         limit: u64,
     },
-    #[error("model '{path}' cannot be split to files of at most {limit} bytes: its metadata alone is {size} bytes\nhelp: use a medium without a per-file limit (exFAT, NTFS, ext4)")]
+    #[error("model '{path}' cannot be split to files of at most {limit} bytes: its metadata alone is {size} bytes")]
     HeaderTooLarge { path: String, size: u64, limit: u64 },
-    #[error("model '{path}' needs {count} files, more than the 65535 llama.cpp's split format allows\nhelp: use a larger --max-file-size")]
+    #[error(
+        "model '{path}' needs {count} files, more than the 65535 llama.cpp's split format allows"
+    )]
     TooManyShards { path: String, count: usize },
     #[error("'{path}' is not a GGUF model: {reason}")]
     Layout { path: String, reason: String },
@@ -316,6 +318,18 @@ pub fn plan(path: &Path, info: &GgufInfo, limit: u64) -> Result<SplitPlan, Split
         })
         .collect();
     Ok(plan)
+}
+
+impl crate::diagnostic::Diagnostic for SplitError {
+    fn help(&self) -> Option<String> {
+        match self {
+            SplitError::TensorTooLarge { .. } => Some("use a medium without a per-file limit (exFAT, NTFS, ext4), or a smaller quantization".into()),
+            SplitError::HeaderTooLarge { .. } => Some("use a medium without a per-file limit (exFAT, NTFS, ext4)".into()),
+            SplitError::TooManyShards { .. } => Some("use a larger --max-file-size".into()),
+            SplitError::Gguf(e) => crate::diagnostic::Diagnostic::help(e),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,16 +19,27 @@ pub use engine::{Answer, Chat, ChatOptions, LoadOptions, Model, Stats, StopReaso
 pub enum LauncherError {
     #[error("cannot start llama.cpp: {0}")]
     Backend(String),
-    #[error("llama.cpp cannot load '{path}': {reason}\nhelp: run with --verbose to see llama.cpp's own log; the file may be damaged or a model architecture this llama.cpp does not support")]
+    #[error("llama.cpp cannot load '{path}': {reason}")]
     Load { path: String, reason: String },
-    #[error("llama.cpp cannot create a context of {ctx} tokens\nhelp: lower --ctx")]
+    #[error("llama.cpp cannot create a context of {ctx} tokens")]
     Context { ctx: u32 },
     #[error("cannot apply the model's chat template: {0}")]
     Template(String),
-    #[error("the prompt is {tokens} tokens but the context holds {ctx}\nhelp: shorten the prompt or raise --ctx")]
+    #[error("the prompt is {tokens} tokens but the context holds {ctx}")]
     PromptTooLong { tokens: usize, ctx: u32 },
     #[error("llama.cpp failed to evaluate the model: {0}")]
     Decode(String),
     #[error("cannot write the answer")]
     Output(#[source] std::io::Error),
+}
+
+impl crate::diagnostic::Diagnostic for LauncherError {
+    fn help(&self) -> Option<String> {
+        match self {
+            LauncherError::Load { .. } => Some("run with --verbose to see llama.cpp's own log; the file may be damaged or a model architecture this llama.cpp does not support".into()),
+            LauncherError::Context { .. } => Some("lower --ctx".into()),
+            LauncherError::PromptTooLong { .. } => Some("shorten the prompt or raise --ctx".into()),
+            _ => None,
+        }
+    }
 }

@@ -13,9 +13,10 @@ use std::io::{self, BufReader};
 
 use serde::Serialize;
 
+use crate::fsutil::{link_or_copy, set_mode};
+use crate::hash::{sha256_file, sha256_hex, HashWriter};
 use crate::update::delta::{self, DeltaError};
 use crate::update::home::{Home, Installed, Recovery};
-use crate::update::io::{hash_file, link_or_copy, set_mode, sha256_hex, HashWriter};
 use crate::update::journal::recover_locked;
 use crate::update::pack::{Encoding, Payload, Source};
 use crate::update::reader::read_pack;
@@ -133,7 +134,7 @@ pub fn apply_update_keeping(
             let wanted = |t: &str| h.manifest.file(t).is_some_and(|f| f.installs_on(&host));
             for (path, sha) in p.needs_for(from, wanted) {
                 let fp = crate::paths::join(&cur_dir, &path);
-                let actual = match hash_file(&fp) {
+                let actual = match sha256_file(&fp) {
                     Ok((_, h)) => h,
                     Err(e) => format!("unreadable: {e}"),
                 };
@@ -204,9 +205,7 @@ pub fn apply_update_keeping(
                             entry: p.entry.clone(),
                             declared: p.target_size,
                         },
-                        DeltaError::Io { source, .. }
-                            if crate::update::io::is_over_limit(&source) =>
-                        {
+                        DeltaError::Io { source, .. } if crate::hash::is_over_limit(&source) => {
                             UpdateError::TooLarge {
                                 entry: p.entry.clone(),
                                 declared: p.target_size,

@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::hash::{sha256_file, sha256_hex, HashReader, HashWriter};
 use crate::keys::SecretKey;
 use crate::manifest::{FileEntry, FileKind, Manifest};
 use crate::update::delta::{self, DeltaOptions};
 use crate::update::history::{object_path, Release};
-use crate::update::io::{hash_file, sha256_hex, HashReader, HashWriter};
 use crate::update::pack::{
     payload_entry, Copy, Encoding, From, PackManifest, Payload, BUNDLE_MANIFEST, FORMAT,
     MAX_CHANGELOG, PACK_MANIFEST, PACK_SIGS, RELEASE_SIGS,
@@ -81,7 +81,7 @@ struct Staged {
 
 fn verify_object(hq: &Path, f: &FileEntry) -> Result<PathBuf, UpdateError> {
     let p = object_path(hq, &f.sha256);
-    let (n, h) = hash_file(&p).map_err(|e| UpdateError::History {
+    let (n, h) = sha256_file(&p).map_err(|e| UpdateError::History {
         dir: hq.display().to_string(),
         reason: format!(
             "the stored bytes of '{}' ({}) cannot be read: {e}",

@@ -79,7 +79,7 @@ pub enum DeltaError {
     Corrupt(String),
     #[error("delta output would exceed its declared size of {declared} bytes")]
     TooLarge { declared: u64 },
-    #[error("delta was made for an old file of {expected} bytes, this one has {actual}\nhelp: apply the delta to the exact version it was made from")]
+    #[error("delta was made for an old file of {expected} bytes, this one has {actual}")]
     OldMismatch { expected: u64, actual: u64 },
 }
 
@@ -343,4 +343,19 @@ pub fn apply<O: Read + Seek>(
     new_size: u64,
 ) -> Result<u64, DeltaError> {
     decode::apply(old, delta, out, new_size)
+}
+
+impl crate::diagnostic::Diagnostic for DeltaError {
+    fn exit_code(&self) -> u8 {
+        crate::diagnostic::refusal_code(self.is_refusal())
+    }
+
+    fn help(&self) -> Option<String> {
+        match self {
+            DeltaError::OldMismatch { .. } => {
+                Some("apply the delta to the exact version it was made from".into())
+            }
+            _ => None,
+        }
+    }
 }

@@ -14,8 +14,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::hash::{copy_checked, sha256_file};
 use crate::manifest::Manifest;
-use crate::update::io::{copy_checked, hash_file};
 use crate::update::{io_err, UpdateError};
 use crate::version::Version;
 
@@ -109,7 +109,7 @@ pub fn record(
         // The same version packed again (pack-usb re-run): the newest recording wins;
         // the earlier one is kept aside. Sites that installed the earlier bytes are
         // protected by apply's check of the base manifest's sha256.
-        report.superseded = Some(crate::update::io::sha256_hex(&existing));
+        report.superseded = Some(crate::hash::sha256_hex(&existing));
     }
     for f in &manifest.files {
         let src = files
@@ -258,7 +258,7 @@ fn store_object(
         )
     };
     if fs::hard_link(src, &tmp).is_ok() {
-        let (n, h) = hash_file(&tmp).map_err(io_err("read", src))?;
+        let (n, h) = sha256_file(&tmp).map_err(io_err("read", src))?;
         if n != size || h != sha256 {
             let _ = fs::remove_file(&tmp);
             return Err(mismatch(h));

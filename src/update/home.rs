@@ -301,7 +301,7 @@ impl Home {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err("read", &p)(e)),
         };
-        let bytes = crate::update::io::read_bounded(&mut &f, MAX_STATE)
+        let bytes = crate::hash::read_bounded(&mut &f, MAX_STATE)
             .map_err(io_err("read", &p))?
             .ok_or_else(|| self.bad("state.json is larger than 16 MiB"))?;
         let s: State = serde_json::from_slice(&bytes)

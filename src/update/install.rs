@@ -12,10 +12,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::hash::copy_checked;
 use crate::manifest::Manifest;
 use crate::trust::{SignatureReport, TrustPolicy};
 use crate::update::home::{Home, Installed, PinnedTrust, Recovery, State, STATE_FORMAT};
-use crate::update::io::copy_checked;
 use crate::update::journal::recover_locked;
 use crate::update::txn::Txn;
 use crate::update::{io_err, UpdateError};

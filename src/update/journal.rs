@@ -24,8 +24,9 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fsutil::remove_tree;
+use crate::hash::read_bounded;
 use crate::update::home::{Home, Installed, Lock, Recovery, State};
-use crate::update::io::{read_bounded, remove_tree};
 use crate::update::{io_err, UpdateError};
 
 /// `format` of journal.json.

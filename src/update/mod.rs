@@ -24,7 +24,6 @@ pub mod gc;
 pub mod history;
 pub mod home;
 pub mod install;
-pub mod io;
 pub mod journal;
 pub mod pack;
 pub mod pack_sign;
@@ -56,17 +55,19 @@ pub enum UpdateError {
         path: String,
         source: std::io::Error,
     },
-    #[error("pack '{pack}' is damaged or not an offgrid update pack: {reason}\nhelp: copy the pack again from HQ; a pack is never usable in part")]
+    #[error("pack '{pack}' is damaged or not an offgrid update pack: {reason}")]
     PackDamaged { pack: String, reason: String },
-    #[error("'{path}' is not an offgrid update pack ({reason})\nhelp: pass a pack made by 'offgrid create-update-pack', or a USB tree folder")]
+    #[error("'{path}' is not an offgrid update pack ({reason})")]
     NotAPack { path: String, reason: String },
-    #[error("payload '{entry}' of pack '{pack}' does not match the signed pack manifest: {reason}\nhelp: the pack was tampered with or assembled from two packs; get a fresh copy from HQ")]
+    #[error(
+        "payload '{entry}' of pack '{pack}' does not match the signed pack manifest: {reason}"
+    )]
     PayloadMismatch {
         pack: String,
         entry: String,
         reason: String,
     },
-    #[error("payload '{entry}' would decompress beyond its declared size of {declared} bytes\nhelp: the pack is damaged or hostile; get a fresh copy from HQ")]
+    #[error("payload '{entry}' would decompress beyond its declared size of {declared} bytes")]
     TooLarge { entry: String, declared: u64 },
     #[error(transparent)]
     Trust(#[from] TrustError),
@@ -81,56 +82,58 @@ pub enum UpdateError {
         #[source]
         source: TrustError,
     },
-    #[error("nothing is installed in '{home}'\nhelp: install a verified USB stick first: offgrid install --from USBROOT --pubkey HQ.pub")]
+    #[error("nothing is installed in '{home}'")]
     NotInstalled { home: String },
-    #[error("pack is for bundle '{pack}' but this site runs '{installed}'\nhelp: use a pack made for '{installed}'")]
+    #[error("pack is for bundle '{pack}' but this site runs '{installed}'")]
     WrongBundle { installed: String, pack: String },
-    #[error("pack goes to release {to}, which is not newer than the installed release {installed}\nhelp: a downgrade or replay is refused; use 'offgrid rollback' to return to the previous release")]
+    #[error(
+        "pack goes to release {to}, which is not newer than the installed release {installed}"
+    )]
     Downgrade { installed: String, to: String },
-    #[error("pack updates from release(s) {serves} but this site runs release {installed}\nhelp: ask HQ for a pack made with 'offgrid create-update-pack --since {installed}'")]
+    #[error("pack updates from release(s) {serves} but this site runs release {installed}")]
     WrongBase { installed: String, serves: String },
-    #[error("installed file '{path}' does not match the release it belongs to (sha256 {actual}, expected {expected})\nhelp: the installed copy is damaged; reinstall from a verified USB stick (offgrid install --from USBROOT)")]
+    #[error("installed file '{path}' does not match the release it belongs to (sha256 {actual}, expected {expected})")]
     BaseMismatch {
         path: String,
         expected: String,
         actual: String,
     },
-    #[error("another offgrid operation holds the lock on '{home}': {}\nhelp: wait for it to finish, then try again", crate::lockfile::describe(.holder.as_ref()))]
+    #[error("another offgrid operation holds the lock on '{home}': {}", crate::lockfile::describe(.holder.as_ref()))]
     Locked {
         home: String,
         holder: Option<crate::lockfile::Holder>,
     },
-    #[error("site home '{home}' is busy: {} holds its lock and nothing is installed yet\nhelp: wait for it to finish, then run 'offgrid status' again", crate::lockfile::describe(.holder.as_ref()))]
+    #[error("site home '{home}' is busy: {} holds its lock and nothing is installed yet", crate::lockfile::describe(.holder.as_ref()))]
     Busy {
         home: String,
         holder: Option<crate::lockfile::Holder>,
     },
-    #[error("there is no previous release to return to in '{home}': nothing that was current before release {current} is kept{}", kept_help(.kept))]
+    #[error("there is no previous release to return to in '{home}': nothing that was current before release {current} is kept")]
     NoPrevious {
         home: String,
         current: String,
         /// The other kept releases.
         kept: Vec<String>,
     },
-    #[error("release {release} is not kept in '{home}'{}", kept_help(.kept))]
+    #[error("release {release} is not kept in '{home}'")]
     NotKept {
         home: String,
         release: String,
         kept: Vec<String>,
     },
-    #[error("release {release} is already the current release of '{home}'\nhelp: 'offgrid status' lists the kept releases; 'offgrid repair --from USBROOT' puts back damaged files")]
+    #[error("release {release} is already the current release of '{home}'")]
     AlreadyCurrent { home: String, release: String },
-    #[error("the keys given do not match the keys pinned in '{home}' at install\nhelp: omit --pubkey/--trust to use the pinned keys, or install into a new --home")]
+    #[error("the keys given do not match the keys pinned in '{home}' at install")]
     KeysDiffer { home: String },
-    #[error("USB tree '{root}' is not valid: {reason}\nhelp: verify the stick with 'offgrid verify {root} --pubkey HQ.pub' and copy it again from HQ")]
+    #[error("USB tree '{root}' is not valid: {reason}")]
     BadTree { root: String, reason: String },
-    #[error("site home '{home}' is damaged: {reason}\nhelp: {help}")]
+    #[error("site home '{home}' is damaged: {reason}")]
     BadHome {
         home: String,
         reason: String,
         help: &'static str,
     },
-    #[error("HQ history '{dir}': {reason}\nhelp: {help}")]
+    #[error("HQ history '{dir}': {reason}")]
     History {
         dir: String,
         reason: String,
@@ -141,11 +144,11 @@ pub enum UpdateError {
         path: String,
         source: delta::DeltaError,
     },
-    #[error("'{path}' already exists\nhelp: choose another output, or pass --force to replace it")]
+    #[error("'{path}' already exists")]
     Exists { path: String },
     #[error("{0}")]
     Usage(String),
-    #[error("rollback refused: release {release} kept in '{home}' is damaged ({} file(s) do not match its signed manifest){}\nhelp: release {current} stays in use; to get release {release} back, repair it from a verified stick or update pack holding it: offgrid repair --from USBROOT", .damaged.len(), list(.damaged))]
+    #[error("rollback refused: release {release} kept in '{home}' is damaged ({} file(s) do not match its signed manifest){}", .damaged.len(), list(.damaged))]
     RollbackDamaged {
         home: String,
         release: String,
@@ -153,29 +156,29 @@ pub enum UpdateError {
         /// Each damaged file, quoted, with what is wrong.
         damaged: Vec<String>,
     },
-    #[error("'{path}' is not a USB tree folder: {reason}\nhelp: pass the folder of the USB tree (the one holding manifest.toml), e.g. offgrid install --from /media/USB")]
+    #[error("'{path}' is not a USB tree folder: {reason}")]
     NotATree { path: String, reason: String },
     #[error(transparent)]
     Media(#[from] crate::media::MediaError),
     #[error("cannot make the site key in '{home}': {reason}")]
     SiteKey { home: String, reason: String },
-    #[error("release {release} expired at {expires}, and this site has seen a release signed at {newest}\nhelp: an old release is being offered (a freeze or replay); ask HQ for the current release (SPEC.md §17.5)")]
+    #[error("release {release} expired at {expires}, and this site has seen a release signed at {newest}")]
     Expired {
         release: String,
         expires: String,
         newest: String,
     },
-    #[error("'{path}' is not a USB tree, an update pack or a folder holding them: {reason}\nhelp: pass a stick's folder (the one holding manifest.toml), an .ogpack file, or a folder holding them, e.g. offgrid repair --from /media/USB")]
+    #[error("'{path}' is not a USB tree, an update pack or a folder holding them: {reason}")]
     NoRepairSource { path: String, reason: String },
 }
 
 /// The `help:` line of a rollback that has nowhere to go: the other kept releases.
 fn kept_help(kept: &[String]) -> String {
     if kept.is_empty() {
-        "\nhelp: rollback needs an earlier release kept by apply-update or install".into()
+        "rollback needs an earlier release kept by apply-update or install".into()
     } else {
         format!(
-            "\nhelp: also kept: {}; 'offgrid rollback --to VERSION' switches to one of them",
+            "also kept: {}; 'offgrid rollback --to VERSION' switches to one of them",
             kept.join(", ")
         )
     }
@@ -252,5 +255,44 @@ pub(crate) fn io_err(
         action,
         path,
         source,
+    }
+}
+
+impl crate::diagnostic::Diagnostic for UpdateError {
+    fn exit_code(&self) -> u8 {
+        crate::diagnostic::refusal_code(self.is_refusal())
+    }
+
+    fn help(&self) -> Option<String> {
+        match self {
+            UpdateError::NoPrevious { kept, .. } | UpdateError::NotKept { kept, .. } => {
+                Some(kept_help(kept))
+            }
+            UpdateError::PackDamaged { .. } => Some("copy the pack again from HQ; a pack is never usable in part".into()),
+            UpdateError::NotAPack { .. } => Some("pass a pack made by 'offgrid create-update-pack', or a USB tree folder".into()),
+            UpdateError::PayloadMismatch { .. } => Some("the pack was tampered with or assembled from two packs; get a fresh copy from HQ".into()),
+            UpdateError::TooLarge { .. } => Some("the pack is damaged or hostile; get a fresh copy from HQ".into()),
+            UpdateError::Trust(e) => crate::diagnostic::Diagnostic::help(e),
+            UpdateError::Head(e) => crate::diagnostic::Diagnostic::help(e),
+            UpdateError::NotInstalled { .. } => Some("install a verified USB stick first: offgrid install --from USBROOT --pubkey HQ.pub".into()),
+            UpdateError::WrongBundle { installed, .. } => Some(format!("use a pack made for '{installed}'")),
+            UpdateError::Downgrade { .. } => Some("a downgrade or replay is refused; use 'offgrid rollback' to return to the previous release".into()),
+            UpdateError::WrongBase { installed, .. } => Some(format!("ask HQ for a pack made with 'offgrid create-update-pack --since {installed}'")),
+            UpdateError::BaseMismatch { .. } => Some("the installed copy is damaged; reinstall from a verified USB stick (offgrid install --from USBROOT)".into()),
+            UpdateError::Locked { .. } => Some("wait for it to finish, then try again".into()),
+            UpdateError::Busy { .. } => Some("wait for it to finish, then run 'offgrid status' again".into()),
+            UpdateError::AlreadyCurrent { .. } => Some("'offgrid status' lists the kept releases; 'offgrid repair --from USBROOT' puts back damaged files".into()),
+            UpdateError::KeysDiffer { .. } => Some("omit --pubkey/--trust to use the pinned keys, or install into a new --home".into()),
+            UpdateError::BadTree { root, .. } => Some(format!("verify the stick with 'offgrid verify {root} --pubkey HQ.pub' and copy it again from HQ")),
+            UpdateError::BadHome { help, .. } => Some(help.to_string()),
+            UpdateError::History { help, .. } => Some(help.to_string()),
+            UpdateError::Exists { .. } => Some("choose another output, or pass --force to replace it".into()),
+            UpdateError::RollbackDamaged { current, release, .. } => Some(format!("release {current} stays in use; to get release {release} back, repair it from a verified stick or update pack holding it: offgrid repair --from USBROOT")),
+            UpdateError::NotATree { .. } => Some("pass the folder of the USB tree (the one holding manifest.toml), e.g. offgrid install --from /media/USB".into()),
+            UpdateError::Media(e) => crate::diagnostic::Diagnostic::help(e),
+            UpdateError::Expired { .. } => Some("an old release is being offered (a freeze or replay); ask HQ for the current release (SPEC.md §17.5)".into()),
+            UpdateError::NoRepairSource { .. } => Some("pass a stick's folder (the one holding manifest.toml), an .ogpack file, or a folder holding them, e.g. offgrid repair --from /media/USB".into()),
+            _ => None,
+        }
     }
 }

@@ -232,7 +232,7 @@ impl PackManifest {
         if self.format != FORMAT {
             return Err(format!("pack format '{}' is not supported", self.format));
         }
-        check_bundle_id(&self.bundle_id).map_err(|e| e.to_string())?;
+        check_bundle_id(&self.bundle_id).map_err(|e| crate::diagnostic::with_help(&e))?;
         time::OffsetDateTime::parse(
             &self.created,
             &time::format_description::well_known::Rfc3339,
@@ -269,14 +269,14 @@ impl PackManifest {
                 return Err(format!("from {}: manifest_sha256 is not hex", f.release));
             }
             for c in &f.copy {
-                check_bundle_path(&c.target).map_err(|e| e.to_string())?;
-                check_bundle_path(&c.base_path).map_err(|e| e.to_string())?;
+                check_bundle_path(&c.target).map_err(|e| crate::diagnostic::with_help(&e))?;
+                check_bundle_path(&c.base_path).map_err(|e| crate::diagnostic::with_help(&e))?;
                 if !is_sha256_hex(&c.sha256) {
                     return Err(format!("copy of '{}': sha256 is not hex", c.target));
                 }
             }
             for r in &f.removed {
-                check_bundle_path(r).map_err(|e| e.to_string())?;
+                check_bundle_path(r).map_err(|e| crate::diagnostic::with_help(&e))?;
             }
         }
         if self.payloads.len() > MAX_PAYLOADS {
@@ -296,14 +296,14 @@ impl PackManifest {
                 ));
             }
             entries.insert(p.entry.as_str());
-            check_bundle_path(&p.target).map_err(|e| e.to_string())?;
+            check_bundle_path(&p.target).map_err(|e| crate::diagnostic::with_help(&e))?;
             if !is_sha256_hex(&p.sha256) || !is_sha256_hex(&p.target_sha256) {
                 return Err(format!("payload '{}': a sha256 is not hex", p.entry));
             }
             let delta_fields = (&p.base_release, &p.base_path, &p.base_sha256);
             match (p.encoding, delta_fields) {
                 (Encoding::Delta, (Some(r), Some(bp), Some(bs))) => {
-                    check_bundle_path(bp).map_err(|e| e.to_string())?;
+                    check_bundle_path(bp).map_err(|e| crate::diagnostic::with_help(&e))?;
                     if !is_sha256_hex(bs) {
                         return Err(format!("payload '{}': base_sha256 is not hex", p.entry));
                     }

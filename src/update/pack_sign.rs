@@ -10,8 +10,8 @@
 //! both comments, not field by field.
 
 use crate::excerpt::excerpt;
+use crate::hash::sha256_hex;
 use crate::keys::SecretKey;
-use crate::update::io::sha256_hex;
 use crate::update::pack::PackManifest;
 
 /// The trusted comment a pack signature carries.

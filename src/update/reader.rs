@@ -13,9 +13,9 @@
 use std::io::{self, BufReader, Read};
 use std::path::Path;
 
+use crate::hash::{read_bounded, sha256_hex, HashReader};
 use crate::manifest::Manifest;
 use crate::trust::{SignatureReport, TrustError, TrustPolicy};
-use crate::update::io::{read_bounded, sha256_hex, HashReader};
 use crate::update::pack::{
     PackManifest, Payload, BUNDLE_MANIFEST, MAX_PACK_MANIFEST, MAX_SIG, MAX_SIGS, PACK_MANIFEST,
     PACK_SIGS, RELEASE_SIGS,

@@ -33,13 +33,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::fsutil::{create_parents, remove_tree, set_mode, sync_tree};
+use crate::hash::{copy_checked, HashWriter};
 use crate::models::vcache::VerifyCache;
 use crate::trust::TrustPolicy;
 use crate::update::damage::{self, HomeCheck};
 use crate::update::home::{Home, PinnedTrust, Recovery};
-use crate::update::io::{
-    copy_checked, create_parents, remove_tree, set_mode, sync_tree, HashWriter,
-};
 use crate::update::journal::{self, recover_locked, Journal};
 use crate::update::pack::{Encoding, Payload};
 use crate::update::{fault, io_err, UpdateError};
@@ -630,7 +629,7 @@ fn apply_plan(home: &Home, staging: &Path, plan: &Plan, check: bool) -> Result<(
     for o in &plan.objects {
         let obj = objects.join(&o.object);
         if check {
-            match crate::update::io::hash_file(&obj) {
+            match crate::hash::sha256_file(&obj) {
                 Ok((_, sha)) if sha == o.sha256 => {}
                 // Placed already and its staging copy gone, or not ours: skip.
                 _ => continue,

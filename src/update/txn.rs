@@ -12,9 +12,9 @@
 use std::fs;
 use std::path::PathBuf;
 
+use crate::fsutil::{create_parents, remove_tree, sync_tree};
 use crate::update::fault;
 use crate::update::home::{Home, Installed, Lock, State};
-use crate::update::io::{create_parents, remove_tree, sync_tree};
 use crate::update::journal::{self, Journal};
 use crate::update::{io_err, UpdateError};
 use crate::version::Version;

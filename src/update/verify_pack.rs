@@ -9,8 +9,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::hash::{is_over_limit, HashWriter};
 use crate::trust::{SignatureReport, TrustPolicy};
-use crate::update::io::{is_over_limit, HashWriter};
 use crate::update::pack::{Encoding, Payload};
 use crate::update::reader::read_pack;
 use crate::update::UpdateError;

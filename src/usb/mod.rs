@@ -33,13 +33,13 @@ pub use pack::{pack, PackOptions, PackReport};
 /// Why a release could not be read, planned or packed.
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
-    #[error("{what}: '{path}' does not exist\nhelp: check the path{hint}")]
+    #[error("{what}: '{path}' does not exist")]
     InputMissing {
         what: String,
         path: String,
         hint: &'static str,
     },
-    #[error("{what}: '{path}' is not a regular file\nhelp: name a file, not a folder")]
+    #[error("{what}: '{path}' is not a regular file")]
     InputNotFile { what: String, path: String },
     #[error("cannot read {what} '{path}': {source}")]
     InputRead {
@@ -47,23 +47,23 @@ pub enum PackError {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot read recipe '{path}': {reason}\nhelp: see formats/offgrid.toml for a complete recipe")]
+    #[error("cannot read recipe '{path}': {reason}")]
     Recipe { path: String, reason: String },
-    #[error("{what} '{value}' is malformed: {reason}\nhelp: {help}")]
+    #[error("{what} '{value}' is malformed: {reason}")]
     BadArg {
         what: &'static str,
         value: String,
         reason: String,
         help: &'static str,
     },
-    #[error("two {what} are named '{name}' ('{a}' and '{b}')\nhelp: give one of them another name with NAME=FILE (or `name` in the recipe)")]
+    #[error("two {what} are named '{name}' ('{a}' and '{b}')")]
     DuplicateName {
         what: &'static str,
         name: String,
         a: String,
         b: String,
     },
-    #[error("two binaries for platform '{platform}' ('{a}' and '{b}')\nhelp: pass one --binary per platform")]
+    #[error("two binaries for platform '{platform}' ('{a}' and '{b}')")]
     DuplicatePlatform {
         platform: String,
         a: String,
@@ -71,21 +71,21 @@ pub enum PackError {
     },
     #[error("model name '{name}' cannot be stored on a USB stick: {source}")]
     BadModelName { name: String, source: PathError },
-    #[error("no release version given\nhelp: pass --release VERSION (for example --release 1.4.0) or set `release` in the recipe")]
+    #[error("no release version given")]
     NoRelease,
-    #[error("no signing key given: a tree must be signed, and `verify` refuses unsigned trees\nhelp: pass --sign-with HQ.key (make one with `offgrid keygen`), or list `signers` in the recipe")]
+    #[error("no signing key given: a tree must be signed, and `verify` refuses unsigned trees")]
     NoSigner,
-    #[error("secret keys '{a}' and '{b}' are the same key {key_id}\nhelp: give each signer once")]
+    #[error("secret keys '{a}' and '{b}' are the same key {key_id}")]
     DuplicateSigner {
         key_id: String,
         a: String,
         b: String,
     },
-    #[error("default model '{name}' is not one of the models packed ({available})\nhelp: pass --default-model with one of those names")]
+    #[error("default model '{name}' is not one of the models packed ({available})")]
     UnknownDefaultModel { name: String, available: String },
-    #[error("destination '{path}' is a file, not a folder\nhelp: name the folder where the USB stick is mounted")]
+    #[error("destination '{path}' is a file, not a folder")]
     DestIsFile { path: String },
-    #[error("destination '{dest}' already holds release {old_release} of '{old_bundle}' (this pack is {new_release} of '{new_bundle}')\nhelp: pass --force to replace it, or pack onto another stick")]
+    #[error("destination '{dest}' already holds release {old_release} of '{old_bundle}' (this pack is {new_release} of '{new_bundle}')")]
     DestHoldsOther {
         dest: String,
         old_bundle: String,
@@ -93,27 +93,27 @@ pub enum PackError {
         new_bundle: String,
         new_release: String,
     },
-    #[error("destination '{dest}' holds an unreadable manifest: {reason}\nhelp: pass --force to replace it")]
+    #[error("destination '{dest}' holds an unreadable manifest: {reason}")]
     DestBadManifest { dest: String, reason: String },
-    #[error("destination '{dest}' has no manifest.toml but already holds '{path}' (an interrupted pack, or files that are not an offgrid tree)\nhelp: pass --force to replace them, or pack onto an empty folder")]
+    #[error("destination '{dest}' has no manifest.toml but already holds '{path}' (an interrupted pack, or files that are not an offgrid tree)")]
     DestNotATree { dest: String, path: String },
-    #[error("input '{path}' is inside the destination '{dest}'\nhelp: keep the release inputs outside the tree being written")]
+    #[error("input '{path}' is inside the destination '{dest}'")]
     InputInsideDest { path: String, dest: String },
-    #[error("'{dest}' has {free} bytes free, but the tree needs {need}\nhelp: use a bigger stick, or remove files from it first")]
+    #[error("'{dest}' has {free} bytes free, but the tree needs {need}")]
     NoSpace { dest: String, need: u64, free: u64 },
-    #[error("model '{path}' is not a usable split model: {reason}\nhelp: give the first shard (NAME-00001-of-0000N.gguf) with all its shards beside it, as llama.cpp's gguf-split writes them")]
+    #[error("model '{path}' is not a usable split model: {reason}")]
     BadSplit { path: String, reason: String },
-    #[error("model folder '{path}': {reason}\nhelp: a model folder holds the shards of one split GGUF model (NAME-00001-of-0000N.gguf …) or a safetensors model (*.safetensors, config.json, tokenizer files); otherwise name the .gguf or .onnx file")]
+    #[error("model folder '{path}': {reason}")]
     ModelFolder { path: String, reason: String },
-    #[error("{origin}: {reason}\nhelp: {help}")]
+    #[error("{origin}: {reason}")]
     BadAdd {
         origin: String,
         reason: String,
         help: &'static str,
     },
-    #[error("'{path}' is a symbolic link; offgrid does not carry links (a FAT or NTFS stick cannot hold them, and a link could point outside the tree)\nhelp: replace the link by the file or folder it points to, or leave it out")]
+    #[error("'{path}' is a symbolic link; offgrid does not carry links (a FAT or NTFS stick cannot hold them, and a link could point outside the tree)")]
     Symlink { path: String },
-    #[error("'{path}' is {what}, which a release cannot carry\nhelp: leave it out of the folder")]
+    #[error("'{path}' is {what}, which a release cannot carry")]
     Special { path: String, what: String },
     #[error(transparent)]
     Split(#[from] crate::gguf::split::SplitError),
@@ -125,7 +125,7 @@ pub enum PackError {
         path: String,
         source: std::io::Error,
     },
-    #[error("destination '{dest}' is being written by {}\nhelp: wait for it to finish (or stop it), then run this again; two writers into one folder would leave it without a manifest", crate::lockfile::describe(.holder.as_ref()))]
+    #[error("destination '{dest}' is being written by {}", crate::lockfile::describe(.holder.as_ref()))]
     Busy {
         dest: String,
         holder: Option<crate::lockfile::Holder>,
@@ -168,5 +168,45 @@ pub(crate) fn io_err(
         action,
         path,
         source,
+    }
+}
+
+impl crate::diagnostic::Diagnostic for PackError {
+    fn exit_code(&self) -> u8 {
+        crate::diagnostic::refusal_code(self.is_refusal())
+    }
+
+    fn help(&self) -> Option<String> {
+        match self {
+            PackError::InputMissing { hint, .. } => Some(format!("check the path{hint}")),
+            PackError::InputNotFile { .. } => Some("name a file, not a folder".into()),
+            PackError::Recipe { .. } => Some("see formats/offgrid.toml for a complete recipe".into()),
+            PackError::BadArg { help, .. } => Some(help.to_string()),
+            PackError::DuplicateName { .. } => Some("give one of them another name with NAME=FILE (or `name` in the recipe)".into()),
+            PackError::DuplicatePlatform { .. } => Some("pass one --binary per platform".into()),
+            PackError::NoRelease => Some("pass --release VERSION (for example --release 1.4.0) or set `release` in the recipe".into()),
+            PackError::NoSigner => Some("pass --sign-with HQ.key (make one with `offgrid keygen`), or list `signers` in the recipe".into()),
+            PackError::DuplicateSigner { .. } => Some("give each signer once".into()),
+            PackError::UnknownDefaultModel { .. } => Some("pass --default-model with one of those names".into()),
+            PackError::DestIsFile { .. } => Some("name the folder where the USB stick is mounted".into()),
+            PackError::DestHoldsOther { .. } => Some("pass --force to replace it, or pack onto another stick".into()),
+            PackError::DestBadManifest { .. } => Some("pass --force to replace it".into()),
+            PackError::DestNotATree { .. } => Some("pass --force to replace them, or pack onto an empty folder".into()),
+            PackError::InputInsideDest { .. } => Some("keep the release inputs outside the tree being written".into()),
+            PackError::NoSpace { .. } => Some("use a bigger stick, or remove files from it first".into()),
+            PackError::BadSplit { .. } => Some("give the first shard (NAME-00001-of-0000N.gguf) with all its shards beside it, as llama.cpp's gguf-split writes them".into()),
+            PackError::ModelFolder { .. } => Some("a model folder holds the shards of one split GGUF model (NAME-00001-of-0000N.gguf …) or a safetensors model (*.safetensors, config.json, tokenizer files); otherwise name the .gguf or .onnx file".into()),
+            PackError::BadAdd { help, .. } => Some(help.to_string()),
+            PackError::Symlink { .. } => Some("replace the link by the file or folder it points to, or leave it out".into()),
+            PackError::Special { .. } => Some("leave it out of the folder".into()),
+            PackError::Split(e) => crate::diagnostic::Diagnostic::help(e),
+            PackError::Media(e) => crate::diagnostic::Diagnostic::help(e),
+            PackError::Busy { .. } => Some("wait for it to finish (or stop it), then run this again; two writers into one folder would leave it without a manifest".into()),
+            PackError::Gguf(e) => crate::diagnostic::Diagnostic::help(e),
+            PackError::Key(e) => crate::diagnostic::Diagnostic::help(e),
+            PackError::Path(e) => crate::diagnostic::Diagnostic::help(e),
+            PackError::Manifest(e) => crate::diagnostic::Diagnostic::help(e),
+            _ => None,
+        }
     }
 }

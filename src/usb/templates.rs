@@ -152,20 +152,7 @@ impl ScriptVars {
     }
 }
 
-/// Bytes in a human unit (`1.5 GiB`), for the README and summaries.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: &[&str] = &["bytes", "KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} bytes");
-    }
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{v:.1} {}", UNITS[u])
-}
+pub use crate::units::human_size;
 
 #[cfg(test)]
 mod tests {
@@ -222,12 +209,5 @@ mod tests {
         assert!(e.to_string().contains("{{nope}}"), "{e}");
         assert_eq!(render("t", "a{{x}}b{{x}}", &[("x", "-")]).unwrap(), "a-b-");
         assert!(render("t", "a {{x", &[("x", "y")]).is_err());
-    }
-
-    #[test]
-    fn sizes_are_human() {
-        assert_eq!(human_size(10), "10 bytes");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_size(3 << 30), "3.0 GiB");
     }
 }
