@@ -776,3 +776,256 @@ fn limit_rate_and_trust_on_first_use() {
     assert!(rec.contains("\"trusted_on_first_use\": true"), "{rec}");
     assert_store(&hq, &[&sha(&model)]);
 }
+
+/// An unencrypted offgrid key pair `NAME.key` / `NAME.pub` in `dir`.
+fn keygen(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let publ = dir.join(format!("{name}.pub"));
+    let o = run({
+        let mut c = offgrid(&dir.join("hq-keygen"));
+        c.args(["keygen", "--unencrypted", "--secret"])
+            .arg(&key)
+            .arg("--public")
+            .arg(&publ);
+        c
+    });
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    (key, publ)
+}
+
+/// Signs `file` with stock minisign (`FILE.minisig`), the trusted comment as given.
+fn minisign(key: &Path, file: &Path, comment: &str) {
+    let st = Command::new("minisign")
+        .args(["-S", "-s"])
+        .arg(key)
+        .arg("-m")
+        .arg(file)
+        .args(["-t", comment])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
+
+/// `offgrid fetch NAME --catalog CAT --pubkey PUB` (the catalog's only entry is never
+/// reachable: every case here must be refused before any download).
+fn fetch_signed(hq: &Path, cat: &Path, publ: &Path) -> Out {
+    run({
+        let mut c = offgrid(hq);
+        c.args(["fetch", "tiny", "--catalog"])
+            .arg(cat)
+            .arg("--pubkey")
+            .arg(publ);
+        c
+    })
+}
+
+#[test]
+fn catalog_signature_is_checked_before_the_catalog_is_parsed() {
+    let t = tempfile::tempdir().unwrap();
+    let hq = t.path().join("hq");
+    let (key, publ) = keygen(t.path(), "hq");
+    let (other_key, _) = keygen(t.path(), "other");
+    let model = data(1 << 10, 12);
+    let text = catalog(&[("tiny", "1.0.0", &model, vec!["http://127.0.0.1:9/x".into()])]);
+    let comment = |id: &str, bytes: &[u8]| {
+        format!(
+            "offgrid bundle={id} release=1.0 manifest_sha256={}",
+            sha(bytes)
+        )
+    };
+
+    // A huge catalog that is not even TOML, unsigned, with a key given: refused as
+    // unsigned (exit 1), not as malformed — it was never parsed.
+    let huge = t.path().join("huge.toml");
+    let junk: Vec<u8> = b"[[[[entries = \"\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take((4 << 20) - 1)
+        .collect();
+    std::fs::write(&huge, &junk).unwrap();
+    let t0 = Instant::now();
+    let o = fetch_signed(&hq, &huge, &publ);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("not signed by a trusted key") && o.stderr.contains("no signature"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        !o.stderr.contains("TOML") && !o.stderr.contains("expected"),
+        "{}",
+        o.stderr
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    // The same junk signed by a key nobody trusts: refused by key id, still unparsed.
+    minisign(&other_key, &huge, &comment("org.example.models", &junk));
+    let o = fetch_signed(&hq, &huge, &publ);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("a key you did not trust"), "{}", o.stderr);
+    // Larger than the bound: refused on its size.
+    let over = t.path().join("over.toml");
+    std::fs::write(&over, vec![b'#'; (4 << 20) + 1]).unwrap();
+    let o = fetch_signed(&hq, &over, &publ);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("larger than"), "{}", o.stderr);
+
+    // A well-formed catalog signed by an untrusted key.
+    let cat = t.path().join("catalog.toml");
+    std::fs::write(&cat, &text).unwrap();
+    minisign(
+        &other_key,
+        &cat,
+        &comment("org.example.models", text.as_bytes()),
+    );
+    let o = fetch_signed(&hq, &cat, &publ);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("a key you did not trust"), "{}", o.stderr);
+
+    // Signed by the trusted key, but the trusted comment names another catalog id.
+    minisign(&key, &cat, &comment("org.example.other", text.as_bytes()));
+    let o = fetch_signed(&hq, &cat, &publ);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("signed for bundle 'org.example.other'")
+            && o.stderr.contains("org.example.models"),
+        "{}",
+        o.stderr
+    );
+    // ... or another version.
+    minisign(
+        &key,
+        &cat,
+        &comment("org.example.models", text.as_bytes()).replace("release=1.0", "release=0.9"),
+    );
+    let o = fetch_signed(&hq, &cat, &publ);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("signed for release 0.9"), "{}", o.stderr);
+
+    // A trusted, well-bound signature over a malformed catalog: malformed (exit 2).
+    let bad = t.path().join("bad.toml");
+    let bad_text = text.replace("kind = \"model\"", "kind = \"weird\"");
+    std::fs::write(&bad, &bad_text).unwrap();
+    minisign(
+        &key,
+        &bad,
+        &comment("org.example.models", bad_text.as_bytes()),
+    );
+    let o = fetch_signed(&hq, &bad, &publ);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("kind 'weird'"), "{}", o.stderr);
+    assert_store(&hq, &[]);
+}
+
+#[test]
+fn check_updates_lists_newer_catalog_entries() {
+    let ws = crate::support::Ws::new();
+    let hq = ws.path("hq-history");
+    let model = ws.model("tiny.gguf", 64, 3);
+    let old = std::fs::read(&model).unwrap();
+    ws.offgrid(&[
+        "pack-usb",
+        "stick",
+        "--bundle-id",
+        "org.example.x",
+        "--release",
+        "1.0.0",
+        "--model",
+        "tiny.gguf",
+        "--sign-with",
+        "hq.key",
+    ])
+    .success();
+    let newer = data(2048, 13);
+    let unrelated = data(1024, 14);
+    let m = vec!["http://127.0.0.1:9/x".to_owned()];
+    let cat = ws.file(
+        "catalog.toml",
+        catalog(&[
+            ("tiny", "1.0.0", &old, m.clone()),
+            ("tiny", "1.1.0", &newer, m.clone()),
+            ("other", "3.0", &unrelated, m),
+        ])
+        .as_bytes(),
+    );
+    let check = |extra: &[&str]| {
+        run({
+            let mut c = offgrid(&hq);
+            c.args(["check-updates", "--catalog"]).arg(&cat).args(extra);
+            c
+        })
+    };
+    let o = check(&[]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.contains(
+            "org.example.x 1.0.0: models/tiny.gguf uses tiny@1.0.0; the catalog has 1.1.0"
+        ),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("1 newer catalog entry found"),
+        "{}",
+        o.stdout
+    );
+    assert!(!o.stdout.contains("other"), "{}", o.stdout);
+    assert!(o.stderr.contains("not signature-checked"), "{}", o.stderr);
+
+    let o = check(&["--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lines: Vec<serde_json::Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", o.stdout);
+    assert_eq!(lines[0]["type"], "entry");
+    let e = &lines[0]["data"];
+    assert_eq!(e["bundle_id"], "org.example.x");
+    assert_eq!(e["release"], "1.0.0");
+    assert_eq!(e["path"], "models/tiny.gguf");
+    assert_eq!(e["name"], "tiny");
+    assert_eq!(e["uses"], "1.0.0");
+    assert_eq!(e["newest"], "1.1.0");
+    assert_eq!(e["newer"], true);
+    assert_eq!(lines[1]["type"], "summary");
+    assert_eq!(lines[1]["data"]["newer"], 1);
+    assert_eq!(lines[1]["data"]["schema"], 1);
+
+    // The newest is in use: nothing newer.
+    let cat2 = ws.file(
+        "catalog2.toml",
+        catalog(&[("tiny", "1.0.0", &old, vec!["http://127.0.0.1:9/x".into()])]).as_bytes(),
+    );
+    let o = run({
+        let mut c = offgrid(&hq);
+        c.args(["check-updates", "--catalog"]).arg(&cat2);
+        c
+    });
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.contains("uses tiny@1.0.0 (newest)"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("0 newer catalog entries found"),
+        "{}",
+        o.stdout
+    );
+
+    // A bundle with no recorded release: exit 2, naming the history.
+    let o = check(&["--bundle-id", "org.example.none"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("no release of 'org.example.none'") && o.stderr.contains("help:"),
+        "{}",
+        o.stderr
+    );
+}
