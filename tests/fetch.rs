@@ -51,6 +51,11 @@ struct Nginx {
 
 impl Nginx {
     fn start(root: &Path, extra: &str) -> Nginx {
+        Nginx::start_listen(root, extra, "")
+    }
+
+    /// `listen` takes `opts` after the address (" ssl" for HTTPS).
+    fn start_listen(root: &Path, extra: &str, opts: &str) -> Nginx {
         assert!(
             Path::new(NGINX).exists(),
             "nginx-light is needed (.ci/install-deps)"
@@ -63,7 +68,7 @@ impl Nginx {
              events {{ worker_connections 128; }}\n\
              http {{\n access_log off;\n default_type application/octet-stream;\n\
              client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
-             server {{\n  listen 127.0.0.1:{port};\n  root {};\n{extra}\n }}\n}}\n",
+             server {{\n  listen 127.0.0.1:{port}{opts};\n  root {};\n{extra}\n }}\n}}\n",
             root.display()
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
@@ -1025,6 +1030,132 @@ fn check_updates_lists_newer_catalog_entries() {
     assert_eq!(o.code, 2, "{}", o.stderr);
     assert!(
         o.stderr.contains("no release of 'org.example.none'") && o.stderr.contains("help:"),
+        "{}",
+        o.stderr
+    );
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let o = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the openssl command is needed (.ci/install-deps)");
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn ca_file_trusts_an_internal_https_mirror() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let hq = d.join("hq");
+    // A private CA and a server certificate for 127.0.0.1 signed by it.
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=offgrid test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    openssl(d, &a);
+    let mut a = vec!["req"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(d, &a);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let www = d.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let model = data(1 << 20, 15);
+    std::fs::write(www.join("m.gguf"), &model).unwrap();
+    let extra = format!(
+        "  ssl_certificate {};\n  ssl_certificate_key {};\n",
+        d.join("srv.pem").display(),
+        d.join("srv.key").display()
+    );
+    let nginx = Nginx::start_listen(&www, &extra, " ssl");
+    let url = format!("https://127.0.0.1:{}/m.gguf", nginx.port);
+
+    // The built-in web roots do not know the private CA: refused, naming the URL.
+    let o = fetch_url(&hq, &url, &sha(&model), &[]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&url) && o.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        o.stderr
+    );
+    assert_store(&hq, &[]);
+    // With --ca-file the private CA is trusted (beside the web roots).
+    let ca = d.join("ca.pem");
+    let o = fetch_url(
+        &hq,
+        &url,
+        &sha(&model),
+        &["--ca-file", ca.to_str().unwrap()],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_store(&hq, &[&sha(&model)]);
+    // A --ca-file without a certificate is a usage error naming the file.
+    let o = fetch_url(
+        &d.join("hq2"),
+        &url,
+        &sha(&model),
+        &["--ca-file", d.join("ext.cnf").to_str().unwrap()],
+    );
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("ext.cnf") && o.stderr.contains("no PEM certificate"),
         "{}",
         o.stderr
     );

@@ -28,7 +28,7 @@ pub struct CatalogArgs {
     /// HQ release history and store [env: OFFGRID_HQ] [default: ~/.offgrid-hq]
     #[arg(long, value_name = "DIR")]
     pub history: Option<PathBuf>,
-    /// Extra CA certificates (PEM) for an internal HTTPS mirror; replaces the built-in roots
+    /// Extra CA certificates (PEM) for an internal HTTPS mirror, trusted beside the built-in web roots
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
     /// Print JSON Lines (SPEC.md §9, §14.5)
