@@ -328,6 +328,21 @@ fn assert_store(hq: &Path, want: &[&str]) {
     assert_eq!(names, want);
 }
 
+/// Asserts every object in the store matches its name and `want` are among them (a
+/// recorded release adds its other files).
+fn assert_store_has(hq: &Path, want: &[&str]) {
+    let s = store(hq);
+    for (name, actual) in &s {
+        assert_eq!(
+            name, actual,
+            "an object in the store does not match its name"
+        );
+    }
+    for w in want {
+        assert!(s.iter().any(|(n, _)| n == w), "{w} is not in the store");
+    }
+}
+
 fn catalog(entries: &[(&str, &str, &[u8], Vec<String>)]) -> String {
     let mut s = String::from(
         "format = \"offgrid-catalog/1\"\ncatalog_id = \"org.example.models\"\nversion = \"1.0\"\n",
@@ -1158,5 +1173,117 @@ fn ca_file_trusts_an_internal_https_mirror() {
         o.stderr.contains("ext.cnf") && o.stderr.contains("no PEM certificate"),
         "{}",
         o.stderr
+    );
+}
+
+#[test]
+fn recipe_names_catalog_entries_fetched_into_the_store_once() {
+    use std::os::unix::fs::MetadataExt;
+    let ws = crate::support::Ws::new();
+    let hq = ws.path("hq-history");
+    let model_path = ws.model("www/models/tiny.gguf", 64, 7);
+    let model = std::fs::read(&model_path).unwrap();
+    let guide = b"how to use the tiny model\n".to_vec();
+    ws.file("www/docs/guide.txt", &guide);
+    let nginx = Nginx::start(&ws.path("www"), "");
+    let text = catalog(&[
+        ("tiny", "1.0.0", &model, vec![nginx.url("models/tiny.gguf")]),
+        ("guide", "1", &guide, vec![nginx.url("docs/guide.txt")]),
+    ])
+    .replace(
+        "kind = \"model\"\nformat = \"gguf\"\nsize = 26",
+        "kind = \"doc\"\nformat = \"txt\"\nsize = 26",
+    );
+    ws.file("www/catalog.toml", text.as_bytes());
+    ws.file(
+        "offgrid.toml",
+        b"bundle_id = \"org.example.cat\"\nrelease = \"1.0.0\"\nsigners = [\"hq.key\"]\nhost_binary = false\n\
+          [[models]]\ncatalog = \"tiny@1.0.0\"\n\
+          [[files]]\ndest = \"docs/guide.txt\"\ncatalog = \"guide@1\"\n",
+    );
+
+    // Without a catalog: a clear usage error naming the entries.
+    let o = ws
+        .offgrid(&["pack-usb", "stick1", "--recipe", "offgrid.toml"])
+        .failure()
+        .code(2);
+    let err = String::from_utf8_lossy(&o.get_output().stderr).into_owned();
+    assert!(
+        err.contains("tiny@1.0.0, guide@1") && err.contains("help: pass --catalog"),
+        "{err}"
+    );
+    assert!(!ws.path("stick1").exists());
+
+    // With the catalog by URL: both entries are fetched (verified) into the store, and
+    // the stick carries them.
+    let cat_url = nginx.url("catalog.toml");
+    ws.offgrid(&[
+        "pack-usb",
+        "stick1",
+        "--recipe",
+        "offgrid.toml",
+        "--catalog",
+        &cat_url,
+    ])
+    .success();
+    assert_eq!(
+        std::fs::read(ws.path("stick1/models/tiny.gguf")).unwrap(),
+        model
+    );
+    assert_eq!(
+        std::fs::read(ws.path("stick1/docs/guide.txt")).unwrap(),
+        guide
+    );
+    assert_store_has(&hq, &[&sha(&model), &sha(&guide)]);
+    for s in [sha(&model), sha(&guide)] {
+        assert!(hq.join("fetched").join(format!("{s}.json")).exists());
+    }
+    let obj = hq.join("objects").join(&sha(&model)[..2]).join(sha(&model));
+    let ino = std::fs::metadata(&obj).unwrap().ino();
+    let manifest = std::fs::read_to_string(ws.path("stick1/manifest.toml")).unwrap();
+    assert!(manifest.contains("models/tiny.gguf"), "{manifest}");
+
+    // The mirrors gone, the same recipe packs again from the store: nothing is
+    // downloaded, the object is the same file (never copied twice into the store).
+    drop(nginx);
+    let local = ws.file("catalog.toml", text.as_bytes());
+    ws.offgrid(&[
+        "pack-usb",
+        "stick2",
+        "--recipe",
+        "offgrid.toml",
+        "--release",
+        "1.0.1",
+        "--catalog",
+        local.to_str().unwrap(),
+    ])
+    .success();
+    assert_eq!(
+        std::fs::read(ws.path("stick2/models/tiny.gguf")).unwrap(),
+        model
+    );
+    assert_eq!(std::fs::metadata(&obj).unwrap().ino(), ino);
+    assert_store_has(&hq, &[&sha(&model), &sha(&guide)]);
+
+    // An entry the catalog does not have: exit 2, listing what it has.
+    ws.file(
+        "bad.toml",
+        b"release = \"2\"\nsigners = [\"hq.key\"]\nhost_binary = false\n[[models]]\ncatalog = \"tiny@9.0\"\n",
+    );
+    let o = ws
+        .offgrid(&[
+            "pack-usb",
+            "stick3",
+            "--recipe",
+            "bad.toml",
+            "--catalog",
+            local.to_str().unwrap(),
+        ])
+        .failure()
+        .code(2);
+    let err = String::from_utf8_lossy(&o.get_output().stderr).into_owned();
+    assert!(
+        err.contains("no entry 'tiny@9.0'") && err.contains("tiny@1.0.0"),
+        "{err}"
     );
 }

@@ -100,6 +100,9 @@ pub struct Args {
     /// Print the result as JSON Lines
     #[arg(long)]
     pub json: bool,
+    /// The catalog the recipe's `catalog = "NAME@VERSION"` entries come from (SPEC.md §14.7)
+    #[command(flatten)]
+    pub catalog: super::fetch::CatalogSource,
 }
 
 pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -133,6 +136,12 @@ pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             default_model: args.default_model.clone(),
             signers: args.sign_with.clone(),
             no_host_binary: args.no_host_binary,
+            catalog_objects: super::fetch::recipe_objects(
+                args.recipe.as_deref(),
+                &args.catalog,
+                Some(&hq),
+                ctx,
+            )?,
         };
         let inputs = usb::ReleaseInputs::from_flags(&flags)?;
         // Refuse a --since the history cannot serve before recording anything.

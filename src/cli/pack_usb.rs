@@ -77,6 +77,9 @@ pub struct Args {
     pub history: Option<PathBuf>,
     #[command(flatten)]
     pub expiry: super::site::ExpiresOpt,
+    /// The catalog the recipe's `catalog = "NAME@VERSION"` entries come from (SPEC.md §14.7)
+    #[command(flatten)]
+    pub catalog: super::fetch::CatalogSource,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -91,6 +94,12 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         default_model: args.default_model.clone(),
         signers: args.sign_with.clone(),
         no_host_binary: args.no_host_binary,
+        catalog_objects: super::fetch::recipe_objects(
+            args.recipe.as_deref(),
+            &args.catalog,
+            args.history.as_deref(),
+            ctx,
+        )?,
     };
     let max_flag = match &args.max_file_size {
         Some(s) => Some(media::parse_size_arg("--max-file-size", s)?),
