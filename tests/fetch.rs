@@ -712,58 +712,64 @@ fn wrong_mirror_is_named_and_the_next_one_serves() {
 
 #[test]
 fn sigkill_then_resume_moves_at_most_one_part_again() {
-    let t = tempfile::tempdir().unwrap();
-    let hq = t.path().join("hq");
-    let model = data(8 << 20, 9);
-    let s = FaultServer::start(model.clone(), Fault::Slow);
-    let mut child = {
-        let mut c = offgrid(&hq);
-        c.args([
-            "fetch",
-            &s.url(),
-            "--sha256",
-            &sha(&model),
-            "--connections",
-            "4",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        c.spawn().unwrap()
-    };
-    let t0 = Instant::now();
-    while s.served() < 3 << 20 {
+    // Killed early, in the middle and late: each resume moves at most one part again.
+    for (i, kill_at) in [(1u64 << 20) - 4096, 3 << 20, (6 << 20) + 12345]
+        .into_iter()
+        .enumerate()
+    {
+        let t = tempfile::tempdir().unwrap();
+        let hq = t.path().join("hq");
+        let model = data(8 << 20, 9 + i as u64);
+        let s = FaultServer::start(model.clone(), Fault::Slow);
+        let mut child = {
+            let mut c = offgrid(&hq);
+            c.args([
+                "fetch",
+                &s.url(),
+                "--sha256",
+                &sha(&model),
+                "--connections",
+                "4",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+            c.spawn().unwrap()
+        };
+        let t0 = Instant::now();
+        while s.served() < kill_at {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the download did not start"
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "fetch ended before the kill"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let before = s.served();
+        assert_store(&hq, &[]);
+        let o = run({
+            let mut c = offgrid(&hq);
+            c.args(["fetch", &s.url(), "--sha256", &sha(&model), "--json"]);
+            c
+        });
+        assert_eq!(o.code, 0, "kill at {kill_at}: {}", o.stderr);
+        assert_store(&hq, &[&sha(&model)]);
+        let total = s.served();
+        // 8 MiB over 4 connections: parts of 2 MiB.
+        let part = 2 << 20;
         assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the download did not start"
+            total <= model.len() as u64 + part,
+            "kill at {kill_at}: served {total} bytes in all ({before} before the kill) for a {} byte file",
+            model.len()
         );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "fetch ended before the kill"
-        );
-        std::thread::sleep(Duration::from_millis(5));
+        let src = o.stdout.lines().find(|l| l.contains("\"source\"")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(src).unwrap();
+        assert!(v["data"]["resumed_bytes"].as_u64().unwrap() > 0, "{src}");
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    let before = s.served();
-    assert_store(&hq, &[]);
-    let o = run({
-        let mut c = offgrid(&hq);
-        c.args(["fetch", &s.url(), "--sha256", &sha(&model), "--json"]);
-        c
-    });
-    assert_eq!(o.code, 0, "{}", o.stderr);
-    assert_store(&hq, &[&sha(&model)]);
-    let total = s.served();
-    // 8 MiB over 4 connections: parts of 2 MiB.
-    let part = 2 << 20;
-    assert!(
-        total <= model.len() as u64 + part,
-        "served {total} bytes in all ({before} before the kill) for a {} byte file",
-        model.len()
-    );
-    let src = o.stdout.lines().find(|l| l.contains("\"source\"")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(src).unwrap();
-    assert!(v["data"]["resumed_bytes"].as_u64().unwrap() > 0, "{src}");
 }
 
 #[test]
