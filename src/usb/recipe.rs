@@ -223,6 +223,14 @@ mod tests {
     }
 
     #[test]
+    fn example_catalog_entry_parses_when_uncommented() {
+        let text = include_str!("../../formats/offgrid.toml")
+            .replace("# [[models]]\n# catalog", "[[models]]\ncatalog");
+        let r = Recipe::parse(text.as_bytes()).unwrap();
+        assert_eq!(r.catalog_refs(), vec!["smollm2-135m-instruct@1.0.0"]);
+    }
+
+    #[test]
     fn catalog_entries_instead_of_files() {
         let r = Recipe::parse(
             b"[[models]]\ncatalog = \"tiny@1.0\"\n[[files]]\ndest = \"docs/a.pdf\"\ncatalog = \"guide@2\"\n[[files]]\ndest = \"docs/b.pdf\"\ncatalog = \"tiny@1.0\"\n",
