@@ -51,6 +51,11 @@ struct Nginx {
 
 impl Nginx {
     fn start(root: &Path, extra: &str) -> Nginx {
+        Nginx::start_listen(root, extra, "")
+    }
+
+    /// `listen` takes `opts` after the address (" ssl" for HTTPS).
+    fn start_listen(root: &Path, extra: &str, opts: &str) -> Nginx {
         assert!(
             Path::new(NGINX).exists(),
             "nginx-light is needed (.ci/install-deps)"
@@ -63,7 +68,7 @@ impl Nginx {
              events {{ worker_connections 128; }}\n\
              http {{\n access_log off;\n default_type application/octet-stream;\n\
              client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
-             server {{\n  listen 127.0.0.1:{port};\n  root {};\n{extra}\n }}\n}}\n",
+             server {{\n  listen 127.0.0.1:{port}{opts};\n  root {};\n{extra}\n }}\n}}\n",
             root.display()
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
@@ -321,6 +326,21 @@ fn assert_store(hq: &Path, want: &[&str]) {
     let mut want = want.to_vec();
     want.sort();
     assert_eq!(names, want);
+}
+
+/// Asserts every object in the store matches its name and `want` are among them (a
+/// recorded release adds its other files).
+fn assert_store_has(hq: &Path, want: &[&str]) {
+    let s = store(hq);
+    for (name, actual) in &s {
+        assert_eq!(
+            name, actual,
+            "an object in the store does not match its name"
+        );
+    }
+    for w in want {
+        assert!(s.iter().any(|(n, _)| n == w), "{w} is not in the store");
+    }
 }
 
 fn catalog(entries: &[(&str, &str, &[u8], Vec<String>)]) -> String {
@@ -692,58 +712,64 @@ fn wrong_mirror_is_named_and_the_next_one_serves() {
 
 #[test]
 fn sigkill_then_resume_moves_at_most_one_part_again() {
-    let t = tempfile::tempdir().unwrap();
-    let hq = t.path().join("hq");
-    let model = data(8 << 20, 9);
-    let s = FaultServer::start(model.clone(), Fault::Slow);
-    let mut child = {
-        let mut c = offgrid(&hq);
-        c.args([
-            "fetch",
-            &s.url(),
-            "--sha256",
-            &sha(&model),
-            "--connections",
-            "4",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        c.spawn().unwrap()
-    };
-    let t0 = Instant::now();
-    while s.served() < 3 << 20 {
+    // Killed early, in the middle and late: each resume moves at most one part again.
+    for (i, kill_at) in [(1u64 << 20) - 4096, 3 << 20, (6 << 20) + 12345]
+        .into_iter()
+        .enumerate()
+    {
+        let t = tempfile::tempdir().unwrap();
+        let hq = t.path().join("hq");
+        let model = data(8 << 20, 9 + i as u64);
+        let s = FaultServer::start(model.clone(), Fault::Slow);
+        let mut child = {
+            let mut c = offgrid(&hq);
+            c.args([
+                "fetch",
+                &s.url(),
+                "--sha256",
+                &sha(&model),
+                "--connections",
+                "4",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+            c.spawn().unwrap()
+        };
+        let t0 = Instant::now();
+        while s.served() < kill_at {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the download did not start"
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "fetch ended before the kill"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let before = s.served();
+        assert_store(&hq, &[]);
+        let o = run({
+            let mut c = offgrid(&hq);
+            c.args(["fetch", &s.url(), "--sha256", &sha(&model), "--json"]);
+            c
+        });
+        assert_eq!(o.code, 0, "kill at {kill_at}: {}", o.stderr);
+        assert_store(&hq, &[&sha(&model)]);
+        let total = s.served();
+        // 8 MiB over 4 connections: parts of 2 MiB.
+        let part = 2 << 20;
         assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the download did not start"
+            total <= model.len() as u64 + part,
+            "kill at {kill_at}: served {total} bytes in all ({before} before the kill) for a {} byte file",
+            model.len()
         );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "fetch ended before the kill"
-        );
-        std::thread::sleep(Duration::from_millis(5));
+        let src = o.stdout.lines().find(|l| l.contains("\"source\"")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(src).unwrap();
+        assert!(v["data"]["resumed_bytes"].as_u64().unwrap() > 0, "{src}");
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    let before = s.served();
-    assert_store(&hq, &[]);
-    let o = run({
-        let mut c = offgrid(&hq);
-        c.args(["fetch", &s.url(), "--sha256", &sha(&model), "--json"]);
-        c
-    });
-    assert_eq!(o.code, 0, "{}", o.stderr);
-    assert_store(&hq, &[&sha(&model)]);
-    let total = s.served();
-    // 8 MiB over 4 connections: parts of 2 MiB.
-    let part = 2 << 20;
-    assert!(
-        total <= model.len() as u64 + part,
-        "served {total} bytes in all ({before} before the kill) for a {} byte file",
-        model.len()
-    );
-    let src = o.stdout.lines().find(|l| l.contains("\"source\"")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(src).unwrap();
-    assert!(v["data"]["resumed_bytes"].as_u64().unwrap() > 0, "{src}");
 }
 
 #[test]
@@ -775,4 +801,495 @@ fn limit_rate_and_trust_on_first_use() {
         std::fs::read_to_string(hq.join("fetched").join(format!("{}.json", sha(&model)))).unwrap();
     assert!(rec.contains("\"trusted_on_first_use\": true"), "{rec}");
     assert_store(&hq, &[&sha(&model)]);
+}
+
+/// An unencrypted offgrid key pair `NAME.key` / `NAME.pub` in `dir`.
+fn keygen(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let publ = dir.join(format!("{name}.pub"));
+    let o = run({
+        let mut c = offgrid(&dir.join("hq-keygen"));
+        c.args(["keygen", "--unencrypted", "--secret"])
+            .arg(&key)
+            .arg("--public")
+            .arg(&publ);
+        c
+    });
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    (key, publ)
+}
+
+/// Signs `file` with stock minisign (`FILE.minisig`), the trusted comment as given.
+fn minisign(key: &Path, file: &Path, comment: &str) {
+    let st = Command::new("minisign")
+        .args(["-S", "-s"])
+        .arg(key)
+        .arg("-m")
+        .arg(file)
+        .args(["-t", comment])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
+
+/// `offgrid fetch NAME --catalog CAT --pubkey PUB` (the catalog's only entry is never
+/// reachable: every case here must be refused before any download).
+fn fetch_signed(hq: &Path, cat: &Path, publ: &Path) -> Out {
+    run({
+        let mut c = offgrid(hq);
+        c.args(["fetch", "tiny", "--catalog"])
+            .arg(cat)
+            .arg("--pubkey")
+            .arg(publ);
+        c
+    })
+}
+
+#[test]
+fn catalog_signature_is_checked_before_the_catalog_is_parsed() {
+    let t = tempfile::tempdir().unwrap();
+    let hq = t.path().join("hq");
+    let (key, publ) = keygen(t.path(), "hq");
+    let (other_key, _) = keygen(t.path(), "other");
+    let model = data(1 << 10, 12);
+    let text = catalog(&[("tiny", "1.0.0", &model, vec!["http://127.0.0.1:9/x".into()])]);
+    let comment = |id: &str, bytes: &[u8]| {
+        format!(
+            "offgrid bundle={id} release=1.0 manifest_sha256={}",
+            sha(bytes)
+        )
+    };
+
+    // A huge catalog that is not even TOML, unsigned, with a key given: refused as
+    // unsigned (exit 1), not as malformed — it was never parsed.
+    let huge = t.path().join("huge.toml");
+    let junk: Vec<u8> = b"[[[[entries = \"\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take((4 << 20) - 1)
+        .collect();
+    std::fs::write(&huge, &junk).unwrap();
+    let t0 = Instant::now();
+    let o = fetch_signed(&hq, &huge, &publ);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("not signed by a trusted key") && o.stderr.contains("no signature"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        !o.stderr.contains("TOML") && !o.stderr.contains("expected"),
+        "{}",
+        o.stderr
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    // The same junk signed by a key nobody trusts: refused by key id, still unparsed.
+    minisign(&other_key, &huge, &comment("org.example.models", &junk));
+    let o = fetch_signed(&hq, &huge, &publ);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("a key you did not trust"), "{}", o.stderr);
+    // Larger than the bound: refused on its size.
+    let over = t.path().join("over.toml");
+    std::fs::write(&over, vec![b'#'; (4 << 20) + 1]).unwrap();
+    let o = fetch_signed(&hq, &over, &publ);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("larger than"), "{}", o.stderr);
+
+    // A well-formed catalog signed by an untrusted key.
+    let cat = t.path().join("catalog.toml");
+    std::fs::write(&cat, &text).unwrap();
+    minisign(
+        &other_key,
+        &cat,
+        &comment("org.example.models", text.as_bytes()),
+    );
+    let o = fetch_signed(&hq, &cat, &publ);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("a key you did not trust"), "{}", o.stderr);
+
+    // Signed by the trusted key, but the trusted comment names another catalog id.
+    minisign(&key, &cat, &comment("org.example.other", text.as_bytes()));
+    let o = fetch_signed(&hq, &cat, &publ);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("signed for bundle 'org.example.other'")
+            && o.stderr.contains("org.example.models"),
+        "{}",
+        o.stderr
+    );
+    // ... or another version.
+    minisign(
+        &key,
+        &cat,
+        &comment("org.example.models", text.as_bytes()).replace("release=1.0", "release=0.9"),
+    );
+    let o = fetch_signed(&hq, &cat, &publ);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("signed for release 0.9"), "{}", o.stderr);
+
+    // A trusted, well-bound signature over a malformed catalog: malformed (exit 2).
+    let bad = t.path().join("bad.toml");
+    let bad_text = text.replace("kind = \"model\"", "kind = \"weird\"");
+    std::fs::write(&bad, &bad_text).unwrap();
+    minisign(
+        &key,
+        &bad,
+        &comment("org.example.models", bad_text.as_bytes()),
+    );
+    let o = fetch_signed(&hq, &bad, &publ);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("kind 'weird'"), "{}", o.stderr);
+    assert_store(&hq, &[]);
+}
+
+#[test]
+fn check_updates_lists_newer_catalog_entries() {
+    let ws = crate::support::Ws::new();
+    let hq = ws.path("hq-history");
+    let model = ws.model("tiny.gguf", 64, 3);
+    let old = std::fs::read(&model).unwrap();
+    ws.offgrid(&[
+        "pack-usb",
+        "stick",
+        "--bundle-id",
+        "org.example.x",
+        "--release",
+        "1.0.0",
+        "--model",
+        "tiny.gguf",
+        "--sign-with",
+        "hq.key",
+    ])
+    .success();
+    let newer = data(2048, 13);
+    let unrelated = data(1024, 14);
+    let m = vec!["http://127.0.0.1:9/x".to_owned()];
+    let cat = ws.file(
+        "catalog.toml",
+        catalog(&[
+            ("tiny", "1.0.0", &old, m.clone()),
+            ("tiny", "1.1.0", &newer, m.clone()),
+            ("other", "3.0", &unrelated, m),
+        ])
+        .as_bytes(),
+    );
+    let check = |extra: &[&str]| {
+        run({
+            let mut c = offgrid(&hq);
+            c.args(["check-updates", "--catalog"]).arg(&cat).args(extra);
+            c
+        })
+    };
+    let o = check(&[]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.contains(
+            "org.example.x 1.0.0: models/tiny.gguf uses tiny@1.0.0; the catalog has 1.1.0"
+        ),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("1 newer catalog entry found"),
+        "{}",
+        o.stdout
+    );
+    assert!(!o.stdout.contains("other"), "{}", o.stdout);
+    assert!(o.stderr.contains("not signature-checked"), "{}", o.stderr);
+
+    let o = check(&["--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lines: Vec<serde_json::Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", o.stdout);
+    assert_eq!(lines[0]["type"], "entry");
+    let e = &lines[0]["data"];
+    assert_eq!(e["bundle_id"], "org.example.x");
+    assert_eq!(e["release"], "1.0.0");
+    assert_eq!(e["path"], "models/tiny.gguf");
+    assert_eq!(e["name"], "tiny");
+    assert_eq!(e["uses"], "1.0.0");
+    assert_eq!(e["newest"], "1.1.0");
+    assert_eq!(e["newer"], true);
+    assert_eq!(lines[1]["type"], "summary");
+    assert_eq!(lines[1]["data"]["newer"], 1);
+    assert_eq!(lines[1]["data"]["schema"], 1);
+
+    // The newest is in use: nothing newer.
+    let cat2 = ws.file(
+        "catalog2.toml",
+        catalog(&[("tiny", "1.0.0", &old, vec!["http://127.0.0.1:9/x".into()])]).as_bytes(),
+    );
+    let o = run({
+        let mut c = offgrid(&hq);
+        c.args(["check-updates", "--catalog"]).arg(&cat2);
+        c
+    });
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.contains("uses tiny@1.0.0 (newest)"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("0 newer catalog entries found"),
+        "{}",
+        o.stdout
+    );
+
+    // A bundle with no recorded release: exit 2, naming the history.
+    let o = check(&["--bundle-id", "org.example.none"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("no release of 'org.example.none'") && o.stderr.contains("help:"),
+        "{}",
+        o.stderr
+    );
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let o = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the openssl command is needed (.ci/install-deps)");
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn ca_file_trusts_an_internal_https_mirror() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let hq = d.join("hq");
+    // A private CA and a server certificate for 127.0.0.1 signed by it.
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=offgrid test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    openssl(d, &a);
+    let mut a = vec!["req"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(d, &a);
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let www = d.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let model = data(1 << 20, 15);
+    std::fs::write(www.join("m.gguf"), &model).unwrap();
+    let extra = format!(
+        "  ssl_certificate {};\n  ssl_certificate_key {};\n",
+        d.join("srv.pem").display(),
+        d.join("srv.key").display()
+    );
+    let nginx = Nginx::start_listen(&www, &extra, " ssl");
+    let url = format!("https://127.0.0.1:{}/m.gguf", nginx.port);
+
+    // The built-in web roots do not know the private CA: refused, naming the URL.
+    let o = fetch_url(&hq, &url, &sha(&model), &[]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains(&url) && o.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        o.stderr
+    );
+    assert_store(&hq, &[]);
+    // With --ca-file the private CA is trusted (beside the web roots).
+    let ca = d.join("ca.pem");
+    let o = fetch_url(
+        &hq,
+        &url,
+        &sha(&model),
+        &["--ca-file", ca.to_str().unwrap()],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_store(&hq, &[&sha(&model)]);
+    // A --ca-file without a certificate is a usage error naming the file.
+    let o = fetch_url(
+        &d.join("hq2"),
+        &url,
+        &sha(&model),
+        &["--ca-file", d.join("ext.cnf").to_str().unwrap()],
+    );
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("ext.cnf") && o.stderr.contains("no PEM certificate"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn recipe_names_catalog_entries_fetched_into_the_store_once() {
+    use std::os::unix::fs::MetadataExt;
+    let ws = crate::support::Ws::new();
+    let hq = ws.path("hq-history");
+    let model_path = ws.model("www/models/tiny.gguf", 64, 7);
+    let model = std::fs::read(&model_path).unwrap();
+    let guide = b"how to use the tiny model\n".to_vec();
+    ws.file("www/docs/guide.txt", &guide);
+    let nginx = Nginx::start(&ws.path("www"), "");
+    let text = catalog(&[
+        ("tiny", "1.0.0", &model, vec![nginx.url("models/tiny.gguf")]),
+        ("guide", "1", &guide, vec![nginx.url("docs/guide.txt")]),
+    ])
+    .replace(
+        "kind = \"model\"\nformat = \"gguf\"\nsize = 26",
+        "kind = \"doc\"\nformat = \"txt\"\nsize = 26",
+    );
+    ws.file("www/catalog.toml", text.as_bytes());
+    ws.file(
+        "offgrid.toml",
+        b"bundle_id = \"org.example.cat\"\nrelease = \"1.0.0\"\nsigners = [\"hq.key\"]\nhost_binary = false\n\
+          [[models]]\ncatalog = \"tiny@1.0.0\"\n\
+          [[files]]\ndest = \"docs/guide.txt\"\ncatalog = \"guide@1\"\n",
+    );
+
+    // Without a catalog: a clear usage error naming the entries.
+    let o = ws
+        .offgrid(&["pack-usb", "stick1", "--recipe", "offgrid.toml"])
+        .failure()
+        .code(2);
+    let err = String::from_utf8_lossy(&o.get_output().stderr).into_owned();
+    assert!(
+        err.contains("tiny@1.0.0, guide@1") && err.contains("help: pass --catalog"),
+        "{err}"
+    );
+    assert!(!ws.path("stick1").exists());
+
+    // With the catalog by URL: both entries are fetched (verified) into the store, and
+    // the stick carries them.
+    let cat_url = nginx.url("catalog.toml");
+    ws.offgrid(&[
+        "pack-usb",
+        "stick1",
+        "--recipe",
+        "offgrid.toml",
+        "--catalog",
+        &cat_url,
+    ])
+    .success();
+    assert_eq!(
+        std::fs::read(ws.path("stick1/models/tiny.gguf")).unwrap(),
+        model
+    );
+    assert_eq!(
+        std::fs::read(ws.path("stick1/docs/guide.txt")).unwrap(),
+        guide
+    );
+    assert_store_has(&hq, &[&sha(&model), &sha(&guide)]);
+    for s in [sha(&model), sha(&guide)] {
+        assert!(hq.join("fetched").join(format!("{s}.json")).exists());
+    }
+    let obj = hq.join("objects").join(&sha(&model)[..2]).join(sha(&model));
+    let ino = std::fs::metadata(&obj).unwrap().ino();
+    let manifest = std::fs::read_to_string(ws.path("stick1/manifest.toml")).unwrap();
+    assert!(manifest.contains("models/tiny.gguf"), "{manifest}");
+
+    // The mirrors gone, the same recipe packs again from the store: nothing is
+    // downloaded, the object is the same file (never copied twice into the store).
+    drop(nginx);
+    let local = ws.file("catalog.toml", text.as_bytes());
+    ws.offgrid(&[
+        "pack-usb",
+        "stick2",
+        "--recipe",
+        "offgrid.toml",
+        "--release",
+        "1.0.1",
+        "--catalog",
+        local.to_str().unwrap(),
+    ])
+    .success();
+    assert_eq!(
+        std::fs::read(ws.path("stick2/models/tiny.gguf")).unwrap(),
+        model
+    );
+    assert_eq!(std::fs::metadata(&obj).unwrap().ino(), ino);
+    assert_store_has(&hq, &[&sha(&model), &sha(&guide)]);
+
+    // An entry the catalog does not have: exit 2, listing what it has.
+    ws.file(
+        "bad.toml",
+        b"release = \"2\"\nsigners = [\"hq.key\"]\nhost_binary = false\n[[models]]\ncatalog = \"tiny@9.0\"\n",
+    );
+    let o = ws
+        .offgrid(&[
+            "pack-usb",
+            "stick3",
+            "--recipe",
+            "bad.toml",
+            "--catalog",
+            local.to_str().unwrap(),
+        ])
+        .failure()
+        .code(2);
+    let err = String::from_utf8_lossy(&o.get_output().stderr).into_owned();
+    assert!(
+        err.contains("no entry 'tiny@9.0'") && err.contains("tiny@1.0.0"),
+        "{err}"
+    );
 }

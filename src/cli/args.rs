@@ -95,6 +95,7 @@ impl ReleaseArgs {
             default_model: self.default_model.clone(),
             signers,
             no_host_binary: self.no_host_binary,
+            catalog_objects: Default::default(),
         }
     }
 }

@@ -77,6 +77,9 @@ pub struct Args {
     pub max_file_size: Option<String>,
     #[command(flatten)]
     pub out: super::args::JsonArg,
+    /// The catalog the recipe's `catalog = "NAME@VERSION"` entries come from (SPEC.md §14.7)
+    #[command(flatten)]
+    pub catalog: super::fetch::CatalogSource,
 }
 
 pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -99,9 +102,15 @@ pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let from_inputs = args.to.is_none() && args.tree.is_none();
     let (new, keys) = if from_inputs {
         // The same inputs and plan as pack-usb; signers from --sign-with and the recipe.
-        let flags = args
+        let mut flags = args
             .inputs
             .flags(args.bundle_id.clone(), args.sign_with.clone());
+        flags.catalog_objects = super::fetch::recipe_objects(
+            args.inputs.recipe.as_deref(),
+            &args.catalog,
+            Some(&hq),
+            ctx,
+        )?;
         let inputs = usb::ReleaseInputs::from_flags(&flags)?;
         // Refuse a --since the history cannot serve before recording anything.
         let mut split_limit = match &args.max_file_size {

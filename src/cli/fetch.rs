@@ -13,9 +13,11 @@ use offgrid::update::history;
 
 use super::Ctx;
 
-/// Flags shared by `fetch` and `check-updates`: the catalog and the keys it is checked with.
-#[derive(clap::Args, Debug)]
-pub struct CatalogArgs {
+/// Where a catalog comes from and the keys it is checked with: `fetch`,
+/// `check-updates`, and the catalog entries a recipe names (`pack-usb`,
+/// `create-update-pack`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CatalogSource {
     /// The catalog: a file or an http(s) URL (SPEC.md §14.1)
     #[arg(long, value_name = "FILE|URL")]
     pub catalog: Option<String>,
@@ -25,12 +27,19 @@ pub struct CatalogArgs {
     /// A trust policy file the catalog's signatures must meet
     #[arg(long, value_name = "FILE")]
     pub trust: Option<PathBuf>,
+    /// Extra CA certificates (PEM) for an internal HTTPS mirror, trusted beside the built-in web roots
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Flags shared by `fetch` and `check-updates`: the catalog, the HQ folder, JSON.
+#[derive(clap::Args, Debug)]
+pub struct CatalogArgs {
+    #[command(flatten)]
+    pub source: CatalogSource,
     /// HQ release history and store [env: OFFGRID_HQ] [default: ~/.offgrid-hq]
     #[arg(long, value_name = "DIR")]
     pub history: Option<PathBuf>,
-    /// Extra CA certificates (PEM) for an internal HTTPS mirror; replaces the built-in roots
-    #[arg(long, value_name = "FILE")]
-    pub ca_file: Option<PathBuf>,
     /// Print JSON Lines (SPEC.md §9, §14.5)
     #[arg(long)]
     pub json: bool,
@@ -86,7 +95,8 @@ fn with_help(e: FetchError) -> anyhow::Error {
 
 fn load_catalog(
     agent: &ureq::Agent,
-    a: &CatalogArgs,
+    a: &CatalogSource,
+    json: bool,
     ctx: &Ctx,
 ) -> anyhow::Result<catalog::Loaded> {
     let Some(src) = &a.catalog else {
@@ -96,7 +106,7 @@ fn load_catalog(
     };
     let policy = super::install::given_policy(&a.pubkeys, a.trust.as_ref())?;
     let loaded = catalog::load(agent, src, policy.as_ref()).map_err(with_help)?;
-    if !loaded.signed && !a.json {
+    if !loaded.signed && !json {
         ctx.warn(&format!(
             "catalog '{src}' was not signature-checked (no --pubkey/--trust); its sha256s are taken as given"
         ));
@@ -112,7 +122,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     opts.limit_rate = args.limit_rate;
     opts.stall = Duration::from_secs(args.stall_timeout);
     opts.retries = args.retries;
-    opts.ca_file = args.common.ca_file.clone();
+    opts.ca_file = args.common.source.ca_file.clone();
     opts.hf_token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
     if let Some(e) = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty()) {
         opts.hf_endpoint = e.trim_end_matches('/').to_owned();
@@ -129,7 +139,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let sha_flag = args.sha256.as_ref().map(|s| s.to_ascii_lowercase());
     let what = args.what.as_str();
     let req = if what.starts_with("http://") || what.starts_with("https://") {
-        if args.common.catalog.is_some() {
+        if args.common.source.catalog.is_some() {
             anyhow::bail!("--catalog is for NAME[@VERSION]; '{what}' is a URL\nhelp: drop --catalog, or fetch a catalog entry by name");
         }
         Request {
@@ -159,9 +169,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 "revision": name.revision, "commit": r.commit, "lfs_sha256": r.sha256}),
         }
     } else {
-        let loaded = load_catalog(&agent, &args.common, ctx)?;
+        let loaded = load_catalog(&agent, &args.common.source, args.common.json, ctx)?;
         emit_json(
-            &args.common,
+            args.common.json,
             &Event::Catalog {
                 source: loaded.source.clone(),
                 signed: loaded.signed,
@@ -177,75 +187,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 known: loaded.catalog.names(),
             })
         })?;
-        Request {
-            label: format!("{}@{}", e.name, e.version),
-            urls: e.mirrors.clone(),
-            sha256: Some(e.sha256.clone()),
-            size: Some(e.size),
-            tofu: false,
-            origin: serde_json::json!({"catalog": loaded.source, "catalog_id": loaded.catalog.catalog_id,
-                "catalog_version": loaded.catalog.version.as_str(), "signed": loaded.signed, "entry": e}),
-        }
+        entry_request(&loaded, e)
     };
-    let pb = ctx.bar("fetch", args.common.json);
-    let last_json = Mutex::new(Instant::now() - Duration::from_secs(10));
-    // Diagnostics above the bar (printed also when the bar is hidden).
-    let say = |line: String| pb.suspend(|| eprintln!("{line}"));
-    let on_event = |ev: Event| {
-        match &ev {
-            Event::Progress { done, total } => {
-                if pb.length() != Some(*total) {
-                    pb.set_length(*total);
-                }
-                pb.set_position(*done);
-                if args.common.json {
-                    if let Ok(mut t) = last_json.lock() {
-                        if t.elapsed() < Duration::from_secs(1) && done < total {
-                            return;
-                        }
-                        *t = Instant::now();
-                    }
-                }
-            }
-            Event::Source {
-                url, resumed_bytes, ..
-            } if !args.common.json => {
-                if *resumed_bytes > 0 {
-                    say(format!(
-                        "resuming from {url} ({resumed_bytes} bytes already here)"
-                    ));
-                } else {
-                    say(format!("downloading from {url}"));
-                }
-            }
-            Event::Retry {
-                url,
-                attempt,
-                reason,
-            } if !args.common.json => {
-                say(format!("retry {attempt} of {url}: {reason}"));
-            }
-            Event::Restart { url, reason } if !args.common.json => {
-                say(format!("restarting a part of {url}: {reason}"));
-            }
-            Event::MirrorFailed { url, reason } if !args.common.json => {
-                say(format!("warning: giving up on {url}: {reason}"));
-            }
-            Event::BadBytes {
-                url,
-                expected,
-                actual,
-            } if !args.common.json => {
-                say(format!("warning: {url} served wrong bytes (sha256 {actual}, expected {expected}); nothing was stored"));
-            }
-            _ => {}
-        }
-        emit_json(&args.common, &ev);
-    };
-    let result = fetch::fetch(&agent, &req, &opts, &on_event);
-    pb.finish_and_clear();
-    let f = result
-        .map_err(with_help)
+    let f = fetch_shown(&agent, &req, &opts, ctx, args.common.json)
         .with_context(|| format!("fetching into '{}'", hq.display()))?;
     if args.common.json {
         let mut data = serde_json::to_value(&f)?;
@@ -270,8 +214,139 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn emit_json(a: &CatalogArgs, ev: &Event) {
-    if !a.json {
+/// The request for a catalog entry: its mirrors, sha256 and size; the catalog recorded
+/// as the origin.
+fn entry_request(loaded: &catalog::Loaded, e: &catalog::Entry) -> Request {
+    Request {
+        label: format!("{}@{}", e.name, e.version),
+        urls: e.mirrors.clone(),
+        sha256: Some(e.sha256.clone()),
+        size: Some(e.size),
+        tofu: false,
+        origin: serde_json::json!({"catalog": loaded.source, "catalog_id": loaded.catalog.catalog_id,
+            "catalog_version": loaded.catalog.version.as_str(), "signed": loaded.signed, "entry": e}),
+    }
+}
+
+/// One fetch with the progress bar, diagnostics on stderr (text mode) or JSON events.
+fn fetch_shown(
+    agent: &ureq::Agent,
+    req: &Request,
+    opts: &fetch::Options,
+    ctx: &Ctx,
+    json: bool,
+) -> anyhow::Result<fetch::Fetched> {
+    let pb = ctx.bar("fetch", json);
+    let last_json = Mutex::new(Instant::now() - Duration::from_secs(10));
+    // Diagnostics above the bar (printed also when the bar is hidden).
+    let say = |line: String| pb.suspend(|| eprintln!("{line}"));
+    let on_event = |ev: Event| {
+        match &ev {
+            Event::Progress { done, total } => {
+                if pb.length() != Some(*total) {
+                    pb.set_length(*total);
+                }
+                pb.set_position(*done);
+                if json {
+                    if let Ok(mut t) = last_json.lock() {
+                        if t.elapsed() < Duration::from_secs(1) && done < total {
+                            return;
+                        }
+                        *t = Instant::now();
+                    }
+                }
+            }
+            Event::Source {
+                url, resumed_bytes, ..
+            } if !json => {
+                if *resumed_bytes > 0 {
+                    say(format!(
+                        "resuming from {url} ({resumed_bytes} bytes already here)"
+                    ));
+                } else {
+                    say(format!("downloading from {url}"));
+                }
+            }
+            Event::Retry {
+                url,
+                attempt,
+                reason,
+            } if !json => {
+                say(format!("retry {attempt} of {url}: {reason}"));
+            }
+            Event::Restart { url, reason } if !json => {
+                say(format!("restarting a part of {url}: {reason}"));
+            }
+            Event::MirrorFailed { url, reason } if !json => {
+                say(format!("warning: giving up on {url}: {reason}"));
+            }
+            Event::BadBytes {
+                url,
+                expected,
+                actual,
+            } if !json => {
+                say(format!("warning: {url} served wrong bytes (sha256 {actual}, expected {expected}); nothing was stored"));
+            }
+            _ => {}
+        }
+        emit_json(json, &ev);
+    };
+    let result = fetch::fetch(agent, req, opts, &on_event);
+    pb.finish_and_clear();
+    result.map_err(with_help)
+}
+
+/// Fetches the catalog entries the recipe at `recipe` names (`catalog = "NAME@VERSION"`,
+/// SPEC.md §14.7) into the HQ store (`history`, else `OFFGRID_HQ`) — an entry already
+/// there is not downloaded again — and returns each reference's store object, for
+/// [`offgrid::usb::Flags::catalog_objects`]. No reference: nothing is read.
+pub fn recipe_objects(
+    recipe: Option<&std::path::Path>,
+    source: &CatalogSource,
+    history: Option<&std::path::Path>,
+    ctx: &Ctx,
+) -> anyhow::Result<std::collections::BTreeMap<String, PathBuf>> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(path) = recipe else {
+        return Ok(out);
+    };
+    let refs = offgrid::usb::recipe::Recipe::load(path)?.catalog_refs();
+    if refs.is_empty() {
+        return Ok(out);
+    }
+    if source.catalog.is_none() {
+        anyhow::bail!(
+            "recipe '{}' names catalog entries ({}) and no catalog was given\nhelp: pass --catalog FILE|URL (with --pubkey or --trust for a signed catalog)",
+            path.display(),
+            refs.join(", ")
+        );
+    }
+    let hq = history::resolve_dir(history);
+    let mut opts = fetch::Options::new(hq.clone());
+    opts.ca_file = source.ca_file.clone();
+    opts.hf_token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
+    if let Some(e) = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty()) {
+        opts.hf_endpoint = e.trim_end_matches('/').to_owned();
+    }
+    let agent = fetch::client::agent(opts.ca_file.as_deref(), opts.stall).map_err(with_help)?;
+    let loaded = load_catalog(&agent, source, false, ctx)?;
+    for r in refs {
+        let e = loaded.catalog.find(&r).ok_or_else(|| {
+            with_help(FetchError::NotInCatalog {
+                source_name: loaded.source.clone(),
+                wanted: r.clone(),
+                known: loaded.catalog.names(),
+            })
+        })?;
+        let f = fetch_shown(&agent, &entry_request(&loaded, e), &opts, ctx, false)
+            .with_context(|| format!("fetching recipe entry '{r}' into '{}'", hq.display()))?;
+        out.insert(r, f.object);
+    }
+    Ok(out)
+}
+
+fn emit_json(json: bool, ev: &Event) {
+    if !json {
         return;
     }
     if let Ok(mut v) = serde_json::to_value(ev) {
@@ -286,9 +361,12 @@ fn emit_json(a: &CatalogArgs, ev: &Event) {
 /// Runs `offgrid check-updates`.
 pub fn check_updates(args: CheckArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let hq = history::resolve_dir(args.common.history.as_deref());
-    let agent = fetch::client::agent(args.common.ca_file.as_deref(), Duration::from_secs(30))
-        .map_err(with_help)?;
-    let loaded = load_catalog(&agent, &args.common, ctx)?;
+    let agent = fetch::client::agent(
+        args.common.source.ca_file.as_deref(),
+        Duration::from_secs(30),
+    )
+    .map_err(with_help)?;
+    let loaded = load_catalog(&agent, &args.common.source, args.common.json, ctx)?;
     let ids = match &args.bundle_id {
         Some(id) => vec![id.clone()],
         None => history::bundle_ids(&hq)?,

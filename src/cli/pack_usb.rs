@@ -47,12 +47,21 @@ pub struct Args {
     pub history: Option<PathBuf>,
     #[command(flatten)]
     pub expiry: super::site::ExpiresOpt,
+    /// The catalog the recipe's `catalog = "NAME@VERSION"` entries come from (SPEC.md §14.7)
+    #[command(flatten)]
+    pub catalog: super::fetch::CatalogSource,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let flags = args
+    let mut flags = args
         .inputs
         .flags(args.bundle_id.clone(), args.sign_with.clone());
+    flags.catalog_objects = super::fetch::recipe_objects(
+        args.inputs.recipe.as_deref(),
+        &args.catalog,
+        args.history.as_deref(),
+        ctx,
+    )?;
     let max_flag = match &args.max_file_size {
         Some(s) => Some(media::parse_size_arg("--max-file-size", s)?),
         None => None,

@@ -2,12 +2,12 @@
 //! SPEC.md §14.1) — each entry a name, a version, kind, format, size, sha256, licence and
 //! its mirror URLs in preference order. A catalog is read from a path or an `http(s)`
 //! URL; it may be signed (`CATALOG.minisig` beside it), checked with the same keys and
-//! rules as a manifest (`trust::TrustPolicy::evaluate`), the trusted comment naming the
+//! rules as a manifest (`TrustPolicy::check_bytes`, then `Pending::bind`), the trusted comment naming the
 //! catalog id and version in place of the bundle id and release.
 //!
-//! Known gap: the catalog text is parsed (bounded to 4 MiB) before its signature is
-//! checked, because the checker reads the id and version to bind from the parsed form;
-//! no entry is used before the signature holds.
+//! With keys, the signature is checked over the exact bytes before the text is parsed
+//! (trust before work); the trusted comment is then bound to the parsed id and version.
+//! Without keys the catalog is parsed as read, and the CLI warns.
 
 use std::path::Path;
 
@@ -68,6 +68,13 @@ fn is_url(s: &str) -> bool {
 
 /// Reads the catalog at `source` (a path or URL) and, when `policy` is given, checks
 /// `SOURCE.minisig` against it (missing or untrusted: refused).
+///
+/// Trust before work: with a policy, the signature is read and its cryptography checked
+/// over the exact bytes ([`TrustPolicy::check_bytes`]) before the catalog is parsed, so
+/// an unsigned or foreign catalog costs one bounded read and one hash, never a parse.
+/// Then the parse, then the trusted comment is bound to the parsed `catalog_id` and
+/// `version` ([`crate::trust::Pending::bind`]). Without a policy the catalog is parsed
+/// as read (the caller warns that it was not signature-checked).
 pub fn load(
     agent: &ureq::Agent,
     source: &str,
@@ -78,43 +85,82 @@ pub fn load(
         reason,
     };
     let bytes = read(agent, source, MAX_CATALOG_BYTES).map_err(&err)?;
+    let Some(policy) = policy else {
+        let catalog = parse(&bytes).map_err(&err)?;
+        return Ok(Loaded {
+            catalog,
+            source: source.to_owned(),
+            signed: false,
+        });
+    };
+    let sig_source = format!("{source}.minisig");
+    let untrusted = |reason: String| FetchError::CatalogUntrusted {
+        source_name: source.to_owned(),
+        reason,
+    };
+    let sig = read(agent, &sig_source, crate::sign::MAX_SIGNATURE_BYTES as u64)
+        .map_err(|r| untrusted(format!("no signature '{sig_source}': {r}")))?;
+    let sig = String::from_utf8(sig).map_err(|_| untrusted("the signature is not text".into()))?;
+    let name = sig_source
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or("catalog.minisig")
+        .to_owned();
+    let pending = policy
+        .check_bytes(&bytes, &[(name, sig)])
+        .map_err(|e| untrusted(trust_reason(&e)))?;
     let catalog = parse(&bytes).map_err(&err)?;
-    if let Some(policy) = policy {
-        let sig_source = format!("{source}.minisig");
-        let untrusted = |reason: String| FetchError::CatalogUntrusted {
-            source_name: source.to_owned(),
-            reason,
-        };
-        let sig = read(agent, &sig_source, crate::sign::MAX_SIGNATURE_BYTES as u64)
-            .map_err(|r| untrusted(format!("no signature '{sig_source}': {r}")))?;
-        let sig =
-            String::from_utf8(sig).map_err(|_| untrusted("the signature is not text".into()))?;
-        let stub = Manifest {
-            dirs: Vec::new(),
-            commands: Vec::new(),
-            format: crate::manifest::FORMAT.into(),
-            bundle_id: catalog.catalog_id.clone(),
-            release: catalog.version.clone(),
-            created: String::new(),
-            platforms: Vec::new(),
-            default_model: None,
-            expires: None,
-            files: Vec::new(),
-        };
-        let name = sig_source
-            .rsplit('/')
-            .next()
-            .unwrap_or("catalog.minisig")
-            .to_owned();
-        policy
-            .evaluate(&stub, &bytes, &[(name, sig)])
-            .map_err(|e| untrusted(e.to_string()))?;
-    }
+    let sha = crate::sign::sha256_hex(&bytes);
+    pending
+        .bind(|comment| check_comment(comment, &catalog, &sha))
+        .map_err(|e| untrusted(trust_reason(&e)))?;
     Ok(Loaded {
         catalog,
         source: source.to_owned(),
-        signed: policy.is_some(),
+        signed: true,
     })
+}
+
+/// The trusted comment of a catalog signature: that of a manifest (SPEC.md §4.2) with
+/// the catalog id as `bundle`, its version as `release` and the catalog's sha256.
+fn check_comment(comment: &str, catalog: &Catalog, sha: &str) -> Result<(), String> {
+    let stub = Manifest {
+        dirs: Vec::new(),
+        commands: Vec::new(),
+        format: crate::manifest::FORMAT.into(),
+        bundle_id: catalog.catalog_id.clone(),
+        release: catalog.version.clone(),
+        created: String::new(),
+        platforms: Vec::new(),
+        default_model: None,
+        expires: None,
+        files: Vec::new(),
+    };
+    crate::sign::check_manifest_comment(comment, &stub, sha)
+        .map_err(|r| r.replace("the manifest is", "the catalog is"))
+}
+
+/// One line saying why the signature did not hold, each signature with its key id.
+fn trust_reason(e: &crate::trust::TrustError) -> String {
+    use crate::trust::{SignatureStatus, TrustError};
+    let TrustError::ThresholdNotMet { reports, .. } = e else {
+        return e.to_string();
+    };
+    let each: Vec<String> = reports
+        .iter()
+        .map(|r| {
+            let key = r.key_id.as_deref().unwrap_or("?");
+            let what = match &r.status {
+                SignatureStatus::Valid => "valid".to_owned(),
+                SignatureStatus::UnknownKey => "made by a key you did not trust".to_owned(),
+                SignatureStatus::Invalid { reason } => {
+                    format!("invalid: {}", reason.replace("the manifest", "the catalog"))
+                }
+            };
+            format!("'{}' (key {key}): {what}", r.file)
+        })
+        .collect();
+    format!("{e}; {}", each.join("; "))
 }
 
 /// Reads at most `max` bytes from a path (a regular file) or URL.

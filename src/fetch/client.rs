@@ -3,9 +3,11 @@
 //! an optional extra CA file for an internal mirror, and a per-read timeout that turns
 //! a stalled connection into an error instead of a hang.
 //!
+//! Roots: Mozilla's web roots (`webpki-root-certs`, compiled in; the system store is not
+//! read), plus the certificates of `--ca-file` when given: an internal mirror and the
+//! public web are trusted in the same run.
+//!
 //! HTTP statuses are not errors here: callers check `206`, `200`, redirects themselves.
-//! Known gap: `--ca-file` replaces the built-in web roots (webpki) rather than adding to
-//! them, so one run trusts either the public web or the internal CA.
 
 use std::path::Path;
 use std::time::Duration;
@@ -22,7 +24,12 @@ pub const USER_AGENT: &str = concat!("offgrid/", env!("CARGO_PKG_VERSION"));
 pub fn agent(ca_file: Option<&Path>, stall: Duration) -> Result<Agent, FetchError> {
     let mut tls = TlsConfig::builder();
     if let Some(p) = ca_file {
-        tls = tls.root_certs(load_ca(p)?);
+        let mut roots: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .map(|c| Certificate::from_der(c.as_ref()))
+            .collect();
+        roots.extend(load_ca(p)?);
+        tls = tls.root_certs(RootCerts::new_with_certs(&roots));
     }
     let config = Agent::config_builder()
         .http_status_as_error(false)
@@ -38,7 +45,8 @@ pub fn agent(ca_file: Option<&Path>, stall: Duration) -> Result<Agent, FetchErro
     Ok(config.into())
 }
 
-fn load_ca(path: &Path) -> Result<RootCerts, FetchError> {
+/// The certificates of a PEM file (at most 4 MiB, a regular file, at least one).
+fn load_ca(path: &Path) -> Result<Vec<Certificate<'static>>, FetchError> {
     let bad =
         |reason: String| FetchError::Usage(format!("--ca-file '{}': {reason}", path.display()));
     let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
@@ -55,7 +63,7 @@ fn load_ca(path: &Path) -> Result<RootCerts, FetchError> {
     if certs.is_empty() {
         return Err(bad("it holds no PEM certificate".into()));
     }
-    Ok(RootCerts::new_with_certs(&certs))
+    Ok(certs)
 }
 
 /// A header's value as text (first occurrence), if present and printable.
@@ -78,5 +86,40 @@ pub fn authed<B>(
             rb.header("Authorization", format!("Bearer {t}"))
         }
         _ => rb,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_file_adds_to_the_web_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        // Any DER in a CERTIFICATE block is taken as given (rustls parses it later).
+        std::fs::write(
+            &pem,
+            "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let a = agent(Some(&pem), Duration::from_secs(5)).unwrap();
+        let RootCerts::Specific(certs) = a.config().tls_config().root_certs() else {
+            panic!("expected specific roots");
+        };
+        let web = webpki_root_certs::TLS_SERVER_ROOT_CERTS.len();
+        assert!(web > 50);
+        assert_eq!(certs.len(), web + 1);
+        let plain = agent(None, Duration::from_secs(5)).unwrap();
+        assert!(matches!(
+            plain.config().tls_config().root_certs(),
+            RootCerts::WebPki
+        ));
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "nothing here\n").unwrap();
+        assert!(agent(Some(&empty), Duration::from_secs(5))
+            .unwrap_err()
+            .to_string()
+            .contains("no PEM certificate"));
     }
 }

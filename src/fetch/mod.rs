@@ -12,8 +12,7 @@
 //! limiter).
 //!
 //! Known gaps: bytes spliced from two mirrors are only attributed to a mirror when one
-//! mirror served the whole file (else every mirror that served bytes is named); a
-//! `--ca-file` replaces the built-in web roots instead of adding to them.
+//! mirror served the whole file (else every mirror that served bytes is named).
 
 pub mod catalog;
 pub mod client;

@@ -292,6 +292,9 @@ pub struct Flags {
     pub no_host_binary: bool,
     /// `DEST=SRC[,kind=K][,platform=P][,mode=OCTAL][,command=NAME]`.
     pub adds: Vec<String>,
+    /// The recipe's catalog entries (`NAME@VERSION`) already fetched: their HQ store
+    /// objects (`objects/AA/SHA256`, verified), used in place of a local path.
+    pub catalog_objects: BTreeMap<String, PathBuf>,
 }
 
 /// Splits `NAME=FILE`; a bare `FILE` (or one whose part before `=` looks like a path)
@@ -425,8 +428,33 @@ impl ReleaseInputs {
 
         // Models: the recipe's, then the flags'.
         let mut raw: Vec<(Option<String>, PathBuf)> = Vec::new();
+        let fetched = |reference: &str| {
+            flags
+                .catalog_objects
+                .get(reference)
+                .cloned()
+                .ok_or_else(|| PackError::BadArg {
+                    what: "recipe catalog entry",
+                    value: reference.to_owned(),
+                    reason: "the recipe names a catalog entry and no catalog was given".into(),
+                    help: "pass --catalog FILE|URL (with --pubkey or --trust for a signed catalog), or give `file`/`src`",
+                })
+        };
         if let Some(r) = r {
-            raw.extend(r.models.iter().map(|m| (m.name.clone(), m.file.clone())));
+            for m in &r.models {
+                match (&m.catalog, &m.file) {
+                    (Some(c), _) => {
+                        // Named after the entry: the object's file name is its sha256.
+                        let entry = c.split_once('@').map_or(c.as_str(), |(n, _)| n);
+                        raw.push((
+                            m.name.clone().or_else(|| Some(entry.to_owned())),
+                            fetched(c)?,
+                        ));
+                    }
+                    (None, Some(f)) => raw.push((m.name.clone(), f.clone())),
+                    (None, None) => {}
+                }
+            }
         }
         for m in &flags.models {
             let (name, file) = split_model_arg(m);
@@ -437,9 +465,14 @@ impl ReleaseInputs {
         let mut raw_adds: Vec<RawAdd> = Vec::new();
         if let Some(r) = r {
             for (i, f) in r.files.iter().enumerate() {
+                let src = match (&f.catalog, &f.src) {
+                    (Some(c), _) => fetched(c)?,
+                    (None, Some(p)) => p.clone(),
+                    (None, None) => continue,
+                };
                 raw_adds.push(RawAdd {
                     dest: f.dest.clone(),
-                    src: f.src.clone(),
+                    src,
                     kind: f.kind.clone(),
                     platform: f.platform.clone(),
                     mode: f.mode.map(|m| format!("{m:o}")),

@@ -3,7 +3,10 @@
 //! one reviewed file. SPEC.md §6 is normative; `formats/offgrid.toml` a full example.
 //!
 //! This file only reads the TOML (bounded, unknown fields refused) and resolves relative
-//! paths against the recipe's folder; [`super::inputs`] validates the values.
+//! paths against the recipe's folder; [`super::inputs`] validates the values. A model or
+//! file may name a catalog entry (`catalog = "NAME@VERSION"`, SPEC.md §6, §14.7) instead
+//! of a local path: the caller fetches those into the HQ store first
+//! ([`Recipe::catalog_refs`]) and hands their object paths to the inputs.
 //! Known gap: no `include` of other recipes, no variables.
 
 use std::collections::BTreeMap;
@@ -24,8 +27,10 @@ pub struct RecipeModel {
     /// The model's name on the stick (`offgrid run NAME`); default: the file name
     /// without its extension.
     pub name: Option<String>,
-    /// The GGUF file, relative to the recipe's folder.
-    pub file: PathBuf,
+    /// The GGUF file, relative to the recipe's folder (or `catalog`).
+    pub file: Option<PathBuf>,
+    /// A catalog entry `NAME@VERSION` fetched into the HQ store (or `file`).
+    pub catalog: Option<String>,
 }
 
 /// One `[[files]]` entry: a file or a folder carried at `dest` (SPEC.md §18.1).
@@ -34,8 +39,10 @@ pub struct RecipeModel {
 pub struct RecipeFile {
     /// Its bundle path (a file's path, or the folder the source folder becomes).
     pub dest: String,
-    /// The file or folder, relative to the recipe's folder.
-    pub src: PathBuf,
+    /// The file or folder, relative to the recipe's folder (or `catalog`).
+    pub src: Option<PathBuf>,
+    /// A catalog entry `NAME@VERSION` fetched into the HQ store (or `src`).
+    pub catalog: Option<String>,
     /// `program`, `library`, `data`, `document` or `model` (default `data`).
     pub kind: Option<String>,
     /// The platform tag of a program or library.
@@ -114,7 +121,28 @@ impl Recipe {
     /// Parses recipe text (paths left as written).
     pub fn parse(bytes: &[u8]) -> Result<Recipe, String> {
         let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+        let r: Recipe = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        for (i, m) in r.models.iter().enumerate() {
+            let at = format!("[[models]] {}", i + 1);
+            one_source(&at, "file", m.file.is_some(), m.catalog.as_deref())?;
+        }
+        for (i, f) in r.files.iter().enumerate() {
+            let at = format!("[[files]] {} (dest '{}')", i + 1, excerpt(&f.dest));
+            one_source(&at, "src", f.src.is_some(), f.catalog.as_deref())?;
+        }
+        Ok(r)
+    }
+
+    /// The catalog entries (`NAME@VERSION`) the recipe names, each once, in order.
+    pub fn catalog_refs(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let refs = self.models.iter().filter_map(|m| m.catalog.as_ref());
+        for r in refs.chain(self.files.iter().filter_map(|f| f.catalog.as_ref())) {
+            if !out.contains(r) {
+                out.push(r.clone());
+            }
+        }
+        out
     }
 
     fn resolve(&mut self, base: &Path) {
@@ -127,10 +155,39 @@ impl Recipe {
             fix(c);
         }
         self.signers.iter_mut().for_each(fix);
-        self.models.iter_mut().for_each(|m| fix(&mut m.file));
+        self.models
+            .iter_mut()
+            .filter_map(|m| m.file.as_mut())
+            .for_each(fix);
         self.binaries.values_mut().for_each(fix);
-        self.files.iter_mut().for_each(|f| fix(&mut f.src));
+        self.files
+            .iter_mut()
+            .filter_map(|f| f.src.as_mut())
+            .for_each(fix);
     }
+}
+
+/// An entry has exactly one of a local path (`field`) and `catalog`, and a catalog
+/// reference pins a version: `NAME@VERSION`.
+fn one_source(at: &str, field: &str, has_path: bool, catalog: Option<&str>) -> Result<(), String> {
+    match (has_path, catalog) {
+        (true, Some(_)) => Err(format!("{at}: give `{field}` or `catalog`, not both")),
+        (false, None) => Err(format!(
+            "{at}: missing `{field}` (or `catalog = \"NAME@VERSION\"`)"
+        )),
+        (false, Some(c)) => match c.split_once('@') {
+            Some((n, v)) if !n.is_empty() && v.parse::<crate::version::Version>().is_ok() => Ok(()),
+            _ => Err(format!(
+                "{at}: catalog = '{}' is not NAME@VERSION (a recipe pins the version)",
+                excerpt(c)
+            )),
+        },
+        (true, None) => Ok(()),
+    }
+}
+
+fn excerpt(s: &str) -> String {
+    crate::excerpt::excerpt(s)
 }
 
 #[cfg(test)]
@@ -162,6 +219,28 @@ mod tests {
         r.resolve(Path::new("/r"));
         assert_eq!(r.changelog.as_deref(), Some(Path::new("/r/c.md")));
         assert_eq!(r.signers[0], Path::new("/abs/k"));
-        assert_eq!(r.models[0].file, Path::new("/r/m/a.gguf"));
+        assert_eq!(r.models[0].file.as_deref(), Some(Path::new("/r/m/a.gguf")));
+    }
+
+    #[test]
+    fn example_catalog_entry_parses_when_uncommented() {
+        let text = include_str!("../../formats/offgrid.toml")
+            .replace("# [[models]]\n# catalog", "[[models]]\ncatalog");
+        let r = Recipe::parse(text.as_bytes()).unwrap();
+        assert_eq!(r.catalog_refs(), vec!["smollm2-135m-instruct@1.0.0"]);
+    }
+
+    #[test]
+    fn catalog_entries_instead_of_files() {
+        let r = Recipe::parse(
+            b"[[models]]\ncatalog = \"tiny@1.0\"\n[[files]]\ndest = \"docs/a.pdf\"\ncatalog = \"guide@2\"\n[[files]]\ndest = \"docs/b.pdf\"\ncatalog = \"tiny@1.0\"\n",
+        )
+        .unwrap();
+        assert_eq!(r.catalog_refs(), vec!["tiny@1.0", "guide@2"]);
+        let e = |t: &str| Recipe::parse(t.as_bytes()).unwrap_err();
+        assert!(e("[[models]]\nfile = \"a.gguf\"\ncatalog = \"a@1\"\n").contains("not both"));
+        assert!(e("[[models]]\nname = \"a\"\n").contains("missing `file`"));
+        assert!(e("[[models]]\ncatalog = \"tiny\"\n").contains("NAME@VERSION"));
+        assert!(e("[[files]]\ndest = \"x\"\n").contains("missing `src`"));
     }
 }
