@@ -53,6 +53,9 @@ fn one_is_refusal(e: &(dyn std::error::Error + 'static)) -> bool {
     if let Some(e) = e.downcast_ref::<crate::clone::CloneError>() {
         return e.is_refusal();
     }
+    if let Some(e) = e.downcast_ref::<crate::trustroot::RootError>() {
+        return e.is_refusal();
+    }
     if let Some(e) = e.downcast_ref::<crate::site::SiteError>() {
         return e.is_refusal();
     }

@@ -27,6 +27,7 @@ pub mod signed;
 pub mod site;
 pub mod torrent;
 pub mod trust;
+pub mod trustroot;
 pub mod update;
 pub mod usb;
 pub mod verify;

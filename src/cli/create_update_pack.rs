@@ -100,6 +100,8 @@ pub struct Args {
     /// Print the result as JSON Lines
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub roots: super::trust::RootsOpt,
 }
 
 pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -109,6 +111,7 @@ pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             path: args.output.display().to_string()
         });
     }
+    args.roots.check()?;
     for tree in &args.record {
         let (_, bytes, sigs) = update::install::read_tree_head(tree)?;
         history::record_tree(&hq, &bytes, &sigs, tree).with_context(|| {
@@ -241,6 +244,8 @@ pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     })
     .with_context(|| format!("writing update pack '{}'", args.output.display()))?;
     bar.finish_and_clear();
+    args.roots
+        .copy_into(ctx, &offgrid::fsutil::parent_dir(&args.output))?;
     if args.json {
         super::json_line("update-pack", serde_json::to_value(&r)?)?;
         return Ok(ExitCode::SUCCESS);

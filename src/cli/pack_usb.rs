@@ -77,6 +77,8 @@ pub struct Args {
     pub history: Option<PathBuf>,
     #[command(flatten)]
     pub expiry: super::site::ExpiresOpt,
+    #[command(flatten)]
+    pub roots: super::trust::RootsOpt,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -97,6 +99,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let inputs = ReleaseInputs::from_flags(&flags)?;
+    args.roots.check()?;
     usb::pack::check_dest(&args.dest, &inputs.bundle_id, &inputs.release, args.force)?;
     let limit = media::FileLimit::for_dest(&args.dest, max_flag);
     if args.dry_run {
@@ -140,6 +143,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         )
     })?;
     bar.finish_and_clear();
+    args.roots.copy_into(ctx, &args.dest)?;
     if args.read_back {
         read_back(&report, &keys, ctx, args.json)?;
     }
