@@ -117,9 +117,7 @@ impl RootError {
     /// True for a clean "no" (exit 1): a root or chain refused.
     pub fn is_refusal(&self) -> bool {
         match self {
-            RootError::Refused { .. } | RootError::Rollback { .. } | RootError::Gap { .. } => {
-                true
-            }
+            RootError::Refused { .. } | RootError::Rollback { .. } | RootError::Gap { .. } => true,
             RootError::Home(e) => e.is_refusal(),
             RootError::Io { .. } | RootError::Usage(_) => false,
         }
@@ -170,8 +168,8 @@ impl Root {
     /// at HQ on its own files).
     pub fn parse(bytes: &[u8]) -> Result<(Root, TrustPolicy), String> {
         let text = std::str::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_owned())?;
-        let r: Root = toml::from_str(text)
-            .map_err(|e| crate::excerpt::message(e.to_string().trim_end()))?;
+        let r: Root =
+            toml::from_str(text).map_err(|e| crate::excerpt::message(e.to_string().trim_end()))?;
         let policy = r.check()?;
         Ok((r, policy))
     }
@@ -195,9 +193,8 @@ impl Root {
         }
         let mut keys: Vec<PublicKey> = Vec::new();
         for (i, k) in self.keys.iter().enumerate() {
-            let pk = crate::update::home::parse_key_line(&k.pubkey).ok_or_else(|| {
-                format!("key {} is not a minisign public key line (RW…)", i + 1)
-            })?;
+            let pk = crate::update::home::parse_key_line(&k.pubkey)
+                .ok_or_else(|| format!("key {} is not a minisign public key line (RW…)", i + 1))?;
             if pk.key_id() != k.id {
                 return Err(format!(
                     "key {} says id '{}' but its public key's id is {}",
@@ -472,19 +469,16 @@ pub fn verify_next(cur: &TrustState, raw: &RawRoot) -> Result<(Root, TrustState)
         other => other.to_string(),
     };
     // 1. The current root's threshold over the exact bytes, before any parse.
-    let by_old = cur
-        .policy
-        .check_bytes(&raw.bytes, &raw.sigs)
-        .map_err(|e| {
-            refused(format!(
-                "it is not signed by the threshold of root {} ({})",
-                cur.version,
-                why(e)
-            ))
-        })?;
+    let by_old = cur.policy.check_bytes(&raw.bytes, &raw.sigs).map_err(|e| {
+        refused(format!(
+            "it is not signed by the threshold of root {} ({})",
+            cur.version,
+            why(e)
+        ))
+    })?;
     // 2. The parse.
-    let (root, policy) = Root::parse(&raw.bytes)
-        .map_err(|e| refused(format!("{e}\nhelp: {HELP_FORMAT}")))?;
+    let (root, policy) =
+        Root::parse(&raw.bytes).map_err(|e| refused(format!("{e}\nhelp: {HELP_FORMAT}")))?;
     if root.version != raw.version {
         return Err(refused(format!(
             "the file is named for version {} but holds version {}",
@@ -670,7 +664,10 @@ pub fn prepare(dir: &Path, root: &Root, signers: &[SecretKey]) -> Result<RawRoot
     for sk in signers {
         let id = sk.public.key_id();
         if seen.insert(id.clone()) {
-            sigs.push((sig_file(root.version, &id), sign_root(sk, root.version, &bytes)?));
+            sigs.push((
+                sig_file(root.version, &id),
+                sign_root(sk, root.version, &bytes)?,
+            ));
         }
     }
     sigs.sort();
