@@ -538,3 +538,44 @@ fn apply_update_applies_the_roots_beside_the_pack() {
     let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
     assert!(err.contains("now at root version 2"), "{err}");
 }
+
+/// `status --verify` records its result in the home; a receipt written afterwards
+/// (without --verify) carries that last full verification with the damaged paths.
+#[test]
+fn a_receipt_carries_the_last_status_verify() {
+    let w = u::world(32 << 10);
+    w.cmd()
+        .args(["install", "--no-receipt", "--from", "v1", "--pubkey"])
+        .arg(&w.pubkey)
+        .assert()
+        .success();
+    let readme = u::current_dir(&w.home()).join("README.txt");
+    let mut bytes = fs::read(&readme).unwrap();
+    bytes[0] ^= 1;
+    fs::write(&readme, bytes).unwrap();
+    w.cmd().args(["status", "--verify"]).assert().code(1);
+    let rec = w.home().join("site/last-verify.json");
+    let v: Value = serde_json::from_slice(&fs::read(&rec).unwrap()).unwrap();
+    assert_eq!(v["release"], "1.0.0");
+    fs::create_dir_all(w.p("stick")).unwrap();
+    w.cmd()
+        .args(["receipt", "--to", "stick"])
+        .assert()
+        .success();
+    let dir = w.p("stick/receipts");
+    let name = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|n| n.ends_with(".toml"))
+        .unwrap();
+    let text = fs::read_to_string(dir.join(name)).unwrap();
+    let r: toml::Value = toml::from_str(&text).unwrap();
+    let ver = &r["verification"];
+    assert_eq!(ver["time"].as_str(), v["time"].as_str(), "{text}");
+    let damaged = ver["damaged"].as_array().unwrap();
+    assert_eq!(damaged.len(), 1, "{text}");
+    assert!(
+        damaged[0].as_str().unwrap().starts_with("'README.txt': "),
+        "{text}"
+    );
+}
