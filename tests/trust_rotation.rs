@@ -202,6 +202,19 @@ fn rotation_lets_a_release_signed_by_the_new_key_install() {
     assert_eq!(s["version"], 2);
     assert_eq!(T::key_ids(&s), [t.id("b")]);
     assert!(t.p("home/roots/2.root.toml").is_file());
+    // Receipts tell HQ which root the site is at.
+    fs::create_dir_all(t.p("stick")).unwrap();
+    t.cmd()
+        .args(["receipt", "--to", "stick"])
+        .assert()
+        .success();
+    let name = fs::read_dir(t.p("stick/receipts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|n| n.ends_with(".toml"))
+        .unwrap();
+    let text = fs::read_to_string(t.p("stick/receipts").join(name)).unwrap();
+    assert!(text.contains("trust_root = 2"), "{text}");
     // A first install that pins only A catches up from the same stick.
     let a = t
         .cmd()
@@ -578,4 +591,37 @@ fn a_receipt_carries_the_last_status_verify() {
         damaged[0].as_str().unwrap().starts_with("'README.txt': "),
         "{text}"
     );
+}
+
+/// The worked example of SPEC.md §19 (`formats/roots.example/`) is a real chain: stock
+/// minisign checks its signatures, and a site pinning `old.pub` reaches root 2.
+#[test]
+fn the_roots_example_is_a_valid_chain() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("formats/roots.example");
+    let old = offgrid::keys::PublicKey::load(&dir.join("old.pub")).unwrap();
+    let new = offgrid::keys::PublicKey::load(&dir.join("new.pub")).unwrap();
+    for (file, key) in [
+        (format!("1.{}.minisig", old.key_id()), "old.pub"),
+        (format!("2.{}.minisig", old.key_id()), "old.pub"),
+        (format!("2.{}.minisig", new.key_id()), "new.pub"),
+    ] {
+        let v = if file.starts_with('1') { "1" } else { "2" };
+        let out = std::process::Command::new("minisign")
+            .arg("-Vm")
+            .arg(dir.join(format!("{v}.root.toml")))
+            .arg("-x")
+            .arg(dir.join(&file))
+            .arg("-p")
+            .arg(dir.join(key))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{file}: {out:?}");
+    }
+    let start = offgrid::trustroot::TrustState::implicit(
+        offgrid::trust::TrustPolicy::from_keys(vec![old.clone()]).unwrap(),
+    );
+    let chain = offgrid::trustroot::advance(&start, &dir).unwrap();
+    assert_eq!(chain.state.version, 2);
+    assert_eq!(chain.state.policy.keys, vec![new]);
+    assert!(chain.state.revoked.contains(&old.key_id()));
 }

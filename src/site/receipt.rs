@@ -53,6 +53,10 @@ pub struct Receipt {
     /// The newest signed time the home accepted (§17.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest_signed: Option<String>,
+    /// The version of the signed trust root the home is at (SPEC.md §19); absent at
+    /// the implicit root 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_root: Option<u64>,
     pub offgrid_version: String,
     pub platform: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,6 +266,7 @@ pub fn write(
         sequence: s.site.receipts,
         written: crate::manifest::now_rfc3339(),
         newest_signed: s.site.newest_signed.clone(),
+        trust_root: s.site.root.as_ref().map(|r| r.version),
         offgrid_version: env!("CARGO_PKG_VERSION").into(),
         platform: crate::platform::Platform::host().to_string(),
         free_bytes: crate::media::free_bytes(&home.root),
