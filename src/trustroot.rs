@@ -548,13 +548,32 @@ pub struct Chain {
 
 /// Applies, in memory, every root of `dir` newer than `cur`, in order; roots at or
 /// below `cur.version` are skipped (a stick carries the whole chain). A missing version
-/// or any refused root refuses the whole chain.
+/// or any refused root refuses the whole chain. From the implicit root 0, the chain
+/// starts at the first root the pinned keys sign (roots before it are skipped); when
+/// they sign none, the first refusal is the answer.
 pub fn advance(cur: &TrustState, dir: &Path) -> Result<Chain, RootError> {
     let roots = list(dir)?;
     let newest_offered = roots.keys().next_back().copied();
     let mut state = cur.clone();
     let mut applied = Vec::new();
+    // At the implicit root 0 the pinned keys may be those of any root (a site given a
+    // newer key directly): the chain starts at the first root they sign.
+    let mut first_refusal = None;
     for (v, sigs) in roots.range(cur.version + 1..) {
+        if state.version == 0 {
+            let raw = read_raw(dir, *v, sigs)?;
+            match verify_next(&state, &raw) {
+                Ok((root, next)) => {
+                    applied.push(Applied { raw, root });
+                    state = next;
+                }
+                Err(e @ RootError::Refused { .. }) => {
+                    first_refusal.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
         if *v != state.version + 1 {
             return Err(RootError::Gap {
                 dir: dir.display().to_string(),
@@ -566,6 +585,9 @@ pub fn advance(cur: &TrustState, dir: &Path) -> Result<Chain, RootError> {
         let (root, next) = verify_next(&state, &raw)?;
         applied.push(Applied { raw, root });
         state = next;
+    }
+    if let (0, Some(e)) = (state.version, first_refusal) {
+        return Err(e);
     }
     Ok(Chain {
         dir: dir.to_path_buf(),

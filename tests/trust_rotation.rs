@@ -232,6 +232,21 @@ fn rotation_lets_a_release_signed_by_the_new_key_install() {
         .success();
     let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
     assert!(text.starts_with("root version 2 "), "{text}");
+    // A site given B directly starts the chain at root 2, the first root B signs.
+    t.cmd()
+        .env("OFFGRID_HOME", t.p("home3"))
+        .args(["install", "--no-receipt", "--from", "v2", "--pubkey"])
+        .arg(t.key("b").1)
+        .assert()
+        .success();
+    let out = t
+        .cmd()
+        .env("OFFGRID_HOME", t.p("home3"))
+        .args(["trust", "show"])
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(text.starts_with("root version 2 "), "{text}");
 }
 
 /// Vector 2: root 2 lacking the old root's threshold (A's signature gone) is refused;
