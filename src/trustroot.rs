@@ -768,6 +768,53 @@ mod tests {
         assert_eq!(version_of("1.root.toml.minisig"), None);
     }
 
+    const ROOT2: &str = include_str!("../formats/roots.example/2.root.toml");
+
+    #[test]
+    fn the_example_parses_and_round_trips() {
+        let (r, p) = Root::parse(ROOT2.as_bytes()).unwrap();
+        assert_eq!(r.version, 2);
+        assert_eq!(p.threshold, 1);
+        assert_eq!(r.to_toml(), ROOT2);
+    }
+
+    #[test]
+    fn bad_roots_are_refused() {
+        let id = ROOT2
+            .lines()
+            .find_map(|l| l.strip_prefix("id = \""))
+            .unwrap()
+            .trim_end_matches('"')
+            .to_owned();
+        for (from, to, why) in [
+            ("version = 2", "version = 0", "version is 0"),
+            ("threshold = 1", "threshold = 2", "threshold is 2"),
+            ("threshold = 1", "threshold = 0", "threshold is 0"),
+            ("offgrid-root/1", "offgrid-root/9", "format is"),
+            (
+                "expiry_policy = \"refuse\"",
+                "expiry_policy = \"maybe\"",
+                "unknown variant",
+            ),
+            (
+                "revoked = [",
+                &format!("revoked = [\"{id}\", "),
+                "listed and revoked",
+            ),
+            (
+                &format!("id = \"{id}\""),
+                "id = \"0000000000000000\"",
+                "its public key's id",
+            ),
+            ("threshold = 1", "threshold = 1\nextra = 1", "unknown field"),
+        ] {
+            let text = ROOT2.replacen(from, to, 1);
+            assert_ne!(text, ROOT2, "{from}");
+            let e = Root::parse(text.as_bytes()).unwrap_err();
+            assert!(e.contains(why), "{from} -> {to}: {e}");
+        }
+    }
+
     #[test]
     fn policy_parses() {
         assert_eq!("warn".parse::<ExpiryPolicy>(), Ok(ExpiryPolicy::Warn));
