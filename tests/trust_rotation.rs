@@ -640,3 +640,75 @@ fn the_roots_example_is_a_valid_chain() {
     assert_eq!(chain.state.policy.keys, vec![new]);
     assert!(chain.state.revoked.contains(&old.key_id()));
 }
+
+/// `pack-usb --roots` carries the chain on the stick; a site pinning the old key
+/// installs a stick signed only by the key root 2 adds. A `--roots` without roots is
+/// refused before anything is written.
+#[test]
+fn pack_usb_carries_the_chain_on_the_stick() {
+    let ws = crate::support::Ws::new();
+    ws.keypair("b");
+    ws.model("in/tiny.gguf", 16, 3);
+    ws.offgrid(&[
+        "trust", "init", "--out", "trust", "--key", "hq.pub", "--sign", "hq.key",
+    ])
+    .success();
+    ws.offgrid(&[
+        "trust",
+        "rotate",
+        "--root",
+        "trust",
+        "--add-key",
+        "b.pub",
+        "--sign-old",
+        "hq.key",
+        "--sign-new",
+        "b.key",
+    ])
+    .success();
+    let pack = |roots: &str| {
+        ws.offgrid(&[
+            "pack-usb",
+            "stick",
+            "--release",
+            "1.0.0",
+            "--bundle-id",
+            "org.example.clinic",
+            "--model",
+            "in/tiny.gguf",
+            "--no-host-binary",
+            "--sign-with",
+            "b.key",
+            "--roots",
+            roots,
+        ])
+    };
+    let a = pack("in").code(2);
+    assert!(
+        stderr(&a).contains("--roots 'in' holds no trust roots"),
+        "{}",
+        stderr(&a)
+    );
+    assert!(!ws.path("stick/manifest.toml").exists());
+    pack("trust").success();
+    assert!(ws.path("stick/roots/2.root.toml").is_file());
+    let a = ws
+        .offgrid(&[
+            "install",
+            "--no-receipt",
+            "--from",
+            "stick",
+            "--home",
+            "home",
+            "--bin-dir",
+            "bin",
+            "--pubkey",
+            "hq.pub",
+        ])
+        .success();
+    assert!(
+        stderr(&a).contains("now at root version 2"),
+        "{}",
+        stderr(&a)
+    );
+}
