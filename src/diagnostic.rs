@@ -80,6 +80,7 @@ registry!(
     crate::site::SiteError,
     crate::torrent::TorrentError,
     crate::trust::TrustError,
+    crate::trustroot::RootError,
     crate::update::UpdateError,
     crate::update::delta::DeltaError,
     crate::usb::PackError,

@@ -29,6 +29,7 @@ pub mod site;
 pub mod toml_guard;
 pub mod torrent;
 pub mod trust;
+pub mod trustroot;
 pub mod units;
 pub mod update;
 pub mod usb;

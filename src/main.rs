@@ -57,6 +57,8 @@ enum Command {
     Fetch(cli::fetch::Args),
     /// List catalog entries newer than the ones the latest recorded releases use
     CheckUpdates(cli::fetch::CheckArgs),
+    /// Trust roots: HQ rotates and revokes its signing keys; sites apply the chain
+    Trust(cli::trust::Args),
     /// Print this site's public key (for HQ to enrol)
     SiteKey(cli::site::SiteKeyArgs),
     /// Write this site's signed receipt onto a stick or folder
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         Command::Torrent(a) => cli::torrent::run(a, &g),
         Command::Fetch(a) => cli::fetch::run(a, &g),
         Command::CheckUpdates(a) => cli::fetch::check_updates(a, &g),
+        Command::Trust(a) => cli::trust::run(a, &g),
         Command::SiteKey(a) => cli::site::site_key(a, &g),
         Command::Receipt(a) => cli::site::receipt(a, &g),
         Command::Receipts(a) => cli::site::receipts(a, &g),

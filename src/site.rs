@@ -102,6 +102,10 @@ pub struct SiteState {
     /// Receipts written so far (the last receipt's `sequence`).
     #[serde(default)]
     pub receipts: u64,
+    /// The signed trust root this home is at (SPEC.md §19); absent: the implicit root 0
+    /// of the pinned keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<crate::trustroot::RootRecord>,
 }
 
 /// `HOME/site/failures.json`: the newest failed operations. Kept apart from

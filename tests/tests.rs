@@ -31,6 +31,7 @@ mod scripts;
 mod signing;
 mod site_hardening;
 mod torrent;
+mod trust_rotation;
 mod update;
 mod update_hostile;
 mod update_hq;

@@ -35,6 +35,14 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if args.dry_run {
         return dry_run(&args, &home);
     }
+    // Newer trust roots beside the pack first (SPEC.md §19).
+    super::trust::apply_found(
+        ctx,
+        &home,
+        &offgrid::fsutil::parent_dir(&args.pack),
+        None,
+        args.out.json,
+    )?;
     let bar = ctx.bar("applying", args.out.json);
     let r = update::apply::apply_update_keeping(
         &home,
@@ -51,6 +59,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     })
     .map_err(|e| super::site::note_failure(&home, "apply-update", e))?;
     bar.finish_and_clear();
+    for w in &r.warnings {
+        ctx.warn(w);
+    }
     super::install::print_recovery(ctx, r.recovered.as_ref(), args.out.json)?;
     // The shims resolve through `current`; refreshing them adds the new release's
     // commands (SPEC.md §18.5), in the folder the install chose.

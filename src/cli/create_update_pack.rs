@@ -80,6 +80,8 @@ pub struct Args {
     /// The catalog the recipe's `catalog = "NAME@VERSION"` entries come from (SPEC.md §14.7)
     #[command(flatten)]
     pub catalog: super::fetch::CatalogSource,
+    #[command(flatten)]
+    pub roots: super::trust::RootsOpt,
 }
 
 pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -89,6 +91,7 @@ pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             path: args.output.display().to_string()
         });
     }
+    args.roots.check()?;
     for tree in &args.record {
         let (_, bytes, sigs) = update::install::read_tree_head(tree)?;
         history::record_tree(&hq, &bytes, &sigs, tree).with_context(|| {
@@ -218,6 +221,8 @@ pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     })
     .with_context(|| format!("writing update pack '{}'", args.output.display()))?;
     bar.finish_and_clear();
+    args.roots
+        .copy_into(ctx, &offgrid::fsutil::parent_dir(&args.output))?;
     if args.out.json {
         super::json_line("update-pack", serde_json::to_value(&r)?)?;
         return Ok(ExitCode::SUCCESS);

@@ -98,6 +98,14 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if args.dry_run {
         return dry_run(&args, &home, policy);
     }
+    // Newer trust roots on the stick first, so a release signed by a rotated key
+    // installs (SPEC.md §19).
+    let first = home.read_state().ok().flatten().is_none();
+    let chain = super::trust::apply_found(ctx, &home, &args.from, policy.as_ref(), args.out.json)?;
+    let policy = match &chain {
+        Some(c) if first => Some(c.state.policy.clone()),
+        _ => policy,
+    };
     // Issue 10 (site): a stick of the release already installed repairs the home.
     if update::repair::is_installed_release(&home, &args.from) {
         ctx.note(&format!(
@@ -128,6 +136,12 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     })
     .map_err(|e| super::site::note_failure(&home, "install", e))?;
     bar.finish_and_clear();
+    for w in &r.warnings {
+        ctx.warn(w);
+    }
+    if let Some(c) = chain.as_ref().filter(|_| first) {
+        super::trust::record_after_install(&home, c)?;
+    }
     let dir = update::shims::bin_dir(&home, args.bin_dir.as_deref(), args.home.dir().is_some());
     let shims = write_shims(ctx, &home, &dir);
     super::site::auto_receipt(ctx, &home, &args.from, &args.receipt, args.out.json);

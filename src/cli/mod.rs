@@ -22,6 +22,7 @@ pub mod site;
 pub mod status;
 pub mod sync;
 pub mod torrent;
+pub mod trust;
 pub mod trust_args;
 pub mod verify;
 

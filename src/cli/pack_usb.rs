@@ -50,6 +50,8 @@ pub struct Args {
     /// The catalog the recipe's `catalog = "NAME@VERSION"` entries come from (SPEC.md §14.7)
     #[command(flatten)]
     pub catalog: super::fetch::CatalogSource,
+    #[command(flatten)]
+    pub roots: super::trust::RootsOpt,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
@@ -67,6 +69,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let inputs = ReleaseInputs::from_flags(&flags)?;
+    args.roots.check()?;
     usb::pack::check_dest(&args.dest, &inputs.bundle_id, &inputs.release, args.force)?;
     let limit = media::FileLimit::for_dest(&args.dest, max_flag);
     if args.dry_run {
@@ -110,6 +113,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         )
     })?;
     bar.finish_and_clear();
+    args.roots.copy_into(ctx, &args.dest)?;
     if args.read_back {
         read_back(&report, &keys, ctx, args.out.json)?;
     }

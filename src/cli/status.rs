@@ -34,6 +34,10 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let c = update::damage::verify_home(&home, cache.as_ref(), &super::progress_fn(&bar))
             .with_context(|| format!("verifying the site home '{}'", home.root.display()))?;
         bar.finish_and_clear();
+        // Receipts carry the last full verification (SPEC.md §17.2).
+        if let Err(e) = offgrid::site::receipt::record_check(&home, &c) {
+            ctx.warn(&format!("the result was not recorded for receipts: {e}"));
+        }
         r.hashed = true;
         Some(c)
     } else {

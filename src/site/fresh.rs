@@ -4,8 +4,11 @@
 //! that time is refused. The site's own clock is never consulted, so a clock far in the
 //! future cannot lock a site out and a clock in the past cannot let a frozen release in.
 //!
+//! The policy (`refuse`, or `warn`: install with a warning) comes from the home's signed
+//! trust root ([`crate::trustroot`], SPEC.md §19); a home without a root refuses.
+//!
 //! Known gap: a site that has never seen anything newer than an expired release still
-//! accepts it (it cannot know better without a clock); the policy is always "refuse".
+//! accepts it (it cannot know better without a clock).
 
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -48,6 +51,26 @@ pub fn check(seen: Option<&str>, m: &Manifest) -> Result<(), UpdateError> {
             newest: newest_text,
         }),
         _ => Ok(()),
+    }
+}
+
+/// [`check`] under the home's expiry policy: with `warn` an expired release passes and
+/// the refusal's first line comes back as a warning.
+pub fn check_policy(
+    seen: Option<&str>,
+    m: &Manifest,
+    policy: crate::trustroot::ExpiryPolicy,
+) -> Result<Option<String>, UpdateError> {
+    match check(seen, m) {
+        Ok(()) => Ok(None),
+        Err(e @ UpdateError::Expired { .. }) if policy == crate::trustroot::ExpiryPolicy::Warn => {
+            let text = e.to_string();
+            Ok(Some(format!(
+                "{} (installed anyway: the trust root's expiry policy is 'warn')",
+                text.lines().next().unwrap_or_default()
+            )))
+        }
+        Err(e) => Err(e),
     }
 }
 

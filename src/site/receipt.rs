@@ -53,6 +53,10 @@ pub struct Receipt {
     /// The newest signed time the home accepted (§17.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest_signed: Option<String>,
+    /// The version of the signed trust root the home is at (SPEC.md §19); absent at
+    /// the implicit root 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_root: Option<u64>,
     pub offgrid_version: String,
     pub platform: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -167,6 +171,62 @@ fn full_check(home: &Home, progress: crate::Progress) -> Result<Verification, Si
     })
 }
 
+/// `HOME/site/last-verify.json`: the result of the last full verification of the
+/// current release (`status --verify`, `receipt --verify`), which receipts carry.
+pub fn last_verification_path(home: &Home) -> PathBuf {
+    home.root
+        .join(crate::site::SITE_DIR)
+        .join("last-verify.json")
+}
+
+/// Records the current release's part of a `status --verify` check (atomic replace).
+pub fn record_check(
+    home: &Home,
+    check: &crate::update::damage::HomeCheck,
+) -> Result<(), SiteError> {
+    let Some(v) = check.versions.iter().find(|v| v.current) else {
+        return Ok(());
+    };
+    let mut damaged: Vec<String> = v
+        .damaged
+        .iter()
+        .map(|d| format!("'{}': {}", d.path, d.detail))
+        .collect();
+    if let Some(p) = &v.manifest_problem {
+        damaged.insert(0, format!("the release's manifest or signatures: {p}"));
+    }
+    record_verification(
+        home,
+        &Verification {
+            time: crate::manifest::now_rfc3339(),
+            release: v.release.clone(),
+            files: v.files,
+            damaged,
+        },
+    )
+}
+
+/// Writes `v` as the home's last full verification.
+pub fn record_verification(home: &Home, v: &Verification) -> Result<(), SiteError> {
+    let p = last_verification_path(home);
+    let dir = crate::fsutil::parent_dir(&p);
+    std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+    let mut text = serde_json::to_string_pretty(v).unwrap_or_default();
+    text.push('\n');
+    crate::fsutil::atomic_write(&p, text.as_bytes()).map_err(io_err("write", &p))
+}
+
+/// The home's last full verification, when one was recorded for `release` (an older
+/// release's result says nothing about the current one).
+pub fn last_verification(home: &Home, release: &str) -> Option<Verification> {
+    match crate::hash::read_regular_bounded(&last_verification_path(home), 1 << 20, false) {
+        Ok(Ok(b)) => serde_json::from_slice::<Verification>(&b)
+            .ok()
+            .filter(|v| v.release == release),
+        _ => None,
+    }
+}
+
 /// Writes this site's receipt into `to/receipts/` (see the module doc). `verify` runs a
 /// full verification of the current release first and records its result.
 pub fn write(
@@ -187,9 +247,11 @@ pub fn write(
     // Status recovers, then checks the current files' presence and sizes.
     let st = crate::update::status::status(home)?;
     let verification = if verify {
-        Some(full_check(home, progress)?)
+        let v = full_check(home, progress)?;
+        record_verification(home, &v)?;
+        Some(v)
     } else {
-        None
+        last_verification(home, &st.release)
     };
     let lock = home.lock(false, "receipt")?;
     let mut s = home.state()?;
@@ -204,6 +266,7 @@ pub fn write(
         sequence: s.site.receipts,
         written: crate::manifest::now_rfc3339(),
         newest_signed: s.site.newest_signed.clone(),
+        trust_root: s.site.root.as_ref().map(|r| r.version),
         offgrid_version: env!("CARGO_PKG_VERSION").into(),
         platform: crate::platform::Platform::host().to_string(),
         free_bytes: crate::media::free_bytes(&home.root),

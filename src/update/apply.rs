@@ -41,6 +41,9 @@ pub struct ApplyReport {
     pub changelog: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovered: Option<Recovery>,
+    /// Warnings (an expired release applied under the `warn` expiry policy).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Refuses, before the home is touched, a pack path that is missing or not a regular
@@ -93,6 +96,7 @@ pub fn apply_update_keeping(
     let used: std::cell::RefCell<std::collections::BTreeMap<String, Option<u32>>> =
         Default::default();
     let pack_name = pack_path.display().to_string();
+    let warnings: std::cell::RefCell<Vec<String>> = Default::default();
     let host = crate::platform::Platform::host().to_string();
 
     let res = read_pack(
@@ -113,7 +117,13 @@ pub fn apply_update_keeping(
                     to: p.to.to_string(),
                 });
             }
-            crate::site::fresh::check(state.site.newest_signed.as_deref(), &h.manifest)?;
+            if let Some(w) = crate::site::fresh::check_policy(
+                state.site.newest_signed.as_deref(),
+                &h.manifest,
+                crate::trustroot::expiry_policy(&state),
+            )? {
+                warnings.borrow_mut().push(w);
+            }
             let from =
                 p.from_release(&state.current.release)
                     .ok_or_else(|| UpdateError::WrongBase {
@@ -325,5 +335,6 @@ pub fn apply_update_keeping(
         bytes_written: written,
         changelog: head.pack.changelog.clone(),
         recovered,
+        warnings: warnings.take(),
     })
 }

@@ -35,6 +35,9 @@ pub struct InstallReport {
     pub threshold: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovered: Option<Recovery>,
+    /// Warnings (an expired release installed under the `warn` expiry policy).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 fn bad(root: &Path, reason: impl Into<String>) -> UpdateError {
@@ -125,7 +128,13 @@ pub fn install(
         }
     }
     let seen = state.as_ref().and_then(|s| s.site.newest_signed.clone());
-    crate::site::fresh::check(seen.as_deref(), &m)?;
+    let expiry = state
+        .as_ref()
+        .map(crate::trustroot::expiry_policy)
+        .unwrap_or_default();
+    let warnings: Vec<String> = crate::site::fresh::check_policy(seen.as_deref(), &m, expiry)?
+        .into_iter()
+        .collect();
     // Only this computer's programs and libraries are installed (SPEC.md §18.2).
     let host = crate::platform::Platform::host().to_string();
     // Every file must be there and a regular file before anything is staged.
@@ -227,5 +236,6 @@ pub fn install(
         pinned_keys: new_state.trust.keys.len(),
         threshold: new_state.trust.threshold,
         recovered,
+        warnings,
     })
 }
