@@ -245,6 +245,35 @@ fn every_json_record_carries_schema_and_the_documented_fields() {
         0,
     );
     step("inspect", &["inspect", "up.ogpack", "--json"], 0);
+    // A catalog naming a recorded file, with a newer version of it.
+    let same =
+        w.v1.files
+            .iter()
+            .find(|f| f.path == "data/same.txt")
+            .unwrap();
+    let entry = |version: &str, sha: &str| {
+        format!(
+            "[[entries]]\nname = \"same\"\nversion = \"{version}\"\nkind = \"model\"\n\
+             format = \"gguf\"\nsize = {}\nsha256 = \"{sha}\"\n\
+             mirrors = [\"https://models.example.org/same.gguf\"]\n\n",
+            same.size
+        )
+    };
+    fs::write(
+        w.p("catalog.toml"),
+        format!(
+            "format = \"offgrid-catalog/1\"\ncatalog_id = \"org.example.models\"\n\
+             version = \"1\"\n\n{}{}",
+            entry("1.0.0", &same.sha256),
+            entry("2.0.0", &"0".repeat(64))
+        ),
+    )
+    .unwrap();
+    step(
+        "check-updates",
+        &["check-updates", "--catalog", "catalog.toml", "--json"],
+        0,
+    );
     step(
         "clone",
         &[
@@ -343,6 +372,9 @@ fn every_json_record_carries_schema_and_the_documented_fields() {
         "rollback rolled-back",
         "gc gc",
         "models machine",
+        "models model",
+        "check-updates entry",
+        "check-updates summary",
         "site-key site-key",
         "receipt receipt",
         "receipts summary",
