@@ -17,6 +17,7 @@ mod core_hostile;
 mod crash;
 mod delta;
 mod fetch;
+mod json_records;
 mod keys;
 mod lan;
 mod launcher;

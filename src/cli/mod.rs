@@ -197,8 +197,15 @@ pub fn out(s: &str) -> io::Result<()> {
     }
 }
 
-/// Prints a JSON Lines record `{"type": ty, "data": data}` (SPEC.md §9).
-pub fn json_line(ty: &str, data: serde_json::Value) -> io::Result<()> {
+/// The schema every JSON record carries when its command sets none of its own (SPEC.md §9).
+pub const JSON_SCHEMA: u32 = 1;
+
+/// Prints a JSON Lines record `{"type": ty, "data": data}` (SPEC.md §9). Every record's
+/// `data` carries `schema`: the command's own when it set one, else [`JSON_SCHEMA`].
+pub fn json_line(ty: &str, mut data: serde_json::Value) -> io::Result<()> {
+    if let Some(o) = data.as_object_mut() {
+        o.entry("schema").or_insert_with(|| JSON_SCHEMA.into());
+    }
     let line = serde_json::json!({ "type": ty, "data": data });
     out(&format!("{line}\n"))
 }
