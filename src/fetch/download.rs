@@ -120,7 +120,6 @@ pub fn download(
         let mut last_sync = Instant::now();
         let mut last_event = Instant::now() - Duration::from_secs(1);
         let mut saved: Vec<u64> = st.done.clone();
-        let mut last_quick = Instant::now();
         loop {
             let finished = handles.iter().all(|h| h.is_finished());
             let now_done: Vec<u64> = done.iter().map(|d| d.load(Ordering::SeqCst)).collect();
@@ -131,10 +130,7 @@ pub fn download(
                 });
                 last_event = Instant::now();
             }
-            // The state file follows at most four times a second: each save is a write
-            // and a rename, which cost the disk more than the claims they record.
-            if finished || (now_done != saved && last_quick.elapsed() >= QUICK_SAVE_EVERY) {
-                last_quick = Instant::now();
+            if now_done != saved || finished {
                 if let Some(s) = partial.state.as_mut() {
                     s.done = now_done.clone();
                     if !s.sources.iter().any(|u| u == url) {
@@ -186,9 +182,6 @@ pub fn download(
         }
     }
 }
-
-/// Shortest time between two (unsynced) saves of the download state.
-const QUICK_SAVE_EVERY: Duration = Duration::from_millis(250);
 
 /// Bytes a connection writes between two requests to start their write-back.
 const WRITEBACK_STEP: u64 = 8 << 20;
