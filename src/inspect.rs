@@ -22,7 +22,7 @@ use crate::models::template::TemplateSummary;
 use crate::toml_guard::{self, TooCostly, MAX_UNVERIFIED_BYTES};
 use crate::update::pack::{
     Encoding, PackManifest, BUNDLE_MANIFEST, MAX_PACK_MANIFEST, MAX_SIG, MAX_SIGS, PACK_MANIFEST,
-    PACK_SIGS, PAYLOADS, RELEASE_SIGS,
+    PACK_ROOTS, PACK_SIGS, PAYLOADS, RELEASE_SIGS,
 };
 
 /// Why a path could not be inspected (all usage or I/O errors, exit 2).
@@ -94,6 +94,9 @@ pub struct PackView {
     pub manifest: Manifest,
     pub signatures: Vec<SignatureFile>,
     pub release_signatures: Vec<SignatureFile>,
+    /// File names of the trust roots leading the pack (`N.root.toml`, `N.KEYID.minisig`),
+    /// not verified.
+    pub roots: Vec<String>,
 }
 
 /// What one from-release of a pack would get: the changes it names.
@@ -247,7 +250,10 @@ pub fn inspect_pack(path: &Path) -> Result<PackView, InspectError> {
         .map_err(|e| not_a_pack(format!("not a tar file: {e}")))?;
     let (mut pack, mut manifest) = (None, None);
     let (mut signatures, mut release_signatures) = (Vec::new(), Vec::new());
-    for (i, e) in entries.enumerate() {
+    let mut roots = Vec::new();
+    let mut skipped = 0usize;
+    for (j, e) in entries.enumerate() {
+        let i = j - skipped;
         let mut e = match e {
             Ok(e) => e,
             Err(err) if i == 0 => return Err(not_a_pack(format!("not a tar file: {err}"))),
@@ -258,6 +264,14 @@ pub fn inspect_pack(path: &Path) -> Result<PackView, InspectError> {
             .map_err(|e| malformed(path, "an update pack", e))?
             .to_string_lossy()
             .into_owned();
+        // A chain of trust roots may lead the pack (SPEC.md §7.2); listed, not read.
+        if let Some(file) = name.strip_prefix(&format!("{PACK_ROOTS}/")) {
+            if i == 0 && roots.len() < crate::trustroot::MAX_ROOTS * (1 + MAX_SIGS) {
+                roots.push(excerpt(file));
+                skipped += 1;
+                continue;
+            }
+        }
         if i == 0 && name != PACK_MANIFEST {
             return Err(not_a_pack(format!(
                 "its first entry is '{}', not '{PACK_MANIFEST}'",
@@ -308,6 +322,7 @@ pub fn inspect_pack(path: &Path) -> Result<PackView, InspectError> {
         manifest,
         signatures,
         release_signatures,
+        roots,
     })
 }
 

@@ -141,6 +141,10 @@ pub struct Offer {
 #[derive(serde::Deserialize)]
 struct Index {
     trees: Vec<IndexTree>,
+    /// The chain of trust roots the peer serves at `/roots/NAME` (absent from peers
+    /// older than roots over the LAN).
+    #[serde(default)]
+    roots: Vec<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -214,6 +218,51 @@ pub fn offers(agent: &ureq::Agent, peer: &str) -> Result<Vec<Offer>, PullError> 
         });
     }
     Ok(out)
+}
+
+/// The chain of trust roots `peer` serves (SPEC.md §12.2): each file named in its index
+/// fetched bounded, collected for [`crate::trustroot::advance_from`]; `None` when it
+/// serves none. The roots are trusted only through their own signatures (SPEC.md §19.3).
+pub fn peer_roots(
+    agent: &ureq::Agent,
+    peer: &str,
+) -> Result<Option<crate::trustroot::Source>, PullError> {
+    let perr = |reason: String| PullError::Peer {
+        peer: peer.to_owned(),
+        reason,
+    };
+    let body = get_bounded(agent, &format!("{peer}/index.json"), MAX_INDEX_BYTES).map_err(perr)?;
+    let index: Index = serde_json::from_slice(&body)
+        .map_err(|e| perr(format!("its index is not an offgrid serve index: {e}")))?;
+    if index.roots.is_empty() {
+        return Ok(None);
+    }
+    let mut files = Vec::new();
+    let mut total = 0u64;
+    for name in index.roots {
+        if !crate::trustroot::Source::check_name(&name) {
+            return Err(perr(format!(
+                "its index names '{name}' as a trust root file"
+            )));
+        }
+        let max = if name.ends_with(".minisig") {
+            crate::signed::MAX_SIGNATURE_BYTES
+        } else {
+            crate::trustroot::MAX_ROOT_BYTES
+        };
+        let b = get_bounded(agent, &format!("{peer}/roots/{name}"), max).map_err(perr)?;
+        total += b.len() as u64;
+        if total > crate::trustroot::MAX_CHAIN_BYTES {
+            return Err(perr(format!(
+                "its trust roots are larger than {} bytes",
+                crate::trustroot::MAX_CHAIN_BYTES
+            )));
+        }
+        files.push((name, b));
+    }
+    crate::trustroot::source_from(PathBuf::from(format!("{peer}/roots")), files)
+        .map(Some)
+        .map_err(perr)
 }
 
 /// Fetches the head of tree `name` from `peer` into `dir` (`manifest.toml` and the

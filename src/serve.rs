@@ -86,11 +86,24 @@ pub struct Pack {
     pub size: u64,
 }
 
+/// The chain of trust roots served at `/roots/NAME` (SPEC.md §12.2, §19): the newest
+/// chain among the served trees' `roots/` folders and the home's.
+#[derive(Debug, Clone)]
+pub struct Roots {
+    /// Canonical folder holding them.
+    pub dir: PathBuf,
+    /// File names (`N.root.toml`, `N.KEYID.minisig`), each read bounded at start.
+    pub files: Vec<String>,
+    /// The newest root version.
+    pub newest: u64,
+}
+
 /// Everything a server offers, fixed at start.
 #[derive(Debug, Default)]
 pub struct Catalog {
     pub trees: Vec<Tree>,
     pub packs: Vec<Pack>,
+    pub roots: Option<Roots>,
     by_sha: HashMap<String, (usize, String)>,
 }
 
@@ -141,6 +154,7 @@ impl Catalog {
                 .or_insert((idx, f.path.clone()));
             paths.insert(f.path.clone(), f.size);
         }
+        self.add_roots(&canon.join(crate::trustroot::ROOTS_DIR));
         self.trees.push(Tree {
             name,
             bundle_id: m.bundle_id.clone(),
@@ -171,6 +185,7 @@ impl Catalog {
                     "pass the home given to 'offgrid install --home H'",
                 )
             })?;
+        self.add_roots(&h.root.join(crate::trustroot::ROOTS_DIR));
         let mut n = 0;
         for v in state.kept() {
             if self.add_tree(&h.version_dir(&v.dir))? {
@@ -222,6 +237,32 @@ impl Catalog {
         Ok(n)
     }
 
+    /// Serves the chain of roots in `dir` when it is newer than the one served so far.
+    /// A folder that is missing or does not read as a chain is skipped (peers check
+    /// every root against their own keys anyway).
+    fn add_roots(&mut self, dir: &Path) {
+        let Ok(canon) = fs::canonicalize(dir) else {
+            return;
+        };
+        let Ok(files) = crate::trustroot::files_of(&crate::trustroot::Source::Dir(canon.clone()))
+        else {
+            return;
+        };
+        let newest = files
+            .iter()
+            .filter_map(|(n, _)| n.strip_suffix(".root.toml")?.parse::<u64>().ok())
+            .max();
+        let Some(newest) = newest else { return };
+        if self.roots.as_ref().is_some_and(|r| r.newest >= newest) {
+            return;
+        }
+        self.roots = Some(Roots {
+            dir: canon,
+            files: files.into_iter().map(|(n, _)| n).collect(),
+            newest,
+        });
+    }
+
     /// True when nothing was added.
     pub fn is_empty(&self) -> bool {
         self.trees.is_empty() && self.packs.is_empty()
@@ -244,6 +285,7 @@ impl Catalog {
                 "size": p.size,
                 "url": format!("/pack/{}", p.name),
             })).collect::<Vec<_>>(),
+            "roots": self.roots.as_ref().map(|r| r.files.clone()).unwrap_or_default(),
         })
     }
 
@@ -260,6 +302,12 @@ impl Catalog {
             [kind, name] if kind == "pack" => {
                 let p = self.packs.iter().find(|p| &p.name == name)?;
                 Some((p.dir.as_path(), p.name.clone()))
+            }
+            [kind, name] if kind == "roots" => {
+                let r = self.roots.as_ref()?;
+                r.files
+                    .contains(name)
+                    .then_some((r.dir.as_path(), name.clone()))
             }
             [kind, hex] if kind == "sha256" => {
                 let (i, rel) = self.by_sha.get(&hex.to_ascii_lowercase())?;

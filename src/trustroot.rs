@@ -4,7 +4,8 @@
 //! must sign (threshold), the expiry policy (`warn` or `refuse`, SPEC.md §17.5) and the
 //! key ids revoked so far, under a version number. Root N+1 is valid only when signed by
 //! the threshold of root N *and* by its own threshold; a site holding root N applies
-//! N+1, N+2, … in order from a `roots/` folder (a stick, beside a pack, a peer), so a
+//! N+1, N+2, … in order from a `roots/` folder (a stick, beside a pack) or the same files
+//! held in memory ([`Source::Files`]: the head of an update pack, a peer's `/roots/`), so a
 //! site many rotations behind catches up in one step. A home with pinned keys and no
 //! root is at the implicit root 0: its pinned keys and threshold, policy `refuse`.
 //!
@@ -386,28 +387,189 @@ fn version_of(name: &str) -> Option<u64> {
     n.parse().ok()
 }
 
-/// Lists the roots of `dir` by version, with their signature file names: nothing read.
-fn list(dir: &Path) -> Result<BTreeMap<u64, Vec<String>>, RootError> {
-    let mut roots: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    let mut sigs: Vec<(u64, String)> = Vec::new();
-    for (i, e) in std::fs::read_dir(dir)
-        .map_err(io_err("read", dir))?
-        .enumerate()
-    {
-        if i >= MAX_ENTRIES {
+/// Most bytes of a chain held in memory ([`Source::Files`]: a pack's or a peer's).
+pub const MAX_CHAIN_BYTES: u64 = 16 << 20;
+
+/// Where a chain of roots is read from: a folder (a stick's `roots/`, HQ's), or files
+/// already read into memory (the `roots/` entries of an update pack, a peer's
+/// `/roots/`), shown as `label` in messages.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Dir(PathBuf),
+    Files {
+        label: PathBuf,
+        files: BTreeMap<String, Vec<u8>>,
+    },
+}
+
+impl Source {
+    /// What messages name: the folder, or the label.
+    pub fn label(&self) -> &Path {
+        match self {
+            Source::Dir(d) => d,
+            Source::Files { label, .. } => label,
+        }
+    }
+
+    /// True when it holds a root file.
+    pub fn holds_roots(&self) -> bool {
+        match self {
+            Source::Dir(d) => find_dir(d).is_some(),
+            Source::Files { files, .. } => files.keys().any(|n| version_of(n).is_some()),
+        }
+    }
+
+    /// Checks the name of one file of a chain taken from a pack or a peer: `N.root.toml`
+    /// or `N.KEYID.minisig`, nothing else (no folder, no other file).
+    pub fn check_name(name: &str) -> bool {
+        if version_of(name).is_some() {
+            return true;
+        }
+        name.strip_suffix(".minisig")
+            .and_then(|r| r.split_once('.'))
+            .is_some_and(|(v, id)| {
+                version_of(&format!("{v}.root.toml")).is_some()
+                    && id.len() == 16
+                    && id.bytes().all(|b| b.is_ascii_hexdigit())
+            })
+    }
+
+    fn names(&self) -> Result<Vec<String>, RootError> {
+        let too_many = |path: &Path| RootError::Refused {
+            path: path.display().to_string(),
+            reason: format!("the folder holds more than {MAX_ENTRIES} entries"),
+            help: HELP_CHAIN,
+        };
+        match self {
+            Source::Dir(dir) => {
+                let mut out = Vec::new();
+                for (i, e) in std::fs::read_dir(dir)
+                    .map_err(io_err("read", dir))?
+                    .enumerate()
+                {
+                    if i >= MAX_ENTRIES {
+                        return Err(too_many(dir));
+                    }
+                    let e = e.map_err(io_err("read", dir))?;
+                    out.push(e.file_name().to_string_lossy().into_owned());
+                }
+                Ok(out)
+            }
+            Source::Files { label, files } => {
+                if files.len() > MAX_ENTRIES {
+                    return Err(too_many(label));
+                }
+                Ok(files.keys().cloned().collect())
+            }
+        }
+    }
+
+    /// One file, bounded: `Ok(None)` when it is larger than `max`.
+    fn read(&self, name: &str, max: u64) -> Result<Option<Vec<u8>>, RootError> {
+        match self {
+            Source::Dir(dir) => {
+                let p = dir.join(name);
+                match crate::hash::read_regular_bounded(&p, max, false) {
+                    Ok(Ok(b)) => Ok(Some(b)),
+                    Ok(Err(_)) => Ok(None),
+                    Err(e) => Err(io_err("read", &p)(e)),
+                }
+            }
+            Source::Files { label, files } => match files.get(name) {
+                Some(b) if b.len() as u64 <= max => Ok(Some(b.clone())),
+                Some(_) => Ok(None),
+                None => Err(RootError::Io {
+                    op: "read",
+                    path: label.join(name).display().to_string(),
+                    source: io::Error::from(io::ErrorKind::NotFound),
+                }),
+            },
+        }
+    }
+}
+
+/// Every root of `src` with its signatures, as `(file name, bytes)` in version order
+/// (what a pack or a peer carries), each read bounded; at most [`MAX_CHAIN_BYTES`].
+pub fn files_of(src: &Source) -> Result<Vec<(String, Vec<u8>)>, RootError> {
+    let mut out = Vec::new();
+    let mut total = 0u64;
+    for (v, sigs) in list(src)? {
+        let raw = read_raw(src, v, &sigs)?;
+        for (name, text) in raw.sigs {
+            total += text.len() as u64;
+            out.push((name, text.into_bytes()));
+        }
+        total += raw.bytes.len() as u64;
+        out.push((root_file(v), raw.bytes));
+        if total > MAX_CHAIN_BYTES {
             return Err(RootError::Refused {
-                path: dir.display().to_string(),
-                reason: format!("the folder holds more than {MAX_ENTRIES} entries"),
+                path: src.label().display().to_string(),
+                reason: format!("the chain is larger than {MAX_CHAIN_BYTES} bytes"),
                 help: HELP_CHAIN,
             });
         }
-        let e = e.map_err(io_err("read", dir))?;
-        let name = e.file_name().to_string_lossy().into_owned();
+    }
+    Ok(out)
+}
+
+/// `"A-B"` (or `"A"`): the versions of the root files among `files`, for messages;
+/// `None` when there is none.
+pub fn chain_versions(files: &[(String, Vec<u8>)]) -> Option<String> {
+    let vs: Vec<u64> = files.iter().filter_map(|(n, _)| version_of(n)).collect();
+    let (lo, hi) = (vs.iter().min()?, vs.iter().max()?);
+    Some(if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}-{hi}")
+    })
+}
+
+/// Collects the files of a chain read from a pack or a peer into a [`Source`]: each
+/// name checked ([`Source::check_name`]), no name twice, every file and the whole
+/// bounded. `Err` says what is wrong, for the caller to name the pack or peer.
+pub fn source_from(
+    label: PathBuf,
+    entries: impl IntoIterator<Item = (String, Vec<u8>)>,
+) -> Result<Source, String> {
+    let mut files = BTreeMap::new();
+    let mut total = 0u64;
+    for (name, bytes) in entries {
+        if !Source::check_name(&name) {
+            return Err(format!(
+                "'{name}' is not a root file name (N.root.toml or N.KEYID.minisig)"
+            ));
+        }
+        let max = if name.ends_with(".minisig") {
+            crate::signed::MAX_SIGNATURE_BYTES
+        } else {
+            MAX_ROOT_BYTES
+        };
+        if bytes.len() as u64 > max {
+            return Err(format!("root file '{name}' is larger than {max} bytes"));
+        }
+        total += bytes.len() as u64;
+        if total > MAX_CHAIN_BYTES || files.len() >= MAX_ENTRIES {
+            return Err(format!(
+                "the chain of roots is larger than {MAX_CHAIN_BYTES} bytes or {MAX_ENTRIES} files"
+            ));
+        }
+        if files.insert(name.clone(), bytes).is_some() {
+            return Err(format!("root file '{name}' appears twice"));
+        }
+    }
+    Ok(Source::Files { label, files })
+}
+
+/// Lists the roots of `src` by version, with their signature file names: nothing read.
+fn list(src: &Source) -> Result<BTreeMap<u64, Vec<String>>, RootError> {
+    let mut roots: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut sigs: Vec<(u64, String)> = Vec::new();
+    for name in src.names()? {
         if let Some(v) = version_of(&name) {
             roots.entry(v).or_default();
             if roots.len() > MAX_ROOTS {
                 return Err(RootError::Refused {
-                    path: dir.display().to_string(),
+                    path: src.label().display().to_string(),
                     reason: format!("the folder holds more than {MAX_ROOTS} roots"),
                     help: HELP_CHAIN,
                 });
@@ -431,19 +593,18 @@ fn list(dir: &Path) -> Result<BTreeMap<u64, Vec<String>>, RootError> {
     Ok(roots)
 }
 
-/// Reads root `version` of `dir` and its signatures (regular files, bounded).
-fn read_raw(dir: &Path, version: u64, sig_names: &[String]) -> Result<RawRoot, RootError> {
-    let path = dir.join(root_file(version));
-    let too_large = |p: &Path, max: u64| RootError::Refused {
-        path: p.display().to_string(),
+/// Reads root `version` of `src` and its signatures (regular files, bounded).
+fn read_raw(src: &Source, version: u64, sig_names: &[String]) -> Result<RawRoot, RootError> {
+    let path = src.label().join(root_file(version));
+    let too_large = |name: &str, max: u64| RootError::Refused {
+        path: src.label().join(name).display().to_string(),
         reason: format!("it is larger than {max} bytes"),
         help: HELP_CHAIN,
     };
-    let bytes = match crate::hash::read_regular_bounded(&path, MAX_ROOT_BYTES, false) {
-        Ok(Ok(b)) => b,
-        Ok(Err(_)) => return Err(too_large(&path, MAX_ROOT_BYTES)),
-        Err(e) => return Err(io_err("read", &path)(e)),
-    };
+    let name = root_file(version);
+    let bytes = src
+        .read(&name, MAX_ROOT_BYTES)?
+        .ok_or_else(|| too_large(&name, MAX_ROOT_BYTES))?;
     if sig_names.len() > crate::signed::MAX_SIGNATURES {
         return Err(RootError::Refused {
             path: path.display().to_string(),
@@ -456,12 +617,10 @@ fn read_raw(dir: &Path, version: u64, sig_names: &[String]) -> Result<RawRoot, R
     }
     let mut sigs = Vec::new();
     for n in sig_names {
-        let p = dir.join(n);
-        match crate::hash::read_regular_bounded(&p, crate::signed::MAX_SIGNATURE_BYTES, false) {
-            Ok(Ok(b)) => sigs.push((n.clone(), String::from_utf8_lossy(&b).into_owned())),
-            Ok(Err(_)) => return Err(too_large(&p, crate::signed::MAX_SIGNATURE_BYTES)),
-            Err(e) => return Err(io_err("read", &p)(e)),
-        }
+        let b = src
+            .read(n, crate::signed::MAX_SIGNATURE_BYTES)?
+            .ok_or_else(|| too_large(n, crate::signed::MAX_SIGNATURE_BYTES))?;
+        sigs.push((n.clone(), String::from_utf8_lossy(&b).into_owned()));
     }
     Ok(RawRoot {
         version,
@@ -571,7 +730,13 @@ pub struct Chain {
 /// starts at the first root the pinned keys sign (roots before it are skipped); when
 /// they sign none, the first refusal is the answer.
 pub fn advance(cur: &TrustState, dir: &Path) -> Result<Chain, RootError> {
-    let roots = list(dir)?;
+    advance_from(cur, &Source::Dir(dir.to_path_buf()))
+}
+
+/// [`advance`] over any [`Source`] (a pack's or a peer's roots in memory).
+pub fn advance_from(cur: &TrustState, src: &Source) -> Result<Chain, RootError> {
+    let dir = src.label();
+    let roots = list(src)?;
     let newest_offered = roots.keys().next_back().copied();
     let mut state = cur.clone();
     let mut applied = Vec::new();
@@ -580,7 +745,7 @@ pub fn advance(cur: &TrustState, dir: &Path) -> Result<Chain, RootError> {
     let mut first_refusal = None;
     for (v, sigs) in roots.range(cur.version + 1..) {
         if state.version == 0 {
-            let raw = read_raw(dir, *v, sigs)?;
+            let raw = read_raw(src, *v, sigs)?;
             match verify_next(&state, &raw) {
                 Ok((root, next)) => {
                     applied.push(Applied { raw, root });
@@ -600,7 +765,7 @@ pub fn advance(cur: &TrustState, dir: &Path) -> Result<Chain, RootError> {
                 current: cur.version,
             });
         }
-        let raw = read_raw(dir, *v, sigs)?;
+        let raw = read_raw(src, *v, sigs)?;
         let (root, next) = verify_next(&state, &raw)?;
         applied.push(Applied { raw, root });
         state = next;
@@ -663,9 +828,15 @@ pub fn record(home: &Home, chain: &Chain) -> Result<(), RootError> {
 /// `strict`, a folder whose newest root is older than the home's is refused
 /// ([`RootError::Rollback`]); otherwise it is ignored (an old stick).
 pub fn update_home(home: &Home, dir: &Path, strict: bool) -> Result<Chain, RootError> {
+    update_home_from(home, &Source::Dir(dir.to_path_buf()), strict)
+}
+
+/// [`update_home`] over any [`Source`].
+pub fn update_home_from(home: &Home, src: &Source, strict: bool) -> Result<Chain, RootError> {
+    let dir = src.label();
     let state = home.state().map_err(|e| RootError::Home(Box::new(e)))?;
     let cur = TrustState::of_home(home, &state)?;
-    let chain = advance(&cur, dir)?;
+    let chain = advance_from(&cur, src)?;
     if strict {
         if let Some(n) = chain.newest_offered {
             if n < cur.version {
@@ -683,11 +854,12 @@ pub fn update_home(home: &Home, dir: &Path, strict: bool) -> Result<Chain, RootE
 
 /// The newest root of an HQ folder, parsed (HQ trusts its own files): `(root, bytes)`.
 pub fn newest_in(dir: &Path) -> Result<Option<(Root, Vec<u8>)>, RootError> {
-    let roots = list(dir)?;
+    let src = Source::Dir(dir.to_path_buf());
+    let roots = list(&src)?;
     let Some((v, sigs)) = roots.iter().next_back() else {
         return Ok(None);
     };
-    let raw = read_raw(dir, *v, sigs)?;
+    let raw = read_raw(&src, *v, sigs)?;
     let (root, _) = Root::parse(&raw.bytes).map_err(|reason| RootError::Refused {
         path: raw.path.display().to_string(),
         reason,
@@ -757,11 +929,12 @@ pub fn state_of(root: &Root) -> Result<TrustState, RootError> {
 /// Copies every root and signature of `from` into `to` (a stick's or a pack folder's
 /// `roots/`), replacing files of the same name.
 pub fn copy_dir(from: &Path, to: &Path) -> Result<usize, RootError> {
-    let roots = list(from)?;
+    let src = Source::Dir(from.to_path_buf());
+    let roots = list(&src)?;
     std::fs::create_dir_all(to).map_err(io_err("create", to))?;
     let mut n = 0;
     for (v, sigs) in &roots {
-        let raw = read_raw(from, *v, sigs)?;
+        let raw = read_raw(&src, *v, sigs)?;
         for (name, text) in &raw.sigs {
             let p = to.join(name);
             crate::fsutil::atomic_write(&p, text.as_bytes()).map_err(io_err("write", &p))?;

@@ -1,7 +1,7 @@
 //! Pulling releases from peers (`install --from http://…`, `offgrid sync`; SPEC.md
 //! §12.4) through the real binary and real `offgrid serve` peers: on loopback (install,
 //! sync reusing the bytes the site has, up to date, a peer with an untrusted release, a
-//! pull killed with SIGKILL and resumed), and across real separate network stacks —
+//! pull killed with SIGKILL and resumed, trust roots handed on by a peer), and across real separate network stacks —
 //! four hosts as network namespaces joined by veth pairs to a bridge — where one serving
 //! host is killed mid-transfer and a lying peer serves damaged bytes, and the site still
 //! finishes, verified, from the honest one. Namespaces need root; CI runs as root, so
@@ -25,13 +25,19 @@ fn bin() -> PathBuf {
 /// A stick of release `release` of `org.example.clinic` at `ws/NAME` with a model of
 /// `kib` KiB (seed `seed`) and a changelog saying `notes`.
 fn stick(ws: &Ws, name: &str, release: &str, kib: usize, seed: u8, key: &str) {
+    stick_with(ws, name, release, kib, seed, key, &[]);
+}
+
+/// [`stick`] with more pack-usb flags.
+fn stick_with(ws: &Ws, name: &str, release: &str, kib: usize, seed: u8, key: &str, extra: &[&str]) {
     let model = format!("in/{name}.gguf");
     ws.model(&model, kib, seed);
     let notes = ws.file(
         &format!("in/{name}.txt"),
         format!("release {release}\n").as_bytes(),
     );
-    ws.offgrid(&[
+    let model_arg = format!("smol={model}");
+    let mut args = vec![
         "pack-usb",
         name,
         "--bundle-id",
@@ -39,14 +45,15 @@ fn stick(ws: &Ws, name: &str, release: &str, kib: usize, seed: u8, key: &str) {
         "--release",
         release,
         "--model",
-        &format!("smol={model}"),
+        &model_arg,
         "--changelog",
         notes.to_str().unwrap(),
         "--sign-with",
         key,
         "--no-host-binary",
-    ])
-    .success();
+    ];
+    args.extend_from_slice(extra);
+    ws.offgrid(&args).success();
 }
 
 /// An `offgrid serve` process (optionally inside a network namespace), killed on drop.
@@ -234,6 +241,101 @@ fn a_peer_with_an_untrusted_release_is_ignored_and_a_bad_peer_address_is_a_usage
     og(&ws, &["status", "--home", "h"])
         .success()
         .stdout(predicate::str::contains("1.0"));
+}
+
+/// Trust roots over the LAN (SPEC.md §12.4, §19.3): a peer serving a stick made with
+/// `pack-usb --roots` hands the site the chain (`/roots/`), so a release signed only by
+/// the key root 2 adds installs by `sync`; a peer serving a chain the site's keys did not
+/// sign is named in a warning, the site keeps its root, and that peer's release (signed
+/// by a key the site does not know) is refused.
+#[test]
+fn sync_applies_the_trust_roots_a_peer_serves_and_ignores_a_chain_it_cannot_check() {
+    let ws = Ws::new();
+    ws.keypair("b");
+    ws.keypair("mallory");
+    stick(&ws, "s1", "1.0", 100, 1, "hq.key");
+    og(
+        &ws,
+        &[
+            "trust", "init", "--out", "trust", "--key", "hq.pub", "--sign", "hq.key",
+        ],
+    )
+    .success();
+    og(
+        &ws,
+        &[
+            "trust",
+            "rotate",
+            "--root",
+            "trust",
+            "--add-key",
+            "b.pub",
+            "--sign-old",
+            "hq.key",
+            "--sign-new",
+            "b.key",
+        ],
+    )
+    .success();
+    og(
+        &ws,
+        &[
+            "trust",
+            "init",
+            "--out",
+            "evil",
+            "--key",
+            "mallory.pub",
+            "--sign",
+            "mallory.key",
+        ],
+    )
+    .success();
+    stick_with(&ws, "s2", "2.0", 100, 2, "b.key", &["--roots", "trust"]);
+    stick_with(
+        &ws,
+        "s3",
+        "3.0",
+        100,
+        3,
+        "mallory.key",
+        &["--roots", "evil"],
+    );
+    og(
+        &ws,
+        &[
+            "install", "--from", "s1", "--pubkey", "hq.pub", "--home", "h",
+        ],
+    )
+    .success();
+    let m = Server::start(&ws, None, "s3", "127.0.0.1:0", None);
+    og(&ws, &["sync", "--home", "h", "--peer", &m.url])
+        .code(1)
+        .stderr(
+            predicate::str::contains(format!(
+                "the trust roots of peer {} were not applied",
+                m.url
+            ))
+            .and(predicate::str::contains(
+                "not signed by the keys this site trusts",
+            )),
+        );
+    assert_eq!(m.bytes_sent("/models/"), 0);
+    og(&ws, &["trust", "show", "--home", "h", "--json"])
+        .success()
+        .stdout(predicate::str::contains("\"version\":0"));
+    drop(m);
+    let p = Server::start(&ws, None, "s2", "127.0.0.1:0", None);
+    og(&ws, &["sync", "--home", "h", "--peer", &p.url])
+        .success()
+        .stderr(predicate::str::contains("now at root version 2"));
+    assert!(p.bytes_sent("/roots/2.root.toml") > 0);
+    og(&ws, &["status", "--home", "h"])
+        .success()
+        .stdout(predicate::str::contains("2.0"));
+    og(&ws, &["trust", "show", "--home", "h", "--json"])
+        .success()
+        .stdout(predicate::str::contains("\"version\":2"));
 }
 
 #[test]

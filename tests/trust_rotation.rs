@@ -5,7 +5,8 @@
 //! asserted. Vectors: rotation then a release signed only by the new key; the old
 //! threshold missing; the new keys' threshold missing; a site 40 rotations behind;
 //! rollback to an old root; a revoked key; signatures swapped between roots; the
-//! expiry policy `warn`; a chain beside an update pack.
+//! expiry policy `warn`; a chain inside and beside an update pack, and followed in
+//! memory by `verify` and the dry runs.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -508,10 +509,9 @@ fn the_roots_expiry_policy_warn_installs_an_expired_release() {
     );
 }
 
-/// The chain travels beside an update pack (`create-update-pack --roots`): a pack signed
-/// by a key the site learns from root 2 applies.
-#[test]
-fn apply_update_applies_the_roots_beside_the_pack() {
+/// HQ's chain (root 1 {hq}, root 2 adding `b`) and an installed site pinning `hq` only;
+/// `out/` ready for packs.
+fn rotated_world() -> (u::World, (PathBuf, PathBuf)) {
     let w = u::world(32 << 10);
     let b = keypair(w.dir.path(), "b");
     let t = |args: &[&str]| {
@@ -539,6 +539,11 @@ fn apply_update_applies_the_roots_beside_the_pack() {
         .assert()
         .success();
     fs::create_dir_all(w.p("out")).unwrap();
+    (w, b)
+}
+
+/// `create-update-pack v1 -> v2` signed by `key` into `out/NAME`, with `extra` flags.
+fn pack_signed_by(w: &u::World, key: &Path, name: &str, extra: &[&str]) {
     w.cmd()
         .args([
             "create-update-pack",
@@ -549,22 +554,172 @@ fn apply_update_applies_the_roots_beside_the_pack() {
             "--since",
             "1.0.0",
             "--output",
-            "out/u.ogpack",
-            "--roots",
-            "hq-trust",
+            &format!("out/{name}"),
             "--sign-with",
         ])
-        .arg(&b.0)
+        .arg(key)
+        .args(extra)
         .assert()
         .success();
-    assert!(w.p("out/roots/2.root.toml").is_file());
+}
+
+/// The home's root version, from `trust show --json`.
+fn root_version(w: &u::World) -> u64 {
+    let out = w.cmd().args(["trust", "show", "--json"]).assert().success();
+    let line = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    serde_json::from_str::<Value>(line.lines().next().unwrap()).unwrap()["data"]["version"]
+        .as_u64()
+        .unwrap()
+}
+
+/// The chain travels inside an update pack (`create-update-pack --roots`, SPEC.md §7.2
+/// entry 0): GNU tar lists the roots first; `inspect` names them; `verify PACK --home`
+/// and `apply-update --dry-run` follow them in memory and record nothing; `apply-update`
+/// applies root 2 and then the pack signed only by the key root 2 adds.
+#[test]
+fn an_update_pack_carries_the_chain_at_its_head() {
+    let (w, b) = rotated_world();
+    pack_signed_by(&w, &b.0, "u.ogpack", &["--roots", "hq-trust"]);
+    assert!(!w.p("out/roots").exists(), "nothing beside the pack");
+    let listing = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(w.p("out/u.ogpack"))
+        .output()
+        .unwrap();
+    assert!(listing.status.success());
+    let names: Vec<String> = String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let first_other = names.iter().position(|n| !n.starts_with("roots/")).unwrap();
+    assert_eq!(names[first_other], "offgrid-pack.toml", "{names:?}");
+    assert!(
+        names[..first_other].contains(&"roots/2.root.toml".to_owned())
+            && names[..first_other].contains(&"roots/1.root.toml".to_owned()),
+        "{names:?}"
+    );
+    let out = w
+        .cmd()
+        .args(["inspect", "--json", "out/u.ogpack"])
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let summary = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["type"] == "summary")
+        .unwrap();
+    assert!(
+        summary["data"]["roots"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("2.root.toml")),
+        "{summary}"
+    );
+    // The pack is signed by b only: hq's key, given or pinned, verifies it by following
+    // the chain it carries.
+    let a = w
+        .cmd()
+        .args(["verify", "out/u.ogpack", "--pubkey"])
+        .arg(&w.pubkey)
+        .assert()
+        .success();
+    assert!(
+        stderr(&a).contains("following root(s) 1, 2"),
+        "{}",
+        stderr(&a)
+    );
+    let a = w
+        .cmd()
+        .args(["verify", "out/u.ogpack", "--home"])
+        .arg(w.home())
+        .assert()
+        .success();
+    assert!(
+        stderr(&a).contains("following root(s) 1, 2"),
+        "{}",
+        stderr(&a)
+    );
+    let a = w
+        .cmd()
+        .args(["apply-update", "--dry-run", "out/u.ogpack"])
+        .assert()
+        .success();
+    let out = String::from_utf8_lossy(&a.get_output().stdout).into_owned();
+    assert!(out.contains("would apply root(s) 1, 2 first"), "{out}");
+    assert_eq!(root_version(&w), 0, "a dry run records nothing");
     let a = w
         .cmd()
         .args(["apply-update", "--no-receipt", "out/u.ogpack"])
         .assert()
         .success();
-    let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
-    assert!(err.contains("now at root version 2"), "{err}");
+    assert!(
+        stderr(&a).contains("now at root version 2"),
+        "{}",
+        stderr(&a)
+    );
+    assert_eq!(root_version(&w), 2);
+}
+
+/// A pack made without `--roots`, with HQ's chain copied into `roots/` beside it (packs
+/// made before roots travelled inside), applies the same way; a pack whose leading
+/// `roots/` entry is not a root file is refused as damaged before any root is applied.
+#[test]
+fn apply_update_applies_the_roots_beside_the_pack_and_refuses_a_damaged_chain() {
+    let (w, b) = rotated_world();
+    pack_signed_by(&w, &b.0, "plain.ogpack", &[]);
+    // A damaged chain: an entry `roots/notes.txt` ahead of a good pack (GNU tar -A).
+    fs::create_dir_all(w.p("bad/roots")).unwrap();
+    fs::write(w.p("bad/roots/notes.txt"), "not a root\n").unwrap();
+    let st = std::process::Command::new("tar")
+        .current_dir(w.p("bad"))
+        .args([
+            "--format=gnu",
+            "-cf",
+            "../out/bad.ogpack",
+            "roots/notes.txt",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = std::process::Command::new("tar")
+        .current_dir(w.p("out"))
+        .args(["-Af", "bad.ogpack", "plain.ogpack"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let a = w
+        .cmd()
+        .args(["apply-update", "--no-receipt", "out/bad.ogpack"])
+        .assert()
+        .code(1);
+    assert!(
+        stderr(&a).contains("'roots/notes.txt' is not a trust root file"),
+        "{}",
+        stderr(&a)
+    );
+    assert_eq!(root_version(&w), 0);
+    // Without roots the b-signed pack is refused; with the chain beside it, it applies.
+    w.cmd()
+        .args(["apply-update", "--no-receipt", "out/plain.ogpack"])
+        .assert()
+        .code(1);
+    let to = w.p("out/roots");
+    fs::create_dir_all(&to).unwrap();
+    for e in fs::read_dir(w.p("hq-trust/roots")).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+    let a = w
+        .cmd()
+        .args(["apply-update", "--no-receipt", "out/plain.ogpack"])
+        .assert()
+        .success();
+    assert!(
+        stderr(&a).contains("now at root version 2"),
+        "{}",
+        stderr(&a)
+    );
 }
 
 /// `status --verify` records its result in the home; a receipt written afterwards
@@ -692,6 +847,20 @@ fn pack_usb_carries_the_chain_on_the_stick() {
     assert!(!ws.path("stick/manifest.toml").exists());
     pack("trust").success();
     assert!(ws.path("stick/roots/2.root.toml").is_file());
+    // A dry run follows the chain in memory and writes nothing.
+    ws.offgrid(&[
+        "install",
+        "--dry-run",
+        "--from",
+        "stick",
+        "--home",
+        "home",
+        "--pubkey",
+        "hq.pub",
+    ])
+    .success()
+    .stdout(predicates::str::contains("would apply root(s) 1, 2 first"));
+    assert!(!ws.path("home/state.json").exists());
     let a = ws
         .offgrid(&[
             "install",

@@ -36,13 +36,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         return dry_run(&args, &home);
     }
     // Newer trust roots beside the pack first (SPEC.md §19).
-    super::trust::apply_found(
-        ctx,
-        &home,
-        &offgrid::fsutil::parent_dir(&args.pack),
-        None,
-        args.out.json,
-    )?;
+    super::trust::apply_for_pack(ctx, &home, &args.pack, args.out.json)?;
     let bar = ctx.bar("applying", args.out.json);
     let r = update::apply::apply_update_keeping(
         &home,
@@ -100,7 +94,18 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 /// against the pinned keys), prints the plan and checks the space; writes nothing.
 fn dry_run(args: &Args, home: &Home) -> anyhow::Result<ExitCode> {
     let state = home.state()?;
-    let policy = home.policy(&state)?;
+    // The roots the pack carries (at its head or beside it) are applied in memory only.
+    let mut sources = Vec::new();
+    if let Some(src) = update::reader::read_roots(&args.pack)
+        .with_context(|| format!("reading the trust roots of '{}'", args.pack.display()))?
+    {
+        sources.push(src);
+    }
+    if let Some(d) = offgrid::trustroot::find_dir(&offgrid::fsutil::parent_dir(&args.pack)) {
+        sources.push(offgrid::trustroot::Source::Dir(d));
+    }
+    let start = offgrid::trustroot::TrustState::of_home(home, &state)?;
+    let (policy, roots) = super::trust::dry_policy(start, &sources)?;
     let mut plan = None;
     const STOP: &str = "dry run: head read";
     let res = update::reader::read_pack(
@@ -144,6 +149,7 @@ fn dry_run(args: &Args, home: &Home) -> anyhow::Result<ExitCode> {
                 "bytes": bytes,
                 "need": need,
                 "free": free,
+                "roots": roots,
             }),
         )?;
     } else {
@@ -152,6 +158,12 @@ fn dry_run(args: &Args, home: &Home) -> anyhow::Result<ExitCode> {
             state.current.release,
             home.root.display()
         );
+        if !roots.is_empty() {
+            s.push_str(&format!(
+                "  trust:     would apply root(s) {} first (checked; nothing recorded)\n",
+                versions(&roots)
+            ));
+        }
         s.push_str(&match free {
             Some(f) => format!("  space:     {need} bytes needed, {f} free\n"),
             None => format!("  space:     {need} bytes needed\n"),
@@ -254,4 +266,9 @@ pub fn verify_pack_cmd(
     }
     super::out(&s)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `2, 3, 4` for the versions of roots a dry run would apply.
+pub fn versions(v: &[u64]) -> String {
+    v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
 }

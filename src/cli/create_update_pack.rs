@@ -91,7 +91,7 @@ pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             path: args.output.display().to_string()
         });
     }
-    args.roots.check()?;
+    let roots = args.roots.files()?;
     for tree in &args.record {
         let (_, bytes, sigs) = update::install::read_tree_head(tree)?;
         history::record_tree(&hq, &bytes, &sigs, tree).with_context(|| {
@@ -217,12 +217,14 @@ pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         zstd_level: args.level,
         deltas: !args.no_delta,
         delta: Default::default(),
+        roots: &roots,
         progress: &super::progress_fn(&bar),
     })
     .with_context(|| format!("writing update pack '{}'", args.output.display()))?;
     bar.finish_and_clear();
-    args.roots
-        .copy_into(ctx, &offgrid::fsutil::parent_dir(&args.output))?;
+    if let Some(n) = offgrid::trustroot::chain_versions(&roots) {
+        ctx.note(&format!("trust: the pack carries root(s) {n} at its head"));
+    }
     if args.out.json {
         super::json_line("update-pack", serde_json::to_value(&r)?)?;
         return Ok(ExitCode::SUCCESS);

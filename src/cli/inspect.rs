@@ -129,6 +129,12 @@ fn pack_text(p: &PackView) -> String {
         "  release signed by: {} (claimed)\n",
         key_ids(&p.release_signatures)
     ));
+    if !p.roots.is_empty() {
+        s.push_str(&format!(
+            "  trust roots:       {} (carried at the head; checked when applied)\n",
+            p.roots.join(", ")
+        ));
+    }
     for c in p.changes() {
         s.push_str(&format!(
             "  from {}: {} from deltas, {} whole, {} unchanged, {} removed\n",
@@ -255,6 +261,7 @@ fn pack_json(p: &PackView) -> anyhow::Result<()> {
             "key_ids": p.signatures.iter().filter_map(|s| s.key_id.clone()).collect::<Vec<_>>(),
             "release_key_ids": p.release_signatures.iter().filter_map(|s| s.key_id.clone()).collect::<Vec<_>>(),
             "changelog": k.changelog,
+            "roots": p.roots,
         }),
     )?;
     Ok(())

@@ -256,13 +256,17 @@ pub fn shim_summary(sh: &update::shims::ShimReport) -> String {
 /// space check; nothing is written, not even the home folder.
 fn dry_run(args: &Args, home: &Home, given: Option<TrustPolicy>) -> anyhow::Result<ExitCode> {
     let (m, bytes, sigs) = update::install::read_tree_head(&args.from)?;
-    let policy = match given {
-        Some(p) => p,
-        None => match home.read_state()? {
-            Some(s) => home.policy(&s)?,
-            None => return Err(offgrid::trust::TrustError::NoKeys.into()),
-        },
+    let start = match (given, home.read_state()?) {
+        (Some(p), _) => offgrid::trustroot::TrustState::implicit(p),
+        (None, Some(s)) => offgrid::trustroot::TrustState::of_home(home, &s)?,
+        (None, None) => return Err(offgrid::trust::TrustError::NoKeys.into()),
     };
+    // The stick's roots are applied in memory only (SPEC.md §19.3).
+    let sources: Vec<_> = offgrid::trustroot::find_dir(&args.from)
+        .map(offgrid::trustroot::Source::Dir)
+        .into_iter()
+        .collect();
+    let (policy, roots) = super::trust::dry_policy(start, &sources)?;
     policy.evaluate(&m, &bytes, &sigs)?;
     let need = offgrid::media::install_need(&m, bytes.len());
     let free = offgrid::media::free_bytes(&home.root);
@@ -277,6 +281,7 @@ fn dry_run(args: &Args, home: &Home, given: Option<TrustPolicy>) -> anyhow::Resu
                 "bytes": m.total_size(),
                 "need": need,
                 "free": free,
+                "roots": roots,
             }),
         )?;
     } else {
@@ -288,6 +293,12 @@ fn dry_run(args: &Args, home: &Home, given: Option<TrustPolicy>) -> anyhow::Resu
             m.files.len(),
             m.total_size()
         );
+        if !roots.is_empty() {
+            s.push_str(&format!(
+                "  trust:     would apply root(s) {} first (checked; nothing recorded)\n",
+                super::apply_update::versions(&roots)
+            ));
+        }
         s.push_str(&match free {
             Some(f) => format!("  space:     {need} bytes needed, {f} free\n"),
             None => format!("  space:     {need} bytes needed\n"),

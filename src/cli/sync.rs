@@ -80,7 +80,6 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             home.root.display()
         )
     })?;
-    let policy = home.policy(&state)?;
     let mut peers = Vec::new();
     for p in &args.peers {
         peers.push(pull::parse_peer(p)?.0);
@@ -101,6 +100,13 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             ctx.note(&format!("found on the LAN: {}", peers.join(", ")));
         }
     }
+    // Newer trust roots the peers serve first, so a release signed by a rotated key
+    // is trusted (SPEC.md §12.4, §19.3); then the keys as they are now.
+    let agent = pull::agent(STALL);
+    for p in &peers {
+        roots_from_peer(ctx, &home, &agent, p, None, args.out.json);
+    }
+    let policy = home.policy(&home.state()?)?;
     let want = Want {
         name: None,
         bundle_id: Some(state.bundle_id.clone()),
@@ -140,6 +146,18 @@ pub fn install_from_peer(
 ) -> anyhow::Result<ExitCode> {
     let (peer, name) = pull::parse_peer(from)?;
     let state = home.read_state()?;
+    if given.is_none() && state.is_none() {
+        return Err(offgrid::trust::TrustError::NoKeys.into());
+    }
+    // The peer's trust roots first (on a first install: in memory from the given keys,
+    // recorded once the install is done).
+    let chain = roots_from_peer(ctx, home, &pull::agent(STALL), &peer, given.as_ref(), json);
+    let first = state.is_none();
+    let given = match &chain {
+        Some(c) if first => Some(c.state.policy.clone()),
+        _ => given,
+    };
+    let state = home.read_state()?;
     let policy = match (&given, &state) {
         (Some(p), _) => p.clone(),
         (None, Some(s)) => home.policy(s)?,
@@ -161,7 +179,40 @@ pub fn install_from_peer(
         }
         .into());
     };
-    finish(ctx, home, pulled, given.as_ref(), Some(bin_dir), json)
+    let code = finish(ctx, home, pulled, given.as_ref(), Some(bin_dir), json)?;
+    if let Some(c) = chain.as_ref().filter(|_| first) {
+        super::trust::record_after_install(home, c)?;
+    }
+    Ok(code)
+}
+
+/// Applies the chain of trust roots `peer` serves (SPEC.md §12.2, §19.3) before its
+/// offers are trusted. A peer is not trusted: a chain that does not hold is named in a
+/// warning and ignored, and the site keeps its root (an offer signed only by a key it
+/// does not know is then refused as untrusted).
+fn roots_from_peer(
+    ctx: &Ctx,
+    home: &Home,
+    agent: &ureq::Agent,
+    peer: &str,
+    given: Option<&TrustPolicy>,
+    json: bool,
+) -> Option<offgrid::trustroot::Chain> {
+    let res = pull::peer_roots(agent, peer)
+        .map_err(anyhow::Error::new)
+        .and_then(|src| match src {
+            Some(src) => super::trust::apply_source(ctx, home, &src, given, json),
+            None => Ok(None),
+        });
+    match res {
+        Ok(c) => c,
+        Err(e) => {
+            ctx.warn(&format!(
+                "the trust roots of peer {peer} were not applied: {e:#}"
+            ));
+            None
+        }
+    }
 }
 
 fn pull_with_bar(

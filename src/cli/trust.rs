@@ -403,11 +403,10 @@ pub fn print_chain(ctx: &Ctx, chain: &trustroot::Chain, json: bool) -> anyhow::R
     Ok(())
 }
 
-/// Before install or apply-update checks a release's signatures: applies the roots
-/// found in `dir` (a stick, a pack's folder) to an installed `home`. For a first
-/// install, advances `given` (the `--pubkey`/`--trust` policy, the implicit root 0) in
-/// memory and returns the chain, which [`record_after_install`] records. Nothing when
-/// `dir` carries no roots.
+/// The automatic path of install (a stick) and apply-update (beside a pack): applies
+/// the newer roots found in `dir` (a stick root, a pack's folder) to the home, or, for
+/// a first install, in memory from the `given` policy (recorded after the install by
+/// [`record_after_install`]). Prints what it applied. `None` when `dir` holds no roots.
 pub fn apply_found(
     ctx: &Ctx,
     home: &Home,
@@ -418,19 +417,66 @@ pub fn apply_found(
     let Some(roots) = trustroot::find_dir(dir) else {
         return Ok(None);
     };
+    apply_source(ctx, home, &trustroot::Source::Dir(roots), given, json)
+}
+
+/// [`apply_found`] for any source of roots (a pack's head, a peer's `/roots/`).
+pub fn apply_source(
+    ctx: &Ctx,
+    home: &Home,
+    src: &trustroot::Source,
+    given: Option<&offgrid::trust::TrustPolicy>,
+    json: bool,
+) -> anyhow::Result<Option<trustroot::Chain>> {
     let installed = home.read_state().ok().flatten().is_some();
     let chain = if installed {
-        trustroot::update_home(home, &roots, false)
+        trustroot::update_home_from(home, src, false)
     } else if let Some(p) = given {
-        trustroot::advance(&TrustState::implicit(p.clone()), &roots)
+        trustroot::advance_from(&TrustState::implicit(p.clone()), src)
     } else {
         return Ok(None);
     }
-    .with_context(|| format!("applying the trust roots of '{}'", roots.display()))?;
+    .with_context(|| format!("applying the trust roots of '{}'", src.label().display()))?;
     if !chain.applied.is_empty() {
         print_chain(ctx, &chain, json)?;
     }
     Ok(Some(chain))
+}
+
+/// `apply-update`: the roots at the head of the pack (SPEC.md §7.2), then those in a
+/// `roots/` folder beside it (packs made before roots travelled inside), applied to the
+/// installed home before the pack's signatures are checked.
+pub fn apply_for_pack(ctx: &Ctx, home: &Home, pack: &Path, json: bool) -> anyhow::Result<()> {
+    if let Some(src) = offgrid::update::reader::read_roots(pack)
+        .with_context(|| format!("reading the trust roots of '{}'", pack.display()))?
+    {
+        apply_source(ctx, home, &src, None, json)?;
+    }
+    apply_found(ctx, home, &offgrid::fsutil::parent_dir(pack), None, json)?;
+    Ok(())
+}
+
+/// Dry runs: the trust policy the site would check with after applying the chains of
+/// `sources` in memory (nothing recorded), starting from `start` (the home's root, or
+/// the given keys as root 0 for a first install). Returns the policy and the versions
+/// that would be applied.
+pub fn dry_policy(
+    start: trustroot::TrustState,
+    sources: &[trustroot::Source],
+) -> anyhow::Result<(offgrid::trust::TrustPolicy, Vec<u64>)> {
+    let mut state = start;
+    let mut applied = Vec::new();
+    for src in sources {
+        let chain = trustroot::advance_from(&state, src).with_context(|| {
+            format!(
+                "applying the trust roots of '{}' (dry run)",
+                src.label().display()
+            )
+        })?;
+        applied.extend(chain.applied.iter().map(|a| a.root.version));
+        state = chain.state;
+    }
+    Ok((state.policy, applied))
 }
 
 /// Records in a freshly installed home the chain [`apply_found`] advanced in memory.
@@ -462,6 +508,16 @@ impl RootsOpt {
         })?;
         trustroot::newest_in(&dir)?;
         Ok(Some(dir))
+    }
+
+    /// The chain's files, read and bounded, to carry inside an update pack (none
+    /// without `--roots`).
+    pub fn files(&self) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        let Some(dir) = self.check()? else {
+            return Ok(Vec::new());
+        };
+        trustroot::files_of(&trustroot::Source::Dir(dir.clone()))
+            .with_context(|| format!("reading the trust roots of '{}'", dir.display()))
     }
 
     /// Copies the chain into `dest/roots`; says so on stderr.

@@ -2,7 +2,7 @@
 //! tree against trusted keys flatten into their arguments (`verify`, `clone`), and the
 //! trust policy they make.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use offgrid::keys::PublicKey;
 use offgrid::trust::{TrustError, TrustPolicy};
@@ -53,5 +53,35 @@ impl TrustArgs {
             .map(|p| PublicKey::load(p))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(TrustPolicy::from_keys(keys)?)
+    }
+
+    /// The policy after following the chain of trust roots that `path` carries (at a
+    /// pack's head, in a `roots/` folder on the stick or beside the pack), applied in
+    /// memory from these keys — the home's root, or the given keys as root 0 — as install
+    /// and apply-update would (SPEC.md §19.3); with the versions followed. Nothing is
+    /// recorded.
+    pub fn policy_following(&self, path: &Path) -> anyhow::Result<(TrustPolicy, Vec<u64>)> {
+        use offgrid::trustroot::{self, Source, TrustState};
+        let policy = self.policy()?;
+        let start = match &self.home {
+            Some(h) => {
+                let home = offgrid::update::Home::resolve(Some(h));
+                let state = home.state()?;
+                TrustState::of_home(&home, &state)?
+            }
+            None => TrustState::implicit(policy),
+        };
+        let mut sources = Vec::new();
+        if path.is_file() {
+            if let Some(src) = offgrid::update::reader::read_roots(path)? {
+                sources.push(src);
+            }
+            if let Some(d) = trustroot::find_dir(&offgrid::fsutil::parent_dir(path)) {
+                sources.push(Source::Dir(d));
+            }
+        } else if let Some(d) = trustroot::find_dir(path) {
+            sources.push(Source::Dir(d));
+        }
+        super::trust::dry_policy(start, &sources)
     }
 }

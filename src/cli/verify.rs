@@ -46,12 +46,8 @@ fn signers_text(signers: &[Signer]) -> String {
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if args.path.is_file() {
-        return super::apply_update::verify_pack_cmd(
-            &args.path,
-            &args.trust.policy()?,
-            args.json,
-            ctx,
-        );
+        let policy = following(&args, ctx)?;
+        return super::apply_update::verify_pack_cmd(&args.path, &policy, args.json, ctx);
     }
     let result = verify(&args, ctx);
     if args.json {
@@ -67,8 +63,22 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     result.map(|_| ExitCode::SUCCESS)
 }
 
+/// The trust policy for `args.path`, after the chain of roots it carries (SPEC.md §19.3),
+/// saying on stderr which roots were followed.
+fn following(args: &Args, ctx: &Ctx) -> anyhow::Result<offgrid::trust::TrustPolicy> {
+    let (policy, roots) = args.trust.policy_following(&args.path)?;
+    if !roots.is_empty() {
+        ctx.note(&format!(
+            "trust: following root(s) {} carried by '{}' (checked; nothing recorded)",
+            super::apply_update::versions(&roots),
+            args.path.display()
+        ));
+    }
+    Ok(policy)
+}
+
 fn verify(args: &Args, ctx: &Ctx) -> anyhow::Result<TreeReport> {
-    let policy = args.trust.policy()?;
+    let policy = following(args, ctx)?;
     let pb = ctx.bar("verifying", args.json);
     let opts = VerifyOptions {
         skip_extras: args.no_extras,

@@ -21,7 +21,7 @@ use crate::update::delta::{self, DeltaOptions};
 use crate::update::history::{object_path, Release};
 use crate::update::pack::{
     payload_entry, Copy, Encoding, From, PackManifest, Payload, BUNDLE_MANIFEST, FORMAT,
-    MAX_CHANGELOG, PACK_MANIFEST, PACK_SIGS, RELEASE_SIGS,
+    MAX_CHANGELOG, PACK_MANIFEST, PACK_ROOTS, PACK_SIGS, RELEASE_SIGS,
 };
 use crate::update::{io_err, pack_sign, UpdateError};
 
@@ -39,6 +39,9 @@ pub struct CreateOptions<'a> {
     /// Try binary deltas (off: whole files only).
     pub deltas: bool,
     pub delta: DeltaOptions,
+    /// A chain of trust roots carried at the head of the pack (`roots/NAME` entries,
+    /// SPEC.md §7.2), from [`crate::trustroot::files_of`]; empty for none.
+    pub roots: &'a [(String, Vec<u8>)],
     pub progress: crate::Progress<'a>,
 }
 
@@ -410,6 +413,9 @@ pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
     };
     let werr = io_err("write", &tar_tmp);
     (|| -> io::Result<()> {
+        for (n, b) in o.roots {
+            add(&format!("{PACK_ROOTS}/{n}"), b.len() as u64, &mut &b[..])?;
+        }
         add(PACK_MANIFEST, pm_bytes.len() as u64, &mut &pm_bytes[..])?;
         for (n, t) in &sigs {
             add(

@@ -20,6 +20,9 @@ use crate::version::Version;
 pub const FORMAT: &str = "offgrid-pack/1";
 /// The first tar entry: the signed pack manifest.
 pub const PACK_MANIFEST: &str = "offgrid-pack.toml";
+/// Folder of the optional chain of trust roots at the head of a pack (`roots/NAME`,
+/// before [`PACK_MANIFEST`]; SPEC.md §7.2, §19).
+pub const PACK_ROOTS: &str = "roots";
 /// Folder of the pack signatures (`signatures/KEYID.minisig`).
 pub const PACK_SIGS: &str = "signatures";
 /// The embedded new bundle manifest.

@@ -18,7 +18,7 @@ use crate::manifest::Manifest;
 use crate::trust::{SignatureReport, TrustError, TrustPolicy};
 use crate::update::pack::{
     PackManifest, Payload, BUNDLE_MANIFEST, MAX_PACK_MANIFEST, MAX_SIG, MAX_SIGS, PACK_MANIFEST,
-    PACK_SIGS, RELEASE_SIGS,
+    PACK_ROOTS, PACK_SIGS, RELEASE_SIGS,
 };
 use crate::update::{pack_sign, UpdateError};
 
@@ -170,6 +170,98 @@ fn sig_name<'n>(name: &'n str, dir: &str) -> Option<&'n str> {
     Some(rest)
 }
 
+/// True when `e` is a `roots/NAME` entry of the chain at a pack's head (name and size
+/// checked, at most [`crate::trustroot::MAX_ROOTS`] × 65 entries); false for any other.
+fn root_entry<R: Read>(
+    pack: &Path,
+    e: &tar::Entry<'_, R>,
+    name: &str,
+    count: &mut usize,
+) -> Result<bool, UpdateError> {
+    let Some(file) = name
+        .strip_prefix(PACK_ROOTS)
+        .and_then(|r| r.strip_prefix('/'))
+    else {
+        return Ok(false);
+    };
+    if !crate::trustroot::Source::check_name(file) {
+        return Err(damaged(
+            pack,
+            format!("tar entry '{name}' is not a trust root file (roots/N.root.toml or roots/N.KEYID.minisig)"),
+        ));
+    }
+    *count += 1;
+    if *count > crate::trustroot::MAX_ROOTS * (1 + MAX_SIGS) {
+        return Err(damaged(pack, "the pack carries too many trust root files"));
+    }
+    let max = crate::trustroot::MAX_ROOT_BYTES.max(MAX_SIG);
+    if e.size() > max {
+        return Err(damaged(
+            pack,
+            format!(
+                "tar entry '{name}' is {} bytes, more than the {max} allowed",
+                e.size()
+            ),
+        ));
+    }
+    Ok(true)
+}
+
+/// The chain of trust roots at the head of the pack at `path` (SPEC.md §7.2 entry 0), read
+/// before anything else so the site can apply it before the pack's signatures are
+/// checked: `None` when the pack carries none. Only the leading `roots/` entries are read
+/// (each bounded, at most [`crate::trustroot::MAX_CHAIN_BYTES`] together); they are
+/// trusted only through their own signatures (SPEC.md §19.3).
+pub fn read_roots(path: &Path) -> Result<Option<crate::trustroot::Source>, UpdateError> {
+    let f = crate::hash::open_regular(path).map_err(crate::update::io_err("open", path))?;
+    let mut ar = tar::Archive::new(BufReader::new(f));
+    // A file that is not a tar at all is left to [`read_pack`], which names it as the
+    // wrong file (a usage error).
+    let Ok(mut entries) = ar.entries() else {
+        return Ok(None);
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut files = Vec::new();
+    let mut count = 0usize;
+    let mut total = 0u64;
+    loop {
+        let mut e = match entries.next() {
+            None => break,
+            Some(Ok(e)) => e,
+            Some(Err(_)) if files.is_empty() => return Ok(None),
+            Some(Err(e)) => {
+                return Err(damaged(
+                    path,
+                    format!("cannot read the tar entry for a trust root: {e} (the pack is truncated or damaged)"),
+                ))
+            }
+        };
+        let name = entry_name(path, &e, &mut seen)?;
+        if !root_entry(path, &e, &name, &mut count)? {
+            break;
+        }
+        total += e.size();
+        if total > crate::trustroot::MAX_CHAIN_BYTES {
+            return Err(damaged(
+                path,
+                format!(
+                    "its trust roots are larger than {} bytes",
+                    crate::trustroot::MAX_CHAIN_BYTES
+                ),
+            ));
+        }
+        let size = e.size();
+        let bytes = read_small(path, &mut e, &name, size)?;
+        files.push((name[PACK_ROOTS.len() + 1..].to_owned(), bytes));
+    }
+    if files.is_empty() {
+        return Ok(None);
+    }
+    crate::trustroot::source_from(path.join(PACK_ROOTS), files)
+        .map(Some)
+        .map_err(|r| damaged(path, r))
+}
+
 /// Reads the pack at `path` once: head first (signatures over the pack manifest checked
 /// against `policy`, then the embedded manifest's hash and its own signatures), then
 /// `on_head` (which may refuse), then each payload in order through `on_payload`, which
@@ -208,12 +300,21 @@ pub fn read_pack(
         path: path.display().to_string(),
         reason,
     };
-    let mut e = match entries.next() {
-        Some(Ok(e)) => e,
-        Some(Err(err)) => return Err(not_a_pack(format!("no tar header: {err}"))),
-        None => return Err(not_a_pack("an empty tar".into())),
+    let mut n_roots = 0usize;
+    let (mut e, name) = loop {
+        let e = match entries.next() {
+            Some(Ok(e)) => e,
+            Some(Err(err)) => return Err(not_a_pack(format!("no tar header: {err}"))),
+            None => return Err(not_a_pack("an empty tar".into())),
+        };
+        let name = entry_name(path, &e, &mut seen)?;
+        // 0. A chain of trust roots may come first; the caller read and applied it
+        // ([`read_roots`]) before choosing `policy`. Here it is only checked and skipped.
+        match root_entry(path, &e, &name, &mut n_roots)? {
+            true => continue,
+            false => break (e, name),
+        }
     };
-    let name = entry_name(path, &e, &mut seen)?;
     if name != PACK_MANIFEST {
         return Err(not_a_pack(format!(
             "its first entry is '{name}', not '{PACK_MANIFEST}'"
