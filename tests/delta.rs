@@ -444,6 +444,40 @@ fn the_wrong_old_file_is_refused() {
     ));
 }
 
+/// The two candidate encoders of a window run at once on two threads; the delta is the
+/// same bytes as on one thread.
+#[test]
+fn two_threads_write_the_same_delta_as_one() {
+    let old = noise(3 << 20, 21);
+    let mut new = old.clone();
+    new.splice(100_000..100_000, noise(5000, 22));
+    for b in new[2_000_000..2_000_300].iter_mut() {
+        *b ^= 0x5a;
+    }
+    let p = pair(&old, &new);
+    let one = make(
+        &p,
+        &DeltaOptions {
+            threads: 1,
+            ..fast(0)
+        },
+    );
+    let two = make(
+        &p,
+        &DeltaOptions {
+            threads: 2,
+            ..fast(0)
+        },
+    );
+    assert!(
+        one.1.bidiff_windows + one.1.zstd_ref_windows > 0,
+        "{:?}",
+        one.1
+    );
+    assert!(one.0 == two.0, "the delta depends on the thread count");
+    assert_eq!(apply_bytes(&old, &two.0, new.len() as u64).unwrap(), new);
+}
+
 #[test]
 fn memory_bound_fits_the_budget() {
     for max in [256u64 << 20, 1 << 30, 2 << 30, 8 << 30] {

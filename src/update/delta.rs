@@ -8,7 +8,8 @@
 //!
 //! Memory: creation peaks near [`memory_bound`]`(window)`, which [`window_size`] keeps
 //! under `DeltaOptions::max_memory`; application needs at most about 200 MiB whatever the
-//! file size. Known gaps: one window is encoded at a time on one core; data that moved
+//! file size. A window's two candidate encodings run at once on two threads
+//! (`DeltaOptions::threads`). Known gaps: one window is encoded at a time; data that moved
 //! farther than the margin without anchors is diffed against the wrong old range (correct,
 //! but larger).
 
@@ -36,6 +37,10 @@ pub struct DeltaOptions {
     pub zstd_level: i32,
     /// Window size in bytes; 0 derives it from `max_memory` ([`window_size`]).
     pub window_size: u64,
+    /// Threads a window's encoders may use (0: the cores available). With two or more,
+    /// the bidiff and zstd-ref candidates of a window are computed at once; the delta is
+    /// the same bytes whatever the count.
+    pub threads: usize,
 }
 
 impl Default for DeltaOptions {
@@ -44,6 +49,7 @@ impl Default for DeltaOptions {
             max_memory: 2 << 30,
             zstd_level: 19,
             window_size: 0,
+            threads: 0,
         }
     }
 }
@@ -131,6 +137,10 @@ pub fn create(
     let new_size = nf.metadata().map_err(io_err(new))?.len();
     let window = window_size(opts);
     let margin = window / 8;
+    let threads = match opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
     let out_path = Path::new("delta output");
     let mut stats = DeltaStats {
         old_size,
@@ -202,6 +212,7 @@ pub fn create(
             &new_buf,
             aligned,
             opts.zstd_level,
+            threads,
             &mut stats,
         )
         .map_err(io_err(out_path))?;
@@ -235,6 +246,7 @@ fn encode_window(
     new: &[u8],
     aligned: Option<usize>,
     level: i32,
+    threads: usize,
     stats: &mut DeltaStats,
 ) -> std::io::Result<()> {
     let (mut p, mut q) = (0, 0);
@@ -264,7 +276,7 @@ fn encode_window(
     }
     let mid = &new[p..new.len() - q];
     let mid_aligned = aligned.map(|a| a + p);
-    let enc = encode::encode(old, mid, mid_aligned, level)?;
+    let enc = encode::encode(old, mid, mid_aligned, level, threads)?;
     let w = format::Window {
         method: enc.method,
         old_offset: old_start + enc.old_sub.0 as u64,

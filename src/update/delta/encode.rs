@@ -8,8 +8,12 @@
 //!   when both ranges fit in [`REF_MAX`];
 //! - `zstd`: plain zstd, when there is no old range.
 //!
-//! Known gaps: the two candidates run one after the other on one core; a window whose
-//! bidiff patch is already tiny still pays for the `zstd-ref` attempt.
+//! The two candidates are computed at once on two threads when the caller allows two
+//! (`DeltaOptions::threads`); the bytes written do not depend on it.
+//!
+//! Known gaps: one window is encoded at a time, so a machine with more than two cores
+//! uses two of them; a window whose bidiff patch is already tiny still pays for the
+//! `zstd-ref` attempt.
 
 use std::io;
 
@@ -28,7 +32,13 @@ pub struct Encoded {
 
 /// Encodes `new` against `old`; `aligned` is where in `old` the new bytes would sit if
 /// they did not change.
-pub fn encode(old: &[u8], new: &[u8], aligned: Option<usize>, level: i32) -> io::Result<Encoded> {
+pub fn encode(
+    old: &[u8],
+    new: &[u8],
+    aligned: Option<usize>,
+    level: i32,
+    threads: usize,
+) -> io::Result<Encoded> {
     if let Some(a) = aligned {
         if a.checked_add(new.len()).is_some_and(|e| e <= old.len()) && old[a..a + new.len()] == *new
         {
@@ -46,13 +56,29 @@ pub fn encode(old: &[u8], new: &[u8], aligned: Option<usize>, level: i32) -> io:
             payload: zstd_plain(new, level)?,
         });
     }
+    // The two candidates are independent: on a machine with two cores or more they run
+    // at once (the same bytes come out; both were already counted in the memory bound).
+    let try_ref = old.len() as u64 <= REF_MAX && new.len() as u64 <= REF_MAX;
+    let (bidiff, zref) = if try_ref && threads > 1 {
+        std::thread::scope(|s| {
+            let r = s.spawn(|| zstd_ref(old, new, level));
+            let b = bidiff_zstd(old, new, level);
+            let r = r
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the zstd-ref encoder panicked")));
+            (b, Some(r))
+        })
+    } else {
+        let b = bidiff_zstd(old, new, level);
+        (b, try_ref.then(|| zstd_ref(old, new, level)))
+    };
     let mut best = Encoded {
         method: Method::Bidiff,
         old_sub: (0, old.len()),
-        payload: bidiff_zstd(old, new, level)?,
+        payload: bidiff?,
     };
-    if old.len() as u64 <= REF_MAX && new.len() as u64 <= REF_MAX {
-        let r = zstd_ref(old, new, level)?;
+    if let Some(r) = zref {
+        let r = r?;
         if r.len() < best.payload.len() {
             best = Encoded {
                 method: Method::ZstdRef,

@@ -367,8 +367,12 @@ fn compare(
     let mut ours_runs = vec![(String::new(), Vec::<&str>::new())];
     if !extra_args.is_empty() {
         ours_runs.push((format!(" ({})", extra_args.join(" ")), extra_args.to_vec()));
+    } else {
+        // The same delta on one thread: what running the two candidates at once saves.
+        ours_runs.push((" (--threads 1)".into(), vec!["--threads", "1"]));
     }
     let mut ours_best = u64::MAX;
+    let mut ours_secs = None;
     for (label, args) in &ours_runs {
         let _ = std::fs::remove_file(&out);
         let stats_file = cache.join("probe.out");
@@ -387,6 +391,7 @@ fn compare(
             stats.trim()
         );
         ours_best = ours_best.min(size);
+        ours_secs.get_or_insert(t.wall.as_secs_f64());
         // Apply it back and compare.
         let back = cache.join("out.new");
         let a = time_sh(&format!(
@@ -477,6 +482,17 @@ fn compare(
             "  ratio offgrid/best other ({}): {:.3} (goal <= 1.000)",
             best.name,
             ours_best as f64 / best.size.max(1) as f64
+        );
+    }
+    if let (Some(x), Some(ours)) = (rows.iter().find(|r| r.name == "xdelta3 -9"), ours_secs) {
+        println!(
+            "  creation time offgrid/xdelta3 -9: {:.2} (goal <= 1.00){}",
+            ours / x.secs.max(0.001),
+            if x.cached {
+                "  (xdelta3 time from a cached run)"
+            } else {
+                ""
+            }
         );
     }
     let _ = std::fs::remove_file(&out);

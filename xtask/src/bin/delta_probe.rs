@@ -3,7 +3,7 @@
 //! from the benchmark driver. Not a product command.
 //!
 //! Usage:
-//!   delta_probe create OLD NEW OUT [--max-memory-mib N] [--window-mib N] [--level N]
+//!   delta_probe create OLD NEW OUT [--max-memory-mib N] [--window-mib N] [--level N] [--threads N]
 //!   delta_probe apply OLD DELTA OUT NEW_SIZE
 //!
 //! `create` prints the statistics as `key=value` pairs on one line.
@@ -29,7 +29,7 @@ fn main() -> Result<()> {
             println!("written={n}");
             Ok(())
         }
-        _ => bail!("usage: delta_probe create OLD NEW OUT [--max-memory-mib N] [--window-mib N] [--level N] | apply OLD DELTA OUT NEW_SIZE"),
+        _ => bail!("usage: delta_probe create OLD NEW OUT [--max-memory-mib N] [--window-mib N] [--level N] [--threads N] | apply OLD DELTA OUT NEW_SIZE"),
     }
 }
 
@@ -45,6 +45,7 @@ fn create(old: &str, new: &str, out: &str, rest: &[&str]) -> Result<()> {
             "--max-memory-mib" => opts.max_memory = v << 20,
             "--window-mib" => opts.window_size = v << 20,
             "--level" => opts.zstd_level = v as i32,
+            "--threads" => opts.threads = v as usize,
             other => bail!("unknown option '{other}'"),
         }
     }
