@@ -211,8 +211,7 @@ pub fn create(
             span.old_start,
             &new_buf,
             aligned,
-            opts.zstd_level,
-            threads,
+            (opts.zstd_level, threads),
             &mut stats,
         )
         .map_err(io_err(out_path))?;
@@ -245,8 +244,7 @@ fn encode_window(
     old_start: u64,
     new: &[u8],
     aligned: Option<usize>,
-    level: i32,
-    threads: usize,
+    (level, threads): (i32, usize),
     stats: &mut DeltaStats,
 ) -> std::io::Result<()> {
     let (mut p, mut q) = (0, 0);
