@@ -160,6 +160,8 @@ pub enum UpdateError {
     NotATree { path: String, reason: String },
     #[error(transparent)]
     Media(#[from] crate::media::MediaError),
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
     #[error("cannot make the site key in '{home}': {reason}")]
     SiteKey { home: String, reason: String },
     #[error("release {release} expired at {expires}, and this site has seen a release signed at {newest}")]
@@ -230,6 +232,7 @@ impl UpdateError {
             | UpdateError::Expired { .. } => true,
             UpdateError::Trust(t) => t.is_refusal(),
             UpdateError::Head(h) => h.is_refusal(),
+            UpdateError::Volume(v) => v.is_refusal(),
             UpdateError::PackUntrusted { source, .. } => source.is_refusal(),
             // A delta that does not apply inside a signed pack is a damaged pack.
             UpdateError::Delta { source, .. } => !matches!(source, delta::DeltaError::Io { .. }),
@@ -290,6 +293,7 @@ impl crate::diagnostic::Diagnostic for UpdateError {
             UpdateError::RollbackDamaged { current, release, .. } => Some(format!("release {current} stays in use; to get release {release} back, repair it from a verified stick or update pack holding it: offgrid repair --from USBROOT")),
             UpdateError::NotATree { .. } => Some("pass the folder of the USB tree (the one holding manifest.toml), e.g. offgrid install --from /media/USB".into()),
             UpdateError::Media(e) => crate::diagnostic::Diagnostic::help(e),
+            UpdateError::Volume(e) => crate::diagnostic::Diagnostic::help(e),
             UpdateError::Expired { .. } => Some("an old release is being offered (a freeze or replay); ask HQ for the current release (SPEC.md §17.5)".into()),
             UpdateError::NoRepairSource { .. } => Some("pass a stick's folder (the one holding manifest.toml), an .ogpack file, or a folder holding them, e.g. offgrid repair --from /media/USB".into()),
             _ => None,

@@ -418,6 +418,8 @@ mod tests {
                     chunk_size: crate::manifest::DEFAULT_CHUNK_SIZE,
                     chunks: vec![],
                     model: None,
+                    volume: None,
+                    parts: Vec::new(),
                 })
                 .collect(),
         };

@@ -112,7 +112,7 @@ pub fn check_dest(
 /// Checks what is at `dest` against the release about to be written (see SPEC.md §2):
 /// a file refuses; another bundle or release, or an unreadable manifest, refuses unless
 /// `force`; the same bundle and release is replaced.
-pub(crate) fn inspect_dest(
+pub fn inspect_dest(
     dest: &Path,
     bundle_id: &str,
     release: &crate::version::Version,
@@ -365,6 +365,7 @@ fn pack_locked(
         state.old.as_ref(),
         &manifest_bytes,
         &signatures,
+        None,
     );
     let _ = fs::remove_dir_all(&staging);
     flipped?;
@@ -479,10 +480,13 @@ pub(crate) fn flip(
     old: Option<&Manifest>,
     manifest_bytes: &[u8],
     signatures: &[(String, String)],
+    marker: Option<&[u8]>,
 ) -> Result<(), PackError> {
     // 1. The tree stops being a tree.
     let mpath = dest.join(MANIFEST_FILE);
     fsutil::remove_if_exists(&mpath).map_err(io_err("remove", &mpath))?;
+    let vpath = dest.join(crate::volume::MARKER_FILE);
+    fsutil::remove_if_exists(&vpath).map_err(io_err("remove", &vpath))?;
     let sigdir = dest.join(SIGNATURES_DIR);
     if let Ok(rd) = fs::read_dir(&sigdir) {
         for e in rd.flatten() {
@@ -557,7 +561,11 @@ pub(crate) fn flip(
     }
     fsutil::fsync_dir(dest).map_err(io_err("sync", dest))?;
 
-    // 4. The manifest, then the signatures: now it is a tree.
+    // 4. The volume marker, the manifest, then the signatures: now it is a tree.
+    if let Some(b) = marker {
+        fsutil::atomic_write(&vpath, b).map_err(io_err("write", &vpath))?;
+        set_mode(&vpath, Some(MODE_DATA));
+    }
     fsutil::atomic_write(&mpath, manifest_bytes).map_err(io_err("write", &mpath))?;
     set_mode(&mpath, Some(MODE_DATA));
     fs::create_dir_all(&sigdir).map_err(io_err("create folder", &sigdir))?;
