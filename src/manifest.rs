@@ -75,6 +75,12 @@ impl FileKind {
         matches!(self, FileKind::Program | FileKind::Library)
     }
 
+    /// Kinds a medium may store in parts (SPEC.md §16.7): not models (split into shards
+    /// llama.cpp loads), binaries or scripts (run from the stick).
+    pub fn can_be_parted(self) -> bool {
+        !matches!(self, FileKind::Model | FileKind::Binary | FileKind::Script)
+    }
+
     /// The kinds format 2 added.
     fn is_format_2(self) -> bool {
         matches!(
@@ -835,8 +841,8 @@ impl Manifest {
             if f.volume.is_some() {
                 return Err(field(at("volume"), "a file stored in parts names a volume per part"));
             }
-            if f.kind == FileKind::Model {
-                return Err(field(at("parts"), "a model is split into shards, not parts"));
+            if !f.kind.can_be_parted() {
+                return Err(field(at("parts"), "models, binaries and scripts are never stored in parts"));
             }
             if f.parts.len() < 2 || f.parts.len() as u64 > f.chunks.len() as u64 {
                 return Err(field(at("parts"), "a file in parts has at least 2 and at most one per chunk"));

@@ -175,7 +175,12 @@ pub fn inspect_dest(
 /// already split by the plan; anything still too large cannot go on this medium.
 pub fn check_fits(plan: &TreePlan, limit: &FileLimit, dest: &Path) -> Result<(), PackError> {
     let Some(max) = limit.max else { return Ok(()) };
-    if let Some(f) = plan.files.iter().find(|f| f.size > max) {
+    // Data files are stored in parts (SPEC.md §16.7); models were split into shards.
+    if let Some(f) = plan
+        .files
+        .iter()
+        .find(|f| f.size > max && !f.kind.can_be_parted())
+    {
         let shown = match f.source.input() {
             Some(p) if !matches!(f.source, Source::Shard { .. }) => p.display().to_string(),
             _ => f.path.clone(),
@@ -189,7 +194,7 @@ pub fn check_fits(plan: &TreePlan, limit: &FileLimit, dest: &Path) -> Result<(),
             help: if f.kind == crate::manifest::FileKind::Model {
                 "re-split the model into smaller shards (llama.cpp's gguf-split), or use a medium without the limit (exFAT, NTFS, ext4)"
             } else {
-                "only GGUF models are split; use a medium without the limit (exFAT, NTFS, ext4)"
+                "binaries and scripts are never split; use a medium without the limit (exFAT, NTFS, ext4)"
             },
         }));
     }

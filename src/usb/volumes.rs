@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use crate::hash;
 use crate::keys::SecretKey;
-use crate::manifest::{self, FileKind, Manifest, Part};
+use crate::manifest::{self, Manifest, Part};
 use crate::paths;
 use crate::sign;
 use crate::volume::{self, Marker, VolumeError};
@@ -158,7 +158,7 @@ pub fn plan_layout(
     let parted: Vec<usize> = (0..n_files)
         .filter(|&i| {
             let f = &plan.files[i];
-            f.kind != FileKind::Model
+            f.kind.can_be_parted()
                 && (file_limit.is_some_and(|l| f.size > l)
                     || capacity.is_some_and(|c| blocks(f.size) > c))
         })
@@ -234,6 +234,19 @@ pub fn plan_layout(
         files: out,
         capacity,
     })
+}
+
+/// The largest model shard for a release spread over volumes of `volume_size` bytes on a
+/// medium with `file_limit`: what a volume holds once its head is counted.
+pub fn model_limit(
+    plan: &TreePlan,
+    file_limit: Option<u64>,
+    volume_size: u64,
+    signers: usize,
+) -> u64 {
+    let l = file_limit.unwrap_or(volume_size).min(volume_size);
+    let r = head_reserve(plan, signers, part_chunk(l));
+    l.min(volume_size.saturating_sub(r)) / BLOCK * BLOCK
 }
 
 /// What [`pack_set`] wrote.
