@@ -532,7 +532,10 @@ impl Manifest {
         if self.format != FORMAT_3 && self.needed_format() == FORMAT_3 {
             return Err(field(
                 "format",
-                format!("is '{}' but the manifest uses '{FORMAT_3}' features (parts, volumes)", self.format),
+                format!(
+                    "is '{}' but the manifest uses '{FORMAT_3}' features (parts, volumes)",
+                    self.format
+                ),
             ));
         }
         check_bundle_id(&self.bundle_id)?;
@@ -825,8 +828,14 @@ impl Manifest {
             match (n, v) {
                 (Some(n), Some(v)) if (1..=n).contains(&v) => Ok(()),
                 (Some(n), Some(v)) => Err(field(what, format!("volume {v} is not one of 1..{n}"))),
-                (Some(_), None) => Err(field(what, "names no volume, but the release spans volumes")),
-                (None, Some(_)) => Err(field(what, "names a volume, but the manifest has no 'volumes'")),
+                (Some(_), None) => Err(field(
+                    what,
+                    "names no volume, but the release spans volumes",
+                )),
+                (None, Some(_)) => Err(field(
+                    what,
+                    "names a volume, but the manifest has no 'volumes'",
+                )),
                 (None, None) => Ok(()),
             }
         };
@@ -839,13 +848,22 @@ impl Manifest {
                 continue;
             }
             if f.volume.is_some() {
-                return Err(field(at("volume"), "a file stored in parts names a volume per part"));
+                return Err(field(
+                    at("volume"),
+                    "a file stored in parts names a volume per part",
+                ));
             }
             if !f.kind.can_be_parted() {
-                return Err(field(at("parts"), "models, binaries and scripts are never stored in parts"));
+                return Err(field(
+                    at("parts"),
+                    "models, binaries and scripts are never stored in parts",
+                ));
             }
             if f.parts.len() < 2 || f.parts.len() as u64 > f.chunks.len() as u64 {
-                return Err(field(at("parts"), "a file in parts has at least 2 and at most one per chunk"));
+                return Err(field(
+                    at("parts"),
+                    "a file in parts has at least 2 and at most one per chunk",
+                ));
             }
             let mut next = 0u64;
             for (j, p) in f.parts.iter().enumerate() {
@@ -859,21 +877,36 @@ impl Manifest {
                 stored.push(&p.path);
             }
             if next != f.size {
-                return Err(field(at("parts"), format!("the parts hold {next} bytes, the file {}", f.size)));
+                return Err(field(
+                    at("parts"),
+                    format!("the parts hold {next} bytes, the file {}", f.size),
+                ));
             }
         }
         if self.files.iter().any(|f| !f.parts.is_empty()) {
             let mut seen = BTreeSet::new();
             for p in &stored {
-                if !seen.insert(*p) || *p == MANIFEST_FILE || p.starts_with("signatures/") || *p == crate::volume::MARKER_FILE {
-                    return Err(field("files", format!("stored path '{p}' is listed twice or reserved")));
+                if !seen.insert(*p)
+                    || *p == MANIFEST_FILE
+                    || p.starts_with("signatures/")
+                    || *p == crate::volume::MARKER_FILE
+                {
+                    return Err(field(
+                        "files",
+                        format!("stored path '{p}' is listed twice or reserved"),
+                    ));
                 }
             }
             paths::check_no_case_collisions(
                 stored
                     .iter()
                     .copied()
-                    .chain(self.files.iter().map(|f| f.path.as_str()).filter(|p| !seen.contains(p)))
+                    .chain(
+                        self.files
+                            .iter()
+                            .map(|f| f.path.as_str())
+                            .filter(|p| !seen.contains(p)),
+                    )
                     .chain(self.dirs.iter().map(|d| d.path.as_str())),
             )?;
         }

@@ -545,8 +545,7 @@ pub fn verify_tree(
     let manifest_sha256 = hash::to_hex(&sha2::Sha256::digest(&signed.bytes));
     // A volume (or a tree holding parts) is checked as stored: its pieces, each against
     // its slice of the file's signed chunk digests (SPEC.md §16.6, §16.7).
-    let marker = crate::volume::read_marker(root)
-        .map_err(VerifyError::Volume)?;
+    let marker = crate::volume::read_marker(root).map_err(VerifyError::Volume)?;
     let (view, volume) = match &marker {
         Some(mk) => {
             mk.check(root, &signed.manifest, &manifest_sha256)

@@ -70,7 +70,9 @@ pub enum VolumeError {
         end: u64,
         chunk: u64,
     },
-    #[error("'{path}' on volume {volume} is missing or not a regular file of {size} bytes: {reason}")]
+    #[error(
+        "'{path}' on volume {volume} is missing or not a regular file of {size} bytes: {reason}"
+    )]
     BadPiece {
         path: String,
         volume: u32,
@@ -220,7 +222,10 @@ mod tests {
 
     #[test]
     fn part_names() {
-        assert_eq!(part_name("data/big.bin", 1, 3), "data/big.bin.part001-of-003");
+        assert_eq!(
+            part_name("data/big.bin", 1, 3),
+            "data/big.bin.part001-of-003"
+        );
         assert_eq!(part_name("a", 12, 1200), "a.part0012-of-1200");
     }
 }

@@ -125,7 +125,16 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     usb::pack::check_fits(&plan, &limit, &dest)?;
     let layout = usb::volumes::plan_layout(&plan, limit.max, None, keys.len())?;
     if layout.is_needed() {
-        return write_volumes(&args, ctx, &inputs, &plan, &layout, &keys, &limit, args.dests.clone());
+        return write_volumes(
+            &args,
+            ctx,
+            &inputs,
+            &plan,
+            &layout,
+            &keys,
+            &limit,
+            args.dests.clone(),
+        );
     }
 
     let bar = ctx.bar("packing", args.out.json);
@@ -317,11 +326,16 @@ fn write_volumes(
         &PackOptions { force: args.force },
         &super::progress_fn(&bar),
     )
-    .with_context(|| format!("packing release {} as {} volume(s)", plan.release, layout.count()))?;
+    .with_context(|| {
+        format!(
+            "packing release {} as {} volume(s)",
+            plan.release,
+            layout.count()
+        )
+    })?;
     bar.finish_and_clear();
-    let policy = offgrid::trust::TrustPolicy::from_keys(
-        keys.iter().map(|k| k.public.clone()).collect(),
-    )?;
+    let policy =
+        offgrid::trust::TrustPolicy::from_keys(keys.iter().map(|k| k.public.clone()).collect())?;
     for (d, _, bytes) in &r.volumes {
         args.roots.copy_into(ctx, d)?;
         if args.read_back {
@@ -410,7 +424,10 @@ fn write_volumes(
         s.push_str(&format!("  parts:     {p} in {n} parts\n"));
     }
     s.push_str(&format!("  medium:    {}\n", describe_limit(limit)));
-    s.push_str(&format!("  recorded:  in the HQ history '{}'\n", hq.display()));
+    s.push_str(&format!(
+        "  recorded:  in the HQ history '{}'\n",
+        hq.display()
+    ));
     for id in &key_ids {
         s.push_str(&format!("  signed by: {id} (signatures/{id}.minisig)\n"));
     }

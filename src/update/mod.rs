@@ -35,6 +35,7 @@ pub mod shims;
 pub mod status;
 pub mod txn;
 pub mod verify_pack;
+pub mod volumes;
 
 pub use apply::apply_update;
 pub use home::Home;

@@ -432,11 +432,7 @@ fn stage_and_flip(
                 };
                 let chunks = hash::copy_range_and_hash(src, offset, size, &dst, l.chunk_size)?;
                 set_mode(&dst, Some(super::layout::MODE_DATA));
-                let j = l
-                    .parts
-                    .iter()
-                    .position(|p| p.0 == path)
-                    .unwrap_or_default();
+                let j = l.parts.iter().position(|p| p.0 == path).unwrap_or_default();
                 part_chunks[i][j] = chunks;
             }
             done += size;
