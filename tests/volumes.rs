@@ -299,3 +299,92 @@ fn a_large_data_file_is_stored_in_parts_and_reassembled() {
     ws.offgrid(&["verify", "home/current", "--home", "home"])
         .success();
 }
+
+#[test]
+fn the_volume_examples_parse_and_agree() {
+    let text = include_str!("../formats/manifest.volumes.example.toml");
+    let m = Manifest::parse(text.as_bytes()).unwrap();
+    assert_eq!(m.to_toml(), text, "the example is not in canonical form");
+    assert_eq!(m.volumes, Some(3));
+    let marker: offgrid::volume::Marker =
+        toml::from_str(include_str!("../formats/volume.example.toml")).unwrap();
+    marker
+        .check(Path::new("v2"), &m, &support::sha256_hex(text.as_bytes()))
+        .unwrap();
+    assert_eq!(
+        m.stored_view(Some(2))
+            .files
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect::<Vec<_>>(),
+        ["data/atlas.bin.part002-of-003"]
+    );
+}
+
+/// The `data` keys of every record of type `ty` in JSON Lines `out`.
+fn record_keys(out: &[u8], ty: &str) -> Vec<Vec<String>> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == ty)
+        .map(|v| {
+            let mut k: Vec<String> = v["data"].as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        })
+        .collect()
+}
+
+fn sorted(v: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn json_records_carry_the_fields_spec_9_2_lists() {
+    let ws = world();
+    pack(&ws, "1.0", &["v1", "v2", "v3"]).success();
+    let plan = ws
+        .offgrid(&[
+            "pack-usb", "v1", "--release", "1.0", "--model", "in/smol.gguf", "--add",
+            "data/big.bin=in/big.bin", "--sign-with", "hq.key", "--no-host-binary",
+            "--volume-size", "300K", "--dry-run", "--json",
+        ])
+        .success();
+    assert_eq!(
+        record_keys(&plan.get_output().stdout, "volume-plan"),
+        [sorted(&["schema", "release", "bundle_id", "file_system", "max_file_size", "volumes", "bytes"])]
+    );
+    let packed = ws
+        .offgrid(&[
+            "pack-usb", "w1", "w2", "w3", "--release", "1.0", "--model", "in/smol.gguf",
+            "--add", "data/big.bin=in/big.bin", "--sign-with", "hq.key", "--no-host-binary",
+            "--volume-size", "300K", "--json",
+        ])
+        .success();
+    assert_eq!(
+        record_keys(&packed.get_output().stdout, "packed-volumes"),
+        [sorted(&[
+            "schema", "bundle_id", "release", "files", "bytes", "volumes", "volume_size", "parts",
+            "file_system", "max_file_size", "key_ids", "history",
+        ])]
+    );
+    let v = ws
+        .offgrid(&["verify", "v2", "--pubkey", "hq.pub", "--json"])
+        .success();
+    assert_eq!(
+        record_keys(&v.get_output().stdout, "volume"),
+        [sorted(&["schema", "volume", "volumes", "elsewhere"])]
+    );
+    let staged = ws
+        .offgrid(&["install", "--from", "v2", "--home", "home", "--pubkey", "hq.pub", "--json"])
+        .code(1);
+    assert_eq!(
+        record_keys(&staged.get_output().stdout, "volume-staged"),
+        [sorted(&[
+            "schema", "home", "bundle_id", "release", "volume", "volumes", "already", "staged",
+            "missing", "files", "bytes",
+        ])]
+    );
+}
