@@ -1071,6 +1071,7 @@ mod tests {
             platforms: vec!["linux-x86_64".into()],
             default_model: Some("tiny".into()),
             expires: None,
+            volumes: None,
             files: vec![
                 FileEntry {
                     path: "models/tiny.gguf".into(),
@@ -1081,6 +1082,8 @@ mod tests {
                     mode: None,
                     chunk_size: DEFAULT_CHUNK_SIZE,
                     chunks: vec![h.clone(), h.clone()],
+                    volume: None,
+                    parts: Vec::new(),
                     model: Some(ModelInfo {
                         format: None,
                         name: "tiny".into(),

@@ -243,7 +243,7 @@ pub enum VerifyError {
     Failed { report: Box<TreeReport> },
     /// A volume marker that does not fit the signed manifest (SPEC.md §16.6).
     #[error(transparent)]
-    Volume(crate::volume::VolumeError),
+    Volume(Box<crate::volume::VolumeError>),
 }
 
 fn failed_message(r: &TreeReport) -> String {
@@ -545,11 +545,11 @@ pub fn verify_tree(
     let manifest_sha256 = hash::to_hex(&sha2::Sha256::digest(&signed.bytes));
     // A volume (or a tree holding parts) is checked as stored: its pieces, each against
     // its slice of the file's signed chunk digests (SPEC.md §16.6, §16.7).
-    let marker = crate::volume::read_marker(root).map_err(VerifyError::Volume)?;
+    let marker = crate::volume::read_marker(root).map_err(|e| VerifyError::Volume(Box::new(e)))?;
     let (view, volume) = match &marker {
         Some(mk) => {
             mk.check(root, &signed.manifest, &manifest_sha256)
-                .map_err(VerifyError::Volume)?;
+                .map_err(|e| VerifyError::Volume(Box::new(e)))?;
             let elsewhere = crate::volume::contents(&signed.manifest)
                 .into_iter()
                 .filter(|(k, _)| *k != mk.volume)
@@ -636,7 +636,7 @@ impl crate::diagnostic::Diagnostic for VerifyError {
     fn help(&self) -> Option<String> {
         match self {
             VerifyError::Head(e) => crate::diagnostic::Diagnostic::help(e),
-            VerifyError::Volume(e) => crate::diagnostic::Diagnostic::help(e),
+            VerifyError::Volume(e) => crate::diagnostic::Diagnostic::help(e.as_ref()),
             VerifyError::Failed { .. } => Some(
                 "the stick was damaged or tampered with; copy the tree again from HQ or from a verified stick".into(),
             ),

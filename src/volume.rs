@@ -44,10 +44,10 @@ pub struct Marker {
 pub enum VolumeError {
     #[error("'{path}' is not a valid volume marker: {reason}")]
     BadMarker { path: String, reason: String },
-    #[error("'{root}' is volume {volume} of {volumes} of release {release} of {bundle_id}; staged so far: volume(s) {}; still missing: volume(s) {}", join(.staged), join(.missing))]
+    #[error("'{root}' is volume {volume} of {volumes} of {release}; staged so far: volume(s) {}; still missing: volume(s) {}", join(.staged), join(.missing))]
     Missing {
         root: String,
-        bundle_id: String,
+        /// `release R of BUNDLE`.
         release: String,
         volume: u32,
         volumes: u32,

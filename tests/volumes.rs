@@ -347,27 +347,70 @@ fn json_records_carry_the_fields_spec_9_2_lists() {
     pack(&ws, "1.0", &["v1", "v2", "v3"]).success();
     let plan = ws
         .offgrid(&[
-            "pack-usb", "v1", "--release", "1.0", "--model", "in/smol.gguf", "--add",
-            "data/big.bin=in/big.bin", "--sign-with", "hq.key", "--no-host-binary",
-            "--volume-size", "300K", "--dry-run", "--json",
+            "pack-usb",
+            "v1",
+            "--release",
+            "1.0",
+            "--model",
+            "in/smol.gguf",
+            "--add",
+            "data/big.bin=in/big.bin",
+            "--sign-with",
+            "hq.key",
+            "--no-host-binary",
+            "--volume-size",
+            "300K",
+            "--dry-run",
+            "--json",
         ])
         .success();
     assert_eq!(
         record_keys(&plan.get_output().stdout, "volume-plan"),
-        [sorted(&["schema", "release", "bundle_id", "file_system", "max_file_size", "volumes", "bytes"])]
+        [sorted(&[
+            "schema",
+            "release",
+            "bundle_id",
+            "file_system",
+            "max_file_size",
+            "volumes",
+            "bytes"
+        ])]
     );
     let packed = ws
         .offgrid(&[
-            "pack-usb", "w1", "w2", "w3", "--release", "1.0", "--model", "in/smol.gguf",
-            "--add", "data/big.bin=in/big.bin", "--sign-with", "hq.key", "--no-host-binary",
-            "--volume-size", "300K", "--json",
+            "pack-usb",
+            "w1",
+            "w2",
+            "w3",
+            "--release",
+            "1.0",
+            "--model",
+            "in/smol.gguf",
+            "--add",
+            "data/big.bin=in/big.bin",
+            "--sign-with",
+            "hq.key",
+            "--no-host-binary",
+            "--volume-size",
+            "300K",
+            "--json",
         ])
         .success();
     assert_eq!(
         record_keys(&packed.get_output().stdout, "packed-volumes"),
         [sorted(&[
-            "schema", "bundle_id", "release", "files", "bytes", "volumes", "volume_size", "parts",
-            "file_system", "max_file_size", "key_ids", "history",
+            "schema",
+            "bundle_id",
+            "release",
+            "files",
+            "bytes",
+            "volumes",
+            "volume_size",
+            "parts",
+            "file_system",
+            "max_file_size",
+            "key_ids",
+            "history",
         ])]
     );
     let v = ws
@@ -378,13 +421,24 @@ fn json_records_carry_the_fields_spec_9_2_lists() {
         [sorted(&["schema", "volume", "volumes", "elsewhere"])]
     );
     let staged = ws
-        .offgrid(&["install", "--from", "v2", "--home", "home", "--pubkey", "hq.pub", "--json"])
+        .offgrid(&[
+            "install", "--from", "v2", "--home", "home", "--pubkey", "hq.pub", "--json",
+        ])
         .code(1);
     assert_eq!(
         record_keys(&staged.get_output().stdout, "volume-staged"),
         [sorted(&[
-            "schema", "home", "bundle_id", "release", "volume", "volumes", "already", "staged",
-            "missing", "files", "bytes",
+            "schema",
+            "home",
+            "bundle_id",
+            "release",
+            "volume",
+            "volumes",
+            "already",
+            "staged",
+            "missing",
+            "files",
+            "bytes",
         ])]
     );
 }

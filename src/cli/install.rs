@@ -216,8 +216,7 @@ fn install_volume(
             }
             return Err(offgrid::volume::VolumeError::Missing {
                 root: args.from.display().to_string(),
-                bundle_id: s.bundle_id,
-                release: s.release,
+                release: format!("release {} of {}", s.release, s.bundle_id),
                 volume: s.volume,
                 volumes: s.volumes,
                 staged: s.staged,

@@ -383,7 +383,7 @@ fn write_volumes(
                     "files": files,
                     "bytes": bytes,
                 })).collect::<Vec<_>>(),
-                "volume_size": layout.capacity.map(|_| args.volume_size.as_deref().and_then(|s| offgrid::units::parse_volume_size(s).ok())).flatten(),
+                "volume_size": layout.volumes.and(args.volume_size.as_deref().and_then(|s| offgrid::units::parse_volume_size(s).ok())),
                 "parts": parted.iter().map(|(p, n)| serde_json::json!({"path": p, "parts": n})).collect::<Vec<_>>(),
                 "file_system": limit.fs.name,
                 "max_file_size": limit.max,

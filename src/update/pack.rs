@@ -406,6 +406,7 @@ mod tests {
             platforms: vec![],
             default_model: None,
             expires: None,
+            volumes: None,
             files: ["a.txt", "b.txt"]
                 .iter()
                 .map(|p| crate::manifest::FileEntry {

@@ -477,6 +477,7 @@ pub(crate) fn set_mode(path: &Path, mode: Option<u32>) {
 /// files of the old tree that the new one does not have, then writes the manifest and
 /// the signatures, each step made durable before the next. `new_paths` are the tree's
 /// files, staged under `staging`, and `new_dirs` its folders; `signatures` are `(key id, .minisig text)`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn flip(
     new_paths: &[&str],
     new_dirs: &[crate::manifest::DirEntry],
