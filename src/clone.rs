@@ -511,6 +511,7 @@ fn write_all(
                     olds[l.index].as_ref(),
                     &plan.manifest_bytes,
                     &sigs,
+                    None,
                 )
             });
         let _ = fs::remove_dir_all(&l.staging);

@@ -82,6 +82,7 @@ registry!(
     crate::trust::TrustError,
     crate::trustroot::RootError,
     crate::update::UpdateError,
+    crate::volume::VolumeError,
     crate::update::delta::DeltaError,
     crate::usb::PackError,
     crate::verify::VerifyError,

@@ -357,6 +357,42 @@ pub fn copy_and_hash_to_many(
     Ok((digests, failed))
 }
 
+/// Copies bytes `[offset, offset + size)` of `src` into the new file `dst` (fsynced),
+/// returning the sha256 of each `chunk_size` slice of them: the chunk digests of a part
+/// of a file whose parts start at multiples of `chunk_size` (SPEC.md §16.7).
+pub fn copy_range_and_hash(
+    src: &Path,
+    offset: u64,
+    size: u64,
+    dst: &Path,
+    chunk_size: u64,
+) -> Result<Vec<String>, HashError> {
+    use std::io::{Seek, SeekFrom};
+    let rerr = |source| HashError::Read {
+        path: src.display().to_string(),
+        source,
+    };
+    let werr = |source| HashError::Write {
+        path: dst.display().to_string(),
+        source,
+    };
+    let mut input = open_read(src)?;
+    input.seek(SeekFrom::Start(offset)).map_err(rerr)?;
+    let mut out = crate::fsutil::create_new(dst).map_err(werr)?;
+    let mut buf = vec![0u8; chunk_size as usize];
+    let mut left = size;
+    let mut chunks = Vec::with_capacity(size.div_ceil(chunk_size) as usize);
+    while left > 0 {
+        let n = left.min(chunk_size) as usize;
+        input.read_exact(&mut buf[..n]).map_err(rerr)?;
+        chunks.push(to_hex(&Sha256::digest(&buf[..n])));
+        out.write_all(&buf[..n]).map_err(werr)?;
+        left -= n as u64;
+    }
+    out.sync_all().map_err(werr)?;
+    Ok(chunks)
+}
+
 /// Computes the digests of a file.
 pub fn hash_file(path: &Path, chunk_size: u64, progress: Progress) -> Result<Digests, HashError> {
     let mut input = open_read(path)?;
@@ -905,6 +941,8 @@ mod tests {
             chunk_size: d.chunk_size,
             chunks: d.chunks.clone(),
             model: None,
+            volume: None,
+            parts: Vec::new(),
         }
     }
 

@@ -35,6 +35,7 @@ pub mod update;
 pub mod usb;
 pub mod verify;
 pub mod version;
+pub mod volume;
 
 #[cfg(feature = "llama")]
 pub mod launcher;

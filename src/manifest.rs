@@ -22,6 +22,11 @@ pub const FORMAT: &str = "offgrid-bundle/1";
 /// `program`, `library` or `document`, a platform on a non-binary, `dirs`, `commands`, or a
 /// model that is not GGUF. Readers accept both.
 pub const FORMAT_2: &str = "offgrid-bundle/2";
+/// The value written when the manifest stores a file in parts or spreads the release
+/// over several volumes (SPEC.md §16.6, §16.7). Readers accept all three.
+pub const FORMAT_3: &str = "offgrid-bundle/3";
+/// Most volumes one release may span.
+pub const MAX_VOLUMES: u32 = 9999;
 /// Most folders one manifest may list.
 pub const MAX_DIRS: usize = 100_000;
 /// Most commands one manifest may declare.
@@ -68,6 +73,12 @@ impl FileKind {
     /// Kinds that may name a platform and are installed only on that platform.
     pub fn is_per_platform(self) -> bool {
         matches!(self, FileKind::Program | FileKind::Library)
+    }
+
+    /// Kinds a medium may store in parts (SPEC.md §16.7): not models (split into shards
+    /// llama.cpp loads), binaries or scripts (run from the stick).
+    pub fn can_be_parted(self) -> bool {
+        !matches!(self, FileKind::Model | FileKind::Binary | FileKind::Script)
     }
 
     /// The kinds format 2 added.
@@ -214,6 +225,44 @@ pub struct FileEntry {
     /// Model metadata (models only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelInfo>,
+    /// The volume holding this file whole, in a release spread over volumes (format 3,
+    /// SPEC.md §16.6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<u32>,
+    /// The parts a medium stores this file as (format 3, SPEC.md §16.7): consecutive
+    /// byte ranges of the file, each starting at a multiple of `chunk_size`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Part>,
+}
+
+/// One stored part of a file split to fit its medium (SPEC.md §16.7): bytes
+/// `[offset, offset + size)` of the file, stored at `path` (on `volume`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Part {
+    /// Where the part is stored, a bundle path like the file's.
+    pub path: String,
+    /// Its first byte's offset in the file: a multiple of the file's `chunk_size`.
+    pub offset: u64,
+    /// Its length in bytes (more than 0).
+    pub size: u64,
+    /// The volume holding it, in a release spread over volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<u32>,
+}
+
+/// Where the bytes of (a piece of) a file are stored on a medium: the whole file, or
+/// one of its parts (SPEC.md §16.7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// Index of the file in the manifest.
+    pub file: usize,
+    /// The stored path.
+    pub path: String,
+    /// Offset of its first byte in the file.
+    pub offset: u64,
+    pub size: u64,
+    pub volume: Option<u32>,
 }
 
 /// The manifest of one release.
@@ -245,6 +294,9 @@ pub struct Manifest {
     /// Commands the release puts on the site's PATH (format 2).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub commands: Vec<Command>,
+    /// How many volumes the release is spread over (format 3, SPEC.md §16.6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<u32>,
 }
 
 /// Why a manifest was refused.
@@ -254,7 +306,7 @@ pub enum ManifestError {
     TooLarge { size: u64, max: u64 },
     #[error("manifest is not valid UTF-8 TOML: {0}")]
     Syntax(String),
-    #[error("manifest format '{found}' is not supported (this offgrid reads '{FORMAT}' and '{FORMAT_2}')")]
+    #[error("manifest format '{found}' is not supported (this offgrid reads '{FORMAT}', '{FORMAT_2}' and '{FORMAT_3}')")]
     Format { found: String },
     #[error("manifest field {field}: {reason}")]
     Field { field: String, reason: String },
@@ -381,6 +433,14 @@ impl Manifest {
     /// The format a manifest with these contents is written in: [`FORMAT`] unless it
     /// uses a format-2 feature.
     pub fn needed_format(&self) -> &'static str {
+        if self.volumes.is_some()
+            || self
+                .files
+                .iter()
+                .any(|f| f.volume.is_some() || !f.parts.is_empty())
+        {
+            return FORMAT_3;
+        }
         let two = !self.dirs.is_empty()
             || !self.commands.is_empty()
             || self.files.iter().any(|f| {
@@ -442,7 +502,7 @@ impl Manifest {
         let head: Head = toml::from_str(text)
             .map_err(|e| ManifestError::Syntax(crate::excerpt::message(&e.to_string())))?;
         match head.format.as_deref() {
-            Some(FORMAT) | Some(FORMAT_2) => {}
+            Some(FORMAT) | Some(FORMAT_2) | Some(FORMAT_3) => {}
             Some(other) => {
                 return Err(ManifestError::Format {
                     found: crate::excerpt::excerpt(other),
@@ -458,7 +518,7 @@ impl Manifest {
 
     /// Checks every invariant SPEC.md states for a manifest.
     pub fn validate(&self) -> Result<(), ManifestError> {
-        if self.format != FORMAT && self.format != FORMAT_2 {
+        if self.format != FORMAT && self.format != FORMAT_2 && self.format != FORMAT_3 {
             return Err(ManifestError::Format {
                 found: self.format.clone(),
             });
@@ -467,6 +527,15 @@ impl Manifest {
             return Err(field(
                 "format",
                 format!("is '{FORMAT}' but the manifest uses '{FORMAT_2}' features (kinds program, library, document; dirs; commands; non-GGUF models)"),
+            ));
+        }
+        if self.format != FORMAT_3 && self.needed_format() == FORMAT_3 {
+            return Err(field(
+                "format",
+                format!(
+                    "is '{}' but the manifest uses '{FORMAT_3}' features (parts, volumes)",
+                    self.format
+                ),
             ));
         }
         check_bundle_id(&self.bundle_id)?;
@@ -545,6 +614,7 @@ impl Manifest {
                 .chain(self.dirs.iter().map(|d| d.path.as_str())),
         )?;
         self.validate_shards()?;
+        self.validate_pieces()?;
         self.validate_models()?;
         self.validate_commands()?;
         let models: Vec<&str> = self
@@ -742,6 +812,167 @@ impl Manifest {
         Ok(())
     }
 
+    /// Parts and volumes (SPEC.md §16.6, §16.7): parts only of files that are not
+    /// models, at least two, consecutive from offset 0 to the file's size, each starting
+    /// at a multiple of the file's chunk size; stored paths follow the path rules and
+    /// collide with no file, folder or other part; with `volumes` = N every file whole
+    /// names a volume 1..=N and every part does, without it none does.
+    fn validate_pieces(&self) -> Result<(), ManifestError> {
+        let n = self.volumes;
+        if let Some(n) = n {
+            if !(1..=MAX_VOLUMES).contains(&n) {
+                return Err(field("volumes", format!("must be 1 to {MAX_VOLUMES}")));
+            }
+        }
+        let check_volume = |what: String, v: Option<u32>| -> Result<(), ManifestError> {
+            match (n, v) {
+                (Some(n), Some(v)) if (1..=n).contains(&v) => Ok(()),
+                (Some(n), Some(v)) => Err(field(what, format!("volume {v} is not one of 1..{n}"))),
+                (Some(_), None) => Err(field(
+                    what,
+                    "names no volume, but the release spans volumes",
+                )),
+                (None, Some(_)) => Err(field(
+                    what,
+                    "names a volume, but the manifest has no 'volumes'",
+                )),
+                (None, None) => Ok(()),
+            }
+        };
+        let mut stored: Vec<&str> = Vec::new();
+        for (i, f) in self.files.iter().enumerate() {
+            let at = |name: &str| format!("files[{i}].{name} ('{}')", f.path);
+            if f.parts.is_empty() {
+                check_volume(at("volume"), f.volume)?;
+                stored.push(&f.path);
+                continue;
+            }
+            if f.volume.is_some() {
+                return Err(field(
+                    at("volume"),
+                    "a file stored in parts names a volume per part",
+                ));
+            }
+            if !f.kind.can_be_parted() {
+                return Err(field(
+                    at("parts"),
+                    "models, binaries and scripts are never stored in parts",
+                ));
+            }
+            if f.parts.len() < 2 || f.parts.len() as u64 > f.chunks.len() as u64 {
+                return Err(field(
+                    at("parts"),
+                    "a file in parts has at least 2 and at most one per chunk",
+                ));
+            }
+            let mut next = 0u64;
+            for (j, p) in f.parts.iter().enumerate() {
+                let pat = at(&format!("parts[{j}]"));
+                paths::check_bundle_path(&p.path)?;
+                if p.offset != next || p.size == 0 || p.offset % f.chunk_size != 0 {
+                    return Err(field(pat, "parts must follow each other from offset 0, each non-empty and starting at a multiple of chunk_size"));
+                }
+                next = p.offset.saturating_add(p.size);
+                check_volume(pat, p.volume)?;
+                stored.push(&p.path);
+            }
+            if next != f.size {
+                return Err(field(
+                    at("parts"),
+                    format!("the parts hold {next} bytes, the file {}", f.size),
+                ));
+            }
+        }
+        if self.files.iter().any(|f| !f.parts.is_empty()) {
+            let mut seen = BTreeSet::new();
+            for p in &stored {
+                if !seen.insert(*p)
+                    || *p == MANIFEST_FILE
+                    || p.starts_with("signatures/")
+                    || *p == crate::volume::MARKER_FILE
+                {
+                    return Err(field(
+                        "files",
+                        format!("stored path '{p}' is listed twice or reserved"),
+                    ));
+                }
+            }
+            paths::check_no_case_collisions(
+                stored
+                    .iter()
+                    .copied()
+                    .chain(
+                        self.files
+                            .iter()
+                            .map(|f| f.path.as_str())
+                            .filter(|p| !seen.contains(p)),
+                    )
+                    .chain(self.dirs.iter().map(|d| d.path.as_str())),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Where every byte of the release is stored on a medium: one [`Piece`] per file
+    /// kept whole and per part, in manifest order; `volume` keeps those of one volume.
+    pub fn pieces(&self, volume: Option<u32>) -> Vec<Piece> {
+        let mut out = Vec::new();
+        for (i, f) in self.files.iter().enumerate() {
+            if f.parts.is_empty() {
+                out.push(Piece {
+                    file: i,
+                    path: f.path.clone(),
+                    offset: 0,
+                    size: f.size,
+                    volume: f.volume,
+                });
+            } else {
+                for p in &f.parts {
+                    out.push(Piece {
+                        file: i,
+                        path: p.path.clone(),
+                        offset: p.offset,
+                        size: p.size,
+                        volume: p.volume,
+                    });
+                }
+            }
+        }
+        if let Some(v) = volume {
+            out.retain(|p| p.volume.is_none_or(|x| x == v));
+        }
+        out
+    }
+
+    /// The stored view of this manifest: one entry per [`Piece`] (of `volume`, or all),
+    /// each with its slice of the file's chunk digests, so a medium holding parts is
+    /// checked as files are. The whole-file `sha256` of a part is not known (empty).
+    pub fn stored_view(&self, volume: Option<u32>) -> Manifest {
+        let mut m = self.clone();
+        m.files = self
+            .pieces(volume)
+            .into_iter()
+            .map(|p| {
+                let f = &self.files[p.file];
+                if f.parts.is_empty() {
+                    return f.clone();
+                }
+                let first = (p.offset / f.chunk_size) as usize;
+                let n = p.size.div_ceil(f.chunk_size) as usize;
+                FileEntry {
+                    path: p.path,
+                    size: p.size,
+                    sha256: String::new(),
+                    chunks: f.chunks.get(first..first + n).unwrap_or_default().to_vec(),
+                    parts: Vec::new(),
+                    volume: p.volume,
+                    ..f.clone()
+                }
+            })
+            .collect();
+        m
+    }
+
     /// The files of the split model whose first shard is `first` (in shard order), or
     /// `first` alone for a model in one file.
     pub fn shards_of<'a>(&'a self, first: &'a FileEntry) -> Vec<&'a FileEntry> {
@@ -840,6 +1071,7 @@ mod tests {
             platforms: vec!["linux-x86_64".into()],
             default_model: Some("tiny".into()),
             expires: None,
+            volumes: None,
             files: vec![
                 FileEntry {
                     path: "models/tiny.gguf".into(),
@@ -850,6 +1082,8 @@ mod tests {
                     mode: None,
                     chunk_size: DEFAULT_CHUNK_SIZE,
                     chunks: vec![h.clone(), h.clone()],
+                    volume: None,
+                    parts: Vec::new(),
                     model: Some(ModelInfo {
                         format: None,
                         name: "tiny".into(),
@@ -871,6 +1105,8 @@ mod tests {
                     chunk_size: DEFAULT_CHUNK_SIZE,
                     chunks: vec![],
                     model: None,
+                    volume: None,
+                    parts: Vec::new(),
                 },
             ],
         }

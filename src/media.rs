@@ -126,6 +126,16 @@ pub fn parse_size_arg(what: &'static str, text: &str) -> Result<u64, MediaError>
     })
 }
 
+/// [`crate::units::parse_volume_size`] (`dvd`, `bd25`, `4.7GB`, …) with the flag named in
+/// the error.
+pub fn parse_volume_size_arg(what: &'static str, text: &str) -> Result<u64, MediaError> {
+    crate::units::parse_volume_size(text).map_err(|reason| MediaError::BadSize {
+        what,
+        value: text.chars().take(40).collect(),
+        reason: format!("{reason} (or one of cd, dvd, dvd-dl, bd25, bd50)"),
+    })
+}
+
 /// The nearest existing folder at or above `path` (what `statfs` can ask about).
 pub fn existing_ancestor(path: &Path) -> PathBuf {
     let mut p = if path.as_os_str().is_empty() {

@@ -811,6 +811,8 @@ mod tests {
                 mode: None,
                 chunk_size: d.chunk_size,
                 chunks: d.chunks,
+                volume: None,
+                parts: Vec::new(),
                 model: Some(ModelInfo {
                     format: None,
                     name: "tiny".into(),
@@ -829,6 +831,7 @@ mod tests {
             platforms: vec![],
             default_model: Some("tiny".into()),
             expires: None,
+            volumes: None,
             files,
         };
         std::fs::write(root.join("manifest.toml"), m.to_toml()).unwrap();

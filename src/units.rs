@@ -67,6 +67,26 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(value)
 }
 
+/// The media `--volume-size` names (SPEC.md §16.6), in bytes: each a little under what
+/// the disc holds, so a volume written to its size fits the disc.
+pub const VOLUME_PRESETS: &[(&str, u64)] = &[
+    ("cd", 700_000_000),
+    ("dvd", 4_700_000_000),
+    ("dvd-dl", 8_500_000_000),
+    ("bd25", 25_000_000_000),
+    ("bd50", 50_000_000_000),
+];
+
+/// Parses a volume size: a preset of [`VOLUME_PRESETS`] (any case), else a size as
+/// [`parse_size`] reads it.
+pub fn parse_volume_size(text: &str) -> Result<u64, String> {
+    let t = text.trim().to_ascii_lowercase();
+    match VOLUME_PRESETS.iter().find(|(n, _)| *n == t) {
+        Some((_, v)) => Ok(*v),
+        None => parse_size(text),
+    }
+}
+
 /// Parses a rate in bytes per second: a size as [`parse_size`] reads it, with an
 /// optional `/s` and every multiple binary (`500K`, `500KiB/s`, `500KB/s`, `2m`, `1G`,
 /// `1000`); zero is refused.
@@ -103,6 +123,14 @@ pub fn human_size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volume_sizes() {
+        assert_eq!(parse_volume_size("dvd"), Ok(4_700_000_000));
+        assert_eq!(parse_volume_size("BD25"), Ok(25_000_000_000));
+        assert_eq!(parse_volume_size("300K"), Ok(300 << 10));
+        assert!(parse_volume_size("floppy").is_err());
+    }
 
     #[test]
     fn sizes() {

@@ -205,8 +205,20 @@ pub struct TreeReport {
     pub extras: Vec<Extra>,
     /// Number of extras found, including those not listed.
     pub extras_total: usize,
-    /// Sum of the manifest's file sizes.
+    /// Sum of the manifest's file sizes (of this volume's pieces, for a volume).
     pub total_bytes: u64,
+    /// For a volume, or a tree holding parts (SPEC.md §16.6): which one it is and what
+    /// the other volumes hold.
+    pub volume: Option<VolumeReport>,
+}
+
+/// Which volume a tree is, and the stored paths on each other volume.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeReport {
+    pub volume: u32,
+    pub volumes: u32,
+    /// `(volume, stored paths)` of every other volume, in volume order.
+    pub elsewhere: Vec<(u32, Vec<String>)>,
 }
 
 impl TreeReport {
@@ -229,6 +241,9 @@ pub enum VerifyError {
     Head(#[from] HeadError),
     #[error("{}", failed_message(report))]
     Failed { report: Box<TreeReport> },
+    /// A volume marker that does not fit the signed manifest (SPEC.md §16.6).
+    #[error(transparent)]
+    Volume(Box<crate::volume::VolumeError>),
 }
 
 fn failed_message(r: &TreeReport) -> String {
@@ -252,6 +267,7 @@ impl VerifyError {
         match self {
             VerifyError::Head(h) => h.is_refusal(),
             VerifyError::Failed { .. } => true,
+            VerifyError::Volume(v) => v.is_refusal(),
         }
     }
 
@@ -268,6 +284,7 @@ impl VerifyError {
         match self {
             VerifyError::Failed { report } => &report.signatures,
             VerifyError::Head(h) => h.signatures(),
+            VerifyError::Volume(_) => &[],
         }
     }
 }
@@ -481,7 +498,9 @@ fn find_extras(root: &Path, m: &Manifest) -> (Vec<Extra>, usize) {
         let name = entry.file_name().to_string_lossy();
         let t = entry.file_type();
         if (entry.depth() == 1
-            && (rel == manifest::MANIFEST_FILE || rel == manifest::SIGNATURES_DIR))
+            && (rel == manifest::MANIFEST_FILE
+                || rel == manifest::SIGNATURES_DIR
+                || rel == crate::volume::MARKER_FILE))
             || is_ignored_name(&name)
         {
             if t.is_dir() {
@@ -523,7 +542,30 @@ pub fn verify_tree(
     progress: Progress,
 ) -> Result<TreeReport, VerifyError> {
     let signed = read_signed_manifest(root, policy)?;
-    let m = &signed.manifest;
+    let manifest_sha256 = hash::to_hex(&sha2::Sha256::digest(&signed.bytes));
+    // A volume (or a tree holding parts) is checked as stored: its pieces, each against
+    // its slice of the file's signed chunk digests (SPEC.md §16.6, §16.7).
+    let marker = crate::volume::read_marker(root).map_err(|e| VerifyError::Volume(Box::new(e)))?;
+    let (view, volume) = match &marker {
+        Some(mk) => {
+            mk.check(root, &signed.manifest, &manifest_sha256)
+                .map_err(|e| VerifyError::Volume(Box::new(e)))?;
+            let elsewhere = crate::volume::contents(&signed.manifest)
+                .into_iter()
+                .filter(|(k, _)| *k != mk.volume)
+                .collect();
+            (
+                signed.manifest.stored_view(Some(mk.volume)),
+                Some(VolumeReport {
+                    volume: mk.volume,
+                    volumes: mk.volumes,
+                    elsewhere,
+                }),
+            )
+        }
+        None => (signed.manifest.clone(), None),
+    };
+    let m = &view;
     // Signatures hold: now, and only now, look at the payload.
     let mut statuses: Vec<Option<FileStatus>> = Vec::with_capacity(m.files.len());
     let mut candidates = Vec::new();
@@ -568,13 +610,14 @@ pub fn verify_tree(
         root: root.to_path_buf(),
         bundle_id: m.bundle_id.clone(),
         release: m.release.as_str().to_owned(),
-        manifest_sha256: hash::to_hex(&sha2::Sha256::digest(&signed.bytes)),
+        manifest_sha256,
         signatures: signed.signatures,
         signers: signed.signers,
         total_bytes: m.total_size(),
         files,
         extras,
         extras_total,
+        volume,
     };
     if report.verified() {
         Ok(report)
@@ -593,6 +636,7 @@ impl crate::diagnostic::Diagnostic for VerifyError {
     fn help(&self) -> Option<String> {
         match self {
             VerifyError::Head(e) => crate::diagnostic::Diagnostic::help(e),
+            VerifyError::Volume(e) => crate::diagnostic::Diagnostic::help(e.as_ref()),
             VerifyError::Failed { .. } => Some(
                 "the stick was damaged or tampered with; copy the tree again from HQ or from a verified stick".into(),
             ),

@@ -37,3 +37,4 @@ mod update;
 mod update_hostile;
 mod update_hq;
 mod verify;
+mod volumes;

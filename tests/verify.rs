@@ -122,6 +122,8 @@ fn tree() -> Tree {
             mode,
             chunk_size: d.chunk_size,
             chunks: d.chunks,
+            volume: None,
+            parts: Vec::new(),
             model,
         });
     }
@@ -135,6 +137,7 @@ fn tree() -> Tree {
         platforms: vec!["linux-x86_64".into()],
         default_model: Some("tiny".into()),
         expires: None,
+        volumes: None,
         files: entries,
     };
     fs::write(root.join("manifest.toml"), manifest.to_toml()).unwrap();

@@ -120,6 +120,15 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             ctx,
         );
     }
+    if update::volumes::is_volume(&args.from) {
+        return install_volume(
+            &args,
+            ctx,
+            &home,
+            policy.as_ref(),
+            chain.as_ref().filter(|_| first),
+        );
+    }
     let bar = ctx.bar("installing", args.out.json);
     let r = update::install::install(
         &home,
@@ -146,6 +155,87 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let shims = write_shims(ctx, &home, &dir);
     super::site::auto_receipt(ctx, &home, &args.from, &args.receipt, args.out.json);
     print_installed(ctx, &r, args.out.json, None, shims.as_ref())
+}
+
+/// `install --from VOLUME` (SPEC.md §16.6): the volume verified into the home's staging
+/// area; exit 1 naming the volumes still missing, or the release installed once every
+/// volume is in.
+fn install_volume(
+    args: &Args,
+    ctx: &Ctx,
+    home: &Home,
+    policy: Option<&TrustPolicy>,
+    chain: Option<&offgrid::trustroot::Chain>,
+) -> anyhow::Result<ExitCode> {
+    let bar = ctx.bar("installing", args.out.json);
+    let r = update::volumes::install_volume(home, &args.from, policy, &super::progress_fn(&bar))
+        .with_context(|| {
+            format!(
+                "installing '{}' into '{}'",
+                args.from.display(),
+                home.root.display()
+            )
+        })
+        .map_err(|e| super::site::note_failure(home, "install", e))?;
+    bar.finish_and_clear();
+    let staged = match &r {
+        update::volumes::VolumeInstall::Staged(s) => s,
+        update::volumes::VolumeInstall::Installed(s, _) => s,
+    };
+    let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+    if args.out.json {
+        super::json_line("volume-staged", serde_json::to_value(staged)?)?;
+    } else if staged.already {
+        ctx.note(&format!(
+            "volume {} of {} of release {} was verified before; it was not read again",
+            staged.volume, staged.volumes, staged.release
+        ));
+    } else {
+        ctx.note(&format!(
+            "volume {} of {} of release {} of {}: {} file(s), {} verified into '{}'",
+            staged.volume,
+            staged.volumes,
+            staged.release,
+            staged.bundle_id,
+            staged.files,
+            offgrid::usb::templates::human_size(staged.bytes),
+            staged.home
+        ));
+    }
+    let installed = match r {
+        update::volumes::VolumeInstall::Staged(s) => {
+            if !args.out.json {
+                super::out(&format!(
+                    "staged volume(s) {} of {} of release {} of {}; still missing: volume(s) {}\n",
+                    list(&s.staged),
+                    s.volumes,
+                    s.release,
+                    s.bundle_id,
+                    list(&s.missing)
+                ))?;
+            }
+            return Err(offgrid::volume::VolumeError::Missing {
+                root: args.from.display().to_string(),
+                release: format!("release {} of {}", s.release, s.bundle_id),
+                volume: s.volume,
+                volumes: s.volumes,
+                staged: s.staged,
+                missing: s.missing,
+            }
+            .into());
+        }
+        update::volumes::VolumeInstall::Installed(_, r) => r,
+    };
+    for w in &installed.warnings {
+        ctx.warn(w);
+    }
+    if let Some(c) = chain {
+        super::trust::record_after_install(home, c)?;
+    }
+    let dir = update::shims::bin_dir(home, args.bin_dir.as_deref(), args.home.dir().is_some());
+    let shims = write_shims(ctx, home, &dir);
+    super::site::auto_receipt(ctx, home, &args.from, &args.receipt, args.out.json);
+    print_installed(ctx, &installed, args.out.json, None, shims.as_ref())
 }
 
 /// Prints what an install did; `pulled` is the line saying where the bytes came from

@@ -15,8 +15,10 @@ use super::Ctx;
 /// Arguments of `offgrid pack-usb`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Folder to write the tree into: the mounted stick, or a folder on it
-    pub dest: PathBuf,
+    /// Folder to write the tree into: the mounted stick, or a folder on it; with
+    /// --volume-size one folder per volume, in volume order
+    #[arg(value_name = "DEST", required = true)]
+    pub dests: Vec<PathBuf>,
     #[command(flatten)]
     pub inputs: super::args::ReleaseArgs,
     /// Product line id, the same for every release [default: org.offgrid.release]
@@ -33,6 +35,11 @@ pub struct Args {
     /// destination's file system's limit: 4 GiB - 1 on FAT]; larger models are split
     #[arg(long, value_name = "SIZE")]
     pub max_file_size: Option<String>,
+    /// Lay the release out as volumes of this size (e.g. 4.7GB, 700M, or cd, dvd, dvd-dl,
+    /// bd25, bd50), one DEST per volume; each volume verifies on its own and `install
+    /// --from` takes them in any order (SPEC.md §16.6)
+    #[arg(long, value_name = "SIZE")]
+    pub volume_size: Option<String>,
     /// Print the plan (files, bytes, space needed, splits) and write nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -68,19 +75,40 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         Some(s) => Some(media::parse_size_arg("--max-file-size", s)?),
         None => None,
     };
+    let volume_size = match &args.volume_size {
+        Some(s) => Some(media::parse_volume_size_arg("--volume-size", s)?),
+        None => None,
+    };
+    if args.dests.len() > 1 && volume_size.is_none() {
+        anyhow::bail!(
+            "{} destinations given, but without --volume-size pack-usb writes one tree\nhelp: pass --volume-size SIZE to lay the release out as volumes, or use 'offgrid clone SRC DEST...' to copy one tree to many sticks",
+            args.dests.len()
+        );
+    }
     let inputs = ReleaseInputs::from_flags(&flags)?;
     args.roots.check()?;
-    usb::pack::check_dest(&args.dest, &inputs.bundle_id, &inputs.release, args.force)?;
-    let limit = media::FileLimit::for_dest(&args.dest, max_flag);
+    let dest = args.dests[0].clone();
+    for d in &args.dests {
+        usb::pack::check_dest(d, &inputs.bundle_id, &inputs.release, args.force)?;
+    }
+    let limit = media::FileLimit::for_dest(&dest, max_flag);
+    if volume_size.is_some() || args.dests.len() > 1 {
+        return run_volumes(&args, ctx, &inputs, &limit, volume_size);
+    }
     if args.dry_run {
         // No keys are loaded (no password asked): README.txt names none, a few bytes less.
         let plan = usb::plan_for(&inputs, &[], limit.max)?;
-        usb::pack::check_fits(&plan, &limit, &args.dest)?;
-        print_plan(&plan, &limit, &args.dest, args.out.json)?;
-        if let Some(free) = media::free_bytes(&args.dest) {
+        usb::pack::check_fits(&plan, &limit, &dest)?;
+        let layout = usb::volumes::plan_layout(&plan, limit.max, None, 0)?;
+        if layout.is_needed() {
+            print_volume_plan(&plan, &layout, &limit, &args.dests, args.out.json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        print_plan(&plan, &limit, &dest, args.out.json)?;
+        if let Some(free) = media::free_bytes(&dest) {
             if free < plan.total_size() {
                 return Err(usb::PackError::NoSpace {
-                    dest: args.dest.display().to_string(),
+                    dest: dest.display().to_string(),
                     need: plan.total_size(),
                     free,
                 }
@@ -94,14 +122,27 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let plan = args
         .expiry
         .apply(usb::plan_for(&inputs, &key_ids, limit.max)?)?;
-    usb::pack::check_fits(&plan, &limit, &args.dest)?;
+    usb::pack::check_fits(&plan, &limit, &dest)?;
+    let layout = usb::volumes::plan_layout(&plan, limit.max, None, keys.len())?;
+    if layout.is_needed() {
+        return write_volumes(
+            &args,
+            ctx,
+            &inputs,
+            &plan,
+            &layout,
+            &keys,
+            &limit,
+            args.dests.clone(),
+        );
+    }
 
     let bar = ctx.bar("packing", args.out.json);
     bar.set_length(plan.total_size());
     let report = usb::pack(
         &plan,
         &keys,
-        &args.dest,
+        &dest,
         &PackOptions { force: args.force },
         &super::progress_fn(&bar),
     )
@@ -109,11 +150,11 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         format!(
             "packing release {} into '{}'",
             inputs.release,
-            args.dest.display()
+            dest.display()
         )
     })?;
     bar.finish_and_clear();
-    args.roots.copy_into(ctx, &args.dest)?;
+    args.roots.copy_into(ctx, &dest)?;
     if args.read_back {
         read_back(&report, &keys, ctx, args.out.json)?;
     }
@@ -201,6 +242,262 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     super::out(&s)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--volume-size`: the release laid out as volumes, one destination each (SPEC.md
+/// §16.6). Too few destinations: a terminal is asked for the others, else refused
+/// before anything is written.
+fn run_volumes(
+    args: &Args,
+    ctx: &Ctx,
+    inputs: &ReleaseInputs,
+    limit: &media::FileLimit,
+    volume_size: Option<u64>,
+) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let Some(vs) = volume_size else {
+        anyhow::bail!("several destinations need --volume-size");
+    };
+    let keys = if args.dry_run {
+        Vec::new()
+    } else {
+        usb::pack::load_signers(&inputs.signers, &mut super::password_for)?
+    };
+    let key_ids: Vec<String> = keys.iter().map(|k| k.public.key_id()).collect();
+    let signers = inputs.signers.len().max(1);
+    let first = usb::plan_for(inputs, &key_ids, Some(limit.max.unwrap_or(vs).min(vs)))?;
+    let ml = usb::volumes::model_limit(&first, limit.max, vs, signers);
+    let plan = args
+        .expiry
+        .apply(usb::plan_for(inputs, &key_ids, Some(ml))?)?;
+    usb::pack::check_fits(&plan, limit, &args.dests[0])?;
+    let layout = usb::volumes::plan_layout(&plan, limit.max, Some(vs), signers)?;
+    if args.dry_run {
+        print_volume_plan(&plan, &layout, limit, &args.dests, args.out.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let n = layout.count() as usize;
+    let mut dests = args.dests.clone();
+    if dests.len() < n {
+        if !std::io::stdin().is_terminal() {
+            return Err(offgrid::volume::VolumeError::TooFewDests {
+                needed: n as u32,
+                given: dests.len(),
+            }
+            .into());
+        }
+        for k in dests.len() + 1..=n {
+            eprint!(
+                "volume {k} of {n} ({}): folder to write it into (the mounted medium): ",
+                usb::templates::human_size(layout.bytes_on(&plan, k as u32))
+            );
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            let d = PathBuf::from(line.trim());
+            if d.as_os_str().is_empty() {
+                anyhow::bail!("no folder given for volume {k} of {n}; nothing was written\nhelp: give one destination per volume: offgrid pack-usb --volume-size SIZE DEST1 … DEST{n}");
+            }
+            usb::pack::check_dest(&d, &inputs.bundle_id, &inputs.release, args.force)?;
+            dests.push(d);
+        }
+    }
+    write_volumes(args, ctx, inputs, &plan, &layout, &keys, limit, dests)
+}
+
+/// Writes the volumes (or the one tree holding parts), records the release, prints.
+#[allow(clippy::too_many_arguments)]
+fn write_volumes(
+    args: &Args,
+    ctx: &Ctx,
+    inputs: &ReleaseInputs,
+    plan: &usb::TreePlan,
+    layout: &usb::volumes::VolumePlan,
+    keys: &[offgrid::keys::SecretKey],
+    limit: &media::FileLimit,
+    dests: Vec<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let bar = ctx.bar("packing", args.out.json);
+    bar.set_length(plan.total_size());
+    let r = usb::volumes::pack_set(
+        plan,
+        layout,
+        keys,
+        &dests,
+        &PackOptions { force: args.force },
+        &super::progress_fn(&bar),
+    )
+    .with_context(|| {
+        format!(
+            "packing release {} as {} volume(s)",
+            plan.release,
+            layout.count()
+        )
+    })?;
+    bar.finish_and_clear();
+    let policy =
+        offgrid::trust::TrustPolicy::from_keys(keys.iter().map(|k| k.public.clone()).collect())?;
+    for (d, _, bytes) in &r.volumes {
+        args.roots.copy_into(ctx, d)?;
+        if args.read_back {
+            let bar = ctx.bar("reading back", args.out.json);
+            bar.set_length(*bytes);
+            let rb = offgrid::clone::read_back(d, &policy, &super::progress_fn(&bar));
+            bar.finish_and_clear();
+            rb.with_context(|| {
+                format!(
+                    "reading '{}' back from its medium: it is not what was written; do not hand it out",
+                    d.display()
+                )
+            })?;
+        }
+    }
+    super::warn_debug_binaries(ctx, inputs);
+    super::warn_chat_templates(ctx, inputs);
+    let hq = offgrid::update::history::resolve_dir(args.history.as_deref());
+    let sigs: Vec<(String, String)> = r
+        .signatures
+        .iter()
+        .map(|(id, t)| (format!("{id}.minisig"), t.clone()))
+        .collect();
+    offgrid::update::history::record(&hq, &r.manifest_bytes, &sigs, &r.sources)
+        .context("recording the release in the HQ history (SPEC.md §7)")?;
+    let m = &r.manifest;
+    let parted: Vec<(String, usize)> = m
+        .files
+        .iter()
+        .filter(|f| !f.parts.is_empty())
+        .map(|f| (f.path.clone(), f.parts.len()))
+        .collect();
+    let key_ids: Vec<String> = r.signatures.iter().map(|(id, _)| id.clone()).collect();
+    if args.out.json {
+        super::json_line(
+            "packed-volumes",
+            serde_json::json!({
+                "bundle_id": m.bundle_id,
+                "release": m.release.to_string(),
+                "files": m.files.len(),
+                "bytes": m.total_size(),
+                "volumes": r.volumes.iter().enumerate().map(|(k, (d, files, bytes))| serde_json::json!({
+                    "volume": k + 1,
+                    "dest": d.display().to_string(),
+                    "files": files,
+                    "bytes": bytes,
+                })).collect::<Vec<_>>(),
+                "volume_size": layout.volumes.and(args.volume_size.as_deref().and_then(|s| offgrid::units::parse_volume_size(s).ok())),
+                "parts": parted.iter().map(|(p, n)| serde_json::json!({"path": p, "parts": n})).collect::<Vec<_>>(),
+                "file_system": limit.fs.name,
+                "max_file_size": limit.max,
+                "key_ids": key_ids,
+                "history": hq.display().to_string(),
+            }),
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut s = match m.volumes {
+        Some(n) => format!(
+            "packed release {} of {} as {n} volume(s)\n",
+            m.release, m.bundle_id
+        ),
+        None => format!(
+            "packed release {} of {} into '{}'\n",
+            m.release,
+            m.bundle_id,
+            r.volumes[0].0.display()
+        ),
+    };
+    s.push_str(&format!(
+        "  files:     {} ({})\n",
+        m.files.len(),
+        usb::templates::human_size(m.total_size())
+    ));
+    if m.volumes.is_some() {
+        for (k, (d, files, bytes)) in r.volumes.iter().enumerate() {
+            s.push_str(&format!(
+                "  volume {}:  '{}'  {files} file(s) ({})\n",
+                k + 1,
+                d.display(),
+                usb::templates::human_size(*bytes)
+            ));
+        }
+    }
+    for (p, n) in &parted {
+        s.push_str(&format!("  parts:     {p} in {n} parts\n"));
+    }
+    s.push_str(&format!("  medium:    {}\n", describe_limit(limit)));
+    s.push_str(&format!(
+        "  recorded:  in the HQ history '{}'\n",
+        hq.display()
+    ));
+    for id in &key_ids {
+        s.push_str(&format!("  signed by: {id} (signatures/{id}.minisig)\n"));
+    }
+    super::out(&s)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--dry-run` of a layout with volumes or parts: each volume's files and bytes.
+fn print_volume_plan(
+    plan: &usb::TreePlan,
+    layout: &usb::volumes::VolumePlan,
+    limit: &media::FileLimit,
+    dests: &[PathBuf],
+    json: bool,
+) -> anyhow::Result<()> {
+    let n = layout.count();
+    if json {
+        super::json_line(
+            "volume-plan",
+            serde_json::json!({
+                "release": plan.release.to_string(),
+                "bundle_id": plan.bundle_id,
+                "file_system": limit.fs.name,
+                "max_file_size": limit.max,
+                "volumes": (1..=n).map(|k| serde_json::json!({
+                    "volume": k,
+                    "dest": dests.get(k as usize - 1).map(|d| d.display().to_string()),
+                    "files": layout.pieces_on(plan, k).iter().map(|p| serde_json::json!({"path": p.0, "size": p.3})).collect::<Vec<_>>(),
+                    "bytes": layout.bytes_on(plan, k),
+                })).collect::<Vec<_>>(),
+                "bytes": plan.total_size(),
+            }),
+        )?;
+        return Ok(());
+    }
+    let mut s = format!(
+        "plan: release {} of {} as {n} volume(s) (nothing written)\n  medium:    {}\n",
+        plan.release,
+        plan.bundle_id,
+        describe_limit(limit)
+    );
+    for k in 1..=n {
+        let dest = dests
+            .get(k as usize - 1)
+            .map(|d| format!("'{}'", d.display()))
+            .unwrap_or_else(|| "(no destination given)".into());
+        s.push_str(&format!(
+            "  volume {k}:  {dest}  {}\n",
+            usb::templates::human_size(layout.bytes_on(plan, k))
+        ));
+        for (p, _, _, size) in layout.pieces_on(plan, k) {
+            s.push_str(&format!(
+                "    {:>10}  {p}\n",
+                usb::templates::human_size(size)
+            ));
+        }
+    }
+    s.push_str(&format!(
+        "  files:     {} ({} bytes)\n",
+        plan.files.len(),
+        plan.total_size()
+    ));
+    if dests.len() < n as usize {
+        s.push_str(&format!(
+            "  needs:     {n} destinations, {} given\n",
+            dests.len()
+        ));
+    }
+    super::out(&s)?;
+    Ok(())
 }
 
 /// `--read-back`: the tree just written, read back from its medium and verified against

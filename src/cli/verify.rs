@@ -127,15 +127,32 @@ fn print_text(r: &TreeReport, ctx: &Ctx, ok: bool) -> anyhow::Result<()> {
         ));
     }
     if ok {
-        out(&format!(
-            "verified release {} of {}: {} files, {}, signed by {}\n",
+        let what = match &r.volume {
+            Some(v) if v.volumes > 1 => format!("volume {} of {} of release", v.volume, v.volumes),
+            _ => "release".into(),
+        };
+        let mut s = format!(
+            "verified {what} {} of {}: {} files, {}, signed by {}\n",
             r.release,
             r.bundle_id,
             r.files.len(),
             offgrid::usb::templates::human_size(r.total_bytes),
             signers_text(&r.signers)
-        ))
-        .context("writing to stdout")?;
+        );
+        for (k, paths) in r.volume.iter().flat_map(|v| &v.elsewhere) {
+            let shown: Vec<&str> = paths.iter().take(5).map(String::as_str).collect();
+            let more = if paths.len() > 5 {
+                format!(" and {} more", paths.len() - 5)
+            } else {
+                String::new()
+            };
+            s.push_str(&format!(
+                "  on volume {k}: {} file(s): {}{more}\n",
+                paths.len(),
+                shown.join(", ")
+            ));
+        }
+        out(&s).context("writing to stdout")?;
     }
     Ok(())
 }
@@ -180,6 +197,16 @@ fn print_json(args: &Args, result: &anyhow::Result<TreeReport>) -> anyhow::Resul
         }
         for e in &r.extras {
             json_line("extra", serde_json::to_value(e)?)?;
+        }
+        if let Some(v) = &r.volume {
+            json_line(
+                "volume",
+                json!({
+                    "volume": v.volume,
+                    "volumes": v.volumes,
+                    "elsewhere": v.elsewhere.iter().map(|(k, p)| json!({"volume": k, "files": p})).collect::<Vec<_>>(),
+                }),
+            )?;
         }
     }
     let error = result.as_ref().err().map(|e| {

@@ -135,6 +135,7 @@ fn check_comment(comment: &str, catalog: &Catalog, sha: &str) -> Result<(), Stri
         default_model: None,
         expires: None,
         files: Vec::new(),
+        volumes: None,
     };
     crate::sign::check_manifest_comment(comment, &stub, sha)
         .map_err(|r| r.replace("the manifest is", "the catalog is"))

@@ -185,6 +185,8 @@ mod tests {
             chunk_size: crate::manifest::DEFAULT_CHUNK_SIZE,
             chunks: vec!["ab".repeat(32)],
             model: None,
+            volume: None,
+            parts: Vec::new(),
         }
     }
 

@@ -4,8 +4,9 @@
 //! `STEP:pause` makes it sleep there instead (to test the lock), `STEP:stop` stops it
 //! with SIGSTOP until a SIGCONT (a test then changes the world, e.g. fills the disk). Besides [`STEPS`]:
 //! `tmp-NAME` (an atomic write of file NAME, e.g. `tmp-state.json`, with its temporary
-//! file written and not yet renamed) and `pack-staged` (pack-usb, everything staged,
-//! the destination's lock held).
+//! file written and not yet renamed), `pack-staged` (pack-usb, everything staged,
+//! the destination's lock held) and `volume-piece-written` (`install --from VOLUME`,
+//! after each piece of the volume is staged).
 //!
 //! This is a documented test hook (SPEC.md §7.8), compiled in always so the crash tests
 //! drive the shipped binary. It costs one environment lookup per step. Known gap: on

@@ -340,8 +340,13 @@ impl Home {
 
     /// The pinned trust policy.
     pub fn policy(&self, s: &State) -> Result<TrustPolicy, UpdateError> {
+        self.pinned_policy(&s.trust)
+    }
+
+    /// The trust policy of pinned keys `t` (a home's, or a set of volumes' being staged).
+    pub fn pinned_policy(&self, t: &PinnedTrust) -> Result<TrustPolicy, UpdateError> {
         let mut keys = Vec::new();
-        for k in &s.trust.keys {
+        for k in &t.keys {
             keys.push(parse_key_line(k).ok_or_else(|| {
                 self.bad(format!("pinned key '{k}' is not a minisign public key"))
             })?);
@@ -351,7 +356,7 @@ impl Home {
         }
         Ok(TrustPolicy {
             keys,
-            threshold: s.trust.threshold.max(1),
+            threshold: t.threshold.max(1),
         })
     }
 

@@ -62,7 +62,7 @@ pub fn read_tree_head(root: &Path) -> Result<TreeHead, UpdateError> {
 /// Refuses, before anything else (no home is created), a `--from` that is not a folder:
 /// missing, a file, a FIFO (whose read would block). A usage error (exit 2), like
 /// `verify` of the same path.
-fn check_root(root: &Path) -> Result<(), UpdateError> {
+pub(crate) fn check_root(root: &Path) -> Result<(), UpdateError> {
     let not_a_tree = |reason: &str| UpdateError::NotATree {
         path: root.display().to_string(),
         reason: reason.into(),
@@ -90,6 +90,41 @@ pub fn install(
     check_root(root)?;
     let lock = home.lock(true, "install")?;
     let recovered = recover_locked(home, &lock)?;
+    install_locked(home, &lock, recovered, root, given, progress)
+}
+
+/// The policy an install checks a release with: `given` at the first install, else the
+/// pinned one (`given`, when present, must be the pinned keys).
+pub(crate) fn policy_for(
+    home: &Home,
+    state: Option<&State>,
+    given: Option<&TrustPolicy>,
+) -> Result<TrustPolicy, UpdateError> {
+    Ok(match (state, given) {
+        (None, None) => return Err(crate::trust::TrustError::NoKeys.into()),
+        (None, Some(p)) => p.clone(),
+        (Some(s), g) => {
+            if let Some(g) = g {
+                if PinnedTrust::from_policy(g) != s.trust {
+                    return Err(UpdateError::KeysDiffer {
+                        home: home.root.display().to_string(),
+                    });
+                }
+            }
+            home.policy(s)?
+        }
+    })
+}
+
+/// [`install`] with the home's lock held and recovery done (`recovered` its outcome).
+pub(crate) fn install_locked(
+    home: &Home,
+    lock: &crate::update::home::Lock,
+    recovered: Option<Recovery>,
+    root: &Path,
+    given: Option<&TrustPolicy>,
+    progress: crate::Progress,
+) -> Result<InstallReport, UpdateError> {
     let state = home.read_state()?;
     let policy = match (&state, given) {
         (None, None) => return Err(crate::trust::TrustError::NoKeys.into()),
@@ -168,7 +203,7 @@ pub fn install(
         home: home.root.display().to_string(),
         reason: e.to_string(),
     })?;
-    let txn = Txn::begin(home, &lock, "install", from.clone(), &m.release)?;
+    let txn = Txn::begin(home, lock, "install", from.clone(), &m.release)?;
     let total = m.files_on(&host).map(|f| f.size).sum::<u64>().max(1);
     let mut done = 0;
     let staged = (|| -> Result<(), UpdateError> {

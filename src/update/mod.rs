@@ -35,6 +35,7 @@ pub mod shims;
 pub mod status;
 pub mod txn;
 pub mod verify_pack;
+pub mod volumes;
 
 pub use apply::apply_update;
 pub use home::Home;
@@ -160,6 +161,8 @@ pub enum UpdateError {
     NotATree { path: String, reason: String },
     #[error(transparent)]
     Media(#[from] crate::media::MediaError),
+    #[error(transparent)]
+    Volume(Box<crate::volume::VolumeError>),
     #[error("cannot make the site key in '{home}': {reason}")]
     SiteKey { home: String, reason: String },
     #[error("release {release} expired at {expires}, and this site has seen a release signed at {newest}")]
@@ -170,6 +173,12 @@ pub enum UpdateError {
     },
     #[error("'{path}' is not a USB tree, an update pack or a folder holding them: {reason}")]
     NoRepairSource { path: String, reason: String },
+}
+
+impl From<crate::volume::VolumeError> for UpdateError {
+    fn from(e: crate::volume::VolumeError) -> Self {
+        UpdateError::Volume(Box::new(e))
+    }
 }
 
 /// The `help:` line of a rollback that has nowhere to go: the other kept releases.
@@ -230,6 +239,7 @@ impl UpdateError {
             | UpdateError::Expired { .. } => true,
             UpdateError::Trust(t) => t.is_refusal(),
             UpdateError::Head(h) => h.is_refusal(),
+            UpdateError::Volume(v) => v.is_refusal(),
             UpdateError::PackUntrusted { source, .. } => source.is_refusal(),
             // A delta that does not apply inside a signed pack is a damaged pack.
             UpdateError::Delta { source, .. } => !matches!(source, delta::DeltaError::Io { .. }),
@@ -290,6 +300,7 @@ impl crate::diagnostic::Diagnostic for UpdateError {
             UpdateError::RollbackDamaged { current, release, .. } => Some(format!("release {current} stays in use; to get release {release} back, repair it from a verified stick or update pack holding it: offgrid repair --from USBROOT")),
             UpdateError::NotATree { .. } => Some("pass the folder of the USB tree (the one holding manifest.toml), e.g. offgrid install --from /media/USB".into()),
             UpdateError::Media(e) => crate::diagnostic::Diagnostic::help(e),
+            UpdateError::Volume(e) => crate::diagnostic::Diagnostic::help(e.as_ref()),
             UpdateError::Expired { .. } => Some("an old release is being offered (a freeze or replay); ask HQ for the current release (SPEC.md §17.5)".into()),
             UpdateError::NoRepairSource { .. } => Some("pass a stick's folder (the one holding manifest.toml), an .ogpack file, or a folder holding them, e.g. offgrid repair --from /media/USB".into()),
             _ => None,

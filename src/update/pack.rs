@@ -409,6 +409,7 @@ mod tests {
             platforms: vec![],
             default_model: None,
             expires: None,
+            volumes: None,
             files: ["a.txt", "b.txt"]
                 .iter()
                 .map(|p| crate::manifest::FileEntry {
@@ -421,6 +422,8 @@ mod tests {
                     chunk_size: crate::manifest::DEFAULT_CHUNK_SIZE,
                     chunks: vec![],
                     model: None,
+                    volume: None,
+                    parts: Vec::new(),
                 })
                 .collect(),
         };

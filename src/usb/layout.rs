@@ -114,6 +114,8 @@ impl PlannedFile {
             chunk_size: d.chunk_size,
             chunks: d.chunks,
             model: self.model.clone(),
+            volume: None,
+            parts: Vec::new(),
         }
     }
 }
@@ -154,6 +156,7 @@ impl TreePlan {
             files,
             dirs: self.dirs.clone(),
             commands: self.commands.clone(),
+            volumes: None,
         };
         m.format = m.needed_format().to_owned();
         m

@@ -14,6 +14,7 @@ pub mod layout;
 pub mod pack;
 pub mod recipe;
 pub mod templates;
+pub mod volumes;
 
 use std::path::Path;
 
@@ -119,6 +120,8 @@ pub enum PackError {
     Split(#[from] crate::gguf::split::SplitError),
     #[error(transparent)]
     Media(#[from] crate::media::MediaError),
+    #[error(transparent)]
+    Volume(Box<crate::volume::VolumeError>),
     #[error("cannot {action} '{path}': {source}")]
     Io {
         action: &'static str,
@@ -155,6 +158,12 @@ impl PackError {
     /// writer. Every other error is usage or I/O (exit 2).
     pub fn is_refusal(&self) -> bool {
         matches!(self, PackError::Busy { .. })
+    }
+}
+
+impl From<crate::volume::VolumeError> for PackError {
+    fn from(e: crate::volume::VolumeError) -> Self {
+        PackError::Volume(Box::new(e))
     }
 }
 
@@ -201,6 +210,7 @@ impl crate::diagnostic::Diagnostic for PackError {
             PackError::Special { .. } => Some("leave it out of the folder".into()),
             PackError::Split(e) => crate::diagnostic::Diagnostic::help(e),
             PackError::Media(e) => crate::diagnostic::Diagnostic::help(e),
+            PackError::Volume(e) => crate::diagnostic::Diagnostic::help(e.as_ref()),
             PackError::Busy { .. } => Some("wait for it to finish (or stop it), then run this again; two writers into one folder would leave it without a manifest".into()),
             PackError::Gguf(e) => crate::diagnostic::Diagnostic::help(e),
             PackError::Key(e) => crate::diagnostic::Diagnostic::help(e),

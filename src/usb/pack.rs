@@ -112,7 +112,7 @@ pub fn check_dest(
 /// Checks what is at `dest` against the release about to be written (see SPEC.md §2):
 /// a file refuses; another bundle or release, or an unreadable manifest, refuses unless
 /// `force`; the same bundle and release is replaced.
-pub(crate) fn inspect_dest(
+pub fn inspect_dest(
     dest: &Path,
     bundle_id: &str,
     release: &crate::version::Version,
@@ -175,7 +175,12 @@ pub(crate) fn inspect_dest(
 /// already split by the plan; anything still too large cannot go on this medium.
 pub fn check_fits(plan: &TreePlan, limit: &FileLimit, dest: &Path) -> Result<(), PackError> {
     let Some(max) = limit.max else { return Ok(()) };
-    if let Some(f) = plan.files.iter().find(|f| f.size > max) {
+    // Data files are stored in parts (SPEC.md §16.7); models were split into shards.
+    if let Some(f) = plan
+        .files
+        .iter()
+        .find(|f| f.size > max && !f.kind.can_be_parted())
+    {
         let shown = match f.source.input() {
             Some(p) if !matches!(f.source, Source::Shard { .. }) => p.display().to_string(),
             _ => f.path.clone(),
@@ -189,7 +194,7 @@ pub fn check_fits(plan: &TreePlan, limit: &FileLimit, dest: &Path) -> Result<(),
             help: if f.kind == crate::manifest::FileKind::Model {
                 "re-split the model into smaller shards (llama.cpp's gguf-split), or use a medium without the limit (exFAT, NTFS, ext4)"
             } else {
-                "only GGUF models are split; use a medium without the limit (exFAT, NTFS, ext4)"
+                "binaries and scripts are never split; use a medium without the limit (exFAT, NTFS, ext4)"
             },
         }));
     }
@@ -365,6 +370,7 @@ fn pack_locked(
         state.old.as_ref(),
         &manifest_bytes,
         &signatures,
+        None,
     );
     let _ = fs::remove_dir_all(&staging);
     flipped?;
@@ -471,6 +477,7 @@ pub(crate) fn set_mode(path: &Path, mode: Option<u32>) {
 /// files of the old tree that the new one does not have, then writes the manifest and
 /// the signatures, each step made durable before the next. `new_paths` are the tree's
 /// files, staged under `staging`, and `new_dirs` its folders; `signatures` are `(key id, .minisig text)`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn flip(
     new_paths: &[&str],
     new_dirs: &[crate::manifest::DirEntry],
@@ -479,10 +486,13 @@ pub(crate) fn flip(
     old: Option<&Manifest>,
     manifest_bytes: &[u8],
     signatures: &[(String, String)],
+    marker: Option<&[u8]>,
 ) -> Result<(), PackError> {
     // 1. The tree stops being a tree.
     let mpath = dest.join(MANIFEST_FILE);
     fsutil::remove_if_exists(&mpath).map_err(io_err("remove", &mpath))?;
+    let vpath = dest.join(crate::volume::MARKER_FILE);
+    fsutil::remove_if_exists(&vpath).map_err(io_err("remove", &vpath))?;
     let sigdir = dest.join(SIGNATURES_DIR);
     if let Ok(rd) = fs::read_dir(&sigdir) {
         for e in rd.flatten() {
@@ -557,7 +567,11 @@ pub(crate) fn flip(
     }
     fsutil::fsync_dir(dest).map_err(io_err("sync", dest))?;
 
-    // 4. The manifest, then the signatures: now it is a tree.
+    // 4. The volume marker, the manifest, then the signatures: now it is a tree.
+    if let Some(b) = marker {
+        fsutil::atomic_write(&vpath, b).map_err(io_err("write", &vpath))?;
+        set_mode(&vpath, Some(MODE_DATA));
+    }
     fsutil::atomic_write(&mpath, manifest_bytes).map_err(io_err("write", &mpath))?;
     set_mode(&mpath, Some(MODE_DATA));
     fs::create_dir_all(&sigdir).map_err(io_err("create folder", &sigdir))?;

@@ -49,6 +49,8 @@ pub fn model_entry(root: &Path, rel: &str, name: &str) -> FileEntry {
         mode: None,
         chunk_size: DEFAULT_CHUNK_SIZE,
         chunks,
+        volume: None,
+        parts: Vec::new(),
         model: Some(ModelInfo {
             format: None,
             name: name.to_owned(),
@@ -75,6 +77,7 @@ pub fn write_tree(root: &Path, models: &[(&str, &str)], default_model: Option<&s
         platforms: vec!["linux-x86_64".into()],
         default_model: default_model.map(str::to_owned),
         expires: None,
+        volumes: None,
         files: models
             .iter()
             .map(|(rel, name)| model_entry(root, rel, name))

@@ -85,6 +85,8 @@ fn entry(fl: &F) -> FileEntry {
         }),
         chunk_size: DEFAULT_CHUNK_SIZE,
         chunks,
+        volume: None,
+        parts: Vec::new(),
         model: (fl.kind == FileKind::Model).then(|| ModelInfo {
             format: None,
             name: Path::new(fl.path)
@@ -122,6 +124,7 @@ pub fn make_tree(
         platforms: vec![host()],
         default_model: None,
         expires: None,
+        volumes: None,
         files: files.iter().map(entry).collect(),
     };
     let text = m.to_toml();

@@ -458,6 +458,7 @@ fn write_manifest(root: &Path, rel: &str, name: &str) -> Result<()> {
         platforms: vec![],
         default_model: Some(name.into()),
         expires: None,
+        volumes: None,
         files: vec![FileEntry {
             path: rel.into(),
             size,
@@ -467,6 +468,8 @@ fn write_manifest(root: &Path, rel: &str, name: &str) -> Result<()> {
             mode: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
             chunks,
+            volume: None,
+            parts: Vec::new(),
             model: Some(ModelInfo {
                 format: None,
                 name: name.into(),

@@ -1,0 +1,444 @@
+//! Releases spread over several volumes and data files stored in parts (SPEC.md §16.6,
+//! §16.7), through the real binary: `pack-usb --volume-size` onto three folders, each
+//! volume verified on its own, `install --from` the volumes out of order, an install
+//! killed mid-volume and resumed, a volume of another release refused, the missing
+//! volumes named, too few destinations refused before a byte is written, and a large
+//! data file cut into parts on one stick and reassembled byte for byte.
+
+use crate::support;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use assert_cmd::prelude::*;
+use offgrid::manifest::Manifest;
+use predicates::prelude::*;
+use support::Ws;
+
+/// Pseudo-random bytes (a data file parts must keep byte for byte).
+fn noise(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2654435761).max(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// A workspace with a small model and a 700 KB data file.
+fn world() -> Ws {
+    let ws = Ws::new();
+    ws.model("in/smol.gguf", 40, 1);
+    ws.file("in/big.bin", &noise(700_000, 7));
+    ws
+}
+
+/// `pack-usb --volume-size 300K` of release `rel` into `dests`.
+fn pack(ws: &Ws, rel: &str, dests: &[&str]) -> assert_cmd::assert::Assert {
+    let mut args = vec!["pack-usb"];
+    args.extend_from_slice(dests);
+    args.extend_from_slice(&[
+        "--release",
+        rel,
+        "--model",
+        "in/smol.gguf",
+        "--add",
+        "data/big.bin=in/big.bin",
+        "--sign-with",
+        "hq.key",
+        "--no-host-binary",
+        "--volume-size",
+        "300K",
+    ]);
+    ws.offgrid(&args)
+}
+
+fn manifest(root: &Path) -> Manifest {
+    Manifest::parse(&fs::read(root.join("manifest.toml")).unwrap()).unwrap()
+}
+
+fn install(ws: &Ws, vol: &str) -> assert_cmd::assert::Assert {
+    ws.offgrid(&[
+        "install", "--from", vol, "--home", "home", "--pubkey", "hq.pub",
+    ])
+}
+
+/// Every byte of a volume, and no more than 300 KiB of them.
+fn volume_bytes(root: &Path) -> u64 {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn three_volumes_verify_alone_and_install_in_any_order() {
+    let ws = world();
+    pack(&ws, "1.0", &["v1", "v2", "v3"]).success().stdout(
+        predicate::str::contains("as 3 volume(s)")
+            .and(predicate::str::contains("data/big.bin in 3 parts")),
+    );
+    let m = manifest(&ws.path("v1"));
+    assert_eq!(m.volumes, Some(3));
+    assert_eq!(m.format, "offgrid-bundle/3");
+    for v in ["v1", "v2", "v3"] {
+        // The same signed manifest on every volume, each within its size.
+        assert_eq!(manifest(&ws.path(v)), m);
+        assert!(volume_bytes(&ws.path(v)) <= 300 << 10, "{v} is too large");
+    }
+    let big = m.file("data/big.bin").unwrap();
+    assert_eq!(big.parts.len(), 3);
+    assert_eq!(big.size, 700_000);
+    // Each volume verifies on its own, says which it is and what the others hold.
+    for (k, v) in ["v1", "v2", "v3"].iter().enumerate() {
+        let others: Vec<String> = (1..=3)
+            .filter(|j| *j != k + 1)
+            .map(|j| format!("on volume {j}:"))
+            .collect();
+        ws.offgrid(&["verify", v, "--pubkey", "hq.pub"])
+            .success()
+            .stdout(
+                predicate::str::contains(format!("verified volume {} of 3 of release 1.0", k + 1))
+                    .and(predicate::str::contains(others[0].as_str()))
+                    .and(predicate::str::contains(others[1].as_str())),
+            );
+    }
+    ws.offgrid(&["verify", "v2", "--pubkey", "hq.pub", "--json"])
+        .success()
+        .stdout(
+            predicate::str::contains(r#""type":"volume""#)
+                .and(predicate::str::contains(r#""volumes":3"#)),
+        );
+    // A damaged part fails its volume's check, naming it.
+    let part = ws.path("v3").join(&big.parts[2].path);
+    let good = fs::read(&part).unwrap();
+    let mut bad = good.clone();
+    bad[10] ^= 1;
+    fs::write(&part, &bad).unwrap();
+    ws.offgrid(&["verify", "v3", "--pubkey", "hq.pub"])
+        .code(1)
+        .stderr(predicate::str::contains("data/big.bin.part003-of-003"));
+    // install refuses the damaged volume and keeps nothing of it.
+    install(&ws, "v3")
+        .code(1)
+        .stderr(predicate::str::contains("differ from the signed manifest"));
+    fs::write(&part, &good).unwrap();
+    // Out of order: 3, then 1 (missing 2 named), then 2 installs.
+    install(&ws, "v3")
+        .code(1)
+        .stdout(predicate::str::contains("still missing: volume(s) 1, 2"))
+        .stderr(predicate::str::contains("help:").and(predicate::str::contains("volume(s) 1, 2")));
+    ws.offgrid(&["install", "--from", "v1", "--home", "home"])
+        .code(1)
+        .stderr(predicate::str::contains("still missing: volume(s) 2"));
+    assert!(
+        !ws.path("home/current").exists(),
+        "switched before every volume"
+    );
+    install(&ws, "v2")
+        .success()
+        .stdout(predicate::str::contains("installed release 1.0"));
+    assert_eq!(
+        fs::read(ws.path("home/current/data/big.bin")).unwrap(),
+        fs::read(ws.path("in/big.bin")).unwrap()
+    );
+    assert!(!ws.path("home/incoming").exists());
+    ws.offgrid(&["verify", "home/current", "--home", "home"])
+        .success();
+    ws.offgrid(&["status", "--home", "home", "--verify"])
+        .success();
+}
+
+#[test]
+fn an_interrupted_install_resumes_and_never_rereads_a_verified_volume() {
+    let ws = world();
+    pack(&ws, "1.0", &["v1", "v2", "v3"]).success();
+    install(&ws, "v2").code(1);
+    // Killed mid-volume: after the first piece of volume 1.
+    let out = Command::cargo_bin("offgrid")
+        .unwrap()
+        .current_dir(ws.path(""))
+        .env("OFFGRID_FAULT_AT", "volume-piece-written")
+        .args([
+            "install", "--from", "v1", "--home", "home", "--pubkey", "hq.pub",
+        ])
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9), "{out:?}");
+    // Volume 2 was verified: it is not read again (its damage now goes unseen).
+    let m = manifest(&ws.path("v2"));
+    let p2 = ws
+        .path("v2")
+        .join(&m.file("data/big.bin").unwrap().parts[1].path);
+    fs::write(&p2, b"gone").unwrap();
+    install(&ws, "v2")
+        .code(1)
+        .stderr(predicate::str::contains("was not read again"))
+        .stdout(predicate::str::contains("still missing: volume(s) 1, 3"));
+    // Volume 1 is redone, volume 3 completes the set.
+    install(&ws, "v1")
+        .code(1)
+        .stdout(predicate::str::contains("still missing: volume(s) 3"));
+    install(&ws, "v3").success();
+    assert_eq!(
+        fs::read(ws.path("home/current/data/big.bin")).unwrap(),
+        fs::read(ws.path("in/big.bin")).unwrap()
+    );
+}
+
+#[test]
+fn a_volume_of_another_release_is_refused_naming_both() {
+    let ws = world();
+    pack(&ws, "1.0", &["a1", "a2", "a3"]).success();
+    pack(&ws, "2.0", &["b1", "b2", "b3"]).success();
+    install(&ws, "a1").code(1);
+    install(&ws, "b2").code(1).stderr(
+        predicate::str::contains("holds release 2.0")
+            .and(predicate::str::contains("is staging release 1.0"))
+            .and(predicate::str::contains("help:")),
+    );
+    // What was staged is kept.
+    install(&ws, "a2")
+        .code(1)
+        .stdout(predicate::str::contains("staged volume(s) 1, 2 of 3"));
+}
+
+#[test]
+fn too_few_destinations_without_a_terminal_write_nothing() {
+    let ws = world();
+    fs::create_dir_all(ws.path("d1")).unwrap();
+    fs::create_dir_all(ws.path("d2")).unwrap();
+    pack(&ws, "1.0", &["d1", "d2"]).code(2).stderr(
+        predicate::str::contains("needs 3 volumes")
+            .and(predicate::str::contains("2 destination(s)"))
+            .and(predicate::str::contains("help:")),
+    );
+    assert_eq!(fs::read_dir(ws.path("d1")).unwrap().count(), 0);
+    assert_eq!(fs::read_dir(ws.path("d2")).unwrap().count(), 0);
+    // The dry run shows the volumes and says how many destinations are needed.
+    pack(&ws, "1.0", &["d1", "--dry-run"]).success().stdout(
+        predicate::str::contains("as 3 volume(s)").and(predicate::str::contains(
+            "needs:     3 destinations, 1 given",
+        )),
+    );
+    assert_eq!(fs::read_dir(ws.path("d1")).unwrap().count(), 0);
+    // Several destinations without --volume-size is a usage error.
+    ws.offgrid(&[
+        "pack-usb",
+        "d1",
+        "d2",
+        "--release",
+        "1.0",
+        "--model",
+        "in/smol.gguf",
+        "--sign-with",
+        "hq.key",
+    ])
+    .code(2)
+    .stderr(predicate::str::contains("--volume-size"));
+    // A preset that does not exist is a usage error naming the presets.
+    ws.offgrid(&[
+        "pack-usb",
+        "d1",
+        "--release",
+        "1.0",
+        "--model",
+        "in/smol.gguf",
+        "--sign-with",
+        "hq.key",
+        "--volume-size",
+        "floppy",
+    ])
+    .code(2)
+    .stderr(predicate::str::contains("dvd-dl"));
+}
+
+#[test]
+fn a_large_data_file_is_stored_in_parts_and_reassembled() {
+    let ws = world();
+    ws.offgrid(&[
+        "pack-usb",
+        "stick",
+        "--release",
+        "1.0",
+        "--model",
+        "in/smol.gguf",
+        "--add",
+        "data/big.bin=in/big.bin",
+        "--sign-with",
+        "hq.key",
+        "--no-host-binary",
+        "--max-file-size",
+        "256K",
+    ])
+    .success()
+    .stdout(predicate::str::contains("data/big.bin in 3 parts"));
+    let m = manifest(&ws.path("stick"));
+    assert_eq!(m.volumes, None);
+    let big = m.file("data/big.bin").unwrap();
+    assert!(!ws.path("stick/data/big.bin").exists());
+    for p in &big.parts {
+        let len = fs::metadata(ws.path("stick").join(&p.path)).unwrap().len();
+        assert!(len <= 256 << 10, "{} is {len} bytes", p.path);
+    }
+    ws.offgrid(&["verify", "stick", "--pubkey", "hq.pub"])
+        .success()
+        .stdout(predicate::str::contains("verified release 1.0"));
+    install(&ws, "stick").success();
+    assert_eq!(
+        fs::read(ws.path("home/current/data/big.bin")).unwrap(),
+        fs::read(ws.path("in/big.bin")).unwrap()
+    );
+    ws.offgrid(&["verify", "home/current", "--home", "home"])
+        .success();
+}
+
+#[test]
+fn the_volume_examples_parse_and_agree() {
+    let text = include_str!("../formats/manifest.volumes.example.toml");
+    let m = Manifest::parse(text.as_bytes()).unwrap();
+    assert_eq!(m.to_toml(), text, "the example is not in canonical form");
+    assert_eq!(m.volumes, Some(3));
+    let marker: offgrid::volume::Marker =
+        toml::from_str(include_str!("../formats/volume.example.toml")).unwrap();
+    marker
+        .check(Path::new("v2"), &m, &support::sha256_hex(text.as_bytes()))
+        .unwrap();
+    assert_eq!(
+        m.stored_view(Some(2))
+            .files
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect::<Vec<_>>(),
+        ["data/atlas.bin.part002-of-003"]
+    );
+}
+
+/// The `data` keys of every record of type `ty` in JSON Lines `out`.
+fn record_keys(out: &[u8], ty: &str) -> Vec<Vec<String>> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == ty)
+        .map(|v| {
+            let mut k: Vec<String> = v["data"].as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        })
+        .collect()
+}
+
+fn sorted(v: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn json_records_carry_the_fields_spec_9_2_lists() {
+    let ws = world();
+    pack(&ws, "1.0", &["v1", "v2", "v3"]).success();
+    let plan = ws
+        .offgrid(&[
+            "pack-usb",
+            "v1",
+            "--release",
+            "1.0",
+            "--model",
+            "in/smol.gguf",
+            "--add",
+            "data/big.bin=in/big.bin",
+            "--sign-with",
+            "hq.key",
+            "--no-host-binary",
+            "--volume-size",
+            "300K",
+            "--dry-run",
+            "--json",
+        ])
+        .success();
+    assert_eq!(
+        record_keys(&plan.get_output().stdout, "volume-plan"),
+        [sorted(&[
+            "schema",
+            "release",
+            "bundle_id",
+            "file_system",
+            "max_file_size",
+            "volumes",
+            "bytes"
+        ])]
+    );
+    let packed = ws
+        .offgrid(&[
+            "pack-usb",
+            "w1",
+            "w2",
+            "w3",
+            "--release",
+            "1.0",
+            "--model",
+            "in/smol.gguf",
+            "--add",
+            "data/big.bin=in/big.bin",
+            "--sign-with",
+            "hq.key",
+            "--no-host-binary",
+            "--volume-size",
+            "300K",
+            "--json",
+        ])
+        .success();
+    assert_eq!(
+        record_keys(&packed.get_output().stdout, "packed-volumes"),
+        [sorted(&[
+            "schema",
+            "bundle_id",
+            "release",
+            "files",
+            "bytes",
+            "volumes",
+            "volume_size",
+            "parts",
+            "file_system",
+            "max_file_size",
+            "key_ids",
+            "history",
+        ])]
+    );
+    let v = ws
+        .offgrid(&["verify", "v2", "--pubkey", "hq.pub", "--json"])
+        .success();
+    assert_eq!(
+        record_keys(&v.get_output().stdout, "volume"),
+        [sorted(&["schema", "volume", "volumes", "elsewhere"])]
+    );
+    let staged = ws
+        .offgrid(&[
+            "install", "--from", "v2", "--home", "home", "--pubkey", "hq.pub", "--json",
+        ])
+        .code(1);
+    assert_eq!(
+        record_keys(&staged.get_output().stdout, "volume-staged"),
+        [sorted(&[
+            "schema",
+            "home",
+            "bundle_id",
+            "release",
+            "volume",
+            "volumes",
+            "already",
+            "staged",
+            "missing",
+            "files",
+            "bytes",
+        ])]
+    );
+}
