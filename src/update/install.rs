@@ -215,6 +215,7 @@ pub fn install(
             recoveries: Vec::new(),
             site: Default::default(),
             also_kept: Vec::new(),
+            layout: crate::update::store::LAYOUT,
         },
         Some(s) => {
             let mut s = s.clone();

@@ -6,7 +6,7 @@
 //! ([`crate::update::damage`]); each damaged or missing file is wanted by its sha256 (a
 //! file shared by hard link between versions is wanted once, at every path). Sources, in
 //! this order: intact files of the home itself (another path or version with the same
-//! bytes), then each `--from`: a USB tree (its signed head checked against the pinned
+//! bytes, or the store's object), then each `--from`: a USB tree (its signed head checked against the pinned
 //! policy), an update pack (read by the one pack reader, signatures first; zstd
 //! payloads decoded, delta payloads applied to an intact base of the home), or a folder
 //! holding trees and packs (one level). Whatever the source, bytes are copied into a
@@ -16,9 +16,10 @@
 //! Then, crash-safe like install and apply (verify, stage, flip): the staging folder
 //! with its `plan.json` is made durable, `journal.json` (op `repair`) is written — from
 //! here a crash completes the repair — and each damaged path is replaced by a new hard
-//! link (or copy) of its staged object renamed over it. A damaged inode shared by several
-//! versions is never written in place: every path that linked it gets the new file, and
-//! the shared versions share the new one. Then one `syncfs`, the staging folder is
+//! link (or copy) of its staged object renamed over it, and so is the home's store object
+//! `objects/AA/SHA256.MODE` ([`crate::update::store`]). A damaged inode shared by several
+//! versions is never written in place: every path that linked it and the store get the
+//! new file, and the shared versions share the new one (repaired once). Then one `syncfs`, the staging folder is
 //! removed, a `repair` event is added to `state.json`'s history, and the journal is
 //! removed. A crash before the journal leaves the home as it was (recovery removes the
 //! unreferenced staging folder); after it, recovery ([`finish`]) replays the plan.
@@ -41,7 +42,7 @@ use crate::update::damage::{self, HomeCheck};
 use crate::update::home::{Home, PinnedTrust, Recovery};
 use crate::update::journal::{self, recover_locked, Journal};
 use crate::update::pack::{Encoding, Payload};
-use crate::update::{fault, io_err, UpdateError};
+use crate::update::{fault, io_err, store, UpdateError};
 
 /// `format` of `plan.json`.
 pub const PLAN_FORMAT: &str = "offgrid-repair/1";
@@ -292,6 +293,17 @@ pub fn repair(
         if let Some(src) = check.intact.get(sha) {
             if stage_copy(src, &objects, sha, w.size)? {
                 w.staged = Some("home".into());
+            }
+        }
+    }
+    // Then the home's store: an object whose release files were deleted.
+    for (sha, w) in wants.iter_mut().filter(|(_, w)| w.staged.is_none()) {
+        let modes: Vec<u32> = w.at.iter().map(|l| l.mode).collect();
+        for mode in modes {
+            let p = store::object_path(home, &store::object_name(sha, mode));
+            if p.is_file() && stage_copy(&p, &objects, sha, w.size)? {
+                w.staged = Some("home".into());
+                break;
             }
         }
     }
@@ -661,6 +673,18 @@ fn apply_plan(home: &Home, staging: &Path, plan: &Plan, check: bool) -> Result<(
             if first {
                 first = false;
                 fault::point("repair-replaced");
+            }
+        }
+        // The store's object too, so it and every release share the repaired bytes.
+        if store::objects_dir(home).is_dir() {
+            let sp = store::object_path(home, &o.object);
+            let dir = sp.parent().unwrap_or(&home.root).to_path_buf();
+            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+            let tmp = dir.join(format!("{}repair-{}", crate::fsutil::TMP_PREFIX, o.object));
+            crate::fsutil::remove_if_exists(&tmp).map_err(io_err("remove", &tmp))?;
+            if fs::hard_link(&obj, &tmp).is_ok() {
+                fs::rename(&tmp, &sp).map_err(io_err("replace", &sp))?;
+                crate::fsutil::remove_if_exists(&tmp).map_err(io_err("remove", &tmp))?;
             }
         }
     }

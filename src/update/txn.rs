@@ -131,6 +131,8 @@ impl<'h> Txn<'h> {
             sync_tree(&fin).map_err(io_err("sync", &fin))?;
             let vd = self.home.versions();
             crate::fsutil::fsync_dir(&vd).map_err(io_err("sync", &vd))?;
+            // The files are durable: now their names in the store may point at them.
+            self.intern(&fin)?;
             fault::point("renamed");
             Ok(())
         })();
@@ -161,6 +163,25 @@ impl<'h> Txn<'h> {
         fault::point("cleaned");
         journal::remove(self.home)?;
         Ok(removed)
+    }
+
+    /// Puts the files of the release folder `fin` into the home's store (each staged
+    /// file was hashed as it was written), then makes the store's new names durable.
+    fn intern(&self, fin: &std::path::Path) -> Result<(), UpdateError> {
+        let mp = fin.join(crate::manifest::MANIFEST_FILE);
+        let bytes = fs::read(&mp).map_err(io_err("read", &mp))?;
+        let m = crate::manifest::Manifest::parse(&bytes).map_err(|e| UpdateError::BadHome {
+            home: self.home.root.display().to_string(),
+            reason: format!("the staged manifest.toml does not parse: {e}"),
+            help: "run the command again",
+        })?;
+        let host = crate::platform::Platform::host().to_string();
+        crate::update::store::intern_release(self.home, fin, &m, &host)?;
+        let od = crate::update::store::objects_dir(self.home);
+        if od.is_dir() {
+            sync_tree(&od).map_err(io_err("sync", &od))?;
+        }
+        Ok(())
     }
 
     /// Undoes a transaction that failed before the switch (best effort; recovery
