@@ -39,6 +39,9 @@ pub fn gc(home: &Home, keep: usize) -> Result<GcReport, UpdateError> {
         ));
     }
     let lock = home.lock(false, "gc")?;
+    // Exact: the bytes of every file (each inode once) gone afterwards, including what
+    // this command's recovery removes (objects left by a crash, a half-done cleanup).
+    let before = store::home_usage(home);
     let recovered = recover_locked(home, &lock)?;
     let state = home.state()?;
     let mut s = state.clone();
@@ -50,8 +53,6 @@ pub fn gc(home: &Home, keep: usize) -> Result<GcReport, UpdateError> {
         .filter(|k| !kept_dirs.contains(&k.dir))
         .cloned()
         .collect();
-    // Exact: the bytes of every file (each inode once) that is gone afterwards.
-    let before = store::home_usage(home);
     if !gone.is_empty() {
         home.write_state(&s)?;
         fault::point("gc-flipped");
