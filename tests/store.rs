@@ -476,3 +476,49 @@ fn killed_during_gc_leaves_the_old_or_the_new_state() {
         assert_eq!(objects(&home).len(), 3, "{step}: model, README, data");
     }
 }
+
+#[test]
+fn a_damaged_manifest_of_a_kept_release_is_put_back_from_a_stick() {
+    let (w, [v1, v2, _]) = site();
+    pack(&w, "s1", "s2", "1.0.0", "u2.ogpack");
+    cmd(&w)
+        .args(["install", "--from", "s1", "--pubkey"])
+        .arg(&w.pubkey)
+        .assert()
+        .success();
+    cmd(&w)
+        .args(["apply-update", "u2.ogpack"])
+        .assert()
+        .success();
+    let home = w.home();
+    let prev = kept_dirs(&home)[1].clone();
+    let mp = prev.join("manifest.toml");
+    let mut b = fs::read(&mp).unwrap();
+    b[40] ^= 0x20;
+    fs::write(&mp, &b).unwrap();
+    fs::remove_file(prev.join("README.txt")).unwrap();
+    let out = cmd(&w).args(["status", "--verify"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // A stick of another release does not hold it: exit 1, named.
+    let out = cmd(&w).args(["repair", "--from", "s2"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("have a manifest that does not verify"));
+    // The 1.0.0 stick does: the head first, then the file it names.
+    cmd(&w)
+        .args(["repair", "--from", "s1"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(
+            "repaired the signed manifest of 1.0.0 from tree",
+        ));
+    assert_eq!(
+        fs::read(&mp).unwrap(),
+        fs::read(w.p("s1/manifest.toml")).unwrap()
+    );
+    assert_stored(&home, &kept_dirs(&home)[0], &v2);
+    for f in &v1.files {
+        let b = fs::read(prev.join(&f.path)).unwrap();
+        assert_eq!(sha(&b), f.sha256, "{}", f.path);
+    }
+    cmd(&w).args(["status", "--verify"]).assert().success();
+}

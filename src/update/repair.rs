@@ -24,8 +24,11 @@
 //! removed. A crash before the journal leaves the home as it was (recovery removes the
 //! unreferenced staging folder); after it, recovery ([`finish`]) replays the plan.
 //!
-//! Known gaps: a version whose `manifest.toml` or signatures do not verify is reported,
-//! not repaired; the HQ history's store is not a source.
+//! First, a kept version whose `manifest.toml` or signatures do not verify gets its
+//! signed head back from a `--from` tree of the same release ([`repair_heads`]).
+//!
+//! Known gaps: an update pack is not a source of heads; the HQ history's store is not a
+//! source.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -100,6 +103,10 @@ pub struct RepairReport {
     pub not_found: Vec<NotFound>,
     /// Kept releases whose manifest or signatures do not verify: `RELEASE: reason`.
     pub damaged_manifests: Vec<String>,
+    /// Kept releases whose manifest and signatures were put back from a `--from` tree
+    /// of the same bundle and release (before their files were checked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repaired_manifests: Vec<Repaired>,
     pub sources: Vec<SourceReport>,
     pub hashed_files: usize,
     pub hashed_bytes: u64,
@@ -244,6 +251,7 @@ pub fn repair(
         }
     }
     let policy = home.policy(&state)?;
+    let repaired_manifests = repair_heads(home, &state, &policy, &srcs)?;
     let check = damage::check_home(home, &state, &policy, cache, progress);
     let mut report = RepairReport {
         home: home.root.display().to_string(),
@@ -260,6 +268,7 @@ pub fn repair(
                     .map(|p| format!("{}: {p}", v.release))
             })
             .collect(),
+        repaired_manifests,
         sources: Vec::new(),
         hashed_files: check.hashed_files,
         hashed_bytes: check.hashed_bytes,
@@ -403,6 +412,65 @@ pub fn repair(
     journal::remove(home)?;
     drop(lock);
     Ok(report)
+}
+
+/// Puts back the signed head (`manifest.toml`, `signatures/`) of each kept release whose
+/// head does not verify, from the first `--from` tree holding that bundle's release with
+/// a head that holds against the pinned `policy`. Each file is replaced atomically (temp
+/// file, fsync, rename): a crash leaves each file old or new, and a head still damaged
+/// is found and repaired again by the next run.
+fn repair_heads(
+    home: &Home,
+    state: &crate::update::home::State,
+    policy: &TrustPolicy,
+    srcs: &[Source],
+) -> Result<Vec<Repaired>, UpdateError> {
+    let mut out = Vec::new();
+    for k in state.kept() {
+        let dir = home.version_dir(&k.dir);
+        let good = crate::signed::read_trusted(&dir, policy).is_ok_and(|s| {
+            s.manifest.release == k.release && s.manifest.bundle_id == state.bundle_id
+        });
+        if good || !dir.is_dir() {
+            continue;
+        }
+        for src in srcs {
+            let Source::Tree(root) = src else { continue };
+            let Ok(mut raw) = crate::signed::read_raw(root) else {
+                continue;
+            };
+            raw.sigs
+                .retain(|(n, _)| crate::update::history::check_sig_name(n).is_ok());
+            let sigs = raw.sigs.clone();
+            let Ok(signed) = crate::signed::trust_raw(raw, policy) else {
+                continue;
+            };
+            if signed.manifest.release != k.release || signed.manifest.bundle_id != state.bundle_id
+            {
+                continue;
+            }
+            let sd = dir.join(crate::manifest::SIGNATURES_DIR);
+            if fs::symlink_metadata(&sd).is_ok_and(|m| !m.is_dir()) {
+                fs::remove_file(&sd).map_err(io_err("remove", &sd))?;
+            }
+            fs::create_dir_all(&sd).map_err(io_err("create", &sd))?;
+            for (name, text) in &sigs {
+                let p = sd.join(name);
+                crate::fsutil::atomic_write(&p, text.as_bytes()).map_err(io_err("write", &p))?;
+            }
+            let mp = dir.join(crate::manifest::MANIFEST_FILE);
+            crate::fsutil::atomic_write(&mp, &signed.bytes).map_err(io_err("write", &mp))?;
+            fault::point("repair-head");
+            out.push(Repaired {
+                release: k.release.to_string(),
+                path: crate::manifest::MANIFEST_FILE.into(),
+                sha256: crate::hash::sha256_hex(&signed.bytes),
+                source: format!("tree {}", root.display()),
+            });
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// Removes the staging folder when dropped, unless disarmed.
