@@ -3,7 +3,8 @@
 //! Each step is a named fault point (see [`crate::update::fault`]).
 //!
 //! Order: `journal.json` written → staging folder filled (`staged`) → renamed to its
-//! final name and made durable with one `syncfs` (`renamed`) → `state.json` replaced
+//! final name and made durable with one `syncfs` → its files interned into the home's
+//! store ([`crate::update::store`]) and the store's new names made durable (`renamed`) → `state.json` replaced
 //! (`flipped`, the switch) → `current` link repointed (`linked`) → versions no longer
 //! kept removed (`cleaned`) → journal removed (fsynced). The steps after the switch need
 //! no fsync of their own: recovery redoes them. A failure before the switch undoes the staging; after it, the
