@@ -24,7 +24,8 @@
 //!
 //! Known gaps: on file systems without hard links (FAT, exFAT) a release keeps plain
 //! copies and the store stays empty (nothing is lost, nothing is shared); an existing
-//! object is trusted when a new release links it (its size is checked, not its hash:
+//! object is trusted when a new release links it (its size is checked — one of the wrong
+//! size is replaced by the new checked bytes — not its hash:
 //! `status --verify` finds its damage and `repair` fixes it once for every release); the
 //! unit is a whole file, so two releases whose model differs by one byte of metadata
 //! store two model files (sub-file sharing would need the tensor data stored apart from
@@ -132,15 +133,10 @@ pub fn intern(home: &Home, file: &Path, sha: &str, mode: u32) -> io::Result<Inte
                 return Ok(Interned::Shared);
             }
             if om.len() != fm.len() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "the store object '{}' is {} bytes, its release file {}",
-                        obj.display(),
-                        om.len(),
-                        fm.len()
-                    ),
-                ));
+                // A damaged object (wrong size): the checked bytes take its name; the
+                // releases still linking the old inode are found and repaired by
+                // `status --verify` and `repair`.
+                return put_new(home, file, &obj, sha, mode);
             }
             let name = file
                 .file_name()
@@ -160,26 +156,30 @@ pub fn intern(home: &Home, file: &Path, sha: &str, mode: u32) -> io::Result<Inte
             io::ErrorKind::InvalidData,
             format!("'{}' is not a regular file", obj.display()),
         )),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let dir = obj.parent().unwrap_or(&home.root).to_path_buf();
-            if !dir.is_dir() {
-                fs::create_dir_all(&dir)?;
-                crate::fsutil::fsync_dir(&objects_dir(home))?;
-            }
-            let tmp = dir.join(format!(
-                "{}{}",
-                crate::fsutil::TMP_PREFIX,
-                object_name(sha, mode)
-            ));
-            crate::fsutil::remove_if_exists(&tmp)?;
-            if fs::hard_link(file, &tmp).is_err() {
-                return Ok(Interned::Copy);
-            }
-            fs::rename(&tmp, &obj)?;
-            Ok(Interned::New)
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => put_new(home, file, &obj, sha, mode),
         Err(e) => Err(e),
     }
+}
+
+/// Makes `file` the object `obj`: a hard link under a temporary name in the object's
+/// folder, renamed to the object's name (over a damaged one).
+fn put_new(home: &Home, file: &Path, obj: &Path, sha: &str, mode: u32) -> io::Result<Interned> {
+    let dir = obj.parent().unwrap_or(&home.root).to_path_buf();
+    if !dir.is_dir() {
+        fs::create_dir_all(&dir)?;
+        crate::fsutil::fsync_dir(&objects_dir(home))?;
+    }
+    let tmp = dir.join(format!(
+        "{}{}",
+        crate::fsutil::TMP_PREFIX,
+        object_name(sha, mode)
+    ));
+    crate::fsutil::remove_if_exists(&tmp)?;
+    if fs::hard_link(file, &tmp).is_err() {
+        return Ok(Interned::Copy);
+    }
+    fs::rename(&tmp, obj)?;
+    Ok(Interned::New)
 }
 
 /// Interns every file of the release folder `dir` (its manifest `m`, the files for
