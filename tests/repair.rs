@@ -122,20 +122,41 @@ fn installed_and_updated(w: &World) {
     cmd(w).args(["apply-update", "u.ogpack"]).assert().success();
 }
 
-/// Flips 4 bytes in place at `at` (same size: a size check alone passes).
-/// Bytes of the files under `dir` that no other folder links (what gc frees with it).
+/// Bytes of the files under `dir` (a release folder) that no other release links: their
+/// only other link, if any, is the home's store object (what gc frees with it).
 fn bytes_linked_only_here(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
+    let objects = dir.parent().unwrap().parent().unwrap().join("objects");
+    let in_store: std::collections::BTreeSet<u64> = walkdir::WalkDir::new(objects)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().unwrap().ino())
+        .collect();
     walkdir::WalkDir::new(dir)
         .into_iter()
         .map(|e| e.unwrap())
         .filter(|e| e.file_type().is_file())
         .map(|e| e.metadata().unwrap())
-        .filter(|m| m.nlink() == 1)
+        .filter(|m| m.nlink() == 1 + u64::from(in_store.contains(&m.ino())))
         .map(|m| m.len())
         .sum()
 }
 
+/// Removes the file `p` of a release and the store object it links.
+fn remove_with_its_object(home: &Path, p: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let ino = fs::metadata(p).unwrap().ino();
+    for e in walkdir::WalkDir::new(home.join("objects")) {
+        let e = e.unwrap();
+        if e.file_type().is_file() && e.metadata().unwrap().ino() == ino {
+            fs::remove_file(e.path()).unwrap();
+        }
+    }
+    fs::remove_file(p).unwrap();
+}
+
+/// Flips 4 bytes in place at `at` (same size: a size check alone passes).
 fn flip4(p: &Path, at: u64) {
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -422,7 +443,8 @@ fn repair_from_packs_folders_and_what_cannot_be_found() {
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::copy(w.p("s2").join(&f.path), p).unwrap();
     }
-    fs::remove_file(cur_dir.join("CHANGELOG.txt")).unwrap();
+    // Gone from the release and from the home's store (else repair takes it from there).
+    remove_with_its_object(&w.home(), &cur_dir.join("CHANGELOG.txt"));
     let (code, v) = repair_json(&w, &["evil"]);
     assert_eq!(code, 1, "{v}");
     assert!(

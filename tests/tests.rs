@@ -31,6 +31,7 @@ mod repo_rules;
 mod scripts;
 mod signing;
 mod site_hardening;
+mod store;
 mod torrent;
 mod trust_rotation;
 mod update;

@@ -69,7 +69,7 @@ pub fn run_on(
     }
     if !r.damaged_manifests.is_empty() {
         msg.push_str(&format!(
-            "{label}: {} kept release(s) of '{}' have a manifest that does not verify; repair does not replace a manifest\n",
+            "{label}: {} kept release(s) of '{}' have a manifest that does not verify, and no --from stick holds that release's signed manifest\n",
             r.damaged_manifests.len(),
             r.home
         ));
@@ -81,6 +81,12 @@ pub fn run_on(
 
 fn text(r: &RepairReport) -> String {
     let mut s = String::new();
+    for x in &r.repaired_manifests {
+        s.push_str(&format!(
+            "repaired the signed manifest of {} from {}\n",
+            x.release, x.source
+        ));
+    }
     if r.damaged == 0 && r.damaged_manifests.is_empty() {
         s.push_str(&format!(
             "nothing to repair in '{}': every file of the kept releases matches its signed manifest ({} file(s), {} hashed)\n",

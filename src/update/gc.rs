@@ -1,24 +1,20 @@
 //! `offgrid gc [--keep N]`: keeps the newest N kept versions of a site home (the current
-//! one always, then `previous`, then the others newest first) and removes the rest,
-//! reporting exactly the bytes freed: a file's bytes count only when every hard link to
-//! it is inside the removed folders (kept versions share unchanged files by hard link,
-//! and those bytes stay). SPEC.md §7.17 is normative.
+//! one always, then `previous`, then the others newest first), removes the rest, then
+//! every object of the store ([`crate::update::store`]) no kept release needs, and reports
+//! exactly the bytes freed: the home's usage (each file once, however many links) before
+//! minus after. SPEC.md §7.17 is normative.
 //!
 //! Crash-safe by order: `state.json` is replaced first (that is the decision), then the
-//! folders it no longer names are removed by the same cleanup every recovery runs
-//! ([`crate::update::journal::collect_garbage`]); a crash in between is finished by the
-//! next command.
-//! Known gap: on non-Unix systems there are no link counts, so freed bytes count every
-//! file of the removed folders.
-
-use std::collections::BTreeMap;
-use std::path::Path;
+//! folders it no longer names and the objects nothing links are removed by the same
+//! cleanup every recovery runs ([`crate::update::journal::collect_garbage`]); a crash in
+//! between is finished by the next command.
+//! Known gap: on non-Unix systems there are no link counts, so the store is not swept.
 
 use serde::Serialize;
 
 use crate::update::home::{Home, Recovery};
 use crate::update::journal::{collect_garbage, recover_locked};
-use crate::update::{fault, UpdateError};
+use crate::update::{fault, store, UpdateError};
 
 /// What gc did.
 #[derive(Debug, Clone, Serialize)]
@@ -43,6 +39,9 @@ pub fn gc(home: &Home, keep: usize) -> Result<GcReport, UpdateError> {
         ));
     }
     let lock = home.lock(false, "gc")?;
+    // Exact: the bytes of every file (each inode once) gone afterwards, including what
+    // this command's recovery removes (objects left by a crash, a half-done cleanup).
+    let before = store::home_usage(home);
     let recovered = recover_locked(home, &lock)?;
     let state = home.state()?;
     let mut s = state.clone();
@@ -54,19 +53,15 @@ pub fn gc(home: &Home, keep: usize) -> Result<GcReport, UpdateError> {
         .filter(|k| !kept_dirs.contains(&k.dir))
         .cloned()
         .collect();
-    let freed = unreferenced_bytes(
-        &gone
-            .iter()
-            .map(|k| home.version_dir(&k.dir))
-            .collect::<Vec<_>>(),
-    );
     if !gone.is_empty() {
         home.write_state(&s)?;
         fault::point("gc-flipped");
-        collect_garbage(home, &s)?;
-        let vd = home.versions();
-        crate::fsutil::fsync_dir(&vd).map_err(crate::update::io_err("sync", &vd))?;
     }
+    // Release folders no longer kept, then every object no kept release needs.
+    collect_garbage(home, &s)?;
+    let vd = home.versions();
+    crate::fsutil::fsync_dir(&vd).map_err(crate::update::io_err("sync", &vd))?;
+    let freed = before.saturating_sub(store::home_usage(home));
     drop(lock);
     Ok(GcReport {
         home: home.root.display().to_string(),
@@ -76,46 +71,4 @@ pub fn gc(home: &Home, keep: usize) -> Result<GcReport, UpdateError> {
         freed_bytes: freed,
         recovered,
     })
-}
-
-/// Bytes of the regular files under `dirs` whose every hard link is under `dirs`
-/// (each file counted once).
-fn unreferenced_bytes(dirs: &[std::path::PathBuf]) -> u64 {
-    // (dev, ino) -> (links seen, st_nlink, size)
-    let mut seen: BTreeMap<(u64, u64), (u64, u64, u64)> = BTreeMap::new();
-    let mut n = 0u64;
-    for d in dirs {
-        for e in walkdir::WalkDir::new(d).into_iter().flatten() {
-            if !e.file_type().is_file() {
-                continue;
-            }
-            let Ok(m) = e.metadata() else { continue };
-            match identity(e.path(), &m) {
-                Some((id, nlink)) => {
-                    let x = seen.entry(id).or_insert((0, nlink, m.len()));
-                    x.0 += 1;
-                }
-                None => n += m.len(),
-            }
-        }
-    }
-    n + seen
-        .values()
-        .filter(|(found, nlink, _)| found >= nlink)
-        .map(|(_, _, size)| size)
-        .sum::<u64>()
-}
-
-/// `((device, inode), link count)` of a file (Unix).
-fn identity(_p: &Path, m: &std::fs::Metadata) -> Option<((u64, u64), u64)> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        Some(((m.dev(), m.ino()), m.nlink()))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = m;
-        None
-    }
 }

@@ -3,9 +3,11 @@
 //! truth, replaced atomically: writing it *is* the switch), the pinned trust policy, the
 //! lock, and the `current` symlink derived from the state.
 //!
-//! Layout: `state.json`, `journal.json` (only while an operation runs, see
-//! [`crate::update::journal`]), `.lock`, `current -> versions/DIR`, `versions/DIR/`
-//! (a full verified tree: `manifest.toml`, `signatures/`, files), `versions/.staging-*`.
+//! Layout 2 (SPEC.md §7.5): `state.json`, `journal.json` (only while an operation runs,
+//! see [`crate::update::journal`]), `.lock`, `current -> versions/DIR`, `versions/DIR/`
+//! (a full verified tree: `manifest.toml`, `signatures/`, files hard-linked from the
+//! store), `versions/.staging-*`, `objects/AA/SHA256.MODE` (the store,
+//! [`crate::update::store`]).
 //! Known gap: on non-Unix systems there is no `current` symlink; use `state.json`.
 
 use std::fs::{self, File};
@@ -96,6 +98,15 @@ pub struct State {
     /// rollback), newest release first. Absent in homes written before issue 10.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub also_kept: Vec<Installed>,
+    /// The home's layout (SPEC.md §7.5): 2, release folders linking the content-addressed
+    /// store ([`crate::update::store`]); absent (1) in homes written before it, which
+    /// the next command migrates.
+    #[serde(default = "layout_1")]
+    pub layout: u32,
+}
+
+fn layout_1() -> u32 {
+    1
 }
 
 /// The held lock; released when dropped (or when the process dies). The lock file
@@ -421,6 +432,7 @@ mod tests {
             site: Default::default(),
             recoveries: Vec::new(),
             also_kept: Vec::new(),
+            layout: crate::update::store::LAYOUT,
         };
         s.push_event("install", &"1.0.0".parse().unwrap(), None);
         for (to, from) in [("1.1.0", "1.0.0"), ("1.2.0", "1.1.0")] {

@@ -250,6 +250,7 @@ pub(crate) fn install_locked(
             recoveries: Vec::new(),
             site: Default::default(),
             also_kept: Vec::new(),
+            layout: crate::update::store::LAYOUT,
         },
         Some(s) => {
             let mut s = s.clone();

@@ -112,6 +112,7 @@ pub fn collect_garbage(home: &Home, s: &State) -> Result<Vec<String>, UpdateErro
         }
     }
     // Not fsynced: a removed folder that reappears after a power cut is removed again.
+    crate::update::store::sweep(home, s)?;
     Ok(removed)
 }
 
@@ -156,8 +157,16 @@ pub fn recover(home: &Home) -> Result<Option<Recovery>, UpdateError> {
     recover_locked(home, &lock)
 }
 
-/// [`recover`] for a caller that already holds the lock.
-pub fn recover_locked(home: &Home, _lock: &Lock) -> Result<Option<Recovery>, UpdateError> {
+/// [`recover`] for a caller that already holds the lock: the one home opener of every
+/// command that changes or reads a home. After finishing or undoing an interrupted
+/// operation it migrates a layout-1 home to the store ([`crate::update::store::migrate`]).
+pub fn recover_locked(home: &Home, lock: &Lock) -> Result<Option<Recovery>, UpdateError> {
+    let rec = recover_journal(home, lock)?;
+    crate::update::store::migrate(home)?;
+    Ok(rec)
+}
+
+fn recover_journal(home: &Home, _lock: &Lock) -> Result<Option<Recovery>, UpdateError> {
     remove_leftovers(home)?;
     let journal = read(home)?;
     let state = home.read_state()?;

@@ -33,6 +33,7 @@ pub mod repair;
 pub mod rollback;
 pub mod shims;
 pub mod status;
+pub mod store;
 pub mod txn;
 pub mod verify_pack;
 pub mod volumes;

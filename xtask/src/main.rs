@@ -28,7 +28,7 @@ fn main() -> Result<()> {
         }),
         Some("ci") => util::ci(),
         _ => bail!(
-            "usage: cargo xtask <task>\n  demo                 run the whole journey on built-in defaults\n  fixtures [--model]   generate test fixtures; --model also fetches the real test models (GGUF, safetensors)\n  bench <verify|pack|delta|apply|run|fetch|all> [--size-mib N]\n  dist                 build the stick binary (stripped; debug info split off, kept at HQ)\n  ci                   fmt, clippy and the whole test suite"
+            "usage: cargo xtask <task>\n  demo                 run the whole journey on built-in defaults\n  fixtures [--model] [--old-home]  generate test fixtures; --model also fetches the real test models (GGUF, safetensors); --old-home the layout-1 home (once)\n  bench <verify|pack|delta|apply|run|fetch|store|all> [--size-mib N]\n  dist                 build the stick binary (stripped; debug info split off, kept at HQ)\n  ci                   fmt, clippy and the whole test suite"
         ),
     }
 }

@@ -8,6 +8,7 @@ mod fetch;
 mod lan;
 mod pack;
 mod run;
+mod store;
 mod verify;
 
 use anyhow::{bail, Result};
@@ -36,7 +37,7 @@ pub fn run(args: &[&str]) -> Result<()> {
     let opts = Opts { size_mib };
     if names.is_empty() {
         bail!(
-            "usage: cargo xtask bench <verify|pack|delta|apply|run|fetch|clone|lan|all> [--size-mib N]"
+            "usage: cargo xtask bench <verify|pack|delta|apply|run|fetch|clone|lan|store|all> [--size-mib N]"
         );
     }
     for n in names {
@@ -49,6 +50,7 @@ pub fn run(args: &[&str]) -> Result<()> {
             "fetch" => fetch::bench(&opts)?,
             "clone" => clone::bench(&opts)?,
             "lan" => lan::bench(&opts)?,
+            "store" => store::bench(&opts)?,
             "all" => {
                 verify::bench(&opts)?;
                 pack::bench(&opts)?;
