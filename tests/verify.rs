@@ -237,7 +237,15 @@ fn of_type<'a>(r: &'a [(String, Value)], ty: &str) -> Vec<&'a Value> {
 fn summary(r: &[(String, Value)]) -> Value {
     let s = of_type(r, "summary");
     assert_eq!(s.len(), 1, "{r:?}");
-    assert_eq!(r.last().unwrap().0, "summary", "summary comes last");
+    // Last of verify's own records; a failure adds the `error` record after it (§9.3).
+    let own: Vec<_> = r.iter().filter(|(t, _)| t != "error").collect();
+    assert_eq!(own.last().unwrap().0, "summary", "summary comes last");
+    let failed = s[0]["verified"] == false;
+    assert_eq!(
+        r.last().unwrap().0 == "error",
+        failed,
+        "an error record ends a failed verify: {r:?}"
+    );
     s[0].clone()
 }
 
