@@ -5,7 +5,7 @@
 //! disk filling up part way (a size-limited tmpfs), two applies at once (the lock),
 //! rollback after an update, and apply after a recovery.
 
-use crate::update_util;
+use crate::util;
 
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use predicates::prelude::*;
-use update_util::*;
+use util::*;
 
 /// The steps an apply passes, in order; the switch happens between `renamed` and
 /// `flipped`.
@@ -305,7 +305,7 @@ fn disk_full_part_way_changes_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let child = crate::common::wait_stopped(child, "journal-written");
+    let child = crate::util::wait_stopped(child, "journal-written");
     fill_all_but(&at.join("filler"), 64 << 10);
     let cont = Command::new("kill")
         .args(["-CONT", &child.id().to_string()])

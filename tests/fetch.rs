@@ -950,7 +950,7 @@ fn catalog_signature_is_checked_before_the_catalog_is_parsed() {
 
 #[test]
 fn check_updates_lists_newer_catalog_entries() {
-    let ws = crate::support::Ws::new();
+    let ws = crate::util::Ws::new();
     let hq = ws.path("hq-history");
     let model = ws.model("tiny.gguf", 64, 3);
     let old = std::fs::read(&model).unwrap();
@@ -1185,7 +1185,7 @@ fn ca_file_trusts_an_internal_https_mirror() {
 #[test]
 fn recipe_names_catalog_entries_fetched_into_the_store_once() {
     use std::os::unix::fs::MetadataExt;
-    let ws = crate::support::Ws::new();
+    let ws = crate::util::Ws::new();
     let hq = ws.path("hq-history");
     let model_path = ws.model("www/models/tiny.gguf", 64, 7);
     let model = std::fs::read(&model_path).unwrap();

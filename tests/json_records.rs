@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::update_util::{world, World};
+use crate::util::{world, World, V1_TO_V2};
 
 /// `(command label, record type)` -> (required fields, fields present only sometimes).
 type Table = BTreeMap<(String, String), (BTreeSet<String>, BTreeSet<String>)>;
@@ -302,24 +302,12 @@ fn every_json_record_carries_schema_and_the_documented_fields() {
         1,
     );
     step("inspect", &["inspect", "v1", "--json"], 0);
-    step(
-        "create-update-pack",
-        &[
-            "create-update-pack",
-            "--record",
-            "v1",
-            "--tree",
-            "v2",
-            "--since",
-            "1.0.0",
-            "--output",
-            "up.ogpack",
-            "--sign-with",
-            &hq_key,
-            "--json",
-        ],
-        0,
-    );
+    let pack: Vec<&str> = ["create-update-pack"]
+        .into_iter()
+        .chain(V1_TO_V2)
+        .chain(["--output", "up.ogpack", "--sign-with", &hq_key, "--json"])
+        .collect();
+    step("create-update-pack", &pack, 0);
     step("inspect", &["inspect", "up.ogpack", "--json"], 0);
     // A catalog naming a recorded file, with a newer version of it.
     let same =

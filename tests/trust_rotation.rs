@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use offgrid::manifest::FileKind;
 use serde_json::Value;
 
-use crate::update_util::{self as u, f, keypair, make_tree};
+use crate::util::{self as u, f, keypair, make_tree};
 
 /// A temp dir with helpers: keys by name, trees, the binary with a private home.
 struct T {
@@ -539,24 +539,7 @@ fn apply_update_applies_the_roots_beside_the_pack() {
         .assert()
         .success();
     fs::create_dir_all(w.p("out")).unwrap();
-    w.cmd()
-        .args([
-            "create-update-pack",
-            "--record",
-            "v1",
-            "--tree",
-            "v2",
-            "--since",
-            "1.0.0",
-            "--output",
-            "out/u.ogpack",
-            "--roots",
-            "hq-trust",
-            "--sign-with",
-        ])
-        .arg(&b.0)
-        .assert()
-        .success();
+    u::make_pack_by(&w, &b.0, "out/u.ogpack", &["--roots", "hq-trust"]);
     assert!(w.p("out/roots/2.root.toml").is_file());
     let a = w
         .cmd()
@@ -646,7 +629,7 @@ fn the_roots_example_is_a_valid_chain() {
 /// refused before anything is written.
 #[test]
 fn pack_usb_carries_the_chain_on_the_stick() {
-    let ws = crate::support::Ws::new();
+    let ws = crate::util::Ws::new();
     ws.keypair("b");
     ws.model("in/tiny.gguf", 16, 3);
     ws.offgrid(&[

@@ -1,7 +1,7 @@
 //! `offgrid verify` end to end: real trees, real manifests, signatures made by the stock
 //! `minisign` tool (interop), the real binary; one case per user-visible outcome.
 
-use crate::support;
+use crate::util;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -803,7 +803,7 @@ fn unreadable_public_key_is_a_usage_error() {
 /// on the manifest, the chunking and the signatures).
 #[test]
 fn a_tree_written_by_pack_usb_verifies() {
-    let ws = support::Ws::new();
+    let ws = util::Ws::new();
     ws.model("in/tiny.gguf", 4 * 1024 + 100, 3);
     ws.file("CHANGES.md", b"# 2.0\n");
     ws.offgrid(&[
