@@ -2,6 +2,8 @@
 //! of this crate, so the suite links once instead of once per file. The helpers are one
 //! module, `util/` (see its doc). `repo_rules` checks that every file here is listed.
 
+#[path = "../xtask/src/nginx.rs"]
+mod nginx;
 #[path = "../xtask/src/fixtures/synthetic.rs"]
 mod synthetic;
 mod util;

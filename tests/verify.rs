@@ -1,7 +1,7 @@
 //! `offgrid verify` end to end: real trees, real manifests, signatures made by the stock
 //! `minisign` tool (interop), the real binary; one case per user-visible outcome.
 
-use crate::util;
+use crate::util::{self, noise as data, Out};
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -51,20 +51,6 @@ fn key_line(k: &Key) -> String {
         .nth(1)
         .unwrap()
         .to_owned()
-}
-
-/// Deterministic incompressible bytes.
-fn data(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(n + 8);
-    while v.len() < n {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        v.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    v.truncate(n);
-    v
 }
 
 struct Tree {
@@ -205,19 +191,9 @@ impl Tree {
     }
 }
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
+/// `c` run to its end (assert_cmd's `Command`).
 fn run(mut c: Command) -> Out {
-    let o = c.output().unwrap();
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    c.output().unwrap().into()
 }
 
 fn records(stdout: &str) -> Vec<(String, Value)> {

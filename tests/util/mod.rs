@@ -167,3 +167,25 @@ pub fn wait_stopped(mut child: std::process::Child, step: &str) -> std::process:
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// What a finished command printed, and its exit code (-1 when killed by a signal).
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `c` to its end and keeps its output as text.
+pub fn output(mut c: Command) -> Out {
+    c.output().unwrap().into()
+}
+
+impl From<std::process::Output> for Out {
+    fn from(o: std::process::Output) -> Out {
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
