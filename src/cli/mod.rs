@@ -266,6 +266,32 @@ impl Invocation {
     }
 }
 
+/// An error of the CLI itself (flags that do not fit together, an input that is not
+/// there) with its fix: the CLI's counterpart of the library's `Diagnostic::help`, so
+/// no `help:` line is glued into its message either. Exit code 2.
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub help: String,
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// A [`CliError`] as an `anyhow` error: `return Err(fail(message, help))`.
+pub fn fail(message: impl Into<String>, help: impl Into<String>) -> anyhow::Error {
+    CliError {
+        message: message.into(),
+        help: help.into(),
+    }
+    .into()
+}
+
 /// A failure as it is shown: the top message, each cause, the `help:` lines, the exit code.
 struct Failure {
     message: String,
@@ -275,14 +301,16 @@ struct Failure {
 }
 
 impl Failure {
-    /// Walks the chain once: each link's text without its inline `help:` lines (the CLI's
-    /// own messages still carry theirs; library errors answer [`offgrid::exit::help`]), a
+    /// Walks the chain once: each link's text without its inline `help:` lines (some of the
+    /// CLI's own messages still carry theirs; library errors answer [`offgrid::exit::help`],
+    /// a [`CliError`] its `help`), a
     /// cause whose text is already shown dropped, help lines deduplicated and kept last.
     fn of(err: &anyhow::Error) -> Self {
         let mut help: Vec<String> = Vec::new();
         let mut texts: Vec<String> = Vec::new();
         for cause in err.chain() {
-            if let Some(h) = offgrid::exit::help(cause) {
+            let own = cause.downcast_ref::<CliError>().map(|c| c.help.clone());
+            if let Some(h) = offgrid::exit::help(cause).or(own) {
                 if !help.contains(&h) {
                     help.push(h);
                 }
