@@ -138,17 +138,21 @@ fn llama_cpp_logs_only_with_verbose() {
 fn interactive_chat_reads_stdin_and_keeps_the_conversation() {
     let model = util::real_model();
     let tmp = tempfile::tempdir().unwrap();
-    let out = stdout_of(
-        offgrid(tmp.path())
-            .arg("run")
-            .arg(&model)
-            .args(["--temp", "0", "--max-tokens", "48"])
-            .write_stdin(format!("{QUESTION}\n/reset\n{QUESTION}\n")),
-    );
-    // Two answers, and after /reset the same question gets the same greedy answer.
-    let answers: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(out.matches("Paris").count() >= 2, "{out:?}");
-    assert!(answers.len() >= 2);
+    let done = offgrid(tmp.path())
+        .arg("run")
+        .arg(&model)
+        .args(["--temp", "0", "--max-tokens", "48"])
+        .write_stdin(format!("{QUESTION}\n/reset\n{QUESTION}\n"))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("conversation forgotten"));
+    let out = String::from_utf8_lossy(&done.get_output().stdout).into_owned();
+    // Two answers, each ended by a newline, and after /reset the same question gets the
+    // same greedy answer: stdout is one answer twice, byte for byte.
+    let (first, second) = out.as_bytes().split_at(out.len() / 2);
+    assert!(first == second, "the answer after /reset differs: {out:?}");
+    let first = String::from_utf8_lossy(first);
+    assert!(first.ends_with('\n') && first.contains("Paris"), "{out:?}");
 }
 
 #[test]
