@@ -8,9 +8,10 @@
 //!
 //! Known gaps: Rust cannot ask an arbitrary `dyn Error` for a trait it may implement,
 //! so [`of`] tries the library's error types one by one from the list below (a unit test
-//! fails when a type implements [`Diagnostic`] and is missing from it). `trust.rs` and a
-//! few messages built as strings (key parsing, the trust report) still carry their
-//! `help:` line in the message; the CLI splits those out of the text as before.
+//! fails when a type implements [`Diagnostic`] and is missing from it). No library
+//! message carries its `help:` line (`tests/repo_rules.rs` checks), except where an
+//! error is quoted as text inside another report ([`with_help`]: a clone destination's
+//! error, a pack manifest's reason); the CLI splits those lines out of the text.
 
 use std::error::Error;
 
@@ -65,6 +66,7 @@ macro_rules! registry {
 
 registry!(
     crate::clone::CloneError,
+    crate::discover::DiscoverError,
     crate::fetch::FetchError,
     crate::gguf::GgufError,
     crate::gguf::split::SplitError,
@@ -74,6 +76,7 @@ registry!(
     crate::media::MediaError,
     crate::models::ModelError,
     crate::paths::PathError,
+    crate::platform::PlatformError,
     crate::pull::PullError,
     crate::serve::ServeError,
     crate::signed::HeadError,
@@ -86,6 +89,7 @@ registry!(
     crate::update::delta::DeltaError,
     crate::usb::PackError,
     crate::verify::VerifyError,
+    crate::version::VersionError,
     #[cfg(feature = "llama")]
     crate::launcher::LauncherError,
 );
@@ -95,11 +99,19 @@ impl Diagnostic for crate::trust::TrustError {
     fn exit_code(&self) -> u8 {
         refusal_code(self.is_refusal())
     }
+
+    fn help(&self) -> Option<String> {
+        self.help()
+    }
 }
 
 impl Diagnostic for crate::fetch::FetchError {
     fn exit_code(&self) -> u8 {
         refusal_code(self.is_refusal())
+    }
+
+    fn help(&self) -> Option<String> {
+        Some(crate::fetch::FetchError::help(self))
     }
 }
 

@@ -20,8 +20,14 @@ pub const MAX_TREES_TXT: usize = 240;
 
 /// Why announcing or browsing failed.
 #[derive(Debug, thiserror::Error)]
-#[error("mDNS: {0}\nhelp: where multicast is blocked, name peers with --peer HOST:PORT (and serve with --no-announce)")]
+#[error("mDNS: {0}")]
 pub struct DiscoverError(String);
+
+impl crate::diagnostic::Diagnostic for DiscoverError {
+    fn help(&self) -> Option<String> {
+        Some("where multicast is blocked, name peers with --peer HOST:PORT (and serve with --no-announce)".into())
+    }
+}
 
 /// One tree a peer announces: `BUNDLE RELEASE`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -50,6 +50,8 @@ pub enum KeyError {
     },
     #[error("'{path}' already exists")]
     Exists { path: String },
+    #[error("the password is empty")]
+    EmptyPassword,
     #[error("key generation failed: {0}")]
     Generate(String),
 }
@@ -477,9 +479,7 @@ pub fn generate(
     }
     if let Some(pw) = &password {
         if pw.is_empty() {
-            return Err(KeyError::Generate(
-                "the password is empty\nhelp: give a password, or pass --unencrypted for a key without one".into(),
-            ));
+            return Err(KeyError::EmptyPassword);
         }
         if pw.len() > MAX_PASSWORD_BYTES {
             return Err(KeyError::Generate(format!(
@@ -588,6 +588,9 @@ impl crate::diagnostic::Diagnostic for KeyError {
             }
             KeyError::Exists { .. } => {
                 Some("choose another name, or pass --force to replace it".into())
+            }
+            KeyError::EmptyPassword => {
+                Some("give a password, or pass --unencrypted for a key without one".into())
             }
             _ => None,
         }

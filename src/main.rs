@@ -5,7 +5,7 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Carry software and LLM models to places the internet does not reach.
 #[derive(Parser)]
@@ -76,7 +76,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return cli::usage_error(e, &Cli::command()),
+    };
+    let inv = cli::Invocation::of(&matches);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => return cli::usage_error(e, &Cli::command()),
+    };
     let g = cli.global.resolve();
     let result = match cli.command {
         Command::Keygen(a) => cli::keygen::run(a, &g),
@@ -107,5 +115,5 @@ fn main() -> ExitCode {
         Command::Completions(a) => cli::shell::completions(a, Cli::command()),
         Command::Manpage(a) => cli::shell::manpage(a, Cli::command()),
     };
-    cli::finish(result, &g)
+    cli::finish(result, &g, &inv)
 }

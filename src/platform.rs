@@ -21,8 +21,14 @@ pub struct Platform {
 
 /// Why a platform tag was refused.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown platform '{0}'\nhelp: use OS-CPU with OS one of linux, macos, windows, freebsd and CPU one of x86_64, aarch64, armv7, riscv64 (for example linux-x86_64)")]
+#[error("unknown platform '{0}'")]
 pub struct PlatformError(pub String);
+
+impl crate::diagnostic::Diagnostic for PlatformError {
+    fn help(&self) -> Option<String> {
+        Some("use OS-CPU with OS one of linux, macos, windows, freebsd and CPU one of x86_64, aarch64, armv7, riscv64 (for example linux-x86_64)".into())
+    }
+}
 
 impl Platform {
     /// The platform this binary was built for.

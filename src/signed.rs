@@ -69,11 +69,9 @@ pub enum HeadError {
 
 fn untrusted(manifest: &str, e: &TrustError) -> String {
     match e {
-        TrustError::ThresholdNotMet { reports, .. } => crate::trust::untrusted_message(
-            &format!("'{manifest}'"),
-            reports,
-            "copy the tree again from HQ or from a verified stick",
-        ),
+        TrustError::ThresholdNotMet { reports, .. } => {
+            crate::trust::untrusted_message(&format!("'{manifest}'"), reports)
+        }
         _ => format!("the signatures over '{manifest}' do not hold; no file was checked"),
     }
 }
@@ -364,6 +362,7 @@ impl crate::diagnostic::Diagnostic for HeadError {
             HeadError::Unsigned { .. } => Some("an unsigned tree never verifies; sign it at HQ (offgrid pack-usb signs) or copy it again".into()),
             HeadError::SignatureTooLarge { .. } => Some("the tree was damaged or tampered with; copy it again from HQ".into()),
             HeadError::TooManySignatures { .. } => Some("the tree was damaged or tampered with; copy it again from HQ".into()),
+            HeadError::Untrusted { source: TrustError::ThresholdNotMet { reports, .. }, .. } => Some(crate::trust::untrusted_help(reports, "copy the tree again from HQ or from a verified stick")),
             _ => None,
         }
     }

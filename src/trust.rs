@@ -47,10 +47,14 @@ pub struct SignatureReport {
 /// Why trust could not be established.
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
-    #[error("no trusted key given\nhelp: pass --pubkey HQ.pub or --trust FILE; a key on the stick itself proves nothing")]
+    #[error("no trusted key given")]
     NoKeys,
     #[error("cannot read trust policy '{path}': {reason}")]
-    Policy { path: String, reason: String },
+    Policy {
+        path: String,
+        reason: String,
+        help: Option<&'static str>,
+    },
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error("signature threshold not met: {valid} valid signature(s) by trusted keys, {threshold} required")]
@@ -65,6 +69,21 @@ impl TrustError {
     /// True for a clean "no" (exit 1) rather than an error.
     pub fn is_refusal(&self) -> bool {
         matches!(self, TrustError::ThresholdNotMet { .. })
+    }
+
+    /// The fix (the `help:` line). A threshold not met has none here: the tree or pack
+    /// whose signatures were counted says where to get a good copy
+    /// ([`untrusted_help`]).
+    pub fn help(&self) -> Option<String> {
+        match self {
+            TrustError::NoKeys => Some(
+                "pass --pubkey HQ.pub or --trust FILE; a key on the stick itself proves nothing"
+                    .into(),
+            ),
+            TrustError::Policy { help, .. } => help.map(str::to_owned),
+            TrustError::Key(e) => crate::diagnostic::Diagnostic::help(e),
+            _ => None,
+        }
     }
 }
 
@@ -104,10 +123,8 @@ impl TrustPolicy {
                 Some(_) => {
                     return Err(TrustError::Policy {
                         path: "(keys given on the command line)".into(),
-                        reason: format!(
-                            "two different keys have the same key id {}\nhelp: regenerate one of them with 'offgrid keygen'",
-                            k.key_id()
-                        ),
+                        reason: format!("two different keys have the same key id {}", k.key_id()),
+                        help: Some("regenerate one of them with 'offgrid keygen'"),
                     })
                 }
                 None => out.push(k),
@@ -125,13 +142,16 @@ impl TrustPolicy {
         let err = |reason: String| TrustError::Policy {
             path: shown.clone(),
             reason,
+            help: None,
         };
         let bytes = match crate::hash::read_regular_bounded(path, MAX_TRUST_FILE, true) {
             Ok(Ok(b)) => b,
             Ok(Err(_)) => {
-                return Err(err(format!(
-                    "it is larger than {MAX_TRUST_FILE} bytes\nhelp: a trust file lists a few keys; is this the right file?"
-                )))
+                return Err(TrustError::Policy {
+                    path: shown.clone(),
+                    reason: format!("it is larger than {MAX_TRUST_FILE} bytes"),
+                    help: Some("a trust file lists a few keys; is this the right file?"),
+                })
             }
             Err(e) => return Err(err(e.to_string())),
         };
@@ -145,20 +165,16 @@ impl TrustPolicy {
         Self::parse(text, base).map_err(|reason| TrustError::Policy {
             path: shown.to_owned(),
             reason,
+            help: Some("see formats/trust.example.toml"),
         })
     }
 
     /// Parses trust-file text; `file = …` entries are relative to `base`.
     fn parse(text: &str, base: &Path) -> Result<TrustPolicy, String> {
-        const HELP: &str = "\nhelp: see formats/trust.example.toml";
-        let tf: TrustFile = toml::from_str(text).map_err(|e| {
-            format!(
-                "{}{HELP}",
-                crate::excerpt::message(e.to_string().trim_end())
-            )
-        })?;
+        let tf: TrustFile =
+            toml::from_str(text).map_err(|e| crate::excerpt::message(e.to_string().trim_end()))?;
         if tf.keys.is_empty() {
-            return Err(format!("it lists no keys (add [[keys]] tables){HELP}"));
+            return Err("it lists no keys (add [[keys]] tables)".into());
         }
         let mut keys: Vec<PublicKey> = Vec::new();
         let mut names: Vec<String> = Vec::new();
@@ -178,13 +194,9 @@ impl TrustPolicy {
                     })?
                 }
                 (Some(_), Some(_)) => {
-                    return Err(format!(
-                        "{label} has both 'pubkey' and 'file'; give one{HELP}"
-                    ))
+                    return Err(format!("{label} has both 'pubkey' and 'file'; give one"))
                 }
-                (None, None) => {
-                    return Err(format!("{label} has neither 'pubkey' nor 'file'{HELP}"))
-                }
+                (None, None) => return Err(format!("{label} has neither 'pubkey' nor 'file'")),
             };
             if let Some(j) = keys.iter().position(|k| k.keynum == pk.keynum) {
                 return Err(format!(
@@ -198,7 +210,7 @@ impl TrustPolicy {
         }
         if tf.threshold < 1 {
             return Err(format!(
-                "threshold is {}; it must be at least 1{HELP}",
+                "threshold is {}; it must be at least 1",
                 tf.threshold
             ));
         }
@@ -256,6 +268,7 @@ impl TrustPolicy {
                     self.threshold,
                     self.keys.len()
                 ),
+                help: None,
             });
         }
         let mut reports = Vec::with_capacity(sigs.len());
@@ -355,9 +368,9 @@ impl Pending {
 }
 
 /// The message a refusal over signatures prints: one line per signature file with its
-/// key id and status, then a `help:` line (SPEC.md §4.4). `subject` names what was
-/// signed (`'ROOT/manifest.toml'`, `pack 'P'`); `again` says where to get a good copy.
-pub fn untrusted_message(subject: &str, reports: &[SignatureReport], again: &str) -> String {
+/// key id and status (SPEC.md §4.4); [`untrusted_help`] is its `help:` line. `subject`
+/// names what was signed (`'ROOT/manifest.toml'`, `pack 'P'`).
+pub fn untrusted_message(subject: &str, reports: &[SignatureReport]) -> String {
     let mut s = format!("the signatures over {subject} do not hold; no file was checked");
     for r in reports {
         let key = r.key_id.as_deref().unwrap_or("?");
@@ -371,18 +384,21 @@ pub fn untrusted_message(subject: &str, reports: &[SignatureReport], again: &str
     if reports.is_empty() {
         s.push_str("\n  (no signature file)");
     }
+    s
+}
+
+/// The fix for a refusal [`untrusted_message`] describes; `again` says where to get a good
+/// copy.
+pub fn untrusted_help(reports: &[SignatureReport], again: &str) -> String {
     if !reports.is_empty()
         && reports
             .iter()
             .all(|r| r.status == SignatureStatus::UnknownKey)
     {
-        s.push_str("\nhelp: check that --pubkey or --trust names HQ's key (compare its fingerprint with HQ), or ");
-        s.push_str(again);
+        format!("check that --pubkey or --trust names HQ's key (compare its fingerprint with HQ), or {again}")
     } else {
-        s.push_str("\nhelp: the signed bytes or their signatures changed after signing; ");
-        s.push_str(again);
+        format!("the signed bytes or their signatures changed after signing; {again}")
     }
-    s
 }
 
 fn reason_of(e: &SignError) -> String {

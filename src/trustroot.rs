@@ -108,6 +108,8 @@ pub enum RootError {
         missing: u64,
         current: u64,
     },
+    #[error("'{path}' already exists")]
+    Exists { path: String },
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
@@ -120,7 +122,7 @@ impl RootError {
         match self {
             RootError::Refused { .. } | RootError::Rollback { .. } | RootError::Gap { .. } => true,
             RootError::Home(e) => e.is_refusal(),
-            RootError::Io { .. } | RootError::Usage(_) => false,
+            RootError::Io { .. } | RootError::Usage(_) | RootError::Exists { .. } => false,
         }
     }
 }
@@ -139,6 +141,9 @@ impl crate::diagnostic::Diagnostic for RootError {
                     .into(),
             ),
             RootError::Home(e) => crate::diagnostic::Diagnostic::help(e.as_ref()),
+            RootError::Exists { .. } => {
+                Some("each version is made once; 'offgrid trust rotate' makes the next".into())
+            }
             RootError::Io { .. } | RootError::Usage(_) => None,
         }
     }
@@ -655,8 +660,11 @@ pub fn verify_next(cur: &TrustState, raw: &RawRoot) -> Result<(Root, TrustState)
         ))
     })?;
     // 2. The parse.
-    let (root, policy) =
-        Root::parse(&raw.bytes).map_err(|e| refused(format!("{e}\nhelp: {HELP_FORMAT}")))?;
+    let (root, policy) = Root::parse(&raw.bytes).map_err(|e| RootError::Refused {
+        path: shown.clone(),
+        reason: e.to_string(),
+        help: HELP_FORMAT,
+    })?;
     if root.version != raw.version {
         return Err(refused(format!(
             "the file is named for version {} but holds version {}",
@@ -899,10 +907,9 @@ pub fn write_new(raw: &RawRoot) -> Result<Vec<PathBuf>, RootError> {
     let dir = crate::fsutil::parent_dir(&raw.path);
     std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
     if raw.path.exists() {
-        return Err(RootError::Usage(format!(
-            "'{}' already exists\nhelp: each version is made once; 'offgrid trust rotate' makes the next",
-            raw.path.display()
-        )));
+        return Err(RootError::Exists {
+            path: raw.path.display().to_string(),
+        });
     }
     let mut written = vec![raw.path.clone()];
     for (name, text) in &raw.sigs {

@@ -21,10 +21,16 @@ pub struct Version {
 
 /// Why a version string was refused.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid release version '{text}': {reason}\nhelp: use dot-separated numbers such as '1.4.0' or '2026.11.2'")]
+#[error("invalid release version '{text}': {reason}")]
 pub struct VersionError {
     pub text: String,
     pub reason: &'static str,
+}
+
+impl crate::diagnostic::Diagnostic for VersionError {
+    fn help(&self) -> Option<String> {
+        Some("use dot-separated numbers such as '1.4.0' or '2026.11.2'".into())
+    }
 }
 
 impl Version {

@@ -6,7 +6,7 @@
 //! writes nothing. Mounting needs root; CI runs as root, so these fail rather than skip.
 
 use crate::media::{exfat, fat32};
-use crate::support::{snapshot, Ws};
+use crate::util::{snapshot, Ws};
 
 use std::fs;
 use std::path::Path;
@@ -136,7 +136,7 @@ fn a_copy_changed_behind_the_writers_back_is_caught_by_the_read_back() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let child = crate::common::wait_stopped(child, "clone-written");
+    let child = crate::util::wait_stopped(child, "clone-written");
     // Both copies are switched and complete; now b's model changes on the medium.
     let model = ws.path("b/models/smol.gguf");
     assert!(model.exists());
@@ -306,7 +306,7 @@ fn pack_usb_read_back_passes_and_catches_a_staged_file_changed_before_the_switch
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let child = crate::common::wait_stopped(child, "pack-staged");
+    let child = crate::util::wait_stopped(child, "pack-staged");
     flip_byte(&ws.path("s2/.offgrid-staging/models/smol.gguf"), 1234);
     Command::new("kill")
         .args(["-CONT", &child.id().to_string()])

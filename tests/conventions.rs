@@ -7,7 +7,7 @@
 //! (run by `cargo xtask ci` with `OFFGRID_DIST_BINARY`) the size of the binary the demo
 //! puts on a stick.
 
-use crate::support;
+use crate::util;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,7 +15,7 @@ use std::process::Command;
 use offgrid::gguf::{write_synthetic, MetaValue};
 use predicates::prelude::*;
 use serde_json::Value;
-use support::Ws;
+use util::Ws;
 
 const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}";
 

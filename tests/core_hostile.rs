@@ -4,14 +4,14 @@
 //! that is not a regular file makes a command hang (every child is killed after a
 //! timeout, and the test then fails).
 
-use crate::update_util;
+use crate::util;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use update_util::*;
+use util::*;
 
 /// Peak RSS an untrusted input may cost before its signature holds.
 const MAX_RSS_KIB: u64 = 64 * 1024;

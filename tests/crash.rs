@@ -5,7 +5,7 @@
 //! disk filling up part way (a size-limited tmpfs), two applies at once (the lock),
 //! rollback after an update, and apply after a recovery.
 
-use crate::update_util;
+use crate::util;
 
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use predicates::prelude::*;
-use update_util::*;
+use util::*;
 
 /// The steps an apply passes, in order; the switch happens between `renamed` and
 /// `flipped`.
@@ -305,8 +305,9 @@ fn disk_full_part_way_changes_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let child = crate::common::wait_stopped(child, "journal-written");
+    let child = crate::util::wait_stopped(child, "journal-written");
     fill_all_but(&at.join("filler"), 64 << 10);
+    let free_before = free_bytes(&at);
     let cont = Command::new("kill")
         .args(["-CONT", &child.id().to_string()])
         .status()
@@ -316,15 +317,32 @@ fn disk_full_part_way_changes_nothing() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("No space left on device"), "{err}");
-    // Part way: the disk filled while a file of the new version was being written (the
-    // error names it), not at a check before any write; and the apply cleaned up after
-    // itself (the next command has nothing to recover).
+    // Part way: the disk filled while a file the new version adds or changes was being
+    // written (the error names it; a file 1.0.0 already holds is linked, never written),
+    // not at a check before any write; and the apply cleaned up after itself (the next
+    // command has nothing to recover).
+    let written: Vec<&str> =
+        w.v2.files
+            .iter()
+            .filter(|f| !w.v1.files.iter().any(|o| o.sha256 == f.sha256))
+            .map(|f| f.path.as_str())
+            .collect();
+    let named: Vec<&&str> = written
+        .iter()
+        .filter(|p| err.contains(&format!("cannot write '{p}': No space left on device")))
+        .collect();
+    assert_eq!(
+        named.len(),
+        1,
+        "one new file of 1.1.0 {written:?} named: {err}"
+    );
+    // Every byte the apply wrote after the disk filled was given back: what it had
+    // filled (all but 64 KiB) is free again, give or take a few pages of state.json.
     assert!(
-        w.v2.files.iter().any(|f| err.contains(&format!(
-            "cannot write '{}': No space left on device",
-            f.path
-        ))),
-        "{err}"
+        free_bytes(&at) + (16 << 10) >= free_before,
+        "the failed apply left bytes behind: {} free before it went on, {} after",
+        free_before,
+        free_bytes(&at)
     );
     // Nothing visible changed, and nothing is left behind.
     w.cmd()
@@ -400,23 +418,25 @@ fn two_applies_at_once_the_second_is_refused() {
 }
 
 /// Writes `path` until the file system holding it has about `leave` bytes free.
+/// Bytes available on the file system holding `dir` (`df`).
+fn free_bytes(dir: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse::<u64>().ok())
+        .unwrap()
+}
+
 fn fill_all_but(path: &Path, leave: u64) {
     use std::io::Write;
-    let free = || {
-        let out = Command::new("df")
-            .args(["--output=avail", "-B1"])
-            .arg(path.parent().unwrap())
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .nth(1)
-            .and_then(|l| l.trim().parse::<u64>().ok())
-            .unwrap()
-    };
     let mut f = fs::File::create(path).unwrap();
     let block = vec![0x5au8; 64 << 10];
-    let mut left = free().saturating_sub(leave);
+    let mut left = free_bytes(path.parent().unwrap()).saturating_sub(leave);
     while left > 0 {
         let n = left.min(block.len() as u64) as usize;
         if f.write_all(&block[..n]).is_err() {

@@ -5,34 +5,17 @@
 //! serves wrong bytes or changes the file mid-download. Every case ends in a verified
 //! object or an error naming the URL, with nothing unverified in the store.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::util::{noise, output as run, sha, Out};
 use assert_cmd::cargo::CommandCargoExt;
-use sha2::{Digest, Sha256};
-
-const NGINX: &str = "/usr/sbin/nginx";
-
-fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed * 2 + 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-fn sha(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -42,9 +25,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// nginx serving `root` on an ephemeral loopback port; killed on drop.
+/// nginx serving `root` on an ephemeral loopback port (xtask's starter); killed on drop.
 struct Nginx {
-    child: Child,
+    _nginx: crate::nginx::Nginx,
     port: u16,
     _dir: tempfile::TempDir,
 }
@@ -57,39 +40,23 @@ impl Nginx {
     /// `listen` takes `opts` after the address (" ssl" for HTTPS).
     fn start_listen(root: &Path, extra: &str, opts: &str) -> Nginx {
         assert!(
-            Path::new(NGINX).exists(),
+            Path::new(crate::nginx::PROGRAM).exists(),
             "nginx-light is needed (.ci/install-deps)"
         );
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display();
         let port = free_port();
-        let conf = format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 128; }}\n\
-             http {{\n access_log off;\n default_type application/octet-stream;\n\
-             client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
-             server {{\n  listen 127.0.0.1:{port}{opts};\n  root {};\n{extra}\n }}\n}}\n",
-            root.display()
-        );
-        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-        let child = Command::new(NGINX)
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let t = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "nginx did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let listen = format!("127.0.0.1:{port}{opts}");
+        let cfg = crate::nginx::Config {
+            listen: &listen,
+            bytes_log: None,
+            server: extra,
+        };
+        let mut nginx =
+            crate::nginx::Nginx::spawn(Command::new(crate::nginx::PROGRAM), dir.path(), root, &cfg)
+                .unwrap();
+        nginx.wait_loopback(port).unwrap();
         Nginx {
-            child,
+            _nginx: nginx,
             port,
             _dir: dir,
         }
@@ -97,13 +64,6 @@ impl Nginx {
 
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}/{path}", self.port)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -282,21 +242,6 @@ fn offgrid(hq: &Path) -> Command {
     c
 }
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(mut c: Command) -> Out {
-    let o = c.output().unwrap();
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into(),
-        stderr: String::from_utf8_lossy(&o.stderr).into(),
-    }
-}
-
 /// Every file in the store, as (sha256 name, actual sha256 of the bytes).
 fn store(hq: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
@@ -365,7 +310,7 @@ fn signed_catalog_from_nginx_with_mirror_fallback() {
     let hq = t.path().join("hq");
     let www = t.path().join("www");
     std::fs::create_dir_all(www.join("models")).unwrap();
-    let model = data(3 << 20, 1);
+    let model = noise(3 << 20, 1);
     std::fs::write(www.join("models/tiny.gguf"), &model).unwrap();
     let nginx = Nginx::start(&www, "");
     let dead = FaultServer::start(Vec::new(), Fault::Status(404));
@@ -377,35 +322,12 @@ fn signed_catalog_from_nginx_with_mirror_fallback() {
     )]);
     std::fs::write(www.join("catalog.toml"), &cat).unwrap();
     // Sign it with the stock tool and an offgrid key.
-    let key = t.path().join("hq.key");
-    let publ = t.path().join("hq.pub");
-    let o = run({
-        let mut c = offgrid(&hq);
-        c.args(["keygen", "--unencrypted", "--secret"])
-            .arg(&key)
-            .arg("--public")
-            .arg(&publ);
-        c
-    });
-    assert_eq!(o.code, 0, "{}", o.stderr);
+    let (key, publ) = keygen(t.path(), "hq");
     let comment = format!(
         "offgrid bundle=org.example.models release=1.0 manifest_sha256={}",
         sha(cat.as_bytes())
     );
-    let st = Command::new("minisign")
-        .args(["-S", "-s"])
-        .arg(&key)
-        .arg("-m")
-        .arg(www.join("catalog.toml"))
-        .args(["-t", &comment])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    minisign(&key, &www.join("catalog.toml"), &comment);
 
     // A tampered catalog (served beside a valid signature for other bytes) is refused.
     std::fs::write(www.join("bad.toml"), cat.replace("MIT", "GPL")).unwrap();
@@ -414,18 +336,7 @@ fn signed_catalog_from_nginx_with_mirror_fallback() {
         www.join("bad.toml.minisig"),
     )
     .unwrap();
-    let o = run({
-        let mut c = offgrid(&hq);
-        c.args([
-            "fetch",
-            "tiny",
-            "--catalog",
-            &nginx.url("bad.toml"),
-            "--pubkey",
-        ])
-        .arg(&publ);
-        c
-    });
+    let o = fetch_catalog(&hq, "tiny", nginx.url("bad.toml"), Some(&publ));
     assert_eq!(o.code, 1, "{}", o.stderr);
     assert!(
         o.stderr.contains("not signed by a trusted key"),
@@ -435,18 +346,7 @@ fn signed_catalog_from_nginx_with_mirror_fallback() {
     assert_store(&hq, &[]);
 
     // The signed catalog by URL: the first mirror 404s, the second serves.
-    let o = run({
-        let mut c = offgrid(&hq);
-        c.args([
-            "fetch",
-            "tiny@1.0.0",
-            "--catalog",
-            &nginx.url("catalog.toml"),
-            "--pubkey",
-        ])
-        .arg(&publ);
-        c
-    });
+    let o = fetch_catalog(&hq, "tiny@1.0.0", nginx.url("catalog.toml"), Some(&publ));
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(
         o.stderr.contains(&dead.url()) && o.stderr.contains("404"),
@@ -467,20 +367,10 @@ fn signed_catalog_from_nginx_with_mirror_fallback() {
         .exists());
 
     // Again: already stored, nothing downloaded; an unknown name lists the entries.
-    let o = run({
-        let mut c = offgrid(&hq);
-        c.args(["fetch", "tiny", "--catalog"])
-            .arg(www.join("catalog.toml"));
-        c
-    });
+    let o = fetch_catalog(&hq, "tiny", www.join("catalog.toml"), None);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(o.stdout.contains("already in the store"), "{}", o.stdout);
-    let o = run({
-        let mut c = offgrid(&hq);
-        c.args(["fetch", "huge", "--catalog"])
-            .arg(www.join("catalog.toml"));
-        c
-    });
+    let o = fetch_catalog(&hq, "huge", www.join("catalog.toml"), None);
     assert_eq!(o.code, 2);
     assert!(
         o.stderr.contains("no entry 'huge'")
@@ -496,7 +386,7 @@ fn hugging_face_layout_on_nginx() {
     let hq = t.path().join("hq");
     let www = t.path().join("www");
     let commit = "0123456789abcdef0123456789abcdef01234567";
-    let model = data(2 << 20, 2);
+    let model = noise(2 << 20, 2);
     let readme = b"# tiny model\n".to_vec();
     let git_blob = "a".repeat(40);
     for rev in ["main", commit] {
@@ -607,7 +497,7 @@ fn fetch_url(hq: &Path, url: &str, sha256: &str, extra: &[&str]) -> Out {
 
 #[test]
 fn faults_end_in_a_verified_object() {
-    let model = data(2 << 20, 3);
+    let model = noise(2 << 20, 3);
     for fault in [
         Fault::DropAfter(300 << 10),
         Fault::StallOnce,
@@ -629,7 +519,7 @@ fn faults_end_in_a_verified_object() {
 
 #[test]
 fn errors_name_the_url_and_store_nothing() {
-    let model = data(1 << 20, 4);
+    let model = noise(1 << 20, 4);
     let t = tempfile::tempdir().unwrap();
     let hq = t.path().join("hq");
     for (fault, code, words) in [
@@ -646,7 +536,7 @@ fn errors_name_the_url_and_store_nothing() {
         );
     }
     // Wrong bytes: refused (exit 1), the server named.
-    let s = FaultServer::start(data(1 << 20, 5), Fault::None);
+    let s = FaultServer::start(noise(1 << 20, 41), Fault::None);
     let o = fetch_url(&hq, &s.url(), &sha(&model), &[]);
     assert_eq!(o.code, 1, "{}", o.stderr);
     assert!(
@@ -656,7 +546,7 @@ fn errors_name_the_url_and_store_nothing() {
     );
     // The file changes on the server mid-download (new ETag): never spliced.
     let s = FaultServer::start(model.clone(), Fault::Slow);
-    *s.shared.change_after.lock().unwrap() = Some((300 << 10, data(1 << 20, 6)));
+    *s.shared.change_after.lock().unwrap() = Some((300 << 10, noise(1 << 20, 6)));
     let o = fetch_url(&hq, &s.url(), &sha(&model), &[]);
     assert_eq!(o.code, 1, "{}", o.stderr);
     assert!(o.stderr.contains("changed on the server"), "{}", o.stderr);
@@ -681,8 +571,8 @@ fn errors_name_the_url_and_store_nothing() {
 fn wrong_mirror_is_named_and_the_next_one_serves() {
     let t = tempfile::tempdir().unwrap();
     let hq = t.path().join("hq");
-    let model = data(1 << 20, 7);
-    let bad = FaultServer::start(data(1 << 20, 8), Fault::None);
+    let model = noise(1 << 20, 7);
+    let bad = FaultServer::start(noise(1 << 20, 8), Fault::None);
     let good = FaultServer::start(model.clone(), Fault::None);
     let cat = t.path().join("catalog.toml");
     std::fs::write(
@@ -719,7 +609,7 @@ fn sigkill_then_resume_moves_at_most_one_part_again() {
     {
         let t = tempfile::tempdir().unwrap();
         let hq = t.path().join("hq");
-        let model = data(8 << 20, 9 + i as u64);
+        let model = noise(8 << 20, 9 + 2 * i as u64);
         let s = FaultServer::start(model.clone(), Fault::Slow);
         let mut child = {
             let mut c = offgrid(&hq);
@@ -776,7 +666,7 @@ fn sigkill_then_resume_moves_at_most_one_part_again() {
 fn limit_rate_and_trust_on_first_use() {
     let t = tempfile::tempdir().unwrap();
     let hq = t.path().join("hq");
-    let model = data(1 << 20, 10);
+    let model = noise(1 << 20, 10);
     let s = FaultServer::start(model.clone(), Fault::None);
     let t0 = Instant::now();
     let o = run({
@@ -837,17 +727,20 @@ fn minisign(key: &Path, file: &Path, comment: &str) {
     );
 }
 
-/// `offgrid fetch NAME --catalog CAT --pubkey PUB` (the catalog's only entry is never
+/// `offgrid fetch NAME --catalog CAT [--pubkey PUB]` into `hq`.
+fn fetch_catalog(hq: &Path, name: &str, cat: impl AsRef<OsStr>, publ: Option<&Path>) -> Out {
+    let mut c = offgrid(hq);
+    c.args(["fetch", name, "--catalog"]).arg(cat);
+    if let Some(p) = publ {
+        c.arg("--pubkey").arg(p);
+    }
+    run(c)
+}
+
+/// `offgrid fetch tiny --catalog CAT --pubkey PUB` (the catalog's only entry is never
 /// reachable: every case here must be refused before any download).
 fn fetch_signed(hq: &Path, cat: &Path, publ: &Path) -> Out {
-    run({
-        let mut c = offgrid(hq);
-        c.args(["fetch", "tiny", "--catalog"])
-            .arg(cat)
-            .arg("--pubkey")
-            .arg(publ);
-        c
-    })
+    fetch_catalog(hq, "tiny", cat, Some(publ))
 }
 
 #[test]
@@ -856,7 +749,7 @@ fn catalog_signature_is_checked_before_the_catalog_is_parsed() {
     let hq = t.path().join("hq");
     let (key, publ) = keygen(t.path(), "hq");
     let (other_key, _) = keygen(t.path(), "other");
-    let model = data(1 << 10, 12);
+    let model = noise(1 << 10, 12);
     let text = catalog(&[("tiny", "1.0.0", &model, vec!["http://127.0.0.1:9/x".into()])]);
     let comment = |id: &str, bytes: &[u8]| {
         format!(
@@ -950,7 +843,7 @@ fn catalog_signature_is_checked_before_the_catalog_is_parsed() {
 
 #[test]
 fn check_updates_lists_newer_catalog_entries() {
-    let ws = crate::support::Ws::new();
+    let ws = crate::util::Ws::new();
     let hq = ws.path("hq-history");
     let model = ws.model("tiny.gguf", 64, 3);
     let old = std::fs::read(&model).unwrap();
@@ -967,8 +860,8 @@ fn check_updates_lists_newer_catalog_entries() {
         "hq.key",
     ])
     .success();
-    let newer = data(2048, 13);
-    let unrelated = data(1024, 14);
+    let newer = noise(2048, 13);
+    let unrelated = noise(1024, 14);
     let m = vec!["http://127.0.0.1:9/x".to_owned()];
     let cat = ws.file(
         "catalog.toml",
@@ -1138,7 +1031,7 @@ fn ca_file_trusts_an_internal_https_mirror() {
     );
     let www = d.join("www");
     std::fs::create_dir_all(&www).unwrap();
-    let model = data(1 << 20, 15);
+    let model = noise(1 << 20, 15);
     std::fs::write(www.join("m.gguf"), &model).unwrap();
     let extra = format!(
         "  ssl_certificate {};\n  ssl_certificate_key {};\n",
@@ -1185,7 +1078,7 @@ fn ca_file_trusts_an_internal_https_mirror() {
 #[test]
 fn recipe_names_catalog_entries_fetched_into_the_store_once() {
     use std::os::unix::fs::MetadataExt;
-    let ws = crate::support::Ws::new();
+    let ws = crate::util::Ws::new();
     let hq = ws.path("hq-history");
     let model_path = ws.model("www/models/tiny.gguf", 64, 7);
     let model = std::fs::read(&model_path).unwrap();

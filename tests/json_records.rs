@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::update_util::{world, World};
+use crate::util::{world, World, V1_TO_V2};
 
 /// `(command label, record type)` -> (required fields, fields present only sometimes).
 type Table = BTreeMap<(String, String), (BTreeSet<String>, BTreeSet<String>)>;
@@ -52,7 +52,7 @@ fn documented() -> Table {
     for row in spec[start..end].lines().filter(|l| l.starts_with("| `")) {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         assert!(cells.len() >= 5, "SPEC.md §9.2 row {row:?}");
-        let cmd = cells[1].replace('`', "");
+        let cmd = ticks(cells[1]).concat();
         let mut names = ticks(cells[3]);
         let copy = cells[3].starts_with("as ");
         let from = copy.then(|| (names[0].replace("'s", ""), names[1].clone()));
@@ -119,7 +119,9 @@ fn run(w: &World, label: &str, args: &[&str]) -> Run {
 /// An exit code [`check`] accepts whatever it is.
 const ANY: i32 = i32::MIN;
 
-/// Every problem of `r` against the table and the exit code it should have.
+/// Every problem of `r` against the table and the exit code it should have. A command
+/// that fails ends with exactly one `error` record (SPEC.md §9.3) carrying its exit code
+/// and the text of its stderr; one that succeeds prints none.
 fn check(t: &Table, r: &Run, want_code: i32, seen: &mut BTreeSet<(String, String)>) -> Vec<String> {
     let mut p = Vec::new();
     let who = &r.label;
@@ -131,6 +133,21 @@ fn check(t: &Table, r: &Run, want_code: i32, seen: &mut BTreeSet<(String, String
     }
     if r.records.is_empty() {
         p.push(format!("{who}: no JSON records on stdout"));
+    }
+    let errors: Vec<&Value> = r.records.iter().filter(|x| x["type"] == "error").collect();
+    if r.code == 0 && !errors.is_empty() {
+        p.push(format!("{who}: exit 0 but an error record: {errors:?}"));
+    }
+    if r.code != 0 {
+        let last = r.records.last().unwrap_or(&Value::Null);
+        if errors.len() != 1 || last["type"] != "error" {
+            p.push(format!(
+                "{who}: exit {} must end with one error record; records: {:?}",
+                r.code, r.records
+            ));
+        } else {
+            p.extend(check_error(who, r, &last["data"]));
+        }
     }
     for l in &r.bad_lines {
         p.push(format!("{who}: not JSON: {l}"));
@@ -155,7 +172,12 @@ fn check(t: &Table, r: &Run, want_code: i32, seen: &mut BTreeSet<(String, String
         let have: BTreeSet<String> = data.keys().cloned().collect();
         let key = (who.clone(), ty.clone());
         seen.insert(key.clone());
-        let Some((req, opt)) = t.get(&key) else {
+        // A `*` row is a record every command may print.
+        let any = ("*".to_owned(), ty.clone());
+        if !t.contains_key(&key) && t.contains_key(&any) {
+            seen.insert(any.clone());
+        }
+        let Some((req, opt)) = t.get(&key).or_else(|| t.get(&any)) else {
             p.push(format!(
                 "{who} {ty}: not in SPEC.md §9.2; fields: {}",
                 fields(&have)
@@ -173,6 +195,60 @@ fn check(t: &Table, r: &Run, want_code: i32, seen: &mut BTreeSet<(String, String
                 fields(&have)
             ));
         }
+    }
+    p
+}
+
+/// The `error` record of a failed run says what its stderr says: the exit code, the
+/// command, the `error:` line, each `caused by:` and each `help:` line.
+fn check_error(who: &str, r: &Run, e: &Value) -> Vec<String> {
+    let mut p = Vec::new();
+    if e["exit_code"] != r.code {
+        p.push(format!(
+            "{who}: error record exit_code {} (exit {})",
+            e["exit_code"], r.code
+        ));
+    }
+    if !e["command"].as_str().is_some_and(|c| c.starts_with(who)) {
+        p.push(format!("{who}: error record command {}", e["command"]));
+    }
+    let message = e["message"].as_str().unwrap_or_default();
+    if message.is_empty() || !r.stderr.contains(&format!("error: {message}")) {
+        p.push(format!(
+            "{who}: error message {message:?} is not the stderr's: {}",
+            r.stderr
+        ));
+    }
+    let texts = |field: &str| -> Vec<String> {
+        e[field]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| x.as_str().unwrap_or("?").to_owned())
+                    .collect()
+            })
+            .unwrap_or_else(|| vec![format!("{field} is not an array")])
+    };
+    for c in texts("causes") {
+        if !r.stderr.contains(&format!("caused by: {c}")) {
+            p.push(format!("{who}: cause {c:?} not on stderr: {}", r.stderr));
+        }
+    }
+    let help = texts("help");
+    for h in &help {
+        // clap's usage errors: the tips are on stderr, the pointer to --help is the record's.
+        if !r.stderr.contains(&format!("help: {h}"))
+            && !r.stderr.contains(&format!("tip: {h}"))
+            && !h.starts_with("see 'offgrid ")
+        {
+            p.push(format!("{who}: help {h:?} not on stderr: {}", r.stderr));
+        }
+    }
+    if r.stderr.lines().any(|l| l.starts_with("help: ")) && help.is_empty() {
+        p.push(format!(
+            "{who}: stderr has help lines, the record none: {}",
+            r.stderr
+        ));
     }
     p
 }
@@ -226,24 +302,12 @@ fn every_json_record_carries_schema_and_the_documented_fields() {
         1,
     );
     step("inspect", &["inspect", "v1", "--json"], 0);
-    step(
-        "create-update-pack",
-        &[
-            "create-update-pack",
-            "--record",
-            "v1",
-            "--tree",
-            "v2",
-            "--since",
-            "1.0.0",
-            "--output",
-            "up.ogpack",
-            "--sign-with",
-            &hq_key,
-            "--json",
-        ],
-        0,
-    );
+    let pack: Vec<&str> = ["create-update-pack"]
+        .into_iter()
+        .chain(V1_TO_V2)
+        .chain(["--output", "up.ogpack", "--sign-with", &hq_key, "--json"])
+        .collect();
+    step("create-update-pack", &pack, 0);
     step("inspect", &["inspect", "up.ogpack", "--json"], 0);
     // A catalog naming a recorded file, with a newer version of it.
     let same =
@@ -344,6 +408,12 @@ fn every_json_record_carries_schema_and_the_documented_fields() {
         &["apply-update", "up.ogpack", "--no-receipt", "--json"],
         0,
     );
+    // Applied already: the pack's base is no longer the installed release (a refusal).
+    step(
+        "apply-update",
+        &["apply-update", "up.ogpack", "--no-receipt", "--json"],
+        1,
+    );
     step("status", &["status", "--json"], 0);
     step("status", &["status", "--verify", "--json"], 0);
     step("repair", &["repair", "--from", "v2", "--json"], 0);
@@ -354,6 +424,37 @@ fn every_json_record_carries_schema_and_the_documented_fields() {
     step("fleet", &["fleet", "--json"], 0);
     step("rollback", &["rollback", "--json"], 0);
     step("gc", &["gc", "--keep", "1", "--json"], 0);
+
+    // Failures end with the `error` record (SPEC.md §9.3).
+    // A tampered stick: a refusal after verify's own records.
+    copy_tree(&w.p("v1"), &w.p("tampered"));
+    let model = w.v1.files.iter().find(|f| f.size > 0).unwrap();
+    let victim = w.p(&format!("tampered/{}", model.path));
+    let mut bytes = fs::read(&victim).unwrap();
+    bytes[0] ^= 0xff;
+    fs::write(&victim, bytes).unwrap();
+    step(
+        "verify",
+        &["verify", "tampered", "--pubkey", &hq_pub, "--json"],
+        1,
+    );
+    // A path that does not exist: an input error before any work.
+    step(
+        "install",
+        &[
+            "install", "--from", "missing", "--pubkey", &hq_pub, "--json",
+        ],
+        2,
+    );
+    // A value clap accepts and the command refuses.
+    step("gc", &["gc", "--keep", "0", "--json"], 2);
+    // Values clap refuses: a usage error, still with the record.
+    step("gc", &["gc", "--keep", "many", "--json"], 2);
+    step(
+        "receipts",
+        &["receipts", "import", "stick", "--bogus", "--json"],
+        2,
+    );
 
     let unseen: Vec<_> = [
         "keygen key",
@@ -385,6 +486,7 @@ fn every_json_record_carries_schema_and_the_documented_fields() {
         "clone summary",
         "verify extra",
         "verify pack-verified",
+        "* error",
     ]
     .iter()
     .filter(|k| {
@@ -396,4 +498,17 @@ fn every_json_record_carries_schema_and_the_documented_fields() {
         problems.push(format!("never printed: {unseen:?}"));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            fs::copy(e.path(), dest).unwrap();
+        }
+    }
 }

@@ -7,7 +7,7 @@
 //! finishes, verified, from the honest one. Namespaces need root; CI runs as root, so
 //! these fail rather than skip when `ip netns` does not work.
 
-use crate::support::Ws;
+use crate::util::Ws;
 
 use std::fs;
 use std::io::{BufRead, BufReader};

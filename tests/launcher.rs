@@ -6,7 +6,7 @@
 
 #![cfg(feature = "llama")]
 
-use crate::common;
+use crate::util;
 
 use std::fs;
 use std::io::Read;
@@ -38,7 +38,7 @@ fn stdout_of(c: &mut Command) -> String {
 
 #[test]
 fn greedy_answer_names_paris_and_is_deterministic() {
-    let model = common::real_model();
+    let model = util::real_model();
     let tmp = tempfile::tempdir().unwrap();
     let ask = || {
         stdout_of(offgrid(tmp.path()).arg("run").arg(&model).args([
@@ -57,7 +57,7 @@ fn greedy_answer_names_paris_and_is_deterministic() {
 
 #[test]
 fn seeded_sampling_repeats_and_seeds_differ() {
-    let model = common::real_model();
+    let model = util::real_model();
     let tmp = tempfile::tempdir().unwrap();
     let ask = |seed: &str| {
         stdout_of(offgrid(tmp.path()).arg("run").arg(&model).args([
@@ -82,7 +82,7 @@ fn seeded_sampling_repeats_and_seeds_differ() {
 
 #[test]
 fn max_tokens_and_stats() {
-    let model = common::real_model();
+    let model = util::real_model();
     let tmp = tempfile::tempdir().unwrap();
     offgrid(tmp.path())
         .arg("run")
@@ -107,7 +107,7 @@ fn max_tokens_and_stats() {
 
 #[test]
 fn llama_cpp_logs_only_with_verbose() {
-    let model = common::real_model();
+    let model = util::real_model();
     let tmp = tempfile::tempdir().unwrap();
     offgrid(tmp.path())
         .arg("run")
@@ -136,24 +136,28 @@ fn llama_cpp_logs_only_with_verbose() {
 
 #[test]
 fn interactive_chat_reads_stdin_and_keeps_the_conversation() {
-    let model = common::real_model();
+    let model = util::real_model();
     let tmp = tempfile::tempdir().unwrap();
-    let out = stdout_of(
-        offgrid(tmp.path())
-            .arg("run")
-            .arg(&model)
-            .args(["--temp", "0", "--max-tokens", "48"])
-            .write_stdin(format!("{QUESTION}\n/reset\n{QUESTION}\n")),
-    );
-    // Two answers, and after /reset the same question gets the same greedy answer.
-    let answers: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(out.matches("Paris").count() >= 2, "{out:?}");
-    assert!(answers.len() >= 2);
+    let done = offgrid(tmp.path())
+        .arg("run")
+        .arg(&model)
+        .args(["--temp", "0", "--max-tokens", "48"])
+        .write_stdin(format!("{QUESTION}\n/reset\n{QUESTION}\n"))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("conversation forgotten"));
+    let out = String::from_utf8_lossy(&done.get_output().stdout).into_owned();
+    // Two answers, each ended by a newline, and after /reset the same question gets the
+    // same greedy answer: stdout is one answer twice, byte for byte.
+    let (first, second) = out.as_bytes().split_at(out.len() / 2);
+    assert!(first == second, "the answer after /reset differs: {out:?}");
+    let first = String::from_utf8_lossy(first);
+    assert!(first.ends_with('\n') && first.contains("Paris"), "{out:?}");
 }
 
 #[test]
 fn refuses_a_model_that_does_not_fit() {
-    let model = common::real_model();
+    let model = util::real_model();
     let tmp = tempfile::tempdir().unwrap();
     offgrid(tmp.path())
         .arg("run")
@@ -178,10 +182,10 @@ fn refuses_a_model_that_does_not_fit() {
 
 #[test]
 fn picks_the_best_quantization_that_fits() {
-    let model = common::real_model();
+    let model = util::real_model();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("models");
-    common::place(&model, &dir, "smollm2.Q4_1.gguf");
+    util::place(&model, &dir, "smollm2.Q4_1.gguf");
     // A "Q8_0" of 400 MiB: the real header, its file type patched, the rest sparse.
     let info = offgrid::gguf::read_info(&model).unwrap();
     let mut head = fs::read(&model).unwrap();
@@ -251,7 +255,7 @@ fn patch_file_type(head: &mut [u8], ft: u32) {
 
 #[test]
 fn unknown_names_and_bad_files_are_errors() {
-    let model = common::real_model();
+    let model = util::real_model();
     let tmp = tempfile::tempdir().unwrap();
     offgrid(tmp.path())
         .args(["run", "no-such-model", "--models-dir"])
@@ -266,7 +270,7 @@ fn unknown_names_and_bad_files_are_errors() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("no model named"));
-    let fixture = common::fixtures().join("tiny-chat.Q4_1.gguf");
+    let fixture = util::fixtures().join("tiny-chat.Q4_1.gguf");
     offgrid(tmp.path())
         .arg("run")
         .arg(&fixture)
@@ -303,8 +307,8 @@ fn stick_with_real_model(tmp: &Path) -> std::path::PathBuf {
     // A copy, not a link: some tests damage it.
     let dst = stick.join("models/smollm2.gguf");
     fs::create_dir_all(dst.parent().unwrap()).unwrap();
-    fs::copy(common::real_model(), &dst).unwrap();
-    common::write_tree(
+    fs::copy(util::real_model(), &dst).unwrap();
+    util::write_tree(
         &stick,
         &[("models/smollm2.gguf", "smollm2-135m-instruct")],
         Some("smollm2-135m-instruct"),
@@ -398,7 +402,7 @@ fn stick_binary_finds_its_stick_by_itself() {
 #[cfg(unix)]
 #[test]
 fn ctrl_c_stops_the_answer_then_exits() {
-    let model = common::real_model();
+    let model = util::real_model();
     let tmp = tempfile::tempdir().unwrap();
     let bin = assert_cmd::cargo::cargo_bin("offgrid");
     // One shot: the first Ctrl-C ends the answer early; exit 130.
@@ -492,7 +496,7 @@ fn packed_stick(tmp: &Path) -> std::path::PathBuf {
         .assert()
         .success();
     let mut model_arg = std::ffi::OsString::from("smollm2-135m-instruct=");
-    model_arg.push(common::real_model());
+    model_arg.push(util::real_model());
     offgrid(tmp)
         .current_dir(tmp)
         .args([

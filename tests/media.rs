@@ -6,10 +6,7 @@
 //! writing (a small tmpfs). Mounting needs root; CI runs as root, so these tests fail
 //! rather than skip when a mount does not work.
 
-use crate::support;
-
-#[cfg(feature = "llama")]
-use crate::common;
+use crate::util;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,7 +15,7 @@ use std::process::{Command, Stdio};
 use offgrid::gguf::{self, MetaValue};
 use offgrid::manifest::Manifest;
 use predicates::prelude::*;
-use support::{snapshot, Ws};
+use util::{snapshot, Ws};
 
 /// A synthetic GGUF of `n` F32 tensors of `kib` KiB each, with a chat template.
 fn model(ws: &Ws, rel: &str, n: usize, kib: usize, template: &str) -> PathBuf {
@@ -724,7 +721,7 @@ fn walk(root: &Path) -> Vec<PathBuf> {
 #[test]
 fn the_real_model_split_runs_and_a_damaged_shard_is_refused_before_loading() {
     let ws = Ws::new();
-    let real = common::real_model();
+    let real = util::real_model();
     ws.offgrid(&[
         "pack-usb",
         "stick",

@@ -2,7 +2,7 @@
 //! folder and a stick tree (text and JSON), the fit column under an assumed RAM size, the
 //! committed synthetic fixtures being up to date, and `run` without llama.cpp.
 
-use crate::common;
+use crate::util;
 
 use std::fs;
 
@@ -33,7 +33,7 @@ fn json_lines(out: &[u8]) -> Vec<Value> {
 #[test]
 fn committed_fixtures_are_up_to_date() {
     for (name, bytes) in synthetic::all() {
-        let p = common::fixtures().join(name);
+        let p = util::fixtures().join(name);
         let on_disk = fs::read(&p).unwrap_or_default();
         assert!(
             on_disk == bytes,
@@ -48,7 +48,7 @@ fn lists_a_models_folder_as_json() {
     let tmp = tempfile::tempdir().unwrap();
     let out = offgrid(tmp.path())
         .args(["models", "--json", "--models-dir"])
-        .arg(common::fixtures())
+        .arg(util::fixtures())
         .env("OFFGRID_ASSUME_RAM_MIB", "100000")
         .assert()
         .success()
@@ -97,7 +97,7 @@ fn fit_follows_the_available_memory_and_ctx() {
     let run = |ram: &str, ctx: Option<&str>| {
         let mut c = offgrid(tmp.path());
         c.args(["models", "--json", "--models-dir"])
-            .arg(common::fixtures())
+            .arg(util::fixtures())
             .env("OFFGRID_ASSUME_RAM_MIB", ram);
         if let Some(x) = ctx {
             c.args(["--ctx", x]);
@@ -127,13 +127,13 @@ fn lists_a_stick_with_its_default_model() {
     let tmp = tempfile::tempdir().unwrap();
     let stick = tmp.path().join("stick");
     for q in ["Q4_1", "Q8_0"] {
-        common::place(
-            &common::fixtures().join(format!("tiny-chat.{q}.gguf")),
+        util::place(
+            &util::fixtures().join(format!("tiny-chat.{q}.gguf")),
             &stick,
             &format!("models/tiny-chat.{q}.gguf"),
         );
     }
-    common::write_tree(
+    util::write_tree(
         &stick,
         &[
             ("models/tiny-chat.Q4_1.gguf", "tiny"),
@@ -171,12 +171,12 @@ fn lists_a_stick_with_its_default_model() {
 fn a_missing_model_file_is_listed_as_a_problem() {
     let tmp = tempfile::tempdir().unwrap();
     let stick = tmp.path().join("stick");
-    common::place(
-        &common::fixtures().join("tiny-chat.Q4_1.gguf"),
+    util::place(
+        &util::fixtures().join("tiny-chat.Q4_1.gguf"),
         &stick,
         "models/tiny.gguf",
     );
-    common::write_tree(&stick, &[("models/tiny.gguf", "tiny")], None);
+    util::write_tree(&stick, &[("models/tiny.gguf", "tiny")], None);
     fs::remove_file(stick.join("models/tiny.gguf")).unwrap();
     let out = offgrid(tmp.path())
         .args(["models", "--json", "--stick"])

@@ -3,13 +3,13 @@
 //! flags, every refused input with its exit code and message, and that a failed or
 //! refused pack leaves the previous tree exactly as it was.
 
-use crate::support;
+use crate::util;
 
 use std::process::Command;
 
 use offgrid::manifest::{FileKind, Manifest};
 use predicates::prelude::*;
-use support::{sha256_hex, snapshot, Ws};
+use util::{sha, snapshot, Ws};
 
 fn manifest(ws: &Ws, dest: &str) -> Manifest {
     let bytes = std::fs::read(ws.path(dest).join("manifest.toml")).unwrap();
@@ -92,7 +92,7 @@ fn packs_a_signed_tree_that_stock_tools_verify() {
         }
         let e = m.file(path).unwrap_or_else(|| panic!("{path} not listed"));
         assert_eq!(e.size, bytes.len() as u64, "{path}");
-        assert_eq!(e.sha256, sha256_hex(bytes), "{path}");
+        assert_eq!(e.sha256, sha(bytes), "{path}");
         assert_eq!(
             e.chunks.len() as u64,
             e.size.div_ceil(e.chunk_size),
@@ -100,7 +100,7 @@ fn packs_a_signed_tree_that_stock_tools_verify() {
         );
         let first = &bytes[..bytes.len().min(e.chunk_size as usize)];
         if !bytes.is_empty() {
-            assert_eq!(e.chunks[0], sha256_hex(first), "{path}");
+            assert_eq!(e.chunks[0], sha(first), "{path}");
         }
     }
     assert_eq!(files.len(), listed.len() + 3, "{listed:?}"); // + manifest + 2 signatures

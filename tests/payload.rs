@@ -8,8 +8,8 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::support::Ws;
-use crate::update_util::{host, noise, stripped_exe};
+use crate::util::Ws;
+use crate::util::{host, noise, stripped_exe};
 
 /// The platform tag that is not this computer's (the other program of the release).
 fn other_platform() -> String {
@@ -188,7 +188,7 @@ fn a_release_of_any_payload_packs_installs_and_updates_by_deltas() {
     .stdout(predicate::str::contains("is not on your PATH"));
     assert_eq!(in_fresh_shell(&ws, "clinic-tool"), "tool 1\n");
     assert!(in_fresh_shell(&ws, "offgrid --version").starts_with("offgrid "));
-    let cur = crate::update_util::current_dir(&ws.path("home"));
+    let cur = crate::util::current_dir(&ws.path("home"));
     assert!(cur.join(format!("apps/{h}/tool")).is_file());
     assert!(cur.join(format!("lib/{h}/libclinic.so")).is_file());
     assert!(
@@ -266,7 +266,7 @@ fn a_release_of_any_payload_packs_installs_and_updates_by_deltas() {
         .success();
     // The same shims now run 1.1.0: they resolve through the home's `current`.
     assert_eq!(in_fresh_shell(&ws, "clinic-tool"), "tool 2\n");
-    let cur = crate::update_util::current_dir(&ws.path("home"));
+    let cur = crate::util::current_dir(&ws.path("home"));
     let out = std::process::Command::new(cur.join(format!("apps/{h}/tool")))
         .output()
         .unwrap();

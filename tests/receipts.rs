@@ -10,7 +10,7 @@ use std::process::Command;
 use offgrid::manifest::FileKind;
 use serde_json::Value;
 
-use crate::update_util::{self as u, f, make_tree, world, World};
+use crate::util::{self as u, f, make_tree, world, World};
 
 /// `offgrid ARGS` in `w` with `home` as the site home.
 fn at(w: &World, home: &Path) -> assert_cmd::Command {
@@ -568,7 +568,7 @@ fn the_receipt_example_verifies_with_stock_minisign() {
 /// HQ sets `expires` with pack-usb; a time that is not after `created` is refused.
 #[test]
 fn pack_usb_expires_sets_the_signed_manifest_field() {
-    let ws = crate::support::Ws::new();
+    let ws = crate::util::Ws::new();
     ws.model("in/tiny.gguf", 64, 1);
     let args = |expires: &'static str| {
         vec![

@@ -10,7 +10,7 @@
 //! - a SIGKILL at every write step of repair leaves the old or the repaired home;
 //! - rollback that means one thing, `rollback --to`, and the kept releases in `status`.
 
-use crate::update_util;
+use crate::util;
 
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use offgrid::manifest::FileKind;
 use predicates::prelude::*;
-use update_util::*;
+use util::*;
 
 /// Every command here gets a deadline.
 const DEADLINE: Duration = Duration::from_secs(120);

@@ -1,6 +1,7 @@
 //! Repository rules checked as ordinary tests: every Rust source file opens with a `//!`
 //! doc saying what it is for; every template placeholder is one the renderer knows is
-//! checked by the pack tests; `.ci/run` runs exactly the README's test command.
+//! checked by the pack tests; `.ci/run` runs exactly the README's test command; the
+//! library never prints or exits, and its messages carry no `help:` line.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -117,6 +118,73 @@ fn library_outside_the_cli_never_prints_or_exits() {
     assert!(
         found.is_empty(),
         "the library prints or exits (move it to src/cli/):\n{}",
+        found.join("\n")
+    );
+}
+
+/// Library errors know their help (STYLE.md "Errors know their help"): a fix goes in the
+/// error type's `Diagnostic::help`, never into a message string the CLI would have to
+/// split apart again. Fails on any string literal outside `src/cli/` and `src/main.rs`
+/// holding `help:` (a literal `"help: …"` or an embedded `\nhelp`). Only
+/// `diagnostic::with_help`, the one renderer of a diagnostic quoted as text inside
+/// another report, and test modules are exempt.
+#[test]
+fn library_messages_carry_no_help_line() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let cli = root().join("src/cli");
+    let mut found = Vec::new();
+    for p in files
+        .iter()
+        .filter(|p| !p.starts_with(&cli) && !p.ends_with("src/main.rs"))
+    {
+        let text = fs::read_to_string(p).unwrap_or_default();
+        // Unit tests (the tail `#[cfg(test)] mod tests`) may quote messages.
+        let code = text
+            .split("#[cfg(test)]\nmod tests")
+            .next()
+            .unwrap_or_default();
+        for (i, line) in code.lines().enumerate() {
+            if p.ends_with("src/diagnostic.rs") && line.contains("format!(\"{e}\\nhelp: {h}\")") {
+                continue;
+            }
+            let line = line.split(" // ").next().unwrap_or_default();
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            // The inside of each string literal on the line (escaped quotes kept inside).
+            let mut in_str = false;
+            let mut escaped = false;
+            let mut lit = String::new();
+            for c in line.chars() {
+                if in_str {
+                    if escaped {
+                        escaped = false;
+                        lit.push(c);
+                    } else if c == '\\' {
+                        escaped = true;
+                        lit.push(c);
+                    } else if c == '"' {
+                        in_str = false;
+                        if lit.starts_with("help:") || lit.contains("\\nhelp") {
+                            found.push(format!("{}:{}: {}", p.display(), i + 1, line.trim()));
+                        }
+                        lit.clear();
+                    } else {
+                        lit.push(c);
+                    }
+                } else if c == '"' {
+                    in_str = true;
+                }
+            }
+            if in_str && (lit.starts_with("help:") || lit.contains("\\nhelp")) {
+                found.push(format!("{}:{}: {}", p.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "library messages carry a help line (give the error type a Diagnostic::help):\n{}",
         found.join("\n")
     );
 }

@@ -3,12 +3,12 @@
 //! their arguments and OFFGRID_PORTABLE, so each test sees which one run.sh picked and
 //! what it passed.
 
-use crate::support;
+use crate::util;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::Ws;
+use util::Ws;
 
 const PLATFORMS: &[&str] = &["linux-x86_64", "linux-aarch64", "macos-aarch64"];
 

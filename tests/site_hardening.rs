@@ -11,9 +11,7 @@
 //! - `install --from` / `verify` / `apply-update` of a missing path, a file, a folder
 //!   or a FIFO agree: exit 2, the path named, a `help:` line, no hang.
 
-use crate::update_util;
-
-use crate::support;
+use crate::util;
 
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
@@ -23,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use predicates::prelude::*;
-use update_util::*;
+use util::*;
 
 /// Every command here gets a deadline: a FIFO or a lock must never hang a test.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -389,7 +387,7 @@ fn status_while_busy_names_the_holder() {
 }
 
 /// `offgrid pack-usb ARGS` in the workspace, as a child process.
-fn pack_child(ws: &support::Ws, dest: &str, fault: Option<&str>) -> Command {
+fn pack_child(ws: &util::Ws, dest: &str, fault: Option<&str>) -> Command {
     let mut c = Command::new(offgrid_bin());
     c.current_dir(ws.dir.path())
         .env_remove("OFFGRID_PASSWORD")
@@ -420,7 +418,7 @@ fn pack_child(ws: &support::Ws, dest: &str, fault: Option<&str>) -> Command {
 /// it, and a new pack-usb into the same folder succeeds, leaves no lock file, verifies.
 #[test]
 fn two_pack_usb_into_one_folder_the_second_is_refused() {
-    let ws = support::Ws::new();
+    let ws = util::Ws::new();
     ws.model("in/tiny.gguf", 256, 1);
     let dest = ws.path("stick");
     let mut first = Running(

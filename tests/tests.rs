@@ -1,15 +1,28 @@
 //! The one integration-test crate (ripgrep's layout): every `tests/*.rs` file is a module
-//! of this crate, so the suite links once instead of once per file. Helpers live in
-//! `common/` (the real test model, stick-like trees), `support/pack.rs` (workspaces,
-//! stock-minisign keys, the binary) and `update_util/` (signed trees made without
-//! pack-usb, homes and histories). `repo_rules` checks that every file here is listed.
+//! of this crate, so the suite links once instead of once per file. The helpers are one
+//! module, `util/` (see its doc). `repo_rules` checks that every file here is listed.
 
-mod common;
-#[path = "support/pack.rs"]
-mod support;
+#[path = "../xtask/src/nginx.rs"]
+mod nginx;
 #[path = "../xtask/src/fixtures/synthetic.rs"]
 mod synthetic;
-mod update_util;
+mod util;
+
+/// The helper modules' names before they became `util` (`common`, `support`,
+/// `update_util`), kept so tests written against them still build.
+#[allow(unused_imports)]
+mod common {
+    pub use crate::util::*;
+}
+#[allow(unused_imports)]
+mod support {
+    pub use crate::util::sha as sha256_hex;
+    pub use crate::util::*;
+}
+#[allow(unused_imports)]
+mod update_util {
+    pub use crate::util::*;
+}
 
 mod clone;
 mod conventions;

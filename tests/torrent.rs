@@ -7,7 +7,7 @@
 //! TcpStreams. No DHT, LSD, PEX or UPnP; every process is killed on drop and every wait
 //! has a timeout.
 
-use crate::support;
+use crate::util;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::CommandCargoExt;
 use predicates::prelude::*;
-use support::{sha256_hex, Ws};
+use util::{sha, Ws};
 
 /// Debian's python3, which has the libtorrent bindings (a pyenv python may not).
 const PY: &str = "/usr/bin/python3";
@@ -512,20 +512,10 @@ fn serve_answers_ranges_heads_etags_and_refuses_escapes() {
     assert!(r.body.is_empty());
 
     // By sha256: a model and the manifest itself.
-    let r = http(
-        &addr,
-        "GET",
-        &format!("/sha256/{}", sha256_hex(&model)),
-        &[],
-    );
+    let r = http(&addr, "GET", &format!("/sha256/{}", sha(&model)), &[]);
     assert_eq!((r.status, r.body == model), (200, true));
     let mbytes = std::fs::read(ws.path("stick/manifest.toml")).unwrap();
-    let r = http(
-        &addr,
-        "GET",
-        &format!("/sha256/{}", sha256_hex(&mbytes)),
-        &[],
-    );
+    let r = http(&addr, "GET", &format!("/sha256/{}", sha(&mbytes)), &[]);
     assert_eq!((r.status, r.body == mbytes), (200, true));
     assert_eq!(
         http(&addr, "GET", &format!("/sha256/{}", "0".repeat(64)), &[]).status,

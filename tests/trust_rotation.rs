@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use offgrid::manifest::FileKind;
 use serde_json::Value;
 
-use crate::update_util::{self as u, f, keypair, make_tree};
+use crate::util::{self as u, f, keypair, make_tree};
 
 /// A temp dir with helpers: keys by name, trees, the binary with a private home.
 struct T {
@@ -542,27 +542,6 @@ fn rotated_world() -> (u::World, (PathBuf, PathBuf)) {
     (w, b)
 }
 
-/// `create-update-pack v1 -> v2` signed by `key` into `out/NAME`, with `extra` flags.
-fn pack_signed_by(w: &u::World, key: &Path, name: &str, extra: &[&str]) {
-    w.cmd()
-        .args([
-            "create-update-pack",
-            "--record",
-            "v1",
-            "--tree",
-            "v2",
-            "--since",
-            "1.0.0",
-            "--output",
-            &format!("out/{name}"),
-            "--sign-with",
-        ])
-        .arg(key)
-        .args(extra)
-        .assert()
-        .success();
-}
-
 /// The home's root version, from `trust show --json`.
 fn root_version(w: &u::World) -> u64 {
     let out = w.cmd().args(["trust", "show", "--json"]).assert().success();
@@ -579,7 +558,7 @@ fn root_version(w: &u::World) -> u64 {
 #[test]
 fn an_update_pack_carries_the_chain_at_its_head() {
     let (w, b) = rotated_world();
-    pack_signed_by(&w, &b.0, "u.ogpack", &["--roots", "hq-trust"]);
+    u::make_pack_by(&w, &b.0, "out/u.ogpack", &["--roots", "hq-trust"]);
     assert!(!w.p("out/roots").exists(), "nothing beside the pack");
     let listing = std::process::Command::new("tar")
         .arg("-tf")
@@ -667,7 +646,7 @@ fn an_update_pack_carries_the_chain_at_its_head() {
 #[test]
 fn apply_update_applies_the_roots_beside_the_pack_and_refuses_a_damaged_chain() {
     let (w, b) = rotated_world();
-    pack_signed_by(&w, &b.0, "plain.ogpack", &[]);
+    u::make_pack_by(&w, &b.0, "out/plain.ogpack", &[]);
     // A damaged chain: an entry `roots/notes.txt` ahead of a good pack (GNU tar -A).
     fs::create_dir_all(w.p("bad/roots")).unwrap();
     fs::write(w.p("bad/roots/notes.txt"), "not a root\n").unwrap();
@@ -801,7 +780,7 @@ fn the_roots_example_is_a_valid_chain() {
 /// refused before anything is written.
 #[test]
 fn pack_usb_carries_the_chain_on_the_stick() {
-    let ws = crate::support::Ws::new();
+    let ws = crate::util::Ws::new();
     ws.keypair("b");
     ws.model("in/tiny.gguf", 16, 3);
     ws.offgrid(&[

@@ -3,14 +3,14 @@
 //! apply-update → status → rollback, and one case per refusal (exit 1, clear message,
 //! nothing changed).
 
-use crate::update_util;
+use crate::util;
 
 use std::fs;
 use std::io::Read;
 use std::process::Command;
 
 use predicates::prelude::*;
-use update_util::*;
+use util::*;
 
 const MIB: usize = 1 << 20;
 
@@ -208,77 +208,57 @@ fn whole_journey_with_zstd_payloads_and_interop() {
 #[test]
 fn since_a_date_picks_the_newest_release_made_by_then() {
     let w = world(64 * 1024);
-    w.cmd()
-        .args([
-            "create-update-pack",
+    pack_cmd(
+        &w,
+        &w.key,
+        "d.ogpack",
+        &[
             "--record",
             "v1",
             "--tree",
             "v2",
             "--since",
             "2026-11-10",
-            "-o",
-            "d.ogpack",
             "--no-delta",
-            "--sign-with",
-        ])
-        .arg(&w.key)
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("1.0.0 -> 1.1.0"));
+        ],
+    )
+    .assert()
+    .success()
+    .stdout(predicate::str::contains("1.0.0 -> 1.1.0"));
     // A date after the new release itself still names the newest release older than it.
-    w.cmd()
-        .args([
-            "create-update-pack",
-            "--to",
-            "1.1.0",
-            "--since",
-            "2027-01-01",
-            "-o",
-            "late.ogpack",
-            "--no-delta",
-            "--sign-with",
-        ])
-        .arg(&w.key)
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("1.0.0 -> 1.1.0"));
-    w.cmd()
-        .args([
-            "create-update-pack",
-            "--to",
-            "1.1.0",
-            "--since",
-            "2026-10-01",
-            "-o",
-            "e.ogpack",
-            "--sign-with",
-        ])
-        .arg(&w.key)
-        .assert()
-        .code(2)
-        .stderr(
-            predicate::str::contains(
-                "no release of 'org.example.clinic' was created at or before 2026-10-01",
-            )
-            .and(predicate::str::contains("1.0.0 (2026-11-01T10:00:00Z)")),
-        );
+    pack_cmd(
+        &w,
+        &w.key,
+        "late.ogpack",
+        &["--to", "1.1.0", "--since", "2027-01-01", "--no-delta"],
+    )
+    .assert()
+    .success()
+    .stdout(predicate::str::contains("1.0.0 -> 1.1.0"));
+    pack_cmd(
+        &w,
+        &w.key,
+        "e.ogpack",
+        &["--to", "1.1.0", "--since", "2026-10-01"],
+    )
+    .assert()
+    .code(2)
+    .stderr(
+        predicate::str::contains(
+            "no release of 'org.example.clinic' was created at or before 2026-10-01",
+        )
+        .and(predicate::str::contains("1.0.0 (2026-11-01T10:00:00Z)")),
+    );
     // Never overwrite an output by surprise.
-    w.cmd()
-        .args([
-            "create-update-pack",
-            "--to",
-            "1.1.0",
-            "--since",
-            "1.0.0",
-            "-o",
-            "d.ogpack",
-            "--sign-with",
-        ])
-        .arg(&w.key)
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("already exists"));
+    pack_cmd(
+        &w,
+        &w.key,
+        "d.ogpack",
+        &["--to", "1.1.0", "--since", "1.0.0"],
+    )
+    .assert()
+    .code(2)
+    .stderr(predicate::str::contains("already exists"));
 }
 
 #[test]
@@ -314,20 +294,14 @@ fn refuses_downgrade_replay_and_wrong_base() {
         &[&w.key],
     );
     let _ = v3;
-    w.cmd()
-        .args([
-            "create-update-pack",
-            "--tree",
-            "v3",
-            "--since",
-            "1.1.0",
-            "-o",
-            "v3.ogpack",
-            "--sign-with",
-        ])
-        .arg(&w.key)
-        .assert()
-        .success();
+    pack_cmd(
+        &w,
+        &w.key,
+        "v3.ogpack",
+        &["--tree", "v3", "--since", "1.1.0"],
+    )
+    .assert()
+    .success();
     w.cmd().args(["rollback"]).assert().success();
     let before = snapshot(&w.home());
     w.cmd()
@@ -375,22 +349,9 @@ fn refuses_wrong_key_and_unmet_threshold() {
     install(&w);
     // A pack signed by another key is refused by the pinned policy.
     let (okey, _) = (w.p("other.key"), ());
-    w.cmd()
+    pack_cmd(&w, &okey, "o.ogpack", &V1_TO_V2)
         .env("OFFGRID_HQ", w.p("hq2"))
-        .args([
-            "create-update-pack",
-            "--record",
-            "v1",
-            "--tree",
-            "v2",
-            "--since",
-            "1.0.0",
-            "-o",
-            "o.ogpack",
-            "--no-delta",
-            "--sign-with",
-        ])
-        .arg(&okey)
+        .arg("--no-delta")
         .assert()
         .success();
     let before = snapshot(&w.home());
@@ -442,23 +403,22 @@ fn refuses_payloads_from_another_pack_and_damage() {
     let w = world(128 * 1024);
     make_pack(&w, "a.ogpack", &["--no-delta"]);
     // A second pack of the same releases, different payload bytes (another level).
-    w.cmd()
-        .args([
-            "create-update-pack",
+    pack_cmd(
+        &w,
+        &w.key,
+        "b.ogpack",
+        &[
             "--to",
             "1.1.0",
             "--since",
             "1.0.0",
-            "-o",
-            "b.ogpack",
             "--no-delta",
             "--level",
             "1",
-            "--sign-with",
-        ])
-        .arg(&w.key)
-        .assert()
-        .success();
+        ],
+    )
+    .assert()
+    .success();
     install(&w);
     let a = tar_entries(&w.p("a.ogpack"));
     let b = tar_entries(&w.p("b.ogpack"));
@@ -803,23 +763,15 @@ fn one_pack_serves_several_base_releases() {
         &files,
         &[&w.key],
     );
-    w.cmd()
-        .args([
-            "create-update-pack",
-            "--tree",
-            "v3",
-            "--since",
-            "1.0.0",
-            "--since",
-            "1.1.0",
-            "-o",
-            "multi.ogpack",
-            "--sign-with",
-        ])
-        .arg(&w.key)
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("1.0.0, 1.1.0 -> 1.2.0"));
+    pack_cmd(
+        &w,
+        &w.key,
+        "multi.ogpack",
+        &["--tree", "v3", "--since", "1.0.0", "--since", "1.1.0"],
+    )
+    .assert()
+    .success()
+    .stdout(predicate::str::contains("1.0.0, 1.1.0 -> 1.2.0"));
     // A 1.0.0 site and a 1.1.0 site both reach exactly 1.2.0 with the same pack.
     install(&w);
     let h2 = w.p("home2");

@@ -4,14 +4,14 @@
 //! or allocate without bound, and whatever it accepts must be the original content
 //! (a flipped byte in tar padding or an unused header field changes nothing signed).
 
-use crate::update_util;
+use crate::util;
 
 use std::fs;
 
 use offgrid::keys::PublicKey;
 use offgrid::trust::TrustPolicy;
 use offgrid::update::verify_pack;
-use update_util::*;
+use util::*;
 
 fn xorshift(x: &mut u64) -> u64 {
     *x ^= *x << 13;

@@ -3,12 +3,12 @@
 //! field installs the stick and applies the pack: the site ends up with exactly the
 //! manifest the history recorded for the new release.
 
-use crate::update_util;
+use crate::util;
 
 use std::fs;
 
 use predicates::prelude::*;
-use update_util::*;
+use util::*;
 
 fn model(path: &std::path::Path, seed: u8, tweak: bool) {
     let n = 256 * 1024;

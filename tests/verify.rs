@@ -1,7 +1,7 @@
 //! `offgrid verify` end to end: real trees, real manifests, signatures made by the stock
 //! `minisign` tool (interop), the real binary; one case per user-visible outcome.
 
-use crate::support;
+use crate::util::{self, noise as data, Out};
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -51,20 +51,6 @@ fn key_line(k: &Key) -> String {
         .nth(1)
         .unwrap()
         .to_owned()
-}
-
-/// Deterministic incompressible bytes.
-fn data(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(n + 8);
-    while v.len() < n {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        v.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    v.truncate(n);
-    v
 }
 
 struct Tree {
@@ -208,19 +194,9 @@ impl Tree {
     }
 }
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
+/// `c` run to its end (assert_cmd's `Command`).
 fn run(mut c: Command) -> Out {
-    let o = c.output().unwrap();
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    c.output().unwrap().into()
 }
 
 fn records(stdout: &str) -> Vec<(String, Value)> {
@@ -240,7 +216,15 @@ fn of_type<'a>(r: &'a [(String, Value)], ty: &str) -> Vec<&'a Value> {
 fn summary(r: &[(String, Value)]) -> Value {
     let s = of_type(r, "summary");
     assert_eq!(s.len(), 1, "{r:?}");
-    assert_eq!(r.last().unwrap().0, "summary", "summary comes last");
+    // Last of verify's own records; a failure adds the `error` record after it (§9.3).
+    let own: Vec<_> = r.iter().filter(|(t, _)| t != "error").collect();
+    assert_eq!(own.last().unwrap().0, "summary", "summary comes last");
+    let failed = s[0]["verified"] == false;
+    assert_eq!(
+        r.last().unwrap().0 == "error",
+        failed,
+        "an error record ends a failed verify: {r:?}"
+    );
     s[0].clone()
 }
 
@@ -798,7 +782,7 @@ fn unreadable_public_key_is_a_usage_error() {
 /// on the manifest, the chunking and the signatures).
 #[test]
 fn a_tree_written_by_pack_usb_verifies() {
-    let ws = support::Ws::new();
+    let ws = util::Ws::new();
     ws.model("in/tiny.gguf", 4 * 1024 + 100, 3);
     ws.file("CHANGES.md", b"# 2.0\n");
     ws.offgrid(&[

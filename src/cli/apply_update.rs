@@ -128,7 +128,7 @@ fn dry_run(args: &Args, home: &Home) -> anyhow::Result<ExitCode> {
                     .saturating_add(h.manifest_bytes.len() as u64)
                     .saturating_add(1 << 20),
             ));
-            Err(update::UpdateError::Usage(STOP.into()))
+            Err(update::UpdateError::usage(STOP))
         },
         &mut |_, _| Ok(()),
     );

@@ -86,11 +86,9 @@ fn parse_rate(s: &str) -> Result<u64, String> {
     offgrid::units::parse_rate(s)
 }
 
-/// Turns a library error into one carrying its `help:` line for the error printer.
+/// A library error for the error printer, which asks it for its `help:` line.
 fn with_help(e: FetchError) -> anyhow::Error {
-    let help = e.help();
-    let top = e.to_string();
-    anyhow::Error::new(e).context(format!("{top}\nhelp: {help}"))
+    anyhow::Error::new(e)
 }
 
 fn load_catalog(

@@ -210,8 +210,179 @@ pub fn json_line(ty: &str, mut data: serde_json::Value) -> io::Result<()> {
     out(&format!("{line}\n"))
 }
 
-/// Maps a command's result to the process exit code, printing the error chain once.
-pub fn finish(result: anyhow::Result<ExitCode>, ctx: &Ctx) -> ExitCode {
+/// What the command line asked for, as far as the error path needs it: the command's
+/// name (`verify`, `receipts import`) and whether it was given `--json`.
+#[derive(Debug, Default)]
+pub struct Invocation {
+    /// The subcommand path, words joined by a space; empty when none was recognised.
+    pub command: String,
+    /// `--json` was given: a failure also prints an `error` record on stdout (SPEC.md §9.3).
+    pub json: bool,
+}
+
+impl Invocation {
+    /// The command and `--json` of parsed arguments (every command's flag has the id `json`).
+    pub fn of(m: &clap::ArgMatches) -> Self {
+        let mut words = Vec::new();
+        let mut json = false;
+        let mut m = m;
+        loop {
+            json |= matches!(m.try_get_one::<bool>("json"), Ok(Some(true)));
+            let Some((name, sub)) = m.subcommand() else {
+                break;
+            };
+            words.push(name);
+            m = sub;
+        }
+        Invocation {
+            command: words.join(" "),
+            json,
+        }
+    }
+
+    /// The same, guessed from raw arguments clap refused: every word naming a subcommand
+    /// of the one before, and `--json` anywhere before a `--`.
+    pub fn guess(cmd: &clap::Command, args: &[std::ffi::OsString]) -> Self {
+        let mut words = Vec::new();
+        let mut json = false;
+        let mut cur = cmd;
+        for a in args.iter().skip(1).filter_map(|a| a.to_str()) {
+            if a == "--" {
+                break;
+            }
+            if a == "--json" {
+                json = true;
+            } else if !a.starts_with('-') {
+                if let Some(sub) = cur.find_subcommand(a) {
+                    words.push(sub.get_name().to_owned());
+                    cur = sub;
+                }
+            }
+        }
+        Invocation {
+            command: words.join(" "),
+            json,
+        }
+    }
+}
+
+/// An error of the CLI itself (flags that do not fit together, an input that is not
+/// there) with its fix: the CLI's counterpart of the library's `Diagnostic::help`, so
+/// no `help:` line is glued into its message either. Exit code 2.
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub help: String,
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+/// A [`CliError`] as an `anyhow` error: `return Err(fail(message, help))`.
+pub fn fail(message: impl Into<String>, help: impl Into<String>) -> anyhow::Error {
+    CliError {
+        message: message.into(),
+        help: help.into(),
+    }
+    .into()
+}
+
+/// A failure as it is shown: the top message, each cause, the `help:` lines, the exit code.
+struct Failure {
+    message: String,
+    causes: Vec<String>,
+    help: Vec<String>,
+    exit_code: u8,
+}
+
+impl Failure {
+    /// Walks the chain once: each link's text without its inline `help:` lines (some of the
+    /// CLI's own messages still carry theirs; library errors answer [`offgrid::exit::help`],
+    /// a [`CliError`] its `help`), a
+    /// cause whose text is already shown dropped, help lines deduplicated and kept last.
+    fn of(err: &anyhow::Error) -> Self {
+        let mut help: Vec<String> = Vec::new();
+        let mut texts: Vec<String> = Vec::new();
+        for cause in err.chain() {
+            let own = cause.downcast_ref::<CliError>().map(|c| c.help.clone());
+            if let Some(h) = offgrid::exit::help(cause).or(own) {
+                if !help.contains(&h) {
+                    help.push(h);
+                }
+            }
+            let s = cause.to_string();
+            let mut lines = Vec::new();
+            for l in s.lines() {
+                match l.strip_prefix("help: ") {
+                    Some(h) if !help.iter().any(|x| x == h) => help.push(h.to_owned()),
+                    Some(_) => {}
+                    None => lines.push(l),
+                }
+            }
+            let s = lines.join("\n");
+            if s.is_empty() || texts.iter().any(|t| t.contains(&s)) {
+                continue;
+            }
+            texts.push(s);
+        }
+        let refusal = err.chain().any(offgrid::exit::is_refusal);
+        let mut texts = texts.into_iter();
+        Failure {
+            message: texts.next().unwrap_or_default(),
+            causes: texts.collect(),
+            help,
+            exit_code: if refusal {
+                offgrid::exit::REFUSED
+            } else {
+                offgrid::exit::ERROR
+            },
+        }
+    }
+
+    /// `error: MESSAGE`, `  caused by: …` lines, then `help: …` lines, on stderr.
+    fn print(&self, ctx: &Ctx) {
+        let label = if ctx.color {
+            "\x1b[31merror\x1b[0m"
+        } else {
+            "error"
+        };
+        let mut msg = format!("{label}: {}\n", self.message);
+        for c in &self.causes {
+            msg.push_str(&format!("  caused by: {c}\n"));
+        }
+        for h in &self.help {
+            msg.push_str(&format!("help: {h}\n"));
+        }
+        let _ = io::stderr().write_all(msg.as_bytes());
+    }
+
+    /// The `error` record (SPEC.md §9.3) on stdout, when the command was given `--json`.
+    fn record(&self, inv: &Invocation) {
+        if !inv.json {
+            return;
+        }
+        let _ = json_line(
+            "error",
+            serde_json::json!({
+                "schema": JSON_SCHEMA,
+                "command": (!inv.command.is_empty()).then_some(&inv.command),
+                "exit_code": self.exit_code,
+                "message": self.message,
+                "causes": self.causes,
+                "help": self.help,
+            }),
+        );
+    }
+}
+
+/// Maps a command's result to the process exit code, printing the error chain once (and,
+/// with `--json`, the `error` record that ends the command's output, SPEC.md §9.3).
+pub fn finish(result: anyhow::Result<ExitCode>, ctx: &Ctx, inv: &Invocation) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
@@ -220,54 +391,50 @@ pub fn finish(result: anyhow::Result<ExitCode>, ctx: &Ctx) -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            let label = if ctx.color {
-                "\x1b[31merror\x1b[0m"
-            } else {
-                "error"
-            };
-            // Print the chain once: top message, then each cause; `help:` lines stay last.
-            let mut help = Vec::new();
-            let mut text = String::new();
-            for (i, cause) in err.chain().enumerate() {
-                if let Some(h) = offgrid::exit::help(cause) {
-                    if !help.contains(&h) {
-                        help.push(h);
-                    }
-                }
-                // The CLI's own messages (and a few library messages built as text)
-                // still carry their `help:` line inline.
-                let s = cause.to_string();
-                let mut lines = Vec::new();
-                for l in s.lines() {
-                    if let Some(h) = l.strip_prefix("help: ") {
-                        if !help.iter().any(|x| x == h) {
-                            help.push(h.to_owned());
-                        }
-                    } else {
-                        lines.push(l);
-                    }
-                }
-                let s = lines.join("\n");
-                if s.is_empty() || text.contains(&s) {
-                    continue;
-                }
-                if i == 0 {
-                    text.push_str(&s);
-                } else {
-                    text.push_str(&format!("\n  caused by: {s}"));
-                }
-            }
-            let mut msg = format!("{label}: {text}\n");
-            for h in help {
-                msg.push_str(&format!("help: {h}\n"));
-            }
-            let _ = io::stderr().write_all(msg.as_bytes());
-            let refusal = err.chain().any(offgrid::exit::is_refusal);
-            ExitCode::from(if refusal {
-                offgrid::exit::REFUSED
-            } else {
-                offgrid::exit::ERROR
-            })
+            let f = Failure::of(&err);
+            f.print(ctx);
+            f.record(inv);
+            ExitCode::from(f.exit_code)
         }
     }
+}
+
+/// Arguments clap refused (or `--help`/`--version`, which it prints and exits 0 on):
+/// clap's own message on stderr, exit 2, and with `--json` among the arguments an `error`
+/// record whose `message` is clap's first line and whose `help` holds its tips.
+pub fn usage_error(e: clap::Error, cmd: &clap::Command) -> ExitCode {
+    if !e.use_stderr() {
+        e.exit();
+    }
+    let _ = e.print();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let inv = Invocation::guess(cmd, &args);
+    let rendered = e.render().to_string();
+    let mut lines = rendered.lines().map(str::trim);
+    let message = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned();
+    let mut help: Vec<String> = lines
+        .filter_map(|l| l.strip_prefix("tip: "))
+        .map(str::to_owned)
+        .collect();
+    help.push(format!(
+        "see 'offgrid {}--help'",
+        if inv.command.is_empty() {
+            String::new()
+        } else {
+            format!("{} ", inv.command)
+        }
+    ));
+    let code = u8::try_from(e.exit_code()).unwrap_or(offgrid::exit::ERROR);
+    Failure {
+        message,
+        causes: Vec::new(),
+        help,
+        exit_code: code,
+    }
+    .record(&inv);
+    ExitCode::from(code)
 }

@@ -221,10 +221,12 @@ fn key_id_arg(s: &str) -> anyhow::Result<String> {
 fn rotate(a: RotateArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let dir = trustroot::find_dir(&a.root).unwrap_or_else(|| a.root.join(trustroot::ROOTS_DIR));
     let (old, _) = trustroot::newest_in(&dir)?.ok_or_else(|| {
-        anyhow::anyhow!(
-            "'{}' holds no root\nhelp: make root 1 first with 'offgrid trust init --out {}'",
-            dir.display(),
-            a.root.display()
+        super::fail(
+            format!("'{}' holds no root", dir.display()),
+            format!(
+                "make root 1 first with 'offgrid trust init --out {}'",
+                a.root.display()
+            ),
         )
     })?;
     let mut keys = old.keys.clone();
@@ -232,11 +234,13 @@ fn rotate(a: RotateArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     for s in a.remove.iter().chain(&a.revoke) {
         let id = key_id_arg(s)?;
         if !keys.iter().any(|k| k.id == id) && !a.revoke.contains(s) {
-            anyhow::bail!(
-                "key {id} is not in root {}\nhelp: 'offgrid trust show --root {}' lists its keys",
-                old.version,
-                a.root.display()
-            );
+            return Err(super::fail(
+                format!("key {id} is not in root {}", old.version),
+                format!(
+                    "'offgrid trust show --root {}' lists its keys",
+                    a.root.display()
+                ),
+            ));
         }
         keys.retain(|k| k.id != id);
     }
@@ -249,11 +253,14 @@ fn rotate(a: RotateArgs, _ctx: &Ctx) -> anyhow::Result<ExitCode> {
     for p in &a.add {
         let pk = PublicKey::load(p)?;
         if revoked.contains(&pk.key_id()) {
-            anyhow::bail!(
-                "key {} ('{}') is revoked; a revoked key never comes back\nhelp: make a new key with 'offgrid keygen'",
-                pk.key_id(),
-                p.display()
-            );
+            return Err(super::fail(
+                format!(
+                    "key {} ('{}') is revoked; a revoked key never comes back",
+                    pk.key_id(),
+                    p.display()
+                ),
+                "make a new key with 'offgrid keygen'",
+            ));
         }
         if keys.iter().all(|k| k.id != pk.key_id()) {
             keys.push(root_key(&pk));
@@ -343,15 +350,18 @@ fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
 fn update(a: UpdateArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let home = Home::resolve(a.home.as_deref());
     if !a.from.is_dir() {
-        anyhow::bail!(
-            "'{}' is not a folder\nhelp: pass a stick, HQ's trust folder or a roots folder",
-            a.from.display()
-        );
+        return Err(super::fail(
+            format!("'{}' is not a folder", a.from.display()),
+            "pass a stick, HQ's trust folder or a roots folder",
+        ));
     }
     let dir = trustroot::find_dir(&a.from).ok_or_else(|| {
-        anyhow::anyhow!(
-            "'{}' holds no trust roots (no 'roots' folder, no N.root.toml)\nhelp: pass a stick or folder carrying HQ's roots (pack-usb --roots)",
-            a.from.display()
+        super::fail(
+            format!(
+                "'{}' holds no trust roots (no 'roots' folder, no N.root.toml)",
+                a.from.display()
+            ),
+            "pass a stick or folder carrying HQ's roots (pack-usb --roots)",
         )
     })?;
     let chain = trustroot::update_home(&home, &dir, true)
@@ -501,9 +511,9 @@ impl RootsOpt {
             return Ok(None);
         };
         let dir = trustroot::find_dir(d).ok_or_else(|| {
-            anyhow::anyhow!(
-                "--roots '{}' holds no trust roots\nhelp: pass HQ's trust folder, made by 'offgrid trust init --out DIR'",
-                d.display()
+            super::fail(
+                format!("--roots '{}' holds no trust roots", d.display()),
+                "pass HQ's trust folder, made by 'offgrid trust init --out DIR'",
             )
         })?;
         trustroot::newest_in(&dir)?;

@@ -42,11 +42,9 @@ pub struct Resolved {
 
 /// Parses `hf://OWNER/REPO/FILE[@REVISION]`.
 pub fn parse(s: &str) -> Result<HfName, FetchError> {
-    let bad = |why: &str| {
-        FetchError::Usage(format!(
-            "'{}' is not a Hugging Face name: {why}\nhelp: write hf://OWNER/REPO/FILE or hf://OWNER/REPO/FILE@REVISION",
-            excerpt(s)
-        ))
+    let bad = |why: &str| FetchError::BadName {
+        name: excerpt(s),
+        why: why.to_owned(),
     };
     let rest = s
         .strip_prefix("hf://")

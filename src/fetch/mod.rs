@@ -94,6 +94,12 @@ pub enum FetchError {
     /// Bad input from the operator (a URL, a hash, a name).
     #[error("{0}")]
     Usage(String),
+    /// Another fetch holds the lock of the same object.
+    #[error("another offgrid fetch is downloading '{path}'")]
+    Busy { path: String },
+    /// Not an `hf://OWNER/REPO/FILE[@REVISION]` name.
+    #[error("'{name}' is not a Hugging Face name: {why}")]
+    BadName { name: String, why: String },
     /// The catalog could not be read or is malformed.
     #[error("catalog '{source_name}': {reason}")]
     Catalog { source_name: String, reason: String },
@@ -153,6 +159,12 @@ impl FetchError {
     pub fn help(&self) -> String {
         match self {
             FetchError::Usage(_) => "see 'offgrid fetch --help' and SPEC.md §14".into(),
+            FetchError::Busy { .. } => {
+                "wait for it to finish, or stop it; this one resumes where it left off".into()
+            }
+            FetchError::BadName { .. } => {
+                "write hf://OWNER/REPO/FILE or hf://OWNER/REPO/FILE@REVISION".into()
+            }
             FetchError::Catalog { .. } => {
                 "check the catalog against formats/catalog.example.toml".into()
             }

@@ -221,10 +221,9 @@ fn lock(file: &File, path: &Path) -> Result<(), FetchError> {
     if r == 0 {
         Ok(())
     } else {
-        Err(FetchError::Usage(format!(
-            "another offgrid fetch is downloading '{}'\nhelp: wait for it to finish, or stop it; this one resumes where it left off",
-            path.display()
-        )))
+        Err(FetchError::Busy {
+            path: path.display().to_string(),
+        })
     }
 }
 

@@ -128,27 +128,32 @@ fn delta_base<'m>(base: &'m Manifest, f: &FileEntry) -> Option<&'m FileEntry> {
 pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
     let new = &o.to.manifest;
     if o.bases.is_empty() {
-        return Err(UpdateError::Usage(
-            "no base release given\nhelp: pass --since VERSION|DATE".into(),
+        return Err(UpdateError::usage_help(
+            "no base release given",
+            "pass --since VERSION|DATE",
         ));
     }
     for b in o.bases {
         if b.manifest.bundle_id != new.bundle_id {
-            return Err(UpdateError::Usage(format!(
+            return Err(UpdateError::usage(format!(
                 "base release {} is of bundle '{}', the new release of '{}'",
                 b.manifest.release, b.manifest.bundle_id, new.bundle_id
             )));
         }
         if b.manifest.release >= new.release {
-            return Err(UpdateError::Usage(format!(
-                "base release {} is not older than the new release {}\nhelp: --since names a release the sites already run",
-                b.manifest.release, new.release
-            )));
+            return Err(UpdateError::usage_help(
+                format!(
+                    "base release {} is not older than the new release {}",
+                    b.manifest.release, new.release
+                ),
+                "--since names a release the sites already run",
+            ));
         }
     }
     if o.keys.is_empty() {
-        return Err(UpdateError::Usage(
-            "no signing key given\nhelp: pass --sign-with HQ.key".into(),
+        return Err(UpdateError::usage_help(
+            "no signing key given",
+            "pass --sign-with HQ.key",
         ));
     }
     if o.to.sigs.is_empty() {
@@ -379,7 +384,7 @@ pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
     };
     // Check our own output with the reader's rules before signing it.
     let internal = |e: String| {
-        UpdateError::Usage(format!(
+        UpdateError::usage(format!(
             "internal error: the pack made is inconsistent: {e}"
         ))
     };
@@ -389,7 +394,7 @@ pub fn create(o: &CreateOptions) -> Result<CreateReport, UpdateError> {
     let mut sigs = Vec::new();
     for k in o.keys {
         let text = pack_sign::sign(k, &pm, &pm_bytes)
-            .map_err(|e| UpdateError::Usage(format!("signing the pack failed: {e}")))?;
+            .map_err(|e| UpdateError::usage(format!("signing the pack failed: {e}")))?;
         sigs.push((format!("{}.minisig", k.public.key_id()), text));
     }
 

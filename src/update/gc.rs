@@ -34,8 +34,9 @@ pub struct GcReport {
 /// Keeps the newest `keep` (at least 1) kept versions of `home` and removes the rest.
 pub fn gc(home: &Home, keep: usize) -> Result<GcReport, UpdateError> {
     if keep == 0 {
-        return Err(UpdateError::Usage(
-            "--keep must be at least 1 (the current release is always kept)\nhelp: pass --keep 1 to keep only the current release".into(),
+        return Err(UpdateError::usage_help(
+            "--keep must be at least 1 (the current release is always kept)",
+            "pass --keep 1 to keep only the current release",
         ));
     }
     let lock = home.lock(false, "gc")?;

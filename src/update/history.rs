@@ -386,10 +386,10 @@ pub fn resolve_since(
         return load(hq, bundle_id, &v);
     }
     let limit = parse_date(since).ok_or_else(|| {
-        UpdateError::Usage(format!(
-            "--since '{since}' is neither a release version (1.4.0) nor a date (2026-11-21 or 2026-11-21T12:00:00Z)\nhelp: {}",
-            known_help(hq, bundle_id)
-        ))
+        UpdateError::usage_help(
+            format!("--since '{since}' is neither a release version (1.4.0) nor a date (2026-11-21 or 2026-11-21T12:00:00Z)"),
+            known_help(hq, bundle_id),
+        )
     })?;
     let rfc = time::format_description::well_known::Rfc3339;
     let mut best: Option<Release> = None;

@@ -76,7 +76,7 @@ pub enum UpdateError {
     /// A tree's signed head could not be read or is not trusted ([`crate::signed`]).
     #[error(transparent)]
     Head(#[from] crate::signed::HeadError),
-    #[error("{}", crate::trust::untrusted_message(&format!("{what} '{pack}'"), trust_reports(source), "copy the pack again from HQ"))]
+    #[error("{}", crate::trust::untrusted_message(&format!("{what} '{pack}'"), trust_reports(source)))]
     PackUntrusted {
         /// `pack` or `the release manifest in pack`.
         what: &'static str,
@@ -148,8 +148,12 @@ pub enum UpdateError {
     },
     #[error("'{path}' already exists")]
     Exists { path: String },
-    #[error("{0}")]
-    Usage(String),
+    /// A request the library cannot carry out as given (an option, a missing input).
+    #[error("{message}")]
+    Usage {
+        message: String,
+        help: Option<String>,
+    },
     #[error("rollback refused: release {release} kept in '{home}' is damaged ({} file(s) do not match its signed manifest){}", .damaged.len(), list(.damaged))]
     RollbackDamaged {
         home: String,
@@ -269,6 +273,24 @@ pub(crate) fn io_err(
     }
 }
 
+impl UpdateError {
+    /// A usage error without a fix to suggest.
+    pub fn usage(message: impl Into<String>) -> Self {
+        UpdateError::Usage {
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    /// A usage error and its fix (the `help:` line).
+    pub fn usage_help(message: impl Into<String>, help: impl Into<String>) -> Self {
+        UpdateError::Usage {
+            message: message.into(),
+            help: Some(help.into()),
+        }
+    }
+}
+
 impl crate::diagnostic::Diagnostic for UpdateError {
     fn exit_code(&self) -> u8 {
         crate::diagnostic::refusal_code(self.is_refusal())
@@ -283,6 +305,7 @@ impl crate::diagnostic::Diagnostic for UpdateError {
             UpdateError::NotAPack { .. } => Some("pass a pack made by 'offgrid create-update-pack', or a USB tree folder".into()),
             UpdateError::PayloadMismatch { .. } => Some("the pack was tampered with or assembled from two packs; get a fresh copy from HQ".into()),
             UpdateError::TooLarge { .. } => Some("the pack is damaged or hostile; get a fresh copy from HQ".into()),
+            UpdateError::PackUntrusted { source, .. } => Some(crate::trust::untrusted_help(trust_reports(source), "copy the pack again from HQ")),
             UpdateError::Trust(e) => crate::diagnostic::Diagnostic::help(e),
             UpdateError::Head(e) => crate::diagnostic::Diagnostic::help(e),
             UpdateError::NotInstalled { .. } => Some("install a verified USB stick first: offgrid install --from USBROOT --pubkey HQ.pub".into()),
@@ -297,6 +320,7 @@ impl crate::diagnostic::Diagnostic for UpdateError {
             UpdateError::BadTree { root, .. } => Some(format!("verify the stick with 'offgrid verify {root} --pubkey HQ.pub' and copy it again from HQ")),
             UpdateError::BadHome { help, .. } => Some(help.to_string()),
             UpdateError::History { help, .. } => Some(help.to_string()),
+            UpdateError::Usage { help, .. } => help.clone(),
             UpdateError::Exists { .. } => Some("choose another output, or pass --force to replace it".into()),
             UpdateError::RollbackDamaged { current, release, .. } => Some(format!("release {current} stays in use; to get release {release} back, repair it from a verified stick or update pack holding it: offgrid repair --from USBROOT")),
             UpdateError::NotATree { .. } => Some("pass the folder of the USB tree (the one holding manifest.toml), e.g. offgrid install --from /media/USB".into()),

@@ -39,7 +39,7 @@ pub fn record_plan(
             Source::File(p) => {
                 let base = done;
                 let d = hash::hash_file(p, DEFAULT_CHUNK_SIZE, &|n, _| progress(base + n, total))
-                    .map_err(|e| UpdateError::Usage(e.to_string()))?;
+                    .map_err(|e| UpdateError::usage(e.to_string()))?;
                 (d, p.clone())
             }
             Source::Shard { .. } => {
@@ -49,7 +49,7 @@ pub fn record_plan(
                 }
                 let base = done;
                 let d = hash::hash_file(&p, DEFAULT_CHUNK_SIZE, &|n, _| progress(base + n, total))
-                    .map_err(|e| UpdateError::Usage(e.to_string()))?;
+                    .map_err(|e| UpdateError::usage(e.to_string()))?;
                 (d, p)
             }
             Source::Bytes(b) => {
@@ -66,12 +66,12 @@ pub fn record_plan(
     let manifest = plan.manifest(entries);
     manifest
         .validate()
-        .map_err(|e| UpdateError::Usage(format!("the planned manifest is invalid: {e}")))?;
+        .map_err(|e| UpdateError::usage(format!("the planned manifest is invalid: {e}")))?;
     let bytes = manifest.to_toml().into_bytes();
     let mut sigs = Vec::new();
     for k in keys {
         let text = crate::sign::sign_manifest(k, &manifest, &bytes)
-            .map_err(|e| UpdateError::Usage(format!("signing the manifest failed: {e}")))?;
+            .map_err(|e| UpdateError::usage(format!("signing the manifest failed: {e}")))?;
         sigs.push((format!("{}.minisig", k.public.key_id()), text));
     }
     history::record(hq, &bytes, &sigs, &files)?;

@@ -216,6 +216,8 @@ impl crate::diagnostic::Diagnostic for PackError {
             PackError::Key(e) => crate::diagnostic::Diagnostic::help(e),
             PackError::Path(e) => crate::diagnostic::Diagnostic::help(e),
             PackError::Manifest(e) => crate::diagnostic::Diagnostic::help(e),
+            PackError::Version(e) => crate::diagnostic::Diagnostic::help(e),
+            PackError::Platform(e) => crate::diagnostic::Diagnostic::help(e),
             _ => None,
         }
     }

@@ -16,12 +16,10 @@ pub mod home_v1;
 pub mod synthetic;
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 
 use crate::util;
 
@@ -83,22 +81,9 @@ fn write_synthetic() -> Result<()> {
     Ok(())
 }
 
-fn sha256_file(p: &Path) -> Result<String> {
-    let mut f = fs::File::open(p)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
 fn matches(p: &Path) -> Result<bool> {
-    Ok(fs::metadata(p).is_ok_and(|m| m.len() == MODEL_SIZE) && sha256_file(p)? == MODEL_SHA256)
+    Ok(fs::metadata(p).is_ok_and(|m| m.len() == MODEL_SIZE)
+        && util::sha256_file(p)? == MODEL_SHA256)
 }
 
 /// Fetches (or re-checks) the real test model and returns its path.
@@ -168,7 +153,7 @@ fn embedding_ok(dir: &Path) -> Result<bool> {
     let w = dir.join("model.safetensors");
     Ok(dir.join("config.json").is_file()
         && fs::metadata(&w).is_ok_and(|m| m.len() == EMBEDDING_WEIGHTS_SIZE)
-        && sha256_file(&w)? == EMBEDDING_WEIGHTS_SHA256)
+        && util::sha256_file(&w)? == EMBEDDING_WEIGHTS_SHA256)
 }
 
 /// Fetches (or re-checks) the real safetensors model folder and returns its path.

@@ -11,6 +11,7 @@
 mod bench;
 mod demo;
 mod fixtures;
+mod nginx;
 mod util;
 
 use anyhow::{bail, Result};

@@ -1,5 +1,8 @@
-//! Helpers shared by the xtask tasks: paths, running commands, timing, peak memory.
+//! Helpers shared by the xtask tasks: paths, running commands, timing, peak memory,
+//! hashing a file, a stock-minisign key pair.
 
+use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -323,4 +326,30 @@ pub fn write_model_like(path: &Path, size: u64, seed: u64) -> Result<()> {
 /// `path` quoted for `sh -c`.
 pub fn shell_quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+/// Lowercase hex SHA-256 of a file, read in 1 MiB blocks.
+pub fn sha256_file(p: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = fs::File::open(p).with_context(|| format!("opening '{}'", p.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// An unencrypted key pair `dir/hq.key`, `dir/hq.pub` made by stock `minisign -G -W`.
+pub fn minisign_keypair(dir: &Path) -> Result<()> {
+    run(Command::new("minisign")
+        .args(["-G", "-W", "-f", "-p"])
+        .arg(dir.join("hq.pub"))
+        .arg("-s")
+        .arg(dir.join("hq.key")))
+    .context("making a key with minisign -G -W (apt-get install minisign)")
 }

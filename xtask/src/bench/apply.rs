@@ -12,7 +12,7 @@
 
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::Opts;
 use crate::util;
@@ -23,14 +23,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(work.join("v1"))?;
     std::fs::create_dir_all(work.join("v2/models"))?;
-    util::run(
-        Command::new("minisign")
-            .args(["-G", "-W", "-f", "-p"])
-            .arg(work.join("hq.pub"))
-            .arg("-s")
-            .arg(work.join("hq.key")),
-    )
-    .context("making a key with minisign -G -W (apt-get install minisign)")?;
+    util::minisign_keypair(&work)?;
     util::write_model_like(&work.join("v1/model.gguf"), 1 << 20, 1)?;
     // The new release's content, laid out as it lands on the site.
     let model2 = work.join("v2/models/model.gguf");

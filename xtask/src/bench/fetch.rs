@@ -10,59 +10,27 @@
 //! Page cache is warm for all (the file was just written).
 
 use std::fs;
-use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
+use anyhow::{bail, Result};
 
 use super::Opts;
+use crate::nginx::{self, Nginx};
 use crate::util;
-
-struct Nginx(Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn start_nginx(dir: &Path, root: &Path, log: &Path) -> Result<(Nginx, u16)> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let d = dir.display();
-    let conf = format!(
-        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 256; }}\n\
-         http {{\n log_format bytes '$body_bytes_sent';\n access_log {} bytes;\n sendfile on;\n default_type application/octet-stream;\n\
-         client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
-         server {{ listen 127.0.0.1:{port}; root {}; }}\n}}\n",
-        log.display(),
-        root.display()
-    );
-    fs::write(dir.join("nginx.conf"), conf)?;
-    let child = Command::new("/usr/sbin/nginx")
-        .arg("-e")
-        .arg(dir.join("error.log"))
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting /usr/sbin/nginx (apt-get install nginx-light)")?;
-    let n = Nginx(child);
-    let t = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if t.elapsed() > Duration::from_secs(10) {
-            bail!("nginx did not start");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let listen = format!("127.0.0.1:{port}");
+    let cfg = nginx::Config {
+        listen: &listen,
+        bytes_log: Some(log),
+        ..Default::default()
+    };
+    let mut n = Nginx::spawn(Command::new(nginx::PROGRAM), dir, root, &cfg)?;
+    n.wait_loopback(port)?;
     Ok((n, port))
 }
 
@@ -73,20 +41,6 @@ fn logged_bytes(log: &Path) -> u64 {
         .lines()
         .filter_map(|l| l.trim().parse::<u64>().ok())
         .sum()
-}
-
-fn sha256_file(p: &Path) -> Result<String> {
-    let mut f = fs::File::open(p)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
 }
 
 /// Bytes the partial state claims (sum of `done`), 0 when unreadable.
@@ -112,7 +66,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
     fs::create_dir_all(&www)?;
     let file = www.join("big.bin");
     util::write_incompressible(&file, size, 11)?;
-    let sha = sha256_file(&file)?;
+    let sha = util::sha256_file(&file)?;
     let log = tmp.join("access.log");
     let (_nginx, port) = start_nginx(&tmp, &www, &log)?;
     let url = format!("http://127.0.0.1:{port}/big.bin");

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::Opts;
+use crate::nginx::{self, Nginx};
 use crate::util;
 
 /// The namespaces and bridge of the bench, deleted on drop.
@@ -128,33 +129,15 @@ fn wait_port(ns: &str, addr: &str) -> Result<()> {
     }
 }
 
-fn nginx(ns: &str, dir: &Path, root: &Path, addr: &str) -> Result<Killed> {
-    fs::create_dir_all(dir)?;
-    let d = dir.display();
-    let conf = format!(
-        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 256; }}\n\
-         http {{\n access_log off;\n sendfile on;\n default_type application/octet-stream;\n\
-         client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
-         server {{ listen {addr}; root {}; }}\n}}\n",
-        root.display()
-    );
-    fs::write(dir.join("nginx.conf"), conf)?;
-    let mut c = in_ns(ns, Path::new("/usr/sbin/nginx"));
-    c.arg("-e")
-        .arg(dir.join("error.log"))
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let k = Killed(
-        c.spawn()
-            .context("starting /usr/sbin/nginx (apt-get install nginx-light)")?,
-    );
+fn nginx(ns: &str, dir: &Path, root: &Path, addr: &str) -> Result<Nginx> {
+    let cfg = nginx::Config {
+        listen: addr,
+        ..Default::default()
+    };
+    let n = Nginx::spawn(in_ns(ns, Path::new(nginx::PROGRAM)), dir, root, &cfg)?;
+    // Inside the namespace: give it the time to bind rather than connecting from outside.
     std::thread::sleep(Duration::from_millis(300));
-    Ok(k)
+    Ok(n)
 }
 
 /// Runs `cmd`, returning its wall time; fails when it fails.
@@ -171,13 +154,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
     fs::create_dir_all(&work)?;
     let model = work.join("model.gguf");
     util::write_model_like(&model, opts.size_mib << 20, 0x1a4)?;
-    util::run(
-        Command::new("minisign")
-            .args(["-G", "-W", "-f", "-p"])
-            .arg(work.join("hq.pub"))
-            .arg("-s")
-            .arg(work.join("hq.key")),
-    )?;
+    util::minisign_keypair(&work)?;
     let stick = work.join("stick");
     util::run(
         Command::new(&bin)

@@ -45,14 +45,7 @@ fn compare(bin: &Path, work: &Path, opts: &Opts, place: &str) -> Result<()> {
     let size = opts.size_mib << 20;
     let model = src.join("model.gguf");
     util::write_model_like(&model, size, 0x5eed)?;
-    util::run(
-        Command::new("minisign")
-            .args(["-G", "-W", "-f", "-p"])
-            .arg(work.join("hq.pub"))
-            .arg("-s")
-            .arg(work.join("hq.key")),
-    )
-    .context("making a key with minisign -G -W (apt-get install minisign)")?;
+    util::minisign_keypair(work)?;
 
     let stick = work.join("stick");
     let copy = work.join("copy");

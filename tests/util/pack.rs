@@ -1,13 +1,11 @@
-//! Helpers shared by the pack-usb and launcher-script tests: temp workspaces, synthetic
-//! GGUF models, stock `minisign -G -W` key pairs, and running the real binary.
+//! [`Ws`], the workspace of the pack-usb, launcher-script and CLI tests: a temp folder
+//! with stock `minisign -G -W` key pairs, synthetic GGUF models and files, and the real
+//! binary run inside it.
 
-#![allow(dead_code)]
-
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use assert_cmd::prelude::*;
-use sha2::{Digest, Sha256};
 
 /// A temp workspace with one unencrypted key pair made by the stock minisign tool.
 pub struct Ws {
@@ -29,22 +27,12 @@ impl Ws {
 
     /// Makes `NAME.key` / `NAME.pub` with `minisign -G -W` (no password).
     pub fn keypair(&self, name: &str) {
-        let st = Command::new("minisign")
-            .args(["-G", "-W", "-f", "-p"])
-            .arg(self.path(&format!("{name}.pub")))
-            .arg("-s")
-            .arg(self.path(&format!("{name}.key")))
-            .output()
-            .expect("minisign is installed");
-        assert!(st.status.success(), "{st:?}");
+        super::keypair(self.dir.path(), name);
     }
 
-    /// The key id minisign prints in the public key file's comment, as 16 hex digits
-    /// (minisign does not zero-pad it: one key in 16 shows 15 digits).
+    /// The key id of `NAME.pub`, as offgrid names signature files (16 hex digits).
     pub fn key_id(&self, name: &str) -> String {
-        let text = std::fs::read_to_string(self.path(&format!("{name}.pub"))).unwrap();
-        let id = text.lines().next().unwrap().rsplit(' ').next().unwrap();
-        format!("{id:0>16}")
+        super::key_id(&self.path(&format!("{name}.pub")))
     }
 
     /// Writes a synthetic GGUF model of about `kib` KiB at `rel`.
@@ -101,28 +89,4 @@ impl Ws {
         }
         c.assert()
     }
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// Every file under `root` with its bytes, relative `/` paths, sorted.
-pub fn snapshot(root: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = walkdir::WalkDir::new(root)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            let rel = e
-                .path()
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .replace('\\', "/");
-            (rel, std::fs::read(e.path()).unwrap())
-        })
-        .collect();
-    v.sort();
-    v
 }

@@ -1,13 +1,12 @@
-//! Helpers shared by the launcher and models tests: the real test model, and building a
-//! stick-like tree (manifest with real chunk hashes) around model files.
-
-#![allow(dead_code)]
+//! Models for the launcher and models tests: the real test model, the committed
+//! synthetic fixtures, and a stick-like tree (manifest with real chunk hashes) around
+//! model files.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::sha;
 use offgrid::manifest::{FileEntry, FileKind, Manifest, ModelInfo, DEFAULT_CHUNK_SIZE, FORMAT};
-use sha2::{Digest, Sha256};
 
 /// The committed synthetic fixtures.
 pub fn fixtures() -> PathBuf {
@@ -36,14 +35,11 @@ pub fn real_model() -> PathBuf {
 pub fn model_entry(root: &Path, rel: &str, name: &str) -> FileEntry {
     let bytes = fs::read(root.join(rel)).unwrap();
     let info = offgrid::gguf::read_info(&root.join(rel)).unwrap();
-    let chunks = bytes
-        .chunks(DEFAULT_CHUNK_SIZE as usize)
-        .map(|c| hex::encode(Sha256::digest(c)))
-        .collect();
+    let chunks = bytes.chunks(DEFAULT_CHUNK_SIZE as usize).map(sha).collect();
     FileEntry {
         path: rel.to_owned(),
         size: bytes.len() as u64,
-        sha256: hex::encode(Sha256::digest(&bytes)),
+        sha256: sha(&bytes),
         kind: FileKind::Model,
         platform: None,
         mode: None,
@@ -95,27 +91,4 @@ pub fn place(src: &Path, root: &Path, rel: &str) -> PathBuf {
         fs::copy(src, &dst).unwrap();
     }
     dst
-}
-
-/// Waits (up to 120 s) until `child`, run with `OFFGRID_FAULT_AT=STEP:stop`, has stopped
-/// itself at `step` (state `T` in `/proc/PID/stat`) and gives it back; panics with its
-/// output if it ends first or never gets there.
-pub fn wait_stopped(mut child: std::process::Child, step: &str) -> std::process::Child {
-    let stat = format!("/proc/{}/stat", child.id());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let s = fs::read_to_string(&stat).unwrap_or_default();
-        let state = s.rsplit(')').next().unwrap_or("").trim_start().to_owned();
-        if state.starts_with('T') {
-            return child;
-        }
-        if state.starts_with('Z') || std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "the process never reached {step}: {:?}",
-                child.wait_with_output()
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }

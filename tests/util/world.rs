@@ -1,57 +1,16 @@
-//! Helpers shared by the update tests: stock-minisign key pairs, signed USB trees made
-//! independently of pack-usb (manifest written with the library types, signed by the
-//! `minisign` CLI with the trusted comment SPEC.md §4 names), the `offgrid` command with a
-//! private home and history, and byte-for-byte checks of an installed version.
-
-#![allow(dead_code)]
+//! Signed USB trees made independently of pack-usb (manifest written with the library
+//! types, signed by the `minisign` CLI with the trusted comment SPEC.md §4 names), the
+//! two-release [`World`] with the `offgrid` command on a private home and history, update
+//! packs between its releases, and byte-for-byte checks of an installed version.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::{host, keypair, noise, offgrid_bin, sha, sign_file, stripped_exe, tempdir};
 use offgrid::manifest::{FileEntry, FileKind, Manifest, ModelInfo, DEFAULT_CHUNK_SIZE, FORMAT};
-use sha2::{Digest, Sha256};
 
 pub const BUNDLE: &str = "org.example.clinic";
-
-pub fn sha(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
-
-/// A fresh unencrypted key pair made by stock `minisign -G -W`: `(secret, public)`.
-pub fn keypair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let s = dir.join(format!("{name}.key"));
-    let p = dir.join(format!("{name}.pub"));
-    let out = Command::new("minisign")
-        .args(["-G", "-W", "-f", "-p"])
-        .arg(&p)
-        .arg("-s")
-        .arg(&s)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("minisign installed");
-    assert!(out.status.success(), "{out:?}");
-    (s, p)
-}
-
-/// The host platform tag as offgrid spells it.
-pub fn host() -> String {
-    offgrid::platform::Platform::host().to_string()
-}
-
-/// Deterministic pseudo-random bytes (incompressible, like quantized weights).
-pub fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(n + 8);
-    while v.len() < n {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        v.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    v.truncate(n);
-    v
-}
 
 /// One file of a test release.
 pub struct F {
@@ -149,55 +108,6 @@ pub fn make_tree(
     m
 }
 
-/// Signs `file` with stock minisign, writing `DIR/KEYID.minisig`.
-pub fn sign_file(file: &Path, key: &Path, comment: &str, dir: &Path) -> PathBuf {
-    let tmp = dir.join(".sig");
-    let out = Command::new("minisign")
-        .args(["-S", "-s"])
-        .arg(key)
-        .arg("-m")
-        .arg(file)
-        .arg("-x")
-        .arg(&tmp)
-        .args(["-t", comment])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let text = fs::read_to_string(&tmp).unwrap();
-    let id = key_id(&key.with_extension("pub"));
-    let dst = dir.join(format!("{id}.minisig"));
-    fs::write(&dst, text).unwrap();
-    fs::remove_file(tmp).unwrap();
-    dst
-}
-
-/// The key id of a minisign public key file as offgrid names signature files: 16
-/// uppercase hex digits (stock minisign prints it without leading zeros).
-pub fn key_id(pubfile: &Path) -> String {
-    use ct_codecs::Decoder;
-    let text = fs::read_to_string(pubfile).unwrap();
-    let raw = ct_codecs::Base64::decode_to_vec(text.lines().nth(1).unwrap().trim(), None).unwrap();
-    let kn: [u8; 8] = raw[2..10].try_into().unwrap();
-    format!("{:016X}", u64::from_le_bytes(kn))
-}
-
-/// The offgrid binary under test.
-pub fn offgrid_bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("offgrid")
-}
-
-/// This offgrid binary without debug symbols (`strip`; 5 MiB instead of 70), so the
-/// tests ship and diff a real runnable binary without spending minutes on debug info.
-pub fn stripped_exe(dir: &Path) -> Vec<u8> {
-    let p = dir.join("offgrid-stripped");
-    fs::copy(offgrid_bin(), &p).unwrap();
-    let _ = Command::new("strip").arg(&p).status();
-    let b = fs::read(&p).unwrap();
-    fs::remove_file(&p).unwrap();
-    b
-}
-
 /// A test world: a temp dir with `home/`, `hq/`, keys and two releases.
 pub struct World {
     pub dir: tempfile::TempDir,
@@ -241,21 +151,6 @@ impl World {
 /// binary (with bytes appended in 1.1.0, which ELF ignores) so the install can run it.
 pub fn world(model_size: usize) -> World {
     world_in(model_size, true)
-}
-
-/// A temp dir, in RAM (`/dev/shm`) when `ram` and available: fsync is free there, and a
-/// SIGKILL test does not need the disk (the page cache survives the process).
-pub fn tempdir(ram: bool) -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if ram && shm.is_dir() {
-        if let Ok(d) = tempfile::Builder::new()
-            .prefix("offgrid-test-")
-            .tempdir_in(shm)
-        {
-            return d;
-        }
-    }
-    tempfile::tempdir().unwrap()
 }
 
 /// [`world`] in RAM or on disk.
@@ -337,26 +232,35 @@ pub fn world_in(model_size: usize, ram: bool) -> World {
     }
 }
 
-/// Records v1, then writes the 1.0.0 -> 1.1.0 pack at `out` (extra args appended).
+/// `offgrid create-update-pack ARGS --output OUT --sign-with KEY` in the world's folder,
+/// not yet run: `args` name the releases (`--to 1.1.0 --since 2026-11-10`, …) and other
+/// flags; the caller may add more, or an environment, and asserts what it expects.
+pub fn pack_cmd(w: &World, key: &Path, out: &str, args: &[&str]) -> assert_cmd::Command {
+    let mut c = w.cmd();
+    c.arg("create-update-pack")
+        .args(args)
+        .args(["--output", out, "--sign-with"])
+        .arg(key);
+    c
+}
+
+/// The arguments [`make_pack`] gives `create-update-pack`: record v1, then the pack from
+/// its 1.0.0 to the tree v2 (1.1.0).
+pub const V1_TO_V2: [&str; 6] = ["--record", "v1", "--tree", "v2", "--since", "1.0.0"];
+
+/// Records v1, then writes the 1.0.0 -> 1.1.0 pack at `out` signed by the HQ key (extra
+/// args appended).
 pub fn make_pack(w: &World, out: &str, extra: &[&str]) {
+    make_pack_by(w, &w.key, out, extra)
+}
+
+/// [`make_pack`] signed by `key`.
+pub fn make_pack_by(w: &World, key: &Path, out: &str, extra: &[&str]) {
     for v in ["v1", "v2"] {
         let n = fs::read_dir(w.p(v).join("signatures")).unwrap().count();
         assert_eq!(n, 1, "{v} signatures before make_pack");
     }
-    w.cmd()
-        .args([
-            "create-update-pack",
-            "--record",
-            "v1",
-            "--tree",
-            "v2",
-            "--since",
-            "1.0.0",
-            "--output",
-            out,
-            "--sign-with",
-        ])
-        .arg(&w.key)
+    pack_cmd(w, key, out, &V1_TO_V2)
         .args(extra)
         .assert()
         .success();
