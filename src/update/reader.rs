@@ -213,7 +213,12 @@ fn root_entry<R: Read>(
 /// (each bounded, at most [`crate::trustroot::MAX_CHAIN_BYTES`] together); they are
 /// trusted only through their own signatures (SPEC.md §19.3).
 pub fn read_roots(path: &Path) -> Result<Option<crate::trustroot::Source>, UpdateError> {
-    let f = crate::hash::open_regular(path).map_err(crate::update::io_err("open", path))?;
+    // A path that is missing or not a regular file (a folder, a FIFO), or a file that is
+    // not a tar at all, is left to [`read_pack`], which names it as the wrong file (a
+    // usage error) with its help.
+    let Ok(f) = crate::hash::open_regular(path) else {
+        return Ok(None);
+    };
     let mut ar = tar::Archive::new(BufReader::new(f));
     // A file that is not a tar at all is left to [`read_pack`], which names it as the
     // wrong file (a usage error).
