@@ -142,26 +142,9 @@ pub(crate) fn install_locked(
     };
     // Signatures over the exact bytes first, then the parse (SPEC.md §4.6). Only names
     // the release folder can keep (SPEC.md §7) take part.
-    let mut raw = crate::signed::read_raw(root)?;
-    raw.sigs
-        .retain(|(n, _)| crate::update::history::check_sig_name(n).is_ok());
-    let sigs = raw.sigs.clone();
-    let signed = crate::signed::trust_raw(raw, &policy)?;
+    let (signed, sigs) = trusted_head(root, &policy)?;
     let (m, bytes, reports) = (signed.manifest, signed.bytes, signed.signatures);
-    if let Some(s) = &state {
-        if s.bundle_id != m.bundle_id {
-            return Err(UpdateError::WrongBundle {
-                installed: s.bundle_id.clone(),
-                pack: m.bundle_id.clone(),
-            });
-        }
-        if m.release <= s.current.release {
-            return Err(UpdateError::Downgrade {
-                installed: s.current.release.to_string(),
-                to: m.release.to_string(),
-            });
-        }
-    }
+    check_offer(state.as_ref(), &m)?;
     let seen = state.as_ref().and_then(|s| s.site.newest_signed.clone());
     let expiry = state
         .as_ref()
@@ -274,4 +257,38 @@ pub(crate) fn install_locked(
         recovered,
         warnings,
     })
+}
+
+/// The head of the tree at `root` trusted by `policy` (signatures over the exact bytes
+/// first, then the parse, SPEC.md §4.6), with the signatures a release folder keeps: only
+/// names it can hold (SPEC.md §7) take part.
+pub(crate) fn trusted_head(
+    root: &Path,
+    policy: &TrustPolicy,
+) -> Result<(crate::signed::SignedManifest, Vec<(String, String)>), UpdateError> {
+    let mut raw = crate::signed::read_raw(root)?;
+    raw.sigs
+        .retain(|(n, _)| crate::update::history::check_sig_name(n).is_ok());
+    let sigs = raw.sigs.clone();
+    Ok((crate::signed::trust_raw(raw, policy)?, sigs))
+}
+
+/// Refuses a release for the installed home `state`: another bundle, or not newer than
+/// the current release.
+pub(crate) fn check_offer(state: Option<&State>, m: &Manifest) -> Result<(), UpdateError> {
+    if let Some(s) = state {
+        if s.bundle_id != m.bundle_id {
+            return Err(UpdateError::WrongBundle {
+                installed: s.bundle_id.clone(),
+                pack: m.bundle_id.clone(),
+            });
+        }
+        if m.release <= s.current.release {
+            return Err(UpdateError::Downgrade {
+                installed: s.current.release.to_string(),
+                to: m.release.to_string(),
+            });
+        }
+    }
+    Ok(())
 }

@@ -126,11 +126,7 @@ pub fn install_volume(
         (None, None, Some(t)) => home.pinned_policy(t)?,
         _ => policy_for(home, state.as_ref(), given)?,
     };
-    let mut raw = crate::signed::read_raw(root)?;
-    raw.sigs
-        .retain(|(n, _)| crate::update::history::check_sig_name(n).is_ok());
-    let sigs = raw.sigs.clone();
-    let signed = crate::signed::trust_raw(raw, &policy)?;
+    let (signed, sigs) = crate::update::install::trusted_head(root, &policy)?;
     let (m, bytes) = (signed.manifest, signed.bytes);
     let sha = hash::sha256_hex(&bytes);
     let marker = volume::read_marker(root)?.ok_or_else(|| VolumeError::BadMarker {
@@ -138,20 +134,7 @@ pub fn install_volume(
         reason: "it is missing".into(),
     })?;
     marker.check(root, &m, &sha)?;
-    if let Some(s) = &state {
-        if s.bundle_id != m.bundle_id {
-            return Err(UpdateError::WrongBundle {
-                installed: s.bundle_id.clone(),
-                pack: m.bundle_id.clone(),
-            });
-        }
-        if m.release <= s.current.release {
-            return Err(UpdateError::Downgrade {
-                installed: s.current.release.to_string(),
-                to: m.release.to_string(),
-            });
-        }
-    }
+    crate::update::install::check_offer(state.as_ref(), &m)?;
     let n = marker.volumes;
     let k = marker.volume;
     let mut set = match staged_set {
