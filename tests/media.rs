@@ -236,6 +236,158 @@ fn a_model_over_the_limit_is_split_and_travels_as_one_model() {
         .stderr(predicate::str::contains("smol-00002-of-00005.gguf"));
 }
 
+/// Bytes of the files under `roots`, each inode once (as `du` counts).
+fn disk_usage(roots: &[PathBuf]) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut n = 0;
+    for e in roots
+        .iter()
+        .flat_map(|r| walkdir::WalkDir::new(r).into_iter().map(|e| e.unwrap()))
+    {
+        if e.file_type().is_file() {
+            let m = e.metadata().unwrap();
+            if seen.insert(m.ino()) {
+                n += m.len();
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn a_model_over_the_split_threshold_keeps_its_metadata_apart_so_a_site_stores_its_tensors_once() {
+    use std::os::unix::fs::MetadataExt;
+    let ws = Ws::new();
+    // 8 tensors of 64 KiB: 512 KiB, under the default threshold (256 MiB), over 256K.
+    model(&ws, "in/smol.gguf", 8, 64, "{{ messages }}");
+    let pack = |dest: &str, extra: &[&str]| {
+        let mut a = vec![
+            "pack-usb",
+            dest,
+            "--release",
+            "1.0",
+            "--bundle-id",
+            "org.example.media",
+            "--model",
+            "in/smol.gguf",
+            "--sign-with",
+            "hq.key",
+            "--no-host-binary",
+        ];
+        a.extend_from_slice(extra);
+        ws.offgrid(&a)
+    };
+    // Under the default threshold, and with `never`: one file.
+    for (dest, extra) in [
+        ("whole", &[][..]),
+        ("never", &["--split-models-over", "never"][..]),
+    ] {
+        pack(dest, extra).success();
+        let m = manifest(&ws.path(dest));
+        let paths: Vec<&str> = m.models().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["models/smol.gguf"], "{dest}");
+    }
+    pack("bad", &["--split-models-over", "0"]).code(2).stderr(
+        predicate::str::contains("--split-models-over").and(predicate::str::contains("help:")),
+    );
+    assert!(!ws.path("bad").join("manifest.toml").exists());
+
+    // Over the threshold: the metadata alone in shard 1, every tensor in shard 2 (no
+    // file limit on this medium), as an independent reader sees them.
+    pack("stick", &["--split-models-over", "256K"]).success();
+    let stick = ws.path("stick");
+    let sh = shards(&manifest(&stick));
+    assert_eq!(
+        sh,
+        [
+            ("models/smol-00001-of-00002.gguf".to_owned(), 1, 2),
+            ("models/smol-00002-of-00002.gguf".to_owned(), 2, 2)
+        ]
+    );
+    let files: Vec<PathBuf> = sh.iter().map(|s| stick.join(&s.0)).collect();
+    assert_eq!(python_split_keys(&files), ["0 2 8 0 True", "1 2 8 8 False"]);
+    assert!(fs::metadata(&files[0]).unwrap().len() < 4096);
+    ws.offgrid(&["verify", "stick", "--pubkey", "hq.pub"])
+        .success();
+    ws.offgrid(&["models", "--stick", "stick"])
+        .success()
+        .stdout(predicate::str::contains("smol").count(1));
+    ws.offgrid(&[
+        "install", "--from", "stick", "--home", "home", "--pubkey", "hq.pub",
+    ])
+    .success();
+
+    // Two updates that edit the chat template only. create-update-pack splits the new
+    // release as its --since release was split (no flag needed): the tensor shard is
+    // `unchanged`, and the packs are a few KiB.
+    for (i, (since, v)) in [("1.0", "1.1"), ("1.1", "1.2")].into_iter().enumerate() {
+        let dir = format!("in{v}");
+        fs::create_dir_all(ws.path(&dir)).unwrap();
+        gguf::rewrite_string(
+            &ws.path("in/smol.gguf"),
+            &ws.path(&format!("{dir}/smol.gguf")),
+            "tokenizer.chat_template",
+            &format!("{{{{ messages }}}} edit {i}"),
+        )
+        .unwrap();
+        let out = format!("u{v}.ogpack");
+        ws.offgrid(&[
+            "create-update-pack",
+            "--since",
+            since,
+            "--release",
+            v,
+            "--bundle-id",
+            "org.example.media",
+            "--model",
+            &format!("{dir}/smol.gguf"),
+            "--sign-with",
+            "hq.key",
+            "--no-host-binary",
+            "-o",
+            &out,
+        ])
+        .success();
+        let size = fs::metadata(ws.path(&out)).unwrap().len();
+        assert!(size < 64 * 1024, "a template edit cost {size} bytes");
+        ws.offgrid(&["apply-update", &out, "--home", "home", "--keep", "3"])
+            .success();
+    }
+    ws.offgrid(&["status", "--home", "home", "--verify"])
+        .success()
+        .stdout(predicate::str::contains("1.2"));
+
+    // Three kept releases: one inode for the tensor shard, three metadata shards; each
+    // release past the first costs at most its own files other than the tensor shard
+    // (manifest, metadata shard, scripts), never the tensors again.
+    let home = ws.path("home");
+    let dirs: Vec<PathBuf> = fs::read_dir(home.join("versions"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert_eq!(dirs.len(), 3, "{dirs:?}");
+    let inode = |d: &Path, k: u32| {
+        fs::metadata(d.join(format!("models/smol-0000{k}-of-00002.gguf")))
+            .unwrap()
+            .ino()
+    };
+    let tensors: std::collections::BTreeSet<u64> = dirs.iter().map(|d| inode(d, 2)).collect();
+    let metas: std::collections::BTreeSet<u64> = dirs.iter().map(|d| inode(d, 1)).collect();
+    assert_eq!((tensors.len(), metas.len()), (1, 3));
+    let one = disk_usage(&[home.join("current/")]);
+    let used = disk_usage(&[home.join("versions"), home.join("objects")]);
+    let tensor_shard = fs::metadata(home.join("current/models/smol-00002-of-00002.gguf"))
+        .unwrap()
+        .len();
+    assert!(tensor_shard > 512 * 1024);
+    assert!(
+        used <= one + 2 * (one - tensor_shard),
+        "3 releases use {used} bytes, one {one} of which the tensor shard is {tensor_shard}"
+    );
+}
+
 #[test]
 fn an_already_split_model_is_one_model_by_its_first_shard_or_its_folder() {
     let ws = Ws::new();

@@ -66,11 +66,17 @@ pub struct ReleaseArgs {
     /// Do not add the running offgrid for this computer's platform
     #[arg(long)]
     pub no_host_binary: bool,
+    /// Write a GGUF model of at least SIZE in llama.cpp's split layout with its
+    /// metadata alone in shard 1, so a metadata edit (a chat template) leaves the tensor
+    /// shards unchanged and a site's store keeps them once; 'never' keeps each model
+    /// that fits the medium one file [default: 256M]
+    #[arg(long, value_name = "SIZE|never")]
+    pub split_models_over: Option<String>,
 }
 
 impl ReleaseArgs {
     /// The clap ids of these flags, for a command whose other flags conflict with them.
-    pub const IDS: [&'static str; 8] = [
+    pub const IDS: [&'static str; 9] = [
         "recipe",
         "models",
         "binaries",
@@ -79,6 +85,7 @@ impl ReleaseArgs {
         "changelog",
         "default_model",
         "no_host_binary",
+        "split_models_over",
     ];
 
     /// The library's view of these flags, with the command's own `--bundle-id` and
@@ -96,6 +103,7 @@ impl ReleaseArgs {
             signers,
             no_host_binary: self.no_host_binary,
             catalog_objects: Default::default(),
+            split_models_over: self.split_models_over.clone(),
         }
     }
 }

@@ -333,7 +333,12 @@ pub fn shim_summary(sh: &update::shims::ShimReport) -> String {
         return String::new();
     }
     let mut s = format!("  commands: {} in '{}'\n", sh.commands.join(", "), sh.dir);
-    if !sh.on_path {
+    if !sh.on_path && cfg!(windows) {
+        s.push_str(&format!(
+            "  hint: '{}' is not on your PATH; add it under Settings > System > About > Advanced system settings > Environment Variables (this window only: set \"PATH={};%PATH%\")\n",
+            sh.dir, sh.dir
+        ));
+    } else if !sh.on_path {
         s.push_str(&format!(
             "  hint: '{}' is not on your PATH; add it, e.g. in ~/.profile: export PATH=\"{}:$PATH\"\n",
             sh.dir, sh.dir

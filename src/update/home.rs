@@ -24,6 +24,9 @@ use crate::version::Version;
 
 /// The environment variable naming the home.
 pub const ENV: &str = "OFFGRID_HOME";
+/// On Windows, where `current` cannot be a symlink, the file naming the current
+/// version's folder (derived from state.json like the link; SPEC.md §18.5).
+pub const CURRENT_TXT: &str = "current.txt";
 /// `format` of state.json.
 pub const STATE_FORMAT: &str = "offgrid-home/1";
 /// Largest state.json accepted.
@@ -387,8 +390,16 @@ impl Home {
             // Not fsynced: the state is the truth and recovery re-points the link.
             fs::rename(&tmp, &link).map_err(io_err("replace", &link))?;
         }
+        // No symlink without privileges on Windows: the current version's folder name
+        // is a file the `.cmd` shims read (SPEC.md §18.5).
         #[cfg(not(unix))]
-        let _ = s;
+        {
+            let p = self.root.join(CURRENT_TXT);
+            if fs::read_to_string(&p).ok().as_deref() != Some(s.current.dir.as_str()) {
+                crate::fsutil::atomic_write(&p, s.current.dir.as_bytes())
+                    .map_err(io_err("replace", &p))?;
+            }
+        }
         Ok(())
     }
 

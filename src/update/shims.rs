@@ -6,8 +6,10 @@
 //!
 //! A shim is recognised by its marker line and only a shim is ever replaced: a file of the
 //! same name that offgrid did not write is left alone and reported. Where the shims went
-//! is kept in `HOME/commands.json`, so apply-update refreshes the same folder. Known gaps:
-//! Windows gets no `.cmd` shims yet; a command a later release drops keeps its shim, which
+//! is kept in `HOME/commands.json`, so apply-update refreshes the same folder. On Windows
+//! a shim is a batch file `NAME.cmd` that finds the current release through
+//! `HOME\current.txt`. Known gaps: the `.cmd` shims are checked by their text only (no
+//! Windows machine runs the tests); a command a later release drops keeps its shim, which
 //! then says the command is not in the current release.
 
 use std::fs;
@@ -40,7 +42,7 @@ pub struct ShimReport {
 }
 
 /// The bin folder: `flag`, else `$OFFGRID_BIN_DIR`, else the home's `bin/` when the home
-/// was chosen (`--home` or `$OFFGRID_HOME`), else `~/.local/bin`.
+/// was chosen (`--home` or `$OFFGRID_HOME`) or on Windows, else `~/.local/bin`.
 pub fn bin_dir(home: &Home, flag: Option<&Path>, home_chosen: bool) -> PathBuf {
     if let Some(f) = flag {
         return f.to_path_buf();
@@ -49,6 +51,10 @@ pub fn bin_dir(home: &Home, flag: Option<&Path>, home_chosen: bool) -> PathBuf {
         return PathBuf::from(e);
     }
     if home_chosen || std::env::var_os(crate::update::home::ENV).is_some_and(|v| !v.is_empty()) {
+        return home.root.join("bin");
+    }
+    if cfg!(windows) {
+        // No per-user bin folder is on a Windows PATH by default.
         return home.root.join("bin");
     }
     crate::update::history::home_dir().join(".local/bin")
@@ -63,6 +69,62 @@ pub fn recorded_dir(home: &Home) -> Option<PathBuf> {
 
 fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// How a shim is written: a POSIX `sh` script, or a Windows batch file `NAME.cmd`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Sh,
+    Cmd,
+}
+
+impl Style {
+    /// The style for a host platform tag (`windows-…` gets `.cmd` files).
+    pub fn for_host(host: &str) -> Style {
+        if host.starts_with("windows-") {
+            Style::Cmd
+        } else {
+            Style::Sh
+        }
+    }
+
+    /// The shim's file name for command `name`.
+    pub fn file_name(self, name: &str) -> String {
+        match self {
+            Style::Sh => name.to_owned(),
+            Style::Cmd => format!("{name}.cmd"),
+        }
+    }
+
+    /// The text of the shim `name` running `rel` (a bundle path) of the current release
+    /// of the home at `home_root`.
+    pub fn text(self, home_root: &Path, name: &str, rel: &str, offgrid: bool) -> String {
+        match self {
+            Style::Sh => shim_text(home_root, name, rel, offgrid),
+            Style::Cmd => cmd_text(home_root, name, rel, offgrid),
+        }
+    }
+}
+
+/// The marker of a `.cmd` shim (line 2).
+pub const MARKER_CMD: &str = "rem offgrid shim:";
+
+/// A Windows batch shim. Windows has no `current` link (creating symlinks needs a
+/// privilege), so the shim reads the current version's folder name from
+/// `HOME\current.txt`, which the home rewrites at every switch. `%` is doubled (batch
+/// expands it even inside quotes); Windows paths hold no `"`.
+fn cmd_text(home_root: &Path, name: &str, rel: &str, offgrid: bool) -> String {
+    let home = home_root.display().to_string().replace('%', "%%");
+    let rel = rel.replace('/', "\\").replace('%', "%%");
+    let cur = crate::update::home::CURRENT_TXT;
+    let env = if offgrid {
+        format!("if not defined OFFGRID_HOME set \"OFFGRID_HOME={home}\"\r\n")
+    } else {
+        String::new()
+    };
+    format!(
+        "@echo off\r\n{MARKER_CMD} runs '{name}' of the current release in '{home}'; written by offgrid install, do not edit\r\nsetlocal\r\n{env}set \"CUR=\"\r\nif exist \"{home}\\{cur}\" set /p CUR=<\"{home}\\{cur}\"\r\nif not defined CUR goto missing\r\nif not exist \"{home}\\versions\\%CUR%\\{rel}\" goto missing\r\n\"{home}\\versions\\%CUR%\\{rel}\" %*\r\nexit /b %ERRORLEVEL%\r\n:missing\r\necho offgrid: '{name}' is not in the current release of '{home}' 1>&2\r\nexit /b 9009\r\n"
+    )
 }
 
 /// The text of the shim `name` running `rel` (a bundle path) of the current release.
@@ -104,12 +166,7 @@ pub fn write(home: &Home, dir: &Path, m: &Manifest, host: &str) -> std::io::Resu
         on_path: false,
         ..ShimReport::default()
     };
-    if !cfg!(unix) {
-        report
-            .skipped
-            .push(("*".into(), "shims are written on Unix only".into()));
-        return Ok(report);
-    }
+    let style = Style::for_host(host);
     let mut wanted: Vec<(String, String, bool)> = Vec::new();
     let exe = host
         .parse::<crate::platform::Platform>()
@@ -130,9 +187,14 @@ pub fn write(home: &Home, dir: &Path, m: &Manifest, host: &str) -> std::io::Resu
     }
     fs::create_dir_all(&dir)?;
     for (name, rel, is_offgrid) in wanted {
-        let p = dir.join(&name);
+        let p = dir.join(style.file_name(&name));
         match fs::read(&p) {
-            Ok(old) if !String::from_utf8_lossy(&old).contains(MARKER) => {
+            Ok(old)
+                if !String::from_utf8_lossy(&old).contains(match style {
+                    Style::Sh => MARKER,
+                    Style::Cmd => MARKER_CMD,
+                }) =>
+            {
                 report.skipped.push((
                     name,
                     format!(
@@ -144,7 +206,7 @@ pub fn write(home: &Home, dir: &Path, m: &Manifest, host: &str) -> std::io::Resu
             }
             _ => {}
         }
-        let text = shim_text(&root, &name, &rel, is_offgrid);
+        let text = style.text(&root, &name, &rel, is_offgrid);
         crate::fsutil::atomic_write(&p, text.as_bytes())?;
         #[cfg(unix)]
         {
@@ -173,5 +235,30 @@ mod tests {
         let t = shim_text(Path::new("/h"), "tool", "apps/x/tool", false);
         assert!(t.contains(MARKER));
         assert!(t.contains("exec '/h/current/apps/x/tool' \"$@\""));
+    }
+
+    #[test]
+    fn windows_gets_cmd_shims_through_current_txt() {
+        assert_eq!(Style::for_host("windows-x86_64"), Style::Cmd);
+        assert_eq!(Style::for_host("linux-aarch64"), Style::Sh);
+        assert_eq!(Style::Cmd.file_name("tool"), "tool.cmd");
+        let t = Style::Cmd.text(
+            Path::new(r"C:\Users\a%b\.offgrid"),
+            "offgrid",
+            "bin/windows-x86_64/offgrid.exe",
+            true,
+        );
+        let lines: Vec<&str> = t.split("\r\n").collect();
+        assert_eq!(lines[0], "@echo off");
+        assert!(lines[1].starts_with(MARKER_CMD));
+        assert!(t.contains(r#"set /p CUR=<"C:\Users\a%%b\.offgrid\current.txt""#));
+        assert!(t.contains(
+            r#""C:\Users\a%%b\.offgrid\versions\%CUR%\bin\windows-x86_64\offgrid.exe" %*"#
+        ));
+        assert!(
+            t.contains(r#"if not defined OFFGRID_HOME set "OFFGRID_HOME=C:\Users\a%%b\.offgrid""#)
+        );
+        assert!(t.contains("exit /b 9009"));
+        assert!(!t.replace("\r\n", "").contains('\n'), "CRLF line ends only");
     }
 }

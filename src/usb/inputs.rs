@@ -273,6 +273,38 @@ pub struct ReleaseInputs {
     pub signers: Vec<PathBuf>,
     /// Any other payload (`--add`, `[[files]]`), in the order given.
     pub adds: Vec<AddInput>,
+    /// A GGUF model of at least this many bytes is written in llama.cpp's split layout
+    /// with its metadata alone in shard 1 (SPEC.md §16.2), so that a metadata edit
+    /// leaves its tensor shards byte-identical; `None`: never (only the file limit
+    /// splits).
+    pub split_models_over: Option<u64>,
+}
+
+/// The default of `--split-models-over`: 256 MiB. A smaller model gains little from
+/// sharing its tensors, and stays one file any tool opens.
+pub const DEFAULT_SPLIT_MODELS_OVER: u64 = 256 << 20;
+
+/// Reads a `--split-models-over` / recipe `split_models_over` value: a size (`256M`,
+/// `1G`, bytes) or `never`.
+pub fn parse_split_models_over(what: &'static str, text: &str) -> Result<Option<u64>, PackError> {
+    if text.trim().eq_ignore_ascii_case("never") {
+        return Ok(None);
+    }
+    match crate::units::parse_size(text) {
+        Ok(0) => Err(PackError::BadArg {
+            what,
+            value: text.chars().take(40).collect(),
+            reason: "it is zero".into(),
+            help: "give a size such as 256M or 1G, or 'never' to keep every model that fits the medium one file",
+        }),
+        Ok(n) => Ok(Some(n)),
+        Err(reason) => Err(PackError::BadArg {
+            what,
+            value: text.chars().take(40).collect(),
+            reason,
+            help: "give a size such as 256M or 1G, or 'never' to keep every model that fits the medium one file",
+        }),
+    }
 }
 
 /// Raw command-line inputs, before validation (`--recipe` is optional).
@@ -295,6 +327,8 @@ pub struct Flags {
     /// The recipe's catalog entries (`NAME@VERSION`) already fetched: their HQ store
     /// objects (`objects/AA/SHA256`, verified), used in place of a local path.
     pub catalog_objects: BTreeMap<String, PathBuf>,
+    /// `--split-models-over SIZE|never`.
+    pub split_models_over: Option<String>,
 }
 
 /// Splits `NAME=FILE`; a bare `FILE` (or one whose part before `=` looks like a path)
@@ -661,6 +695,14 @@ impl ReleaseInputs {
             )?;
         }
 
+        let split_models_over = match (
+            &flags.split_models_over,
+            r.and_then(|r| r.split_models_over.as_ref()),
+        ) {
+            (Some(f), _) => parse_split_models_over("--split-models-over", f)?,
+            (None, Some(v)) => parse_split_models_over("recipe split_models_over", v)?,
+            (None, None) => Some(DEFAULT_SPLIT_MODELS_OVER),
+        };
         Ok(ReleaseInputs {
             bundle_id,
             release,
@@ -670,6 +712,7 @@ impl ReleaseInputs {
             default_model,
             signers,
             adds,
+            split_models_over,
         })
     }
 
@@ -701,6 +744,44 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, b"x").unwrap();
         p
+    }
+
+    #[test]
+    fn split_threshold_defaults_and_parses() {
+        assert_eq!(
+            parse_split_models_over("--split-models-over", "1G").unwrap(),
+            Some(1 << 30)
+        );
+        assert_eq!(
+            parse_split_models_over("--split-models-over", "Never").unwrap(),
+            None
+        );
+        for bad in ["0", "x", "12Q"] {
+            assert!(parse_split_models_over("--split-models-over", bad).is_err());
+        }
+        let d = tempfile::tempdir().unwrap();
+        let a = touch(d.path(), "a.gguf");
+        let key = touch(d.path(), "k.key");
+        let mut f = Flags {
+            models: vec![a.display().to_string()],
+            release: Some("1.2".into()),
+            signers: vec![key],
+            ..Flags::default()
+        };
+        let i = ReleaseInputs::from_flags(&f).unwrap();
+        assert_eq!(i.split_models_over, Some(DEFAULT_SPLIT_MODELS_OVER));
+        let recipe = d.path().join("r.toml");
+        std::fs::write(&recipe, "split_models_over = \"never\"\n").unwrap();
+        f.recipe = Some(recipe);
+        assert_eq!(
+            ReleaseInputs::from_flags(&f).unwrap().split_models_over,
+            None
+        );
+        f.split_models_over = Some("64M".into());
+        assert_eq!(
+            ReleaseInputs::from_flags(&f).unwrap().split_models_over,
+            Some(64 << 20)
+        );
     }
 
     #[test]

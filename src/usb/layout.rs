@@ -174,7 +174,7 @@ fn file_size(what: &str, path: &std::path::Path) -> Result<u64, PackError> {
 }
 
 /// Plans the tree of `inputs`. `key_ids` are the signers' key ids (named in README.txt).
-/// Models are never split (see [`plan_for`]).
+/// Models are split only at `inputs.split_models_over` (see [`plan_for`]).
 pub fn plan(inputs: &ReleaseInputs, key_ids: &[String]) -> Result<TreePlan, PackError> {
     plan_for(inputs, key_ids, None)
 }
@@ -248,8 +248,8 @@ pub fn existing_shards(
 }
 
 /// Plans the tree of `inputs` for a medium whose files hold at most `max_file` bytes: a
-/// model larger than that is split the way llama.cpp loads it (SPEC.md §16.2); a model
-/// already split is carried as its shards. Other files are not split here: the caller
+/// model larger than that, or at least `inputs.split_models_over`, is split the way
+/// llama.cpp loads it (SPEC.md §16.2); a model already split is carried as its shards. Other files are not split here: the caller
 /// checks them against the limit ([`super::pack::check_fits`]).
 pub fn plan_for(
     inputs: &ReleaseInputs,
@@ -285,7 +285,13 @@ pub fn plan_for(
             }
             continue;
         }
-        if let Some(limit) = max_file.filter(|l| size > *l) {
+        // Over the file limit: shards of at most the limit. Over the split threshold:
+        // the metadata alone in shard 1, the tensors in as few shards as the limit
+        // allows (SPEC.md §16.2).
+        let over_limit = max_file.filter(|l| size > *l);
+        let over_threshold = inputs.split_models_over.is_some_and(|t| size >= t);
+        if over_limit.is_some() || over_threshold {
+            let limit = over_limit.or(max_file).unwrap_or(u64::MAX);
             let sp = Arc::new(split::plan(&m.source, &info, limit)?);
             let n = sp.count() as u32;
             for i in 0..sp.count() {

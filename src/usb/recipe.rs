@@ -74,6 +74,9 @@ pub struct Recipe {
     /// Any other payload: files and folders (SPEC.md §18.1).
     #[serde(default)]
     pub files: Vec<RecipeFile>,
+    /// GGUF models of at least this size (`"256M"`) are written with their metadata in
+    /// a shard of its own, or `"never"` (SPEC.md §16.2).
+    pub split_models_over: Option<String>,
 }
 
 impl Recipe {

@@ -6,9 +6,10 @@
 //! the way `du` counts, and `du -s --apparent-size` itself) and its ratio to one
 //! release's size. Disk, not time, is measured, so it runs the dev build of the core.
 //!
-//! The store (SPEC.md §7.5) shares whole files, so a template edit costs a whole new
-//! model file: expect a ratio near 3.0 (the goal, ≤ 1.05, needs the tensor data
-//! stored apart from the GGUF metadata; SPEC.md §7.17 names the gap).
+//! Two layouts in one run: the default, where a model of at least 256 MiB travels with
+//! its metadata in a shard of its own (SPEC.md §16.2) so the store (§7.5) keeps the
+//! tensor shard once (goal ≤ 1.05), and `--split-models-over never`, one model file per
+//! release, which the store cannot share (expect about 3.0).
 
 use std::process::Command;
 
@@ -62,91 +63,145 @@ pub fn bench(opts: &Opts) -> Result<()> {
     .context("making a key with minisign -G -W (apt-get install minisign)")?;
     let tail = work.join("tensors.bin");
     util::write_incompressible(&tail, opts.size_mib << 20, 7)?;
-    let og = |args: &[&str]| -> Result<()> {
-        util::run(
-            Command::new(&bin)
-                .args(args)
-                .current_dir(&work)
-                .env("OFFGRID_HQ", work.join("hq"))
-                .env("OFFGRID_BIN_DIR", work.join("bin"))
-                .env_remove("OFFGRID_HOME"),
-        )
-    };
-    for (i, v) in ["1.0", "1.1", "1.2"].iter().enumerate() {
+    for v in ["1.0", "1.1", "1.2"] {
         let dir = work.join(format!("v{v}"));
         std::fs::create_dir_all(&dir)?;
         let template = format!(
             "{{% for m in messages %}}<|{}|>{{{{ m.role }}}}: {{{{ m.content }}}}\n{{% endfor %}}",
-            ["im_start", "start", "turn"][i]
+            v
         );
         model(&dir.join("model.gguf"), &tail, &template)?;
-        let m = format!("v{v}/model.gguf");
-        if i == 0 {
-            og(&[
-                "pack-usb",
-                "stick",
-                "--release",
-                v,
-                "--model",
-                &m,
-                "--no-host-binary",
-                "--sign-with",
-                "hq.key",
-            ])?;
-        } else {
-            let out = format!("u{v}.ogpack");
-            og(&[
-                "create-update-pack",
-                "--since",
-                ["1.0", "1.1"][i - 1],
-                "--release",
-                v,
-                "--model",
-                &m,
-                "--no-host-binary",
-                "--no-delta",
-                "--level",
-                "1",
-                "--sign-with",
-                "hq.key",
-                "-o",
-                &out,
-            ])?;
-        }
     }
     std::fs::remove_file(&tail)?;
-    let home = work.join("home");
-    let h = home.to_string_lossy().into_owned();
+    println!(
+        "bench store: 3 kept releases of a {} MiB model differing by a chat-template edit",
+        opts.size_mib
+    );
+    let mut ratios = Vec::new();
+    for (label, split) in [
+        ("default (metadata in a shard of its own)", None),
+        ("--split-models-over never (one model file)", Some("never")),
+    ] {
+        let r = one_layout(&bin, &work, split)?;
+        println!("  {label}:");
+        println!(
+            "    one release: {} bytes ({:.1} MiB; files: {}); home (versions + objects, each inode once): {} bytes ({:.1} MiB); du -s --apparent-size of the home: {} bytes",
+            r.one,
+            util::mib(r.one),
+            r.files.join(", "),
+            r.used,
+            util::mib(r.used),
+            r.du
+        );
+        let ratio = r.used as f64 / r.one.max(1) as f64;
+        println!("    ratio home / one release: {ratio:.3}");
+        ratios.push(ratio);
+    }
+    println!(
+        "  goal: default ratio <= 1.05: {:.3} ({}); whole files for comparison: {:.3}",
+        ratios[0],
+        if ratios[0] <= 1.05 { "met" } else { "NOT met" },
+        ratios[1]
+    );
+    Ok(())
+}
+
+/// What one layout's home used.
+struct Usage {
+    one: u64,
+    used: u64,
+    du: u64,
+    files: Vec<String>,
+}
+
+/// Packs 1.0, makes the 1.1 and 1.2 packs, installs and applies them into a new home
+/// with `--split-models-over split` when given; returns the home's usage.
+fn one_layout(bin: &std::path::Path, work: &std::path::Path, split: Option<&str>) -> Result<Usage> {
+    let tag = split.unwrap_or("default");
+    let hq = work.join(format!("hq-{tag}"));
+    let og = |args: &[&str]| -> Result<()> {
+        let mut c = Command::new(bin);
+        c.args(args)
+            .current_dir(work)
+            .env("OFFGRID_HQ", &hq)
+            .env("OFFGRID_BIN_DIR", work.join("bin"))
+            .env_remove("OFFGRID_HOME");
+        if let Some(s) = split {
+            c.args(["--split-models-over", s]);
+        }
+        util::run(&mut c)
+    };
+    let stick = format!("stick-{tag}");
     og(&[
-        "install", "--from", "stick", "--pubkey", "hq.pub", "--home", &h,
+        "pack-usb",
+        &stick,
+        "--release",
+        "1.0",
+        "--model",
+        "v1.0/model.gguf",
+        "--no-host-binary",
+        "--sign-with",
+        "hq.key",
     ])?;
-    og(&["apply-update", "u1.1.ogpack", "--keep", "3", "--home", &h])?;
-    og(&["apply-update", "u1.2.ogpack", "--keep", "3", "--home", &h])?;
+    for (since, v) in [("1.0", "1.1"), ("1.1", "1.2")] {
+        let m = format!("v{v}/model.gguf");
+        let out = format!("u{v}-{tag}.ogpack");
+        og(&[
+            "create-update-pack",
+            "--since",
+            since,
+            "--release",
+            v,
+            "--model",
+            &m,
+            "--no-host-binary",
+            "--no-delta",
+            "--level",
+            "1",
+            "--sign-with",
+            "hq.key",
+            "-o",
+            &out,
+        ])?;
+    }
+    let home = work.join(format!("home-{tag}"));
+    let h = home.to_string_lossy().into_owned();
+    let site = |args: &[&str]| -> Result<()> {
+        util::run(
+            Command::new(bin)
+                .args(args)
+                .current_dir(work)
+                .env_remove("OFFGRID_HOME"),
+        )
+    };
+    site(&[
+        "install", "--from", &stick, "--pubkey", "hq.pub", "--home", &h,
+    ])?;
+    for v in ["1.1", "1.2"] {
+        let pack = format!("u{v}-{tag}.ogpack");
+        site(&["apply-update", &pack, "--keep", "3", "--home", &h])?;
+    }
     let used = offgrid::update::store::usage(&[home.join("versions"), home.join("objects")]);
     let one = offgrid::update::store::usage(&[home.join("current/")]);
     let du = Command::new("du")
         .args(["-s", "--apparent-size", "--block-size=1"])
         .arg(&home)
         .output()?;
-    let du = String::from_utf8_lossy(&du.stdout);
-    let du_bytes: u64 = du
+    let du = String::from_utf8_lossy(&du.stdout)
         .split_whitespace()
         .next()
         .unwrap_or("0")
         .parse()
         .unwrap_or(0);
-    println!(
-        "bench store: 3 kept releases of a {} MiB model differing by a chat-template edit",
-        opts.size_mib
-    );
-    println!(
-        "  one release: {one} bytes ({:.1} MiB); home (versions + objects, each inode once): {used} bytes ({:.1} MiB); du -s --apparent-size of the home: {du_bytes} bytes",
-        util::mib(one),
-        util::mib(used)
-    );
-    println!(
-        "  ratio home / one release: {:.3} (goal <= 1.05; whole-file objects: a template edit stores a whole new model file)",
-        used as f64 / one.max(1) as f64
-    );
-    Ok(())
+    let mut files: Vec<String> = std::fs::read_dir(home.join("current/models"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    Ok(Usage {
+        one,
+        used,
+        du,
+        files,
+    })
 }
