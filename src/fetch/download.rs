@@ -6,8 +6,12 @@
 //! on ([`SourceError`]). Failed reads are retried with backoff; a connection that
 //! delivers nothing for the stall time is dropped (the client's per-read timeout).
 //!
-//! A hasher thread follows the contiguous downloaded prefix, so the whole-file sha256 is
-//! ready when the last byte lands (no second pass over a 40 GB file); if any part was
+//! A hasher thread ([`Follower`], on the second core) follows the contiguous downloaded
+//! prefix, so the whole-file sha256 is ready when the last byte lands (no second pass
+//! over a 40 GB file). Each connection writes what it receives at once and hands its
+//! 1 MiB receive buffers to the hasher, which hashes them from memory when they are next
+//! in file order (one connection: every byte); bytes that arrived ahead of the prefix
+//! are read back from the page cache when the prefix reaches them. If any part was
 //! rewound during the run, the file is hashed again from disk instead.
 //! The state is saved every 20 ms (no fsync: a killed fetch loses at most that much of
 //! each connection's bytes) and durably every 5 s (data synced first; what survives a
@@ -87,11 +91,16 @@ pub fn download(
         }
     };
 
+    let (follower, chunks) = Follower::new(workers);
+    let follower = &follower;
     let digest = std::thread::scope(|scope| {
-        let hasher = scope.spawn(|| tail_hash(file, st, &done, &abort));
+        let hasher = scope.spawn(|| follower.run(chunks, file, st, &done, &abort));
         let mut handles = Vec::new();
-        for _ in 0..workers {
-            handles.push(scope.spawn(|| {
+        for w in 0..workers {
+            let slot = &follower.slots[w];
+            let (queue, done, abort, rewound, fail) = (&queue, &done, &abort, &rewound, &fail);
+            let validator = validator.as_deref();
+            handles.push(scope.spawn(move || {
                 while !abort.load(Ordering::SeqCst) {
                     let next = queue.lock().ok().and_then(|mut q| q.pop_front());
                     let Some(i) = next else { break };
@@ -102,12 +111,14 @@ pub fn download(
                         state: st,
                         done: &done[i],
                         index: i,
-                        validator: validator.as_deref(),
+                        validator,
                         ranges,
                         opts,
                         limiter,
-                        abort: &abort,
-                        rewound: &rewound,
+                        abort,
+                        rewound,
+                        follower,
+                        slot,
                         on_event,
                     };
                     if let Err(e) = job.run() {
@@ -157,6 +168,7 @@ pub fn download(
         for h in handles {
             let _ = h.join();
         }
+        follower.close();
         if abort.load(Ordering::SeqCst) {
             return None;
         }
@@ -186,44 +198,204 @@ pub fn download(
 /// Bytes a connection writes between two requests to start their write-back.
 const WRITEBACK_STEP: u64 = 8 << 20;
 
-/// Hashes the file from the start, following the contiguous prefix of finished bytes.
-/// `Ok(None)`: stopped by `abort`.
-fn tail_hash(
-    file: &std::fs::File,
-    st: &super::partial::State,
-    done: &[AtomicU64],
-    abort: &AtomicBool,
-) -> Result<Option<String>, FetchError> {
-    let mut h = Sha256::new();
-    let mut pos = 0u64;
-    let mut buf = vec![0u8; 1 << 20];
-    while pos < st.size {
-        if abort.load(Ordering::SeqCst) {
-            return Ok(None);
+/// Bytes a connection collects before handing them to the hasher.
+const CHUNK: usize = 1 << 20;
+
+/// Chunks waiting for the hasher (the network waits when it is this far behind).
+const QUEUED_CHUNKS: usize = 8;
+
+/// One received chunk, already written at `offset`: the hasher hashes it from memory
+/// when it is next in file order.
+struct Chunk {
+    offset: u64,
+    buf: Vec<u8>,
+    len: usize,
+}
+
+/// The whole-file sha256, following the contiguous prefix of finished bytes: chunks that
+/// arrive in file order (one connection, or the part at the front) are hashed straight
+/// from the receive buffers; bytes that arrived out of order are read back from the file
+/// once the prefix reaches them. Runs on its own thread ([`Follower::run`]).
+struct Follower {
+    /// Bytes hashed so far (connections skip handing over chunks far beyond it).
+    hashed: AtomicU64,
+    tx: Mutex<Option<std::sync::mpsc::SyncSender<Chunk>>>,
+    /// Spent chunk buffers, for the connections to fill again.
+    pool: Mutex<Vec<Vec<u8>>>,
+    /// Per connection: where the chunk it is collecting starts (`u64::MAX`: none).
+    slots: Vec<AtomicU64>,
+}
+
+impl Follower {
+    fn new(connections: usize) -> (Follower, std::sync::mpsc::Receiver<Chunk>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUED_CHUNKS);
+        let f = Follower {
+            hashed: AtomicU64::new(0),
+            tx: Mutex::new(Some(tx)),
+            pool: Mutex::new(Vec::new()),
+            slots: (0..connections).map(|_| AtomicU64::new(u64::MAX)).collect(),
+        };
+        (f, rx)
+    }
+
+    /// A chunk buffer to fill (recycled when one is free).
+    fn buffer(&self) -> Vec<u8> {
+        self.pool
+            .lock()
+            .ok()
+            .and_then(|mut p| p.pop())
+            .unwrap_or_else(|| vec![0u8; CHUNK])
+    }
+
+    /// Hands over `buf[..len]`, written at `offset`, and returns the buffer to fill next:
+    /// a fresh one when the hasher took it, else `buf` again (the chunk is too far ahead
+    /// of the hasher to be useful; it reads those bytes back later).
+    fn offer(&self, offset: u64, buf: Vec<u8>, len: usize) -> Vec<u8> {
+        let window = (QUEUED_CHUNKS * CHUNK) as u64;
+        if len == 0 || offset > self.hashed.load(Ordering::SeqCst) + window {
+            return buf;
         }
-        let mut avail = 0u64;
-        for (i, d) in done.iter().enumerate() {
-            let (s, e) = st.range(i);
-            let d = d.load(Ordering::SeqCst);
-            avail = s + d;
-            if d < e - s {
-                break;
+        let tx = self.tx.lock().ok().and_then(|t| t.clone());
+        match tx {
+            Some(tx) => match tx.send(Chunk { offset, buf, len }) {
+                Ok(()) => self.buffer(),
+                Err(std::sync::mpsc::SendError(c)) => c.buf,
+            },
+            None => buf,
+        }
+    }
+
+    /// No more chunks will come (every connection has stopped).
+    fn close(&self) {
+        if let Ok(mut t) = self.tx.lock() {
+            *t = None;
+        }
+    }
+
+    /// Hashes the file from the start to `st.size`. `Ok(None)`: stopped by `abort`, or
+    /// the connections stopped before the file was complete.
+    fn run(
+        &self,
+        rx: std::sync::mpsc::Receiver<Chunk>,
+        file: &std::fs::File,
+        st: &super::partial::State,
+        done: &[AtomicU64],
+        abort: &AtomicBool,
+    ) -> Result<Option<String>, FetchError> {
+        use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+        let mut h = Sha256::new();
+        let mut pos = 0u64;
+        let mut back: Vec<u8> = Vec::new();
+        let mut closed = false;
+        while pos < st.size {
+            if abort.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            let mut chunk = match rx.try_recv() {
+                Ok(c) => Some(c),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => {
+                    closed = true;
+                    None
+                }
+            };
+            let avail = prefix(st, done);
+            if chunk.is_none() && !closed {
+                // Bytes a connection is collecting into a chunk are waited for, not
+                // read back; so are bytes not downloaded yet.
+                let (pending, next) = self.collecting(pos);
+                if pending || avail <= pos {
+                    match rx.recv_timeout(Duration::from_millis(5)) {
+                        Ok(c) => chunk = Some(c),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => closed = true,
+                    }
+                } else {
+                    let to = avail.min(next).min(pos + CHUNK as u64);
+                    read_back(file, &mut h, &mut back, pos, to)?;
+                    pos = to;
+                }
+            } else if chunk.is_none() && avail > pos {
+                let to = avail.min(pos + CHUNK as u64);
+                read_back(file, &mut h, &mut back, pos, to)?;
+                pos = to;
+            } else if chunk.is_none() {
+                // Every connection stopped and the prefix does not reach the end.
+                return Ok(None);
+            }
+            if let Some(c) = chunk {
+                let end = c.offset + c.len as u64;
+                // Bytes before the chunk that arrived out of order are on disk.
+                if c.offset > pos && prefix(st, done) >= c.offset {
+                    read_back(file, &mut h, &mut back, pos, c.offset)?;
+                    pos = c.offset;
+                }
+                if c.offset <= pos && end > pos {
+                    h.update(&c.buf[(pos - c.offset) as usize..c.len]);
+                    pos = end;
+                }
+                if let Ok(mut p) = self.pool.lock() {
+                    p.push(c.buf);
+                }
+            }
+            self.hashed.store(pos, Ordering::SeqCst);
+        }
+        Ok(Some(hex::encode(h.finalize())))
+    }
+
+    /// Whether a connection is collecting the chunk holding byte `pos`, and where the
+    /// nearest chunk being collected after `pos` starts (`u64::MAX`: none).
+    fn collecting(&self, pos: u64) -> (bool, u64) {
+        let mut next = u64::MAX;
+        for s in &self.slots {
+            let at = s.load(Ordering::SeqCst);
+            if at <= pos && pos < at.saturating_add(CHUNK as u64) {
+                return (true, at);
+            }
+            if at > pos {
+                next = next.min(at);
             }
         }
-        if avail <= pos {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
+        (false, next)
+    }
+}
+
+/// End of the contiguous finished prefix of the file.
+fn prefix(st: &super::partial::State, done: &[AtomicU64]) -> u64 {
+    let mut avail = 0;
+    for (i, d) in done.iter().enumerate() {
+        let (s, e) = st.range(i);
+        let d = d.load(Ordering::SeqCst);
+        avail = s + d;
+        if d < e - s {
+            break;
         }
-        let n = ((avail - pos) as usize).min(buf.len());
-        read_at(file, &mut buf[..n], pos).map_err(|e| FetchError::Io {
+    }
+    avail
+}
+
+/// Hashes bytes `[from, to)` of `file` (already written) into `h`.
+fn read_back(
+    file: &std::fs::File,
+    h: &mut Sha256,
+    buf: &mut Vec<u8>,
+    mut from: u64,
+    to: u64,
+) -> Result<(), FetchError> {
+    if buf.is_empty() {
+        buf.resize(CHUNK, 0);
+    }
+    while from < to {
+        let n = ((to - from) as usize).min(buf.len());
+        read_at(file, &mut buf[..n], from).map_err(|e| FetchError::Io {
             action: "read",
             path: "(partial download)".into(),
             source: e,
         })?;
         h.update(&buf[..n]);
-        pos += n as u64;
+        from += n as u64;
     }
-    Ok(Some(hex::encode(h.finalize())))
+    Ok(())
 }
 
 struct Job<'a> {
@@ -239,6 +411,9 @@ struct Job<'a> {
     limiter: Option<&'a RateLimiter>,
     abort: &'a AtomicBool,
     rewound: &'a AtomicBool,
+    follower: &'a Follower,
+    /// Where the chunk this connection is collecting starts (`u64::MAX`: none).
+    slot: &'a AtomicU64,
     on_event: &'a (dyn Fn(Event) + Sync),
 }
 
@@ -260,7 +435,9 @@ impl Job<'_> {
             if self.abort.load(Ordering::SeqCst) {
                 return Ok(());
             }
-            match self.attempt() {
+            let attempt = self.attempt();
+            self.slot.store(u64::MAX, Ordering::SeqCst);
+            match attempt {
                 Attempt::Complete => return Ok(()),
                 Attempt::Fatal(e) => return Err(e),
                 Attempt::Retry { reason, progress } => {
@@ -373,57 +550,72 @@ impl Job<'_> {
             }
         }
         let mut reader = resp.into_body().into_reader();
-        let mut buf = vec![0u8; 256 << 10];
         let mut pos = self.done.load(Ordering::SeqCst) + start;
         let mut flushed = pos;
         let mut progress = false;
-        while pos < end {
+        // Received bytes are written as they come (progress and resume stay current) and
+        // collected in `buf` for the hasher, which takes them whole.
+        let mut buf = self.follower.buffer();
+        let mut chunk_at = pos;
+        self.slot.store(chunk_at, Ordering::SeqCst);
+        let mut fill = 0usize;
+        let mut ended = None;
+        while pos < end && ended.is_none() {
             if self.abort.load(Ordering::SeqCst) {
                 return Attempt::Complete;
             }
-            let want = buf.len().min((end - pos) as usize);
+            let want = (buf.len() - fill).min((end - pos) as usize);
             let want = match self.limiter {
                 Some(_) => want.min(64 << 10),
                 None => want,
             };
-            let n = match reader.read(&mut buf[..want]) {
+            let n = match reader.read(&mut buf[fill..fill + want]) {
                 Ok(0) => {
-                    return Attempt::Retry {
-                        reason: format!(
-                            "the connection closed at byte {pos} of {}",
-                            self.state.size
-                        ),
-                        progress,
-                    }
+                    ended = Some(format!(
+                        "the connection closed at byte {pos} of {}",
+                        self.state.size
+                    ));
+                    0
                 }
                 Ok(n) => n,
                 Err(e) => {
-                    let reason = if e.kind() == std::io::ErrorKind::TimedOut
-                        || e.to_string().contains("timeout")
-                    {
-                        format!(
-                            "stalled: no bytes for {} s at byte {pos}",
-                            self.opts.stall.as_secs_f32()
-                        )
-                    } else {
-                        format!("reading failed at byte {pos}: {e}")
-                    };
-                    return Attempt::Retry { reason, progress };
+                    ended = Some(
+                        if e.kind() == std::io::ErrorKind::TimedOut
+                            || e.to_string().contains("timeout")
+                        {
+                            format!(
+                                "stalled: no bytes for {} s at byte {pos}",
+                                self.opts.stall.as_secs_f32()
+                            )
+                        } else {
+                            format!("reading failed at byte {pos}: {e}")
+                        },
+                    );
+                    0
                 }
             };
-            if let Some(l) = self.limiter {
-                l.take(n);
+            if n > 0 {
+                if let Some(l) = self.limiter {
+                    l.take(n);
+                }
+                if let Err(e) = write_at(self.file, &buf[fill..fill + n], pos) {
+                    return Attempt::Fatal(SourceError::Local(FetchError::Io {
+                        action: "write",
+                        path: "(partial download)".into(),
+                        source: e,
+                    }));
+                }
+                fill += n;
+                pos += n as u64;
+                progress = true;
+                self.done.store(pos - start, Ordering::SeqCst);
             }
-            if let Err(e) = write_at(self.file, &buf[..n], pos) {
-                return Attempt::Fatal(SourceError::Local(FetchError::Io {
-                    action: "write",
-                    path: "(partial download)".into(),
-                    source: e,
-                }));
+            if fill == buf.len() || pos == end || ended.is_some() {
+                buf = self.follower.offer(chunk_at, buf, fill);
+                chunk_at = pos;
+                self.slot.store(chunk_at, Ordering::SeqCst);
+                fill = 0;
             }
-            pos += n as u64;
-            progress = true;
-            self.done.store(pos - start, Ordering::SeqCst);
             // Start writing finished bytes to the device as they come, so the durable
             // checkpoints and the final sync do not wait for a whole file's pages.
             if pos - flushed >= WRITEBACK_STEP {
@@ -432,7 +624,10 @@ impl Job<'_> {
             }
         }
         crate::fsutil::start_writeback(self.file, flushed, pos - flushed);
-        Attempt::Complete
+        match ended {
+            Some(reason) => Attempt::Retry { reason, progress },
+            None => Attempt::Complete,
+        }
     }
 
     /// Restarts this part from its beginning.
