@@ -357,3 +357,24 @@ fn a_pack_that_fits_stays_one_ordinary_file() {
     ws.offgrid(&["apply-update", "--home", "home", "up.ogpack"])
         .success();
 }
+
+#[test]
+fn the_parts_examples_parse_and_agree() {
+    let text = include_str!("../formats/pack.parts.example.toml");
+    let pm = PackManifest::parse(text.as_bytes()).unwrap();
+    assert_eq!(pm.to_toml(), text, "the example is not in canonical form");
+    assert_eq!((pm.format.as_str(), pm.parts), ("offgrid-pack/2", Some(4)));
+    let marker = offgrid::update::parts::PartMarker::parse(
+        include_str!("../formats/part.example.toml").as_bytes(),
+    )
+    .unwrap();
+    marker.check(&pm, &util::sha(text.as_bytes())).unwrap();
+    assert_eq!(marker.part, 2);
+    let holds = offgrid::update::parts::holds(&pm);
+    assert_eq!(holds[&2], ["data/big.bin (piece 2 of 4)"]);
+    // A marker naming another pack, or a part beyond N, is refused.
+    assert!(marker.check(&pm, &"0".repeat(64)).is_err());
+    let mut far = marker.clone();
+    far.part = 5;
+    assert!(far.check(&pm, &util::sha(text.as_bytes())).is_err());
+}

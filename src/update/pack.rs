@@ -596,4 +596,39 @@ mod tests {
             .unwrap_err()
             .contains("not supported"));
     }
+
+    #[test]
+    fn pieces_must_cover_each_payload_in_order() {
+        let (mut pm, m) = sample();
+        pm.format = FORMAT_PARTS.into();
+        pm.parts = Some(2);
+        let piece = |part, offset, size| Piece {
+            part,
+            offset,
+            size,
+            sha256: h('e'),
+        };
+        pm.payloads[0].pieces = vec![piece(1, 0, 4), piece(2, 4, 5)];
+        let back = PackManifest::parse(pm.to_toml().as_bytes()).unwrap();
+        assert_eq!(back, pm);
+        back.check_against(&m).unwrap();
+        assert_eq!(
+            pm.payloads[0].piece_entry(1),
+            "payloads/000001.zst.part002-of-002"
+        );
+        let refused = |f: &dyn Fn(&mut PackManifest), why: &str| {
+            let mut p = pm.clone();
+            f(&mut p);
+            let e = PackManifest::parse(p.to_toml().as_bytes()).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        };
+        refused(&|p| p.payloads[0].pieces[1].offset = 5, "do not follow");
+        refused(&|p| p.payloads[0].pieces[1].size = 4, "hold 8 bytes");
+        refused(&|p| p.payloads[0].pieces[1].part = 1, "same part");
+        refused(&|p| p.payloads[0].pieces[1].part = 3, "outside");
+        refused(&|p| p.payloads[0].pieces.clear(), "0 pieces");
+        refused(&|p| p.parts = None, "disagree");
+        refused(&|p| p.format = FORMAT.into(), "disagree");
+        refused(&|p| p.parts = Some(1), "not between 2");
+    }
 }

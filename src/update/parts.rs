@@ -88,7 +88,7 @@ impl PartMarker {
 
     /// Refuses a marker that does not name the signed pack manifest `pm` (bytes hashing
     /// to `sha`), its part count, or a part in 1..=N.
-    fn check(&self, pm: &PackManifest, sha: &str) -> Result<(), String> {
+    pub fn check(&self, pm: &PackManifest, sha: &str) -> Result<(), String> {
         if self.format != PART_FORMAT {
             return Err(format!(
                 "'{PART_MARKER}' has format '{}', not '{PART_FORMAT}'",
@@ -606,4 +606,55 @@ pub fn check_part(
             .collect(),
     };
     Ok((sp.head, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(size: u64) -> Payload {
+        Payload {
+            entry: "payloads/000001.zst".into(),
+            encoding: crate::update::pack::Encoding::Zstd,
+            size,
+            sha256: String::new(),
+            target: "a".into(),
+            target_size: 0,
+            target_sha256: String::new(),
+            base_release: None,
+            base_path: None,
+            base_sha256: None,
+            pieces: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn cut_fills_each_part_before_the_next() {
+        // Room for 5 blocks: a header and a block for payload 1, a header and two blocks
+        // of payload 2; part 2 takes its rest (a header, 4 blocks), part 3 payload 3.
+        let (pieces, n) = cut(&[payload(100), payload(3000), payload(10)], 2560).unwrap();
+        assert_eq!(n, 3);
+        let shape: Vec<Vec<(u32, u64, u64)>> = pieces
+            .iter()
+            .map(|v| v.iter().map(|c| (c.part, c.offset, c.size)).collect())
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                vec![(1, 0, 100)],
+                vec![(1, 0, 1024), (2, 1024, 1976)],
+                vec![(3, 0, 10)],
+            ]
+        );
+        for (p, cs) in [payload(100), payload(3000), payload(10)]
+            .iter()
+            .zip(&pieces)
+        {
+            assert_eq!(cs.iter().map(|c| c.size).sum::<u64>(), p.size);
+        }
+        assert!(cut(&[payload(1)], 1000).is_err(), "no room for one block");
+        assert_eq!(tar_entry_bytes("a", 0), 512);
+        assert_eq!(tar_entry_bytes("a", 513), 1536);
+        assert_eq!(tar_entry_bytes(&"x".repeat(100), 1), 512 + 1024 + 512);
+    }
 }
