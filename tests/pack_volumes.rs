@@ -16,41 +16,14 @@ use offgrid::manifest::Manifest;
 use offgrid::update::pack::PackManifest;
 use predicates::prelude::*;
 
-/// A small GGUF model with the chat template `template`.
-fn model(ws: &Ws, rel: &str, template: &str) {
-    let data: Vec<u8> = (0..64 * 1024u32)
-        .map(|i| (i as u8).wrapping_mul(31))
-        .collect();
-    let mut buf = Vec::new();
-    offgrid::gguf::write_synthetic(
-        &mut buf,
-        &[
-            (
-                "general.architecture",
-                offgrid::gguf::MetaValue::Str("llama".into()),
-            ),
-            (
-                "tokenizer.chat_template",
-                offgrid::gguf::MetaValue::Str(template.into()),
-            ),
-        ],
-        &[("w", vec![data.len() as u64 / 4], &data)],
-    )
-    .unwrap();
-    ws.file(rel, &buf);
-}
-
 /// Release 1.0 packed onto `stick` (recorded in the history) and installed in `home`;
 /// the inputs of 1.1 (a new data file of 600 KB of noise, the template edited) in `new/`.
 fn world() -> Ws {
     let ws = Ws::new();
-    model(&ws, "old/smol.gguf", "{{ role }}: {{ content }}");
+    ws.model_with_template("old/smol.gguf", 64, 1, Some("{{ role }}: {{ content }}"));
     ws.file("old/big.bin", &util::noise(600_000, 1));
-    model(
-        &ws,
-        "new/smol.gguf",
-        "<|im_start|>{{ role }}\n{{ content }}<|im_end|>",
-    );
+    let chatml = "<|im_start|>{{ role }}\n{{ content }}<|im_end|>";
+    ws.model_with_template("new/smol.gguf", 64, 1, Some(chatml));
     ws.file("new/big.bin", &util::noise(600_000, 2));
     ws.offgrid(&[
         "pack-usb",

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use offgrid::update::{self, Home};
+use offgrid::usb::templates::human_size;
 
 use super::Ctx;
 
@@ -238,36 +239,37 @@ pub fn verify_pack_cmd(
         .filter(|s| matches!(s.status, offgrid::trust::SignatureStatus::Valid))
         .filter_map(|s| s.key_id.clone())
         .collect();
-    let mut s = format!(
-        "verified update pack '{}': {} {} -> {} ({}, {} payloads), signed by {}\n",
-        r.pack,
-        r.bundle_id,
-        r.from
-            .iter()
-            .map(|f| f.release.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        r.to,
-        offgrid::usb::templates::human_size(r.size),
-        r.payloads.len(),
-        signers.join(", ")
-    );
-    if let Some(part) = &r.part {
-        s = format!(
-            "verified part {} of {} of update pack {} {} -> {}: {} piece(s), {}, signed by {}\n",
-            part.part,
-            part.parts,
+    let from = r
+        .from
+        .iter()
+        .map(|f| f.release.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (what, size) = match &r.part {
+        Some(part) => (
+            format!("part {} of {} of update pack", part.part, part.parts),
+            format!("{} piece(s), {}", part.pieces, human_size(part.bytes)),
+        ),
+        None => (
+            format!("update pack '{}':", r.pack),
+            format!("{}, {} payloads", human_size(r.size), r.payloads.len()),
+        ),
+    };
+    let mut s = match &r.part {
+        Some(_) => format!(
+            "verified {what} {} {from} -> {}: {size}, signed by {}\n",
             r.bundle_id,
-            r.from
-                .iter()
-                .map(|f| f.release.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
             r.to,
-            part.pieces,
-            offgrid::usb::templates::human_size(part.bytes),
             signers.join(", ")
-        );
+        ),
+        None => format!(
+            "verified {what} {} {from} -> {} ({size}), signed by {}\n",
+            r.bundle_id,
+            r.to,
+            signers.join(", ")
+        ),
+    };
+    if let Some(part) = &r.part {
         for e in &part.elsewhere {
             s.push_str(&format!(
                 "  on part {}: {}\n",

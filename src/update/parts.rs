@@ -230,6 +230,16 @@ pub struct ScannedPart {
 }
 
 impl ScannedPart {
+    /// `part K of N of pack BUNDLE FROM -> TO (pack sha256 …)`.
+    fn label(&self) -> String {
+        format!(
+            "part {} of {} of {}",
+            self.marker.part,
+            self.marker.parts,
+            self.marker.pack_label(&self.head.pack)
+        )
+    }
+
     fn damaged(&self, reason: impl Into<String>) -> UpdateError {
         part_damaged(&self.path, self.marker.part, self.marker.parts, reason)
     }
@@ -504,19 +514,9 @@ pub fn scan_all(paths: &[PathBuf], policy: &TrustPolicy) -> Result<Vec<ScannedPa
             if sp.marker.pack_sha256 != first.marker.pack_sha256 {
                 return Err(UpdateError::OtherPackPart {
                     path: sp.path.display().to_string(),
-                    this: format!(
-                        "part {} of {} of {}",
-                        sp.marker.part,
-                        sp.marker.parts,
-                        sp.marker.pack_label(&sp.head.pack)
-                    ),
+                    this: sp.label(),
                     first: first.path.display().to_string(),
-                    other: format!(
-                        "part {} of {} of {}",
-                        first.marker.part,
-                        first.marker.parts,
-                        first.marker.pack_label(&first.head.pack)
-                    ),
+                    other: first.label(),
                 });
             }
             if let Some(twin) = parts.iter().find(|x| x.marker.part == sp.marker.part) {
