@@ -2,7 +2,8 @@
 //! bases from the history), chooses for every file of the new release how each base
 //! gets it — unchanged (copied on the site), a binary delta (when it is smaller than the
 //! whole file compressed), or the whole file as a zstd frame — signs the pack manifest
-//! and writes the pack tar (SPEC.md §7.1) atomically.
+//! and writes the pack tar (SPEC.md §7.1) atomically; with `volume_size`, a pack larger
+//! than that is cut into parts that each verify alone (`write_parts`, SPEC.md §7.18).
 //!
 //! Known gaps: payloads are compressed one after the other (no parallelism); a delta is
 //! tried only against the base file at the same path (or, for a renamed model or binary,

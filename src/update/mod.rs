@@ -5,7 +5,8 @@
 //! Code map: [`history`] (HQ: releases and the content-addressed store), [`release`]
 //! (HQ: pack-usb inputs to a recorded release), [`pack`] (the signed pack manifest),
 //! [`pack_sign`] (minisign signatures over it), [`create`] (HQ: write a pack), [`reader`]
-//! (stream a pack: signatures first, then payloads), [`verify_pack`], [`home`] (site home
+//! (stream a pack: signatures first, then payloads), [`parts`] (packs cut into parts that
+//! verify alone, read in place), [`verify_pack`], [`home`] (site home
 //! layout, state, lock), [`damage`] (hashing every kept version: status --verify,
 //! repair), [`journal`] (journal and [`recover`]), [`txn`] (stage, then
 //! switch), [`install`], [`apply`], [`rollback`], [`status`], [`repair`] (damaged files put

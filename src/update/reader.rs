@@ -7,6 +7,8 @@
 //! duplicate or unexpected names, sizes that disagree with the signed manifest, data after
 //! the last payload) refuses the pack. Nothing is unpacked by the tar library: owners,
 //! modes and xattrs in the tar are never applied. Every read is bounded before allocating.
+//! [`read_head`] reads the head (entries 0–4) for this reader and for a pack's parts
+//! ([`crate::update::parts`], SPEC.md §7.18), which this reader refuses to read as a whole.
 //! Known gap: a payload's bytes reach the caller before its hash is known (the caller
 //! stages them out of sight and throws them away when the hash does not match).
 
