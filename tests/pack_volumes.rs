@@ -265,6 +265,15 @@ fn missing_foreign_and_damaged_parts_are_refused_before_the_home_changes() {
     );
     assert_eq!(util::snapshot(&ws.path("home/versions")), before);
 
+    // A whole pack given among parts is a usage error.
+    pack(&ws, "whole.ogpack", &[]).success();
+    apply(&[parts[0].as_path(), ws.path("whole.ogpack").as_path()])
+        .code(2)
+        .stderr(predicate::str::contains(
+            "is a whole update pack, not a part of one",
+        ));
+    assert_eq!(util::snapshot(&ws.path("home/versions")), before);
+
     // A part given twice is a usage error.
     let twice: Vec<&Path> = vec![parts[0].as_path(), parts[0].as_path()];
     apply(&twice)
