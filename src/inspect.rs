@@ -97,6 +97,8 @@ pub struct PackView {
     /// File names of the trust roots leading the pack (`N.root.toml`, `N.KEYID.minisig`),
     /// not verified.
     pub roots: Vec<String>,
+    /// A part of a pack in parts: its marker (SPEC.md §7.18), not verified.
+    pub part: Option<crate::update::parts::PartMarker>,
 }
 
 /// What one from-release of a pack would get: the changes it names.
@@ -251,6 +253,7 @@ pub fn inspect_pack(path: &Path) -> Result<PackView, InspectError> {
     let (mut pack, mut manifest) = (None, None);
     let (mut signatures, mut release_signatures) = (Vec::new(), Vec::new());
     let mut roots = Vec::new();
+    let mut part = None;
     let mut skipped = 0usize;
     for (j, e) in entries.enumerate() {
         let i = j - skipped;
@@ -289,6 +292,13 @@ pub fn inspect_pack(path: &Path) -> Result<PackView, InspectError> {
         let bytes = read_bounded(&mut e, max)
             .map_err(io_err(path))?
             .ok_or_else(|| malformed(path, "an update pack", format!("'{name}' is too large")))?;
+        if name == crate::update::parts::PART_MARKER {
+            part = Some(
+                crate::update::parts::PartMarker::parse(&bytes)
+                    .map_err(|r| malformed(path, "an update pack", r))?,
+            );
+            continue;
+        }
         if name == PACK_MANIFEST || name == BUNDLE_MANIFEST {
             toml_guard::check(&bytes).map_err(|r| malformed(path, "an update pack", r))?;
         }
@@ -323,6 +333,7 @@ pub fn inspect_pack(path: &Path) -> Result<PackView, InspectError> {
         signatures,
         release_signatures,
         roots,
+        part,
     })
 }
 

@@ -309,6 +309,27 @@ fn every_json_record_carries_schema_and_the_documented_fields() {
         .collect();
     step("create-update-pack", &pack, 0);
     step("inspect", &["inspect", "up.ogpack", "--json"], 0);
+    // The same pack in parts (SPEC.md §7.18): `pack_parts`, and a part's `part`.
+    let cut: Vec<&str> = ["create-update-pack"]
+        .into_iter()
+        .chain(V1_TO_V2)
+        .chain(["--output", "cut.ogpack", "--sign-with", &hq_key])
+        .chain(["--volume-size", "12K", "--json"])
+        .collect();
+    step("create-update-pack", &cut, 0);
+    let mut parts: Vec<String> = fs::read_dir(w.p(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("cut.ogpack.part"))
+        .collect();
+    parts.sort();
+    assert!(parts.len() >= 2, "cut into {parts:?}: {problems:?}");
+    step("inspect", &["inspect", &parts[1], "--json"], 0);
+    step(
+        "verify",
+        &["verify", &parts[1], "--pubkey", &hq_pub, "--json"],
+        0,
+    );
     // A catalog naming a recorded file, with a newer version of it.
     let same =
         w.v1.files
@@ -403,6 +424,9 @@ fn every_json_record_carries_schema_and_the_documented_fields() {
         &["apply-update", "up.ogpack", "--dry-run", "--json"],
         0,
     );
+    let mut dry: Vec<&str> = vec!["apply-update", "--dry-run", "--json"];
+    dry.extend(parts.iter().map(String::as_str));
+    step("apply-update", &dry, 0);
     step(
         "apply-update",
         &["apply-update", "up.ogpack", "--no-receipt", "--json"],

@@ -37,6 +37,7 @@ mod launcher;
 mod media;
 mod models;
 mod pack_usb;
+mod pack_volumes;
 mod payload;
 mod receipts;
 mod repair;

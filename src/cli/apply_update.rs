@@ -6,14 +6,17 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use offgrid::update::{self, Home};
+use offgrid::usb::templates::human_size;
 
 use super::Ctx;
 
 /// Arguments of `offgrid apply-update`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The update pack file (from `offgrid create-update-pack`)
-    pub pack: PathBuf,
+    /// The update pack file (from `offgrid create-update-pack`), or every part of a pack
+    /// in parts (`PACK.part001-of-003` and on, any order)
+    #[arg(required = true, value_name = "PACK")]
+    pub pack: Vec<PathBuf>,
     #[command(flatten)]
     pub home: super::args::HomeArg,
     /// Check the pack's signatures against the pinned keys and print the plan (files,
@@ -36,7 +39,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         return dry_run(&args, &home);
     }
     // Newer trust roots beside the pack first (SPEC.md §19).
-    super::trust::apply_for_pack(ctx, &home, &args.pack, args.out.json)?;
+    super::trust::apply_for_pack(ctx, &home, &args.pack[0], args.out.json)?;
     let bar = ctx.bar("applying", args.out.json);
     let r = update::apply::apply_update_keeping(
         &home,
@@ -46,8 +49,8 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     )
     .with_context(|| {
         format!(
-            "applying '{}' to '{}'",
-            args.pack.display(),
+            "applying {} to '{}'",
+            packs_label(&args.pack),
             home.root.display()
         )
     })
@@ -61,7 +64,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     // commands (SPEC.md §18.5), in the folder the install chose.
     let shims = update::shims::recorded_dir(&home)
         .and_then(|dir| super::install::write_shims(ctx, &home, &dir));
-    let pack_dir = offgrid::fsutil::parent_dir(&args.pack);
+    let pack_dir = offgrid::fsutil::parent_dir(&args.pack[0]);
     super::site::auto_receipt(ctx, &home, &pack_dir, &args.receipt, args.out.json);
     if args.out.json {
         super::json_line("applied", serde_json::to_value(&r)?)?;
@@ -96,19 +99,20 @@ fn dry_run(args: &Args, home: &Home) -> anyhow::Result<ExitCode> {
     let state = home.state()?;
     // The roots the pack carries (at its head or beside it) are applied in memory only.
     let mut sources = Vec::new();
-    if let Some(src) = update::reader::read_roots(&args.pack)
-        .with_context(|| format!("reading the trust roots of '{}'", args.pack.display()))?
+    let first = &args.pack[0];
+    if let Some(src) = update::reader::read_roots(first)
+        .with_context(|| format!("reading the trust roots of '{}'", first.display()))?
     {
         sources.push(src);
     }
-    if let Some(d) = offgrid::trustroot::find_dir(&offgrid::fsutil::parent_dir(&args.pack)) {
+    if let Some(d) = offgrid::trustroot::find_dir(&offgrid::fsutil::parent_dir(first)) {
         sources.push(offgrid::trustroot::Source::Dir(d));
     }
     let start = offgrid::trustroot::TrustState::of_home(home, &state)?;
     let (policy, roots) = super::trust::dry_policy(start, &sources)?;
     let mut plan = None;
     const STOP: &str = "dry run: head read";
-    let res = update::reader::read_pack(
+    let res = update::parts::read_any(
         &args.pack,
         &policy,
         &offgrid::no_progress,
@@ -127,14 +131,15 @@ fn dry_run(args: &Args, home: &Home) -> anyhow::Result<ExitCode> {
                     .sum::<u64>()
                     .saturating_add(h.manifest_bytes.len() as u64)
                     .saturating_add(1 << 20),
+                h.pack.parts,
             ));
             Err(update::UpdateError::usage(STOP))
         },
         &mut |_, _| Ok(()),
     );
-    let Some((bundle, to, files, bytes, need)) = plan else {
-        res.with_context(|| format!("reading '{}'", args.pack.display()))?;
-        anyhow::bail!("'{}' has no signed head", args.pack.display());
+    let Some((bundle, to, files, bytes, need, parts)) = plan else {
+        res.with_context(|| format!("reading {}", packs_label(&args.pack)))?;
+        anyhow::bail!("{} has no signed head", packs_label(&args.pack));
     };
     let free = offgrid::media::free_bytes(&home.root);
     if args.out.json {
@@ -150,6 +155,7 @@ fn dry_run(args: &Args, home: &Home) -> anyhow::Result<ExitCode> {
                 "need": need,
                 "free": free,
                 "roots": roots,
+                "parts": parts,
             }),
         )?;
     } else {
@@ -158,6 +164,11 @@ fn dry_run(args: &Args, home: &Home) -> anyhow::Result<ExitCode> {
             state.current.release,
             home.root.display()
         );
+        if let Some(n) = parts {
+            s.push_str(&format!(
+                "  parts:     all {n} given and their heads verified; payloads are read from them in place\n"
+            ));
+        }
         if !roots.is_empty() {
             s.push_str(&format!(
                 "  trust:     would apply root(s) {} first (checked; nothing recorded)\n",
@@ -228,20 +239,47 @@ pub fn verify_pack_cmd(
         .filter(|s| matches!(s.status, offgrid::trust::SignatureStatus::Valid))
         .filter_map(|s| s.key_id.clone())
         .collect();
-    let mut s = format!(
-        "verified update pack '{}': {} {} -> {} ({}, {} payloads), signed by {}\n",
-        r.pack,
-        r.bundle_id,
-        r.from
-            .iter()
-            .map(|f| f.release.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        r.to,
-        offgrid::usb::templates::human_size(r.size),
-        r.payloads.len(),
-        signers.join(", ")
-    );
+    let from = r
+        .from
+        .iter()
+        .map(|f| f.release.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (what, size) = match &r.part {
+        Some(part) => (
+            format!("part {} of {} of update pack", part.part, part.parts),
+            format!("{} piece(s), {}", part.pieces, human_size(part.bytes)),
+        ),
+        None => (
+            format!("update pack '{}':", r.pack),
+            format!("{}, {} payloads", human_size(r.size), r.payloads.len()),
+        ),
+    };
+    let mut s = match &r.part {
+        Some(_) => format!(
+            "verified {what} {} {from} -> {}: {size}, signed by {}\n",
+            r.bundle_id,
+            r.to,
+            signers.join(", ")
+        ),
+        None => format!(
+            "verified {what} {} {from} -> {} ({size}), signed by {}\n",
+            r.bundle_id,
+            r.to,
+            signers.join(", ")
+        ),
+    };
+    if let Some(part) = &r.part {
+        for e in &part.elsewhere {
+            s.push_str(&format!(
+                "  on part {}: {}\n",
+                e.part,
+                offgrid::excerpt::message(&e.payloads.join(", "))
+            ));
+        }
+        super::out(&s)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     for p in &r.payloads {
         let how = match p.encoding {
             update::pack::Encoding::Delta => format!(
@@ -266,6 +304,21 @@ pub fn verify_pack_cmd(
     }
     super::out(&s)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `'u.ogpack'`, or `3 parts ('u.ogpack.part001-of-003', …)`, for messages.
+fn packs_label(packs: &[PathBuf]) -> String {
+    match packs {
+        [one] => format!("'{}'", one.display()),
+        many => format!(
+            "{} parts ({})",
+            many.len(),
+            many.iter()
+                .map(|p| format!("'{}'", p.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 /// `2, 3, 4` for the versions of roots a dry run would apply.

@@ -75,6 +75,11 @@ pub struct Args {
     /// does [default: split as the --since release was (its largest later shard)]
     #[arg(long, value_name = "SIZE")]
     pub max_file_size: Option<String>,
+    /// Cut the pack into parts of at most SIZE each (OUT.part001-of-00N and on), each verifiable
+    /// on its own: bytes, a unit (700M, 4.7GB) or a preset (cd, dvd, dvd-dl, bd25, bd50);
+    /// a pack that fits stays one file (SPEC.md §7.18)
+    #[arg(long, value_name = "SIZE")]
+    pub volume_size: Option<String>,
     #[command(flatten)]
     pub out: super::args::JsonArg,
     /// The catalog the recipe's `catalog = "NAME@VERSION"` entries come from (SPEC.md §14.7)
@@ -86,6 +91,10 @@ pub struct Args {
 
 pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let hq = history::resolve_dir(args.history.as_deref());
+    let volume_size = match &args.volume_size {
+        Some(s) => Some(offgrid::media::parse_volume_size_arg("--volume-size", s)?),
+        None => None,
+    };
     if args.output.exists() && !args.force {
         bail!(update::UpdateError::Exists {
             path: args.output.display().to_string()
@@ -218,6 +227,7 @@ pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         deltas: !args.no_delta,
         delta: Default::default(),
         roots: &roots,
+        volume_size,
         progress: &super::progress_fn(&bar),
     })
     .with_context(|| format!("writing update pack '{}'", args.output.display()))?;
@@ -229,14 +239,36 @@ pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         super::json_line("update-pack", serde_json::to_value(&r)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let mut s = format!(
-        "wrote '{}': {} {} -> {} ({})\n",
-        r.output,
-        r.bundle_id,
-        r.from.join(", "),
-        r.to,
-        human_size(r.size)
-    );
+    let mut s = match r.pack_parts.len() {
+        0 => format!(
+            "wrote '{}': {} {} -> {} ({})\n",
+            r.output,
+            r.bundle_id,
+            r.from.join(", "),
+            r.to,
+            human_size(r.size)
+        ),
+        n => {
+            let mut s = format!(
+                "wrote {} {} -> {} in {n} parts of at most {} ({} in all; each verifies alone, apply-update takes them all):\n",
+                r.bundle_id,
+                r.from.join(", "),
+                r.to,
+                human_size(volume_size.unwrap_or_default()),
+                human_size(r.size)
+            );
+            for p in &r.pack_parts {
+                s.push_str(&format!(
+                    "  part {} of {n}  '{}'  {}, {} piece(s)\n",
+                    p.part,
+                    p.path,
+                    human_size(p.size),
+                    p.pieces
+                ));
+            }
+            s
+        }
+    };
     for p in &r.parts {
         let base = p
             .base_release

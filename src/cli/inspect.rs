@@ -135,6 +135,21 @@ fn pack_text(p: &PackView) -> String {
             p.roots.join(", ")
         ));
     }
+    if let Some(m) = &p.part {
+        s.push_str(&format!(
+            "  part {} of {} of this pack (pack sha256 {}); apply-update needs every part\n",
+            m.part,
+            m.parts,
+            offgrid::excerpt::excerpt(&m.pack_sha256)
+        ));
+        for (n, what) in offgrid::update::parts::holds(k) {
+            let here = if n == m.part { " (this part)" } else { "" };
+            s.push_str(&format!(
+                "    part {n}{here}: {}\n",
+                offgrid::excerpt::message(&what.join(", "))
+            ));
+        }
+    }
     for c in p.changes() {
         s.push_str(&format!(
             "  from {}: {} from deltas, {} whole, {} unchanged, {} removed\n",
@@ -242,9 +257,7 @@ fn pack_json(p: &PackView) -> anyhow::Result<()> {
     for c in p.changes() {
         json_line("change", serde_json::to_value(&c)?)?;
     }
-    json_line(
-        "summary",
-        json!({
+    let mut summary = json!({
             "schema": JSON_SCHEMA,
             "verified": false,
             "notice": NOTICE,
@@ -262,7 +275,19 @@ fn pack_json(p: &PackView) -> anyhow::Result<()> {
             "release_key_ids": p.release_signatures.iter().filter_map(|s| s.key_id.clone()).collect::<Vec<_>>(),
             "changelog": k.changelog,
             "roots": p.roots,
-        }),
-    )?;
+    });
+    // A part of a pack in parts says which (SPEC.md §7.18); other packs have no `part`.
+    if let Some(m) = &p.part {
+        summary["part"] = json!({
+            "part": m.part,
+            "parts": m.parts,
+            "pack_sha256": m.pack_sha256,
+            "holds": offgrid::update::parts::holds(k)
+                .into_iter()
+                .map(|(part, payloads)| json!({"part": part, "payloads": payloads}))
+                .collect::<Vec<_>>(),
+        });
+    }
+    json_line("summary", summary)?;
     Ok(())
 }

@@ -19,7 +19,7 @@ use crate::update::delta::{self, DeltaError};
 use crate::update::home::{Home, Installed, Recovery};
 use crate::update::journal::recover_locked;
 use crate::update::pack::{Encoding, Payload, Source};
-use crate::update::reader::read_pack;
+use crate::update::parts::read_any;
 use crate::update::txn::Txn;
 use crate::update::verify_pack::{check_target, decode_failure, decode_zstd};
 use crate::update::{fault, io_err, UpdateError};
@@ -72,18 +72,30 @@ pub fn apply_update(
     pack_path: &std::path::Path,
     progress: crate::Progress,
 ) -> Result<ApplyReport, UpdateError> {
-    apply_update_keeping(home, pack_path, crate::update::home::DEFAULT_KEEP, progress)
+    apply_update_keeping(
+        home,
+        &[pack_path.to_owned()],
+        crate::update::home::DEFAULT_KEEP,
+        progress,
+    )
 }
 
 /// [`apply_update`] keeping the newest `keep` versions after the switch (the new one,
-/// the one it replaced, then the newest others; SPEC.md §7.16).
+/// the one it replaced, then the newest others; SPEC.md §7.16). `packs` is one pack
+/// file, or every part of a pack in parts in any order (SPEC.md §7.18), read from the
+/// parts as they are.
 pub fn apply_update_keeping(
     home: &Home,
-    pack_path: &std::path::Path,
+    packs: &[std::path::PathBuf],
     keep: usize,
     progress: crate::Progress,
 ) -> Result<ApplyReport, UpdateError> {
-    check_pack_path(pack_path)?;
+    let Some(pack_path) = packs.first().map(|p| p.as_path()) else {
+        return Err(UpdateError::usage("no update pack given"));
+    };
+    for p in packs {
+        check_pack_path(p)?;
+    }
     let lock = home.lock(false, "apply-update")?;
     let recovered = recover_locked(home, &lock)?;
     let state = home.state()?;
@@ -99,8 +111,8 @@ pub fn apply_update_keeping(
     let warnings: std::cell::RefCell<Vec<String>> = Default::default();
     let host = crate::platform::Platform::host().to_string();
 
-    let res = read_pack(
-        pack_path,
+    let res = read_any(
+        packs,
         &policy,
         progress,
         &mut |h| {

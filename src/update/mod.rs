@@ -5,7 +5,8 @@
 //! Code map: [`history`] (HQ: releases and the content-addressed store), [`release`]
 //! (HQ: pack-usb inputs to a recorded release), [`pack`] (the signed pack manifest),
 //! [`pack_sign`] (minisign signatures over it), [`create`] (HQ: write a pack), [`reader`]
-//! (stream a pack: signatures first, then payloads), [`verify_pack`], [`home`] (site home
+//! (stream a pack: signatures first, then payloads), [`parts`] (packs cut into parts that
+//! verify alone, read in place), [`verify_pack`], [`home`] (site home
 //! layout, state, lock), [`damage`] (hashing every kept version: status --verify,
 //! repair), [`journal`] (journal and [`recover`]), [`txn`] (stage, then
 //! switch), [`install`], [`apply`], [`rollback`], [`status`], [`repair`] (damaged files put
@@ -27,6 +28,7 @@ pub mod install;
 pub mod journal;
 pub mod pack;
 pub mod pack_sign;
+pub mod parts;
 pub mod reader;
 pub mod release;
 pub mod repair;
@@ -178,6 +180,36 @@ pub enum UpdateError {
     },
     #[error("'{path}' is not a USB tree, an update pack or a folder holding them: {reason}")]
     NoRepairSource { path: String, reason: String },
+    /// A pack in parts given without all of them (SPEC.md §7.18).
+    #[error("{pack} is in {parts} parts; given: part(s) {}; missing: part(s) {}", nums(.given), nums(.missing))]
+    PartsMissing {
+        /// `pack BUNDLE FROM -> TO (pack sha256 …)`.
+        pack: String,
+        parts: u32,
+        given: Vec<u32>,
+        missing: Vec<u32>,
+    },
+    /// Parts of two packs given together.
+    #[error("'{path}' is {this}, but '{first}' is {other}")]
+    OtherPackPart {
+        path: String,
+        this: String,
+        first: String,
+        other: String,
+    },
+    /// One part's bytes differ from the signed pack manifest.
+    #[error("part {part} of {parts} '{path}' is damaged: {reason}")]
+    PartDamaged {
+        path: String,
+        part: u32,
+        parts: u32,
+        reason: String,
+    },
+}
+
+/// `1, 2, 3` for part numbers.
+fn nums(v: &[u32]) -> String {
+    v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
 }
 
 impl From<crate::volume::VolumeError> for UpdateError {
@@ -241,7 +273,10 @@ impl UpdateError {
             | UpdateError::AlreadyCurrent { .. }
             | UpdateError::KeysDiffer { .. }
             | UpdateError::BadTree { .. }
-            | UpdateError::Expired { .. } => true,
+            | UpdateError::Expired { .. }
+            | UpdateError::PartsMissing { .. }
+            | UpdateError::OtherPackPart { .. }
+            | UpdateError::PartDamaged { .. } => true,
             UpdateError::Trust(t) => t.is_refusal(),
             UpdateError::Head(h) => h.is_refusal(),
             UpdateError::Volume(v) => v.is_refusal(),
@@ -328,6 +363,9 @@ impl crate::diagnostic::Diagnostic for UpdateError {
             UpdateError::Volume(e) => crate::diagnostic::Diagnostic::help(e.as_ref()),
             UpdateError::Expired { .. } => Some("an old release is being offered (a freeze or replay); ask HQ for the current release (SPEC.md §17.5)".into()),
             UpdateError::NoRepairSource { .. } => Some("pass a stick's folder (the one holding manifest.toml), an .ogpack file, or a folder holding them, e.g. offgrid repair --from /media/USB".into()),
+            UpdateError::PartsMissing { parts, missing, .. } => Some(format!("give every part, in any order: offgrid apply-update PART1 … PART{parts}; part(s) {} are still needed", nums(missing))),
+            UpdateError::OtherPackPart { .. } => Some("give the parts of one pack only; 'offgrid inspect PART' says which pack a part belongs to".into()),
+            UpdateError::PartDamaged { part, .. } => Some(format!("copy part {part} again from HQ; 'offgrid verify PART --pubkey HQ.pub' checks each part alone")),
             _ => None,
         }
     }

@@ -18,6 +18,11 @@ use crate::version::Version;
 
 /// The value of `format`.
 pub const FORMAT: &str = "offgrid-pack/1";
+/// The value of `format` of a pack cut into parts (`parts`, `[[payloads.pieces]]`;
+/// SPEC.md §7.18). A pack in one file stays [`FORMAT`], byte for byte.
+pub const FORMAT_PARTS: &str = "offgrid-pack/2";
+/// Most parts a pack is cut into.
+pub const MAX_PARTS: u32 = 9999;
 /// The first tar entry: the signed pack manifest.
 pub const PACK_MANIFEST: &str = "offgrid-pack.toml";
 /// Folder of the optional chain of trust roots at the head of a pack (`roots/NAME`,
@@ -75,6 +80,33 @@ pub struct Payload {
     /// Delta only: the base file's sha256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_sha256: Option<String>,
+    /// A pack in parts only: where the payload's bytes are, in order (SPEC.md §7.18).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pieces: Vec<Piece>,
+}
+
+/// One consecutive byte range of a payload, stored in one part of a pack in parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Piece {
+    /// The part holding it, 1-based.
+    pub part: u32,
+    /// Its first byte in the payload.
+    pub offset: u64,
+    pub size: u64,
+    /// sha256 of its bytes.
+    pub sha256: String,
+}
+
+impl Payload {
+    /// The tar entry name of piece `index` (0-based) of this payload in its part: the
+    /// payload's own name when it is in one piece, else `ENTRY.partKKK-of-NNN`.
+    pub fn piece_entry(&self, index: usize) -> String {
+        match self.pieces.len() {
+            0 | 1 => self.entry.clone(),
+            n => crate::volume::part_name(&self.entry, index + 1, n),
+        }
+    }
 }
 
 /// A file a from-release keeps unchanged (possibly under another path).
@@ -113,6 +145,9 @@ pub struct PackManifest {
     /// The new release's changelog text (at most 64 KiB), for display.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changelog: Option<String>,
+    /// A pack in parts only (format [`FORMAT_PARTS`]): how many (SPEC.md §7.18).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<u32>,
     pub from: Vec<From>,
     #[serde(default)]
     pub payloads: Vec<Payload>,
@@ -149,7 +184,7 @@ impl PackManifest {
             )
         })?;
         match head.format.as_deref() {
-            Some(FORMAT) => {}
+            Some(FORMAT) | Some(FORMAT_PARTS) => {}
             Some(other) => {
                 return Err(format!(
                     "pack format '{other}' is not supported (this offgrid reads '{FORMAT}')"
@@ -232,8 +267,19 @@ impl PackManifest {
 
     /// Checks the invariants of SPEC.md §7.2 that do not need the bundle manifest.
     pub fn validate(&self) -> Result<(), String> {
-        if self.format != FORMAT {
-            return Err(format!("pack format '{}' is not supported", self.format));
+        match (self.format.as_str(), self.parts) {
+            (FORMAT, None) => {}
+            (FORMAT_PARTS, Some(n)) if (2..=MAX_PARTS).contains(&n) => {}
+            (FORMAT_PARTS, Some(n)) => {
+                return Err(format!("parts = {n} is not between 2 and {MAX_PARTS}"))
+            }
+            (FORMAT, Some(_)) | (FORMAT_PARTS, None) => {
+                return Err(format!(
+                    "format '{}' and parts disagree (parts go with '{FORMAT_PARTS}' only)",
+                    self.format
+                ))
+            }
+            (other, _) => return Err(format!("pack format '{other}' is not supported")),
         }
         check_bundle_id(&self.bundle_id).map_err(|e| crate::diagnostic::with_help(&e))?;
         time::OffsetDateTime::parse(
@@ -286,6 +332,7 @@ impl PackManifest {
             return Err(bad("too many payloads"));
         }
         let mut entries = BTreeSet::new();
+        let mut last_part = 1u32;
         for (i, p) in self.payloads.iter().enumerate() {
             let ext = match p.encoding {
                 Encoding::Zstd => "zst",
@@ -328,6 +375,54 @@ impl PackManifest {
                     return Err(format!("zstd payload '{}' names a base", p.entry))
                 }
             }
+            self.check_pieces(p, &mut last_part)?;
+        }
+        Ok(())
+    }
+
+    /// A pack in parts: the payload's pieces follow each other from byte 0 to its size,
+    /// each non-empty (unless the payload is) and in a part of 1..=N, parts never going
+    /// back; a pack in one file has none.
+    fn check_pieces(&self, p: &Payload, last_part: &mut u32) -> Result<(), String> {
+        let Some(n) = self.parts else {
+            return match p.pieces.is_empty() {
+                true => Ok(()),
+                false => Err(format!(
+                    "payload '{}' has pieces, but the pack is not in parts",
+                    p.entry
+                )),
+            };
+        };
+        if p.pieces.is_empty() || p.pieces.len() > n as usize {
+            return Err(format!(
+                "payload '{}' has {} pieces in a pack of {n} parts",
+                p.entry,
+                p.pieces.len()
+            ));
+        }
+        let mut offset = 0u64;
+        for (i, c) in p.pieces.iter().enumerate() {
+            let bad = |why: &str| format!("payload '{}' piece {}: {why}", p.entry, i + 1);
+            if !(1..=n).contains(&c.part) || c.part < *last_part {
+                return Err(bad("its part is out of order or outside the pack"));
+            }
+            if i > 0 && c.part == *last_part {
+                return Err(bad("two pieces of one payload are in the same part"));
+            }
+            if c.offset != offset || (c.size == 0 && p.size != 0) {
+                return Err(bad("pieces do not follow each other"));
+            }
+            if !is_sha256_hex(&c.sha256) {
+                return Err(bad("sha256 is not hex"));
+            }
+            *last_part = c.part;
+            offset = offset.saturating_add(c.size);
+        }
+        if offset != p.size {
+            return Err(format!(
+                "payload '{}': its pieces hold {offset} bytes, not {}",
+                p.entry, p.size
+            ));
         }
         Ok(())
     }
@@ -435,6 +530,7 @@ mod tests {
             manifest_sha256: h('b'),
             manifest_size: 10,
             changelog: None,
+            parts: None,
             from: vec![From {
                 release: "1".parse().unwrap(),
                 manifest_sha256: h('c'),
@@ -456,6 +552,7 @@ mod tests {
                 base_release: None,
                 base_path: None,
                 base_sha256: None,
+                pieces: Vec::new(),
             }],
         };
         (pm, m)
@@ -498,5 +595,40 @@ mod tests {
         assert!(PackManifest::parse(p.to_toml().as_bytes())
             .unwrap_err()
             .contains("not supported"));
+    }
+
+    #[test]
+    fn pieces_must_cover_each_payload_in_order() {
+        let (mut pm, m) = sample();
+        pm.format = FORMAT_PARTS.into();
+        pm.parts = Some(2);
+        let piece = |part, offset, size| Piece {
+            part,
+            offset,
+            size,
+            sha256: h('e'),
+        };
+        pm.payloads[0].pieces = vec![piece(1, 0, 4), piece(2, 4, 5)];
+        let back = PackManifest::parse(pm.to_toml().as_bytes()).unwrap();
+        assert_eq!(back, pm);
+        back.check_against(&m).unwrap();
+        assert_eq!(
+            pm.payloads[0].piece_entry(1),
+            "payloads/000001.zst.part002-of-002"
+        );
+        let refused = |f: &dyn Fn(&mut PackManifest), why: &str| {
+            let mut p = pm.clone();
+            f(&mut p);
+            let e = PackManifest::parse(p.to_toml().as_bytes()).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        };
+        refused(&|p| p.payloads[0].pieces[1].offset = 5, "do not follow");
+        refused(&|p| p.payloads[0].pieces[1].size = 4, "hold 8 bytes");
+        refused(&|p| p.payloads[0].pieces[1].part = 1, "same part");
+        refused(&|p| p.payloads[0].pieces[1].part = 3, "outside");
+        refused(&|p| p.payloads[0].pieces.clear(), "0 pieces");
+        refused(&|p| p.parts = None, "disagree");
+        refused(&|p| p.format = FORMAT.into(), "disagree");
+        refused(&|p| p.parts = Some(1), "not between 2");
     }
 }

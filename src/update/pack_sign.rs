@@ -84,6 +84,7 @@ pub(crate) mod tests {
             manifest_sha256: h.clone(),
             manifest_size: 10,
             changelog: None,
+            parts: None,
             from: vec![crate::update::pack::From {
                 release: "1".parse().unwrap(),
                 manifest_sha256: h,

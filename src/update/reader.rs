@@ -7,6 +7,8 @@
 //! duplicate or unexpected names, sizes that disagree with the signed manifest, data after
 //! the last payload) refuses the pack. Nothing is unpacked by the tar library: owners,
 //! modes and xattrs in the tar are never applied. Every read is bounded before allocating.
+//! [`read_head`] reads the head (entries 0–4) for this reader and for a pack's parts
+//! ([`crate::update::parts`], SPEC.md §7.18), which this reader refuses to read as a whole.
 //! Known gap: a payload's bytes reach the caller before its hash is known (the caller
 //! stages them out of sight and throws them away when the hash does not match).
 
@@ -73,7 +75,7 @@ impl<R: Read> Read for Counting<'_, R> {
     }
 }
 
-fn damaged(pack: &Path, reason: impl Into<String>) -> UpdateError {
+pub(crate) fn damaged(pack: &Path, reason: impl Into<String>) -> UpdateError {
     UpdateError::PackDamaged {
         pack: pack.display().to_string(),
         reason: reason.into(),
@@ -81,7 +83,7 @@ fn damaged(pack: &Path, reason: impl Into<String>) -> UpdateError {
 }
 
 /// Checks one tar entry's header: a regular file with a plain relative name seen once.
-fn entry_name<R: Read>(
+pub(crate) fn entry_name<R: Read>(
     pack: &Path,
     e: &tar::Entry<'_, R>,
     seen: &mut std::collections::BTreeSet<String>,
@@ -119,7 +121,7 @@ fn entry_name<R: Read>(
     Ok(name)
 }
 
-fn read_small<R: Read>(
+pub(crate) fn read_small<R: Read>(
     pack: &Path,
     e: &mut tar::Entry<'_, R>,
     name: &str,
@@ -149,7 +151,7 @@ fn read_small<R: Read>(
         })
 }
 
-fn next_entry<'a, R: Read>(
+pub(crate) fn next_entry<'a, R: Read>(
     entries: &mut tar::Entries<'a, R>,
     pack: &Path,
     what: &str,
@@ -267,38 +269,22 @@ pub fn read_roots(path: &Path) -> Result<Option<crate::trustroot::Source>, Updat
         .map_err(|r| damaged(path, r))
 }
 
-/// Reads the pack at `path` once: head first (signatures over the pack manifest checked
-/// against `policy`, then the embedded manifest's hash and its own signatures), then
-/// `on_head` (which may refuse), then each payload in order through `on_payload`, which
-/// reads as much as it wants of the payload bytes; the rest is drained and the payload's
-/// size and sha256 compared with the signed manifest.
-pub fn read_pack(
+/// A tar entry with its checked name.
+pub(crate) type Named<'a, R> = (tar::Entry<'a, R>, String);
+
+/// Reads a pack's head from `entries` (SPEC.md §7.2 entries 0–4): the leading trust roots
+/// skipped (the caller applied them, [`read_roots`]), the pack manifest and its
+/// signatures checked against `policy` over the exact bytes before the parse, the
+/// embedded release manifest against its signed hash and its own signatures. Returns the
+/// head and the entry that follows it, unread. Shared by the one-file reader and the
+/// parts reader ([`crate::update::parts`]).
+pub(crate) fn read_head<'a, R: Read>(
     path: &Path,
+    entries: &mut tar::Entries<'a, R>,
+    seen: &mut std::collections::BTreeSet<String>,
     policy: &TrustPolicy,
-    progress: crate::Progress,
-    on_head: &mut dyn FnMut(&PackHead) -> Result<(), UpdateError>,
-    on_payload: &mut dyn FnMut(&Payload, &mut dyn Read) -> Result<(), UpdateError>,
-) -> Result<PackHead, UpdateError> {
-    let f = crate::hash::open_regular(path).map_err(crate::update::io_err("open", path))?;
-    let pack_size = f
-        .metadata()
-        .map_err(crate::update::io_err("read", path))?
-        .len();
-    let counting = Counting {
-        inner: BufReader::with_capacity(1 << 20, f),
-        done: 0,
-        total: pack_size,
-        progress,
-    };
-    let mut tracked = Tracked {
-        inner: counting,
-        failed: None,
-    };
-    let mut ar = tar::Archive::new(&mut tracked);
-    let mut entries = ar
-        .entries()
-        .map_err(|e| damaged(path, format!("not a tar file: {e}")))?;
-    let mut seen = std::collections::BTreeSet::new();
+    pack_size: u64,
+) -> Result<(PackHead, Option<Named<'a, R>>), UpdateError> {
     // 1. The pack manifest. A file that does not even start like a pack is the wrong
     // file (a usage error), not a damaged pack.
     let not_a_pack = |reason: String| UpdateError::NotAPack {
@@ -312,7 +298,7 @@ pub fn read_pack(
             Some(Err(err)) => return Err(not_a_pack(format!("no tar header: {err}"))),
             None => return Err(not_a_pack("an empty tar".into())),
         };
-        let name = entry_name(path, &e, &mut seen)?;
+        let name = entry_name(path, &e, seen)?;
         // 0. A chain of trust roots may come first; the caller read and applied it
         // ([`read_roots`]) before choosing `policy`. Here it is only checked and skipped.
         match root_entry(path, &e, &name, &mut n_roots)? {
@@ -332,10 +318,10 @@ pub fn read_pack(
     // parsed and before anything else is read (SPEC.md §4.6).
     let mut pack_sigs = Vec::new();
     let next = loop {
-        let Some(mut e) = next_entry(&mut entries, path, "a signature")? else {
+        let Some(mut e) = next_entry(entries, path, "a signature")? else {
             break None;
         };
-        let name = entry_name(path, &e, &mut seen)?;
+        let name = entry_name(path, &e, seen)?;
         match sig_name(&name, PACK_SIGS) {
             Some(file) => {
                 if pack_sigs.len() >= MAX_SIGS {
@@ -398,8 +384,8 @@ pub fn read_pack(
     // 4. The release's own signatures, then the payloads.
     let mut release_sigs = Vec::new();
     let mut pending = None;
-    while let Some(mut e) = next_entry(&mut entries, path, "a release signature")? {
-        let name = entry_name(path, &e, &mut seen)?;
+    while let Some(mut e) = next_entry(entries, path, "a release signature")? {
+        let name = entry_name(path, &e, seen)?;
         match sig_name(&name, RELEASE_SIGS) {
             Some(file) => {
                 if release_sigs.len() >= MAX_SIGS {
@@ -430,6 +416,48 @@ pub fn read_pack(
         release_reports,
         pack_size,
     };
+    Ok((head, pending))
+}
+
+/// Reads the pack at `path` once: head first (signatures over the pack manifest checked
+/// against `policy`, then the embedded manifest's hash and its own signatures), then
+/// `on_head` (which may refuse), then each payload in order through `on_payload`, which
+/// reads as much as it wants of the payload bytes; the rest is drained and the payload's
+/// size and sha256 compared with the signed manifest.
+pub fn read_pack(
+    path: &Path,
+    policy: &TrustPolicy,
+    progress: crate::Progress,
+    on_head: &mut dyn FnMut(&PackHead) -> Result<(), UpdateError>,
+    on_payload: &mut dyn FnMut(&Payload, &mut dyn Read) -> Result<(), UpdateError>,
+) -> Result<PackHead, UpdateError> {
+    let f = crate::hash::open_regular(path).map_err(crate::update::io_err("open", path))?;
+    let pack_size = f
+        .metadata()
+        .map_err(crate::update::io_err("read", path))?
+        .len();
+    let counting = Counting {
+        inner: BufReader::with_capacity(1 << 20, f),
+        done: 0,
+        total: pack_size,
+        progress,
+    };
+    let mut tracked = Tracked {
+        inner: counting,
+        failed: None,
+    };
+    let mut ar = tar::Archive::new(&mut tracked);
+    let mut entries = ar
+        .entries()
+        .map_err(|e| damaged(path, format!("not a tar file: {e}")))?;
+    let mut seen = std::collections::BTreeSet::new();
+    let (head, mut pending) = read_head(path, &mut entries, &mut seen, policy, pack_size)?;
+    if let Some(n) = head.pack.parts {
+        return Err(damaged(
+            path,
+            format!("it is one part of a pack in {n} parts, read as a whole pack"),
+        ));
+    }
     on_head(&head)?;
 
     for p in &head.pack.payloads {

@@ -3,6 +3,8 @@
 //! hash and its own signatures, every payload's size and sha256, and for whole-file zstd
 //! payloads the decompressed size and sha256 of the file they produce (bounded by the
 //! declared size). Delta payloads can only be checked against their bases at apply time.
+//! A part of a pack in parts (SPEC.md §7.18) is checked alone: its head, then every piece
+//! it holds against its signed sha256 ([`crate::update::parts::check_part`]).
 
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -53,6 +55,9 @@ pub struct PackReport {
     pub files: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changelog: Option<String>,
+    /// A part of a pack in parts, checked alone (SPEC.md §7.18).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub part: Option<crate::update::parts::PartReport>,
 }
 
 /// Why a zstd payload could not be decoded.
@@ -134,7 +139,7 @@ pub fn verify_pack(
     progress: crate::Progress,
 ) -> Result<PackReport, UpdateError> {
     let mut payloads = Vec::new();
-    let head = read_pack(path, policy, progress, &mut |_| Ok(()), &mut |p, r| {
+    let mut check = |p: &Payload, r: &mut dyn Read| {
         let checked = if p.encoding == Encoding::Zstd {
             let mut w = HashWriter::new(io::sink(), p.target_size);
             decode_zstd(r, &mut w).map_err(|e| decode_failure(path, p, e))?;
@@ -154,7 +159,18 @@ pub fn verify_pack(
             base_release: p.base_release.as_ref().map(|v| v.to_string()),
         });
         Ok(())
-    })?;
+    };
+    // A part alone: its head, then the pieces it holds (a payload whole in it is decoded
+    // as in a whole pack).
+    let (head, part) = if crate::update::parts::is_part(path) {
+        let (head, part) = crate::update::parts::check_part(path, policy, progress, &mut check)?;
+        (head, Some(part))
+    } else {
+        (
+            read_pack(path, policy, progress, &mut |_| Ok(()), &mut check)?,
+            None,
+        )
+    };
     let from = head
         .pack
         .from
@@ -178,5 +194,6 @@ pub fn verify_pack(
         payloads,
         files: head.manifest.files.len(),
         changelog: head.pack.changelog.clone(),
+        part,
     })
 }

@@ -37,6 +37,17 @@ impl Ws {
 
     /// Writes a synthetic GGUF model of about `kib` KiB at `rel`.
     pub fn model(&self, rel: &str, kib: usize, seed: u8) -> PathBuf {
+        self.model_with_template(rel, kib, seed, None)
+    }
+
+    /// [`Ws::model`] with `tokenizer.chat_template` set to `template` when given.
+    pub fn model_with_template(
+        &self,
+        rel: &str,
+        kib: usize,
+        seed: u8,
+        template: Option<&str>,
+    ) -> PathBuf {
         let p = self.path(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         let n = kib * 1024 / 4;
@@ -53,7 +64,15 @@ impl Ws {
                 ),
                 ("general.file_type", offgrid::gguf::MetaValue::U32(3)),
                 ("llama.context_length", offgrid::gguf::MetaValue::U32(4096)),
-            ],
+            ]
+            .into_iter()
+            .chain(template.map(|t| {
+                (
+                    "tokenizer.chat_template",
+                    offgrid::gguf::MetaValue::Str(t.into()),
+                )
+            }))
+            .collect::<Vec<_>>(),
             &[("w", vec![n as u64], &data)],
         )
         .unwrap();
