@@ -88,6 +88,14 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             "  tree {} (release {} of {}): http://{addr}/tree/{}/  (web seed: http://{addr}/tree/)\n",
             t.name, t.release, t.bundle_id, t.name
         ));
+        if let Some((count, roots)) = &t.volumes {
+            let served: Vec<String> = roots.keys().map(u32::to_string).collect();
+            text.push_str(&format!(
+                "    from volume(s) {} of {count}; {} file(s) not served whole (on volumes not given)\n",
+                served.join(", "),
+                t.missing.len()
+            ));
+        }
     }
     for p in &catalog.packs {
         text.push_str(&format!(

@@ -351,10 +351,7 @@ fn pack_locked(
             }
         }
         // The old tree as stored on this medium (its parts, on its volume).
-        let old = state.old.map(|o| {
-            let v = volume::read_marker(d).ok().flatten().map(|m| m.volume);
-            o.stored_view(v)
-        });
+        let old = state.old.map(|o| volume::as_stored_at(d, o));
         olds.push(old);
     }
     let stagings: Vec<PathBuf> = dests.iter().map(|d| d.join(STAGING_DIR)).collect();
