@@ -936,6 +936,31 @@ mod tests {
     }
 
     #[test]
+    fn a_range_is_read_across_the_pieces_it_covers() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..30u8).collect();
+        let mut files = Vec::new();
+        for (k, piece) in bytes.chunks(10).enumerate() {
+            let p = dir.path().join(format!("p{k}"));
+            fs::write(&p, piece).unwrap();
+            files.push(p);
+        }
+        let open = || files.iter().map(|p| (File::open(p).unwrap(), 10)).collect();
+        for (first, count) in [(0, 30), (5, 10), (9, 2), (10, 10), (25, 5), (29, 1), (0, 0)] {
+            let mut out = Vec::new();
+            Chain::new(open(), first, count)
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(
+                out,
+                &bytes[first as usize..(first + count) as usize],
+                "{first}+{count}"
+            );
+        }
+    }
+
+    #[test]
     fn paths() {
         assert_eq!(decode_path("/").unwrap(), Vec::<String>::new());
         assert_eq!(

@@ -801,4 +801,26 @@ fn a_release_in_volumes_installs_from_a_peer_serving_its_volume_sticks() {
     .stdout(predicate::str::contains("pulled from"));
     assert_eq!(fs::read(ws.path("home/current/data/big.bin")).unwrap(), big);
     og(&ws, &["verify", "home/current", "--home", "home"]).success();
+    drop(s);
+    // Release 2.0 with a changed data file: one peer serves all its volumes, another
+    // only volume 1. The second is never asked for the file it lacks, and sync ends.
+    let mut big2 = big.clone();
+    big2[cut as usize + 5] ^= 0xff;
+    ws.file("in/big.bin", &big2);
+    ws.pack_volumes("2.0", &["w1", "w2", "w3"]).success();
+    let all = Server::start_sticks(&ws, None, &["w1", "w2", "w3"], "127.0.0.1:0", None);
+    let one = Server::start_sticks(&ws, None, &["w1"], "127.0.0.1:0", None);
+    og(
+        &ws,
+        &[
+            "sync", "--home", "home", "--peer", &one.url, "--peer", &all.url,
+        ],
+    )
+    .success();
+    assert_eq!(
+        fs::read(ws.path("home/current/data/big.bin")).unwrap(),
+        big2
+    );
+    assert!(all.bytes_sent("/data/big.bin") > 0);
+    assert_eq!(one.bytes_sent("/data/big.bin"), 0);
 }
