@@ -90,10 +90,13 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         ));
         if let Some((count, roots)) = &t.volumes {
             let served: Vec<String> = roots.keys().map(u32::to_string).collect();
+            let missing = match t.missing.len() {
+                0 => "every file served".to_owned(),
+                n => format!("{n} file(s) not served (a piece is on a volume not given)"),
+            };
             text.push_str(&format!(
-                "    from volume(s) {} of {count}; {} file(s) not served whole (on volumes not given)\n",
-                served.join(", "),
-                t.missing.len()
+                "    from volume(s) {} of {count}; {missing}\n",
+                served.join(", ")
             ));
         }
     }
