@@ -18,7 +18,7 @@ use offgrid::manifest::Manifest;
 use predicates::prelude::*;
 use support::Ws;
 
-use crate::util::{flip_byte, resume, signed_tree, spawn_stopped, Out};
+use crate::util::{flip_byte, resume, signed_tree, spawn_stopped, Out, Terminal};
 
 /// Pseudo-random bytes (a data file parts must keep byte for byte).
 fn noise(n: usize, seed: u32) -> Vec<u8> {
@@ -452,4 +452,100 @@ fn a_volume_clones_as_stored_and_a_copy_changed_on_its_medium_is_named() {
         .stdout(predicate::str::contains("still missing: volume(s) 3"));
     install(&ws, "v3").success();
     assert_big_installed(&ws);
+}
+
+/// `pack-usb --volume-size 300K m` on a terminal: one folder, the medium of the next
+/// volume asked for once the previous one is written.
+fn pack_on_one_drive(ws: &Ws) -> Terminal {
+    Terminal::start(
+        &ws.path(""),
+        "pack-usb m --release 1.0 --model in/smol.gguf --add data/big.bin=in/big.bin \
+         --sign-with hq.key --no-host-binary --volume-size 300K",
+        &[("OFFGRID_HQ", &ws.path("hq-history"))],
+    )
+}
+
+/// The operator ejects the medium in `m` (its volume goes to `to`) and inserts an empty one.
+fn swap_medium(ws: &Ws, to: &str) {
+    fs::rename(ws.path("m"), ws.path(to)).unwrap();
+    fs::create_dir(ws.path("m")).unwrap();
+}
+
+#[test]
+fn one_drive_writes_each_volume_then_asks_for_the_next_medium() {
+    let ws = world();
+    let mut t = pack_on_one_drive(&ws);
+    t.wait_for("volume 2 of 3", 1);
+    // Volume 1 is complete before volume 2 is asked for.
+    assert!(ws.path("m/volume.toml").exists(), "{}", t.seen);
+    // Not swapped: the folder still holds volume 1; refused, naming it, and asked again.
+    t.type_line("m");
+    t.wait_for("volume 2 of 3", 2);
+    assert!(
+        t.seen.contains("'m' still holds volume 1 of this release"),
+        "{}",
+        t.seen
+    );
+    swap_medium(&ws, "c1");
+    t.type_line("m");
+    t.wait_for("volume 3 of 3", 1);
+    swap_medium(&ws, "c2");
+    t.type_line("m");
+    let (code, seen) = t.finish();
+    assert_eq!(code, Some(0), "{seen}");
+    assert!(seen.contains("as 3 volume(s)"), "{seen}");
+    fs::rename(ws.path("m"), ws.path("c3")).unwrap();
+    let m = manifest(&ws.path("c1"));
+    for (k, v) in ["c1", "c2", "c3"].iter().enumerate() {
+        assert_eq!(manifest(&ws.path(v)), m);
+        ws.offgrid(&["verify", v, "--pubkey", "hq.pub"])
+            .success()
+            .stdout(predicate::str::contains(format!(
+                "verified volume {} of 3 of release 1.0",
+                k + 1
+            )));
+    }
+    // The release is recorded at HQ from the inputs (the media are gone), scratch removed.
+    let hq = ws.path("hq-history");
+    assert!(fs::read_dir(&hq).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".packing-")));
+    for f in &m.files {
+        assert!(
+            offgrid::update::history::object_path(&hq, &f.sha256).exists(),
+            "{} not recorded",
+            f.path
+        );
+    }
+    install(&ws, "c3").code(1);
+    install(&ws, "c1").code(1);
+    install(&ws, "c2").success();
+    assert_big_installed(&ws);
+}
+
+#[test]
+fn a_set_given_up_after_volume_one_leaves_it_valid_and_install_names_the_rest() {
+    let ws = world();
+    let mut t = pack_on_one_drive(&ws);
+    t.wait_for("volume 2 of 3", 1);
+    t.type_line("");
+    let (code, seen) = t.finish();
+    assert_eq!(code, Some(2), "{seen}");
+    assert!(
+        seen.contains("volume(s) 1..1 of 3 were written, volume 2 was not")
+            && seen.contains("pack the release again onto 3 media"),
+        "{seen}"
+    );
+    ws.offgrid(&["verify", "m", "--pubkey", "hq.pub"])
+        .success()
+        .stdout(predicate::str::contains(
+            "verified volume 1 of 3 of release 1.0",
+        ));
+    install(&ws, "m")
+        .code(1)
+        .stderr(predicate::str::contains("still missing: volume(s) 2, 3"));
+    // Nothing recorded at HQ for a set never finished.
+    assert!(!ws.path("hq-history/releases").exists());
 }

@@ -291,3 +291,85 @@ pub fn http(addr: &str, method: &str, path: &str, extra: &[(&str, &str)]) -> Res
         body: raw[end + 4..].to_vec(),
     }
 }
+
+/// `offgrid ARGS` on a pseudo-terminal (util-linux `script -qec`), driven as an operator
+/// would: wait for a prompt, do something, type an answer.
+pub struct Terminal {
+    child: std::process::Child,
+    input: Option<std::process::ChildStdin>,
+    output: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// Everything the terminal showed so far.
+    pub seen: String,
+}
+
+impl Terminal {
+    /// Starts `offgrid ARGS` (a shell-quoted string) in `dir` with `envs`.
+    pub fn start(dir: &Path, args: &str, envs: &[(&str, &Path)]) -> Terminal {
+        use std::io::Read;
+        let mut c = Command::new("script");
+        c.args([
+            "-qec",
+            &format!("'{}' {args}", offgrid_bin().display()),
+            "/dev/null",
+        ])
+        .current_dir(dir)
+        .env_remove("OFFGRID_PASSWORD")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("util-linux 'script' is installed");
+        let mut out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Terminal {
+            input: child.stdin.take(),
+            child,
+            output: rx,
+            seen: String::new(),
+        }
+    }
+
+    /// Waits (at most a minute) until the terminal has shown `text` `times` times.
+    pub fn wait_for(&mut self, text: &str, times: usize) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.seen.matches(text).count() < times {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match self.output.recv_timeout(left) {
+                Ok(b) => self.seen.push_str(&String::from_utf8_lossy(&b)),
+                Err(_) => panic!(
+                    "waited for {text:?} ×{times}; the terminal showed:\n{}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Types `line` and Enter.
+    pub fn type_line(&mut self, line: &str) {
+        use std::io::Write;
+        let i = self.input.as_mut().expect("input still open");
+        i.write_all(format!("{line}\n").as_bytes()).unwrap();
+        i.flush().unwrap();
+    }
+
+    /// Closes the input and waits for the end: `(exit code, everything shown)`.
+    pub fn finish(mut self) -> (Option<i32>, String) {
+        drop(self.input.take());
+        let status = self.child.wait().unwrap();
+        while let Ok(b) = self.output.recv_timeout(std::time::Duration::from_secs(10)) {
+            self.seen.push_str(&String::from_utf8_lossy(&b));
+        }
+        (status.code(), self.seen)
+    }
+}
