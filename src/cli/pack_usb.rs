@@ -16,7 +16,8 @@ use super::Ctx;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Folder to write the tree into: the mounted stick, or a folder on it; with
-    /// --volume-size one folder per volume, in volume order
+    /// --volume-size one folder per volume, in volume order (fewer: on a terminal, the
+    /// next medium is asked for once each volume is written)
     #[arg(value_name = "DEST", required = true)]
     pub dests: Vec<PathBuf>,
     #[command(flatten)]
@@ -236,8 +237,8 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 }
 
 /// `--volume-size`: the release laid out as volumes, one destination each (SPEC.md
-/// §16.6). Too few destinations: a terminal is asked for the others, else refused
-/// before anything is written.
+/// §16.6). Too few destinations: a terminal is asked for the next medium once each
+/// volume is written, else refused before anything is written.
 fn run_volumes(
     args: &Args,
     ctx: &Ctx,

@@ -26,7 +26,7 @@ use crate::volume::{self, Marker, VolumeError};
 use crate::Progress;
 
 use super::layout::{Source, TreePlan, STAGING_DIR};
-use super::pack::{inspect_dest, lock_dest, set_mode, PackOptions};
+use super::pack::{check_inputs_outside, inspect_dest, lock_dest, set_mode, PackOptions};
 use super::{io_err, PackError};
 
 /// Accounting unit of a file on a volume.
@@ -430,57 +430,38 @@ fn claim(
         made,
         old: None,
     };
-    match check_claimed(plan, layout, d, vol, sha, opts) {
+    let checked = (|| {
+        if let (Some(sha), Ok(Some(mk))) = (sha, volume::read_marker(d)) {
+            if mk.manifest_sha256 == sha && mk.volume != vol {
+                return Err(PackError::NotSwapped {
+                    dest: d.display().to_string(),
+                    held: mk.volume,
+                    volume: vol,
+                });
+            }
+        }
+        let state = inspect_dest(d, &plan.bundle_id, &plan.release, opts.force)?;
+        check_inputs_outside(plan, d)?;
+        let need = layout.bytes_on(plan, vol);
+        if let Some(free) = crate::media::free_bytes(d) {
+            if free < need {
+                return Err(PackError::NoSpace {
+                    dest: d.display().to_string(),
+                    need,
+                    free,
+                });
+            }
+        }
+        // The old tree as stored on this medium (its parts, on its volume).
+        Ok(state.old.map(|o| volume::as_stored_at(d, o)))
+    })();
+    match checked {
         Ok(old) => Ok(Claim { old, ..c }),
         Err(e) => {
             c.release(false);
             Err(e)
         }
     }
-}
-
-fn check_claimed(
-    plan: &TreePlan,
-    layout: &VolumePlan,
-    d: &Path,
-    vol: u32,
-    sha: Option<&str>,
-    opts: &PackOptions,
-) -> Result<Option<Manifest>, PackError> {
-    if let (Some(sha), Ok(Some(mk))) = (sha, volume::read_marker(d)) {
-        if mk.manifest_sha256 == sha && mk.volume != vol {
-            return Err(PackError::NotSwapped {
-                dest: d.display().to_string(),
-                held: mk.volume,
-                volume: vol,
-            });
-        }
-    }
-    let state = inspect_dest(d, &plan.bundle_id, &plan.release, opts.force)?;
-    let root = fs::canonicalize(d).map_err(io_err("resolve", d))?;
-    for f in &plan.files {
-        if let Some(src) = f.source.input() {
-            let c = fs::canonicalize(src).map_err(io_err("resolve", src))?;
-            if c.starts_with(&root) {
-                return Err(PackError::InputInsideDest {
-                    path: src.display().to_string(),
-                    dest: d.display().to_string(),
-                });
-            }
-        }
-    }
-    let need = layout.bytes_on(plan, vol);
-    if let Some(free) = crate::media::free_bytes(d) {
-        if free < need {
-            return Err(PackError::NoSpace {
-                dest: d.display().to_string(),
-                need,
-                free,
-            });
-        }
-    }
-    // The old tree as stored on this medium (its parts, on its volume).
-    Ok(state.old.map(|o| volume::as_stored_at(d, o)))
 }
 
 /// The signed head of a set, and where each file's bytes are read from.

@@ -357,9 +357,14 @@ impl Terminal {
 
     /// Types `line` and Enter.
     pub fn type_line(&mut self, line: &str) {
+        self.type_text(&format!("{line}\n"));
+    }
+
+    /// Types `text` as it is (typed ahead: read when the program asks).
+    pub fn type_text(&mut self, text: &str) {
         use std::io::Write;
         let i = self.input.as_mut().expect("input still open");
-        i.write_all(format!("{line}\n").as_bytes()).unwrap();
+        i.write_all(text.as_bytes()).unwrap();
         i.flush().unwrap();
     }
 
