@@ -5,7 +5,9 @@
 //! volumes named, too few destinations refused before a byte is written, and a large
 //! data file cut into parts on one stick and reassembled byte for byte; a volume (and a
 //! tree holding parts) cloned as stored, each copy read back as that volume, a copy
-//! changed behind the writer's back named, and the clones installed.
+//! changed behind the writer's back named, and the clones installed; on a terminal, one
+//! folder for every volume with the medium swapped when asked (a medium not swapped
+//! refused), and a set given up after volume 1 leaving it valid.
 
 use crate::support;
 

@@ -1,7 +1,8 @@
 //! A release laid out over several volumes, and files stored in parts (SPEC.md §16.6,
 //! §16.7): [`plan_layout`] decides which volume holds each file and which files are cut
-//! into parts; [`pack_set`] writes every volume (one destination each) with the same
-//! signed manifest and its `volume.toml`.
+//! into parts; [`pack_set`] signs the manifest, then writes the volumes one at a time
+//! (each destination given, or asked for once the previous volume is switched), each
+//! with the same signed manifest and its `volume.toml`.
 //!
 //! Layout: models (whole or llama.cpp shards, never parts) go first-fit by decreasing
 //! size; then every other file too large for the file limit or for a volume is cut into
