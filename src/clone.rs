@@ -18,6 +18,13 @@
 //! A destination that fails (an I/O error while writing, or its read-back) is reported
 //! and the others go on. Only the signed tree is carried: `manifest.toml`, every
 //! `signatures/*.minisig` and the files the manifest names; extras on the source are not.
+//!
+//! A volume (or a single tree holding parts, SPEC.md §16.6–16.7) is carried as stored:
+//! its `volume.toml` is checked against the signed manifest, then every piece the manifest
+//! puts on that volume is copied (the manifest's stored view,
+//! [`Manifest::stored_view`]), each checked against its slice of chunk digests, and the
+//! marker written beside the manifest; the read-back is `verify`'s check of a volume.
+//!
 //! Known gaps: the read-back trusts `posix_fadvise` to drop the page cache (Linux; other
 //! systems may read back from memory); a destination holding the same release is still
 //! staged in full.
@@ -38,6 +45,7 @@ use crate::usb::layout::STAGING_DIR;
 use crate::usb::pack as usbpack;
 use crate::usb::PackError;
 use crate::verify::{self, VerifyError, VerifyOptions};
+use crate::volume::{self, Marker, VolumeError};
 use crate::Progress;
 
 /// Why a clone is refused as a whole (per-destination failures are in [`CloneReport`]).
@@ -49,6 +57,8 @@ pub enum CloneError {
     Dest(#[from] PackError),
     #[error(transparent)]
     Media(#[from] MediaError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
     #[error("'{dest}' is given twice")]
     Duplicate { dest: String },
     #[error("destination '{dest}' overlaps the source '{source_dir}'")]
@@ -72,6 +82,7 @@ impl CloneError {
         match self {
             CloneError::Head(e) => e.is_refusal(),
             CloneError::Dest(e) => e.is_refusal(),
+            CloneError::Volume(e) => e.is_refusal(),
             CloneError::SourceDamaged { .. } => true,
             _ => false,
         }
@@ -107,7 +118,14 @@ pub struct DestPlan {
 #[derive(Debug, Clone)]
 pub struct ClonePlan {
     pub source: PathBuf,
+    /// The signed manifest.
     pub manifest: Manifest,
+    /// What the source stores and the clone copies: the manifest itself for a tree of
+    /// whole files, else its stored view of the source's volume (one entry per piece).
+    pub stored: Manifest,
+    /// The source's `volume.toml`, checked against the manifest; written at every
+    /// destination.
+    pub marker: Option<Marker>,
     /// The manifest's exact bytes.
     pub manifest_bytes: Vec<u8>,
     /// `(file name, text)` of each signature file, copied as they are.
@@ -118,9 +136,14 @@ pub struct ClonePlan {
 }
 
 impl ClonePlan {
-    /// Bytes of the files the manifest names (one copy).
+    /// Bytes of the files (or pieces) copied (one copy).
     pub fn bytes(&self) -> u64 {
-        self.manifest.total_size()
+        self.stored.total_size()
+    }
+
+    /// Files (or pieces) copied.
+    pub fn files(&self) -> usize {
+        self.stored.files.len()
     }
 }
 
@@ -179,6 +202,17 @@ pub fn plan(
     let signatures = raw.sigs.clone();
     let trusted = signed::trust_raw(raw, policy)?;
     let m = trusted.manifest;
+    // A volume, or a tree holding parts: carried as stored (SPEC.md §16.5).
+    let marker = volume::read_marker(source)?;
+    if let Some(mk) = &marker {
+        mk.check(source, &m, &hash::sha256_hex(&trusted.bytes))?;
+    }
+    let stored = match &marker {
+        Some(mk) => m.stored_view(Some(mk.volume)),
+        None => m.clone(),
+    };
+    let head_bytes =
+        trusted.bytes.len() as u64 + marker.as_ref().map_or(0, |mk| mk.to_toml().len() as u64);
     let src_real = fs::canonicalize(source).map_err(|e| CloneError::SourceRead {
         path: shown(source),
         source: e,
@@ -200,7 +234,7 @@ pub fn plan(
         let state = usbpack::check_dest(dest, &m.bundle_id, &m.release, opts.force)?;
         let limit = FileLimit::for_dest(dest, opts.max_file_size);
         if let Some(max) = limit.max {
-            if let Some(f) = m.files.iter().find(|f| f.size > max) {
+            if let Some(f) = stored.files.iter().find(|f| f.size > max) {
                 return Err(MediaError::TooLarge {
                     path: f.path.clone(),
                     size: f.size,
@@ -216,7 +250,7 @@ pub fn plan(
             dest: dest.clone(),
             exists: state.exists,
             free: media::free_bytes(dest),
-            need: m.total_size() + trusted.bytes.len() as u64,
+            need: stored.total_size() + head_bytes,
             replaces: state
                 .old
                 .map(|o| (o.bundle_id.clone(), o.release.to_string())),
@@ -227,6 +261,8 @@ pub fn plan(
     Ok(ClonePlan {
         source: source.to_path_buf(),
         manifest: m,
+        stored,
+        marker,
         manifest_bytes: trusted.bytes,
         signatures,
         signers: trusted.signers.into_iter().map(|s| s.key_id).collect(),
@@ -334,7 +370,7 @@ pub fn clone(
         // Under the lock, what is there now (the plan may be a moment old).
         let m = &plan.manifest;
         match usbpack::inspect_dest(&d.dest, &m.bundle_id, &m.release, true) {
-            Ok(state) => olds[i] = state.old,
+            Ok(state) => olds[i] = state.old.map(|o| volume::as_stored_at(&d.dest, o)),
             Err(e) => {
                 unwind(&mut live);
                 return Err(e.into());
@@ -354,7 +390,7 @@ pub fn clone(
         let d = &plan.dests[l.index];
         let b = base.load(Ordering::Relaxed);
         let each = |done: u64, _t: u64| progress(b + done, total_back);
-        outcomes[l.index] = Some(read_back_with(&d.dest, &plan.manifest, policy, &each));
+        outcomes[l.index] = Some(read_back_with(&d.dest, &plan.stored, policy, &each));
         base.fetch_add(plan.bytes(), Ordering::Relaxed);
     }
     for l in &mut live {
@@ -377,7 +413,7 @@ pub fn clone(
     Ok(CloneReport {
         bundle_id: plan.manifest.bundle_id.clone(),
         release: plan.manifest.release.to_string(),
-        files: plan.manifest.files.len(),
+        files: plan.files(),
         bytes: plan.bytes(),
         dests,
     })
@@ -400,7 +436,7 @@ fn write_all(
             source: e,
         })?;
     }
-    let m = &plan.manifest;
+    let m = &plan.stored;
     let total = plan.bytes();
     let done = AtomicU64::new(0);
     for f in &m.files {
@@ -488,6 +524,9 @@ fn write_all(
     }
     crate::update::fault::point("clone-staged");
     let names: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+    // A volume's folders are made by its pieces (as `pack-usb` writes volumes).
+    let dirs: &[crate::manifest::DirEntry] = if plan.marker.is_some() { &[] } else { &m.dirs };
+    let marker = plan.marker.as_ref().map(Marker::to_toml);
     let sigs: Vec<(String, String)> = plan
         .signatures
         .iter()
@@ -505,13 +544,13 @@ fn write_all(
             .and_then(|()| {
                 usbpack::flip(
                     &names,
-                    &plan.manifest.dirs,
+                    dirs,
                     dest,
                     &l.staging,
                     olds[l.index].as_ref(),
                     &plan.manifest_bytes,
                     &sigs,
-                    None,
+                    marker.as_ref().map(String::as_bytes),
                 )
             });
         let _ = fs::remove_dir_all(&l.staging);
@@ -529,7 +568,8 @@ fn write_all(
     Ok(())
 }
 
-/// Why the source's digests differ from its manifest entry, if they do.
+/// Why the source's digests differ from its manifest entry, if they do. A part's entry
+/// (of a stored view) has no whole-file sha256: its chunks are what is signed.
 fn differs(f: &crate::manifest::FileEntry, d: &hash::Digests) -> Option<String> {
     if d.size != f.size {
         return Some(format!("{} bytes, the manifest says {}", d.size, f.size));
@@ -538,7 +578,7 @@ fn differs(f: &crate::manifest::FileEntry, d: &hash::Digests) -> Option<String> 
         let (start, end) = hash::chunk_range(f, i as u64);
         return Some(format!("bytes {start}..{end} (chunk {i})"));
     }
-    if d.sha256 != f.sha256 || d.chunks.len() != f.chunks.len() {
+    if (!f.sha256.is_empty() && d.sha256 != f.sha256) || d.chunks.len() != f.chunks.len() {
         return Some("its sha256".into());
     }
     None
@@ -597,7 +637,7 @@ pub fn read_back(
     progress: Progress,
 ) -> Result<verify::TreeReport, VerifyError> {
     if let Ok((m, _)) = signed::read_unverified(dest) {
-        drop_tree_cache(dest, &m);
+        drop_tree_cache(dest, &volume::as_stored_at(dest, m));
     }
     verify::verify_tree(dest, policy, &VerifyOptions { skip_extras: true }, progress)
 }
@@ -621,10 +661,11 @@ fn read_back_with(
     }
 }
 
-/// Drops the cached pages of a tree's head and every file `m` names (best effort: a file
-/// that cannot be opened is found by the verification that follows).
+/// Drops the cached pages of a tree's head and every file `m` (a stored view) names
+/// (best effort: a file that cannot be opened is found by the verification that follows).
 fn drop_tree_cache(dest: &Path, m: &Manifest) {
     let _ = crate::fsutil::drop_cached(&dest.join(MANIFEST_FILE));
+    let _ = crate::fsutil::drop_cached(&dest.join(volume::MARKER_FILE));
     if let Ok(rd) = fs::read_dir(dest.join(SIGNATURES_DIR)) {
         for e in rd.flatten() {
             let _ = crate::fsutil::drop_cached(&e.path());
@@ -644,6 +685,7 @@ impl crate::diagnostic::Diagnostic for CloneError {
         match self {
             CloneError::Dest(e) => crate::diagnostic::Diagnostic::help(e),
             CloneError::Media(e) => crate::diagnostic::Diagnostic::help(e),
+            CloneError::Volume(e) => crate::diagnostic::Diagnostic::help(e),
             CloneError::Duplicate { .. } => Some("name each destination once".into()),
             CloneError::Overlap { .. } => Some("clone to other sticks or folders, outside the source and not holding it".into()),
             CloneError::SourceDamaged { .. } => Some("the source stick is damaged: run 'offgrid verify' on it, and clone from a good copy".into()),

@@ -16,6 +16,11 @@
 //! that hash right are kept, only the others are fetched again. The complete pull folder
 //! is a tree that `install` then verifies and switches to with its usual transaction.
 //!
+//! A peer serving volumes of a release (SPEC.md §12.1) lists in its index the files it
+//! cannot serve whole (`missing`): no chunk of those is asked of it, and a file no peer
+//! serves refuses the pull before any byte is fetched, naming the file and the volumes
+//! that hold it.
+//!
 //! Known gaps: one request per chunk (no pipelining); a peer is not re-tried once dropped
 //! in a pull; the pull folder of an abandoned release stays until the next pull of the
 //! bundle removes it.
@@ -70,6 +75,15 @@ pub enum PullError {
         #[source]
         source: Box<HeadError>,
     },
+    #[error("no peer serves all of release {release}: {} {} not served by any peer (stored on volume(s) {})", .files.len(), if .files.len() == 1 { "file is" } else { "files are" }, .volumes.iter().map(u32::to_string).collect::<Vec<_>>().join(", "))]
+    Incomplete {
+        /// `R of BUNDLE`.
+        release: String,
+        /// The files no peer serves (their first few are named in the help).
+        files: Vec<String>,
+        /// The volumes holding their pieces.
+        volumes: Vec<u32>,
+    },
     #[error("every peer failed before the release was complete: {}", .failures.join("; "))]
     AllPeersFailed { dir: String, failures: Vec<String> },
     #[error("cannot {action} '{path}': {source}")]
@@ -89,6 +103,7 @@ impl PullError {
             PullError::NothingNewer { .. }
                 | PullError::Untrusted { .. }
                 | PullError::NoneUsable { .. }
+                | PullError::Incomplete { .. }
         )
     }
 }
@@ -136,6 +151,10 @@ pub struct Offer {
     pub bundle_id: String,
     pub release: Version,
     pub manifest_sha256: String,
+    /// Files of the tree the peer cannot serve (a volume holding a piece is not there).
+    pub missing: Vec<String>,
+    /// The volumes it serves, for a tree served from volumes.
+    pub volumes: Vec<u32>,
 }
 
 #[derive(serde::Deserialize)]
@@ -153,6 +172,16 @@ struct IndexTree {
     bundle_id: String,
     release: String,
     manifest_sha256: String,
+    /// Absent from peers older than serving volumes.
+    #[serde(default)]
+    missing: Vec<String>,
+    #[serde(default)]
+    volumes: Option<IndexVolumes>,
+}
+
+#[derive(serde::Deserialize)]
+struct IndexVolumes {
+    served: Vec<u32>,
 }
 
 /// The HTTP client pulls use (no proxies: peers are on the LAN).
@@ -215,6 +244,8 @@ pub fn offers(agent: &ureq::Agent, peer: &str) -> Result<Vec<Offer>, PullError> 
             bundle_id: t.bundle_id,
             release,
             manifest_sha256: t.manifest_sha256,
+            missing: t.missing,
+            volumes: t.volumes.map(|v| v.served).unwrap_or_default(),
         });
     }
     Ok(out)
@@ -414,15 +445,15 @@ pub fn pull_release(
         };
         let sha = crate::sign::sha256_hex(&signed.bytes);
         // The same signed bytes at every peer used; others serve another build of it.
-        let mut serving: Vec<String> = cands
+        let mut serving: Vec<&Offer> = cands
             .iter()
+            .copied()
             .filter(|c| c.name == o.name && c.manifest_sha256 == sha)
-            .map(|c| c.peer.clone())
             .collect();
-        if !serving.contains(&o.peer) {
-            serving.insert(0, o.peer.clone());
+        if !serving.iter().any(|c| c.peer == o.peer) {
+            serving.insert(0, *o);
         }
-        serving.dedup();
+        serving.dedup_by(|a, b| a.peer == b.peer);
         // Pulls of other releases of this site are abandoned now.
         if let Ok(rd) = fs::read_dir(&pulls) {
             for e in rd.flatten() {
@@ -445,7 +476,7 @@ pub fn pull_release(
             name: o.name.clone(),
             bundle_id: signed.manifest.bundle_id.clone(),
             release: signed.manifest.release.clone(),
-            peers: serving,
+            peers: serving.into_iter().map(|c| c.peer.clone()).collect(),
             report,
             skipped,
         }));
@@ -498,14 +529,18 @@ struct Job {
 struct PeerState {
     base: String,
     dropped: AtomicBool,
+    /// Indexes of the files this peer does not serve.
+    lacks: Vec<usize>,
 }
 
-/// Pulls every file of `m` (already trusted) into `dir` from `peers` (each serving the
-/// tree `name` with this manifest); bytes this machine has ([`Local`]) are copied
-/// instead of fetched. On success every file is in place under `dir`.
+/// Pulls every file of `m` (already trusted) into `dir` from `peers` (offers of the
+/// tree `name` with this manifest, each but for the files it lists as missing); bytes this
+/// machine has ([`Local`]) are copied instead of fetched. A file to fetch that no peer
+/// serves refuses the pull before any byte is asked for. On success every file is in
+/// place under `dir`.
 pub fn pull_files(
     agent: &ureq::Agent,
-    peers: &[String],
+    peers: &[&Offer],
     name: &str,
     m: &Manifest,
     dir: &Path,
@@ -581,15 +616,28 @@ pub fn pull_files(
         parts.push(Some(file));
     }
     progress(done.load(Ordering::Relaxed), total);
-    let left = AtomicUsize::new(jobs.len());
-    let queue = Mutex::new(jobs);
     let states: Vec<PeerState> = peers
         .iter()
-        .map(|p| PeerState {
-            base: p.clone(),
+        .map(|o| PeerState {
+            base: o.peer.clone(),
             dropped: AtomicBool::new(false),
+            lacks: m
+                .files
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| o.missing.contains(&f.path))
+                .map(|(i, _)| i)
+                .collect(),
         })
         .collect();
+    let served: Vec<u32> = peers
+        .iter()
+        .flat_map(|o| o.volumes.iter().copied())
+        .collect();
+    unserved(m, &jobs, &states, &served)?;
+    let left = AtomicUsize::new(jobs.len());
+    let in_flight = AtomicUsize::new(0);
+    let queue = Mutex::new(jobs);
     let dropped: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
     let fetched = AtomicU64::new(0);
     let local_error: Mutex<Option<PullError>> = Mutex::new(None);
@@ -603,7 +651,9 @@ pub fn pull_files(
                         name,
                         m,
                         &parts,
+                        &states,
                         &queue,
+                        &in_flight,
                         &left,
                         &done,
                         &fetched,
@@ -645,6 +695,45 @@ pub fn pull_files(
         }
     }
     Ok(report)
+}
+
+/// Refuses a pull when a file with chunks to fetch is served by no peer: named, with
+/// the volumes that hold its pieces and that no peer serves (`served`), or all of them
+/// when the peers say nothing of volumes (SPEC.md §12.4).
+fn unserved(
+    m: &Manifest,
+    jobs: &VecDeque<Job>,
+    peers: &[PeerState],
+    served: &[u32],
+) -> Result<(), PullError> {
+    let mut files: Vec<usize> = jobs
+        .iter()
+        .map(|j| j.file)
+        .filter(|i| peers.iter().all(|p| p.lacks.contains(i)))
+        .collect();
+    files.dedup();
+    if files.is_empty() || peers.is_empty() {
+        return Ok(());
+    }
+    let mut volumes: Vec<u32> = files
+        .iter()
+        .flat_map(|&i| {
+            let f = &m.files[i];
+            f.volume
+                .into_iter()
+                .chain(f.parts.iter().filter_map(|p| p.volume))
+        })
+        .collect();
+    volumes.sort_unstable();
+    volumes.dedup();
+    if volumes.iter().any(|v| !served.contains(v)) {
+        volumes.retain(|v| !served.contains(v));
+    }
+    Err(PullError::Incomplete {
+        release: format!("{} of {}", m.release, m.bundle_id),
+        files: files.iter().map(|&i| m.files[i].path.clone()).collect(),
+        volumes,
+    })
 }
 
 fn part_path(fin: &Path) -> PathBuf {
@@ -710,7 +799,9 @@ fn worker(
     name: &str,
     m: &Manifest,
     parts: &[Option<File>],
+    peers: &[PeerState],
     queue: &Mutex<VecDeque<Job>>,
+    in_flight: &AtomicUsize,
     left: &AtomicUsize,
     done: &AtomicU64,
     fetched: &AtomicU64,
@@ -734,12 +825,33 @@ fn worker(
         if local_error.lock().map(|e| e.is_some()).unwrap_or(true) {
             return;
         }
-        let job = queue.lock().ok().and_then(|mut q| q.pop_front());
+        let job = match queue.lock() {
+            Ok(mut q) => match q.iter().position(|j| !peer.lacks.contains(&j.file)) {
+                Some(i) => {
+                    in_flight.fetch_add(1, Ordering::SeqCst);
+                    q.remove(i)
+                }
+                // Nothing left that a live peer can serve, and nothing in flight that
+                // could come back: the pull cannot finish.
+                None if in_flight.load(Ordering::SeqCst) == 0
+                    && !q.iter().any(|j| {
+                        peers.iter().any(|p| {
+                            !p.dropped.load(Ordering::SeqCst) && !p.lacks.contains(&j.file)
+                        })
+                    }) =>
+                {
+                    return
+                }
+                None => None,
+            },
+            Err(_) => return,
+        };
         let Some(job) = job else {
             // Others hold the last chunks; one may come back if its peer fails.
             std::thread::sleep(Duration::from_millis(20));
             continue;
         };
+        let _flight = InFlight(in_flight);
         let f = &m.files[job.file];
         let (start, end) = hash::chunk_range(f, job.chunk);
         let url = format!("{}/tree/{name}/{}", peer.base, url_path(&f.path));
@@ -790,6 +902,15 @@ fn worker(
                 left.fetch_sub(1, Ordering::SeqCst);
             }
         }
+    }
+}
+
+/// Counts a job in flight until dropped (requeued or done).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -872,6 +993,11 @@ impl crate::diagnostic::Diagnostic for PullError {
             PullError::NothingNewer { .. } => Some("check the peers with 'offgrid peers' or name one with --peer HOST:PORT".into()),
             PullError::NoneUsable { .. } => Some("the peers must serve releases signed by the keys this site trusts (see 'offgrid status')".into()),
             PullError::Ambiguous { .. } => Some("name one tree: --from http://HOST:PORT/tree/NAME/".into()),
+            PullError::Incomplete { files, volumes, .. } => Some(format!(
+                "serve the missing volume(s) {} at a peer ('offgrid serve --stick VOLUME' for each, several at once), or install from the media ('offgrid install --from VOLUME'); not served: {}; the chunks already here are kept",
+                volumes.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
+                files.iter().take(5).map(|f| format!("'{f}'")).collect::<Vec<_>>().join(", ")
+            )),
             PullError::AllPeersFailed { dir, .. } => Some(format!("the verified chunks are kept in '{dir}'; run the same command again when a peer is back")),
             _ => None,
         }

@@ -12,6 +12,14 @@
 //! parsing is tiny_http's (blocking, a thread per connection); a fixed pool of workers
 //! answers requests and stops when the stop flag is raised.
 //!
+//! A tree whose files are stored as parts (a volume of a release spread over volumes,
+//! or a single tree holding parts: it carries `volume.toml`, SPEC.md §16.6–16.7) is
+//! served as the release it is: each file the manifest names, at its path, with its
+//! bytes read from its parts in order, a range served from the parts it covers. Several
+//! volumes of one release (the same signed manifest) given as several `--stick`s are
+//! one tree; a file with a piece on a volume not given is not served, and the index
+//! lists it as `missing`.
+//!
 //! Known gaps: no TLS (the trust is in the signatures, not the transport); the sha256
 //! index comes from the manifests, whose bytes are not re-hashed here (a damaged file is
 //! served as it is, and the client's verification refuses it); multi-range requests get
@@ -33,6 +41,7 @@ use tiny_http::{Header, Method, Request, Response, StatusCode};
 use crate::manifest::{self, Manifest};
 use crate::torrent;
 use crate::update::home::Home;
+use crate::volume;
 
 /// Version of the `GET /` index document.
 pub const INDEX_FORMAT: &str = "offgrid-serve/1";
@@ -71,10 +80,38 @@ pub struct Tree {
     pub bundle_id: String,
     pub release: String,
     pub manifest_sha256: String,
-    /// Canonical root folder.
+    /// Canonical root folder (of the first volume given, for a release in volumes).
     pub root: PathBuf,
-    /// Served paths inside the tree.
-    pub paths: BTreeMap<String, u64>,
+    /// Served paths inside the tree, and where their bytes are.
+    pub paths: BTreeMap<String, Served>,
+    /// For a tree stored as volumes (it carries `volume.toml`): the volume count and the
+    /// canonical root of each volume served.
+    pub volumes: Option<(u32, BTreeMap<u32, PathBuf>)>,
+    /// Files of the manifest not served: a piece of each is on a volume not given.
+    pub missing: Vec<String>,
+    manifest: Manifest,
+}
+
+/// `(canonical root, path under it, length)` of one stored piece of a served file.
+pub type StoredPiece = (PathBuf, String, u64);
+
+/// Where a served file's bytes are: one stored file, or its parts in order.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The file's length (as the manifest says, or as found at start for the head).
+    pub size: u64,
+    /// `(canonical root, path under it, length)` of each stored piece, in file order;
+    /// one piece whose length is taken from the disk when it is the whole file.
+    pub pieces: Vec<StoredPiece>,
+}
+
+impl Served {
+    fn whole(root: &Path, rel: &str, size: u64) -> Served {
+        Served {
+            size,
+            pieces: vec![(root.to_path_buf(), rel.to_owned(), size)],
+        }
+    }
 }
 
 /// One served pack.
@@ -123,20 +160,40 @@ fn sha256_file(path: &Path) -> io::Result<String> {
 }
 
 impl Catalog {
-    /// Adds the USB tree at `root`. Ok(false): a tree of that name is already served (the
-    /// first one wins).
+    /// Adds the USB tree at `root`. A further volume of a release already served (the
+    /// same signed manifest, another volume number) joins that tree. Ok(false): a tree of
+    /// that name is already served and this one adds nothing to it (the first one wins).
     pub fn add_tree(&mut self, root: &Path) -> Result<bool, ServeError> {
         let canon = fs::canonicalize(root)
             .map_err(|e| src_err(root, e.to_string(), "pass an existing USB tree folder"))?;
         let (m, bytes): (Manifest, Vec<u8>) = torrent::read_manifest(&canon)?;
         let name = torrent::tree_name(&m);
-        if self.trees.iter().any(|t| t.name == name) {
-            return Ok(false);
+        let manifest_sha256 = hex::encode(Sha256::digest(&bytes));
+        let marker = volume::read_marker(&canon)
+            .map_err(|e| src_err(root, e.to_string(), "copy the volume again from HQ"))?;
+        if let Some(mk) = &marker {
+            mk.check(&canon, &m, &manifest_sha256)
+                .map_err(|e| src_err(root, e.to_string(), "copy the volume again from HQ"))?;
+        }
+        if let Some(idx) = self.trees.iter().position(|t| t.name == name) {
+            let t = &mut self.trees[idx];
+            let Some(((_, roots), mk)) = t.volumes.as_mut().zip(marker) else {
+                return Ok(false);
+            };
+            if t.manifest_sha256 != manifest_sha256 || roots.contains_key(&mk.volume) {
+                return Ok(false);
+            }
+            roots.insert(mk.volume, canon.clone());
+            self.add_roots(&canon.join(crate::trustroot::ROOTS_DIR));
+            self.complete(idx);
+            return Ok(true);
         }
         let idx = self.trees.len();
-        let manifest_sha256 = hex::encode(Sha256::digest(&bytes));
         let mut paths = BTreeMap::new();
-        paths.insert(manifest::MANIFEST_FILE.to_owned(), bytes.len() as u64);
+        paths.insert(
+            manifest::MANIFEST_FILE.to_owned(),
+            Served::whole(&canon, manifest::MANIFEST_FILE, bytes.len() as u64),
+        );
         self.by_sha
             .entry(manifest_sha256.clone())
             .or_insert((idx, manifest::MANIFEST_FILE.to_owned()));
@@ -146,13 +203,7 @@ impl Catalog {
                 .map_err(|e| src_err(&p, e.to_string(), "check the tree's permissions"))?;
             let size = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
             self.by_sha.entry(sha).or_insert((idx, s.clone()));
-            paths.insert(s, size);
-        }
-        for f in &m.files {
-            self.by_sha
-                .entry(f.sha256.clone())
-                .or_insert((idx, f.path.clone()));
-            paths.insert(f.path.clone(), f.size);
+            paths.insert(s.clone(), Served::whole(&canon, &s, size));
         }
         self.add_roots(&canon.join(crate::trustroot::ROOTS_DIR));
         self.trees.push(Tree {
@@ -160,10 +211,59 @@ impl Catalog {
             bundle_id: m.bundle_id.clone(),
             release: m.release.to_string(),
             manifest_sha256,
+            volumes: marker.map(|mk| (mk.volumes, BTreeMap::from([(mk.volume, canon.clone())]))),
             root: canon,
             paths,
+            missing: m.files.iter().map(|f| f.path.clone()).collect(),
+            manifest: m,
         });
+        self.complete(idx);
         Ok(true)
+    }
+
+    /// Serves every file of tree `idx` still missing whose pieces are now all on the
+    /// volumes given: a tree of whole files has each at its path; a volume's files are
+    /// read from their pieces (SPEC.md §12.1).
+    fn complete(&mut self, idx: usize) {
+        let t = &mut self.trees[idx];
+        let mut pieces: BTreeMap<usize, Vec<manifest::Piece>> = BTreeMap::new();
+        if t.volumes.is_some() {
+            for p in t.manifest.pieces(None) {
+                pieces.entry(p.file).or_default().push(p);
+            }
+        }
+        let mut still = Vec::new();
+        for (i, f) in t.manifest.files.iter().enumerate() {
+            if !t.missing.contains(&f.path) {
+                continue;
+            }
+            let served = match &t.volumes {
+                None => Some(Served::whole(&t.root, &f.path, f.size)),
+                Some((_, roots)) => pieces
+                    .remove(&i)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| {
+                        let root = roots.get(&p.volume.unwrap_or(1))?;
+                        Some((root.clone(), p.path, p.size))
+                    })
+                    .collect::<Option<Vec<_>>>()
+                    .map(|pieces| Served {
+                        size: f.size,
+                        pieces,
+                    }),
+            };
+            match served {
+                Some(s) => {
+                    self.by_sha
+                        .entry(f.sha256.clone())
+                        .or_insert((idx, f.path.clone()));
+                    t.paths.insert(f.path.clone(), s);
+                }
+                None => still.push(f.path.clone()),
+            }
+        }
+        t.missing = still;
     }
 
     /// Adds the current and the previous version of the site home at `home`.
@@ -272,14 +372,24 @@ impl Catalog {
     pub fn index_json(&self) -> serde_json::Value {
         serde_json::json!({
             "format": INDEX_FORMAT,
-            "trees": self.trees.iter().map(|t| serde_json::json!({
-                "name": t.name,
-                "bundle_id": t.bundle_id,
-                "release": t.release,
-                "manifest_sha256": t.manifest_sha256,
-                "files": t.paths.len(),
-                "url": format!("/tree/{}/", t.name),
-            })).collect::<Vec<_>>(),
+            "trees": self.trees.iter().map(|t| {
+                let mut e = serde_json::json!({
+                    "name": t.name,
+                    "bundle_id": t.bundle_id,
+                    "release": t.release,
+                    "manifest_sha256": t.manifest_sha256,
+                    "files": t.paths.len(),
+                    "url": format!("/tree/{}/", t.name),
+                    "missing": t.missing,
+                });
+                if let Some((count, roots)) = &t.volumes {
+                    e["volumes"] = serde_json::json!({
+                        "count": count,
+                        "served": roots.keys().collect::<Vec<_>>(),
+                    });
+                }
+                e
+            }).collect::<Vec<_>>(),
             "packs": self.packs.iter().map(|p| serde_json::json!({
                 "name": p.name,
                 "size": p.size,
@@ -289,29 +399,37 @@ impl Catalog {
         })
     }
 
-    /// The file a request path names, before any disk access: `(root, relative path)`.
-    fn resolve(&self, segs: &[String]) -> Option<(&Path, String)> {
+    /// The file a request path names, before any disk access: its name and where its
+    /// bytes are (`(root, relative path, length)` of each piece; the length of a single
+    /// piece is the one found on disk).
+    fn resolve(&self, segs: &[String]) -> Option<(String, Vec<StoredPiece>)> {
+        let served = |t: &Tree, rel: String| {
+            let s = t.paths.get(&rel)?;
+            Some((rel, s.pieces.clone()))
+        };
+        let one = |dir: &Path, name: &str| {
+            Some((
+                name.to_owned(),
+                vec![(dir.to_path_buf(), name.to_owned(), 0)],
+            ))
+        };
         match segs {
             [kind, name, rest @ ..] if kind == "tree" && !rest.is_empty() => {
                 let t = self.trees.iter().find(|t| &t.name == name)?;
-                let rel = rest.join("/");
-                t.paths
-                    .contains_key(&rel)
-                    .then_some((t.root.as_path(), rel))
+                served(t, rest.join("/"))
             }
             [kind, name] if kind == "pack" => {
                 let p = self.packs.iter().find(|p| &p.name == name)?;
-                Some((p.dir.as_path(), p.name.clone()))
+                one(&p.dir, &p.name)
             }
             [kind, name] if kind == "roots" => {
                 let r = self.roots.as_ref()?;
-                r.files
-                    .contains(name)
-                    .then_some((r.dir.as_path(), name.clone()))
+                r.files.contains(name).then_some(())?;
+                one(&r.dir, name)
             }
             [kind, hex] if kind == "sha256" => {
                 let (i, rel) = self.by_sha.get(&hex.to_ascii_lowercase())?;
-                Some((self.trees[*i].root.as_path(), rel.clone()))
+                served(&self.trees[*i], rel.clone())
             }
             _ => None,
         }
@@ -414,9 +532,53 @@ impl Limiter {
     }
 }
 
+/// The bytes of a range of a file stored as pieces, read from each piece in turn.
+struct Chain {
+    pieces: std::collections::VecDeque<io::Take<File>>,
+}
+
+impl Chain {
+    /// Bytes `[first, first + count)` of the file whose pieces are `files` (each with
+    /// its length), in order.
+    fn new(files: Vec<(File, u64)>, first: u64, count: u64) -> io::Result<Chain> {
+        let mut pieces = std::collections::VecDeque::new();
+        let (mut skip, mut left) = (first, count);
+        for (mut f, len) in files {
+            if left == 0 {
+                break;
+            }
+            if skip >= len {
+                skip -= len;
+                continue;
+            }
+            if skip > 0 {
+                f.seek(SeekFrom::Start(skip))?;
+            }
+            let take = (len - skip).min(left);
+            pieces.push_back(f.take(take));
+            left -= take;
+            skip = 0;
+        }
+        Ok(Chain { pieces })
+    }
+}
+
+impl Read for Chain {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some(p) = self.pieces.front_mut() {
+            let n = p.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            self.pieces.pop_front();
+        }
+        Ok(0)
+    }
+}
+
 /// A body reader that obeys the limiter and stops when the server stops.
 struct Body<'a> {
-    inner: io::Take<File>,
+    inner: Chain,
     limiter: Option<&'a Limiter>,
     stop: &'a AtomicBool,
 }
@@ -614,57 +776,47 @@ fn answer(
         let _ = req.respond(r);
         return line;
     }
-    let Some((root, rel)) = catalog.resolve(&segs) else {
+    let Some((rel, pieces)) = catalog.resolve(&segs) else {
         simple(req, 404, "404 not found", vec![], &mut line);
         return line;
     };
-    // Confinement: the real path (symlinks resolved) must stay inside the served root.
-    let real = match fs::canonicalize(root.join(&rel)) {
-        Ok(p) if p.starts_with(root) => p,
-        Ok(_) => {
-            simple(
-                req,
-                403,
-                "403 forbidden: the file leaves the served folder",
-                vec![],
-                &mut line,
-            );
-            return line;
-        }
-        Err(_) => {
+    let single = pieces.len() == 1;
+    let mut files = Vec::with_capacity(pieces.len());
+    let mut validators = Vec::with_capacity(pieces.len());
+    for (root, piece, size) in &pieces {
+        let (file, meta) = match open_confined(root, piece) {
+            Ok(r) => r,
+            Err((code, text)) => {
+                simple(req, code, text, vec![], &mut line);
+                return line;
+            }
+        };
+        // A part must be as long as the manifest says, or the file would shift.
+        if !single && meta.len() != *size {
             simple(
                 req,
                 404,
-                "404 not found: the file is not on this machine",
+                "404 not found: a part of the file on this machine is not the size its manifest says",
                 vec![],
                 &mut line,
             );
             return line;
         }
-    };
-    let file = match File::open(&real) {
-        Ok(f) => f,
-        Err(_) => {
-            simple(req, 404, "404 not found", vec![], &mut line);
-            return line;
+        let mtime = meta.mtime() as u64 * 1_000_000_000 + meta.mtime_nsec() as u64;
+        validators.push((meta.ino(), meta.len(), mtime));
+        files.push((file, meta.len()));
+    }
+    let len: u64 = files.iter().map(|f| f.1).sum();
+    let etag = match validators.as_slice() {
+        [(ino, len, mtime)] => format!("\"{ino:x}-{len:x}-{mtime:x}\""),
+        many => {
+            let mut h = Sha256::new();
+            for (ino, len, mtime) in many {
+                h.update(format!("{ino:x}-{len:x}-{mtime:x};"));
+            }
+            format!("\"p-{}\"", &hex::encode(h.finalize())[..24])
         }
     };
-    let meta = match file.metadata() {
-        Ok(m) if m.is_file() => m,
-        _ => {
-            simple(
-                req,
-                403,
-                "403 forbidden: not a regular file",
-                vec![],
-                &mut line,
-            );
-            return line;
-        }
-    };
-    let len = meta.len();
-    let mtime = meta.mtime() as u64 * 1_000_000_000 + meta.mtime_nsec() as u64;
-    let etag = format!("\"{:x}-{:x}-{:x}\"", meta.ino(), len, mtime);
     let ctype = if rel.ends_with(".toml") {
         "application/toml"
     } else {
@@ -706,13 +858,12 @@ fn answer(
             return line;
         }
     };
-    let mut file = file;
-    if first > 0 && file.seek(SeekFrom::Start(first)).is_err() {
+    let Ok(chain) = Chain::new(files, first, count) else {
         simple(req, 500, "500 cannot read the file", vec![], &mut line);
         return line;
-    }
+    };
     let body = Body {
-        inner: file.take(count),
+        inner: chain,
         limiter,
         stop,
     };
@@ -734,6 +885,21 @@ fn answer(
         line.bytes = 0;
     }
     line
+}
+
+/// Opens `rel` under `root` when its real path (symlinks resolved now) stays inside
+/// `root` and it is a regular file; else the status and text to answer.
+fn open_confined(root: &Path, rel: &str) -> Result<(File, fs::Metadata), (u16, &'static str)> {
+    let real = match fs::canonicalize(root.join(rel)) {
+        Ok(p) if p.starts_with(root) => p,
+        Ok(_) => return Err((403, "403 forbidden: the file leaves the served folder")),
+        Err(_) => return Err((404, "404 not found: the file is not on this machine")),
+    };
+    let file = File::open(&real).map_err(|_| (404, "404 not found"))?;
+    match file.metadata() {
+        Ok(m) if m.is_file() => Ok((file, m)),
+        _ => Err((403, "403 forbidden: not a regular file")),
+    }
 }
 
 impl crate::diagnostic::Diagnostic for ServeError {
@@ -767,6 +933,31 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,5-6", 100), RangeReq::Whole);
         assert_eq!(parse_range("items=0-1", 100), RangeReq::Whole);
         assert_eq!(parse_range("bytes=x-1", 100), RangeReq::Whole);
+    }
+
+    #[test]
+    fn a_range_is_read_across_the_pieces_it_covers() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..30u8).collect();
+        let mut files = Vec::new();
+        for (k, piece) in bytes.chunks(10).enumerate() {
+            let p = dir.path().join(format!("p{k}"));
+            fs::write(&p, piece).unwrap();
+            files.push(p);
+        }
+        let open = || files.iter().map(|p| (File::open(p).unwrap(), 10)).collect();
+        for (first, count) in [(0, 30), (5, 10), (9, 2), (10, 10), (25, 5), (29, 1), (0, 0)] {
+            let mut out = Vec::new();
+            Chain::new(open(), first, count)
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(
+                out,
+                &bytes[first as usize..(first + count) as usize],
+                "{first}+{count}"
+            );
+        }
     }
 
     #[test]

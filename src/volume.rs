@@ -209,6 +209,17 @@ pub fn contents(m: &Manifest) -> BTreeMap<u32, Vec<String>> {
     out
 }
 
+/// `m` as the tree at `root` stores it: its stored view of the volume `root`'s marker
+/// names, or of every piece when there is no readable marker (what a tree being
+/// replaced may hold there).
+pub fn as_stored_at(root: &Path, m: Manifest) -> Manifest {
+    match read_marker(root).ok().flatten() {
+        Some(mk) => m.stored_view(Some(mk.volume)),
+        None if m.files.iter().any(|f| !f.parts.is_empty()) => m.stored_view(None),
+        None => m,
+    }
+}
+
 /// The name of part `k` of `n` of the file at `path`: `PATH.partKKK-of-NNN`, at least
 /// three digits (SPEC.md §16.7).
 pub fn part_name(path: &str, k: usize, n: usize) -> String {

@@ -6,11 +6,10 @@
 //! writes nothing. Mounting needs root; CI runs as root, so these fail rather than skip.
 
 use crate::media::{exfat, fat32};
-use crate::util::{snapshot, Ws};
+use crate::util::{flip_byte, resume, signed_tree, snapshot, spawn_stopped, Out, Ws};
 
 use std::fs;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use assert_cmd::prelude::*;
 use predicates::prelude::*;
@@ -37,28 +36,6 @@ fn stick() -> Ws {
     ])
     .success();
     ws
-}
-
-/// The signed tree's files (manifest, signatures, payload) of `root`, without extras.
-fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
-    snapshot(root)
-        .into_iter()
-        .filter(|(p, _)| !p.starts_with(".offgrid"))
-        .collect()
-}
-
-fn flip_byte(path: &Path, at: u64) {
-    use std::os::unix::fs::FileExt;
-    let f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, at).unwrap();
-    b[0] ^= 0x5a;
-    f.write_all_at(&b, at).unwrap();
-    f.sync_all().unwrap();
 }
 
 #[test]
@@ -91,10 +68,10 @@ fn one_stick_to_a_folder_a_fat32_and_an_exfat_stick_each_read_back() {
     assert_eq!(summary["release"], "1.0");
     assert_eq!(summary["bad"].as_array().unwrap().len(), 0);
 
-    let want = tree(&ws.path("stick"));
+    let want = signed_tree(&ws.path("stick"));
     for d in ["copy1", "fat", "ex"] {
         assert_eq!(
-            tree(&ws.path(d)),
+            signed_tree(&ws.path(d)),
             want,
             "{d} is byte-identical to the source"
         );
@@ -125,31 +102,21 @@ fn one_stick_to_a_folder_a_fat32_and_an_exfat_stick_each_read_back() {
 #[test]
 fn a_copy_changed_behind_the_writers_back_is_caught_by_the_read_back() {
     let ws = stick();
-    let child = Command::cargo_bin("offgrid")
-        .unwrap()
-        .current_dir(ws.dir.path())
+    let mut c = Command::cargo_bin("offgrid").unwrap();
+    c.current_dir(ws.dir.path())
         .env("NO_COLOR", "1")
-        .env("OFFGRID_FAULT_AT", "clone-written:stop")
-        .args(["clone", "stick", "a", "b", "--pubkey", "hq.pub"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let child = crate::util::wait_stopped(child, "clone-written");
+        .args(["clone", "stick", "a", "b", "--pubkey", "hq.pub"]);
+    let child = spawn_stopped(c, "clone-written");
     // Both copies are switched and complete; now b's model changes on the medium.
     let model = ws.path("b/models/smol.gguf");
     assert!(model.exists());
     flip_byte(&model, 300 * 1024);
-    let st = Command::new("kill")
-        .args(["-CONT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let Out {
+        code,
+        stdout,
+        stderr,
+    } = resume(child);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(stdout.contains("ok      'a'"), "{stdout}");
     assert!(stdout.contains("BAD     'b'"), "{stdout}");
     assert!(stdout.contains("models/smol.gguf"), "{stdout}");
@@ -266,7 +233,10 @@ fn refusals_come_before_the_first_byte_and_a_dry_run_writes_nothing() {
     ws.offgrid(&["clone", "stick", "busy", "--force", "--pubkey", "hq.pub"])
         .success()
         .stdout(predicate::str::contains("replaced org.example.other 3.0"));
-    assert_eq!(tree(&ws.path("busy")), tree(&ws.path("stick")));
+    assert_eq!(
+        signed_tree(&ws.path("busy")),
+        signed_tree(&ws.path("stick"))
+    );
 }
 
 #[test]
@@ -294,27 +264,15 @@ fn pack_usb_read_back_passes_and_catches_a_staged_file_changed_before_the_switch
         ));
     // Stopped with everything staged (hashed from what was read), a staged byte changes:
     // the switch goes ahead, the read-back refuses.
-    let child = Command::cargo_bin("offgrid")
-        .unwrap()
-        .current_dir(ws.dir.path())
+    let mut c = Command::cargo_bin("offgrid").unwrap();
+    c.current_dir(ws.dir.path())
         .env("NO_COLOR", "1")
         .env("OFFGRID_HQ", ws.path("hq-history"))
-        .env("OFFGRID_FAULT_AT", "pack-staged:stop")
-        .args(args("1.1"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let child = crate::util::wait_stopped(child, "pack-staged");
+        .args(args("1.1"));
+    let child = spawn_stopped(c, "pack-staged");
     flip_byte(&ws.path("s2/.offgrid-staging/models/smol.gguf"), 1234);
-    Command::new("kill")
-        .args(["-CONT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let Out { code, stderr, .. } = resume(child);
+    assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("do not hand it out"), "{stderr}");
     assert!(stderr.contains("models/smol.gguf"), "{stderr}");
 }

@@ -254,26 +254,10 @@ fn missing_directory_names_the_file() {
 
 /// Runs `offgrid ARGS` on a pseudo-terminal (util-linux `script`), typing `typed`.
 fn on_a_terminal(args: &str, typed: &str) -> (bool, String) {
-    let bin = assert_cmd::cargo::cargo_bin("offgrid");
-    let mut child = StdCommand::new("script")
-        .args(["-qec", &format!("'{}' {args}", bin.display()), "/dev/null"])
-        .env_remove("OFFGRID_PASSWORD")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("util-linux 'script' is installed");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(typed.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-    )
+    let mut t = crate::util::Terminal::start(Path::new("."), args, &[]);
+    t.type_text(typed);
+    let (code, seen) = t.finish();
+    (code == Some(0), seen)
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Pulling releases from peers (`install --from http://…`, `offgrid sync`; SPEC.md
 //! §12.4) through the real binary and real `offgrid serve` peers: on loopback (install,
 //! sync reusing the bytes the site has, up to date, a peer with an untrusted release, a
-//! pull killed with SIGKILL and resumed, trust roots handed on by a peer), and across real separate network stacks —
+//! pull killed with SIGKILL and resumed, trust roots handed on by a peer, a release in
+//! volumes served from its volume sticks, a pull naming the volume no peer has), and
+//! across real separate network stacks —
 //! four hosts as network namespaces joined by veth pairs to a bridge — where one serving
 //! host is killed mid-transfer and a lying peer serves damaged bytes, and the site still
 //! finishes, verified, from the honest one. Namespaces need root; CI runs as root, so
@@ -71,8 +73,20 @@ impl Server {
         listen: &str,
         rate: Option<&str>,
     ) -> Server {
+        Server::start_sticks(ws, netns, &[stick], listen, rate)
+    }
+
+    /// [`Server::start`] serving several sticks (`--stick` each).
+    fn start_sticks(
+        ws: &Ws,
+        netns: Option<&str>,
+        sticks: &[&str],
+        listen: &str,
+        rate: Option<&str>,
+    ) -> Server {
         let log = ws.path(&format!(
-            "serve-{stick}-{}.log",
+            "serve-{}-{}.log",
+            sticks.join("+"),
             listen.replace([':', '.'], "_")
         ));
         let mut c = match netns {
@@ -84,7 +98,9 @@ impl Server {
             None => Command::new(bin()),
         };
         c.current_dir(ws.dir.path())
-            .args(["serve", "--stick", stick, "--listen", listen, "-v"])
+            .arg("serve")
+            .args(sticks.iter().flat_map(|s| ["--stick", s]))
+            .args(["--listen", listen, "-v"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(fs::File::create(&log).unwrap());
@@ -705,4 +721,106 @@ fn a_large_changed_file_travels_by_its_changed_chunks_only() {
     let sent = b.bytes_sent("/data/big.bin");
     assert_eq!(sent, 4 << 20, "only the changed chunk of big.bin travels");
     assert_eq!(fs::read(ws.path("h/current/data/big.bin")).unwrap(), data);
+}
+
+#[test]
+fn a_release_in_volumes_installs_from_a_peer_serving_its_volume_sticks() {
+    let ws = Ws::new();
+    ws.model("in/smol.gguf", 40, 1);
+    let big = crate::util::noise(700_000, 7);
+    ws.file("in/big.bin", &big);
+    ws.pack_volumes("1.0", &["v1", "v2", "v3"]).success();
+    let m = offgrid::manifest::Manifest::parse(&fs::read(ws.path("v1/manifest.toml")).unwrap())
+        .unwrap();
+    let parts = &m.file("data/big.bin").unwrap().parts;
+    assert_eq!(parts.len(), 3);
+    let name = format!("{}-1.0", m.bundle_id);
+    {
+        // Volumes 1 and 2 only: the index lists what cannot be served whole, and the
+        // pull names it and the volume that holds it before fetching a byte.
+        let s = Server::start_sticks(&ws, None, &["v1", "v2"], "127.0.0.1:0", None);
+        let addr = s.url.trim_start_matches("http://");
+        let idx: serde_json::Value =
+            serde_json::from_slice(&crate::util::http(addr, "GET", "/index.json", &[]).body)
+                .unwrap();
+        let t = &idx["trees"][0];
+        assert_eq!(
+            t["volumes"],
+            serde_json::json!({"count": 3, "served": [1, 2]})
+        );
+        assert!(t["missing"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("data/big.bin")));
+        let r = crate::util::http(addr, "GET", &format!("/tree/{name}/data/big.bin"), &[]);
+        assert_eq!(r.status, 404);
+        og(
+            &ws,
+            &[
+                "install", "--from", &s.url, "--home", "home", "--pubkey", "hq.pub",
+            ],
+        )
+        .code(1)
+        .stderr(
+            predicate::str::contains("'data/big.bin'")
+                .and(predicate::str::contains("volume(s) 3"))
+                .and(predicate::str::contains("help:")),
+        );
+        assert!(!ws.path("home/current").exists());
+        assert_eq!(s.bytes_sent("/data/"), 0);
+    }
+    // All three volumes: each file is served whole at its path, a range across two
+    // parts is read from both, and the site installs byte for byte.
+    let s = Server::start_sticks(&ws, None, &["v3", "v1", "v2"], "127.0.0.1:0", None);
+    let addr = s.url.trim_start_matches("http://");
+    let idx: serde_json::Value =
+        serde_json::from_slice(&crate::util::http(addr, "GET", "/index.json", &[]).body).unwrap();
+    assert_eq!(idx["trees"].as_array().unwrap().len(), 1);
+    assert_eq!(idx["trees"][0]["missing"], serde_json::json!([]));
+    let cut = parts[1].offset;
+    let r = crate::util::http(
+        addr,
+        "GET",
+        &format!("/tree/{name}/data/big.bin"),
+        &[("Range", &format!("bytes={}-{}", cut - 10, cut + 9))],
+    );
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, &big[cut as usize - 10..cut as usize + 10]);
+    let r = crate::util::http(addr, "GET", &format!("/tree/{name}/data/big.bin"), &[]);
+    assert_eq!((r.status, r.body == big), (200, true));
+    // The parts themselves are not paths of the tree.
+    let r = crate::util::http(addr, "GET", &format!("/tree/{name}/{}", parts[2].path), &[]);
+    assert_eq!(r.status, 404);
+    og(
+        &ws,
+        &[
+            "install", "--from", &s.url, "--home", "home", "--pubkey", "hq.pub",
+        ],
+    )
+    .success()
+    .stdout(predicate::str::contains("pulled from"));
+    assert_eq!(fs::read(ws.path("home/current/data/big.bin")).unwrap(), big);
+    og(&ws, &["verify", "home/current", "--home", "home"]).success();
+    drop(s);
+    // Release 2.0 with a changed data file: one peer serves all its volumes, another
+    // only volume 1. The second is never asked for the file it lacks, and sync ends.
+    let mut big2 = big.clone();
+    big2[cut as usize + 5] ^= 0xff;
+    ws.file("in/big.bin", &big2);
+    ws.pack_volumes("2.0", &["w1", "w2", "w3"]).success();
+    let all = Server::start_sticks(&ws, None, &["w1", "w2", "w3"], "127.0.0.1:0", None);
+    let one = Server::start_sticks(&ws, None, &["w1"], "127.0.0.1:0", None);
+    og(
+        &ws,
+        &[
+            "sync", "--home", "home", "--peer", &one.url, "--peer", &all.url,
+        ],
+    )
+    .success();
+    assert_eq!(
+        fs::read(ws.path("home/current/data/big.bin")).unwrap(),
+        big2
+    );
+    assert!(all.bytes_sent("/data/big.bin") > 0);
+    assert_eq!(one.bytes_sent("/data/big.bin"), 0);
 }

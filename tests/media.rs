@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use offgrid::gguf::{self, MetaValue};
 use offgrid::manifest::Manifest;
 use predicates::prelude::*;
-use util::{snapshot, Ws};
+use util::{sha, snapshot, Ws};
 
 /// A synthetic GGUF of `n` F32 tensors of `kib` KiB each, with a chat template.
 fn model(ws: &Ws, rel: &str, n: usize, kib: usize, template: &str) -> PathBuf {
@@ -945,4 +945,51 @@ fn the_split_example_manifest_parses_and_is_canonical() {
     let mut broken = m.clone();
     broken.files.retain(|f| !f.path.contains("-00002-of-"));
     assert!(Manifest::parse(broken.to_toml().as_bytes()).is_err());
+}
+
+/// A model split into shards across volumes: the shards are written at HQ (the scratch
+/// folder) and hashed before the manifest is signed, each volume holds its shards, and
+/// the HQ history records every shard although no input file holds it.
+#[test]
+fn a_model_split_over_volumes_is_recorded_at_hq_from_its_shards() {
+    let ws = Ws::new();
+    model(&ws, "in/smol.gguf", 6, 100, "{{ messages }}");
+    ws.offgrid(&[
+        "pack-usb",
+        "v1",
+        "v2",
+        "v3",
+        "--release",
+        "1.0",
+        "--model",
+        "in/smol.gguf",
+        "--sign-with",
+        "hq.key",
+        "--no-host-binary",
+        "--volume-size",
+        "300K",
+    ])
+    .success()
+    .stdout(predicate::str::contains("as 3 volume(s)"));
+    let m = manifest(&ws.path("v1"));
+    assert_eq!(m.volumes, Some(3));
+    assert!(shards(&m).len() >= 3, "{:?}", shards(&m));
+    let hq = ws.path("hq-history");
+    for f in &m.files {
+        let obj = offgrid::update::history::object_path(&hq, &f.sha256);
+        assert_eq!(sha(&fs::read(&obj).unwrap()), f.sha256, "{}", f.path);
+    }
+    for v in ["v1", "v2", "v3"] {
+        ws.offgrid(&["verify", v, "--pubkey", "hq.pub"]).success();
+    }
+    for v in ["v3", "v1"] {
+        ws.offgrid(&[
+            "install", "--from", v, "--home", "home", "--pubkey", "hq.pub",
+        ])
+        .code(1);
+    }
+    ws.offgrid(&[
+        "install", "--from", "v2", "--home", "home", "--pubkey", "hq.pub",
+    ])
+    .success();
 }

@@ -14,7 +14,6 @@
 use crate::util;
 
 use std::fs;
-use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -62,21 +61,6 @@ fn installed_and_updated(w: &World) {
         .assert()
         .success();
     cmd(w).args(["apply-update", "u.ogpack"]).assert().success();
-}
-
-/// Changes one byte in place (same size, so a size check alone would pass).
-fn flip_byte(p: &Path, at: u64) {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .read(true)
-        .open(p)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.seek(SeekFrom::Start(at)).unwrap();
-    std::io::Read::read_exact(&mut f, &mut b).unwrap();
-    f.seek(SeekFrom::Start(at)).unwrap();
-    f.write_all(&[b[0] ^ 0x01]).unwrap();
-    f.sync_all().unwrap();
 }
 
 fn rollback_json(w: &World, extra: &[&str]) -> serde_json::Value {

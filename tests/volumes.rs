@@ -3,7 +3,11 @@
 //! volume verified on its own, `install --from` the volumes out of order, an install
 //! killed mid-volume and resumed, a volume of another release refused, the missing
 //! volumes named, too few destinations refused before a byte is written, and a large
-//! data file cut into parts on one stick and reassembled byte for byte.
+//! data file cut into parts on one stick and reassembled byte for byte; a volume (and a
+//! tree holding parts) cloned as stored, each copy read back as that volume, a copy
+//! changed behind the writer's back named, and the clones installed; on a terminal, one
+//! folder for every volume with the medium swapped when asked (a medium not swapped
+//! refused), and a set given up after volume 1 leaving it valid.
 
 use crate::support;
 
@@ -15,6 +19,8 @@ use assert_cmd::prelude::*;
 use offgrid::manifest::Manifest;
 use predicates::prelude::*;
 use support::Ws;
+
+use crate::util::{flip_byte, resume, signed_tree, spawn_stopped, Out, Terminal};
 
 /// Pseudo-random bytes (a data file parts must keep byte for byte).
 fn noise(n: usize, seed: u32) -> Vec<u8> {
@@ -39,26 +45,19 @@ fn world() -> Ws {
 
 /// `pack-usb --volume-size 300K` of release `rel` into `dests`.
 fn pack(ws: &Ws, rel: &str, dests: &[&str]) -> assert_cmd::assert::Assert {
-    let mut args = vec!["pack-usb"];
-    args.extend_from_slice(dests);
-    args.extend_from_slice(&[
-        "--release",
-        rel,
-        "--model",
-        "in/smol.gguf",
-        "--add",
-        "data/big.bin=in/big.bin",
-        "--sign-with",
-        "hq.key",
-        "--no-host-binary",
-        "--volume-size",
-        "300K",
-    ]);
-    ws.offgrid(&args)
+    ws.pack_volumes(rel, dests)
 }
 
 fn manifest(root: &Path) -> Manifest {
     Manifest::parse(&fs::read(root.join("manifest.toml")).unwrap()).unwrap()
+}
+
+/// The data file installed in the home is the input, byte for byte.
+fn assert_big_installed(ws: &Ws) {
+    assert_eq!(
+        fs::read(ws.path("home/current/data/big.bin")).unwrap(),
+        fs::read(ws.path("in/big.bin")).unwrap()
+    );
 }
 
 fn install(ws: &Ws, vol: &str) -> assert_cmd::assert::Assert {
@@ -187,10 +186,7 @@ fn an_interrupted_install_resumes_and_never_rereads_a_verified_volume() {
         .code(1)
         .stdout(predicate::str::contains("still missing: volume(s) 3"));
     install(&ws, "v3").success();
-    assert_eq!(
-        fs::read(ws.path("home/current/data/big.bin")).unwrap(),
-        fs::read(ws.path("in/big.bin")).unwrap()
-    );
+    assert_big_installed(&ws);
 }
 
 #[test]
@@ -291,11 +287,16 @@ fn a_large_data_file_is_stored_in_parts_and_reassembled() {
     ws.offgrid(&["verify", "stick", "--pubkey", "hq.pub"])
         .success()
         .stdout(predicate::str::contains("verified release 1.0"));
-    install(&ws, "stick").success();
+    // Cloned as stored: the parts and the marker, read back as parts.
+    ws.offgrid(&["clone", "stick", "copy", "--pubkey", "hq.pub"])
+        .success()
+        .stdout(predicate::str::contains("ok      'copy'"));
     assert_eq!(
-        fs::read(ws.path("home/current/data/big.bin")).unwrap(),
-        fs::read(ws.path("in/big.bin")).unwrap()
+        signed_tree(&ws.path("stick")),
+        signed_tree(&ws.path("copy"))
     );
+    install(&ws, "copy").success();
+    assert_big_installed(&ws);
     ws.offgrid(&["verify", "home/current", "--home", "home"])
         .success();
 }
@@ -345,25 +346,7 @@ fn sorted(v: &[&str]) -> Vec<String> {
 fn json_records_carry_the_fields_spec_9_2_lists() {
     let ws = world();
     pack(&ws, "1.0", &["v1", "v2", "v3"]).success();
-    let plan = ws
-        .offgrid(&[
-            "pack-usb",
-            "v1",
-            "--release",
-            "1.0",
-            "--model",
-            "in/smol.gguf",
-            "--add",
-            "data/big.bin=in/big.bin",
-            "--sign-with",
-            "hq.key",
-            "--no-host-binary",
-            "--volume-size",
-            "300K",
-            "--dry-run",
-            "--json",
-        ])
-        .success();
+    let plan = pack(&ws, "1.0", &["v1", "--dry-run", "--json"]).success();
     assert_eq!(
         record_keys(&plan.get_output().stdout, "volume-plan"),
         [sorted(&[
@@ -376,26 +359,7 @@ fn json_records_carry_the_fields_spec_9_2_lists() {
             "bytes"
         ])]
     );
-    let packed = ws
-        .offgrid(&[
-            "pack-usb",
-            "w1",
-            "w2",
-            "w3",
-            "--release",
-            "1.0",
-            "--model",
-            "in/smol.gguf",
-            "--add",
-            "data/big.bin=in/big.bin",
-            "--sign-with",
-            "hq.key",
-            "--no-host-binary",
-            "--volume-size",
-            "300K",
-            "--json",
-        ])
-        .success();
+    let packed = pack(&ws, "1.0", &["w1", "w2", "w3", "--json"]).success();
     assert_eq!(
         record_keys(&packed.get_output().stdout, "packed-volumes"),
         [sorted(&[
@@ -441,4 +405,149 @@ fn json_records_carry_the_fields_spec_9_2_lists() {
             "bytes",
         ])]
     );
+}
+
+#[test]
+fn a_volume_clones_as_stored_and_a_copy_changed_on_its_medium_is_named() {
+    let ws = world();
+    pack(&ws, "1.0", &["v1", "v2", "v3"]).success();
+    let m = manifest(&ws.path("v2"));
+    let part = m
+        .pieces(Some(2))
+        .into_iter()
+        .find(|p| p.path.contains(".part"))
+        .expect("volume 2 holds a part")
+        .path;
+    // Stopped after both copies are switched, before the read-back.
+    let mut c = Command::cargo_bin("offgrid").unwrap();
+    c.current_dir(ws.path(""))
+        .env("NO_COLOR", "1")
+        .args(["clone", "v2", "c1", "c2", "--pubkey", "hq.pub"]);
+    let child = spawn_stopped(c, "clone-written");
+    // Each copy is volume 2 as stored: its pieces and its marker, byte for byte.
+    for c in ["c1", "c2"] {
+        assert_eq!(signed_tree(&ws.path("v2")), signed_tree(&ws.path(c)), "{c}");
+    }
+    assert!(ws.path("c1/volume.toml").is_file());
+    flip_byte(&ws.path("c2").join(&part), 100);
+    let Out {
+        code,
+        stdout,
+        stderr,
+    } = resume(child);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(stdout.contains("ok      'c1'"), "{stdout}");
+    assert!(stdout.contains("BAD     'c2'"), "{stdout}");
+    assert!(stdout.contains(part.as_str()), "{stdout}");
+    ws.offgrid(&["verify", "c1", "--pubkey", "hq.pub"])
+        .success()
+        .stdout(predicate::str::contains(
+            "verified volume 2 of 3 of release 1.0",
+        ));
+    ws.offgrid(&["verify", "c2", "--pubkey", "hq.pub"])
+        .code(1)
+        .stderr(predicate::str::contains(part.as_str()));
+    // The good clone stands in for volume 2.
+    install(&ws, "v1").code(1);
+    install(&ws, "c1")
+        .code(1)
+        .stdout(predicate::str::contains("still missing: volume(s) 3"));
+    install(&ws, "v3").success();
+    assert_big_installed(&ws);
+}
+
+/// `pack-usb --volume-size 300K m` on a terminal: one folder, the medium of the next
+/// volume asked for once the previous one is written.
+fn pack_on_one_drive(ws: &Ws) -> Terminal {
+    Terminal::start(
+        &ws.path(""),
+        "pack-usb m --release 1.0 --model in/smol.gguf --add data/big.bin=in/big.bin \
+         --sign-with hq.key --no-host-binary --volume-size 300K",
+        &[("OFFGRID_HQ", &ws.path("hq-history"))],
+    )
+}
+
+/// The operator ejects the medium in `m` (its volume goes to `to`) and inserts an empty one.
+fn swap_medium(ws: &Ws, to: &str) {
+    fs::rename(ws.path("m"), ws.path(to)).unwrap();
+    fs::create_dir(ws.path("m")).unwrap();
+}
+
+#[test]
+fn one_drive_writes_each_volume_then_asks_for_the_next_medium() {
+    let ws = world();
+    let mut t = pack_on_one_drive(&ws);
+    t.wait_for("volume 2 of 3", 1);
+    // Volume 1 is complete before volume 2 is asked for.
+    assert!(ws.path("m/volume.toml").exists(), "{}", t.seen);
+    // Not swapped: the folder still holds volume 1; refused, naming it, and asked again.
+    t.type_line("m");
+    t.wait_for("volume 2 of 3", 2);
+    assert!(
+        t.seen.contains("'m' still holds volume 1 of this release"),
+        "{}",
+        t.seen
+    );
+    swap_medium(&ws, "c1");
+    t.type_line("m");
+    t.wait_for("volume 3 of 3", 1);
+    swap_medium(&ws, "c2");
+    t.type_line("m");
+    let (code, seen) = t.finish();
+    assert_eq!(code, Some(0), "{seen}");
+    assert!(seen.contains("as 3 volume(s)"), "{seen}");
+    fs::rename(ws.path("m"), ws.path("c3")).unwrap();
+    let m = manifest(&ws.path("c1"));
+    for (k, v) in ["c1", "c2", "c3"].iter().enumerate() {
+        assert_eq!(manifest(&ws.path(v)), m);
+        ws.offgrid(&["verify", v, "--pubkey", "hq.pub"])
+            .success()
+            .stdout(predicate::str::contains(format!(
+                "verified volume {} of 3 of release 1.0",
+                k + 1
+            )));
+    }
+    // The release is recorded at HQ from the inputs (the media are gone), scratch removed.
+    let hq = ws.path("hq-history");
+    assert!(fs::read_dir(&hq).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".packing-")));
+    for f in &m.files {
+        assert!(
+            offgrid::update::history::object_path(&hq, &f.sha256).exists(),
+            "{} not recorded",
+            f.path
+        );
+    }
+    install(&ws, "c3").code(1);
+    install(&ws, "c1").code(1);
+    install(&ws, "c2").success();
+    assert_big_installed(&ws);
+}
+
+#[test]
+fn a_set_given_up_after_volume_one_leaves_it_valid_and_install_names_the_rest() {
+    let ws = world();
+    let mut t = pack_on_one_drive(&ws);
+    t.wait_for("volume 2 of 3", 1);
+    t.type_line("");
+    let (code, seen) = t.finish();
+    assert_eq!(code, Some(2), "{seen}");
+    assert!(
+        seen.contains("volume(s) 1..1 of 3 were written, volume 2 was not")
+            && seen.contains("pack the release again onto 3 media"),
+        "{seen}"
+    );
+    ws.offgrid(&["verify", "m", "--pubkey", "hq.pub"])
+        .success()
+        .stdout(predicate::str::contains(
+            "verified volume 1 of 3 of release 1.0",
+        ));
+    install(&ws, "m")
+        .code(1)
+        .stderr(predicate::str::contains("still missing: volume(s) 2, 3"));
+    // Nothing recorded at HQ for a set never finished.
+    assert!(!ws.path("hq-history/releases").exists());
 }

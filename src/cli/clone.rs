@@ -157,7 +157,7 @@ fn print_plan(plan: &ClonePlan, json: bool) -> anyhow::Result<()> {
                 "source": plan.source.display().to_string(),
                 "bundle_id": m.bundle_id,
                 "release": m.release.to_string(),
-                "files": m.files.len(),
+                "files": plan.files(),
                 "bytes": plan.bytes(),
                 "signers": plan.signers,
                 "dests": plan.dests.iter().map(|d| json!({
@@ -177,7 +177,7 @@ fn print_plan(plan: &ClonePlan, json: bool) -> anyhow::Result<()> {
         m.release,
         m.bundle_id,
         plan.source.display(),
-        m.files.len(),
+        plan.files(),
         plan.bytes(),
         plan.signers.join(", ")
     );

@@ -16,7 +16,8 @@ use super::Ctx;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Folder to write the tree into: the mounted stick, or a folder on it; with
-    /// --volume-size one folder per volume, in volume order
+    /// --volume-size one folder per volume, in volume order (fewer: on a terminal, the
+    /// next medium is asked for once each volume is written)
     #[arg(value_name = "DEST", required = true)]
     pub dests: Vec<PathBuf>,
     #[command(flatten)]
@@ -125,16 +126,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     usb::pack::check_fits(&plan, &limit, &dest)?;
     let layout = usb::volumes::plan_layout(&plan, limit.max, None, keys.len())?;
     if layout.is_needed() {
-        return write_volumes(
-            &args,
-            ctx,
-            &inputs,
-            &plan,
-            &layout,
-            &keys,
-            &limit,
-            args.dests.clone(),
-        );
+        return write_volumes(&args, ctx, &inputs, &plan, &layout, &keys, &limit);
     }
 
     let bar = ctx.bar("packing", args.out.json);
@@ -245,8 +237,8 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
 }
 
 /// `--volume-size`: the release laid out as volumes, one destination each (SPEC.md
-/// §16.6). Too few destinations: a terminal is asked for the others, else refused
-/// before anything is written.
+/// §16.6). Too few destinations: a terminal is asked for the next medium once each
+/// volume is written, else refused before anything is written.
 fn run_volumes(
     args: &Args,
     ctx: &Ctx,
@@ -277,31 +269,39 @@ fn run_volumes(
         return Ok(ExitCode::SUCCESS);
     }
     let n = layout.count() as usize;
-    let mut dests = args.dests.clone();
-    if dests.len() < n {
-        if !std::io::stdin().is_terminal() {
-            return Err(offgrid::volume::VolumeError::TooFewDests {
-                needed: n as u32,
-                given: dests.len(),
-            }
-            .into());
+    if args.dests.len() < n && !std::io::stdin().is_terminal() {
+        return Err(offgrid::volume::VolumeError::TooFewDests {
+            needed: n as u32,
+            given: args.dests.len(),
         }
-        for k in dests.len() + 1..=n {
-            eprint!(
-                "volume {k} of {n} ({}): folder to write it into (the mounted medium): ",
-                usb::templates::human_size(layout.bytes_on(&plan, k as u32))
-            );
-            let mut line = String::new();
-            std::io::stdin().read_line(&mut line)?;
-            let d = PathBuf::from(line.trim());
-            if d.as_os_str().is_empty() {
-                anyhow::bail!("no folder given for volume {k} of {n}; nothing was written\nhelp: give one destination per volume: offgrid pack-usb --volume-size SIZE DEST1 … DEST{n}");
-            }
-            usb::pack::check_dest(&d, &inputs.bundle_id, &inputs.release, args.force)?;
-            dests.push(d);
-        }
+        .into());
     }
-    write_volumes(args, ctx, inputs, &plan, &layout, &keys, limit, dests)
+    write_volumes(args, ctx, inputs, &plan, &layout, &keys, limit)
+}
+
+/// Asks the terminal for the folder of volume `k` of `n`, once volume `k - 1` is
+/// written: the operator swaps the medium and answers; an empty answer gives up.
+fn ask_next_medium(
+    k: u32,
+    n: u32,
+    bytes: u64,
+    refused: Option<&offgrid::usb::PackError>,
+) -> Option<PathBuf> {
+    if let Some(e) = refused {
+        let help = offgrid::diagnostic::Diagnostic::help(e)
+            .map(|h| format!("\nhelp: {h}"))
+            .unwrap_or_default();
+        eprintln!("error: {e}{help}");
+    }
+    eprint!(
+        "volume {k} of {n} ({}): insert the next medium and give its folder (the mounted medium): ",
+        usb::templates::human_size(bytes)
+    );
+    let mut line = String::new();
+    match std::io::stdin().read_line(&mut line) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(PathBuf::from(line.trim())).filter(|d| !d.as_os_str().is_empty()),
+    }
 }
 
 /// Writes the volumes (or the one tree holding parts), records the release, prints.
@@ -314,17 +314,31 @@ fn write_volumes(
     layout: &usb::volumes::VolumePlan,
     keys: &[offgrid::keys::SecretKey],
     limit: &media::FileLimit,
-    dests: Vec<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
+    let hq = offgrid::update::history::resolve_dir(args.history.as_deref());
+    std::fs::create_dir_all(&hq)
+        .with_context(|| format!("creating the HQ history '{}'", hq.display()))?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".packing-")
+        .tempdir_in(&hq)
+        .with_context(|| format!("creating a scratch folder in '{}'", hq.display()))?;
     let bar = ctx.bar("packing", args.out.json);
-    bar.set_length(plan.total_size());
+    bar.set_length(2 * plan.total_size());
+    let progress = super::progress_fn(&bar);
+    let mut ask = |k: u32, n: u32, bytes: u64, refused: Option<&usb::PackError>| {
+        bar.suspend(|| ask_next_medium(k, n, bytes, refused))
+    };
     let r = usb::volumes::pack_set(
         plan,
         layout,
         keys,
-        &dests,
+        usb::volumes::SetTargets {
+            dests: &args.dests,
+            ask: &mut ask,
+            scratch: scratch.path(),
+        },
         &PackOptions { force: args.force },
-        &super::progress_fn(&bar),
+        &progress,
     )
     .with_context(|| {
         format!(
@@ -353,7 +367,6 @@ fn write_volumes(
     }
     super::warn_debug_binaries(ctx, inputs);
     super::warn_chat_templates(ctx, inputs);
-    let hq = offgrid::update::history::resolve_dir(args.history.as_deref());
     let sigs: Vec<(String, String)> = r
         .signatures
         .iter()

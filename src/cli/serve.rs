@@ -88,6 +88,17 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             "  tree {} (release {} of {}): http://{addr}/tree/{}/  (web seed: http://{addr}/tree/)\n",
             t.name, t.release, t.bundle_id, t.name
         ));
+        if let Some((count, roots)) = &t.volumes {
+            let served: Vec<String> = roots.keys().map(u32::to_string).collect();
+            let missing = match t.missing.len() {
+                0 => "every file served".to_owned(),
+                n => format!("{n} file(s) not served (a piece is on a volume not given)"),
+            };
+            text.push_str(&format!(
+                "    from volume(s) {} of {count}; {missing}\n",
+                served.join(", ")
+            ));
+        }
     }
     for p in &catalog.packs {
         text.push_str(&format!(

@@ -102,6 +102,19 @@ pub enum PackError {
     InputInsideDest { path: String, dest: String },
     #[error("'{dest}' has {free} bytes free, but the tree needs {need}")]
     NoSpace { dest: String, need: u64, free: u64 },
+    #[error("'{dest}' still holds volume {held} of this release, written a moment ago: the medium was not swapped for volume {volume}")]
+    NotSwapped {
+        dest: String,
+        held: u32,
+        volume: u32,
+    },
+    #[error("release {release} of {bundle_id}: volume(s) 1..{written} of {volumes} were written, volume {} was not; the set is incomplete", .written + 1)]
+    SetIncomplete {
+        bundle_id: String,
+        release: String,
+        written: u32,
+        volumes: u32,
+    },
     #[error("model '{path}' is not a usable split model: {reason}")]
     BadSplit { path: String, reason: String },
     #[error("model folder '{path}': {reason}")]
@@ -203,6 +216,8 @@ impl crate::diagnostic::Diagnostic for PackError {
             PackError::DestNotATree { .. } => Some("pass --force to replace them, or pack onto an empty folder".into()),
             PackError::InputInsideDest { .. } => Some("keep the release inputs outside the tree being written".into()),
             PackError::NoSpace { .. } => Some("use a bigger stick, or remove files from it first".into()),
+            PackError::NotSwapped { volume, .. } => Some(format!("insert an empty medium for volume {volume} and give its folder (the volume already written stays as it is)")),
+            PackError::SetIncomplete { volumes, .. } => Some(format!("pack the release again onto {volumes} media (a set cannot be resumed); the volumes written verify on their own and 'offgrid install --from' names the missing ones")),
             PackError::BadSplit { .. } => Some("give the first shard (NAME-00001-of-0000N.gguf) with all its shards beside it, as llama.cpp's gguf-split writes them".into()),
             PackError::ModelFolder { .. } => Some("a model folder holds the shards of one split GGUF model (NAME-00001-of-0000N.gguf …) or a safetensors model (*.safetensors, config.json, tokenizer files); otherwise name the .gguf or .onnx file".into()),
             PackError::BadAdd { help, .. } => Some(help.to_string()),

@@ -254,6 +254,24 @@ pub fn pack(
     r
 }
 
+/// Output == input: refuses when a file `plan` reads lives inside the tree at `dest`
+/// (an existing folder).
+pub(crate) fn check_inputs_outside(plan: &TreePlan, dest: &Path) -> Result<(), PackError> {
+    let root = fs::canonicalize(dest).map_err(io_err("resolve", dest))?;
+    for f in &plan.files {
+        if let Some(src) = f.source.input() {
+            let c = fs::canonicalize(src).map_err(io_err("resolve", src))?;
+            if c.starts_with(&root) {
+                return Err(PackError::InputInsideDest {
+                    path: src.display().to_string(),
+                    dest: dest.display().to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// [`pack`] with the destination's lock held (a folder made for this pack is removed by
 /// the caller when this fails).
 fn pack_locked(
@@ -267,18 +285,7 @@ fn pack_locked(
 
     // Output == input: nothing we read may live inside the tree we write.
     if state.exists {
-        let root = fs::canonicalize(dest).map_err(io_err("resolve", dest))?;
-        for f in &plan.files {
-            if let Some(src) = f.source.input() {
-                let c = fs::canonicalize(src).map_err(io_err("resolve", src))?;
-                if c.starts_with(&root) {
-                    return Err(PackError::InputInsideDest {
-                        path: src.display().to_string(),
-                        dest: dest.display().to_string(),
-                    });
-                }
-            }
-        }
+        check_inputs_outside(plan, dest)?;
         // Nothing but folders may stand where the tree's folders go, and nothing but
         // plain files where its files go; with no manifest, files in the way are someone
         // else's unless --force.

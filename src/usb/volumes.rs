@@ -1,17 +1,17 @@
 //! A release laid out over several volumes, and files stored in parts (SPEC.md §16.6,
 //! §16.7): [`plan_layout`] decides which volume holds each file and which files are cut
-//! into parts; [`pack_set`] writes every volume (one destination each) with the same
-//! signed manifest and its `volume.toml`.
+//! into parts; [`pack_set`] signs the manifest, then writes the volumes one at a time
+//! (each destination given, or asked for once the previous volume is switched), each
+//! with the same signed manifest and its `volume.toml`.
 //!
 //! Layout: models (whole or llama.cpp shards, never parts) go first-fit by decreasing
 //! size; then every other file too large for the file limit or for a volume is cut into
 //! parts at multiples of its chunk size, filling the space left on each volume in turn
 //! and opening new volumes as needed. Each file counts as whole 4 KiB blocks; each volume
 //! keeps room for the manifest, signatures and marker (an estimate from the plan).
-//! Known gaps: every destination is needed before writing starts (a terminal prompt
-//! asks for the missing ones first; there is no "write volume 1, swap, write volume 2");
-//! a parted file is read twice (its parts, then the whole file's sha256, which must
-//! agree); the checks for foreign files in the way of a volume are those of
+//! Known gaps: every input is read twice (hashed to sign the manifest first, then
+//! copied and compared), and shards and generated files are written to a scratch folder
+//! at HQ first; a set cut short cannot be resumed (it is packed again); the checks for foreign files in the way of a volume are those of
 //! [`super::pack::inspect_dest`] only.
 
 use std::fs;
@@ -27,7 +27,7 @@ use crate::volume::{self, Marker, VolumeError};
 use crate::Progress;
 
 use super::layout::{Source, TreePlan, STAGING_DIR};
-use super::pack::{inspect_dest, lock_dest, set_mode, PackOptions};
+use super::pack::{check_inputs_outside, inspect_dest, lock_dest, set_mode, PackOptions};
 use super::{io_err, PackError};
 
 /// Accounting unit of a file on a volume.
@@ -258,20 +258,59 @@ pub struct SetReport {
     pub signatures: Vec<(String, String)>,
     /// `(destination, files, bytes)` per volume, in volume order.
     pub volumes: Vec<(PathBuf, usize, u64)>,
-    /// `(bundle path, file holding its bytes whole)` of every file: a volume's copy, or
-    /// the input of a file stored in parts (for the HQ history).
+    /// `(bundle path, file holding its bytes whole)` of every file, for the HQ history:
+    /// the input, or its copy in the scratch folder (shards, generated files), never a
+    /// volume (which may be ejected by then).
     pub sources: Vec<(String, PathBuf)>,
 }
 
-/// Writes `plan` laid out as `layout` onto `dests` (one per volume), each volume staged
-/// in `DEST/.offgrid-staging/` and switched as `pack-usb` switches a tree, its
-/// `volume.toml` written before its manifest. Every destination is locked and checked
-/// before the first byte is written.
+/// Asked for the folder of volume `k` of `n` (holding `bytes`) when no destination was
+/// given for it, the medium of volume `k - 1` being written and switched; `refused` is
+/// why the previous answer was refused. `None`: the operator gave up.
+pub type AskDest<'a> = &'a mut dyn FnMut(u32, u32, u64, Option<&PackError>) -> Option<PathBuf>;
+
+/// Where the volumes go: `dests` one per volume in order (the first ones), `ask` for the
+/// others; `scratch` an empty folder (at HQ, on the history's file system) that holds
+/// the bytes of files with no input file (shards, generated files) until the release is
+/// recorded.
+pub struct SetTargets<'a> {
+    pub dests: &'a [PathBuf],
+    pub ask: AskDest<'a>,
+    pub scratch: &'a Path,
+}
+
+/// A destination locked for one volume.
+struct Claim {
+    dest: PathBuf,
+    lock: crate::lockfile::FileLock,
+    /// The folder was created for this volume (removed again if it is not written).
+    made: bool,
+    /// The tree being replaced, as stored there.
+    old: Option<Manifest>,
+}
+
+impl Claim {
+    fn release(self, written: bool) {
+        let _ = self.lock.remove();
+        if self.made && !written {
+            let _ = fs::remove_dir(&self.dest);
+        }
+    }
+}
+
+/// Writes `plan` laid out as `layout`, one volume at a time (SPEC.md §16.6): every input
+/// is hashed first (shards and generated files written to the scratch folder) and the
+/// manifest signed; then each volume's destination is locked and checked, its pieces
+/// staged in `DEST/.offgrid-staging/`, compared with the signed digests, and switched as
+/// `pack-usb` switches a tree, `volume.toml` written before the manifest. The given
+/// destinations are all locked and checked before the first byte is written; a volume
+/// asked for is checked when it is given (a refusal asks again). A failure after volume
+/// `k` leaves volumes 1..k complete, each valid on its own.
 pub fn pack_set(
     plan: &TreePlan,
     layout: &VolumePlan,
     keys: &[SecretKey],
-    dests: &[PathBuf],
+    targets: SetTargets<'_>,
     opts: &PackOptions,
     progress: Progress,
 ) -> Result<SetReport, PackError> {
@@ -279,68 +318,132 @@ pub fn pack_set(
         return Err(PackError::NoSigner);
     }
     let n = layout.count();
-    if dests.len() < n as usize {
-        return Err(VolumeError::TooFewDests {
-            needed: n,
-            given: dests.len(),
-        }
-        .into());
-    }
-    let mut made = Vec::new();
-    let mut locks = Vec::new();
-    let r = (|| {
-        for d in &dests[..n as usize] {
-            match fs::metadata(d) {
-                Ok(m) if !m.is_dir() => {
-                    return Err(PackError::DestIsFile {
-                        path: d.display().to_string(),
-                    })
+    let given = &targets.dests[..targets.dests.len().min(n as usize)];
+    let mut claims: Vec<Claim> = Vec::new();
+    for (k, d) in given.iter().enumerate() {
+        match claim(plan, layout, d, k as u32 + 1, None, opts) {
+            Ok(c) => claims.push(c),
+            Err(e) => {
+                for c in claims {
+                    c.release(false);
                 }
-                Ok(_) => {}
-                Err(_) => {
-                    fs::create_dir_all(d).map_err(io_err("create destination", d))?;
-                    made.push(d.clone());
+                return Err(e);
+            }
+        }
+    }
+    let mut claims = claims.into_iter();
+    let signed = match sign_set(plan, layout, keys, targets.scratch, progress) {
+        Ok(s) => s,
+        Err(e) => {
+            for c in claims {
+                c.release(false);
+            }
+            return Err(e);
+        }
+    };
+    let total = plan.total_size();
+    let mut done = total;
+    let mut vols = Vec::new();
+    for vol in 1..=n {
+        let c = match claims.next() {
+            Some(c) => c,
+            None => {
+                let bytes = layout.bytes_on(plan, vol);
+                let mut refused = None;
+                loop {
+                    let Some(d) = (targets.ask)(vol, n, bytes, refused.as_ref()) else {
+                        return Err(PackError::SetIncomplete {
+                            bundle_id: plan.bundle_id.clone(),
+                            release: plan.release.to_string(),
+                            written: vol - 1,
+                            volumes: n,
+                        });
+                    };
+                    match claim(plan, layout, &d, vol, Some(&signed.sha), opts) {
+                        Ok(c) => break c,
+                        Err(e) => refused = Some(e),
+                    }
                 }
             }
-            locks.push(lock_dest(d, "pack-usb")?);
+        };
+        let r = write_volume(plan, layout, &signed, vol, &c, &mut done, progress);
+        let ok = r.is_ok();
+        let dest = c.dest.clone();
+        c.release(ok);
+        if let Err(e) = r {
+            for c in claims {
+                c.release(false);
+            }
+            return Err(e);
         }
-        pack_locked(plan, layout, keys, &dests[..n as usize], opts, progress)
-    })();
-    for l in locks {
-        let _ = l.remove();
+        let pieces = layout.pieces_on(plan, vol);
+        vols.push((dest, pieces.len(), pieces.iter().map(|p| p.3).sum::<u64>()));
     }
-    if r.is_err() {
-        for d in made {
-            let _ = fs::remove_dir(d);
-        }
-    }
-    r
+    Ok(SetReport {
+        manifest: signed.manifest,
+        manifest_bytes: signed.bytes,
+        signatures: signed.sigs,
+        volumes: vols,
+        sources: plan
+            .files
+            .iter()
+            .map(|f| f.path.clone())
+            .zip(signed.sources)
+            .collect(),
+    })
 }
 
-fn pack_locked(
+/// Creates (when missing), locks and checks the destination of volume `vol`: what it
+/// holds (`inspect_dest`), no input inside it, its free space, and (once the manifest
+/// is signed, `sha`) that it does not still hold another volume of this very set.
+fn claim(
     plan: &TreePlan,
     layout: &VolumePlan,
-    keys: &[SecretKey],
-    dests: &[PathBuf],
+    d: &Path,
+    vol: u32,
+    sha: Option<&str>,
     opts: &PackOptions,
-    progress: Progress,
-) -> Result<SetReport, PackError> {
-    let mut olds = Vec::new();
-    for (k, d) in dests.iter().enumerate() {
-        let state = inspect_dest(d, &plan.bundle_id, &plan.release, opts.force)?;
-        let root = fs::canonicalize(d).map_err(io_err("resolve", d))?;
-        for f in &plan.files {
-            if let Some(src) = f.source.input() {
-                let c = fs::canonicalize(src).map_err(io_err("resolve", src))?;
-                if c.starts_with(&root) {
-                    return Err(PackError::InputInsideDest {
-                        path: src.display().to_string(),
-                        dest: d.display().to_string(),
-                    });
-                }
+) -> Result<Claim, PackError> {
+    let made = match fs::metadata(d) {
+        Ok(m) if !m.is_dir() => {
+            return Err(PackError::DestIsFile {
+                path: d.display().to_string(),
+            })
+        }
+        Ok(_) => false,
+        Err(_) => {
+            fs::create_dir_all(d).map_err(io_err("create destination", d))?;
+            true
+        }
+    };
+    let lock = match lock_dest(d, "pack-usb") {
+        Ok(l) => l,
+        Err(e) => {
+            if made {
+                let _ = fs::remove_dir(d);
+            }
+            return Err(e);
+        }
+    };
+    let c = Claim {
+        dest: d.to_path_buf(),
+        lock,
+        made,
+        old: None,
+    };
+    let checked = (|| {
+        if let (Some(sha), Ok(Some(mk))) = (sha, volume::read_marker(d)) {
+            if mk.manifest_sha256 == sha && mk.volume != vol {
+                return Err(PackError::NotSwapped {
+                    dest: d.display().to_string(),
+                    held: mk.volume,
+                    volume: vol,
+                });
             }
         }
-        let need = layout.bytes_on(plan, k as u32 + 1);
+        let state = inspect_dest(d, &plan.bundle_id, &plan.release, opts.force)?;
+        check_inputs_outside(plan, d)?;
+        let need = layout.bytes_on(plan, vol);
         if let Some(free) = crate::media::free_bytes(d) {
             if free < need {
                 return Err(PackError::NoSpace {
@@ -351,126 +454,63 @@ fn pack_locked(
             }
         }
         // The old tree as stored on this medium (its parts, on its volume).
-        let old = state.old.map(|o| {
-            let v = volume::read_marker(d).ok().flatten().map(|m| m.volume);
-            o.stored_view(v)
-        });
-        olds.push(old);
+        Ok(state.old.map(|o| volume::as_stored_at(d, o)))
+    })();
+    match checked {
+        Ok(old) => Ok(Claim { old, ..c }),
+        Err(e) => {
+            c.release(false);
+            Err(e)
+        }
     }
-    let stagings: Vec<PathBuf> = dests.iter().map(|d| d.join(STAGING_DIR)).collect();
-    let r = stage_and_flip(plan, layout, keys, dests, &stagings, &olds, progress);
-    for s in &stagings {
-        let _ = fs::remove_dir_all(s);
-    }
-    r
 }
 
-#[allow(clippy::too_many_arguments)]
-fn stage_and_flip(
+/// The signed head of a set, and where each file's bytes are read from.
+struct SignedSet {
+    manifest: Manifest,
+    bytes: Vec<u8>,
+    sha: String,
+    sigs: Vec<(String, String)>,
+    /// Per planned file: the file holding its bytes whole.
+    sources: Vec<PathBuf>,
+}
+
+/// Hashes every file of the plan (first half of the progress), builds the manifest with
+/// the layout's volumes and parts, and signs it. Files with no input file are written to
+/// `scratch` and hashed there.
+fn sign_set(
     plan: &TreePlan,
     layout: &VolumePlan,
     keys: &[SecretKey],
-    dests: &[PathBuf],
-    stagings: &[PathBuf],
-    olds: &[Option<Manifest>],
+    scratch: &Path,
     progress: Progress,
-) -> Result<SetReport, PackError> {
-    let total: u64 = plan.total_size();
+) -> Result<SignedSet, PackError> {
+    let total = plan.total_size();
     let mut done = 0u64;
-    let nf = plan.files.len();
-    let mut whole: Vec<Option<hash::Digests>> = vec![None; nf];
-    let mut part_chunks: Vec<Vec<Vec<String>>> = layout
-        .files
-        .iter()
-        .map(|l| vec![Vec::new(); l.parts.len()])
-        .collect();
-    for (k, staging) in stagings.iter().enumerate() {
-        let vol = k as u32 + 1;
-        match fs::symlink_metadata(staging) {
-            Ok(m) if m.is_dir() => {
-                fs::remove_dir_all(staging).map_err(io_err("remove", staging))?
-            }
-            Ok(_) => fs::remove_file(staging).map_err(io_err("remove", staging))?,
-            Err(_) => {}
-        }
-        fs::create_dir(staging).map_err(io_err("create staging folder", staging))?;
-        for (path, i, offset, size) in layout.pieces_on(plan, vol) {
-            let f = &plan.files[i];
-            let l = &layout.files[i];
-            let dst = paths::join(staging, &path);
-            let parent = crate::fsutil::parent_dir(&dst);
-            fs::create_dir_all(&parent).map_err(io_err("create folder", &parent))?;
-            let base = done;
-            let each = |d: u64, _t: u64| progress(base + d, total.max(base + d));
-            if l.parts.is_empty() {
-                let digests = match &f.source {
-                    Source::File(src) => hash::copy_and_hash(src, &dst, l.chunk_size, &each)?,
-                    Source::Shard { .. } => {
-                        if let Some(r) = f.source.write_shard(&dst) {
-                            r.map_err(io_err("write", &dst))?;
-                        }
-                        hash::hash_file(&dst, l.chunk_size, &each)?
-                    }
-                    Source::Bytes(bytes) => {
-                        let mut out =
-                            crate::fsutil::create_new(&dst).map_err(io_err("create", &dst))?;
-                        out.write_all(bytes)
-                            .and_then(|_| out.sync_all())
-                            .map_err(io_err("write", &dst))?;
-                        hash::hash_bytes(bytes, l.chunk_size)
-                    }
+    let mut entries = Vec::with_capacity(plan.files.len());
+    let mut sources = Vec::with_capacity(plan.files.len());
+    for (i, (f, l)) in plan.files.iter().zip(&layout.files).enumerate() {
+        let src = match &f.source {
+            Source::File(src) => src.clone(),
+            Source::Shard { .. } | Source::Bytes(_) => {
+                let p = scratch.join(format!("{i}"));
+                let r = match &f.source {
+                    Source::Bytes(bytes) => crate::fsutil::create_new(&p)
+                        .and_then(|mut out| out.write_all(bytes).and_then(|_| out.sync_all())),
+                    _ => f.source.write_shard(&p).unwrap_or(Ok(0)).map(|_| ()),
                 };
-                set_mode(&dst, f.mode);
-                whole[i] = Some(digests);
-            } else {
-                let Source::File(src) = &f.source else {
-                    return Err(PackError::Media(crate::media::MediaError::BadSize {
-                        what: "a part",
-                        value: f.path.clone(),
-                        reason: "only files read from disk are cut into parts".into(),
-                    }));
-                };
-                let chunks = hash::copy_range_and_hash(src, offset, size, &dst, l.chunk_size)?;
-                set_mode(&dst, Some(super::layout::MODE_DATA));
-                let j = l.parts.iter().position(|p| p.0 == path).unwrap_or_default();
-                part_chunks[i][j] = chunks;
+                r.map_err(io_err("write", &p))?;
+                p
             }
-            done += size;
-            progress(done, total);
-        }
-        crate::fsutil::fsync_dir(staging).map_err(io_err("sync", staging))?;
-    }
-    // Files in parts: the whole file's digests, which must agree with its parts.
-    let mut entries = Vec::with_capacity(nf);
-    let mut sources = Vec::with_capacity(nf);
-    for (i, f) in plan.files.iter().enumerate() {
-        let l = &layout.files[i];
-        let mut e = if l.parts.is_empty() {
-            let d = whole[i].take().ok_or_else(|| {
-                PackError::Media(crate::media::MediaError::BadSize {
-                    what: "a file",
-                    value: f.path.clone(),
-                    reason: "it was not staged".into(),
-                })
-            })?;
-            sources.push((
-                f.path.clone(),
-                paths::join(&dests[l.volume as usize - 1], &f.path),
-            ));
-            f.entry(d)
+        };
+        let base = done;
+        let each = |d: u64, _t: u64| progress(base + d, 2 * total.max(base + d));
+        let d = hash::hash_file(&src, l.chunk_size, &each)?;
+        done += f.size;
+        let mut e = f.entry(d);
+        if l.parts.is_empty() {
+            e.volume = layout.volumes.map(|_| l.volume);
         } else {
-            let src = f.source.input().unwrap_or(Path::new(""));
-            let d = hash::hash_file(src, l.chunk_size, &crate::no_progress)?;
-            let joined: Vec<String> = part_chunks[i].concat();
-            if joined != d.chunks {
-                return Err(PackError::InputRead {
-                    what: format!("payload '{}'", f.path),
-                    path: src.display().to_string(),
-                    source: std::io::Error::other("it changed while it was being packed"),
-                });
-            }
-            sources.push((f.path.clone(), src.to_path_buf()));
-            let mut e = f.entry(d);
             e.parts = l
                 .parts
                 .iter()
@@ -481,12 +521,9 @@ fn stage_and_flip(
                     volume: layout.volumes.map(|_| *v),
                 })
                 .collect();
-            e
-        };
-        if l.parts.is_empty() && layout.volumes.is_some() {
-            e.volume = Some(l.volume);
         }
         entries.push(e);
+        sources.push(src);
     }
     let mut m = plan.manifest(entries);
     m.volumes = layout.volumes;
@@ -498,33 +535,80 @@ fn stage_and_flip(
         sigs.push((k.public.key_id(), sign::sign_manifest(k, &m, &bytes)?));
     }
     let sha = hash::sha256_hex(&bytes);
-    let mut vols = Vec::new();
-    for (k, d) in dests.iter().enumerate() {
-        let vol = k as u32 + 1;
+    Ok(SignedSet {
+        manifest: m,
+        bytes,
+        sha,
+        sigs,
+        sources,
+    })
+}
+
+/// Stages volume `vol` in its destination, compares every piece with the signed
+/// digests, and switches it (second half of the progress, `done` of `2 * total`).
+fn write_volume(
+    plan: &TreePlan,
+    layout: &VolumePlan,
+    s: &SignedSet,
+    vol: u32,
+    c: &Claim,
+    done: &mut u64,
+    progress: Progress,
+) -> Result<(), PackError> {
+    let staging = c.dest.join(STAGING_DIR);
+    let r = (|| {
+        match fs::symlink_metadata(&staging) {
+            Ok(m) if m.is_dir() => {
+                fs::remove_dir_all(&staging).map_err(io_err("remove", &staging))?
+            }
+            Ok(_) => fs::remove_file(&staging).map_err(io_err("remove", &staging))?,
+            Err(_) => {}
+        }
+        fs::create_dir(&staging).map_err(io_err("create staging folder", &staging))?;
+        let total = 2 * plan.total_size();
         let pieces = layout.pieces_on(plan, vol);
+        for (path, i, offset, size) in &pieces {
+            let (f, l, e) = (&plan.files[*i], &layout.files[*i], &s.manifest.files[*i]);
+            let src = &s.sources[*i];
+            let dst = paths::join(&staging, path);
+            let parent = crate::fsutil::parent_dir(&dst);
+            fs::create_dir_all(&parent).map_err(io_err("create folder", &parent))?;
+            let base = *done;
+            let each = |d: u64, _t: u64| progress(base + d, total.max(base + d));
+            let same = if l.parts.is_empty() {
+                let d = hash::copy_and_hash(src, &dst, l.chunk_size, &each)?;
+                set_mode(&dst, f.mode);
+                d.sha256 == e.sha256 && d.chunks == e.chunks
+            } else {
+                let chunks = hash::copy_range_and_hash(src, *offset, *size, &dst, l.chunk_size)?;
+                set_mode(&dst, Some(super::layout::MODE_DATA));
+                let first = (*offset / l.chunk_size) as usize;
+                e.chunks.get(first..first + chunks.len()) == Some(&chunks[..])
+            };
+            if !same {
+                return Err(PackError::InputRead {
+                    what: format!("payload '{}'", f.path),
+                    path: src.display().to_string(),
+                    source: std::io::Error::other("it changed while it was being packed"),
+                });
+            }
+            *done += size;
+            progress(*done, total);
+        }
+        crate::fsutil::fsync_dir(&staging).map_err(io_err("sync", &staging))?;
         let paths_on: Vec<&str> = pieces.iter().map(|p| p.0.as_str()).collect();
-        let marker = Marker::new(&m, &sha, vol).to_toml();
+        let marker = Marker::new(&s.manifest, &s.sha, vol).to_toml();
         super::pack::flip(
             &paths_on,
             &[],
-            d,
-            &stagings[k],
-            olds[k].as_ref(),
-            &bytes,
-            &sigs,
+            &c.dest,
+            &staging,
+            c.old.as_ref(),
+            &s.bytes,
+            &s.sigs,
             Some(marker.as_bytes()),
-        )?;
-        vols.push((
-            d.clone(),
-            pieces.len(),
-            pieces.iter().map(|p| p.3).sum::<u64>(),
-        ));
-    }
-    Ok(SetReport {
-        manifest: m,
-        manifest_bytes: bytes,
-        signatures: sigs,
-        volumes: vols,
-        sources,
-    })
+        )
+    })();
+    let _ = fs::remove_dir_all(&staging);
+    r
 }

@@ -125,6 +125,21 @@ pub fn tempdir(ram: bool) -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
+/// Changes one byte of `path` in place (same size, so a size check alone would pass).
+pub fn flip_byte(path: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= 0x5a;
+    f.write_all_at(&b, at).unwrap();
+    f.sync_all().unwrap();
+}
+
 /// Every file under `root` with its bytes, relative `/` paths, sorted.
 pub fn snapshot(root: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = walkdir::WalkDir::new(root)
@@ -143,6 +158,15 @@ pub fn snapshot(root: &Path) -> Vec<(String, Vec<u8>)> {
         .collect();
     v.sort();
     v
+}
+
+/// The signed tree at `root` as stored (manifest, signatures, marker, files or parts):
+/// [`snapshot`] without offgrid's own `.offgrid*` files.
+pub fn signed_tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+    snapshot(root)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with(".offgrid"))
+        .collect()
 }
 
 /// Waits (up to 120 s) until `child`, run with `OFFGRID_FAULT_AT=STEP:stop`, has stopped
@@ -168,6 +192,30 @@ pub fn wait_stopped(mut child: std::process::Child, step: &str) -> std::process:
     }
 }
 
+/// Starts `c` with `OFFGRID_FAULT_AT=STEP:stop` (stdin closed, output piped) and gives
+/// it back once it has stopped itself at `step` ([`wait_stopped`]).
+pub fn spawn_stopped(mut c: Command, step: &str) -> std::process::Child {
+    use std::process::Stdio;
+    let child = c
+        .env("OFFGRID_FAULT_AT", format!("{step}:stop"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_stopped(child, step)
+}
+
+/// Lets a process stopped by [`spawn_stopped`] go on (`SIGCONT`) and waits for its end.
+pub fn resume(child: std::process::Child) -> Out {
+    let st = Command::new("kill")
+        .args(["-CONT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    child.wait_with_output().unwrap().into()
+}
+
 /// What a finished command printed, and its exit code (-1 when killed by a signal).
 pub struct Out {
     pub code: i32,
@@ -187,5 +235,146 @@ impl From<std::process::Output> for Out {
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
         }
+    }
+}
+
+/// An HTTP answer read by [`http`].
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`), 10 s timeouts.
+pub fn http(addr: &str, method: &str, path: &str, extra: &[(&str, &str)]) -> Resp {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in extra {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut raw).unwrap();
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Resp {
+        status,
+        headers,
+        body: raw[end + 4..].to_vec(),
+    }
+}
+
+/// `offgrid ARGS` on a pseudo-terminal (util-linux `script -qec`), driven as an operator
+/// would: wait for a prompt, do something, type an answer.
+pub struct Terminal {
+    child: std::process::Child,
+    input: Option<std::process::ChildStdin>,
+    output: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// Everything the terminal showed so far.
+    pub seen: String,
+}
+
+impl Terminal {
+    /// Starts `offgrid ARGS` (a shell-quoted string) in `dir` with `envs`.
+    pub fn start(dir: &Path, args: &str, envs: &[(&str, &Path)]) -> Terminal {
+        use std::io::Read;
+        let mut c = Command::new("script");
+        c.args([
+            "-qec",
+            &format!("'{}' {args}", offgrid_bin().display()),
+            "/dev/null",
+        ])
+        .current_dir(dir)
+        .env_remove("OFFGRID_PASSWORD")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("util-linux 'script' is installed");
+        let mut out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Terminal {
+            input: child.stdin.take(),
+            child,
+            output: rx,
+            seen: String::new(),
+        }
+    }
+
+    /// Waits (at most a minute) until the terminal has shown `text` `times` times.
+    pub fn wait_for(&mut self, text: &str, times: usize) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.seen.matches(text).count() < times {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match self.output.recv_timeout(left) {
+                Ok(b) => self.seen.push_str(&String::from_utf8_lossy(&b)),
+                Err(_) => panic!(
+                    "waited for {text:?} ×{times}; the terminal showed:\n{}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Types `line` and Enter.
+    pub fn type_line(&mut self, line: &str) {
+        self.type_text(&format!("{line}\n"));
+    }
+
+    /// Types `text` as it is (typed ahead: read when the program asks).
+    pub fn type_text(&mut self, text: &str) {
+        use std::io::Write;
+        let i = self.input.as_mut().expect("input still open");
+        i.write_all(text.as_bytes()).unwrap();
+        i.flush().unwrap();
+    }
+
+    /// Closes the input and waits for the end: `(exit code, everything shown)`.
+    pub fn finish(mut self) -> (Option<i32>, String) {
+        drop(self.input.take());
+        let status = self.child.wait().unwrap();
+        while let Ok(b) = self.output.recv_timeout(std::time::Duration::from_secs(10)) {
+            self.seen.push_str(&String::from_utf8_lossy(&b));
+        }
+        (status.code(), self.seen)
     }
 }

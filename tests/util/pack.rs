@@ -88,6 +88,27 @@ impl Ws {
         p
     }
 
+    /// `pack-usb --volume-size 300K` of release `rel` (the model `in/smol.gguf` and
+    /// `in/big.bin` as `data/big.bin`, both made by the caller) into `dests`.
+    pub fn pack_volumes(&self, rel: &str, dests: &[&str]) -> assert_cmd::assert::Assert {
+        let mut args = vec!["pack-usb"];
+        args.extend_from_slice(dests);
+        args.extend_from_slice(&[
+            "--release",
+            rel,
+            "--model",
+            "in/smol.gguf",
+            "--add",
+            "data/big.bin=in/big.bin",
+            "--sign-with",
+            "hq.key",
+            "--no-host-binary",
+            "--volume-size",
+            "300K",
+        ]);
+        self.offgrid(&args)
+    }
+
     /// `offgrid ARGS` run in the workspace, no password in the environment.
     pub fn offgrid(&self, args: &[&str]) -> assert_cmd::assert::Assert {
         self.offgrid_pw(None, args)
