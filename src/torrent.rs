@@ -4,7 +4,9 @@
 //! A tree becomes a multi-file torrent named `BUNDLE_ID-RELEASE` holding `manifest.toml`,
 //! every `signatures/*.minisig` and every file the manifest names, sorted by path as raw
 //! bytes (the order mktorrent uses, so both give the same info-hash); files the manifest
-//! does not name are left out. A pack becomes a single-file torrent named after the file.
+//! does not name are left out. A volume (or a tree holding parts) becomes a torrent of
+//! what it stores: its `volume.toml` and the pieces the manifest puts on it, named
+//! `BUNDLE_ID-RELEASE-volK-of-N`. A pack becomes a single-file torrent named after the file.
 //! Pieces are hashed in parallel with positional reads. Web seeds (BEP 19 `url-list`),
 //! trackers (`announce`, BEP 12 `announce-list`) and the private flag (BEP 27) are
 //! supported; the info-hash and a magnet link (BEP 9) are returned.
@@ -195,9 +197,26 @@ pub fn signature_files(root: &Path) -> Result<Vec<String>, TorrentError> {
 /// manifest says.
 pub fn tree_input(root: &Path, name: Option<&str>) -> Result<Input, TorrentError> {
     let (m, bytes) = read_manifest(root)?;
+    // A volume, or a tree holding parts, travels as stored: its marker and the pieces
+    // the manifest puts on it (SPEC.md §13.1, §16.6), so what a client downloads
+    // verifies as that volume.
+    let marker = crate::volume::read_marker(root)
+        .ok()
+        .flatten()
+        .filter(|mk| mk.bundle_id == m.bundle_id && mk.release == m.release.to_string());
+    let default_name = match &marker {
+        Some(mk) if mk.volumes > 1 => {
+            format!("{}-vol{}-of-{}", tree_name(&m), mk.volume, mk.volumes)
+        }
+        _ => tree_name(&m),
+    };
+    let stored = crate::volume::as_stored_at(root, m);
     let mut paths: Vec<(String, Option<u64>)> = vec![(manifest::MANIFEST_FILE.into(), None)];
     paths.extend(signature_files(root)?.into_iter().map(|p| (p, None)));
-    paths.extend(m.files.iter().map(|f| (f.path.clone(), Some(f.size))));
+    if marker.is_some() {
+        paths.push((crate::volume::MARKER_FILE.into(), None));
+    }
+    paths.extend(stored.files.iter().map(|f| (f.path.clone(), Some(f.size))));
     paths.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     let mut files = Vec::with_capacity(paths.len());
     for (p, want) in paths {
@@ -231,7 +250,7 @@ pub fn tree_input(root: &Path, name: Option<&str>) -> Result<Input, TorrentError
             size: meta.len(),
         });
     }
-    let name = name.map_or_else(|| tree_name(&m), str::to_owned);
+    let name = name.map_or_else(|| default_name, str::to_owned);
     check_name(&name)?;
     Ok(Input {
         name,

@@ -551,3 +551,50 @@ fn a_set_given_up_after_volume_one_leaves_it_valid_and_install_names_the_rest() 
     // Nothing recorded at HQ for a set never finished.
     assert!(!ws.path("hq-history/releases").exists());
 }
+
+#[test]
+fn a_volume_becomes_a_torrent_of_what_it_stores_as_mktorrent_makes_it() {
+    let ws = world();
+    pack(&ws, "1.0", &["v1", "v2", "v3"]).success();
+    let m = manifest(&ws.path("v2"));
+    let name = format!("{}-{}-vol2-of-3", m.bundle_id, m.release);
+    let a = ws
+        .offgrid(&["torrent", "v2", "-o", "v2.torrent", "--piece-size", "32K"])
+        .success();
+    let out = String::from_utf8(a.get_output().stdout.clone()).unwrap();
+    let ours = out
+        .lines()
+        .find_map(|l| l.strip_prefix("info-hash: "))
+        .expect("info-hash printed")
+        .to_owned();
+    // The volume's folder holds exactly its head, its marker and its pieces, so the stock
+    // tool over the folder gives the same info-hash.
+    let mk = std::process::Command::new("mktorrent")
+        .args(["-l", "15", "-n", &name, "-a", "http://127.0.0.1:1/a", "-o"])
+        .arg(ws.path("mk.torrent"))
+        .arg(ws.path("v2"))
+        .output()
+        .expect("mktorrent installed");
+    assert!(mk.status.success(), "{mk:?}");
+    let script = "import libtorrent as lt,sys; t=lt.torrent_info(sys.argv[1]); print(str(t.info_hashes().v1)); print(t.name()); print(','.join(sorted(t.files().file_path(i).split('/',1)[1] for i in range(t.num_files()))))";
+    let lt = |p: &str| {
+        let o = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", script])
+            .arg(ws.path(p))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let theirs = lt("mk.torrent");
+    let mine = lt("v2.torrent");
+    assert_eq!(theirs.lines().next(), Some(ours.as_str()), "{theirs}");
+    assert_eq!(mine, theirs);
+    let files = mine.lines().nth(2).unwrap();
+    assert!(files.contains("volume.toml"), "{files}");
+    assert!(files.contains(".part"), "{files}");
+    assert!(
+        !files.contains("data/big.bin,"),
+        "whole files not on the volume: {files}"
+    );
+}
