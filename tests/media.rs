@@ -96,6 +96,60 @@ for p in sys.argv[1:]:
         .collect()
 }
 
+/// Writes `in-RELEASE/smol.gguf`, `in/smol.gguf` with its chat template replaced, and
+/// runs `create-update-pack --since SINCE --release RELEASE -o OUT` of it; returns the
+/// new model's path.
+fn template_update(
+    ws: &Ws,
+    since: &str,
+    release: &str,
+    template: &str,
+    out: &str,
+    extra: &[&str],
+) -> (PathBuf, assert_cmd::assert::Assert) {
+    let rel = format!("in-{release}/smol.gguf");
+    fs::create_dir_all(ws.path(&format!("in-{release}"))).unwrap();
+    gguf::rewrite_string(
+        &ws.path("in/smol.gguf"),
+        &ws.path(&rel),
+        "tokenizer.chat_template",
+        template,
+    )
+    .unwrap();
+    let mut a = vec![
+        "create-update-pack",
+        "--since",
+        since,
+        "--release",
+        release,
+        "--bundle-id",
+        "org.example.media",
+        "--model",
+        &rel,
+        "--sign-with",
+        "hq.key",
+        "--no-host-binary",
+        "-o",
+        out,
+    ];
+    a.extend_from_slice(extra);
+    let run = ws.offgrid(&a);
+    (ws.path(&rel), run)
+}
+
+/// `verify` and `models` of the stick at `stick`, then its install into `home`.
+fn verify_list_install(ws: &Ws) {
+    ws.offgrid(&["verify", "stick", "--pubkey", "hq.pub"])
+        .success();
+    ws.offgrid(&["models", "--stick", "stick"])
+        .success()
+        .stdout(predicate::str::contains("smol").count(1));
+    ws.offgrid(&[
+        "install", "--from", "stick", "--home", "home", "--pubkey", "hq.pub",
+    ])
+    .success();
+}
+
 #[test]
 fn a_model_over_the_limit_is_split_and_travels_as_one_model() {
     let ws = Ws::new();
@@ -147,51 +201,21 @@ fn a_model_over_the_limit_is_split_and_travels_as_one_model() {
     }
     assert_eq!(tensors, 8);
 
-    ws.offgrid(&["verify", "stick", "--pubkey", "hq.pub"])
-        .success();
-    ws.offgrid(&["models", "--stick", "stick"])
-        .success()
-        .stdout(predicate::str::contains("smol").count(1));
-
     // Install, then an update whose only change is the chat template: shards 2..5 are
     // unchanged files, so the pack carries shard 1's bytes only.
-    ws.offgrid(&[
-        "install", "--from", "stick", "--home", "home", "--pubkey", "hq.pub",
-    ])
-    .success();
-    fs::create_dir_all(ws.path("in2")).unwrap();
-    gguf::rewrite_string(
-        &ws.path("in/smol.gguf"),
-        &ws.path("in2/smol.gguf"),
-        "tokenizer.chat_template",
+    verify_list_install(&ws);
+    let (model2, run) = template_update(
+        &ws,
+        "1.0",
+        "1.1",
         "{{ messages }} edited",
-    )
-    .unwrap();
-    let out = ws
-        .offgrid(&[
-            "create-update-pack",
-            "--since",
-            "1.0",
-            "--release",
-            "1.1",
-            "--bundle-id",
-            "org.example.media",
-            "--model",
-            "in2/smol.gguf",
-            "--sign-with",
-            "hq.key",
-            "--no-host-binary",
-            "-o",
-            "u.ogpack",
-            "--json",
-        ])
-        .success()
-        .get_output()
-        .stdout
-        .clone();
+        "u.ogpack",
+        &["--json"],
+    );
+    let out = run.success().get_output().stdout.clone();
     let text = String::from_utf8(out).unwrap();
     let size = fs::metadata(ws.path("u.ogpack")).unwrap().len();
-    let model_bytes = fs::metadata(ws.path("in2/smol.gguf")).unwrap().len();
+    let model_bytes = fs::metadata(&model2).unwrap().len();
     assert!(
         size * 8 < model_bytes,
         "a template edit cost {size} bytes for a {model_bytes}-byte model: {text}"
@@ -308,47 +332,17 @@ fn a_model_over_the_split_threshold_keeps_its_metadata_apart_so_a_site_stores_it
     let files: Vec<PathBuf> = sh.iter().map(|s| stick.join(&s.0)).collect();
     assert_eq!(python_split_keys(&files), ["0 2 8 0 True", "1 2 8 8 False"]);
     assert!(fs::metadata(&files[0]).unwrap().len() < 4096);
-    ws.offgrid(&["verify", "stick", "--pubkey", "hq.pub"])
-        .success();
-    ws.offgrid(&["models", "--stick", "stick"])
-        .success()
-        .stdout(predicate::str::contains("smol").count(1));
-    ws.offgrid(&[
-        "install", "--from", "stick", "--home", "home", "--pubkey", "hq.pub",
-    ])
-    .success();
+    verify_list_install(&ws);
 
     // Two updates that edit the chat template only. create-update-pack splits the new
     // release as its --since release was split (no flag needed): the tensor shard is
     // `unchanged`, and the packs are a few KiB.
     for (i, (since, v)) in [("1.0", "1.1"), ("1.1", "1.2")].into_iter().enumerate() {
-        let dir = format!("in{v}");
-        fs::create_dir_all(ws.path(&dir)).unwrap();
-        gguf::rewrite_string(
-            &ws.path("in/smol.gguf"),
-            &ws.path(&format!("{dir}/smol.gguf")),
-            "tokenizer.chat_template",
-            &format!("{{{{ messages }}}} edit {i}"),
-        )
-        .unwrap();
         let out = format!("u{v}.ogpack");
-        ws.offgrid(&[
-            "create-update-pack",
-            "--since",
-            since,
-            "--release",
-            v,
-            "--bundle-id",
-            "org.example.media",
-            "--model",
-            &format!("{dir}/smol.gguf"),
-            "--sign-with",
-            "hq.key",
-            "--no-host-binary",
-            "-o",
-            &out,
-        ])
-        .success();
+        let template = format!("{{{{ messages }}}} edit {i}");
+        template_update(&ws, since, v, &template, &out, &[])
+            .1
+            .success();
         let size = fs::metadata(ws.path(&out)).unwrap().len();
         assert!(size < 64 * 1024, "a template edit cost {size} bytes");
         ws.offgrid(&["apply-update", &out, "--home", "home", "--keep", "3"])
