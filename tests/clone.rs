@@ -111,15 +111,8 @@ fn a_copy_changed_behind_the_writers_back_is_caught_by_the_read_back() {
     let model = ws.path("b/models/smol.gguf");
     assert!(model.exists());
     flip_byte(&model, 300 * 1024);
-    let Out {
-        code,
-        stdout,
-        stderr,
-    } = resume(child);
-    assert_eq!(code, 1, "{stdout}\n{stderr}");
-    assert!(stdout.contains("ok      'a'"), "{stdout}");
-    assert!(stdout.contains("BAD     'b'"), "{stdout}");
-    assert!(stdout.contains("models/smol.gguf"), "{stdout}");
+    let Out { stderr, .. } =
+        crate::util::assert_read_back_names(child, "a", "b", "models/smol.gguf");
     assert!(
         stderr.contains("1 of 2 destinations are bad: 'b'"),
         "{stderr}"

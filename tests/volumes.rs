@@ -20,7 +20,7 @@ use offgrid::manifest::Manifest;
 use predicates::prelude::*;
 use support::Ws;
 
-use crate::util::{flip_byte, resume, signed_tree, spawn_stopped, Out, Terminal};
+use crate::util::{assert_read_back_names, flip_byte, signed_tree, spawn_stopped, Terminal};
 
 /// Pseudo-random bytes (a data file parts must keep byte for byte).
 fn noise(n: usize, seed: u32) -> Vec<u8> {
@@ -259,23 +259,9 @@ fn too_few_destinations_without_a_terminal_write_nothing() {
 #[test]
 fn a_large_data_file_is_stored_in_parts_and_reassembled() {
     let ws = world();
-    ws.offgrid(&[
-        "pack-usb",
-        "stick",
-        "--release",
-        "1.0",
-        "--model",
-        "in/smol.gguf",
-        "--add",
-        "data/big.bin=in/big.bin",
-        "--sign-with",
-        "hq.key",
-        "--no-host-binary",
-        "--max-file-size",
-        "256K",
-    ])
-    .success()
-    .stdout(predicate::str::contains("data/big.bin in 3 parts"));
+    ws.pack_big("1.0", &["stick"], &["--max-file-size", "256K"])
+        .success()
+        .stdout(predicate::str::contains("data/big.bin in 3 parts"));
     let m = manifest(&ws.path("stick"));
     assert_eq!(m.volumes, None);
     let big = m.file("data/big.bin").unwrap();
@@ -430,15 +416,7 @@ fn a_volume_clones_as_stored_and_a_copy_changed_on_its_medium_is_named() {
     }
     assert!(ws.path("c1/volume.toml").is_file());
     flip_byte(&ws.path("c2").join(&part), 100);
-    let Out {
-        code,
-        stdout,
-        stderr,
-    } = resume(child);
-    assert_eq!(code, 1, "{stdout}\n{stderr}");
-    assert!(stdout.contains("ok      'c1'"), "{stdout}");
-    assert!(stdout.contains("BAD     'c2'"), "{stdout}");
-    assert!(stdout.contains(part.as_str()), "{stdout}");
+    assert_read_back_names(child, "c1", "c2", &part);
     ws.offgrid(&["verify", "c1", "--pubkey", "hq.pub"])
         .success()
         .stdout(predicate::str::contains(

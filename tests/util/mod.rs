@@ -216,6 +216,28 @@ pub fn resume(child: std::process::Child) -> Out {
     child.wait_with_output().unwrap().into()
 }
 
+/// Resumes a clone (or `pack-usb --read-back`) stopped before its read-back, after a
+/// byte was changed on `bad`'s medium: exit 1, `good` reported ok, `bad` reported BAD
+/// naming `path`; returns the output for further checks.
+pub fn assert_read_back_names(
+    child: std::process::Child,
+    good: &str,
+    bad: &str,
+    path: &str,
+) -> Out {
+    let out = resume(child);
+    let Out {
+        code,
+        stdout,
+        stderr,
+    } = &out;
+    assert_eq!(*code, 1, "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("ok      '{good}'")), "{stdout}");
+    assert!(stdout.contains(&format!("BAD     '{bad}'")), "{stdout}");
+    assert!(stdout.contains(path), "{stdout}");
+    out
+}
+
 /// What a finished command printed, and its exit code (-1 when killed by a signal).
 pub struct Out {
     pub code: i32,

@@ -91,6 +91,17 @@ impl Ws {
     /// `pack-usb --volume-size 300K` of release `rel` (the model `in/smol.gguf` and
     /// `in/big.bin` as `data/big.bin`, both made by the caller) into `dests`.
     pub fn pack_volumes(&self, rel: &str, dests: &[&str]) -> assert_cmd::assert::Assert {
+        self.pack_big(rel, dests, &["--volume-size", "300K"])
+    }
+
+    /// `pack-usb` of release `rel` (`in/smol.gguf`, `in/big.bin` as `data/big.bin`) into
+    /// `dests`, with the medium options `medium` (`--volume-size …`, `--max-file-size …`).
+    pub fn pack_big(
+        &self,
+        rel: &str,
+        dests: &[&str],
+        medium: &[&str],
+    ) -> assert_cmd::assert::Assert {
         let mut args = vec!["pack-usb"];
         args.extend_from_slice(dests);
         args.extend_from_slice(&[
@@ -103,9 +114,8 @@ impl Ws {
             "--sign-with",
             "hq.key",
             "--no-host-binary",
-            "--volume-size",
-            "300K",
         ]);
+        args.extend_from_slice(medium);
         self.offgrid(&args)
     }
 
