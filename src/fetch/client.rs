@@ -41,6 +41,9 @@ pub fn agent(ca_file: Option<&Path>, stall: Duration) -> Result<Agent, FetchErro
         .timeout_per_write(Some(stall))
         .max_redirects(10)
         .max_idle_connections_per_host(32)
+        // One receive call takes up to a connection's chunk (ureq's default is 128 KiB):
+        // eight times fewer system calls on a fast link.
+        .input_buffer_size(1 << 20)
         .build();
     Ok(config.into())
 }

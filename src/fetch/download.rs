@@ -9,10 +9,12 @@
 //! A hasher thread ([`Follower`], on the second core) follows the contiguous downloaded
 //! prefix, so the whole-file sha256 is ready when the last byte lands (no second pass
 //! over a 40 GB file). Each connection writes what it receives at once and hands its
-//! 1 MiB receive buffers to the hasher, which hashes them from memory when they are next
-//! in file order (one connection: every byte); bytes that arrived ahead of the prefix
-//! are read back from the page cache when the prefix reaches them. If any part was
-//! rewound during the run, the file is hashed again from disk instead.
+//! 1 MiB receive buffers to the hasher, which keeps those that arrive ahead of the
+//! prefix (up to 64 MiB ahead: four connections on 16 MiB parts) and hashes each from
+//! memory when it is next in file order, so no byte is read twice; only bytes farther
+//! ahead, or on disk from an earlier run, are read back from the page cache when the
+//! prefix reaches them. If any part was rewound during the run, the file is hashed
+//! again from disk instead.
 //! The state is saved every 20 ms (no fsync: a killed fetch loses at most that much of
 //! each connection's bytes) and durably every 5 s (data synced first; what survives a
 //! power loss, see [`super::partial`]).
@@ -91,10 +93,14 @@ pub fn download(
         }
     };
 
-    let (follower, chunks) = Follower::new(workers);
+    let (follower, chunks) = Follower::new(workers, state.part_size);
     let follower = &follower;
     let digest = std::thread::scope(|scope| {
-        let hasher = scope.spawn(|| follower.run(chunks, file, st, &done, &abort));
+        let hasher = scope.spawn(|| {
+            let r = follower.run(chunks, file, st, &done, &abort);
+            follower.running.store(false, Ordering::SeqCst);
+            r
+        });
         let mut handles = Vec::new();
         for w in 0..workers {
             let slot = &follower.slots[w];
@@ -102,8 +108,9 @@ pub fn download(
             let validator = validator.as_deref();
             handles.push(scope.spawn(move || {
                 while !abort.load(Ordering::SeqCst) {
-                    let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-                    let Some(i) = next else { break };
+                    let Some(i) = follower.next_part(queue, st, abort) else {
+                        break;
+                    };
                     let job = Job {
                         agent,
                         url,
@@ -201,8 +208,13 @@ const WRITEBACK_STEP: u64 = 8 << 20;
 /// Bytes a connection collects before handing them to the hasher.
 const CHUNK: usize = 1 << 20;
 
-/// Chunks waiting for the hasher (the network waits when it is this far behind).
+/// Chunks in the channel to the hasher (the network waits when it is this far behind).
 const QUEUED_CHUNKS: usize = 8;
+
+/// How far ahead of the hashed prefix received chunks are kept in memory for the hasher
+/// (four connections on 16 MiB parts stay within it); bytes farther ahead are read back
+/// from the file when the prefix reaches them. Bounds the hasher's memory.
+const MAX_AHEAD: u64 = 64 << 20;
 
 /// One received chunk, already written at `offset`: the hasher hashes it from memory
 /// when it is next in file order.
@@ -212,28 +224,36 @@ struct Chunk {
     len: usize,
 }
 
-/// The whole-file sha256, following the contiguous prefix of finished bytes: chunks that
-/// arrive in file order (one connection, or the part at the front) are hashed straight
-/// from the receive buffers; bytes that arrived out of order are read back from the file
-/// once the prefix reaches them. Runs on its own thread ([`Follower::run`]).
+/// The whole-file sha256, following the contiguous prefix of finished bytes: chunks are
+/// hashed straight from the receive buffers, in file order (those that arrive ahead of
+/// the prefix wait in memory, up to [`MAX_AHEAD`]); bytes not handed over (farther
+/// ahead, or on disk from an earlier run) are read back from the file once the prefix
+/// reaches them. Runs on its own thread ([`Follower::run`]).
 struct Follower {
     /// Bytes hashed so far (connections skip handing over chunks far beyond it).
     hashed: AtomicU64,
+    /// False once [`Follower::run`] has returned (nobody waits for `hashed` then).
+    running: AtomicBool,
     tx: Mutex<Option<std::sync::mpsc::SyncSender<Chunk>>>,
     /// Spent chunk buffers, for the connections to fill again.
     pool: Mutex<Vec<Vec<u8>>>,
     /// Per connection: where the chunk it is collecting starts (`u64::MAX`: none).
     slots: Vec<AtomicU64>,
+    /// The download's part size: a part may be started up to [`MAX_AHEAD`] beyond the
+    /// prefix, so its chunks reach at most this much farther.
+    part_size: u64,
 }
 
 impl Follower {
-    fn new(connections: usize) -> (Follower, std::sync::mpsc::Receiver<Chunk>) {
+    fn new(connections: usize, part_size: u64) -> (Follower, std::sync::mpsc::Receiver<Chunk>) {
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUED_CHUNKS);
         let f = Follower {
             hashed: AtomicU64::new(0),
+            running: AtomicBool::new(true),
             tx: Mutex::new(Some(tx)),
             pool: Mutex::new(Vec::new()),
             slots: (0..connections).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            part_size,
         };
         (f, rx)
     }
@@ -247,12 +267,42 @@ impl Follower {
             .unwrap_or_else(|| vec![0u8; CHUNK])
     }
 
+    /// The next part for a connection to download, in file order; `None` when none is
+    /// left. A part that starts more than [`MAX_AHEAD`] beyond the hashed prefix waits
+    /// until the prefix comes near (while the hasher runs), so a lagging connection at
+    /// the front gets the link to itself instead of the others running on: every chunk
+    /// then reaches the hasher in memory and memory stays bounded.
+    fn next_part(
+        &self,
+        queue: &Mutex<VecDeque<usize>>,
+        st: &super::partial::State,
+        abort: &AtomicBool,
+    ) -> Option<usize> {
+        loop {
+            let mut q = queue.lock().ok()?;
+            let &i = q.front()?;
+            let near = st.range(i).0 <= self.hashed.load(Ordering::SeqCst) + MAX_AHEAD;
+            if near || !self.running.load(Ordering::SeqCst) || abort.load(Ordering::SeqCst) {
+                return q.pop_front();
+            }
+            drop(q);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Gives a spent buffer back for reuse.
+    fn recycle(&self, buf: Vec<u8>) {
+        if let Ok(mut p) = self.pool.lock() {
+            p.push(buf);
+        }
+    }
+
     /// Hands over `buf[..len]`, written at `offset`, and returns the buffer to fill next:
     /// a fresh one when the hasher took it, else `buf` again (the chunk is too far ahead
-    /// of the hasher to be useful; it reads those bytes back later).
+    /// of the hasher to be kept; it reads those bytes back later).
     fn offer(&self, offset: u64, buf: Vec<u8>, len: usize) -> Vec<u8> {
-        let window = (QUEUED_CHUNKS * CHUNK) as u64;
-        if len == 0 || offset > self.hashed.load(Ordering::SeqCst) + window {
+        let limit = self.hashed.load(Ordering::SeqCst) + MAX_AHEAD + self.part_size;
+        if len == 0 || offset + len as u64 > limit {
             return buf;
         }
         let tx = self.tx.lock().ok().and_then(|t| t.clone());
@@ -282,60 +332,77 @@ impl Follower {
         done: &[AtomicU64],
         abort: &AtomicBool,
     ) -> Result<Option<String>, FetchError> {
+        use std::collections::BTreeMap;
         use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
         let mut h = Sha256::new();
         let mut pos = 0u64;
         let mut back: Vec<u8> = Vec::new();
         let mut closed = false;
+        // Chunks received ahead of `pos`, by offset (at most MAX_AHEAD of them).
+        let mut ahead: BTreeMap<u64, Chunk> = BTreeMap::new();
         while pos < st.size {
             if abort.load(Ordering::SeqCst) {
                 return Ok(None);
             }
-            let mut chunk = match rx.try_recv() {
-                Ok(c) => Some(c),
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => {
-                    closed = true;
-                    None
-                }
-            };
-            let avail = prefix(st, done);
-            if chunk.is_none() && !closed {
-                // Bytes a connection is collecting into a chunk are waited for, not
-                // read back; so are bytes not downloaded yet.
-                let (pending, next) = self.collecting(pos);
-                if pending || avail <= pos {
-                    match rx.recv_timeout(Duration::from_millis(5)) {
-                        Ok(c) => chunk = Some(c),
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Err(RecvTimeoutError::Disconnected) => closed = true,
+            // Take what has arrived without waiting.
+            loop {
+                match rx.try_recv() {
+                    Ok(c) => {
+                        if c.offset + c.len as u64 <= pos {
+                            self.recycle(c.buf);
+                        } else if let Some(old) = ahead.insert(c.offset, c) {
+                            self.recycle(old.buf);
+                        }
                     }
-                } else {
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            // Hash the chunks that continue the prefix, from memory.
+            let mut progressed = false;
+            while let Some(entry) = ahead.first_entry() {
+                let (offset, end) = (*entry.key(), entry.key() + entry.get().len as u64);
+                if offset > pos {
+                    break;
+                }
+                let c = entry.remove();
+                if end > pos {
+                    h.update(&c.buf[(pos - offset) as usize..c.len]);
+                    pos = end;
+                    progressed = true;
+                }
+                self.recycle(c.buf);
+            }
+            if !progressed {
+                // The next bytes are on disk but not in memory (handed over too far
+                // ahead, or from an earlier run): read them back, up to the next chunk
+                // in memory or being collected. Bytes a connection is still collecting
+                // are waited for, not read back; so are bytes not downloaded yet.
+                let avail = prefix(st, done);
+                let (pending, next) = self.collecting(pos);
+                let next = next.min(ahead.keys().next().copied().unwrap_or(u64::MAX));
+                if avail > pos && !pending && next > pos {
                     let to = avail.min(next).min(pos + CHUNK as u64);
                     read_back(file, &mut h, &mut back, pos, to)?;
                     pos = to;
-                }
-            } else if chunk.is_none() && avail > pos {
-                let to = avail.min(pos + CHUNK as u64);
-                read_back(file, &mut h, &mut back, pos, to)?;
-                pos = to;
-            } else if chunk.is_none() {
-                // Every connection stopped and the prefix does not reach the end.
-                return Ok(None);
-            }
-            if let Some(c) = chunk {
-                let end = c.offset + c.len as u64;
-                // Bytes before the chunk that arrived out of order are on disk.
-                if c.offset > pos && prefix(st, done) >= c.offset {
-                    read_back(file, &mut h, &mut back, pos, c.offset)?;
-                    pos = c.offset;
-                }
-                if c.offset <= pos && end > pos {
-                    h.update(&c.buf[(pos - c.offset) as usize..c.len]);
-                    pos = end;
-                }
-                if let Ok(mut p) = self.pool.lock() {
-                    p.push(c.buf);
+                } else if closed {
+                    // Every connection stopped and the prefix does not reach the end.
+                    return Ok(None);
+                } else {
+                    match rx.recv_timeout(Duration::from_millis(5)) {
+                        Ok(c) => {
+                            if c.offset + c.len as u64 <= pos {
+                                self.recycle(c.buf);
+                            } else if let Some(old) = ahead.insert(c.offset, c) {
+                                self.recycle(old.buf);
+                            }
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => closed = true,
+                    }
                 }
             }
             self.hashed.store(pos, Ordering::SeqCst);
