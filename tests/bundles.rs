@@ -122,6 +122,7 @@ fn two_bundles_share_one_home_and_its_store() {
                 FileKind::Data,
             ),
             f(LESSONS, noise(30_000, 21), FileKind::Doc),
+            f("models/lessons.gguf", noise(20_000, 22), FileKind::Model),
             f(bin_path, exe, FileKind::Binary),
         ],
         &[&bkey],
@@ -190,6 +191,25 @@ fn two_bundles_share_one_home_and_its_store() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("bundle:    {B}")), "{text}");
     assert!(!text.contains(&format!("bundle:    {a}")), "{text}");
+
+    // `models` lists the models of every bundle's current release.
+    let out = cmd(&w).args(["models", "--json"]).output().unwrap();
+    let models: Vec<String> = records(&out.stdout, "model")
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        models
+            .iter()
+            .any(|p| p.ends_with("models/tiny.gguf") && !p.contains("bundles")),
+        "{models:?}"
+    );
+    assert!(
+        models
+            .iter()
+            .any(|p| p.ends_with("models/lessons.gguf") && p.contains(&format!("bundles/{B}/"))),
+        "{models:?}"
+    );
 
     // An update pack of A goes to the root; B is untouched.
     make_pack(&w, "u2.ogpack", &[]);
