@@ -13,40 +13,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use crate::store::{cmd, ino, objects};
 use offgrid::manifest::{FileKind, Manifest};
 use update_util::*;
 
-const DEADLINE: Duration = Duration::from_secs(120);
 const B: &str = "org.example.school";
 const SHARED: &str = "data/same.txt";
 const LESSONS: &str = "school/lessons.txt";
-
-fn cmd(w: &World) -> assert_cmd::Command {
-    let mut c = w.cmd();
-    c.env("NO_COLOR", "1")
-        .env("OFFGRID_BIN_DIR", w.p("bin"))
-        .timeout(DEADLINE);
-    c
-}
-
-fn ino(p: &Path) -> u64 {
-    fs::metadata(p).unwrap().ino()
-}
-
-/// Every object of the store: path -> (inode, links).
-fn objects(home: &Path) -> BTreeMap<PathBuf, (u64, u64)> {
-    walkdir::WalkDir::new(home.join("objects"))
-        .into_iter()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            let m = e.metadata().unwrap();
-            (e.path().to_path_buf(), (m.ino(), m.nlink()))
-        })
-        .collect()
-}
 
 /// The store object of manifest entry `path` of `m`.
 fn object(home: &Path, m: &Manifest, path: &str) -> PathBuf {
@@ -313,7 +287,7 @@ fn two_bundles_share_one_home_and_its_store() {
     let gone: Vec<_> = objects_before
         .iter()
         .filter(|(p, _)| !p.exists())
-        .map(|(_, (i, _))| *i)
+        .map(|(_, (i, _, _))| *i)
         .collect();
     assert!(!gone.is_empty());
     assert!(gone.iter().all(|i| !kept.contains(i)));
