@@ -453,7 +453,8 @@ impl Catalog {
                 }
             }
         }
-        if let Some(home_tree) = locations.home_tree() {
+        // Every bundle's current release (SPEC.md §7.5), the home root's first.
+        for home_tree in locations.home_trees() {
             add_tree(&home_tree, Origin::Home, &mut trees, &mut models)?;
         }
         Ok(Catalog {

@@ -122,9 +122,10 @@ pub fn failures(home: &Home) -> Vec<Failure> {
     }
 }
 
-/// The site key's paths in `home`: `(secret, public)`.
+/// The site key's paths in `home`: `(secret, public)`. One key per home root: every
+/// bundle installed in it (SPEC.md §7.5) is the same site.
 pub fn key_paths(home: &Home) -> (PathBuf, PathBuf) {
-    let d = home.root.join(SITE_DIR);
+    let d = home.base.join(SITE_DIR);
     (d.join("site.key"), d.join("site.pub"))
 }
 
@@ -172,7 +173,7 @@ pub fn ensure_key(home: &Home) -> Result<PublicKey, SiteError> {
         }
         return Ok(key.public);
     }
-    let dir = home.root.join(SITE_DIR);
+    let dir = sk.parent().unwrap_or(&home.base).to_path_buf();
     std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
     #[cfg(unix)]
     {

@@ -26,7 +26,8 @@ use update_util::*;
 const DEADLINE: Duration = Duration::from_secs(120);
 const MODEL: &str = "models/tiny.gguf";
 
-fn cmd(w: &World) -> assert_cmd::Command {
+/// `offgrid` in the world, shims into its `bin/` (also used by `tests/bundles.rs`).
+pub(crate) fn cmd(w: &World) -> assert_cmd::Command {
     let mut c = w.cmd();
     c.env("NO_COLOR", "1")
         .env("OFFGRID_BIN_DIR", w.p("bin"))
@@ -53,7 +54,7 @@ fn kept_dirs(home: &Path) -> Vec<PathBuf> {
 }
 
 /// Every object of the store: path -> (inode, links, size).
-fn objects(home: &Path) -> BTreeMap<PathBuf, (u64, u64, u64)> {
+pub(crate) fn objects(home: &Path) -> BTreeMap<PathBuf, (u64, u64, u64)> {
     walkdir::WalkDir::new(home.join("objects"))
         .into_iter()
         .map(|e| e.unwrap())
@@ -82,7 +83,7 @@ fn usage(home: &Path) -> u64 {
     n
 }
 
-fn ino(p: &Path) -> u64 {
+pub(crate) fn ino(p: &Path) -> u64 {
     fs::metadata(p).unwrap().ino()
 }
 

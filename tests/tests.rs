@@ -24,6 +24,7 @@ mod update_util {
     pub use crate::util::*;
 }
 
+mod bundles;
 mod clone;
 mod conventions;
 mod core_hostile;

@@ -34,7 +34,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let home = Home::resolve(args.home.dir());
+    // The home of the bundle the pack is for (SPEC.md §7.5): refused, naming the
+    // bundles held, when the home does not hold it.
+    let home = Home::resolve(args.home.dir()).route_pack(&args.pack[0])?;
     if args.dry_run {
         return dry_run(&args, &home);
     }

@@ -24,6 +24,53 @@ impl HomeArg {
     }
 }
 
+/// `--bundle ID`: the one bundle of a home holding several (SPEC.md §7.5) a command works
+/// on; without it, every bundle.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct BundleArg {
+    /// Only this bundle of a home holding several [default: every bundle]
+    #[arg(long = "bundle", value_name = "ID")]
+    pub id: Option<String>,
+}
+
+impl BundleArg {
+    /// The homes of the site home `home` this command works on: the bundle given, else
+    /// every bundle the home holds (the root's first).
+    pub fn homes(
+        &self,
+        home: &offgrid::update::Home,
+    ) -> anyhow::Result<Vec<offgrid::update::Home>> {
+        Ok(home.select(self.id.as_deref())?)
+    }
+
+    /// The one home a command that changes one bundle works on: the bundle given, or the
+    /// only one; several without `--bundle` is a usage error (exit 2) naming them.
+    pub fn one(
+        &self,
+        home: &offgrid::update::Home,
+        command: &str,
+    ) -> anyhow::Result<offgrid::update::Home> {
+        let mut homes = self.homes(home)?;
+        if homes.len() > 1 {
+            let held = home.held();
+            return Err(offgrid::update::UpdateError::usage_help(
+                format!(
+                    "the site home '{}' holds {} bundles ({}); say which one {command} works on",
+                    home.base.display(),
+                    held.len(),
+                    held.join(", ")
+                ),
+                format!(
+                    "offgrid {command} --bundle {}",
+                    held.first().map(String::as_str).unwrap_or("ID")
+                ),
+            )
+            .into());
+        }
+        Ok(homes.remove(0))
+    }
+}
+
 /// `--json`: print JSON Lines records (SPEC.md §9) instead of text.
 #[derive(clap::Args, Debug, Clone, Copy, Default)]
 pub struct JsonArg {

@@ -18,17 +18,27 @@ pub struct Args {
     #[command(flatten)]
     pub home: super::args::HomeArg,
     #[command(flatten)]
+    pub bundle: super::args::BundleArg,
+    #[command(flatten)]
     pub out: super::args::JsonArg,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let home = Home::resolve(args.home.dir());
-    let r = update::gc::gc(&home, args.keep)
+    // Each bundle of the home (or the one given) in turn; the store is swept against
+    // the kept releases of every bundle (SPEC.md §7.17).
+    for home in args.bundle.homes(&Home::resolve(args.home.dir()))? {
+        one(&args, ctx, &home)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn one(args: &Args, ctx: &Ctx, home: &Home) -> anyhow::Result<()> {
+    let r = update::gc::gc(home, args.keep)
         .with_context(|| format!("collecting garbage in '{}'", home.root.display()))?;
     super::install::print_recovery(ctx, r.recovered.as_ref(), args.out.json)?;
     if args.out.json {
         super::json_line("gc", serde_json::to_value(&r)?)?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(());
     }
     let s = if r.removed.is_empty() {
         format!(
@@ -49,5 +59,5 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         )
     };
     super::out(&s)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

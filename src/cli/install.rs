@@ -95,6 +95,9 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let bin = update::shims::bin_dir(&home, args.bin_dir.as_deref(), args.home.dir().is_some());
         return super::sync::install_from_peer(ctx, &home, &peer, policy, &bin, args.out.json);
     }
+    // A stick of another bundle than the home's goes to its own sub-home, sharing the
+    // store (SPEC.md §7.5).
+    let home = home.route_tree(&args.from)?;
     if args.dry_run {
         return dry_run(&args, &home, policy);
     }

@@ -23,12 +23,40 @@ pub struct Args {
     #[command(flatten)]
     pub home: super::args::HomeArg,
     #[command(flatten)]
+    pub bundle: super::args::BundleArg,
+    #[command(flatten)]
     pub out: super::args::JsonArg,
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let home = Home::resolve(args.home.dir());
-    run_on(&home, &args.from, None, args.out.json, ctx)
+    let mut homes = args.bundle.homes(&Home::resolve(args.home.dir()))?;
+    // The bundles a source is of first: their repair puts good bytes into the shared
+    // store, where the other bundles' repair then finds a damaged shared file (SPEC.md
+    // §7.15).
+    let ids: Vec<String> = args
+        .from
+        .iter()
+        .filter_map(|p| update::repair::source_bundle(p))
+        .collect();
+    homes.sort_by_key(|h| {
+        !h.read_state()
+            .ok()
+            .flatten()
+            .is_some_and(|s| ids.contains(&s.bundle_id))
+    });
+    let mut complete = true;
+    for home in &homes {
+        complete &= repair_one(home, &args.from, None, args.out.json, ctx)?;
+    }
+    Ok(exit_of(complete))
+}
+
+fn exit_of(complete: bool) -> ExitCode {
+    if complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(offgrid::exit::REFUSED)
+    }
 }
 
 /// Repairs `home` from `from` and prints the report; `given` is a policy the operator
@@ -40,6 +68,17 @@ pub fn run_on(
     json: bool,
     ctx: &Ctx,
 ) -> anyhow::Result<ExitCode> {
+    repair_one(home, from, given, json, ctx).map(exit_of)
+}
+
+/// [`run_on`]: false when something could not be repaired (the reason is on stderr).
+fn repair_one(
+    home: &Home,
+    from: &[PathBuf],
+    given: Option<&offgrid::trust::TrustPolicy>,
+    json: bool,
+    ctx: &Ctx,
+) -> anyhow::Result<bool> {
     let cache = offgrid::models::VerifyCache::user();
     let bar = ctx.bar("repairing", json);
     let r = update::repair::repair(home, from, given, cache.as_ref(), &super::progress_fn(&bar))
@@ -52,7 +91,7 @@ pub fn run_on(
         super::out(&text(&r))?;
     }
     if r.complete() {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(true);
     }
     let label = if ctx.color {
         "\x1b[31merror\x1b[0m"
@@ -76,7 +115,7 @@ pub fn run_on(
     }
     msg.push_str("help: pass a stick or update pack of the release(s) named above with --from (any verified copy holding the same bytes works)");
     ctx.note(&msg);
-    Ok(ExitCode::from(offgrid::exit::REFUSED))
+    Ok(false)
 }
 
 fn text(r: &RepairReport) -> String {

@@ -14,6 +14,8 @@ use super::Ctx;
 pub struct Args {
     #[command(flatten)]
     pub home: super::args::HomeArg,
+    #[command(flatten)]
+    pub bundle: super::args::BundleArg,
     /// Switch to this kept release instead of the one before the current release
     /// ('offgrid status' lists the kept releases)
     #[arg(long, value_name = "VERSION")]
@@ -23,7 +25,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let home = Home::resolve(args.home.dir());
+    // One bundle's switch: with several bundles, --bundle says which (SPEC.md §7.16).
+    let home = args
+        .bundle
+        .one(&Home::resolve(args.home.dir()), "rollback")?;
     let cache = offgrid::models::VerifyCache::user();
     let bar = ctx.bar("checking", args.out.json);
     let r = update::rollback::rollback(

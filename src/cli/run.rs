@@ -84,7 +84,7 @@ mod with_llama {
     use offgrid::keys::PublicKey;
     use offgrid::launcher::{ChatOptions, LoadOptions, Model, Stats, StopReason};
     use offgrid::models::fit::mib;
-    use offgrid::models::locate::pinned_policy;
+    use offgrid::models::locate::pinned_policy_for;
     use offgrid::models::{choose, Catalog, FileCheckKind, Machine, SignatureCheck, VerifyCache};
     use offgrid::trust::TrustPolicy;
 
@@ -112,7 +112,13 @@ mod with_llama {
         });
     }
 
-    fn policy(args: &Args, catalog: &Catalog) -> anyhow::Result<Option<TrustPolicy>> {
+    /// The keys `model` is checked with: `--trust`/`--pubkey`, else the ones pinned in
+    /// the home for the bundle whose release holds it (SPEC.md §7.5).
+    fn policy(
+        args: &Args,
+        catalog: &Catalog,
+        model: &offgrid::models::ModelFile,
+    ) -> anyhow::Result<Option<TrustPolicy>> {
         if let Some(t) = &args.trust {
             return Ok(Some(TrustPolicy::load(t)?));
         }
@@ -125,9 +131,14 @@ mod with_llama {
             return Ok(Some(TrustPolicy::from_keys(keys)?));
         }
         match catalog.locations.trust_home.as_deref() {
-            Some(home) => Ok(pinned_policy(home).with_context(|| {
-                format!("reading the keys pinned at install in '{}'", home.display())
-            })?),
+            Some(home) => {
+                let tree = model.tree.map(|t| catalog.trees[t].root.clone());
+                Ok(
+                    pinned_policy_for(home, tree.as_deref().unwrap_or(home)).with_context(
+                        || format!("reading the keys pinned at install in '{}'", home.display()),
+                    )?,
+                )
+            }
             None => Ok(None),
         }
     }
@@ -171,7 +182,7 @@ mod with_llama {
                 ));
             }
         } else {
-            let policy = policy(&args, &catalog)?;
+            let policy = policy(&args, &catalog, m)?;
             let cache = VerifyCache::user();
             let bar = ctx.bar("verifying", false);
             let progress = progress_fn(&bar);

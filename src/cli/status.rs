@@ -15,6 +15,8 @@ pub struct Args {
     #[command(flatten)]
     pub home: super::args::HomeArg,
     #[command(flatten)]
+    pub bundle: super::args::BundleArg,
+    #[command(flatten)]
     pub out: super::args::JsonArg,
     /// Hash every file of the current and kept releases against their signed manifests
     /// and name damaged and missing files (exit 1 when there are any)
@@ -23,19 +25,36 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let home = Home::resolve(args.home.dir());
-    let r = update::status::status(&home)
+    let homes = args.bundle.homes(&Home::resolve(args.home.dir()))?;
+    // One block (one `status` record) per bundle, the home root's first (SPEC.md §7.5).
+    let mut clean = true;
+    for (i, home) in homes.iter().enumerate() {
+        if i > 0 && !args.out.json {
+            super::out("\n")?;
+        }
+        clean &= one(&args, ctx, home)?;
+    }
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(offgrid::exit::REFUSED)
+    })
+}
+
+/// The status of one bundle's home; false when `--verify` found damage.
+fn one(args: &Args, ctx: &Ctx, home: &Home) -> anyhow::Result<bool> {
+    let r = update::status::status(home)
         .with_context(|| format!("reading the site home '{}'", home.root.display()))?;
     super::install::print_recovery(ctx, r.recovered_now.as_ref(), args.out.json)?;
     let mut r = r;
     let check = if args.verify {
         let bar = ctx.bar("hashing", args.out.json);
         let cache = offgrid::models::VerifyCache::user();
-        let c = update::damage::verify_home(&home, cache.as_ref(), &super::progress_fn(&bar))
+        let c = update::damage::verify_home(home, cache.as_ref(), &super::progress_fn(&bar))
             .with_context(|| format!("verifying the site home '{}'", home.root.display()))?;
         bar.finish_and_clear();
         // Receipts carry the last full verification (SPEC.md §17.2).
-        if let Err(e) = offgrid::site::receipt::record_check(&home, &c) {
+        if let Err(e) = offgrid::site::receipt::record_check(home, &c) {
             ctx.warn(&format!("the result was not recorded for receipts: {e}"));
         }
         r.hashed = true;
@@ -48,7 +67,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         if let Some(c) = &check {
             super::json_line("verified", serde_json::to_value(c)?)?;
         }
-        return Ok(verified_exit(ctx, check.as_ref()));
+        return Ok(verified_clean(ctx, check.as_ref()));
     }
     let mut s = format!(
         "home:      {}\nbundle:    {}\nrelease:   {}  ({})\n",
@@ -127,7 +146,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         s.push_str(&verified_text(c));
     }
     super::out(&s)?;
-    Ok(verified_exit(ctx, check.as_ref()))
+    Ok(verified_clean(ctx, check.as_ref()))
 }
 
 // Issue 10 (site): kept releases (SPEC.md §7.16) and `status --verify` (§7.14).
@@ -181,8 +200,8 @@ fn verified_text(c: &update::damage::HomeCheck) -> String {
     s
 }
 
-/// Exit 0 unless `status --verify` found damage (then 1, with the fix on stderr).
-fn verified_exit(ctx: &Ctx, check: Option<&update::damage::HomeCheck>) -> ExitCode {
+/// True unless `status --verify` found damage (then exit 1, with the fix on stderr).
+fn verified_clean(ctx: &Ctx, check: Option<&update::damage::HomeCheck>) -> bool {
     match check {
         Some(c) if !c.is_clean() => {
             let label = if ctx.color {
@@ -194,8 +213,8 @@ fn verified_exit(ctx: &Ctx, check: Option<&update::damage::HomeCheck>) -> ExitCo
                 "{label}: {} file(s) and {} manifest(s) of the kept releases in '{}' are damaged or missing\nhelp: put them back from a verified stick or update pack holding them: offgrid repair --from USBROOT",
                 c.damaged, c.damaged_manifests, c.home
             ));
-            ExitCode::from(offgrid::exit::REFUSED)
+            false
         }
-        _ => ExitCode::SUCCESS,
+        _ => true,
     }
 }

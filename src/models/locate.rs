@@ -130,8 +130,20 @@ impl Locations {
 
     /// The root of the home's current release, when something is installed there.
     pub fn home_tree(&self) -> Option<PathBuf> {
-        let home = self.home.as_ref()?;
-        home_release(home)
+        self.home_trees().into_iter().next()
+    }
+
+    /// The roots of the current releases of every bundle installed in the home (SPEC.md
+    /// §7.5), the home root's first.
+    pub fn home_trees(&self) -> Vec<PathBuf> {
+        let Some(home) = self.home.as_ref() else {
+            return Vec::new();
+        };
+        Home::resolve(Some(home))
+            .members()
+            .iter()
+            .filter_map(|m| home_release(&m.root))
+            .collect()
     }
 
     /// The searched places, for messages.
@@ -174,7 +186,23 @@ pub fn home_release(home: &Path) -> Option<PathBuf> {
 
 /// The trust policy pinned in a home at install (SPEC.md §7), if something is installed.
 pub fn pinned_policy(home: &Path) -> Result<Option<TrustPolicy>, UpdateError> {
-    let h = Home::resolve(Some(home));
+    pinned_policy_of(&Home::resolve(Some(home)))
+}
+
+/// The trust policy pinned for the bundle whose release folder holds `tree` in the home
+/// `home` (each bundle of a home pins its own keys, SPEC.md §7.5); the home root's for a
+/// tree elsewhere (a stick, a models folder).
+pub fn pinned_policy_for(home: &Path, tree: &Path) -> Result<Option<TrustPolicy>, UpdateError> {
+    let root = Home::resolve(Some(home));
+    let h = root
+        .members()
+        .into_iter()
+        .find(|m| tree.starts_with(m.versions()))
+        .unwrap_or(root);
+    pinned_policy_of(&h)
+}
+
+fn pinned_policy_of(h: &Home) -> Result<Option<TrustPolicy>, UpdateError> {
     match h.read_state()? {
         Some(s) => Ok(Some(h.policy(&s)?)),
         None => Ok(None),

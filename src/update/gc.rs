@@ -20,6 +20,8 @@ use crate::update::{fault, store, UpdateError};
 #[derive(Debug, Clone, Serialize)]
 pub struct GcReport {
     pub home: String,
+    /// The bundle whose releases these are (SPEC.md §7.5: a home may hold several).
+    pub bundle_id: String,
     pub keep: usize,
     /// Releases kept, the current one first.
     pub kept: Vec<String>,
@@ -66,6 +68,7 @@ pub fn gc(home: &Home, keep: usize) -> Result<GcReport, UpdateError> {
     drop(lock);
     Ok(GcReport {
         home: home.root.display().to_string(),
+        bundle_id: s.bundle_id.clone(),
         keep,
         kept: s.kept().iter().map(|k| k.release.to_string()).collect(),
         removed: gone.iter().map(|k| k.release.to_string()).collect(),

@@ -36,11 +36,21 @@ pub const DEFAULT_KEEP: usize = 2;
 /// Events kept in the history.
 const MAX_EVENTS: usize = 200;
 
-/// A site home.
+/// A site home: the home of one bundle. The home root (`--home`) is the home of the
+/// first bundle installed into it; every other bundle has a sub-home
+/// `ROOT/bundles/BUNDLE_ID/` of the same layout (SPEC.md §7.5) that shares the root's
+/// store (`objects/`), lock (`.lock`), site key and bin folder: `base` is that root.
 #[derive(Debug, Clone)]
 pub struct Home {
+    /// This bundle's folder: `state.json`, `versions/`, `current`, the journal.
     pub root: PathBuf,
+    /// The home root, whose store, lock and site record every bundle shares (`root`
+    /// itself for the first bundle).
+    pub base: PathBuf,
 }
+
+/// The folder of the sub-homes under a home root.
+pub const BUNDLES_DIR: &str = "bundles";
 
 /// One installed version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,7 +272,119 @@ impl Home {
                 None => crate::update::history::home_dir().join(".offgrid"),
             },
         };
-        Home { root }
+        Home::at(root)
+    }
+
+    /// The home rooted at `root` (the first bundle's).
+    pub fn at(root: PathBuf) -> Home {
+        Home {
+            base: root.clone(),
+            root,
+        }
+    }
+
+    /// True for the sub-home of a bundle other than the first one.
+    pub fn is_sub(&self) -> bool {
+        self.root != self.base
+    }
+
+    /// The home root: the first bundle's home.
+    pub fn root_home(&self) -> Home {
+        Home::at(self.base.clone())
+    }
+
+    /// The sub-home of bundle `id` (which must be a checked bundle id,
+    /// [`crate::manifest::check_bundle_id`]: it names a folder).
+    pub fn sub(&self, id: &str) -> Home {
+        Home {
+            root: self.base.join(BUNDLES_DIR).join(id),
+            base: self.base.clone(),
+        }
+    }
+
+    /// Every bundle's home in this home root: the root first, then each sub-home holding
+    /// a `state.json`, by bundle id. Only the root when nothing else is installed.
+    pub fn members(&self) -> Vec<Home> {
+        let root = self.root_home();
+        let mut subs: Vec<String> = fs::read_dir(root.root.join(BUNDLES_DIR))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| crate::manifest::check_bundle_id(n).is_ok())
+            .filter(|n| {
+                let h = root.sub(n);
+                h.state_path().is_file() || h.journal_path().is_file()
+            })
+            .collect();
+        subs.sort();
+        std::iter::once(root.clone())
+            .chain(subs.iter().map(|n| root.sub(n)))
+            .collect()
+    }
+
+    /// The bundle ids this home root holds, the root's first.
+    pub fn held(&self) -> Vec<String> {
+        self.members()
+            .iter()
+            .filter_map(|h| h.read_state().ok().flatten().map(|s| s.bundle_id))
+            .collect()
+    }
+
+    /// Where a release of bundle `id` goes: the root when it is empty or holds that
+    /// bundle, else that bundle's sub-home (made by its first install).
+    pub fn route(&self, id: &str) -> Result<Home, UpdateError> {
+        let root = self.root_home();
+        match root.read_state()? {
+            None => Ok(root),
+            Some(s) if s.bundle_id == id => Ok(root),
+            Some(_) => {
+                crate::manifest::check_bundle_id(id).map_err(|e| root.bad(e.to_string()))?;
+                Ok(root.sub(id))
+            }
+        }
+    }
+
+    /// Where the USB tree or volume at `tree` installs: [`Home::route`] by the bundle id
+    /// its manifest states (read without a signature check, only to choose the home whose
+    /// pinned keys, or the given ones, then check it); the root when it has none.
+    pub fn route_tree(&self, tree: &Path) -> Result<Home, UpdateError> {
+        match crate::update::install::read_tree_head(tree) {
+            Ok((m, _, _)) => self.route(&m.bundle_id),
+            Err(_) => Ok(self.root_home()),
+        }
+    }
+
+    /// The home the update pack (or pack part) at `pack` applies to: the home of the
+    /// bundle it states (read without a signature check, as [`Home::route_tree`]);
+    /// refused, naming the bundles held, when this home root does not hold it. The root
+    /// when the file does not read as a pack or nothing is installed (apply names what is
+    /// wrong).
+    pub fn route_pack(&self, pack: &Path) -> Result<Home, UpdateError> {
+        let root = self.root_home();
+        let id = crate::update::reader::peek_bundle_id(pack)
+            .filter(|id| crate::manifest::check_bundle_id(id).is_ok());
+        match (id, root.read_state()?) {
+            (Some(id), Some(_)) => Ok(self.select(Some(&id))?.remove(0)),
+            _ => Ok(root),
+        }
+    }
+
+    /// The homes a command works on: bundle `id`'s (refused, naming the bundles held,
+    /// when this home root does not hold it), or every bundle's when `id` is `None`.
+    pub fn select(&self, id: Option<&str>) -> Result<Vec<Home>, UpdateError> {
+        let Some(id) = id else {
+            return Ok(self.members());
+        };
+        let h = self.route(id)?;
+        if h.read_state()?.is_some_and(|s| s.bundle_id == id) {
+            return Ok(vec![h]);
+        }
+        Err(UpdateError::UnknownBundle {
+            home: self.base.display().to_string(),
+            bundle: id.to_owned(),
+            held: self.held(),
+        })
     }
 
     pub fn state_path(&self) -> PathBuf {
@@ -281,17 +403,23 @@ impl Home {
         self.root.join("current")
     }
 
-    /// The lock file.
+    /// The lock file: the home root's, one for every bundle (they share the store).
     pub fn lock_path(&self) -> PathBuf {
-        self.root.join(".lock")
+        self.base.join(".lock")
     }
 
-    /// Takes the home's lock without waiting, recording `command` as its holder; a
+    /// Takes the home root's lock without waiting, recording `command` as its holder; a
     /// second operation is refused, naming the holder. `create` makes the home folder
-    /// first (install).
+    /// first (install; a sub-home's parents too).
     pub fn lock(&self, create: bool, command: &str) -> Result<Lock, UpdateError> {
         if create {
             fs::create_dir_all(&self.root).map_err(io_err("create", &self.root))?;
+            if self.is_sub() {
+                // The sub-home's name must survive a power cut once its state is written.
+                for d in [self.base.join(BUNDLES_DIR), self.base.clone()] {
+                    crate::fsutil::fsync_dir(&d).map_err(io_err("sync", &d))?;
+                }
+            }
         } else if !self.root.is_dir() {
             return Err(UpdateError::NotInstalled {
                 home: self.root.display().to_string(),

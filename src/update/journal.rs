@@ -160,10 +160,23 @@ pub fn recover(home: &Home) -> Result<Option<Recovery>, UpdateError> {
 /// [`recover`] for a caller that already holds the lock: the one home opener of every
 /// command that changes or reads a home. After finishing or undoing an interrupted
 /// operation it migrates a layout-1 home to the store ([`crate::update::store::migrate`]).
+/// Every bundle of the home root is recovered (they share the store the cleanup
+/// sweeps); the outcome returned is `home`'s.
 pub fn recover_locked(home: &Home, lock: &Lock) -> Result<Option<Recovery>, UpdateError> {
-    let rec = recover_journal(home, lock)?;
-    crate::update::store::migrate(home)?;
-    Ok(rec)
+    let mut mine = None;
+    let mut members = home.members();
+    if !members.iter().any(|m| m.root == home.root) {
+        // A sub-home being made by its first install.
+        members.push(home.clone());
+    }
+    for m in &members {
+        let rec = recover_journal(m, lock)?;
+        crate::update::store::migrate(m)?;
+        if m.root == home.root {
+            mine = rec;
+        }
+    }
+    Ok(mine)
 }
 
 fn recover_journal(home: &Home, _lock: &Lock) -> Result<Option<Recovery>, UpdateError> {

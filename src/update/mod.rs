@@ -90,6 +90,12 @@ pub enum UpdateError {
     NotInstalled { home: String },
     #[error("pack is for bundle '{pack}' but this site runs '{installed}'")]
     WrongBundle { installed: String, pack: String },
+    #[error("the site home '{home}' holds no bundle '{bundle}' (it holds {})", held.join(", "))]
+    UnknownBundle {
+        home: String,
+        bundle: String,
+        held: Vec<String>,
+    },
     #[error(
         "pack goes to release {to}, which is not newer than the installed release {installed}"
     )]
@@ -262,6 +268,7 @@ impl UpdateError {
             | UpdateError::TooLarge { .. }
             | UpdateError::NotInstalled { .. }
             | UpdateError::WrongBundle { .. }
+            | UpdateError::UnknownBundle { .. }
             | UpdateError::Downgrade { .. }
             | UpdateError::WrongBase { .. }
             | UpdateError::BaseMismatch { .. }
@@ -345,6 +352,7 @@ impl crate::diagnostic::Diagnostic for UpdateError {
             UpdateError::Head(e) => crate::diagnostic::Diagnostic::help(e),
             UpdateError::NotInstalled { .. } => Some("install a verified USB stick first: offgrid install --from USBROOT --pubkey HQ.pub".into()),
             UpdateError::WrongBundle { installed, .. } => Some(format!("use a pack made for '{installed}'")),
+            UpdateError::UnknownBundle { held, .. } => Some(format!("pass --bundle with one of: {}; a stick of a new bundle is installed with 'offgrid install --from USBROOT --pubkey HQ.pub'", held.join(", "))),
             UpdateError::Downgrade { .. } => Some("a downgrade or replay is refused; use 'offgrid rollback' to return to the previous release".into()),
             UpdateError::WrongBase { installed, .. } => Some(format!("ask HQ for a pack made with 'offgrid create-update-pack --since {installed}'")),
             UpdateError::BaseMismatch { .. } => Some("the installed copy is damaged; reinstall from a verified USB stick (offgrid install --from USBROOT)".into()),

@@ -269,6 +269,30 @@ pub fn read_roots(path: &Path) -> Result<Option<crate::trustroot::Source>, Updat
         .map_err(|r| damaged(path, r))
 }
 
+/// The bundle id the pack (or pack part) at `path` says it is for, read from its pack
+/// manifest without a signature check: only to choose which bundle's home (and so which
+/// pinned keys) applies it (SPEC.md §7.5), which then checks everything. `None` when the
+/// file does not start like a pack.
+pub fn peek_bundle_id(path: &Path) -> Option<String> {
+    let f = crate::hash::open_regular(path).ok()?;
+    let mut ar = tar::Archive::new(BufReader::new(f));
+    let mut seen = std::collections::BTreeSet::new();
+    let mut n_roots = 0usize;
+    for e in ar.entries().ok()? {
+        let mut e = e.ok()?;
+        let name = entry_name(path, &e, &mut seen).ok()?;
+        if root_entry(path, &e, &name, &mut n_roots).ok()? {
+            continue;
+        }
+        if name != PACK_MANIFEST {
+            return None;
+        }
+        let bytes = read_small(path, &mut e, &name, MAX_PACK_MANIFEST).ok()?;
+        return PackManifest::parse(&bytes).ok().map(|p| p.bundle_id);
+    }
+    None
+}
+
 /// A tar entry with its checked name.
 pub(crate) type Named<'a, R> = (tar::Entry<'a, R>, String);
 

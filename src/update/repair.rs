@@ -230,6 +230,18 @@ pub fn is_installed_release(home: &Home, root: &Path) -> bool {
     }
 }
 
+/// The bundle a `--from` source states it is of (a tree's manifest, a pack's pack
+/// manifest; read without a signature check, only to order the bundles of a home,
+/// SPEC.md §7.15); `None` for a folder holding several or anything unreadable.
+pub fn source_bundle(path: &Path) -> Option<String> {
+    if path.is_dir() {
+        return crate::signed::read_unverified(path)
+            .ok()
+            .map(|(m, _)| m.bundle_id);
+    }
+    crate::update::reader::peek_bundle_id(path)
+}
+
 /// Repairs `home` from `from` (see the module doc). `given` is a policy from
 /// `--pubkey`/`--trust`, which must equal the pinned one (or be absent).
 pub fn repair(
@@ -310,7 +322,7 @@ pub fn repair(
         let modes: Vec<u32> = w.at.iter().map(|l| l.mode).collect();
         for mode in modes {
             let p = store::object_path(home, &store::object_name(sha, mode));
-            if p.is_file() && stage_copy(&p, &objects, sha, w.size)? {
+            if p.is_file() && stage_object(&p, &objects, sha, w.size)? {
                 w.staged = Some("home".into());
                 break;
             }
@@ -532,6 +544,23 @@ fn stage_copy(src: &Path, objects: &Path, sha: &str, size: u64) -> Result<bool, 
         Err(e) if !is_local_write_error(&e) => Ok(false),
         Err(e) => Err(io_err("write", &dst)(e)),
     }
+}
+
+/// Stages the store object `obj` as `objects/SHA` when its bytes are intact: a hard
+/// link, so the repaired paths share the object's inode (and a bundle that repaired the
+/// object already keeps sharing it with the others, SPEC.md §7.5); a checked copy where
+/// links cannot be made.
+fn stage_object(obj: &Path, objects: &Path, sha: &str, size: u64) -> Result<bool, UpdateError> {
+    match crate::hash::sha256_file(obj) {
+        Ok((n, h)) if n == size && h == sha => {}
+        _ => return Ok(false),
+    }
+    let dst = objects.join(sha);
+    let _ = fs::remove_file(&dst);
+    if fs::hard_link(obj, &dst).is_ok() {
+        return Ok(true);
+    }
+    stage_copy(obj, objects, sha, size)
 }
 
 /// Errors that come from writing into the home (disk full, permissions), not from the

@@ -51,20 +51,47 @@ pub fn bin_dir(home: &Home, flag: Option<&Path>, home_chosen: bool) -> PathBuf {
         return PathBuf::from(e);
     }
     if home_chosen || std::env::var_os(crate::update::home::ENV).is_some_and(|v| !v.is_empty()) {
-        return home.root.join("bin");
+        return home.base.join("bin");
     }
     if cfg!(windows) {
         // No per-user bin folder is on a Windows PATH by default.
-        return home.root.join("bin");
+        return home.base.join("bin");
     }
     crate::update::history::home_dir().join(".local/bin")
 }
 
+/// The shims an earlier install of `home`'s bundle recorded, if any.
+fn recorded(home: &Home) -> Option<ShimReport> {
+    let bytes = fs::read(home.root.join(RECORD)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// The bin folder recorded by an earlier install, if any.
 pub fn recorded_dir(home: &Home) -> Option<PathBuf> {
-    let bytes = fs::read(home.root.join(RECORD)).ok()?;
-    let r: ShimReport = serde_json::from_slice(&bytes).ok()?;
-    Some(PathBuf::from(r.dir))
+    recorded(home).map(|r| PathBuf::from(r.dir))
+}
+
+/// Why command `name` of `home`'s bundle gets no shim when the home root holds several
+/// bundles (SPEC.md §18.5): `offgrid` stays the first bundle's, and a name another
+/// bundle's shim already provides is not taken over.
+fn taken(home: &Home, name: &str) -> Option<String> {
+    if home.is_sub() && name == "offgrid" {
+        return Some(format!(
+            "the 'offgrid' command stays the one of the first bundle in '{}'",
+            home.base.display()
+        ));
+    }
+    home.members()
+        .iter()
+        .filter(|m| m.root != home.root)
+        .find(|m| recorded(m).is_some_and(|r| r.commands.iter().any(|c| c == name)))
+        .map(|m| {
+            let id = m.read_state().ok().flatten().map(|s| s.bundle_id);
+            format!(
+                "bundle '{}' of this home provides it already; left alone",
+                id.unwrap_or_default()
+            )
+        })
 }
 
 fn sh_quote(s: &str) -> String {
@@ -187,6 +214,10 @@ pub fn write(home: &Home, dir: &Path, m: &Manifest, host: &str) -> std::io::Resu
     }
     fs::create_dir_all(&dir)?;
     for (name, rel, is_offgrid) in wanted {
+        if let Some(why) = taken(home, &name) {
+            report.skipped.push((name, why));
+            continue;
+        }
         let p = dir.join(style.file_name(&name));
         match fs::read(&p) {
             Ok(old)

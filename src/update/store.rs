@@ -51,9 +51,9 @@ pub fn object_name(sha: &str, mode: u32) -> String {
     format!("{sha}.{:o}", mode & 0o777)
 }
 
-/// The store folder of `home`.
+/// The store folder of `home`: the home root's, shared by every bundle installed in it.
 pub fn objects_dir(home: &Home) -> PathBuf {
-    home.root.join(OBJECTS)
+    home.base.join(OBJECTS)
 }
 
 /// Where the object `name` (`SHA256.MODE`) lives.
@@ -214,22 +214,40 @@ fn folder_manifest(dir: &Path) -> Option<Manifest> {
     Manifest::parse(&bytes).ok()
 }
 
-/// The object names the kept releases of `s` name; `None` when a kept release's manifest
-/// cannot be read (then nothing may be swept by name).
+/// The object names the kept releases of every bundle of the home root name (`s` is
+/// `home`'s state, the others are read from their `state.json`); `None` when a kept
+/// release's manifest or a bundle's state cannot be read (then nothing may be swept by
+/// name).
 fn named_objects(home: &Home, s: &State) -> Option<BTreeSet<String>> {
     let host = crate::platform::Platform::host().to_string();
     let mut names = BTreeSet::new();
-    for k in s.kept() {
-        let m = folder_manifest(&home.version_dir(&k.dir))?;
-        for f in m.files_on(&host) {
-            names.insert(object_name(&f.sha256, entry_mode(f)));
+    for member in home.members() {
+        let other;
+        let state = if member.root == home.root {
+            s
+        } else {
+            match member.read_state() {
+                Ok(Some(st)) => {
+                    other = st;
+                    &other
+                }
+                Ok(None) => continue,
+                Err(_) => return None,
+            }
+        };
+        for k in state.kept() {
+            let m = folder_manifest(&member.version_dir(&k.dir))?;
+            for f in m.files_on(&host) {
+                names.insert(object_name(&f.sha256, entry_mode(f)));
+            }
         }
     }
     Some(names)
 }
 
-/// Removes every object of `home`'s store that nothing links and no kept release of
-/// `s` names, and the temporaries a killed [`intern`] left. Returns the bytes freed.
+/// Removes every object of the shared store that nothing links and no kept release of
+/// any bundle of the home root names (`s` is `home`'s state), and the temporaries a
+/// killed [`intern`] left. Returns the bytes freed.
 pub fn sweep(home: &Home, s: &State) -> Result<u64, UpdateError> {
     let od = objects_dir(home);
     let fans = match fs::read_dir(&od) {
@@ -291,9 +309,11 @@ pub fn usage(roots: &[PathBuf]) -> u64 {
     n
 }
 
-/// The home's files that take space: release folders and the store.
+/// The home root's files that take space: every bundle's release folders and the store.
 pub fn home_usage(home: &Home) -> u64 {
-    usage(&[home.versions(), objects_dir(home)])
+    let mut roots: Vec<PathBuf> = home.members().iter().map(Home::versions).collect();
+    roots.push(objects_dir(home));
+    usage(&roots)
 }
 
 /// Migrates a layout-1 home to the store (see the module doc). Returns whether it did.
@@ -363,9 +383,7 @@ mod tests {
     fn object_names_carry_the_mode() {
         let sha = "ab".repeat(32);
         assert_eq!(object_name(&sha, 0o100755), format!("{sha}.755"));
-        let home = Home {
-            root: PathBuf::from("/h"),
-        };
+        let home = Home::at(PathBuf::from("/h"));
         assert_eq!(
             object_path(&home, &object_name(&sha, 0o644)),
             PathBuf::from(format!("/h/objects/ab/{sha}.644"))
@@ -377,9 +395,7 @@ mod tests {
     fn intern_links_equal_bytes_to_one_object() {
         use std::os::unix::fs::MetadataExt;
         let d = tempfile::tempdir().unwrap();
-        let home = Home {
-            root: d.path().to_path_buf(),
-        };
+        let home = Home::at(d.path().to_path_buf());
         let (a, b) = (d.path().join("a"), d.path().join("b"));
         fs::write(&a, b"same").unwrap();
         fs::write(&b, b"same").unwrap();

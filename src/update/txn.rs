@@ -216,9 +216,7 @@ mod tests {
     #[test]
     fn dropped_uncommitted_undoes_its_staging_and_journal() {
         let d = tempfile::tempdir().unwrap();
-        let home = Home {
-            root: d.path().join("home"),
-        };
+        let home = Home::at(d.path().join("home"));
         let lock = home.lock(true, "test").unwrap();
         let v: Version = "1.0.0".parse().unwrap();
         let staging = {

@@ -58,9 +58,21 @@ fn entry(fl: &F) -> FileEntry {
     }
 }
 
-/// Writes a signed USB tree at `root`: files, manifest.toml, signatures/KEYID.minisig by
-/// each key (stock minisign). Returns the manifest.
+/// Writes a signed USB tree of [`BUNDLE`] at `root`: files, manifest.toml,
+/// signatures/KEYID.minisig by each key (stock minisign). Returns the manifest.
 pub fn make_tree(
+    root: &Path,
+    version: &str,
+    created: &str,
+    files: &[F],
+    keys: &[&Path],
+) -> Manifest {
+    make_tree_of(BUNDLE, root, version, created, files, keys)
+}
+
+/// [`make_tree`] of bundle `bundle`.
+pub fn make_tree_of(
+    bundle: &str,
     root: &Path,
     version: &str,
     created: &str,
@@ -77,7 +89,7 @@ pub fn make_tree(
         dirs: Vec::new(),
         commands: Vec::new(),
         format: FORMAT.into(),
-        bundle_id: BUNDLE.into(),
+        bundle_id: bundle.into(),
         release: version.parse().unwrap(),
         created: created.into(),
         platforms: vec![host()],
@@ -89,7 +101,7 @@ pub fn make_tree(
     let text = m.to_toml();
     fs::write(root.join("manifest.toml"), &text).unwrap();
     let comment = format!(
-        "offgrid bundle={BUNDLE} release={version} manifest_sha256={}",
+        "offgrid bundle={bundle} release={version} manifest_sha256={}",
         sha(text.as_bytes())
     );
     for k in keys {
