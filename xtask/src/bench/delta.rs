@@ -260,22 +260,6 @@ fn large_gguf_pair(cache: &Path, n: u64) -> Result<(PathBuf, PathBuf)> {
     ));
     let count = (n / TENSOR_MIB).max(16);
     let each = (n << 20) / count / 32 * 32;
-    let fill = |path: &Path, seed: impl Fn(u64) -> Option<u64>| -> Result<()> {
-        let info = offgrid::gguf::read_info(path)?;
-        let f = std::fs::OpenOptions::new().write(true).open(path)?;
-        for (i, t) in info.tensors.iter().enumerate() {
-            let Some(seed) = seed(i as u64) else { continue };
-            let mut w = BufWriter::with_capacity(1 << 20, &f);
-            std::io::Seek::seek(
-                &mut w,
-                std::io::SeekFrom::Start(info.data_offset + t.offset),
-            )?;
-            fill_incompressible(&mut w, each, seed)?;
-            w.flush()?;
-        }
-        f.sync_all()?;
-        Ok(())
-    };
     if !old.exists() {
         // The layout with zero tensors, then each tensor's bytes written in place.
         let zeros = vec![0u8; each as usize];
@@ -299,7 +283,7 @@ fn large_gguf_pair(cache: &Path, n: u64) -> Result<(PathBuf, PathBuf)> {
         offgrid::gguf::write_synthetic(&mut w, &meta, &tensors)?;
         w.flush()?;
         drop(w);
-        fill(&part, |i| Some(1000 + i))?;
+        fill_tensors(&part, each, |i| Some(1000 + i))?;
         std::fs::rename(&part, &old)?;
     }
     if !new.exists() {
@@ -311,12 +295,31 @@ fn large_gguf_pair(cache: &Path, n: u64) -> Result<(PathBuf, PathBuf)> {
             "tokenizer.chat_template",
             "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}",
         )?;
-        fill(&part, |i| {
+        fill_tensors(&part, each, |i| {
             (i % CHANGED_EVERY == CHANGED_EVERY / 2).then_some(5000 + i)
         })?;
         std::fs::rename(&part, &new)?;
     }
     Ok((old, new))
+}
+
+/// Overwrites the first `each` bytes of tensor `i` of the GGUF at `path` with
+/// incompressible bytes from seed `seed(i)`, for the tensors it gives a seed.
+fn fill_tensors(path: &Path, each: u64, seed: impl Fn(u64) -> Option<u64>) -> Result<()> {
+    let info = offgrid::gguf::read_info(path)?;
+    let f = std::fs::OpenOptions::new().write(true).open(path)?;
+    for (i, t) in info.tensors.iter().enumerate() {
+        let Some(seed) = seed(i as u64) else { continue };
+        let mut w = BufWriter::with_capacity(1 << 20, &f);
+        std::io::Seek::seek(
+            &mut w,
+            std::io::SeekFrom::Start(info.data_offset + t.offset),
+        )?;
+        fill_incompressible(&mut w, each, seed)?;
+        w.flush()?;
+    }
+    f.sync_all()?;
+    Ok(())
 }
 
 /// `n` MiB of incompressible data, and a copy with 4 KiB inserted at 1/3 and 1 MiB at
