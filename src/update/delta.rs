@@ -186,6 +186,9 @@ struct Job {
 /// as `copy`) with their payloads, in order.
 type Records = Vec<(format::Window, Vec<u8>)>;
 
+/// An encoded window from a worker: its index, its records, and its two buffers back.
+type Done = (usize, std::io::Result<Records>, [Vec<u8>; 2]);
+
 /// Writes a delta that turns `old` into `new` to `out`.
 ///
 /// The main thread plans and reads the windows in order (the generic planner's shift
@@ -241,7 +244,7 @@ pub fn create(
     let level = opts.zstd_level;
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(in_flight);
     let job_rx = Mutex::new(job_rx);
-    let (res_tx, res_rx) = mpsc::channel::<(usize, std::io::Result<Records>)>();
+    let (res_tx, res_rx) = mpsc::channel::<Done>();
     let hash = std::thread::scope(|s| {
         for _ in 0..in_flight {
             let res_tx = res_tx.clone();
@@ -263,9 +266,9 @@ pub fn create(
                     )
                 }))
                 .unwrap_or_else(|_| Err(std::io::Error::other("a window encoder panicked")));
-                let idx = job.idx;
-                drop(job);
-                if res_tx.send((idx, r)).is_err() {
+                // The buffers go back to be read into again (fresh ones would be paged in
+                // anew for every window).
+                if res_tx.send((job.idx, r, [job.old, job.new])).is_err() {
                     return;
                 }
             });
@@ -275,6 +278,7 @@ pub fn create(
             out: &mut counted as &mut dyn Write,
             res_rx,
             pending: BTreeMap::new(),
+            free: Vec::new(),
             next: 0,
             in_flight: 0,
             stats: &mut stats,
@@ -352,7 +356,7 @@ fn plan_and_read(c: PlanCtx<'_, '_>) -> Result<[u8; 32], DeltaError> {
         while c.writer.in_flight >= c.in_flight {
             c.writer.receive_one()?;
         }
-        let new_buf = read_at(nf, new, span.new_start, span.new_len)?;
+        let new_buf = read_at(nf, new, span.new_start, span.new_len, c.writer.free.pop())?;
         hasher.update(&new_buf);
         let span = match c.anchors {
             Some(a) => {
@@ -361,7 +365,7 @@ fn plan_and_read(c: PlanCtx<'_, '_>) -> Result<[u8; 32], DeltaError> {
             }
             None => span,
         };
-        let old_buf = read_at(of, old, span.old_start, span.old_len)?;
+        let old_buf = read_at(of, old, span.old_start, span.old_len, c.writer.free.pop())?;
         let aligned = span
             .aligned
             .and_then(|a| a.checked_sub(span.old_start))
@@ -398,7 +402,9 @@ fn worker_gone() -> DeltaError {
 /// Writes encoded windows in window order as they come back from the encoders.
 struct Writer<'w> {
     out: &'w mut dyn Write,
-    res_rx: mpsc::Receiver<(usize, std::io::Result<Records>)>,
+    res_rx: mpsc::Receiver<Done>,
+    /// Buffers of written windows, to read the next ones into.
+    free: Vec<Vec<u8>>,
     /// Encoded windows waiting for an earlier one.
     pending: BTreeMap<usize, Records>,
     /// Index of the next window to write.
@@ -411,7 +417,8 @@ struct Writer<'w> {
 impl Writer<'_> {
     /// Waits for one encoded window, then writes every window that is now next in order.
     fn receive_one(&mut self) -> Result<(), DeltaError> {
-        let (idx, r) = self.res_rx.recv().map_err(|_| worker_gone())?;
+        let (idx, r, bufs) = self.res_rx.recv().map_err(|_| worker_gone())?;
+        self.free.extend(bufs);
         let out_err = io_err(Path::new("delta output"));
         self.pending.insert(idx, r.map_err(&out_err)?);
         while let Some(records) = self.pending.remove(&self.next) {
@@ -515,8 +522,16 @@ fn copy(old_offset: u64, len: usize) -> format::Window {
     }
 }
 
-fn read_at(f: &File, path: &Path, at: u64, len: u64) -> Result<Vec<u8>, DeltaError> {
-    let mut buf = vec![0u8; len as usize];
+fn read_at(
+    f: &File,
+    path: &Path,
+    at: u64,
+    len: u64,
+    reuse: Option<Vec<u8>>,
+) -> Result<Vec<u8>, DeltaError> {
+    let mut buf = reuse.unwrap_or_default();
+    buf.clear();
+    buf.resize(len as usize, 0);
     f.read_exact_at(&mut buf, at).map_err(io_err(path))?;
     Ok(buf)
 }
