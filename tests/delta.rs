@@ -444,55 +444,79 @@ fn the_wrong_old_file_is_refused() {
     ));
 }
 
-/// The two candidate encoders of a window run at once on two threads; the delta is the
-/// same bytes as on one thread.
+/// Windows are encoded several at once (and a window's two candidates at once when
+/// threads are left over); the delta is the same bytes whatever the thread count.
 #[test]
-fn two_threads_write_the_same_delta_as_one() {
+fn the_delta_does_not_depend_on_the_thread_count() {
     let old = noise(3 << 20, 21);
     let mut new = old.clone();
     new.splice(100_000..100_000, noise(5000, 22));
     for b in new[2_000_000..2_000_300].iter_mut() {
         *b ^= 0x5a;
     }
+    new.extend_from_slice(&noise(200_000, 23));
     let p = pair(&old, &new);
-    let one = make(
-        &p,
-        &DeltaOptions {
-            threads: 1,
-            ..fast(0)
-        },
-    );
-    let two = make(
-        &p,
-        &DeltaOptions {
-            threads: 2,
-            ..fast(0)
-        },
-    );
-    assert!(
-        one.1.bidiff_windows + one.1.zstd_ref_windows > 0,
-        "{:?}",
-        one.1
-    );
-    assert!(one.0 == two.0, "the delta depends on the thread count");
-    assert_eq!(apply_bytes(&old, &two.0, new.len() as u64).unwrap(), new);
+    let with = |threads: usize, window: u64| {
+        make(
+            &p,
+            &DeltaOptions {
+                threads,
+                ..fast(window)
+            },
+        )
+    };
+    for window in [0, 256 << 10] {
+        let one = with(1, window);
+        assert_eq!(one.1.windows_in_flight, 1);
+        assert!(
+            one.1.bidiff_windows + one.1.zstd_ref_windows > 0,
+            "{:?}",
+            one.1
+        );
+        for threads in [2, 3, 8] {
+            let many = with(threads, window);
+            if window > 0 {
+                assert!(many.1.windows > 8, "{:?}", many.1);
+                assert_eq!(many.1.windows_in_flight, threads as u64);
+            }
+            assert!(
+                one.0 == many.0,
+                "the delta on {threads} threads differs from one thread's (window {window})"
+            );
+        }
+        assert_eq!(apply_bytes(&old, &one.0, new.len() as u64).unwrap(), new);
+    }
 }
 
 #[test]
 fn memory_bound_fits_the_budget() {
     for max in [256u64 << 20, 1 << 30, 2 << 30, 8 << 30] {
-        let opts = DeltaOptions {
+        let w = delta::window_size(&DeltaOptions {
             max_memory: max,
             ..Default::default()
-        };
-        let w = delta::window_size(&opts);
+        });
         assert!(w >= 1 << 20);
-        if max >= 512 << 20 {
-            assert!(delta::memory_bound(w) <= max, "max {max}: window {w}");
+        for threads in [1, 2, 4, 16] {
+            let opts = DeltaOptions {
+                max_memory: max,
+                threads,
+                ..Default::default()
+            };
+            // The window size does not depend on the threads: neither does the delta.
+            assert_eq!(delta::window_size(&opts), w);
+            let k = delta::windows_in_flight(&opts, w);
+            assert!((1..=threads as u64).contains(&k));
+            if max >= 1 << 30 {
+                assert!(
+                    delta::memory_bound(w, k) <= max,
+                    "max {max}: window {w} x {k}"
+                );
+                assert_eq!(k, threads.min(2) as u64, "max {max}");
+            }
         }
     }
-    // The default (2 GiB) gives windows of well over 100 MiB.
-    assert!(delta::window_size(&DeltaOptions::default()) > 100 << 20);
+    // The default (2 GiB) gives windows of well over 64 MiB, two at once.
+    assert!(delta::window_size(&DeltaOptions::default()) > 64 << 20);
 }
 
 #[test]

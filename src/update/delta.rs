@@ -6,10 +6,20 @@
 //! smallest of `copy`, bidiff+zstd and zstd-with-reference-prefix (`delta/encode.rs`).
 //! [`apply`] streams the windows back (`delta/decode.rs`). The format is SPEC.md §11.
 //!
-//! Memory: creation peaks near [`memory_bound`]`(window)`, which [`window_size`] keeps
-//! under `DeltaOptions::max_memory`; application needs at most about 200 MiB whatever the
-//! file size. A window's two candidate encodings run at once on two threads
-//! (`DeltaOptions::threads`). Known gaps: one window is encoded at a time; data that moved
+//! Parallel windows: the main thread plans and reads windows in order and hashes the new
+//! file; one worker a thread (`DeltaOptions::threads`) encodes them, as many at once as
+//! the memory budget holds ([`windows_in_flight`]); records are written in window order,
+//! so the delta is the same bytes whatever the thread count.
+//!
+//! Memory: creation peaks near [`memory_bound`]`(window, in_flight)`; [`window_size`]
+//! sizes windows so that [`PLANNED_IN_FLIGHT`] of them fit `DeltaOptions::max_memory`
+//! (the size does not depend on the cores, so neither does the output). Application needs
+//! at most about 200 MiB whatever the file size.
+//!
+//! Known gaps: windows are planned, read and hashed on one thread, which on a 4 GiB model
+//! pair with 5 % of its tensors changed used more CPU than either encoder (measured before
+//! the buffers were reused; not measured since); a window waits for the earlier ones to be
+//! written, so one slow window can idle the other cores until it is done; data that moved
 //! farther than the margin without anchors is diffed against the wrong old range (correct,
 //! but larger).
 
@@ -19,10 +29,13 @@ mod encode;
 mod format;
 mod plan;
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::FileExt;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
+use std::sync::{mpsc, Mutex};
 
 use sha2::{Digest, Sha256};
 
@@ -37,9 +50,10 @@ pub struct DeltaOptions {
     pub zstd_level: i32,
     /// Window size in bytes; 0 derives it from `max_memory` ([`window_size`]).
     pub window_size: u64,
-    /// Threads a window's encoders may use (0: the cores available). With two or more,
-    /// the bidiff and zstd-ref candidates of a window are computed at once; the delta is
-    /// the same bytes whatever the count.
+    /// Threads the encoders may use (0: the cores available): one window each, as many
+    /// windows at once as `max_memory` holds ([`windows_in_flight`]); threads left over
+    /// compute a window's bidiff and zstd-ref candidates at once. The delta is the same
+    /// bytes whatever the count.
     pub threads: usize,
 }
 
@@ -60,8 +74,9 @@ pub struct DeltaStats {
     pub old_size: u64,
     pub new_size: u64,
     pub delta_size: u64,
-    /// Window size used.
+    /// Window size used, and how many windows were encoded at once.
     pub window_size: u64,
+    pub windows_in_flight: u64,
     /// Windows written, and how many of them were each method (copy, zstd, bidiff,
     /// zstd-ref).
     pub windows: u64,
@@ -96,25 +111,60 @@ impl DeltaError {
     }
 }
 
-/// Memory reserved beside the windows: zstd level-19 contexts, the anchor index, buffers.
-pub const FIXED_OVERHEAD: u64 = 320 << 20;
+/// Memory reserved once, whatever the windows: the anchor index (at most
+/// [`plan::ANCHORS_MAX`] anchors of about 40 bytes) and read buffers.
+pub const BASE_OVERHEAD: u64 = 96 << 20;
 
-/// Peak memory of [`create`] with windows of `window` bytes: the old range (window plus
-/// two margins of window/8), the new window, the suffix array (4 bytes per old byte), the
-/// bidiff add buffer and the compressed candidates (one window each), plus
-/// [`FIXED_OVERHEAD`]: `37 * window / 4 + FIXED_OVERHEAD`.
-pub fn memory_bound(window: u64) -> u64 {
-    window.saturating_mul(37) / 4 + FIXED_OVERHEAD
+/// Memory reserved for each window in flight beside its buffers: its zstd level-19
+/// contexts.
+pub const WINDOW_OVERHEAD: u64 = 224 << 20;
+
+/// Windows in flight that [`window_size`] budgets for: with two cores or more, two
+/// windows are encoded at once at the default `max_memory`. The window size, and so the
+/// delta, does not depend on the thread count.
+pub const PLANNED_IN_FLIGHT: u64 = 2;
+
+/// Memory one window in flight holds with windows of `window` bytes: the old range
+/// (window plus two margins of window/8), the new window, the suffix array (4 bytes per
+/// old byte), the bidiff add buffer and the compressed candidates (one window each), plus
+/// [`WINDOW_OVERHEAD`]: `37 * window / 4 + WINDOW_OVERHEAD`.
+fn window_memory(window: u64) -> u64 {
+    window.saturating_mul(37) / 4 + WINDOW_OVERHEAD
 }
 
-/// Largest window (whole MiB, at least 1 MiB, at most 1 GiB) whose [`memory_bound`] fits
-/// `max_memory`; or `opts.window_size` when set.
+/// Peak memory of [`create`] with `in_flight` windows of `window` bytes encoded at once:
+/// `in_flight * (37 * window / 4 + WINDOW_OVERHEAD) + BASE_OVERHEAD`.
+pub fn memory_bound(window: u64, in_flight: u64) -> u64 {
+    window_memory(window)
+        .saturating_mul(in_flight.max(1))
+        .saturating_add(BASE_OVERHEAD)
+}
+
+/// Largest window (whole MiB, at least 1 MiB, at most 1 GiB) such that
+/// [`PLANNED_IN_FLIGHT`] windows fit `max_memory` ([`memory_bound`]); or
+/// `opts.window_size` when set.
 pub fn window_size(opts: &DeltaOptions) -> u64 {
     if opts.window_size > 0 {
         return opts.window_size;
     }
-    let w = opts.max_memory.saturating_sub(FIXED_OVERHEAD) / 37 * 4;
+    let per = opts.max_memory.saturating_sub(BASE_OVERHEAD) / PLANNED_IN_FLIGHT;
+    let w = per.saturating_sub(WINDOW_OVERHEAD) / 37 * 4;
     (w >> 20 << 20).clamp(1 << 20, 1 << 30)
+}
+
+/// How many windows of `window` bytes [`create`] encodes at once: one per thread
+/// (`opts.threads`, 0 for the cores available), as many as `max_memory` holds, at least
+/// one.
+pub fn windows_in_flight(opts: &DeltaOptions, window: u64) -> u64 {
+    let fit = opts.max_memory.saturating_sub(BASE_OVERHEAD) / window_memory(window).max(1);
+    (threads(opts) as u64).min(fit).max(1)
+}
+
+fn threads(opts: &DeltaOptions) -> usize {
+    match opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DeltaError + '_ {
@@ -124,7 +174,29 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DeltaError + '_ {
     }
 }
 
+/// One planned window, read and waiting for an encoder.
+struct Job {
+    idx: usize,
+    old: Vec<u8>,
+    old_start: u64,
+    new: Vec<u8>,
+    aligned: Option<usize>,
+}
+
+/// A window's records (one, or up to three when an unchanged prefix or suffix is cut off
+/// as `copy`) with their payloads, in order.
+type Records = Vec<(format::Window, Vec<u8>)>;
+
+/// An encoded window from a worker: its index, its records, and its two buffers back.
+type Done = (usize, std::io::Result<Records>, [Vec<u8>; 2]);
+
 /// Writes a delta that turns `old` into `new` to `out`.
+///
+/// The main thread plans and reads the windows in order (the generic planner's shift
+/// carries from one window to the next) and hashes the new file; [`windows_in_flight`]
+/// workers encode them; the records are written in window order, so the bytes do not
+/// depend on the thread count. A window's slot is freed only once its records are
+/// written, so at most that many windows (buffers and payloads) exist at once.
 pub fn create(
     old: &Path,
     new: &Path,
@@ -137,15 +209,15 @@ pub fn create(
     let new_size = nf.metadata().map_err(io_err(new))?.len();
     let window = window_size(opts);
     let margin = window / 8;
-    let threads = match opts.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
+    let in_flight = windows_in_flight(opts, window) as usize;
+    // Threads left for a window's two candidates when fewer windows than threads fit.
+    let per_window = (threads(opts) / in_flight).max(1);
     let out_path = Path::new("delta output");
     let mut stats = DeltaStats {
         old_size,
         new_size,
         window_size: window,
+        windows_in_flight: in_flight as u64,
         ..Default::default()
     };
     let spans = plan::gguf_spans(old, new, old_size, new_size, window, margin);
@@ -170,51 +242,147 @@ pub fn create(
     .write(&mut counted)
     .map_err(io_err(out_path))?;
 
+    let level = opts.zstd_level;
+    let (job_tx, job_rx) = mpsc::sync_channel::<Job>(in_flight);
+    let job_rx = Mutex::new(job_rx);
+    let (res_tx, res_rx) = mpsc::channel::<Done>();
+    let hash = std::thread::scope(|s| {
+        for _ in 0..in_flight {
+            let res_tx = res_tx.clone();
+            let job_rx = &job_rx;
+            s.spawn(move || loop {
+                let job = match job_rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok(job) = job else { return };
+                let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    encode_window(
+                        &job.old,
+                        job.old_start,
+                        &job.new,
+                        job.aligned,
+                        level,
+                        per_window,
+                    )
+                }))
+                .unwrap_or_else(|_| Err(std::io::Error::other("a window encoder panicked")));
+                // The buffers go back to be read into again (fresh ones would be paged in
+                // anew for every window).
+                if res_tx.send((job.idx, r, [job.old, job.new])).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(res_tx);
+        let mut w = Writer {
+            out: &mut counted as &mut dyn Write,
+            res_rx,
+            pending: BTreeMap::new(),
+            free: Vec::new(),
+            next: 0,
+            in_flight: 0,
+            stats: &mut stats,
+        };
+        let r = plan_and_read(PlanCtx {
+            old: (&of, old, old_size),
+            new: (&nf, new, new_size),
+            spans: spans.as_deref(),
+            anchors: anchors.as_ref(),
+            window,
+            margin,
+            in_flight,
+            jobs: &job_tx,
+            writer: &mut w,
+        });
+        // Closing the queue ends the workers once it is drained (or at once on error).
+        drop(job_tx);
+        let hash = r?;
+        while w.in_flight > 0 {
+            w.receive_one()?;
+        }
+        Ok::<_, DeltaError>(hash)
+    })?;
+    counted
+        .write_all(&[Method::End as u8])
+        .and_then(|_| counted.write_all(&hash))
+        .and_then(|_| counted.flush())
+        .map_err(io_err(out_path))?;
+    stats.delta_size = counted.n;
+    Ok(stats)
+}
+
+/// What the planning loop of [`create`] reads from and sends to.
+struct PlanCtx<'a, 'w> {
+    old: (&'a File, &'a Path, u64),
+    new: (&'a File, &'a Path, u64),
+    spans: Option<&'a [plan::Span]>,
+    anchors: Option<&'a plan::Anchors>,
+    window: u64,
+    margin: u64,
+    in_flight: usize,
+    jobs: &'a mpsc::SyncSender<Job>,
+    writer: &'a mut Writer<'w>,
+}
+
+/// Plans and reads every window in order, hands each to the encoders once a slot is
+/// free, and returns the SHA-256 of the new file.
+fn plan_and_read(c: PlanCtx<'_, '_>) -> Result<[u8; 32], DeltaError> {
+    let (of, old, old_size) = c.old;
+    let (nf, new, new_size) = c.new;
     let mut hasher = Sha256::new();
     let mut next = 0u64;
     let mut idx = 0usize;
     let mut shift = 0i64;
-    let mut new_buf = Vec::new();
-    let mut old_buf = Vec::new();
     while next < new_size {
-        let span = match &spans {
+        let span = match c.spans {
             Some(s) => match s.get(idx) {
                 Some(sp) => *sp,
                 None => break,
             },
-            None => plan::generic_span(next, window.min(new_size - next), shift, old_size, margin),
+            None => plan::generic_span(
+                next,
+                c.window.min(new_size - next),
+                shift,
+                old_size,
+                c.margin,
+            ),
         };
-        idx += 1;
         if span.new_start != next {
             return Err(DeltaError::Corrupt(format!(
                 "internal error: window planned at {} instead of {next}",
                 span.new_start
             )));
         }
-        read_at(&nf, new, span.new_start, span.new_len, &mut new_buf)?;
+        while c.writer.in_flight >= c.in_flight {
+            c.writer.receive_one()?;
+        }
+        let new_buf = read_at(nf, new, span.new_start, span.new_len, c.writer.free.pop())?;
         hasher.update(&new_buf);
-        let span = match &anchors {
+        let span = match c.anchors {
             Some(a) => {
                 shift = a.shift_for(&new_buf, span.new_start, shift);
-                plan::generic_span(span.new_start, span.new_len, shift, old_size, margin)
+                plan::generic_span(span.new_start, span.new_len, shift, old_size, c.margin)
             }
             None => span,
         };
-        read_at(&of, old, span.old_start, span.old_len, &mut old_buf)?;
+        let old_buf = read_at(of, old, span.old_start, span.old_len, c.writer.free.pop())?;
         let aligned = span
             .aligned
             .and_then(|a| a.checked_sub(span.old_start))
             .map(|a| a as usize);
-        encode_window(
-            &mut counted,
-            &old_buf,
-            span.old_start,
-            &new_buf,
+        c.writer.in_flight += 1;
+        let job = Job {
+            idx,
+            old: old_buf,
+            old_start: span.old_start,
+            new: new_buf,
             aligned,
-            (opts.zstd_level, threads),
-            &mut stats,
-        )
-        .map_err(io_err(out_path))?;
+        };
+        if c.jobs.send(job).is_err() {
+            return Err(worker_gone());
+        }
+        idx += 1;
         next += span.new_len;
     }
     if next != new_size {
@@ -222,13 +390,47 @@ pub fn create(
             "internal error: windows cover {next} of {new_size} bytes"
         )));
     }
-    counted
-        .write_all(&[Method::End as u8])
-        .and_then(|_| counted.write_all(&hasher.finalize()))
-        .and_then(|_| counted.flush())
-        .map_err(io_err(out_path))?;
-    stats.delta_size = counted.n;
-    Ok(stats)
+    Ok(hasher.finalize().into())
+}
+
+fn worker_gone() -> DeltaError {
+    DeltaError::Io {
+        path: "delta output".into(),
+        source: std::io::Error::other("the window encoders stopped"),
+    }
+}
+
+/// Writes encoded windows in window order as they come back from the encoders.
+struct Writer<'w> {
+    out: &'w mut dyn Write,
+    res_rx: mpsc::Receiver<Done>,
+    /// Buffers of written windows, to read the next ones into.
+    free: Vec<Vec<u8>>,
+    /// Encoded windows waiting for an earlier one.
+    pending: BTreeMap<usize, Records>,
+    /// Index of the next window to write.
+    next: usize,
+    /// Windows read and not yet written.
+    in_flight: usize,
+    stats: &'w mut DeltaStats,
+}
+
+impl Writer<'_> {
+    /// Waits for one encoded window, then writes every window that is now next in order.
+    fn receive_one(&mut self) -> Result<(), DeltaError> {
+        let (idx, r, bufs) = self.res_rx.recv().map_err(|_| worker_gone())?;
+        self.free.extend(bufs);
+        let out_err = io_err(Path::new("delta output"));
+        self.pending.insert(idx, r.map_err(&out_err)?);
+        while let Some(records) = self.pending.remove(&self.next) {
+            for (w, payload) in records {
+                emit(self.out, w, &payload, self.stats).map_err(&out_err)?;
+            }
+            self.next += 1;
+            self.in_flight -= 1;
+        }
+        Ok(())
+    }
 }
 
 /// Shortest unchanged prefix or suffix worth a `copy` window of its own.
@@ -239,14 +441,14 @@ const TRIM_MIN: usize = 4096;
 /// the middle is diffed (against the whole old range): bsdiff cannot see a match that
 /// ends at the end of its input once a changed stretch longer than it lies before it.
 fn encode_window(
-    out: &mut dyn Write,
     old: &[u8],
     old_start: u64,
     new: &[u8],
     aligned: Option<usize>,
-    (level, threads): (i32, usize),
-    stats: &mut DeltaStats,
-) -> std::io::Result<()> {
+    level: i32,
+    threads: usize,
+) -> std::io::Result<Records> {
+    let mut records = Records::new();
     let (mut p, mut q) = (0, 0);
     if let Some(a) = aligned.filter(|a| a.checked_add(new.len()).is_some_and(|e| e <= old.len())) {
         let o = &old[a..a + new.len()];
@@ -266,10 +468,10 @@ fn encode_window(
             q = 0;
         }
         if p > 0 {
-            emit(out, copy(old_start + a as u64, p), &[], stats)?;
+            records.push((copy(old_start + a as u64, p), Vec::new()));
         }
         if p == new.len() {
-            return Ok(());
+            return Ok(records);
         }
     }
     let mid = &new[p..new.len() - q];
@@ -282,12 +484,12 @@ fn encode_window(
         new_len: mid.len() as u64,
         payload_len: enc.payload.len() as u64,
     };
-    emit(out, w, &enc.payload, stats)?;
+    records.push((w, enc.payload));
     if let (Some(a), true) = (aligned, q > 0) {
         let at = old_start + (a + new.len() - q) as u64;
-        emit(out, copy(at, q), &[], stats)?;
+        records.push((copy(at, q), Vec::new()));
     }
-    Ok(())
+    Ok(records)
 }
 
 /// Writes one window record and its payload, and counts it.
@@ -321,10 +523,18 @@ fn copy(old_offset: u64, len: usize) -> format::Window {
     }
 }
 
-fn read_at(f: &File, path: &Path, at: u64, len: u64, buf: &mut Vec<u8>) -> Result<(), DeltaError> {
+fn read_at(
+    f: &File,
+    path: &Path,
+    at: u64,
+    len: u64,
+    reuse: Option<Vec<u8>>,
+) -> Result<Vec<u8>, DeltaError> {
+    let mut buf = reuse.unwrap_or_default();
     buf.clear();
     buf.resize(len as usize, 0);
-    f.read_exact_at(buf, at).map_err(io_err(path))
+    f.read_exact_at(&mut buf, at).map_err(io_err(path))?;
+    Ok(buf)
 }
 
 struct Counting<'a> {

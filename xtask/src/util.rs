@@ -264,6 +264,13 @@ pub fn ci() -> Result<()> {
 pub fn write_incompressible(path: &Path, size: u64, seed: u64) -> Result<()> {
     use std::io::Write;
     let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    fill_incompressible(&mut f, size, seed)?;
+    f.flush()?;
+    Ok(())
+}
+
+/// Writes `size` incompressible bytes (the same for the same `seed`) to `w`.
+pub fn fill_incompressible(w: &mut dyn std::io::Write, size: u64, seed: u64) -> Result<()> {
     // xorshift64*: fast, deterministic, and zstd cannot shrink it.
     let mut x = seed | 1;
     let mut buf = vec![0u8; 1 << 20];
@@ -276,10 +283,9 @@ pub fn write_incompressible(path: &Path, size: u64, seed: u64) -> Result<()> {
             c.copy_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
         }
         let n = left.min(buf.len() as u64) as usize;
-        f.write_all(&buf[..n])?;
+        w.write_all(&buf[..n])?;
         left -= n as u64;
     }
-    f.flush()?;
     Ok(())
 }
 

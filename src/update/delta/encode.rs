@@ -9,11 +9,11 @@
 //! - `zstd`: plain zstd, when there is no old range.
 //!
 //! The two candidates are computed at once on two threads when the caller allows two
-//! (`DeltaOptions::threads`); the bytes written do not depend on it.
+//! (`DeltaOptions::threads` left over once windows are spread over the threads, see
+//! `delta.rs`); the bytes written do not depend on it.
 //!
-//! Known gaps: one window is encoded at a time, so a machine with more than two cores
-//! uses two of them; a window whose bidiff patch is already tiny still pays for the
-//! `zstd-ref` attempt.
+//! Known gaps: a window whose bidiff patch is already tiny still pays for the `zstd-ref`
+//! attempt.
 
 use std::io;
 

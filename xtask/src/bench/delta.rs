@@ -2,16 +2,17 @@
 //! binary deltas against `zstd --patch-from -19 --long=31`, `xdelta3 -9` and `bsdiff` on
 //! (a) real binary pairs nobody here wrote (compiled `.so` files from two released
 //! versions of PyPI wheels), (b) the real test model with its chat template edited, and
-//! (c) large synthetic pairs of `--size-mib` MiB (a GGUF-like model with its metadata
-//! edited, and incompressible data with an insertion and a rewritten block) that show the
-//! memory bound.
+//! (c) large synthetic pairs of `--size-mib` MiB (a GGUF-like model of 16 MiB tensors
+//! with its chat template edited and 5 % of its tensors rewritten, and incompressible data
+//! with an insertion and a rewritten block) that show time and the memory bound at scale
+//! (`--size-mib 4096`, `8192`).
 //!
 //! offgrid runs in its own process (`xtask/src/bin/delta_probe.rs`) under GNU time, like
 //! the other tools, so peak RSS is each tool's own. Every offgrid delta is applied back
 //! and compared with the new file. Inputs, and the standard tools' results (which do not
 //! change between runs; delete `other-tools.tsv` to re-run them), are cached under
 //! ~/.cache/offgrid-bench. `OFFGRID_BENCH_DELTA_ONLY=real` runs only (a) and (b),
-//! `=large` only (c).
+//! `=large` only (c), `=gguf` only (c)'s GGUF pair.
 //! Known gaps: bsdiff is skipped above 256 MiB (it needs about 17 bytes per byte) and
 //! zstd above 1 GiB (level 19 takes too long on 2 shared cores).
 
@@ -23,7 +24,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use super::Opts;
-use crate::util::{cores, run, time_sh, write_incompressible};
+use crate::util::{cores, fill_incompressible, run, time_sh, write_incompressible};
 
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
@@ -66,7 +67,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
         cores()
     );
     let only = std::env::var("OFFGRID_BENCH_DELTA_ONLY").unwrap_or_default();
-    let (real, large) = (only != "large", only != "real");
+    let (real, large) = (only != "large" && only != "gguf", only != "real");
     for (pkg, a, b, pat) in WHEELS.iter().filter(|_| real) {
         let old = wheel_lib(&cache, pkg, a, pat)?;
         let new = wheel_lib(&cache, pkg, b, pat)?;
@@ -95,14 +96,26 @@ pub fn bench(opts: &Opts) -> Result<()> {
     }
     let n = opts.size_mib;
     let (old, new) = large_gguf_pair(&cache, n)?;
-    compare(
+    // Up to 4 GiB the one-thread run shows what parallel windows save; above, it would
+    // take too long on this machine.
+    let one_thread: &[&str] = &["--threads", "1"];
+    let runs: &[&[&str]] = if n <= 4096 {
+        &[&[], one_thread]
+    } else {
+        &[&[]]
+    };
+    compare_runs(
         &probe,
-        &format!("synthetic {n} MiB GGUF, metadata edited"),
-        &old,
-        &new,
+        &format!(
+            "synthetic {n} MiB GGUF, chat template edited + 1 tensor in {CHANGED_EVERY} rewritten (goal: < 300 s at 4096 MiB)"
+        ),
+        (&old, &new),
         &cache,
-        &["--max-memory-mib", "1024"],
+        runs,
     )?;
+    if only == "gguf" {
+        return Ok(());
+    }
     let (old, new) = large_generic_pair(&cache, n)?;
     compare(
         &probe,
@@ -230,27 +243,30 @@ fn model_pair(cache: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((old, new))
 }
 
-/// A GGUF of about `n` MiB of incompressible f32-sized tensors, and the same with the
-/// chat template changed (every tensor shifts).
+/// Size of each tensor of the large synthetic GGUF.
+const TENSOR_MIB: u64 = 16;
+
+/// One tensor in [`CHANGED_EVERY`] differs in the new large synthetic GGUF (5 %).
+const CHANGED_EVERY: u64 = 20;
+
+/// A GGUF of about `n` MiB of incompressible tensors of [`TENSOR_MIB`] MiB (at least 16),
+/// and its update: the chat template changed (every tensor shifts) and one tensor in
+/// [`CHANGED_EVERY`] rewritten with new bytes (as a re-quantized or fine-tuned tensor). The
+/// files are written in 1 MiB pieces, so even 8 GiB pairs need little memory.
 fn large_gguf_pair(cache: &Path, n: u64) -> Result<(PathBuf, PathBuf)> {
-    let old = cache.join(format!("synthetic-{n}m.gguf"));
-    let new = cache.join(format!("synthetic-{n}m-edited.gguf"));
+    let old = cache.join(format!("synthetic-{n}m-t{TENSOR_MIB}.gguf"));
+    let new = cache.join(format!(
+        "synthetic-{n}m-t{TENSOR_MIB}-edited-c{CHANGED_EVERY}.gguf"
+    ));
+    let count = (n / TENSOR_MIB).max(16);
+    let each = (n << 20) / count / 32 * 32;
     if !old.exists() {
-        let count = 16u64;
-        let each = (n << 20) / count / 32 * 32;
-        let noise = cache.join("noise.part");
-        write_incompressible(&noise, each * count, 42)?;
-        let mut data = Vec::with_capacity((each * count) as usize);
-        File::open(&noise)?.read_to_end(&mut data)?;
-        std::fs::remove_file(&noise)?;
+        // The layout with zero tensors, then each tensor's bytes written in place.
+        let zeros = vec![0u8; each as usize];
         let names: Vec<String> = (0..count).map(|i| format!("blk.{i}.ffn.weight")).collect();
         let tensors: Vec<(&str, Vec<u64>, &[u8])> = names
             .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let s = (i as u64 * each) as usize;
-                (name.as_str(), vec![each / 4], &data[s..s + each as usize])
-            })
+            .map(|name| (name.as_str(), vec![each / 4], zeros.as_slice()))
             .collect();
         use offgrid::gguf::MetaValue;
         let meta = [
@@ -267,6 +283,7 @@ fn large_gguf_pair(cache: &Path, n: u64) -> Result<(PathBuf, PathBuf)> {
         offgrid::gguf::write_synthetic(&mut w, &meta, &tensors)?;
         w.flush()?;
         drop(w);
+        fill_tensors(&part, each, |i| Some(1000 + i))?;
         std::fs::rename(&part, &old)?;
     }
     if !new.exists() {
@@ -278,9 +295,31 @@ fn large_gguf_pair(cache: &Path, n: u64) -> Result<(PathBuf, PathBuf)> {
             "tokenizer.chat_template",
             "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}",
         )?;
+        fill_tensors(&part, each, |i| {
+            (i % CHANGED_EVERY == CHANGED_EVERY / 2).then_some(5000 + i)
+        })?;
         std::fs::rename(&part, &new)?;
     }
     Ok((old, new))
+}
+
+/// Overwrites the first `each` bytes of tensor `i` of the GGUF at `path` with
+/// incompressible bytes from seed `seed(i)`, for the tensors it gives a seed.
+fn fill_tensors(path: &Path, each: u64, seed: impl Fn(u64) -> Option<u64>) -> Result<()> {
+    let info = offgrid::gguf::read_info(path)?;
+    let f = std::fs::OpenOptions::new().write(true).open(path)?;
+    for (i, t) in info.tensors.iter().enumerate() {
+        let Some(seed) = seed(i as u64) else { continue };
+        let mut w = BufWriter::with_capacity(1 << 20, &f);
+        std::io::Seek::seek(
+            &mut w,
+            std::io::SeekFrom::Start(info.data_offset + t.offset),
+        )?;
+        fill_incompressible(&mut w, each, seed)?;
+        w.flush()?;
+    }
+    f.sync_all()?;
+    Ok(())
 }
 
 /// `n` MiB of incompressible data, and a copy with 4 KiB inserted at 1/3 and 1 MiB at
@@ -331,6 +370,8 @@ struct Row {
     cached: bool,
 }
 
+/// [`compare_runs`] with offgrid's default options, then with `extra_args` (or, when
+/// empty, on one thread: what encoding windows and candidates at once saves).
 fn compare(
     probe: &Path,
     title: &str,
@@ -338,6 +379,24 @@ fn compare(
     new: &Path,
     cache: &Path,
     extra_args: &[&str],
+) -> Result<()> {
+    let second = if extra_args.is_empty() {
+        &["--threads", "1"][..]
+    } else {
+        extra_args
+    };
+    compare_runs(probe, title, (old, new), cache, &[&[], second])
+}
+
+/// Runs offgrid once for each of `runs` (extra `delta_probe create` arguments; the first
+/// run's time and peak RSS are the ones compared) and the standard tools on `old` ->
+/// `new`, and prints sizes, times, peak RSS and ratios.
+fn compare_runs(
+    probe: &Path,
+    title: &str,
+    (old, new): (&Path, &Path),
+    cache: &Path,
+    runs: &[&[&str]],
 ) -> Result<()> {
     let old_size = std::fs::metadata(old)?.len();
     let new_size = std::fs::metadata(new)?.len();
@@ -349,16 +408,15 @@ fn compare(
     let out = cache.join("out.delta");
     let (o, n, d) = (sh_quote(old), sh_quote(new), sh_quote(&out));
     let mut rows = Vec::new();
-    let mut ours_runs = vec![(String::new(), Vec::<&str>::new())];
-    if !extra_args.is_empty() {
-        ours_runs.push((format!(" ({})", extra_args.join(" ")), extra_args.to_vec()));
-    } else {
-        // The same delta on one thread: what running the two candidates at once saves.
-        ours_runs.push((" (--threads 1)".into(), vec!["--threads", "1"]));
-    }
     let mut ours_best = u64::MAX;
     let mut ours_secs = None;
-    for (label, args) in &ours_runs {
+    let mut ours_rss = (0.0f64, 0.0f64);
+    for args in runs {
+        let label = if args.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", args.join(" "))
+        };
         let _ = std::fs::remove_file(&out);
         let stats_file = cache.join("probe.out");
         let t = time_sh(&format!(
@@ -377,6 +435,7 @@ fn compare(
         );
         ours_best = ours_best.min(size);
         ours_secs.get_or_insert(t.wall.as_secs_f64());
+        let first = ours_rss.0 == 0.0;
         // Apply it back and compare.
         let back = cache.join("out.new");
         let a = time_sh(&format!(
@@ -391,6 +450,9 @@ fn compare(
             a.wall.as_secs_f64(),
             a.max_rss_kib as f64 / 1024.0
         );
+        if first {
+            ours_rss = (t.max_rss_kib as f64 / 1024.0, a.max_rss_kib as f64 / 1024.0);
+        }
         let _ = std::fs::remove_file(&back);
     }
     let mut tools: Vec<(&'static str, String)> = Vec::new();
@@ -480,6 +542,10 @@ fn compare(
             }
         );
     }
+    println!(
+        "  peak RSS offgrid: creation {:.0} MiB (goal <= 2048), apply {:.0} MiB (goal <= 256)",
+        ours_rss.0, ours_rss.1
+    );
     let _ = std::fs::remove_file(&out);
     Ok(())
 }

@@ -53,16 +53,17 @@ fn create(old: &str, new: &str, out: &str, rest: &[&str]) -> Result<()> {
     let s = delta::create(Path::new(old), Path::new(new), &mut w, &opts)?;
     w.flush()?;
     println!(
-        "delta_size={} window_mib={} windows={} copy={} zstd={} bidiff={} zstd_ref={} gguf={} bound_mib={}",
+        "delta_size={} window_mib={} in_flight={} windows={} copy={} zstd={} bidiff={} zstd_ref={} gguf={} bound_mib={}",
         s.delta_size,
         s.window_size >> 20,
+        s.windows_in_flight,
         s.windows,
         s.copy_windows,
         s.zstd_windows,
         s.bidiff_windows,
         s.zstd_ref_windows,
         s.gguf_aware,
-        delta::memory_bound(s.window_size) >> 20
+        delta::memory_bound(s.window_size, s.windows_in_flight) >> 20
     );
     Ok(())
 }
