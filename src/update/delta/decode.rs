@@ -15,6 +15,7 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use sha2::{Digest, Sha256};
 
 use super::blocks::BlockReader;
+use super::exe::{Alignment, Relocated};
 use super::format::{self, Header, Method, Window, HEADER_LEN, REF_MAX, WINDOW_LEN};
 use super::DeltaError;
 
@@ -152,6 +153,53 @@ pub fn apply<O: Read + Seek>(
     if h.new_size > cap {
         return Err(DeltaError::TooLarge { declared: cap });
     }
+    if h.version == format::VERSION {
+        return windows(old, delta, out, &h);
+    }
+    let mut rec = [0u8; format::PREPROCESS_LEN];
+    delta
+        .read_exact(&mut rec)
+        .map_err(delta_err("its alignment record"))?;
+    if rec[0] != format::PREPROCESS_ELF {
+        return Err(corrupt(format!(
+            "its old file is preprocessed by unknown kind {}",
+            rec[0]
+        )));
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&rec[1..]);
+    let al = Alignment::read(delta, u64::from_le_bytes(len)).map_err(|e| {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+        ) {
+            corrupt(format!("its alignment record is malformed: {e}"))
+        } else {
+            DeltaError::Io {
+                path: "delta".into(),
+                source: e,
+            }
+        }
+    })?;
+    let old_err = |source| DeltaError::Io {
+        path: OLD.into(),
+        source,
+    };
+    let mut rel = Relocated::new(old, h.old_size, al)
+        .map_err(old_err)?
+        .ok_or_else(|| {
+            corrupt("it was made for an ELF file and the old file is not one it can read")
+        })?;
+    windows(&mut rel, delta, out, &h)
+}
+
+/// Streams the windows and the end record, reading old ranges from `old`.
+fn windows<O: Read + Seek>(
+    old: &mut O,
+    delta: &mut dyn Read,
+    out: &mut dyn Write,
+    h: &Header,
+) -> Result<u64, DeltaError> {
     let mut sink = Sink {
         out,
         hasher: Sha256::new(),
@@ -174,7 +222,7 @@ pub fn apply<O: Read + Seek>(
             .read_exact(&mut wb)
             .map_err(delta_err("a window record"))?;
         let w = Window::parse(method, &wb);
-        check_window(&w, index, &h, sink.written)?;
+        check_window(&w, index, h, sink.written)?;
         let mut range = OldRange {
             inner: old,
             start: w.old_offset,
