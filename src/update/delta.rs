@@ -4,7 +4,9 @@
 //! with a bounded range of the old file (GGUF tensors matched by name, or content-defined
 //! anchors for other files; see `delta/plan.rs`), and encodes each window with the
 //! smallest of `copy`, bidiff+zstd and zstd-with-reference-prefix (`delta/encode.rs`).
-//! [`apply`] streams the windows back (`delta/decode.rs`). The format is SPEC.md §11.
+//! [`apply`] streams the windows back (`delta/decode.rs`). ELF programs and libraries are
+//! first preprocessed (`delta/exe.rs`): the windows diff new against the old file with its
+//! code and data references relocated to the new layout. The format is SPEC.md §11.
 //!
 //! Memory: creation peaks near [`memory_bound`]`(window)`, which [`window_size`] keeps
 //! under `DeltaOptions::max_memory`; application needs at most about 200 MiB whatever the

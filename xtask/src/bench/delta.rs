@@ -11,7 +11,9 @@
 //! and compared with the new file. Inputs, and the standard tools' results (which do not
 //! change between runs; delete `other-tools.tsv` to re-run them), are cached under
 //! ~/.cache/offgrid-bench. `OFFGRID_BENCH_DELTA_ONLY=real` runs only (a) and (b),
-//! `=large` only (c).
+//! `=large` only (c); `OFFGRID_BENCH_DELTA_PAIRS=ruff,pyarrow-aarch64` only the real
+//! pairs whose `PKG-ARCH` contains one of the words. Each offgrid delta is also made
+//! without ELF preprocessing (`--exe 0`, format version 1), what the engine did before.
 //! Known gaps: bsdiff is skipped above 256 MiB (it needs about 17 bytes per byte) and
 //! zstd above 1 GiB (level 19 takes too long on 2 shared cores).
 
@@ -92,14 +94,14 @@ const WHEELS: &[WheelPair] = &[
         "pyarrow",
         ("16.0.0", "16.1.0"),
         "x86_64",
-        r"^pyarrow/libarrow\.so\.1600$",
+        r"^pyarrow/libarrow\.so\.16[0-9]{2}$",
         "libarrow.so",
     ),
     pair(
         "pyarrow",
         ("16.0.0", "16.1.0"),
         "aarch64",
-        r"^pyarrow/libarrow\.so\.1600$",
+        r"^pyarrow/libarrow\.so\.16[0-9]{2}$",
         "libarrow.so",
     ),
     pair(
@@ -147,7 +149,14 @@ pub fn bench(opts: &Opts) -> Result<()> {
     );
     let only = std::env::var("OFFGRID_BENCH_DELTA_ONLY").unwrap_or_default();
     let (real, large) = (only != "large", only != "real");
-    for w in WHEELS.iter().filter(|_| real) {
+    let pick = std::env::var("OFFGRID_BENCH_DELTA_PAIRS").unwrap_or_default();
+    let picked = |w: &&WheelPair| {
+        pick.is_empty()
+            || pick
+                .split(',')
+                .any(|p| format!("{}-{}", w.pkg, w.arch).contains(p))
+    };
+    for w in WHEELS.iter().filter(|_| real).filter(picked) {
         let old = wheel_lib(&cache, w, w.old)?;
         let new = wheel_lib(&cache, w, w.new)?;
         compare(
@@ -159,7 +168,7 @@ pub fn bench(opts: &Opts) -> Result<()> {
             &[],
         )?;
     }
-    if real {
+    if real && pick.is_empty() {
         let (old, new) = model_pair(&cache)?;
         compare(
             &probe,
