@@ -110,15 +110,9 @@ impl<O: Read + Seek> Read for OldRange<'_, O> {
 
 impl<O: Read + Seek> Seek for OldRange<'_, O> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let target = match to {
-            SeekFrom::Start(x) => Some(x as i128),
-            SeekFrom::Current(d) => Some(self.pos as i128 + d as i128),
-            SeekFrom::End(d) => Some(self.len as i128 + d as i128),
-        }
-        .filter(|t| (0..=self.len as i128).contains(t));
-        match target {
+        match seek_target(to, self.pos, self.len) {
             Some(t) => {
-                self.pos = t as u64;
+                self.pos = t;
                 Ok(self.pos)
             }
             None => Err(io::Error::new(
@@ -127,6 +121,16 @@ impl<O: Read + Seek> Seek for OldRange<'_, O> {
             )),
         }
     }
+}
+
+/// Where a seek from `pos` in a stream of `len` bytes lands, when it stays within 0..=len.
+pub(super) fn seek_target(to: SeekFrom, pos: u64, len: u64) -> Option<u64> {
+    let t = match to {
+        SeekFrom::Start(x) => x as i128,
+        SeekFrom::Current(d) => pos as i128 + d as i128,
+        SeekFrom::End(d) => len as i128 + d as i128,
+    };
+    (0..=len as i128).contains(&t).then_some(t as u64)
 }
 
 pub fn apply<O: Read + Seek>(

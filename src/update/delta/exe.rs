@@ -679,14 +679,8 @@ impl<O: Read + Seek> Read for Relocated<'_, O> {
 
 impl<O: Read + Seek> Seek for Relocated<'_, O> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let t = match to {
-            SeekFrom::Start(x) => Some(x as i128),
-            SeekFrom::Current(d) => Some(self.pos as i128 + d as i128),
-            SeekFrom::End(d) => Some(self.size as i128 + d as i128),
-        }
-        .filter(|t| *t >= 0 && *t <= u64::MAX as i128)
-        .ok_or_else(|| bad("seek before the start of the old file"))?;
-        self.pos = t as u64;
+        self.pos = super::decode::seek_target(to, self.pos, self.size)
+            .ok_or_else(|| bad("seek outside the old file"))?;
         Ok(self.pos)
     }
 }
