@@ -4,7 +4,9 @@
 //! with a bounded range of the old file (GGUF tensors matched by name, or content-defined
 //! anchors for other files; see `delta/plan.rs`), and encodes each window with the
 //! smallest of `copy`, bidiff+zstd and zstd-with-reference-prefix (`delta/encode.rs`).
-//! [`apply`] streams the windows back (`delta/decode.rs`). The format is SPEC.md §11.
+//! [`apply`] streams the windows back (`delta/decode.rs`). ELF programs and libraries are
+//! first preprocessed (`delta/exe.rs`): the windows diff new against the old file with its
+//! code and data references relocated to the new layout. The format is SPEC.md §11.
 //!
 //! Parallel windows: the main thread plans and reads windows in order and hashes the new
 //! file; one worker a thread (`DeltaOptions::threads`) encodes them, as many at once as
@@ -26,6 +28,7 @@
 mod blocks;
 mod decode;
 mod encode;
+mod exe;
 mod format;
 mod plan;
 
@@ -55,6 +58,10 @@ pub struct DeltaOptions {
     /// compute a window's bidiff and zstd-ref candidates at once. The delta is the same
     /// bytes whatever the count.
     pub threads: usize,
+    /// Preprocess ELF programs and libraries (x86-64, aarch64) that fit in one window:
+    /// the old file's references are relocated to the new layout before the windows are
+    /// diffed (`delta/exe.rs`, SPEC.md §11.6). Off: the delta is format version 1.
+    pub exe: bool,
 }
 
 impl Default for DeltaOptions {
@@ -64,6 +71,7 @@ impl Default for DeltaOptions {
             zstd_level: 19,
             window_size: 0,
             threads: 0,
+            exe: true,
         }
     }
 }
@@ -86,6 +94,10 @@ pub struct DeltaStats {
     pub zstd_ref_windows: u64,
     /// True when the windows were planned from the GGUF tensor layout.
     pub gguf_aware: bool,
+    /// Alignment segments of the ELF preprocessing (0: the old file was used as it is).
+    pub elf_segments: u64,
+    /// Bytes of the alignment record (0 without ELF preprocessing).
+    pub elf_record: u64,
 }
 
 /// Why a delta could not be made or applied.
@@ -213,6 +225,17 @@ pub fn create(
     // Threads left for a window's two candidates when fewer windows than threads fit.
     let per_window = (threads(opts) / in_flight).max(1);
     let out_path = Path::new("delta output");
+    // An ELF pair that fits in one window is diffed against old' (the old file with its
+    // references relocated to the new layout), kept in a temporary file.
+    let fits = old_size <= window && new_size <= window && old_size > 0 && new_size > 0;
+    let elf = match opts.exe && fits {
+        true => elf_prepare(old, new)?,
+        false => None,
+    };
+    let (of, old) = match &elf {
+        Some((tmp, _, _)) => (tmp.reopen().map_err(io_err(old))?, tmp.path()),
+        None => (of, old),
+    };
     let mut stats = DeltaStats {
         old_size,
         new_size,
@@ -231,6 +254,10 @@ pub fn create(
     };
     let mut counted = Counting { w: out, n: 0 };
     format::Header {
+        version: match elf {
+            Some(_) => format::VERSION_PREPROCESSED,
+            None => format::VERSION,
+        },
         flags: if stats.gguf_aware {
             format::FLAG_GGUF
         } else {
@@ -241,6 +268,17 @@ pub fn create(
     }
     .write(&mut counted)
     .map_err(io_err(out_path))?;
+    if let Some((_, payload, segments)) = &elf {
+        let mut rec = [0u8; format::PREPROCESS_LEN];
+        rec[0] = format::PREPROCESS_ELF;
+        rec[1..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        counted
+            .write_all(&rec)
+            .and_then(|_| counted.write_all(payload))
+            .map_err(io_err(out_path))?;
+        stats.elf_segments = *segments as u64;
+        stats.elf_record = (rec.len() + payload.len()) as u64;
+    }
 
     let level = opts.zstd_level;
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(in_flight);
@@ -431,6 +469,37 @@ impl Writer<'_> {
         }
         Ok(())
     }
+}
+
+/// When both files are ELF programs or libraries of the same machine that this
+/// preprocessing reads, and the alignment found is not empty: old' in a temporary file,
+/// the alignment record's payload, and its segment count.
+fn elf_prepare(
+    old: &Path,
+    new: &Path,
+) -> Result<Option<(tempfile::NamedTempFile, Vec<u8>, usize)>, DeltaError> {
+    let o = std::fs::read(old).map_err(io_err(old))?;
+    let Some(lo) = exe::Layout::of_bytes(&o) else {
+        return Ok(None);
+    };
+    let n = std::fs::read(new).map_err(io_err(new))?;
+    let Some(ln) = exe::Layout::of_bytes(&n).filter(|l| l.machine == lo.machine) else {
+        return Ok(None);
+    };
+    let al = exe::align(&o, &n, &lo, &ln).map_err(io_err(new))?;
+    drop(n);
+    if al.is_empty() {
+        return Ok(None);
+    }
+    let tmp_path = Path::new("temporary old' file");
+    let mut tmp = tempfile::NamedTempFile::new().map_err(io_err(tmp_path))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+    exe::write_relocated(&o, &lo, &al, &mut w)
+        .and_then(|_| w.flush())
+        .map_err(io_err(tmp_path))?;
+    drop(w);
+    let payload = al.encode().map_err(io_err(tmp_path))?;
+    Ok(Some((tmp, payload, al.len())))
 }
 
 /// Shortest unchanged prefix or suffix worth a `copy` window of its own.

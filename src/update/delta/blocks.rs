@@ -148,7 +148,7 @@ impl<W: Write> BlockWriter<W> {
     }
 }
 
-fn put_varint(v: &mut Vec<u8>, mut x: u64) {
+pub(super) fn put_varint(v: &mut Vec<u8>, mut x: u64) {
     while x >= 0x80 {
         v.push(x as u8 | 0x80);
         x >>= 7;
@@ -184,7 +184,7 @@ fn get_varint(r: &mut dyn Read) -> io::Result<Option<u64>> {
     Err(bad("a varint overflows 64 bits"))
 }
 
-fn need_varint(r: &mut dyn Read) -> io::Result<u64> {
+pub(super) fn need_varint(r: &mut dyn Read) -> io::Result<u64> {
     get_varint(r)?.ok_or_else(|| io::ErrorKind::UnexpectedEof.into())
 }
 

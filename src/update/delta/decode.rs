@@ -15,6 +15,7 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use sha2::{Digest, Sha256};
 
 use super::blocks::BlockReader;
+use super::exe::{Alignment, Relocated};
 use super::format::{self, Header, Method, Window, HEADER_LEN, REF_MAX, WINDOW_LEN};
 use super::DeltaError;
 
@@ -109,15 +110,9 @@ impl<O: Read + Seek> Read for OldRange<'_, O> {
 
 impl<O: Read + Seek> Seek for OldRange<'_, O> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let target = match to {
-            SeekFrom::Start(x) => Some(x as i128),
-            SeekFrom::Current(d) => Some(self.pos as i128 + d as i128),
-            SeekFrom::End(d) => Some(self.len as i128 + d as i128),
-        }
-        .filter(|t| (0..=self.len as i128).contains(t));
-        match target {
+        match seek_target(to, self.pos, self.len) {
             Some(t) => {
-                self.pos = t as u64;
+                self.pos = t;
                 Ok(self.pos)
             }
             None => Err(io::Error::new(
@@ -126,6 +121,16 @@ impl<O: Read + Seek> Seek for OldRange<'_, O> {
             )),
         }
     }
+}
+
+/// Where a seek from `pos` in a stream of `len` bytes lands, when it stays within 0..=len.
+pub(super) fn seek_target(to: SeekFrom, pos: u64, len: u64) -> Option<u64> {
+    let t = match to {
+        SeekFrom::Start(x) => x as i128,
+        SeekFrom::Current(d) => pos as i128 + d as i128,
+        SeekFrom::End(d) => len as i128 + d as i128,
+    };
+    (0..=len as i128).contains(&t).then_some(t as u64)
 }
 
 pub fn apply<O: Read + Seek>(
@@ -152,6 +157,53 @@ pub fn apply<O: Read + Seek>(
     if h.new_size > cap {
         return Err(DeltaError::TooLarge { declared: cap });
     }
+    if h.version == format::VERSION {
+        return windows(old, delta, out, &h);
+    }
+    let mut rec = [0u8; format::PREPROCESS_LEN];
+    delta
+        .read_exact(&mut rec)
+        .map_err(delta_err("its alignment record"))?;
+    if rec[0] != format::PREPROCESS_ELF {
+        return Err(corrupt(format!(
+            "its old file is preprocessed by unknown kind {}",
+            rec[0]
+        )));
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&rec[1..]);
+    let al = Alignment::read(delta, u64::from_le_bytes(len)).map_err(|e| {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+        ) {
+            corrupt(format!("its alignment record is malformed: {e}"))
+        } else {
+            DeltaError::Io {
+                path: "delta".into(),
+                source: e,
+            }
+        }
+    })?;
+    let old_err = |source| DeltaError::Io {
+        path: OLD.into(),
+        source,
+    };
+    let mut rel = Relocated::new(old, h.old_size, al)
+        .map_err(old_err)?
+        .ok_or_else(|| {
+            corrupt("it was made for an ELF file and the old file is not one it can read")
+        })?;
+    windows(&mut rel, delta, out, &h)
+}
+
+/// Streams the windows and the end record, reading old ranges from `old`.
+fn windows<O: Read + Seek>(
+    old: &mut O,
+    delta: &mut dyn Read,
+    out: &mut dyn Write,
+    h: &Header,
+) -> Result<u64, DeltaError> {
     let mut sink = Sink {
         out,
         hasher: Sha256::new(),
@@ -174,7 +226,7 @@ pub fn apply<O: Read + Seek>(
             .read_exact(&mut wb)
             .map_err(delta_err("a window record"))?;
         let w = Window::parse(method, &wb);
-        check_window(&w, index, &h, sink.written)?;
+        check_window(&w, index, h, sink.written)?;
         let mut range = OldRange {
             inner: old,
             start: w.old_offset,

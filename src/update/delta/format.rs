@@ -9,8 +9,15 @@ use std::io::{self, Read, Write};
 
 /// First 8 bytes of every delta.
 pub const MAGIC: &[u8; 8] = b"OGDELTA\0";
-/// Format version this code writes and reads.
+/// Format version of a delta whose windows read the old file as it is.
 pub const VERSION: u32 = 1;
+/// Format version of a delta whose windows read the old file preprocessed (an alignment
+/// record follows the header; `exe.rs`).
+pub const VERSION_PREPROCESSED: u32 = 2;
+/// Alignment record kind: ELF references relocated to the new layout.
+pub const PREPROCESS_ELF: u8 = 1;
+/// Alignment record head: kind byte, then the payload length.
+pub const PREPROCESS_LEN: usize = 9;
 /// Header flag: windows were planned from the GGUF tensor layout (informational).
 pub const FLAG_GGUF: u32 = 1;
 /// Header length in bytes.
@@ -64,6 +71,8 @@ impl Method {
 /// The fixed header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// [`VERSION`] or [`VERSION_PREPROCESSED`].
+    pub version: u32,
     pub flags: u32,
     pub old_size: u64,
     pub new_size: u64,
@@ -73,7 +82,7 @@ impl Header {
     pub fn write(&self, w: &mut dyn Write) -> io::Result<()> {
         let mut b = [0u8; HEADER_LEN];
         b[..8].copy_from_slice(MAGIC);
-        b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        b[8..12].copy_from_slice(&self.version.to_le_bytes());
         b[12..16].copy_from_slice(&self.flags.to_le_bytes());
         b[16..24].copy_from_slice(&self.old_size.to_le_bytes());
         b[24..32].copy_from_slice(&self.new_size.to_le_bytes());
@@ -86,12 +95,13 @@ impl Header {
             return Err("it does not start with the offgrid delta magic bytes".into());
         }
         let version = u32_at(b, 8);
-        if version != VERSION {
+        if version != VERSION && version != VERSION_PREPROCESSED {
             return Err(format!(
-                "delta format version {version} is not supported (version {VERSION} is)"
+                "delta format version {version} is not supported (versions {VERSION} and {VERSION_PREPROCESSED} are)"
             ));
         }
         Ok(Header {
+            version,
             flags: u32_at(b, 12),
             old_size: u64_at(b, 16),
             new_size: u64_at(b, 24),
@@ -167,6 +177,7 @@ mod tests {
     #[test]
     fn header_and_window_round_trip() {
         let h = Header {
+            version: VERSION_PREPROCESSED,
             flags: FLAG_GGUF,
             old_size: 5,
             new_size: 1 << 40,

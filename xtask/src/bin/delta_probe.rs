@@ -3,7 +3,7 @@
 //! from the benchmark driver. Not a product command.
 //!
 //! Usage:
-//!   delta_probe create OLD NEW OUT [--max-memory-mib N] [--window-mib N] [--level N] [--threads N]
+//!   delta_probe create OLD NEW OUT [--max-memory-mib N] [--window-mib N] [--level N] [--threads N] [--exe 0|1]
 //!   delta_probe apply OLD DELTA OUT NEW_SIZE
 //!
 //! `create` prints the statistics as `key=value` pairs on one line.
@@ -29,7 +29,7 @@ fn main() -> Result<()> {
             println!("written={n}");
             Ok(())
         }
-        _ => bail!("usage: delta_probe create OLD NEW OUT [--max-memory-mib N] [--window-mib N] [--level N] [--threads N] | apply OLD DELTA OUT NEW_SIZE"),
+        _ => bail!("usage: delta_probe create OLD NEW OUT [--max-memory-mib N] [--window-mib N] [--level N] [--threads N] [--exe 0|1] | apply OLD DELTA OUT NEW_SIZE"),
     }
 }
 
@@ -46,6 +46,7 @@ fn create(old: &str, new: &str, out: &str, rest: &[&str]) -> Result<()> {
             "--window-mib" => opts.window_size = v << 20,
             "--level" => opts.zstd_level = v as i32,
             "--threads" => opts.threads = v as usize,
+            "--exe" => opts.exe = v != 0,
             other => bail!("unknown option '{other}'"),
         }
     }
@@ -53,7 +54,7 @@ fn create(old: &str, new: &str, out: &str, rest: &[&str]) -> Result<()> {
     let s = delta::create(Path::new(old), Path::new(new), &mut w, &opts)?;
     w.flush()?;
     println!(
-        "delta_size={} window_mib={} in_flight={} windows={} copy={} zstd={} bidiff={} zstd_ref={} gguf={} bound_mib={}",
+        "delta_size={} window_mib={} in_flight={} windows={} copy={} zstd={} bidiff={} zstd_ref={} gguf={} elf_segments={} elf_record={} bound_mib={}",
         s.delta_size,
         s.window_size >> 20,
         s.windows_in_flight,
@@ -63,6 +64,8 @@ fn create(old: &str, new: &str, out: &str, rest: &[&str]) -> Result<()> {
         s.bidiff_windows,
         s.zstd_ref_windows,
         s.gguf_aware,
+        s.elf_segments,
+        s.elf_record,
         delta::memory_bound(s.window_size, s.windows_in_flight) >> 20
     );
     Ok(())

@@ -1,0 +1,766 @@
+//! Executable-aware preprocessing for deltas of ELF programs and libraries (SPEC.md §11.6).
+//!
+//! When a patch grows one function, every call, jump and RIP-relative load that crosses it
+//! changes its displacement, and every absolute pointer past it changes its value: a few
+//! changed bytes every few dozen, which byte-level diffs pay for. Here the writer aligns the
+//! old image with the new one (matched segments in virtual-address space, taken from a
+//! first bsdiff pass over the whole files), sends that alignment in the delta, and both
+//! sides compute **old'**: the old file with each reference whose source and target lie in
+//! matched segments rewritten to the value it would have in the new layout. The windows
+//! then encode new against old', where moved code matches byte for byte.
+//!
+//! Which positions are rewritten is decided from the old file and the alignment alone, so
+//! the reader computes the same old' ([`Relocated`] does it block by block, holding one
+//! 64 KiB block). Candidates: x86-64 `call`/`jmp`/`jcc` rel32, `call`/`jmp [rip+d]` and
+//! common RIP-relative loads, stores and `lea` (found by pattern, as Zucchini's rel32
+//! finder does, without a full decoder); aarch64 `b`/`bl`, `b.cond`, `cbz`/`cbnz`, and
+//! `adrp` followed by `add`/`ldr` on the same register; 8-byte pointers in writable data
+//! (`.data.rel.ro`, `.got`, init arrays), `r_offset`/`r_addend` of RELA entries and
+//! `st_value` of symbols. A false candidate only costs size: the windows still make the
+//! exact new file, checked by the end record's SHA-256.
+//!
+//! Hostile input: the ELF header is read with every offset and count checked against the
+//! file size and fixed caps; arithmetic never overflows; the alignment read from a delta is
+//! capped at [`SEGMENTS_MAX`] segments and must be sorted and non-overlapping. Known gaps:
+//! ELF64 little-endian only (no PE or Mach-O, no 32-bit); only files that fit in one
+//! window are preprocessed; `.eh_frame_hdr`'s relative tables and RELR relocations are
+//! not rewritten.
+
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+/// Old' is computed in blocks of this many bytes at fixed file offsets; a reference that
+/// straddles a block boundary is left as it is.
+pub const BLOCK: u64 = 64 << 10;
+/// Most alignment segments a delta may carry (24 bytes each in memory).
+pub const SEGMENTS_MAX: usize = 1 << 20;
+/// Largest alignment record payload a reader accepts.
+pub const PAYLOAD_MAX: u64 = 16 << 20;
+/// Matched stretches shorter than this do not become alignment segments.
+const MATCH_MIN: usize = 32;
+/// A gap of at most this many bytes between two segments at the same shift is bridged.
+const GAP_MAX: u64 = 256;
+/// A target at most this many bytes before a segment moves with it.
+const NEAR: u64 = 32;
+/// Pointer-sized values below this are never treated as addresses.
+const ADDR_MIN: u64 = 4096;
+
+const EM_X86_64: u16 = 62;
+const EM_AARCH64: u16 = 183;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    X86_64,
+    Aarch64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Executable instructions.
+    Code,
+    /// Writable data that holds 8-byte pointers.
+    Pointers,
+    /// RELA entries (24 bytes).
+    Rela,
+    /// Symbol table entries (24 bytes).
+    Symbols,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Section {
+    kind: Kind,
+    off: u64,
+    size: u64,
+    addr: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    off: u64,
+    filesz: u64,
+    vaddr: u64,
+}
+
+/// What the preprocessing needs from an ELF file's headers.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub machine: Machine,
+    sections: Vec<Section>,
+    loads: Vec<Load>,
+    /// The largest allocated, writable, non-TLS `NOBITS` section (`.bss`): address, size.
+    bss: Option<(u64, u64)>,
+}
+
+/// One matched stretch: `len` bytes at `old_va` in the old image sit at `new_va` in the new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub old_va: u64,
+    pub new_va: u64,
+    pub len: u64,
+}
+
+fn le(b: &[u8], at: usize, n: usize) -> u64 {
+    b[at..at + n]
+        .iter()
+        .rev()
+        .fold(0u64, |x, &y| (x << 8) | y as u64)
+}
+
+impl Layout {
+    /// Parses the headers of an ELF64 little-endian x86-64 or aarch64 file of `size`
+    /// bytes through `read_at`; `Ok(None)` when it is not one or a header is malformed.
+    pub fn parse(
+        read_at: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
+        size: u64,
+    ) -> io::Result<Option<Layout>> {
+        if size < 64 {
+            return Ok(None);
+        }
+        let mut h = [0u8; 64];
+        read_at(0, &mut h)?;
+        if &h[..4] != b"\x7fELF" || h[4] != 2 || h[5] != 1 {
+            return Ok(None);
+        }
+        let machine = match le(&h, 18, 2) as u16 {
+            EM_X86_64 => Machine::X86_64,
+            EM_AARCH64 => Machine::Aarch64,
+            _ => return Ok(None),
+        };
+        let (phoff, shoff) = (le(&h, 32, 8), le(&h, 40, 8));
+        let (phentsize, phnum) = (le(&h, 54, 2), le(&h, 56, 2));
+        let (shentsize, shnum) = (le(&h, 58, 2), le(&h, 60, 2));
+        let table = |off: u64, ent: u64, num: u64, want: u64| -> Option<(u64, usize)> {
+            let len = ent.checked_mul(num)?;
+            (ent == want && num > 0 && off.checked_add(len)? <= size).then_some((off, len as usize))
+        };
+        // Both tables are at most 65 535 entries of 56 or 64 bytes: 4 MiB at most.
+        let Some((soff, slen)) = table(shoff, shentsize, shnum, 64) else {
+            return Ok(None);
+        };
+        let mut sh = vec![0u8; slen];
+        read_at(soff, &mut sh)?;
+        let mut loads = Vec::new();
+        if let Some((poff, plen)) = table(phoff, phentsize, phnum, 56) {
+            let mut ph = vec![0u8; plen];
+            read_at(poff, &mut ph)?;
+            for p in ph.chunks_exact(56) {
+                let (off, vaddr, filesz) = (le(p, 8, 8), le(p, 16, 8), le(p, 32, 8));
+                let fits = off.checked_add(filesz).is_some_and(|e| e <= size)
+                    && vaddr.checked_add(filesz).is_some();
+                if le(p, 0, 4) == 1 && filesz > 0 && fits {
+                    loads.push(Load { off, filesz, vaddr });
+                }
+            }
+        }
+        let mut sections = Vec::new();
+        let mut bss: Option<(u64, u64)> = None;
+        for s in sh.chunks_exact(64) {
+            let (ty, flags) = (le(s, 4, 4), le(s, 8, 8));
+            let (addr, off, sz) = (le(s, 16, 8), le(s, 24, 8), le(s, 32, 8));
+            let (alloc, write, exec, tls) = (
+                flags & 2 != 0,
+                flags & 1 != 0,
+                flags & 4 != 0,
+                flags & 0x400 != 0,
+            );
+            if ty == 8 {
+                if alloc
+                    && write
+                    && !tls
+                    && addr.checked_add(sz).is_some()
+                    && sz > bss.map_or(0, |b| b.1)
+                {
+                    bss = Some((addr, sz));
+                }
+                continue;
+            }
+            let kind = match ty {
+                1 if alloc && exec => Kind::Code,
+                1 | 14 | 15 | 16 if alloc && write && !exec && !tls => Kind::Pointers,
+                4 => Kind::Rela,
+                2 | 11 => Kind::Symbols,
+                _ => continue,
+            };
+            let fits = off.checked_add(sz).is_some_and(|e| e <= size)
+                && addr.checked_add(sz).is_some()
+                && sz > 0;
+            if fits {
+                sections.push(Section {
+                    kind,
+                    off,
+                    size: sz,
+                    addr,
+                });
+            }
+        }
+        if !sections.iter().any(|s| s.kind == Kind::Code) {
+            return Ok(None);
+        }
+        Ok(Some(Layout {
+            machine,
+            sections,
+            loads,
+            bss,
+        }))
+    }
+
+    /// [`Layout::parse`] of a file held in memory.
+    pub fn of_bytes(b: &[u8]) -> Option<Layout> {
+        let mut read = |at: u64, buf: &mut [u8]| -> io::Result<()> {
+            let s = usize::try_from(at)
+                .ok()
+                .and_then(|a| b.get(a..a.checked_add(buf.len())?))
+                .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+            buf.copy_from_slice(s);
+            Ok(())
+        };
+        Layout::parse(&mut read, b.len() as u64).ok().flatten()
+    }
+
+    /// The virtual address of file offset `off`, through the first load segment holding it.
+    fn va_of(&self, off: u64) -> Option<(u64, u64)> {
+        let l = self
+            .loads
+            .iter()
+            .find(|l| off >= l.off && off - l.off < l.filesz)?;
+        Some((l.vaddr + (off - l.off), l.filesz - (off - l.off)))
+    }
+}
+
+/// The alignment: segments sorted by `old_va`, not overlapping.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Alignment {
+    segs: Vec<Segment>,
+}
+
+impl Alignment {
+    pub fn len(&self) -> usize {
+        self.segs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segs.is_empty()
+    }
+
+    /// Where old address `va` sits in the new image, when it lies in a matched segment.
+    fn map(&self, va: u64) -> Option<u64> {
+        let i = self
+            .segs
+            .partition_point(|s| s.old_va <= va)
+            .checked_sub(1)?;
+        let s = self.segs[i];
+        (va - s.old_va < s.len).then(|| s.new_va.wrapping_add(va - s.old_va))
+    }
+
+    /// [`Alignment::map`] for a reference's target: an address in the few bytes before a
+    /// segment (an insertion's match usually starts a little after the function the
+    /// references point to) moves with that segment.
+    fn map_target(&self, va: u64) -> Option<u64> {
+        self.map(va).or_else(|| {
+            let s = self
+                .segs
+                .get(self.segs.partition_point(|s| s.old_va <= va))?;
+            let back = s.old_va - va;
+            (back <= NEAR).then(|| s.new_va.wrapping_sub(back))
+        })
+    }
+
+    /// Builds an alignment from matched stretches in virtual-address space: sorted, the
+    /// overlapping ones dropped, neighbours at the same shift merged (across a gap of at
+    /// most 256 bytes), and at most [`SEGMENTS_MAX`] kept (the longest).
+    pub fn from_segments(mut v: Vec<Segment>) -> Alignment {
+        v.retain(|s| {
+            s.len > 0
+                && s.old_va.checked_add(s.len).is_some()
+                && s.new_va.checked_add(s.len).is_some()
+        });
+        v.sort_by_key(|s| (s.old_va, std::cmp::Reverse(s.len)));
+        let mut out: Vec<Segment> = Vec::with_capacity(v.len());
+        for mut s in v {
+            if let Some(p) = out.last_mut() {
+                let p_end = p.old_va + p.len;
+                if s.old_va + s.len <= p_end {
+                    continue;
+                }
+                if s.old_va < p_end {
+                    // Keep the part past the previous segment.
+                    let cut = p_end - s.old_va;
+                    s = Segment {
+                        old_va: p_end,
+                        new_va: s.new_va.wrapping_add(cut),
+                        len: s.len - cut,
+                    };
+                }
+                let gap = s.old_va - p_end;
+                if gap <= GAP_MAX
+                    && s.new_va.wrapping_sub(s.old_va) == p.new_va.wrapping_sub(p.old_va)
+                {
+                    p.len = s.old_va + s.len - p.old_va;
+                    continue;
+                }
+            }
+            out.push(s);
+        }
+        if out.len() > SEGMENTS_MAX {
+            out.sort_by_key(|s| std::cmp::Reverse(s.len));
+            out.truncate(SEGMENTS_MAX);
+            out.sort_by_key(|s| s.old_va);
+        }
+        Alignment { segs: out }
+    }
+
+    /// The alignment record's payload: a zstd frame of LEB128 varints: the count, then per
+    /// segment the gap from the previous segment's old end, the change of shift
+    /// (`new_va - old_va`, two's complement, zig-zag), and the length.
+    pub fn encode(&self) -> io::Result<Vec<u8>> {
+        let mut raw = Vec::with_capacity(self.segs.len() * 8 + 8);
+        put_varint(&mut raw, self.segs.len() as u64);
+        let (mut end, mut shift) = (0u64, 0i64);
+        for s in &self.segs {
+            let sh = s.new_va.wrapping_sub(s.old_va) as i64;
+            put_varint(&mut raw, s.old_va - end);
+            put_varint(&mut raw, zigzag(sh.wrapping_sub(shift)));
+            put_varint(&mut raw, s.len);
+            end = s.old_va + s.len;
+            shift = sh;
+        }
+        zstd::bulk::compress(&raw, 19)
+    }
+
+    /// Reads an alignment payload of `len` bytes from `r` (held in memory: at most
+    /// [`PAYLOAD_MAX`]), refusing anything malformed: one zstd frame using exactly `len`
+    /// bytes, segments sorted, not empty, not overlapping, at most [`SEGMENTS_MAX`].
+    pub fn read(r: &mut dyn Read, len: u64) -> io::Result<Alignment> {
+        if len > PAYLOAD_MAX {
+            return Err(bad("its alignment record is larger than 16 MiB"));
+        }
+        let mut frame = Vec::new();
+        r.take(len).read_to_end(&mut frame)?;
+        if frame.len() as u64 != len {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if zstd::zstd_safe::find_frame_compressed_size(&frame) != Ok(frame.len()) {
+            return Err(bad("its alignment record is not one zstd frame"));
+        }
+        let mut d = zstd::stream::read::Decoder::with_buffer(frame.as_slice())?.single_frame();
+        d.window_log_max(super::format::WINDOW_LOG_MAX)?;
+        let mut d = io::BufReader::new(d);
+        let n = need_varint(&mut d)?;
+        if n > SEGMENTS_MAX as u64 {
+            return Err(bad("its alignment has too many segments"));
+        }
+        let mut segs = Vec::with_capacity(n as usize);
+        let (mut end, mut shift) = (0u64, 0i64);
+        for _ in 0..n {
+            let gap = need_varint(&mut d)?;
+            let dsh = unzigzag(need_varint(&mut d)?);
+            let len = need_varint(&mut d)?;
+            let old_va = end
+                .checked_add(gap)
+                .ok_or_else(|| bad("an alignment segment overflows"))?;
+            end = old_va
+                .checked_add(len)
+                .filter(|_| len > 0)
+                .ok_or_else(|| bad("an alignment segment is empty or overflows"))?;
+            shift = shift.wrapping_add(dsh);
+            segs.push(Segment {
+                old_va,
+                new_va: old_va.wrapping_add(shift as u64),
+                len,
+            });
+        }
+        let mut rest = [0u8; 1];
+        if d.read(&mut rest)? != 0 {
+            return Err(bad("its alignment record has bytes after its segments"));
+        }
+        Ok(Alignment { segs })
+    }
+}
+
+fn zigzag(x: i64) -> u64 {
+    ((x << 1) ^ (x >> 63)) as u64
+}
+
+fn unzigzag(x: u64) -> i64 {
+    ((x >> 1) as i64) ^ -((x & 1) as i64)
+}
+
+fn bad(s: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, s.to_owned())
+}
+
+fn put_varint(v: &mut Vec<u8>, x: u64) {
+    super::blocks::put_varint(v, x)
+}
+
+fn need_varint(r: &mut dyn Read) -> io::Result<u64> {
+    super::blocks::need_varint(r)
+}
+
+/// The alignment between two ELF files held in memory: bsdiff's matches (exact seeds
+/// extended while more than half the bytes agree) of at least 32 bytes, carried into
+/// virtual addresses through each file's load segments, plus `.bss` to `.bss`.
+pub fn align(old: &[u8], new: &[u8], lo: &Layout, ln: &Layout) -> io::Result<Alignment> {
+    let mut v = Vec::new();
+    bidiff::diff(old, new, &bidiff::DiffParams::default(), |m| {
+        if m.add_length >= MATCH_MIN {
+            let (mut o, mut n, mut left) = (
+                m.add_old_start as u64,
+                m.add_new_start as u64,
+                m.add_length as u64,
+            );
+            while left > 0 {
+                let (Some((ova, orun)), Some((nva, nrun))) = (lo.va_of(o), ln.va_of(n)) else {
+                    break;
+                };
+                let len = left.min(orun).min(nrun);
+                v.push(Segment {
+                    old_va: ova,
+                    new_va: nva,
+                    len,
+                });
+                (o, n, left) = (o + len, n + len, left - len);
+            }
+        }
+        Ok::<(), io::Error>(())
+    })?;
+    if let (Some((oa, os)), Some((na, ns))) = (lo.bss, ln.bss) {
+        v.push(Segment {
+            old_va: oa,
+            new_va: na,
+            len: os.min(ns),
+        });
+    }
+    Ok(Alignment::from_segments(v))
+}
+
+/// Rewrites, in `buf` (the old file's bytes from offset `start`, at most one [`BLOCK`]),
+/// the references the alignment maps: `buf` becomes that part of old'.
+pub fn relocate(layout: &Layout, al: &Alignment, start: u64, buf: &mut [u8]) {
+    let end = start + buf.len() as u64;
+    for s in &layout.sections {
+        let (lo, hi) = (s.off.max(start), (s.off + s.size).min(end));
+        if lo >= hi {
+            continue;
+        }
+        let b = &mut buf[(lo - start) as usize..(hi - start) as usize];
+        let va = s.addr.wrapping_add(lo - s.off);
+        match (s.kind, layout.machine) {
+            (Kind::Code, Machine::X86_64) => x86(b, va, al),
+            (Kind::Code, Machine::Aarch64) => arm(b, va, (lo - s.off) % 4, al),
+            (Kind::Pointers, _) => pointers(b, va, al),
+            (Kind::Rela, _) | (Kind::Symbols, _) => {
+                let skip = ((24 - (lo - s.off) % 24) % 24) as usize;
+                let fields: &[usize] = if s.kind == Kind::Rela { &[0, 16] } else { &[8] };
+                for e in b.get_mut(skip..).unwrap_or_default().chunks_exact_mut(24) {
+                    if s.kind == Kind::Symbols && le(e, 6, 2) == 0 {
+                        continue;
+                    }
+                    for &f in fields {
+                        map_u64(&mut e[f..f + 8], al);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn map_u64(b: &mut [u8], al: &Alignment) {
+    let v = le(b, 0, 8);
+    if v >= ADDR_MIN {
+        if let Some(n) = al.map_target(v) {
+            b.copy_from_slice(&n.to_le_bytes());
+        }
+    }
+}
+
+fn pointers(b: &mut [u8], va: u64, al: &Alignment) {
+    let skip = ((8 - va % 8) % 8) as usize;
+    for w in b.get_mut(skip..).unwrap_or_default().chunks_exact_mut(8) {
+        map_u64(w, al);
+    }
+}
+
+/// Where an x86-64 instruction starting at `b[i]` keeps a rel32 displacement: its offset
+/// and the instruction's end.
+fn x86_candidate(b: &[u8], i: usize) -> Option<(usize, usize)> {
+    let at = |k: usize| b.get(i + k).copied();
+    let rip = |m: Option<u8>| m.is_some_and(|m| m & 0xC7 == 0x05);
+    const ALU: [u8; 12] = [
+        0x8B, 0x89, 0x8D, 0x3B, 0x39, 0x03, 0x2B, 0x33, 0x0B, 0x23, 0x85, 0x63,
+    ];
+    const SSE: [u8; 16] = [
+        0x10, 0x11, 0x28, 0x29, 0x2E, 0x2F, 0x54, 0x57, 0x58, 0x59, 0x5C, 0x5E, 0x6F, 0x7F, 0xB6,
+        0xB7,
+    ];
+    let c = at(0)?;
+    let (disp, end) = match c {
+        0xE8 | 0xE9 => (1, 5),
+        0x0F if at(1).is_some_and(|x| (0x80..=0x8F).contains(&x)) => (2, 6),
+        0x0F if at(1).is_some_and(|x| SSE.contains(&x)) && rip(at(2)) => (3, 7),
+        0xFF if matches!(at(1), Some(0x15 | 0x25)) => (2, 6),
+        0x40..=0x4F if at(1).is_some_and(|x| ALU.contains(&x)) && rip(at(2)) => (3, 7),
+        0x8B | 0x89 | 0x8D if rip(at(1)) => (2, 6),
+        _ => return None,
+    };
+    (i + end <= b.len()).then_some((i + disp, i + end))
+}
+
+fn x86(b: &mut [u8], va: u64, al: &Alignment) {
+    let mut i = 0;
+    while i + 5 <= b.len() {
+        if let Some((d, end)) = x86_candidate(b, i) {
+            let src = va.wrapping_add(i as u64);
+            let disp = le(b, d, 4) as u32 as i32 as i64;
+            let target = src.wrapping_add((end - i) as u64).wrapping_add(disp as u64);
+            if let (Some(ns), Some(nt)) = (al.map(src), al.map_target(target)) {
+                let nd = nt.wrapping_sub(ns.wrapping_add((end - i) as u64)) as i64;
+                if let Ok(nd) = i32::try_from(nd) {
+                    b[d..d + 4].copy_from_slice(&nd.to_le_bytes());
+                    i = end;
+                    continue;
+                }
+            }
+        }
+        i += 1;
+    }
+}
+
+fn sext(x: u64, bits: u32) -> i64 {
+    ((x << (64 - bits)) as i64) >> (64 - bits)
+}
+
+/// `Some(v)` when `v` fits a signed field of `bits` bits.
+fn fits(v: i64, bits: u32) -> Option<u64> {
+    let lim = 1i64 << (bits - 1);
+    (-lim..lim)
+        .contains(&v)
+        .then_some(v as u64 & ((1u64 << bits) - 1))
+}
+
+fn arm(b: &mut [u8], va: u64, phase: u64, al: &Alignment) {
+    let mut i = ((4 - phase % 4) % 4) as usize;
+    let word = |b: &[u8], i: usize| le(b, i, 4) as u32;
+    while i + 4 <= b.len() {
+        let ins = word(b, i);
+        let pc = va.wrapping_add(i as u64);
+        let moved = |t: u64| -> Option<i64> {
+            let (np, nt) = (al.map(pc)?, al.map_target(t)?);
+            Some(nt.wrapping_sub(np) as i64)
+        };
+        let put = |b: &mut [u8], at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        if ins & 0x7C00_0000 == 0x1400_0000 {
+            // b, bl: imm26 words.
+            let t = pc.wrapping_add((sext(ins as u64 & 0x3FF_FFFF, 26) * 4) as u64);
+            if let Some(f) = moved(t)
+                .filter(|d| d % 4 == 0)
+                .and_then(|d| fits(d / 4, 26))
+            {
+                put(b, i, ins & 0xFC00_0000 | f as u32);
+            }
+        } else if ins & 0xFF00_0010 == 0x5400_0000 || ins & 0x7E00_0000 == 0x3400_0000 {
+            // b.cond, cbz, cbnz: imm19 words at bit 5.
+            let t = pc.wrapping_add((sext((ins as u64 >> 5) & 0x7FFFF, 19) * 4) as u64);
+            if let Some(f) = moved(t)
+                .filter(|d| d % 4 == 0)
+                .and_then(|d| fits(d / 4, 19))
+            {
+                put(b, i, ins & !(0x7FFFF << 5) | (f as u32) << 5);
+            }
+        } else if ins & 0x9F00_0000 == 0x9000_0000 && i + 8 <= b.len() {
+            // adrp xd, page; then add xd, xd, #lo12 or ldr xt/wt, [xd, #lo12].
+            let rd = ins & 31;
+            let next = word(b, i + 4);
+            let scale = match next & 0xFFC0_0000 {
+                0x9100_0000 => 1,
+                0xF940_0000 => 8,
+                0xB940_0000 => 4,
+                _ => 0,
+            };
+            if scale > 0 && (next >> 5) & 31 == rd {
+                let imm = sext(
+                    (((ins as u64 >> 5) & 0x7FFFF) << 2) | ((ins as u64 >> 29) & 3),
+                    21,
+                );
+                let lo12 = ((next as u64 >> 10) & 0xFFF) * scale;
+                let t = (pc & !0xFFF)
+                    .wrapping_add((imm << 12) as u64)
+                    .wrapping_add(lo12);
+                if let (Some(np), Some(nt)) = (al.map(pc), al.map_target(t)) {
+                    let pages = ((nt >> 12) as i64).wrapping_sub((np >> 12) as i64);
+                    let nlo = nt & 0xFFF;
+                    if let (Some(f), true) = (fits(pages, 21), nlo % scale == 0) {
+                        let f = f as u32;
+                        put(b, i, ins & 0x9F00_001F | (f & 3) << 29 | (f >> 2) << 5);
+                        let n2 = next & !(0xFFF << 10) | ((nlo / scale) as u32) << 10;
+                        put(b, i + 4, n2);
+                        i += 8;
+                        continue;
+                    }
+                }
+            }
+        }
+        i += 4;
+    }
+}
+
+/// Writes old' (the whole old file, relocated block by block) to `out`.
+pub fn write_relocated(
+    old: &[u8],
+    layout: &Layout,
+    al: &Alignment,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(BLOCK as usize);
+    for (k, chunk) in old.chunks(BLOCK as usize).enumerate() {
+        buf.clear();
+        buf.extend_from_slice(chunk);
+        relocate(layout, al, k as u64 * BLOCK, &mut buf);
+        out.write_all(&buf)?;
+    }
+    Ok(())
+}
+
+/// Old' as a seekable stream over the old file: each read relocates the 64 KiB block it
+/// falls in (one block is kept).
+pub struct Relocated<'a, O> {
+    inner: &'a mut O,
+    size: u64,
+    pos: u64,
+    layout: Layout,
+    al: Alignment,
+    block: Vec<u8>,
+    block_at: Option<u64>,
+}
+
+impl<'a, O: Read + Seek> Relocated<'a, O> {
+    /// `Ok(None)` when the old file is not an ELF file this preprocessing reads.
+    pub fn new(inner: &'a mut O, size: u64, al: Alignment) -> io::Result<Option<Self>> {
+        let mut read = |at: u64, buf: &mut [u8]| -> io::Result<()> {
+            inner.seek(SeekFrom::Start(at))?;
+            inner.read_exact(buf)
+        };
+        let Some(layout) = Layout::parse(&mut read, size)? else {
+            return Ok(None);
+        };
+        Ok(Some(Relocated {
+            inner,
+            size,
+            pos: 0,
+            layout,
+            al,
+            block: Vec::new(),
+            block_at: None,
+        }))
+    }
+}
+
+impl<O: Read + Seek> Read for Relocated<'_, O> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let at = self.pos / BLOCK * BLOCK;
+        if self.block_at != Some(at) {
+            self.block_at = None;
+            let len = BLOCK.min(self.size - at) as usize;
+            self.block.resize(len, 0);
+            self.inner.seek(SeekFrom::Start(at))?;
+            self.inner.read_exact(&mut self.block)?;
+            relocate(&self.layout, &self.al, at, &mut self.block);
+            self.block_at = Some(at);
+        }
+        let from = (self.pos - at) as usize;
+        let n = buf.len().min(self.block.len() - from);
+        buf[..n].copy_from_slice(&self.block[from..from + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<O: Read + Seek> Seek for Relocated<'_, O> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        self.pos = super::decode::seek_target(to, self.pos, self.size)
+            .ok_or_else(|| bad("seek outside the old file"))?;
+        Ok(self.pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn al(v: &[(u64, u64, u64)]) -> Alignment {
+        Alignment::from_segments(
+            v.iter()
+                .map(|&(old_va, new_va, len)| Segment {
+                    old_va,
+                    new_va,
+                    len,
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn alignment_round_trips_and_merges() {
+        let a = al(&[
+            (0x1000, 0x1000, 64),
+            (0x1040, 0x1040, 64),
+            (0x2000, 0x2010, 100),
+            (0x1900, 0x1000, 10),
+        ]);
+        assert_eq!(a.len(), 3);
+        assert_eq!(a.map(0x107F), Some(0x107F));
+        assert_eq!(a.map(0x2001), Some(0x2011));
+        assert_eq!(a.map(0x3000), None);
+        let bytes = a.encode().unwrap();
+        let b = Alignment::read(&mut bytes.as_slice(), bytes.len() as u64).unwrap();
+        assert_eq!(a, b);
+        assert!(Alignment::read(&mut &bytes[..bytes.len() - 1], bytes.len() as u64 - 1).is_err());
+        assert!(Alignment::read(&mut bytes.as_slice(), bytes.len() as u64 + 1).is_err());
+    }
+
+    #[test]
+    fn x86_call_follows_its_target() {
+        // A call at 0x1000 to 0x2000; the target moved by 0x10, the caller did not.
+        let a = al(&[(0x1000, 0x1000, 0x100), (0x2000, 0x2010, 0x100)]);
+        let mut b = vec![0x90, 0xE8];
+        b.extend_from_slice(&(0x2000i32 - 0x1006).to_le_bytes());
+        x86(&mut b, 0x1000, &a);
+        assert_eq!(le(&b, 2, 4) as i32, 0x2010 - 0x1006);
+    }
+
+    #[test]
+    fn aarch64_bl_and_adrp_add_follow_their_targets() {
+        let a = al(&[(0x10000, 0x10000, 0x100), (0x40000, 0x41008, 0x100)]);
+        let bl = 0x9400_0000u32 | ((0x40000 - 0x10000) / 4);
+        // adrp x1, page of 0x40010; add x1, x1, #0x10
+        let pages = (0x40000u32 - 0x10000) >> 12;
+        let adrp = 0x9000_0001u32 | (pages & 3) << 29 | (pages >> 2) << 5;
+        let add = 0x9100_0021u32 | (0x10 << 10);
+        let mut b = Vec::new();
+        for w in [bl, adrp, add] {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        arm(&mut b, 0x10000, 0, &a);
+        let w = |i: usize| le(&b, i * 4, 4) as u32;
+        assert_eq!(w(0) & 0x3FF_FFFF, (0x41008 - 0x10000) / 4);
+        let imm = ((w(1) >> 5) & 0x7FFFF) << 2 | (w(1) >> 29) & 3;
+        assert_eq!(0x10000 + (imm << 12) + ((w(2) >> 10) & 0xFFF), 0x41018);
+    }
+
+    #[test]
+    fn hostile_headers_are_refused_not_panicked_on() {
+        let mut h = vec![0u8; 128];
+        h[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        h[18] = 62;
+        for (at, v) in [(40usize, u64::MAX - 10), (40, 64), (32, u64::MAX)] {
+            let mut x = h.clone();
+            x[at..at + 8].copy_from_slice(&v.to_le_bytes());
+            x[58] = 64;
+            x[60] = 0xFF;
+            x[61] = 0xFF;
+            assert!(Layout::of_bytes(&x).is_none());
+        }
+    }
+}
