@@ -97,7 +97,7 @@ pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     // A stick of another bundle than the home's goes to its own sub-home, sharing the
     // store (SPEC.md §7.5).
-    let home = home.route_tree(&args.from)?;
+    let home = home.route_tree(&args.from, policy.as_ref())?;
     if args.dry_run {
         return dry_run(&args, &home, policy);
     }

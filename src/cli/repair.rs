@@ -29,14 +29,15 @@ pub struct Args {
 }
 
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let mut homes = args.bundle.homes(&Home::resolve(args.home.dir()))?;
+    let base = Home::resolve(args.home.dir());
+    let mut homes = args.bundle.homes(&base)?;
     // The bundles a source is of first: their repair puts good bytes into the shared
     // store, where the other bundles' repair then finds a damaged shared file (SPEC.md
     // §7.15).
     let ids: Vec<String> = args
         .from
         .iter()
-        .filter_map(|p| update::repair::source_bundle(p))
+        .filter_map(|p| base.signed_source_bundle(p, None))
         .collect();
     homes.sort_by_key(|h| {
         !h.read_state()

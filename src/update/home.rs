@@ -346,28 +346,84 @@ impl Home {
     }
 
     /// Where the USB tree or volume at `tree` installs: [`Home::route`] by the bundle id
-    /// its manifest states (read without a signature check, only to choose the home whose
-    /// pinned keys, or the given ones, then check it); the root when it has none.
-    pub fn route_tree(&self, tree: &Path) -> Result<Home, UpdateError> {
-        match crate::update::install::read_tree_head(tree) {
-            Ok((m, _, _)) => self.route(&m.bundle_id),
-            Err(_) => Ok(self.root_home()),
+    /// it states ([`Home::signed_source_bundle`]); the root when no held bundle's keys nor
+    /// `given` signed it (the root's own checks then name what is wrong).
+    pub fn route_tree(
+        &self,
+        tree: &Path,
+        given: Option<&TrustPolicy>,
+    ) -> Result<Home, UpdateError> {
+        match self.signed_source_bundle(tree, given) {
+            Some(id) => self.route(&id),
+            None => Ok(self.root_home()),
         }
     }
 
     /// The home the update pack (or pack part) at `pack` applies to: the home of the
-    /// bundle it states (read without a signature check, as [`Home::route_tree`]);
-    /// refused, naming the bundles held, when this home root does not hold it. The root
-    /// when the file does not read as a pack or nothing is installed (apply names what is
-    /// wrong).
+    /// bundle it states ([`Home::signed_source_bundle`]); refused, naming the bundles
+    /// held, when this home root does not hold it. The root when the file does not read
+    /// as a pack, no held bundle's keys signed it, or nothing is installed (apply names
+    /// what is wrong).
     pub fn route_pack(&self, pack: &Path) -> Result<Home, UpdateError> {
         let root = self.root_home();
-        let id = crate::update::reader::peek_bundle_id(pack)
-            .filter(|id| crate::manifest::check_bundle_id(id).is_ok());
-        match (id, root.read_state()?) {
+        match (self.signed_source_bundle(pack, None), root.read_state()?) {
             (Some(id), Some(_)) => Ok(self.select(Some(&id))?.remove(0)),
             _ => Ok(root),
         }
+    }
+
+    /// The bundle id the stick, volume or folder (its manifest) or the pack or pack part
+    /// (its pack manifest) at `path` states, read only once its signatures verify under
+    /// the pinned keys of a bundle this home holds, or `given`. `None` when none does or
+    /// `path` is neither. Used to choose a bundle's home (SPEC.md §7.5) and to order a
+    /// repair's bundles (§7.15).
+    pub fn signed_source_bundle(&self, path: &Path, given: Option<&TrustPolicy>) -> Option<String> {
+        if path.is_dir() {
+            let raw = crate::signed::read_raw(path).ok()?;
+            let parse = |b: &[u8]| {
+                crate::manifest::Manifest::parse(b)
+                    .ok()
+                    .map(|m| m.bundle_id)
+            };
+            self.signed_bundle_id(&raw.bytes, &raw.sigs, given, parse)
+        } else {
+            let (bytes, sigs) = crate::update::reader::peek_signed_head(path)?;
+            let parse = |b: &[u8]| {
+                crate::update::pack::PackManifest::parse(b)
+                    .ok()
+                    .map(|p| p.bundle_id)
+            };
+            self.signed_bundle_id(&bytes, &sigs, given, parse)
+        }
+    }
+
+    /// The bundle id a signed head states (`bytes` with its signatures `sigs`), parsed by
+    /// `parse` only after the pinned keys of a bundle this home holds, or `given`, verify
+    /// the signatures over the exact bytes: nothing unsigned is parsed (SPEC.md §4.6),
+    /// not even to choose a home. `None` when no such key verifies them.
+    fn signed_bundle_id(
+        &self,
+        bytes: &[u8],
+        sigs: &[(String, String)],
+        given: Option<&TrustPolicy>,
+        parse: impl Fn(&[u8]) -> Option<String>,
+    ) -> Option<String> {
+        let pinned: Vec<TrustPolicy> = self
+            .members()
+            .iter()
+            .filter_map(|h| {
+                let s = h.read_state().ok()??;
+                h.policy(&s).ok()
+            })
+            .collect();
+        let trusted = given
+            .into_iter()
+            .chain(pinned.iter())
+            .any(|p| p.check_bytes(bytes, sigs).is_ok());
+        if !trusted {
+            return None;
+        }
+        parse(bytes).filter(|id| crate::manifest::check_bundle_id(id).is_ok())
     }
 
     /// The homes a command works on: bundle `id`'s (refused, naming the bundles held,

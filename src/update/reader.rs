@@ -269,17 +269,19 @@ pub fn read_roots(path: &Path) -> Result<Option<crate::trustroot::Source>, Updat
         .map_err(|r| damaged(path, r))
 }
 
-/// The bundle id the pack (or pack part) at `path` says it is for, read from its pack
-/// manifest without a signature check: only to choose which bundle's home (and so which
-/// pinned keys) applies it (SPEC.md §7.5), which then checks everything. `None` when the
-/// file does not start like a pack.
-pub fn peek_bundle_id(path: &Path) -> Option<String> {
+/// The pack manifest's exact bytes and its signatures `(file name, text)` at the head
+/// of the pack (or pack part) at `path`, read with the pack reader's bounds and parsed
+/// neither (leading trust roots skipped); `None` when the file does not start like a
+/// pack. For choosing a bundle's home ([`crate::update::home::Home::route_pack`]), which
+/// checks the signatures before it parses anything.
+pub fn peek_signed_head(path: &Path) -> Option<(Vec<u8>, Vec<(String, String)>)> {
     let f = crate::hash::open_regular(path).ok()?;
     let mut ar = tar::Archive::new(BufReader::new(f));
     let mut seen = std::collections::BTreeSet::new();
     let mut n_roots = 0usize;
-    for e in ar.entries().ok()? {
-        let mut e = e.ok()?;
+    let mut entries = ar.entries().ok()?;
+    let bytes = loop {
+        let mut e = entries.next()?.ok()?;
         let name = entry_name(path, &e, &mut seen).ok()?;
         if root_entry(path, &e, &name, &mut n_roots).ok()? {
             continue;
@@ -287,10 +289,22 @@ pub fn peek_bundle_id(path: &Path) -> Option<String> {
         if name != PACK_MANIFEST {
             return None;
         }
-        let bytes = read_small(path, &mut e, &name, MAX_PACK_MANIFEST).ok()?;
-        return PackManifest::parse(&bytes).ok().map(|p| p.bundle_id);
+        break read_small(path, &mut e, &name, MAX_PACK_MANIFEST).ok()?;
+    };
+    let mut sigs = Vec::new();
+    for e in entries {
+        let mut e = e.ok()?;
+        let name = entry_name(path, &e, &mut seen).ok()?;
+        let Some(file) = sig_name(&name, PACK_SIGS) else {
+            break;
+        };
+        if sigs.len() >= MAX_SIGS {
+            return None;
+        }
+        let b = read_small(path, &mut e, &name, MAX_SIG).ok()?;
+        sigs.push((file.to_owned(), String::from_utf8(b).ok()?));
     }
-    None
+    Some((bytes, sigs))
 }
 
 /// A tar entry with its checked name.

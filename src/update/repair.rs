@@ -230,18 +230,6 @@ pub fn is_installed_release(home: &Home, root: &Path) -> bool {
     }
 }
 
-/// The bundle a `--from` source states it is of (a tree's manifest, a pack's pack
-/// manifest; read without a signature check, only to order the bundles of a home,
-/// SPEC.md §7.15); `None` for a folder holding several or anything unreadable.
-pub fn source_bundle(path: &Path) -> Option<String> {
-    if path.is_dir() {
-        return crate::signed::read_unverified(path)
-            .ok()
-            .map(|(m, _)| m.bundle_id);
-    }
-    crate::update::reader::peek_bundle_id(path)
-}
-
 /// Repairs `home` from `from` (see the module doc). `given` is a policy from
 /// `--pubkey`/`--trust`, which must equal the pinned one (or be absent).
 pub fn repair(
