@@ -196,7 +196,10 @@ fn two_bundles_share_one_home_and_its_store() {
     assert_installed(&home, &w.v2);
 
     // A pack of a bundle the home does not hold: refused, naming what it holds.
-    let (ckey, _) = keypair(w.dir.path(), "other");
+    // Signed by B's key, so the home may read the bundle id it states (an id is never
+    // parsed before a held bundle's keys verify it; a pack no held key signed is
+    // refused as untrusted, below).
+    let ckey = bkey.clone();
     for (d, v, t) in [
         ("c1", "1.0.0", "2026-11-01T10:00:00Z"),
         ("c2", "1.1.0", "2026-11-02T10:00:00Z"),
@@ -230,6 +233,29 @@ fn two_bundles_share_one_home_and_its_store() {
         "{err}"
     );
     assert_eq!(snapshot_home(&home), before, "the home is unchanged");
+    let (xkey, _) = keypair(w.dir.path(), "stranger");
+    pack_cmd(
+        &w,
+        &xkey,
+        "x.ogpack",
+        &["--record", "c1", "--tree", "c2", "--since", "1.0.0"],
+    )
+    .env("OFFGRID_HQ", w.p("hq-stranger"))
+    .assert()
+    .success();
+    let out = cmd(&w).args(["apply-update", "x.ogpack"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("made by a key you did not trust"), "{err}");
+    let after = snapshot_home(&home);
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|f| !before.contains(f))
+        .map(|f| f.0.clone())
+        .collect();
+    // Only the root's failure record (§17: refusals are reported back) changed.
+    assert_eq!(after.len(), before.len(), "{changed:?}");
+    assert_eq!(changed, vec![home.join("site").join("failures.json")]);
 
     // Rollback: which bundle must be said.
     let out = cmd(&w).arg("rollback").output().unwrap();
