@@ -269,12 +269,15 @@ pub fn read_roots(path: &Path) -> Result<Option<crate::trustroot::Source>, Updat
         .map_err(|r| damaged(path, r))
 }
 
+/// Exact bytes and their signatures `(file name, text)`, neither checked nor parsed.
+pub type SignedBytes = (Vec<u8>, Vec<(String, String)>);
+
 /// The pack manifest's exact bytes and its signatures `(file name, text)` at the head
 /// of the pack (or pack part) at `path`, read with the pack reader's bounds and parsed
 /// neither (leading trust roots skipped); `None` when the file does not start like a
 /// pack. For choosing a bundle's home ([`crate::update::home::Home::route_pack`]), which
 /// checks the signatures before it parses anything.
-pub fn peek_signed_head(path: &Path) -> Option<(Vec<u8>, Vec<(String, String)>)> {
+pub fn peek_signed_head(path: &Path) -> Option<SignedBytes> {
     let f = crate::hash::open_regular(path).ok()?;
     let mut ar = tar::Archive::new(BufReader::new(f));
     let mut seen = std::collections::BTreeSet::new();
