@@ -199,7 +199,7 @@ fn two_bundles_share_one_home_and_its_store() {
     // Signed by B's key, so the home may read the bundle id it states (an id is never
     // parsed before a held bundle's keys verify it; a pack no held key signed is
     // refused as untrusted, below).
-    let ckey = bkey.clone();
+    let ckey = &bkey;
     for (d, v, t) in [
         ("c1", "1.0.0", "2026-11-01T10:00:00Z"),
         ("c2", "1.1.0", "2026-11-02T10:00:00Z"),
@@ -210,20 +210,24 @@ fn two_bundles_share_one_home_and_its_store() {
             v,
             t,
             &[f("x.txt", format!("{v}\n").into_bytes(), FileKind::Data)],
-            &[&ckey],
+            &[ckey],
         );
     }
-    pack_cmd(
-        &w,
-        &ckey,
-        "c.ogpack",
-        &["--record", "c1", "--tree", "c2", "--since", "1.0.0"],
-    )
-    .env("OFFGRID_HQ", w.p("hq-other"))
-    .assert()
-    .success();
+    // The same release pair packed and applied, signed by `key`.
+    let pack_and_apply = |key: &Path, name: &str| {
+        pack_cmd(
+            &w,
+            key,
+            name,
+            &["--record", "c1", "--tree", "c2", "--since", "1.0.0"],
+        )
+        .env("OFFGRID_HQ", w.p(&format!("hq-{name}")))
+        .assert()
+        .success();
+        cmd(&w).args(["apply-update", name]).output().unwrap()
+    };
     let before = snapshot_home(&home);
-    let out = cmd(&w).args(["apply-update", "c.ogpack"]).output().unwrap();
+    let out = pack_and_apply(ckey, "c.ogpack");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -234,16 +238,7 @@ fn two_bundles_share_one_home_and_its_store() {
     );
     assert_eq!(snapshot_home(&home), before, "the home is unchanged");
     let (xkey, _) = keypair(w.dir.path(), "stranger");
-    pack_cmd(
-        &w,
-        &xkey,
-        "x.ogpack",
-        &["--record", "c1", "--tree", "c2", "--since", "1.0.0"],
-    )
-    .env("OFFGRID_HQ", w.p("hq-stranger"))
-    .assert()
-    .success();
-    let out = cmd(&w).args(["apply-update", "x.ogpack"]).output().unwrap();
+    let out = pack_and_apply(&xkey, "x.ogpack");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("made by a key you did not trust"), "{err}");
