@@ -347,13 +347,7 @@ impl Follower {
             // Take what has arrived without waiting.
             loop {
                 match rx.try_recv() {
-                    Ok(c) => {
-                        if c.offset + c.len as u64 <= pos {
-                            self.recycle(c.buf);
-                        } else if let Some(old) = ahead.insert(c.offset, c) {
-                            self.recycle(old.buf);
-                        }
-                    }
+                    Ok(c) => self.keep(&mut ahead, c, pos),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         closed = true;
@@ -393,13 +387,7 @@ impl Follower {
                     return Ok(None);
                 } else {
                     match rx.recv_timeout(Duration::from_millis(5)) {
-                        Ok(c) => {
-                            if c.offset + c.len as u64 <= pos {
-                                self.recycle(c.buf);
-                            } else if let Some(old) = ahead.insert(c.offset, c) {
-                                self.recycle(old.buf);
-                            }
-                        }
+                        Ok(c) => self.keep(&mut ahead, c, pos),
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => closed = true,
                     }
@@ -408,6 +396,16 @@ impl Follower {
             self.hashed.store(pos, Ordering::SeqCst);
         }
         Ok(Some(hex::encode(h.finalize())))
+    }
+
+    /// Keeps a received chunk until the prefix reaches it (a newer chunk at the same
+    /// offset replaces an older one); a chunk wholly before `pos` is spent.
+    fn keep(&self, ahead: &mut std::collections::BTreeMap<u64, Chunk>, c: Chunk, pos: u64) {
+        if c.offset + c.len as u64 <= pos {
+            self.recycle(c.buf);
+        } else if let Some(old) = ahead.insert(c.offset, c) {
+            self.recycle(old.buf);
+        }
     }
 
     /// Whether a connection is collecting the chunk holding byte `pos`, and where the
