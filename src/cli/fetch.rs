@@ -58,9 +58,9 @@ pub struct Args {
     /// No sha256 is known: accept what arrives and record it as trusted on first use
     #[arg(long)]
     pub trust_on_first_use: bool,
-    /// Parallel ranged connections
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
-    pub connections: u16,
+    /// Parallel ranged connections [default: start on 1, add while they help, up to 4]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub connections: Option<u16>,
     /// Most bytes per second over all connections, e.g. 500K, 2M, 1G
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     pub limit_rate: Option<u64>,
@@ -116,7 +116,10 @@ fn load_catalog(
 pub fn run(args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let hq = history::resolve_dir(args.common.history.as_deref());
     let mut opts = fetch::Options::new(hq.clone());
-    opts.connections = args.connections as usize;
+    if let Some(n) = args.connections {
+        opts.connections = n as usize;
+        opts.climb = false;
+    }
     opts.limit_rate = args.limit_rate;
     opts.stall = Duration::from_secs(args.stall_timeout);
     opts.retries = args.retries;

@@ -21,7 +21,7 @@
 
 use std::collections::VecDeque;
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,9 @@ pub fn download(
         .filter(|e| !e.starts_with("W/"))
         .or_else(|| state.last_modified.clone());
     let workers = opts.connections.clamp(1, 64).min(parts.max(1));
+    // Without a fixed count, connections are added while they raise the throughput.
+    let mut climb = opts.climb.then(|| super::climb::Climb::new(workers));
+    let allowed = AtomicUsize::new(climb.as_ref().map_or(workers, |c| c.allowed()));
     let wfile = partial
         .file
         .try_clone()
@@ -105,9 +108,18 @@ pub fn download(
         for w in 0..workers {
             let slot = &follower.slots[w];
             let (queue, done, abort, rewound, fail) = (&queue, &done, &abort, &rewound, &fail);
+            let allowed = &allowed;
             let validator = validator.as_deref();
             handles.push(scope.spawn(move || {
                 while !abort.load(Ordering::SeqCst) {
+                    if w >= allowed.load(Ordering::SeqCst) {
+                        // Not allowed to run now: wait, unless no part is left to take.
+                        if queue.lock().map_or(true, |q| q.is_empty()) {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
                     let Some(i) = follower.next_part(queue, st, abort) else {
                         break;
                     };
@@ -141,6 +153,13 @@ pub fn download(
         loop {
             let finished = handles.iter().all(|h| h.is_finished());
             let now_done: Vec<u64> = done.iter().map(|d| d.load(Ordering::SeqCst)).collect();
+            if let Some(c) = climb.as_mut() {
+                let received = now_done
+                    .iter()
+                    .sum::<u64>()
+                    .saturating_sub(st.done.iter().sum());
+                allowed.store(c.step(Instant::now(), received), Ordering::SeqCst);
+            }
             if finished || last_event.elapsed() >= Duration::from_millis(100) {
                 on_event(Event::Progress {
                     done: now_done.iter().sum(),

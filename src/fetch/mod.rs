@@ -16,6 +16,7 @@
 
 pub mod catalog;
 pub mod client;
+pub mod climb;
 pub mod download;
 pub mod hf;
 pub mod mirrors;
@@ -50,8 +51,11 @@ pub struct Request {
 pub struct Options {
     /// The HQ history dir (the store is `objects/` under it, partial downloads `partial/`).
     pub hq: PathBuf,
-    /// Ranged connections in parallel.
+    /// Ranged connections in parallel (the most, when `climb`).
     pub connections: usize,
+    /// Start on one connection and add more only while they raise the throughput, up to
+    /// `connections` ([`climb`]); `false`: `connections` from the start.
+    pub climb: bool,
     /// Size of one resumable part.
     pub part_size: u64,
     /// Attempts per part and mirror before the next mirror is tried.
@@ -71,11 +75,13 @@ pub struct Options {
 }
 
 impl Options {
-    /// Defaults for `hq`: 4 connections, 16 MiB parts, 4 attempts, 30 s stall.
+    /// Defaults for `hq`: up to 4 connections as they help, 16 MiB parts, 4 attempts,
+    /// 30 s stall.
     pub fn new(hq: PathBuf) -> Options {
         Options {
             hq,
             connections: 4,
+            climb: true,
             part_size: 16 << 20,
             retries: 4,
             stall: Duration::from_secs(30),
