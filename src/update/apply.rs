@@ -209,6 +209,9 @@ pub fn apply_update_keeping(
             };
             let dst = t.target(&p.target)?;
             let out = crate::fsutil::create_new(&dst).map_err(io_err("create", &dst))?;
+            // Write-back starts as the file is written, so the commit's syncfs finds
+            // little left to write.
+            let out = crate::fsutil::Writeback::new(out);
             let mut w = HashWriter::new(io::BufWriter::with_capacity(1 << 20, out), p.target_size);
             match p.encoding {
                 Encoding::Zstd => {
@@ -244,7 +247,8 @@ pub fn apply_update_keeping(
             let (buf, n, sha) = w.finish();
             let out = buf
                 .into_inner()
-                .map_err(|e| io_err("write", &dst)(e.into_error()))?;
+                .map_err(|e| io_err("write", &dst)(e.into_error()))?
+                .into_inner();
             check_target(pack_path, p, (n, sha))?;
             set_mode(&out, mode).map_err(io_err("set the mode of", &dst))?;
             drop(out); // made durable with the whole staging tree (Txn::commit)

@@ -12,7 +12,7 @@
 //! Known gap: a payload's bytes reach the caller before its hash is known (the caller
 //! stages them out of sight and throws them away when the hash does not match).
 
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
 use crate::hash::{read_bounded, sha256_hex, HashReader};
@@ -470,7 +470,7 @@ pub fn read_pack(
     policy: &TrustPolicy,
     progress: crate::Progress,
     on_head: &mut dyn FnMut(&PackHead) -> Result<(), UpdateError>,
-    on_payload: &mut dyn FnMut(&Payload, &mut dyn Read) -> Result<(), UpdateError>,
+    on_payload: &mut dyn FnMut(&Payload, &mut dyn BufRead) -> Result<(), UpdateError>,
 ) -> Result<PackHead, UpdateError> {
     let f = crate::hash::open_regular(path).map_err(crate::update::io_err("open", path))?;
     let pack_size = f
