@@ -11,8 +11,10 @@
 //! whichever core is free, and nothing past the manifest's size is read.
 //!
 //! Streams that are not chunked files (pack payloads, staged copies) are hashed as they
-//! pass through [`HashReader`] and [`HashWriter`] (sha256 on a second core through
-//! [`BgHasher`]), and outside input is read with a bound: [`read_bounded`] for a reader,
+//! pass through [`HashReader`] and [`HashWriter`] (sha256 on another core through
+//! [`BgHasher`], which is handed whole blocks without a copy: apply hashes a payload and
+//! the file it produces on two threads while the main one decodes and writes), and
+//! outside input is read with a bound: [`read_bounded`] for a reader,
 //! [`read_regular_bounded`] for a file path.
 //!
 //! Known gaps: no `O_DIRECT`/mmap (reads go through the page cache); on Windows the
@@ -734,8 +736,11 @@ impl BgHasher {
             .spawn(move || {
                 for (block, len) in rx {
                     h.update(&block[..len]);
+                    // Only blocks of the pool's size go back to it.
                     if let Ok(b) = std::sync::Arc::try_unwrap(block) {
-                        let _ = back_tx.send(b);
+                        if b.len() == HASH_BLOCK {
+                            let _ = back_tx.send(b);
+                        }
                     }
                 }
                 h
@@ -1091,6 +1096,77 @@ mod tests {
         all.extend_from_slice(&big);
         all.extend_from_slice(b"tail");
         assert_eq!(h.finish(), sha256_hex(&all));
+    }
+
+    /// A reader that returns at most `step` bytes a call (like a pipe or a tar entry).
+    struct Trickle<'a>(&'a [u8], usize);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.0.len().min(self.1).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn hash_reader_serves_and_hashes_every_byte_once() {
+        let bytes = data(3 * HASH_BLOCK + 12345);
+        // Consumed through BufRead in uneven steps.
+        let mut r = HashReader::new(Trickle(&bytes, 100_003));
+        let mut got = Vec::new();
+        loop {
+            let b = r.fill_buf().unwrap();
+            if b.is_empty() {
+                break;
+            }
+            let n = b.len().min(777_777);
+            got.extend_from_slice(&b[..n]);
+            r.consume(n);
+        }
+        assert_eq!(got, bytes);
+        assert_eq!(r.digest(), (bytes.len() as u64, sha256_hex(&bytes)));
+        // Through Read, with small buffers.
+        let mut r = HashReader::new(Trickle(&bytes, 1 << 20));
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8191];
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, bytes);
+        assert_eq!(r.digest().1, sha256_hex(&bytes));
+        // finish drains what the caller left.
+        let mut r = HashReader::new(&bytes[..]);
+        let mut head = [0u8; 10];
+        r.read_exact(&mut head).unwrap();
+        assert_eq!(r.finish().unwrap(), (bytes.len() as u64, sha256_hex(&bytes)));
+    }
+
+    #[test]
+    fn blocks_and_copies_hash_in_order() {
+        let bytes = data(5 * HASH_BLOCK + 99);
+        let mut w = HashWriter::new(Vec::new(), bytes.len() as u64);
+        // Small writes (inline, then copied), whole blocks, small writes again.
+        w.write_all(&bytes[..1000]).unwrap();
+        w.write_all(&bytes[1000..HASH_BLOCK + 5]).unwrap();
+        let mut at = HASH_BLOCK + 5;
+        for len in [HASH_BLOCK, 3, HASH_BLOCK, HASH_BLOCK - 1] {
+            let mut b = w.block();
+            b[..len].copy_from_slice(&bytes[at..at + len]);
+            w.write_block(b, len).unwrap();
+            at += len;
+        }
+        w.write_all(&bytes[at..]).unwrap();
+        let mut b = w.block();
+        b[0] = 1;
+        assert!(is_over_limit(&w.write_block(b, 1).unwrap_err()));
+        let (out, n, sha) = w.finish();
+        assert_eq!(out, bytes);
+        assert_eq!((n, sha), (bytes.len() as u64, sha256_hex(&bytes)));
     }
 
     #[test]

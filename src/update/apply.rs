@@ -4,7 +4,8 @@
 //! it (the installed manifest and every base file it needs must match their signed
 //! hashes); only then is the journal written and each payload streamed into a new version
 //! folder beside the current one (deltas applied against the installed files, zstd
-//! frames decoded, both bounded by the declared size and hashed as they are written).
+//! frames decoded, both bounded by the declared size and hashed as they are written, the
+//! payload and the output each on a thread of its own, write-back started as they go).
 //! Unchanged files are hard-linked (or copied) from the installed version. Then
 //! [`Txn::commit`] switches atomically and keeps the previous version for rollback.
 

@@ -10,9 +10,9 @@
 //! (head through [`crate::update::reader::read_head`], marker, the piece entries matched
 //! to the signed manifest, positions noted), the reader over all parts (other pack,
 //! duplicate and missing parts refused before any payload byte is read) and the check of
-//! one part. Known gaps: a piece's bytes reach the consumer before its hash is known
-//! (as for a whole pack, the caller stages them out of sight); `repair --from` does not
-//! read packs in parts.
+//! one part. A piece's bytes reach the consumer before its hash is known (as for a whole
+//! pack, the caller stages them out of sight, SPEC.md §7.6). Known gap: `repair --from`
+//! does not read packs in parts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;

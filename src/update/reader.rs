@@ -9,8 +9,9 @@
 //! modes and xattrs in the tar are never applied. Every read is bounded before allocating.
 //! [`read_head`] reads the head (entries 0–4) for this reader and for a pack's parts
 //! ([`crate::update::parts`], SPEC.md §7.18), which this reader refuses to read as a whole.
-//! Known gap: a payload's bytes reach the caller before its hash is known (the caller
-//! stages them out of sight and throws them away when the hash does not match).
+//! A payload's bytes reach the caller before its hash is known, so that it is read once:
+//! the caller stages what it decodes out of sight, bounded by the declared size, and
+//! throws it away when the hash does not match (SPEC.md §7.6 says why that is safe).
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
