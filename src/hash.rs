@@ -1143,7 +1143,10 @@ mod tests {
         let mut r = HashReader::new(&bytes[..]);
         let mut head = [0u8; 10];
         r.read_exact(&mut head).unwrap();
-        assert_eq!(r.finish().unwrap(), (bytes.len() as u64, sha256_hex(&bytes)));
+        assert_eq!(
+            r.finish().unwrap(),
+            (bytes.len() as u64, sha256_hex(&bytes))
+        );
     }
 
     #[test]
