@@ -148,6 +148,51 @@ pub fn start_writeback(f: &File, offset: u64, len: u64) {
     let _ = (f, offset, len);
 }
 
+/// Bytes written front to back between two requests to start their write-back
+/// ([`start_writeback`]): downloads and [`Writeback`] files.
+pub const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// A file written front to back that asks the kernel to start writing it to the device
+/// every [`WRITEBACK_STEP`] bytes ([`start_writeback`]), so the disk works while the
+/// rest is produced and the final `fsync`/`syncfs` finds little left to write. The
+/// caller still makes it durable.
+pub struct Writeback {
+    file: File,
+    written: u64,
+    started: u64,
+}
+
+impl Writeback {
+    pub fn new(file: File) -> Writeback {
+        Writeback {
+            file,
+            written: 0,
+            started: 0,
+        }
+    }
+
+    /// The file, its write-back started up to its end.
+    pub fn into_inner(self) -> File {
+        start_writeback(&self.file, self.started, self.written - self.started);
+        self.file
+    }
+}
+
+impl Write for Writeback {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.started >= WRITEBACK_STEP {
+            start_writeback(&self.file, self.started, self.written - self.started);
+            self.started = self.written;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// Hard-links `src` to `dst` when the file system allows, else copies (made durable
 /// later by [`sync_tree`]). The caller has already checked `src`'s bytes.
 pub fn link_or_copy(src: &Path, dst: &Path) -> io::Result<()> {

@@ -11,8 +11,10 @@
 //! whichever core is free, and nothing past the manifest's size is read.
 //!
 //! Streams that are not chunked files (pack payloads, staged copies) are hashed as they
-//! pass through [`HashReader`] and [`HashWriter`] (sha256 on a second core through
-//! [`BgHasher`]), and outside input is read with a bound: [`read_bounded`] for a reader,
+//! pass through [`HashReader`] and [`HashWriter`] (sha256 on another core through
+//! [`BgHasher`], which is handed whole blocks without a copy: apply hashes a payload and
+//! the file it produces on two threads while the main one decodes and writes), and
+//! outside input is read with a bound: [`read_bounded`] for a reader,
 //! [`read_regular_bounded`] for a file path.
 //!
 //! Known gaps: no `O_DIRECT`/mmap (reads go through the page cache); on Windows the
@@ -20,7 +22,7 @@
 //! (`sync_file_range`) are Linux-only, other systems pay the whole `fsync` at the end.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -665,13 +667,38 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Size of the blocks [`BgHasher`] hands to its thread, and of [`HashReader`]'s reads.
+pub const HASH_BLOCK: usize = 1 << 20;
+
+/// Blocks queued for the hashing thread (the producer waits when it is this far ahead).
+const QUEUED_BLOCKS: usize = 8;
+
+/// Blocks a [`BgHasher`] keeps for reuse.
+const KEPT_BLOCKS: usize = QUEUED_BLOCKS + 4;
+
+/// A block of bytes shared with the hashing thread: `(block, length used)`.
+type Shared = (std::sync::Arc<Vec<u8>>, usize);
+
 /// sha256 computed on a helper thread, so hashing overlaps reading, decoding and
 /// writing (a second core hashes while the first moves bytes). Small inputs are hashed
 /// inline.
+///
+/// Bytes reach the thread in [`HASH_BLOCK`]-sized blocks without a copy when the caller
+/// fills a block itself ([`BgHasher::block`], then [`BgHasher::update_shared`]: the
+/// thread reads the block while the caller still writes it out, and whichever lets go of
+/// it last returns it for reuse), or copied into a reused block by [`BgHasher::update`].
+/// Blocks are reused, never freed and allocated again, so a stream costs no page faults
+/// past its first blocks, and at most about [`KEPT_BLOCKS`] blocks are alive at once.
 pub struct BgHasher {
     inline: Sha256,
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    tx: Option<std::sync::mpsc::SyncSender<Shared>>,
+    /// Blocks the thread let go of last, for reuse.
+    back: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
     thread: Option<std::thread::JoinHandle<Sha256>>,
+    /// Blocks free for reuse.
+    free: Vec<Vec<u8>>,
+    /// Bytes copied by [`BgHasher::update`] not yet sent: `(block, length used)`.
+    pending: Option<(Vec<u8>, usize)>,
 }
 
 impl Default for BgHasher {
@@ -685,50 +712,143 @@ impl BgHasher {
         BgHasher {
             inline: Sha256::new(),
             tx: None,
+            back: None,
             thread: None,
+            free: Vec::new(),
+            pending: None,
         }
     }
 
-    pub fn update(&mut self, b: &[u8]) {
+    /// Starts the thread (once); false when no thread can be had (then hash inline).
+    fn start(&mut self) -> bool {
+        if self.tx.is_some() {
+            return true;
+        }
+        if self.thread.is_some() {
+            // The thread went away (it cannot, short of a panic): stay inline.
+            return false;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Shared>(QUEUED_BLOCKS);
+        let (back_tx, back) = std::sync::mpsc::channel::<Vec<u8>>();
+        let mut h = self.inline.clone();
+        let spawned = std::thread::Builder::new()
+            .name("sha256".into())
+            .spawn(move || {
+                for (block, len) in rx {
+                    h.update(&block[..len]);
+                    // Only blocks of the pool's size go back to it.
+                    if let Ok(b) = std::sync::Arc::try_unwrap(block) {
+                        if b.len() == HASH_BLOCK {
+                            let _ = back_tx.send(b);
+                        }
+                    }
+                }
+                h
+            });
+        match spawned {
+            Ok(t) => {
+                self.tx = Some(tx);
+                self.back = Some(back);
+                self.thread = Some(t);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// A block of [`HASH_BLOCK`] bytes to fill and pass to [`BgHasher::update_shared`]
+    /// (a reused one when there is one; its old bytes are still in it).
+    pub fn block(&mut self) -> Vec<u8> {
+        if let Some(b) = self.free.pop() {
+            return b;
+        }
+        if let Some(b) = self.back.as_ref().and_then(|r| r.try_recv().ok()) {
+            return b;
+        }
+        vec![0u8; HASH_BLOCK]
+    }
+
+    /// Takes back a block the caller no longer needs (kept for reuse when the thread is
+    /// done with it too).
+    pub fn recycle(&mut self, block: std::sync::Arc<Vec<u8>>) {
+        if let Ok(b) = std::sync::Arc::try_unwrap(block) {
+            if self.free.len() < KEPT_BLOCKS && b.len() == HASH_BLOCK {
+                self.free.push(b);
+            }
+        }
+    }
+
+    /// Hashes `block[..len]` on the thread without copying it; the caller may keep
+    /// reading the block, and hands it back with [`BgHasher::recycle`].
+    pub fn update_shared(&mut self, block: &std::sync::Arc<Vec<u8>>, len: usize) {
+        let len = len.min(block.len());
+        if len == 0 {
+            return;
+        }
+        self.flush_pending();
+        if len < (64 << 10) && self.thread.is_none() {
+            self.inline.update(&block[..len]);
+            return;
+        }
+        self.send_or_inline((block.clone(), len));
+    }
+
+    fn send_or_inline(&mut self, (block, len): Shared) {
+        if self.start() {
+            if let Some(tx) = &self.tx {
+                match tx.send((block, len)) {
+                    Ok(()) => return,
+                    Err(std::sync::mpsc::SendError((block, len))) => {
+                        // Cannot happen while the thread lives; never lose bytes.
+                        self.tx = None;
+                        self.inline.update(&block[..len]);
+                        return;
+                    }
+                }
+            }
+        }
+        self.inline.update(&block[..len]);
+    }
+
+    /// Sends the bytes [`BgHasher::update`] collected.
+    fn flush_pending(&mut self) {
+        if let Some((b, len)) = self.pending.take() {
+            if len > 0 {
+                self.send_or_inline((std::sync::Arc::new(b), len));
+            } else {
+                self.free.push(b);
+            }
+        }
+    }
+
+    pub fn update(&mut self, mut b: &[u8]) {
         if b.is_empty() {
             return;
         }
-        if self.tx.is_none() && b.len() < (64 << 10) && self.thread.is_none() {
+        if self.thread.is_none() && self.pending.is_none() && b.len() < (64 << 10) {
             self.inline.update(b);
             return;
         }
-        if self.tx.is_none() {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
-            let mut h = self.inline.clone();
-            let spawned = std::thread::Builder::new()
-                .name("sha256".into())
-                .spawn(move || {
-                    for chunk in rx {
-                        h.update(&chunk);
-                    }
-                    h
-                });
-            match spawned {
-                Ok(t) => {
-                    self.tx = Some(tx);
-                    self.thread = Some(t);
-                }
-                Err(_) => {
-                    // No thread to be had: hash inline.
-                    self.inline.update(b);
-                    return;
-                }
-            }
-        }
-        if let Some(tx) = &self.tx {
-            if tx.send(b.to_vec()).is_err() {
-                self.tx = None;
+        while !b.is_empty() {
+            let (mut block, mut len) = match self.pending.take() {
+                Some(p) => p,
+                None => (self.block(), 0),
+            };
+            let n = (block.len() - len).min(b.len());
+            block[len..len + n].copy_from_slice(&b[..n]);
+            len += n;
+            b = &b[n..];
+            self.pending = Some((block, len));
+            if len == HASH_BLOCK {
+                self.flush_pending();
             }
         }
     }
 
-    /// The lowercase hex digest of everything passed to [`BgHasher::update`].
+    /// The lowercase hex digest of everything passed to [`BgHasher::update`] and
+    /// [`BgHasher::update_shared`].
     pub fn finish(mut self) -> String {
+        self.flush_pending();
         self.tx = None;
         let h = match self.thread.take() {
             Some(t) => t.join().unwrap_or_default(),
@@ -738,11 +858,19 @@ impl BgHasher {
     }
 }
 
-/// A reader that hashes and counts every byte read through it.
+/// A reader that hashes and counts every byte read through it. It reads `inner` a
+/// [`HASH_BLOCK`] at a time (to its end or the block's), hands each block to the hashing
+/// thread without a copy and serves it to the caller ([`BufRead`] reads it in place), so
+/// `count` and the digest cover what was read from `inner`, which may run one block
+/// ahead of what the caller consumed: take the digest after reading to the end.
 pub struct HashReader<R> {
     pub inner: R,
     hasher: BgHasher,
     pub count: u64,
+    /// The block being served, and the bytes of it served so far and filled.
+    block: Option<std::sync::Arc<Vec<u8>>>,
+    pos: usize,
+    filled: usize,
 }
 
 impl<R: Read> HashReader<R> {
@@ -751,30 +879,84 @@ impl<R: Read> HashReader<R> {
             inner,
             hasher: BgHasher::new(),
             count: 0,
+            block: None,
+            pos: 0,
+            filled: 0,
         }
     }
     /// Reads to the end (hashing), then returns `(count, hex sha256)`.
     pub fn finish(mut self) -> io::Result<(u64, String)> {
-        io::copy(&mut self, &mut io::sink())?;
+        loop {
+            let n = self.fill_buf()?.len();
+            if n == 0 {
+                break;
+            }
+            self.consume(n);
+        }
         Ok(self.digest())
     }
-    /// `(count, hex sha256)` of what was read so far.
+    /// `(count, hex sha256)` of what was read from `inner` so far.
     pub fn digest(self) -> (u64, String) {
         (self.count, self.hasher.finish())
     }
 }
 
+impl<R: Read> io::BufRead for HashReader<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos == self.filled {
+            if let Some(old) = self.block.take() {
+                self.hasher.recycle(old);
+            }
+            let mut b = self.hasher.block();
+            let mut n = 0;
+            let res = loop {
+                match self.inner.read(&mut b[n..]) {
+                    Ok(0) => break Ok(()),
+                    Ok(k) => {
+                        n += k;
+                        if n == b.len() {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            // Bytes read before an error are hashed and served; the error comes next.
+            let b = std::sync::Arc::new(b);
+            self.hasher.update_shared(&b, n);
+            self.count += n as u64;
+            self.block = Some(b);
+            self.pos = 0;
+            self.filled = n;
+            if n == 0 {
+                res?;
+            }
+        }
+        Ok(match &self.block {
+            Some(b) => &b[self.pos..self.filled],
+            None => &[],
+        })
+    }
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.filled);
+    }
+}
+
 impl<R: Read> Read for HashReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
+        let avail = io::BufRead::fill_buf(self)?;
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        io::BufRead::consume(self, n);
         Ok(n)
     }
 }
 
 /// A writer that hashes and counts every byte written through it, and refuses to write
-/// more than `limit` bytes (the declared size of what is being produced).
+/// more than `limit` bytes (the declared size of what is being produced). A producer
+/// that fills its own blocks writes them with [`HashWriter::write_block`], so the hash
+/// thread reads them without a copy.
 pub struct HashWriter<W> {
     pub inner: W,
     hasher: BgHasher,
@@ -794,6 +976,25 @@ impl<W: Write> HashWriter<W> {
     /// `(inner, count, hex sha256)` of what was written.
     pub fn finish(self) -> (W, u64, String) {
         (self.inner, self.count, self.hasher.finish())
+    }
+    /// A block of [`HASH_BLOCK`] bytes to fill and give to [`HashWriter::write_block`].
+    pub fn block(&mut self) -> Vec<u8> {
+        self.hasher.block()
+    }
+    /// Writes `block[..len]` whole (refused, nothing written, past the limit) and hashes
+    /// it on the thread without a copy.
+    pub fn write_block(&mut self, block: Vec<u8>, len: usize) -> io::Result<()> {
+        let len = len.min(block.len());
+        if self.count + len as u64 > self.limit {
+            return Err(io::Error::new(io::ErrorKind::FileTooLarge, OVER_LIMIT));
+        }
+        let block = std::sync::Arc::new(block);
+        self.hasher.update_shared(&block, len);
+        // Counted as written even if the write fails: the caller stops at an error.
+        self.count += len as u64;
+        let res = self.inner.write_all(&block[..len]);
+        self.hasher.recycle(block);
+        res
     }
 }
 
@@ -895,6 +1096,80 @@ mod tests {
         all.extend_from_slice(&big);
         all.extend_from_slice(b"tail");
         assert_eq!(h.finish(), sha256_hex(&all));
+    }
+
+    /// A reader that returns at most `step` bytes a call (like a pipe or a tar entry).
+    struct Trickle<'a>(&'a [u8], usize);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.0.len().min(self.1).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn hash_reader_serves_and_hashes_every_byte_once() {
+        let bytes = data(3 * HASH_BLOCK + 12345);
+        // Consumed through BufRead in uneven steps.
+        let mut r = HashReader::new(Trickle(&bytes, 100_003));
+        let mut got = Vec::new();
+        loop {
+            let b = r.fill_buf().unwrap();
+            if b.is_empty() {
+                break;
+            }
+            let n = b.len().min(777_777);
+            got.extend_from_slice(&b[..n]);
+            r.consume(n);
+        }
+        assert_eq!(got, bytes);
+        assert_eq!(r.digest(), (bytes.len() as u64, sha256_hex(&bytes)));
+        // Through Read, with small buffers.
+        let mut r = HashReader::new(Trickle(&bytes, 1 << 20));
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8191];
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, bytes);
+        assert_eq!(r.digest().1, sha256_hex(&bytes));
+        // finish drains what the caller left.
+        let mut r = HashReader::new(&bytes[..]);
+        let mut head = [0u8; 10];
+        r.read_exact(&mut head).unwrap();
+        assert_eq!(
+            r.finish().unwrap(),
+            (bytes.len() as u64, sha256_hex(&bytes))
+        );
+    }
+
+    #[test]
+    fn blocks_and_copies_hash_in_order() {
+        let bytes = data(5 * HASH_BLOCK + 99);
+        let mut w = HashWriter::new(Vec::new(), bytes.len() as u64);
+        // Small writes (inline, then copied), whole blocks, small writes again.
+        w.write_all(&bytes[..1000]).unwrap();
+        w.write_all(&bytes[1000..HASH_BLOCK + 5]).unwrap();
+        let mut at = HASH_BLOCK + 5;
+        for len in [HASH_BLOCK, 3, HASH_BLOCK, HASH_BLOCK - 1] {
+            let mut b = w.block();
+            b[..len].copy_from_slice(&bytes[at..at + len]);
+            w.write_block(b, len).unwrap();
+            at += len;
+        }
+        w.write_all(&bytes[at..]).unwrap();
+        let mut b = w.block();
+        b[0] = 1;
+        assert!(is_over_limit(&w.write_block(b, 1).unwrap_err()));
+        let (out, n, sha) = w.finish();
+        assert_eq!(out, bytes);
+        assert_eq!((n, sha), (bytes.len() as u64, sha256_hex(&bytes)));
     }
 
     #[test]

@@ -221,8 +221,8 @@ pub fn download(
     }
 }
 
-/// Bytes a connection writes between two requests to start their write-back.
-const WRITEBACK_STEP: u64 = 8 << 20;
+// Bytes a connection writes between two requests to start their write-back.
+use crate::fsutil::WRITEBACK_STEP;
 
 /// Bytes a connection collects before handing them to the hasher.
 const CHUNK: usize = 1 << 20;

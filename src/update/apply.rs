@@ -4,7 +4,8 @@
 //! it (the installed manifest and every base file it needs must match their signed
 //! hashes); only then is the journal written and each payload streamed into a new version
 //! folder beside the current one (deltas applied against the installed files, zstd
-//! frames decoded, both bounded by the declared size and hashed as they are written).
+//! frames decoded, both bounded by the declared size and hashed as they are written, the
+//! payload and the output each on a thread of its own, write-back started as they go).
 //! Unchanged files are hard-linked (or copied) from the installed version. Then
 //! [`Txn::commit`] switches atomically and keeps the previous version for rollback.
 
@@ -209,6 +210,9 @@ pub fn apply_update_keeping(
             };
             let dst = t.target(&p.target)?;
             let out = crate::fsutil::create_new(&dst).map_err(io_err("create", &dst))?;
+            // Write-back starts as the file is written, so the commit's syncfs finds
+            // little left to write.
+            let out = crate::fsutil::Writeback::new(out);
             let mut w = HashWriter::new(io::BufWriter::with_capacity(1 << 20, out), p.target_size);
             match p.encoding {
                 Encoding::Zstd => {
@@ -244,7 +248,8 @@ pub fn apply_update_keeping(
             let (buf, n, sha) = w.finish();
             let out = buf
                 .into_inner()
-                .map_err(|e| io_err("write", &dst)(e.into_error()))?;
+                .map_err(|e| io_err("write", &dst)(e.into_error()))?
+                .into_inner();
             check_target(pack_path, p, (n, sha))?;
             set_mode(&out, mode).map_err(io_err("set the mode of", &dst))?;
             drop(out); // made durable with the whole staging tree (Txn::commit)

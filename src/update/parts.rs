@@ -10,13 +10,13 @@
 //! (head through [`crate::update::reader::read_head`], marker, the piece entries matched
 //! to the signed manifest, positions noted), the reader over all parts (other pack,
 //! duplicate and missing parts refused before any payload byte is read) and the check of
-//! one part. Known gaps: a piece's bytes reach the consumer before its hash is known
-//! (as for a whole pack, the caller stages them out of sight); `repair --from` does not
-//! read packs in parts.
+//! one part. A piece's bytes reach the consumer before its hash is known (as for a whole
+//! pack, the caller stages them out of sight, SPEC.md §7.6). Known gap: `repair --from`
+//! does not read packs in parts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -364,7 +364,7 @@ struct PieceReader<'a> {
     /// `(part, located piece)` for each piece, in order.
     pieces: Vec<(&'a ScannedPart, &'a Located)>,
     next: usize,
-    cur: Option<(HashReader<io::Take<BufReader<File>>>, usize)>,
+    cur: Option<(HashReader<io::Take<File>>, usize)>,
     failed: Option<UpdateError>,
     done: u64,
     total: u64,
@@ -379,12 +379,12 @@ impl PieceReader<'_> {
     }
 }
 
-impl Read for PieceReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl BufRead for PieceReader<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
         loop {
             if self.cur.is_none() {
                 let Some(&(part, loc)) = self.pieces.get(self.next) else {
-                    return Ok(0);
+                    return Ok(&[]);
                 };
                 let c = &self.payload.pieces[loc.piece];
                 let opened = File::open(&part.path).and_then(|mut f| {
@@ -395,19 +395,15 @@ impl Read for PieceReader<'_> {
                     Ok(f) => f,
                     Err(e) => return Err(self.fail(part.damaged(format!("cannot read it: {e}")))),
                 };
-                let r = BufReader::with_capacity(1 << 20, f).take(c.size);
-                self.cur = Some((HashReader::new(r), self.next));
+                // HashReader reads the piece in blocks of its own: no BufReader between.
+                self.cur = Some((HashReader::new(f.take(c.size)), self.next));
                 self.next += 1;
             }
             let (r, i) = self.cur.as_mut().expect("set above");
             let i = *i;
-            match r.read(buf) {
-                Ok(0) => {}
-                Ok(n) => {
-                    self.done += n as u64;
-                    (self.progress)(self.done, self.total);
-                    return Ok(n);
-                }
+            match r.fill_buf() {
+                Ok(b) if !b.is_empty() => break,
+                Ok(_) => {}
                 Err(e) => {
                     let part = self.pieces[i].0;
                     return Err(self.fail(part.damaged(format!("cannot read it: {e}"))));
@@ -431,6 +427,28 @@ impl Read for PieceReader<'_> {
                 ))));
             }
         }
+        match self.cur.as_mut() {
+            Some((r, _)) => r.fill_buf(),
+            None => Ok(&[]),
+        }
+    }
+
+    fn consume(&mut self, amt: usize) {
+        if let Some((r, _)) = self.cur.as_mut() {
+            r.consume(amt);
+            self.done += amt as u64;
+            (self.progress)(self.done, self.total);
+        }
+    }
+}
+
+impl Read for PieceReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
     }
 }
 
@@ -441,7 +459,7 @@ fn feed<'a>(
     pieces: Vec<(&'a ScannedPart, &'a Located)>,
     (done, total): (&mut u64, u64),
     progress: crate::Progress<'a>,
-    on_payload: &mut dyn FnMut(&Payload, &mut dyn Read) -> Result<(), UpdateError>,
+    on_payload: &mut dyn FnMut(&Payload, &mut dyn BufRead) -> Result<(), UpdateError>,
 ) -> Result<(), UpdateError> {
     let mut r = PieceReader {
         payload: p,
@@ -473,7 +491,7 @@ pub fn read_any(
     policy: &TrustPolicy,
     progress: crate::Progress,
     on_head: &mut dyn FnMut(&PackHead) -> Result<(), UpdateError>,
-    on_payload: &mut dyn FnMut(&Payload, &mut dyn Read) -> Result<(), UpdateError>,
+    on_payload: &mut dyn FnMut(&Payload, &mut dyn BufRead) -> Result<(), UpdateError>,
 ) -> Result<PackHead, UpdateError> {
     if let [one] = paths {
         if !is_part(one) {
@@ -575,18 +593,18 @@ pub fn check_part(
     path: &Path,
     policy: &TrustPolicy,
     progress: crate::Progress,
-    on_payload: &mut dyn FnMut(&Payload, &mut dyn Read) -> Result<(), UpdateError>,
+    on_payload: &mut dyn FnMut(&Payload, &mut dyn BufRead) -> Result<(), UpdateError>,
 ) -> Result<(PackHead, PartReport), UpdateError> {
     let sp = scan_part(path, policy)?;
     let pm = &sp.head.pack;
     let total = sp.head.pack_size;
     let mut done = 0u64;
     let mut bytes = 0u64;
-    let mut skip = |_: &Payload, _: &mut dyn Read| Ok(());
+    let mut skip = |_: &Payload, _: &mut dyn BufRead| Ok(());
     for l in &sp.located {
         let p = &pm.payloads[l.payload];
         bytes += p.pieces[l.piece].size;
-        let consumer: &mut dyn FnMut(&Payload, &mut dyn Read) -> Result<(), UpdateError> =
+        let consumer: &mut dyn FnMut(&Payload, &mut dyn BufRead) -> Result<(), UpdateError> =
             match p.pieces.len() {
                 1 => &mut *on_payload,
                 _ => &mut skip,

@@ -9,10 +9,11 @@
 //! modes and xattrs in the tar are never applied. Every read is bounded before allocating.
 //! [`read_head`] reads the head (entries 0–4) for this reader and for a pack's parts
 //! ([`crate::update::parts`], SPEC.md §7.18), which this reader refuses to read as a whole.
-//! Known gap: a payload's bytes reach the caller before its hash is known (the caller
-//! stages them out of sight and throws them away when the hash does not match).
+//! A payload's bytes reach the caller before its hash is known, so that it is read once:
+//! the caller stages what it decodes out of sight, bounded by the declared size, and
+//! throws it away when the hash does not match (SPEC.md §7.6 says why that is safe).
 
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
 use crate::hash::{read_bounded, sha256_hex, HashReader};
@@ -470,7 +471,7 @@ pub fn read_pack(
     policy: &TrustPolicy,
     progress: crate::Progress,
     on_head: &mut dyn FnMut(&PackHead) -> Result<(), UpdateError>,
-    on_payload: &mut dyn FnMut(&Payload, &mut dyn Read) -> Result<(), UpdateError>,
+    on_payload: &mut dyn FnMut(&Payload, &mut dyn BufRead) -> Result<(), UpdateError>,
 ) -> Result<PackHead, UpdateError> {
     let f = crate::hash::open_regular(path).map_err(crate::update::io_err("open", path))?;
     let pack_size = f

@@ -679,7 +679,7 @@ fn from_pack(
 /// its size and sha256 are the signed ones). `Ok(false)` when the bytes are not those.
 fn decode_payload(
     p: &Payload,
-    rd: &mut dyn io::Read,
+    rd: &mut dyn io::BufRead,
     base: Option<&Path>,
     objects: &Path,
 ) -> Result<bool, UpdateError> {

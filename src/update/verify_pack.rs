@@ -6,7 +6,7 @@
 //! A part of a pack in parts (SPEC.md §7.18) is checked alone: its head, then every piece
 //! it holds against its signed sha256 ([`crate::update::parts::check_part`]).
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
 
 use serde::Serialize;
@@ -70,24 +70,32 @@ pub enum DecodeError {
     Write(io::Error),
 }
 
-/// Decodes a zstd payload into `out`, never writing more than `out.limit` bytes.
+/// Decodes a zstd payload into `out`, never writing more than `out.limit` bytes. The
+/// decoder reads `input`'s buffer in place and decodes into blocks `out` hands to its
+/// hashing thread whole ([`HashWriter::write_block`]): no copy besides zstd's own.
 pub fn decode_zstd<W: Write>(
-    input: &mut dyn Read,
+    input: &mut dyn BufRead,
     out: &mut HashWriter<W>,
 ) -> Result<(), DecodeError> {
-    let mut dec =
-        zstd::stream::read::Decoder::new(input).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    let mut dec = zstd::stream::read::Decoder::with_buffer(input)
+        .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     dec.window_log_max(27)
         .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
-    let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = match dec.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(DecodeError::Corrupt(e.to_string())),
-        };
-        if let Err(e) = out.write_all(&buf[..n]) {
+        let mut block = out.block();
+        let mut n = 0;
+        while n < block.len() {
+            match dec.read(&mut block[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(DecodeError::Corrupt(e.to_string())),
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        if let Err(e) = out.write_block(block, n) {
             return Err(if is_over_limit(&e) {
                 DecodeError::TooLarge
             } else {
@@ -95,7 +103,6 @@ pub fn decode_zstd<W: Write>(
             });
         }
     }
-    Ok(())
 }
 
 /// Checks a decoded payload's size and hash against the payload entry.
@@ -139,7 +146,7 @@ pub fn verify_pack(
     progress: crate::Progress,
 ) -> Result<PackReport, UpdateError> {
     let mut payloads = Vec::new();
-    let mut check = |p: &Payload, r: &mut dyn Read| {
+    let mut check = |p: &Payload, r: &mut dyn BufRead| {
         let checked = if p.encoding == Encoding::Zstd {
             let mut w = HashWriter::new(io::sink(), p.target_size);
             decode_zstd(r, &mut w).map_err(|e| decode_failure(path, p, e))?;
