@@ -11,7 +11,9 @@
 //! Parallel windows: the main thread plans and reads windows in order and hashes the new
 //! file; one worker a thread (`DeltaOptions::threads`) encodes them, as many at once as
 //! the memory budget holds ([`windows_in_flight`]); records are written in window order,
-//! so the delta is the same bytes whatever the thread count.
+//! so the delta is the same bytes whatever the thread count. Threads with no window of
+//! their own (a file of one window, such as any ELF file that is preprocessed) compute a
+//! window's two candidates at once.
 //!
 //! Memory: creation peaks near [`memory_bound`]`(window, in_flight)`; [`window_size`]
 //! sizes windows so that [`PLANNED_IN_FLIGHT`] of them fit `DeltaOptions::max_memory`
@@ -23,7 +25,11 @@
 //! the buffers were reused; not measured since); a window waits for the earlier ones to be
 //! written, so one slow window can idle the other cores until it is done; data that moved
 //! farther than the margin without anchors is diffed against the wrong old range (correct,
-//! but larger).
+//! but larger). Creation is CPU-bound and far slower than `xdelta3 -9`: on ruff's 29 MiB
+//! x86-64 program (two cores, under load) the alignment pass (a whole-file bsdiff) took
+//! 19 s of CPU, the bidiff candidate 19 s and the `zstd-ref` candidate at level 19 45 s,
+//! against 15 s for all of xdelta3; `zstd-ref` at a lower level or skipped makes some
+//! real deltas larger (`delta/encode.rs`).
 
 mod blocks;
 mod decode;
@@ -222,8 +228,6 @@ pub fn create(
     let window = window_size(opts);
     let margin = window / 8;
     let in_flight = windows_in_flight(opts, window) as usize;
-    // Threads left for a window's two candidates when fewer windows than threads fit.
-    let per_window = (threads(opts) / in_flight).max(1);
     let out_path = Path::new("delta output");
     // An ELF pair that fits in one window is diffed against old' (the old file with its
     // references relocated to the new layout), kept in a temporary file.
@@ -245,6 +249,17 @@ pub fn create(
     };
     let spans = plan::gguf_spans(old, new, old_size, new_size, window, margin);
     stats.gguf_aware = spans.is_some();
+    // Threads left for a window's two candidates when fewer windows than
+    // threads are encoded at once: fewer fit in memory, or the file has fewer windows.
+    let windows = match &spans {
+        Some(s) => s.len() as u64,
+        None => new_size.div_ceil(window),
+    };
+    let busy = (in_flight as u64).min(windows).max(1) as usize;
+    let effort = encode::Effort {
+        level: opts.zstd_level,
+        threads: (threads(opts) / busy).max(1),
+    };
     let anchors = match spans {
         Some(_) => None,
         None if old_size > 0 => {
@@ -280,7 +295,6 @@ pub fn create(
         stats.elf_record = (rec.len() + payload.len()) as u64;
     }
 
-    let level = opts.zstd_level;
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(in_flight);
     let job_rx = Mutex::new(job_rx);
     let (res_tx, res_rx) = mpsc::channel::<Done>();
@@ -295,14 +309,7 @@ pub fn create(
                 };
                 let Ok(job) = job else { return };
                 let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    encode_window(
-                        &job.old,
-                        job.old_start,
-                        &job.new,
-                        job.aligned,
-                        level,
-                        per_window,
-                    )
+                    encode_window(&job.old, job.old_start, &job.new, job.aligned, effort)
                 }))
                 .unwrap_or_else(|_| Err(std::io::Error::other("a window encoder panicked")));
                 // The buffers go back to be read into again (fresh ones would be paged in
@@ -514,8 +521,7 @@ fn encode_window(
     old_start: u64,
     new: &[u8],
     aligned: Option<usize>,
-    level: i32,
-    threads: usize,
+    effort: encode::Effort,
 ) -> std::io::Result<Records> {
     let mut records = Records::new();
     let (mut p, mut q) = (0, 0);
@@ -545,7 +551,7 @@ fn encode_window(
     }
     let mid = &new[p..new.len() - q];
     let mid_aligned = aligned.map(|a| a + p);
-    let enc = encode::encode(old, mid, mid_aligned, level, threads)?;
+    let enc = encode::encode(old, mid, mid_aligned, effort)?;
     let w = format::Window {
         method: enc.method,
         old_offset: old_start + enc.old_sub.0 as u64,
