@@ -124,8 +124,8 @@ impl Chunker {
     }
 }
 
-/// Reads until `buf` is full or the end of the file; returns the bytes read.
-fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads until `buf` is full or the end of the input; returns the bytes read.
+pub fn read_full<R: Read + ?Sized>(f: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match f.read(&mut buf[n..]) {

@@ -6,7 +6,7 @@
 //! A part of a pack in parts (SPEC.md §7.18) is checked alone: its head, then every piece
 //! it holds against its signed sha256 ([`crate::update::parts::check_part`]).
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::path::Path;
 
 use serde::Serialize;
@@ -83,15 +83,8 @@ pub fn decode_zstd<W: Write>(
         .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     loop {
         let mut block = out.block();
-        let mut n = 0;
-        while n < block.len() {
-            match dec.read(&mut block[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(DecodeError::Corrupt(e.to_string())),
-            }
-        }
+        let n = crate::hash::read_full(&mut dec, &mut block[..])
+            .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
         if n == 0 {
             return Ok(());
         }

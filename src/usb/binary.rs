@@ -7,7 +7,7 @@
 //! and PE files are not looked into (`None`), nor is a `.gnu_debugdata` mini-debuginfo.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Seek, SeekFrom};
 use std::path::Path;
 
 /// At most this many section headers are read (real binaries have a few dozen).
@@ -100,18 +100,7 @@ pub fn debug_info_bytes(path: &Path) -> io::Result<Option<u64>> {
     Ok(Some(total))
 }
 
-fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
+use crate::hash::read_full;
 
 struct Reader {
     le: bool,
