@@ -8,6 +8,15 @@
 //!   when both ranges fit in [`REF_MAX`];
 //! - `zstd`: plain zstd, when there is no old range.
 //!
+//! - `aligned add`: when the window has an aligned old position and the bytes that differ
+//!   there appear nowhere else in the old range (a rewritten or retrained tensor, fresh
+//!   random data: sampled with 32-byte seeds, [`moved_elsewhere`]), the window is one
+//!   bsdiff add control against the aligned old bytes, written as a `bidiff` payload
+//!   without the suffix sort or the scan (which cost about a minute per 64 MiB of such
+//!   data and find nothing); unchanged stretches become zero-add controls, and the
+//!   zstd level drops to 3 when a sample of the stream does not compress (level 19 runs
+//!   at 2 MB/s on incompressible bytes and saves nothing).
+//!
 //! The two candidates are computed at once on two threads when the caller allows two
 //! (`DeltaOptions::threads` left over once windows are spread over the threads, see
 //! `delta.rs`); the bytes written do not depend on it.
@@ -66,6 +75,14 @@ pub fn encode(
             method: Method::Zstd,
             old_sub: (0, 0),
             payload: zstd_plain(new, level)?,
+        });
+    }
+    if let Some(payload) = aligned_add(old, new, aligned, level)? {
+        let a = aligned.unwrap_or(0);
+        return Ok(Encoded {
+            method: Method::Bidiff,
+            old_sub: (a, new.len()),
+            payload,
         });
     }
     // The two candidates are independent: on a machine with two cores or more they run
@@ -141,6 +158,131 @@ fn bidiff_zstd(old: &[u8], new: &[u8], level: i32) -> io::Result<Vec<u8>> {
     enc.finish()
 }
 
+/// Windows smaller than this always go through the full candidates.
+const ALIGNED_MIN: usize = 1 << 20;
+/// Bytes compared at a time when looking for what differs at the aligned position.
+const CMP_BLOCK: usize = 64 << 10;
+/// Length of the seeds that look for differing bytes elsewhere in the old range.
+const SEED: usize = 32;
+/// Old seeds are indexed every this many bytes (so any match of `SEED + SEED_STRIDE`
+/// bytes or more is found).
+const SEED_STRIDE: usize = 32;
+
+/// The `aligned add` encoding of the module doc, or `None` when it does not apply: no
+/// aligned position, a small window, or differing bytes that occur elsewhere in `old`
+/// (moved data, which bidiff's scan finds and this encoding would not).
+fn aligned_add(
+    old: &[u8],
+    new: &[u8],
+    aligned: Option<usize>,
+    level: i32,
+) -> io::Result<Option<Vec<u8>>> {
+    let Some(a) = aligned.filter(|a| a.checked_add(new.len()).is_some_and(|e| e <= old.len()))
+    else {
+        return Ok(None);
+    };
+    if new.len() < ALIGNED_MIN {
+        return Ok(None);
+    }
+    let base = &old[a..a + new.len()];
+    let differing: Vec<usize> = new
+        .chunks(CMP_BLOCK)
+        .zip(base.chunks(CMP_BLOCK))
+        .enumerate()
+        .filter(|(_, (n, o))| n != o)
+        .map(|(i, _)| i * CMP_BLOCK)
+        .collect();
+    if moved_elsewhere(old, new, a, &differing) {
+        return Ok(None);
+    }
+    let mut raw = BlockWriter::new(Vec::new());
+    {
+        let mut t = bidiff::Translator::new(base, new, |c| raw.control(c));
+        t.translate(bidiff::Match {
+            add_old_start: 0,
+            add_new_start: 0,
+            add_length: new.len(),
+            copy_end: new.len(),
+        })?;
+        t.close()?;
+    }
+    let raw = raw.finish()?;
+    let level = if compresses(&raw) {
+        level
+    } else {
+        level.min(3)
+    };
+    zstd_plain(&raw, level).map(Some)
+}
+
+/// Whether the differing blocks of `new` (offsets of [`CMP_BLOCK`]-byte blocks) hold
+/// bytes found in `old` away from their aligned position `a`: from each of up to 4096
+/// sampled blocks, four probes of [`SEED`] + [`SEED_STRIDE`] bytes are looked up among
+/// `old`'s seeds; more than 1 % of probes found elsewhere means moved data. (Bytes
+/// found at their own aligned position are a block changed in place, which the aligned
+/// add encodes as well as bidiff would.)
+fn moved_elsewhere(old: &[u8], new: &[u8], a: usize, differing: &[usize]) -> bool {
+    if differing.is_empty() || old.len() < SEED {
+        return false;
+    }
+    let mut seeds: Vec<(u64, usize)> = (0..=old.len() - SEED)
+        .step_by(SEED_STRIDE)
+        .map(|i| (seed_hash(&old[i..i + SEED]), i))
+        .collect();
+    seeds.sort_unstable();
+    let elsewhere = |i: usize| {
+        let h = seed_hash(&new[i..i + SEED]);
+        let first = seeds.partition_point(|s| s.0 < h);
+        seeds[first..]
+            .iter()
+            .take_while(|s| s.0 == h)
+            .any(|s| s.1 != a + i)
+    };
+    let step = differing.len().div_ceil(4096);
+    let (mut probes, mut found) = (0usize, 0usize);
+    for &off in differing.iter().step_by(step) {
+        let end = (off + CMP_BLOCK).min(new.len());
+        for k in 0..4 {
+            let start = off + k * (CMP_BLOCK / 4);
+            if start + SEED + SEED_STRIDE > end {
+                break;
+            }
+            probes += 1;
+            let hit = (start..start + SEED_STRIDE).any(elsewhere);
+            found += usize::from(hit);
+        }
+    }
+    found * 100 > probes
+}
+
+/// A 64-bit hash of one seed (four little-endian words, multiplied and mixed).
+fn seed_hash(b: &[u8]) -> u64 {
+    let mut h = 0x9e37_79b9_7f4a_7c15u64;
+    for w in b.chunks_exact(8) {
+        let v = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
+        h = (h ^ v).wrapping_mul(0xff51_afd7_ed55_8ccd).rotate_left(29);
+    }
+    h ^ (h >> 32)
+}
+
+/// Whether `data` compresses: 16 samples of 64 KiB at zstd level 1 come to under 97 %.
+fn compresses(data: &[u8]) -> bool {
+    const PIECE: usize = 64 << 10;
+    let step = (data.len() / 16).max(PIECE);
+    let (mut total, mut packed) = (0usize, 0usize);
+    for start in (0..data.len()).step_by(step) {
+        let piece = &data[start..(start + PIECE).min(data.len())];
+        match zstd::bulk::compress(piece, 1) {
+            Ok(c) => {
+                total += piece.len();
+                packed += c.len();
+            }
+            Err(_) => return true,
+        }
+    }
+    packed * 100 < total * 97
+}
+
 /// zstd with `old` as reference prefix; with a `limit`, `None` as soon as the output
 /// would exceed `limit` bytes (zstd stops at the block that does not fit).
 fn zstd_ref(
@@ -173,3 +315,80 @@ fn zstd_ref(
 /// zstd's "destination buffer is too small" error code.
 const DST_TOO_SMALL: usize =
     (zstd_safe::zstd_sys::ZSTD_ErrorCode::ZSTD_error_dstSize_tooSmall as usize).wrapping_neg();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Cursor, Read};
+
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn decode(old: &[u8], e: &Encoded) -> Vec<u8> {
+        let stream = zstd::decode_all(e.payload.as_slice()).unwrap();
+        let (o, n) = e.old_sub;
+        let mut base = Cursor::new(old[o..o + n].to_vec());
+        let mut out = Vec::new();
+        super::super::blocks::BlockReader::new(&mut Cursor::new(stream), &mut base)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    const EFFORT: Effort = Effort {
+        level: 19,
+        threads: 1,
+    };
+
+    #[test]
+    fn rewritten_bytes_are_one_aligned_add() {
+        let old = noise(4 << 20, 1);
+        let mut new = old.clone();
+        new[(1 << 20)..(2 << 20)].copy_from_slice(&noise(1 << 20, 2));
+        new[3 << 20] ^= 0x40;
+        let raw = aligned_add(&old, &new, Some(0), 19).unwrap();
+        assert!(raw.is_some(), "fresh bytes take the aligned add");
+        let e = encode(&old, &new, Some(0), EFFORT).unwrap();
+        assert_eq!(e.method, Method::Bidiff);
+        assert_eq!(e.old_sub, (0, new.len()));
+        // The fresh MiB is stored once; the rest costs next to nothing.
+        assert!(e.payload.len() < (1 << 20) + 4096, "{}", e.payload.len());
+        assert_eq!(decode(&old, &e), new);
+    }
+
+    #[test]
+    fn moved_bytes_go_to_the_full_candidates() {
+        let old = noise(4 << 20, 3);
+        let mut new = old.clone();
+        // A MiB of the old file moved to another place: bidiff finds it, the aligned
+        // add would store it again.
+        new.copy_within(0..(1 << 20), 2 << 20);
+        assert!(aligned_add(&old, &new, Some(0), 19).unwrap().is_none());
+        let e = encode(
+            &old,
+            &new,
+            Some(0),
+            Effort {
+                level: 3,
+                threads: 2,
+            },
+        )
+        .unwrap();
+        assert!(e.payload.len() < 64 << 10, "{}", e.payload.len());
+    }
+
+    #[test]
+    fn incompressible_samples_are_told_apart() {
+        assert!(!compresses(&noise(1 << 20, 5)));
+        assert!(compresses(&vec![7u8; 1 << 20]));
+    }
+}
