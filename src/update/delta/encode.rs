@@ -318,20 +318,9 @@ const DST_TOO_SMALL: usize =
 
 #[cfg(test)]
 mod tests {
+    use super::super::plan::tests::noise;
     use super::*;
     use std::io::{Cursor, Read};
-
-    fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     fn decode(old: &[u8], e: &Encoded) -> Vec<u8> {
         let stream = zstd::decode_all(e.payload.as_slice()).unwrap();
