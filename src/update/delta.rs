@@ -37,6 +37,7 @@ mod encode;
 mod exe;
 mod format;
 mod plan;
+mod scan;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -144,14 +145,15 @@ pub const PLANNED_IN_FLIGHT: u64 = 2;
 
 /// Memory one window in flight holds with windows of `window` bytes: the old range
 /// (window plus two margins of window/8), the new window, the suffix array (4 bytes per
-/// old byte), the bidiff add buffer and the compressed candidates (one window each), plus
-/// [`WINDOW_OVERHEAD`]: `37 * window / 4 + WINDOW_OVERHEAD`.
+/// old byte), the bidiff add buffer and the compressed candidates (one window each), the
+/// matches the scan's second thread holds (window/8, `delta/scan.rs`), plus
+/// [`WINDOW_OVERHEAD`]: `75 * window / 8 + WINDOW_OVERHEAD`.
 fn window_memory(window: u64) -> u64 {
-    window.saturating_mul(37) / 4 + WINDOW_OVERHEAD
+    window.saturating_mul(75) / 8 + WINDOW_OVERHEAD
 }
 
 /// Peak memory of [`create`] with `in_flight` windows of `window` bytes encoded at once:
-/// `in_flight * (37 * window / 4 + WINDOW_OVERHEAD) + BASE_OVERHEAD`.
+/// `in_flight * (75 * window / 8 + WINDOW_OVERHEAD) + BASE_OVERHEAD`.
 pub fn memory_bound(window: u64, in_flight: u64) -> u64 {
     window_memory(window)
         .saturating_mul(in_flight.max(1))
@@ -166,7 +168,7 @@ pub fn window_size(opts: &DeltaOptions) -> u64 {
         return opts.window_size;
     }
     let per = opts.max_memory.saturating_sub(BASE_OVERHEAD) / PLANNED_IN_FLIGHT;
-    let w = per.saturating_sub(WINDOW_OVERHEAD) / 37 * 4;
+    let w = per.saturating_sub(WINDOW_OVERHEAD) / 75 * 8;
     (w >> 20 << 20).clamp(1 << 20, 1 << 30)
 }
 
@@ -233,7 +235,7 @@ pub fn create(
     // references relocated to the new layout), kept in a temporary file.
     let fits = old_size <= window && new_size <= window && old_size > 0 && new_size > 0;
     let elf = match opts.exe && fits {
-        true => elf_prepare(old, new)?,
+        true => elf_prepare(old, new, threads(opts))?,
         false => None,
     };
     let (of, old) = match &elf {
@@ -484,6 +486,7 @@ impl Writer<'_> {
 fn elf_prepare(
     old: &Path,
     new: &Path,
+    threads: usize,
 ) -> Result<Option<(tempfile::NamedTempFile, Vec<u8>, usize)>, DeltaError> {
     let o = std::fs::read(old).map_err(io_err(old))?;
     let Some(lo) = exe::Layout::of_bytes(&o) else {
@@ -493,7 +496,7 @@ fn elf_prepare(
     let Some(ln) = exe::Layout::of_bytes(&n).filter(|l| l.machine == lo.machine) else {
         return Ok(None);
     };
-    let al = exe::align(&o, &n, &lo, &ln).map_err(io_err(new))?;
+    let al = exe::align(&o, &n, &lo, &ln, threads).map_err(io_err(new))?;
     drop(n);
     if al.is_empty() {
         return Ok(None);

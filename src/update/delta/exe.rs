@@ -36,7 +36,7 @@ pub const SEGMENTS_MAX: usize = 1 << 20;
 /// Largest alignment record payload a reader accepts.
 pub const PAYLOAD_MAX: u64 = 16 << 20;
 /// Matched stretches shorter than this do not become alignment segments.
-const MATCH_MIN: usize = 32;
+const MATCH_MIN: usize = 128;
 /// A gap of at most this many bytes between two segments at the same shift is bridged.
 const GAP_MAX: u64 = 256;
 /// A target at most this many bytes before a segment moves with it.
@@ -399,9 +399,16 @@ fn need_varint(r: &mut dyn Read) -> io::Result<u64> {
 /// The alignment between two ELF files held in memory: bsdiff's matches (exact seeds
 /// extended while more than half the bytes agree) of at least 32 bytes, carried into
 /// virtual addresses through each file's load segments, plus `.bss` to `.bss`.
-pub fn align(old: &[u8], new: &[u8], lo: &Layout, ln: &Layout) -> io::Result<Alignment> {
+pub fn align(
+    old: &[u8],
+    new: &[u8],
+    lo: &Layout,
+    ln: &Layout,
+    threads: usize,
+) -> io::Result<Alignment> {
     let mut v = Vec::new();
-    bidiff::diff(old, new, &bidiff::DiffParams::default(), |m| {
+    let idx = super::scan::Index::new(old);
+    super::scan::diff(&idx, new, threads, |m| {
         if m.add_length >= MATCH_MIN {
             let (mut o, mut n, mut left) = (
                 m.add_old_start as u64,
