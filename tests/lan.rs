@@ -493,7 +493,9 @@ impl Drop for Lan {
 fn across_separate_hosts_a_killed_peer_and_a_lying_peer_do_not_stop_the_site() {
     let ws = Ws::new();
     stick(&ws, "s1", "1.0", 100, 1, "hq.key");
-    stick(&ws, "s2", "2.0", 12 * 1024, 5, "hq.key");
+    // 12 chunks of 4 MiB: more than the honest peers' 8 workers hold at once, so the liar
+    // is always asked for some (with 3 chunks, under load, it was sometimes never asked).
+    stick(&ws, "s2", "2.0", 48 * 1024, 5, "hq.key");
     // The liar serves a copy of 2.0 whose model has a flipped byte in every chunk.
     let liar = ws.path("liar");
     fs::create_dir_all(&liar).unwrap();
@@ -538,10 +540,10 @@ fn across_separate_hosts_a_killed_peer_and_a_lying_peer_do_not_stop_the_site() {
     assert!(st.status.success(), "{st:?}");
     drop(_seed);
     // Host 0: the honest 2.0 at 2 MiB/s (killed mid-transfer); host 1: the liar; host 2:
-    // the honest 2.0, slower, so that it still has work when host 0 dies.
+    // the honest 2.0 at 8 MiB/s, which still has work when host 0 dies.
     let mut a = Server::start(&ws, Some(&lan.hosts[0]), "s2", &peer(0), Some("2M"));
     let _l = Server::start(&ws, Some(&lan.hosts[1]), "liar", &peer(1), None);
-    let b = Server::start(&ws, Some(&lan.hosts[2]), "s2", &peer(2), Some("1M"));
+    let b = Server::start(&ws, Some(&lan.hosts[2]), "s2", &peer(2), Some("8M"));
     let child = Command::new("ip")
         .args(["netns", "exec", site])
         .arg(bin())
@@ -562,7 +564,7 @@ fn across_separate_hosts_a_killed_peer_and_a_lying_peer_do_not_stop_the_site() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Mid-transfer: 12 MiB at 3 MiB/s together takes at least 4 s.
+    // Mid-transfer: 48 MiB at 10 MiB/s together takes at least 4.8 s.
     let mut child = child;
     std::thread::sleep(Duration::from_secs(2));
     if child.try_wait().unwrap().is_some() {

@@ -12,8 +12,9 @@
 //! file; one worker a thread (`DeltaOptions::threads`) encodes them, as many at once as
 //! the memory budget holds ([`windows_in_flight`]); records are written in window order,
 //! so the delta is the same bytes whatever the thread count. Threads with no window of
-//! their own (a file of one window, such as any ELF file that is preprocessed) compute a
-//! window's two candidates at once.
+//! their own (a file of one window, such as any ELF file that is preprocessed) split a
+//! window's bsdiff scan and run its zstd compression and its `zstd-ref` candidate beside
+//! it (`delta/scan.rs`, `delta/encode.rs`).
 //!
 //! Memory: creation peaks near [`memory_bound`]`(window, in_flight)`; [`window_size`]
 //! sizes windows so that [`PLANNED_IN_FLIGHT`] of them fit `DeltaOptions::max_memory`
@@ -25,11 +26,10 @@
 //! the buffers were reused; not measured since); a window waits for the earlier ones to be
 //! written, so one slow window can idle the other cores until it is done; data that moved
 //! farther than the margin without anchors is diffed against the wrong old range (correct,
-//! but larger). Creation is CPU-bound and far slower than `xdelta3 -9`: on ruff's 29 MiB
-//! x86-64 program (two cores, under load) the alignment pass (a whole-file bsdiff) took
-//! 19 s of CPU, the bidiff candidate 19 s and the `zstd-ref` candidate at level 19 45 s,
-//! against 15 s for all of xdelta3; `zstd-ref` at a lower level or skipped makes some
-//! real deltas larger (`delta/encode.rs`).
+//! but larger). Creation is CPU-bound and about twice as slow as `xdelta3 -9` on programs:
+//! on ruff's 29 MiB x86-64 program (two cores, quiet) 26 s against 12.7 s. Two suffix
+//! sorts (the alignment pass's over old, the candidate's over old', 4 s each on one
+//! thread) and two bsdiff scans take it; xdelta3 does neither.
 
 mod blocks;
 mod decode;
@@ -212,12 +212,55 @@ type Done = (usize, std::io::Result<Records>, [Vec<u8>; 2]);
 
 /// Writes a delta that turns `old` into `new` to `out`.
 ///
-/// The main thread plans and reads the windows in order (the generic planner's shift
+/// ELF files of at most [`BOTH_WAYS_MAX`] bytes are made with and without preprocessing
+/// and the smaller delta is written (both held in memory, at most about twice the new
+/// file). The main thread plans and reads the windows in order (the generic planner's shift
 /// carries from one window to the next) and hashes the new file; [`windows_in_flight`]
 /// workers encode them; the records are written in window order, so the bytes do not
 /// depend on the thread count. A window's slot is freed only once its records are
 /// written, so at most that many windows (buffers and payloads) exist at once.
 pub fn create(
+    old: &Path,
+    new: &Path,
+    out: &mut dyn Write,
+    opts: &DeltaOptions,
+) -> Result<DeltaStats, DeltaError> {
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).map_err(io_err(p));
+    let (old_size, new_size) = (size(old)?, size(new)?);
+    if !(opts.exe && old_size <= BOTH_WAYS_MAX && new_size <= BOTH_WAYS_MAX) {
+        return create_one(old, new, out, opts);
+    }
+    // A small file is made both ways and the smaller kept: on a library whose layout
+    // hardly moved, the alignment record costs more than the preprocessing saves.
+    let mut with = Vec::new();
+    let s_with = create_one(old, new, &mut with, opts)?;
+    if s_with.elf_segments == 0 {
+        out.write_all(&with)
+            .map_err(io_err(Path::new("delta output")))?;
+        return Ok(s_with);
+    }
+    let mut without = Vec::new();
+    let plain = DeltaOptions {
+        exe: false,
+        ..opts.clone()
+    };
+    let s_without = create_one(old, new, &mut without, &plain)?;
+    let (bytes, stats) = match s_without.delta_size < s_with.delta_size {
+        true => (without, s_without),
+        false => (with, s_with),
+    };
+    out.write_all(&bytes)
+        .map_err(io_err(Path::new("delta output")))?;
+    Ok(stats)
+}
+
+/// Files of at most this many bytes with ELF preprocessing are made both with and
+/// without it, and the smaller delta kept ([`create`]).
+pub const BOTH_WAYS_MAX: u64 = 16 << 20;
+
+/// [`create`] one way: with ELF preprocessing when `opts.exe` allows and both files are
+/// ELF, without otherwise.
+fn create_one(
     old: &Path,
     new: &Path,
     out: &mut dyn Write,

@@ -194,7 +194,21 @@ pub fn apply<O: Read + Seek>(
         .ok_or_else(|| {
             corrupt("it was made for an ELF file and the old file is not one it can read")
         })?;
-    windows(&mut rel, delta, out, &h)
+    // bsdiff's controls read old' in an order that jumps all over it; relocating it once,
+    // in order, into a temporary file costs one pass (relocating block by block as the
+    // reads came took 17 to 42 s on ruff's 29 MiB program).
+    let staged_err = |source| DeltaError::Io {
+        path: "temporary old' file".into(),
+        source,
+    };
+    let mut staged = tempfile::tempfile().map_err(staged_err)?;
+    {
+        let mut w = io::BufWriter::with_capacity(1 << 20, &mut staged);
+        io::copy(&mut rel, &mut w).map_err(old_err)?;
+        w.flush().map_err(staged_err)?;
+    }
+    staged.seek(SeekFrom::Start(0)).map_err(staged_err)?;
+    windows(&mut staged, delta, out, &h)
 }
 
 /// Streams the windows and the end record, reading old ranges from `old`.

@@ -17,15 +17,19 @@
 //!   zstd level drops to 3 when a sample of the stream does not compress (level 19 runs
 //!   at 2 MB/s on incompressible bytes and saves nothing).
 //!
-//! The two candidates are computed at once on two threads when the caller allows two
-//! (`DeltaOptions::threads` left over once windows are spread over the threads, see
-//! `delta.rs`); the bytes written do not depend on it.
+//! With two threads or more, the bidiff candidate's scan runs on both (`scan.rs`), its zstd
+//! stream is compressed on a third while the scan runs, and the first `zstd-ref` attempt
+//! runs beside it (`DeltaOptions::threads` left over once windows are spread over the
+//! threads, see `delta.rs`); the bytes written do not depend on it. On a window of 4 MiB
+//! or more, `zstd-ref` is tried at level 12 first and at the full level only when that
+//! already beats bidiff: at level 19 it took 41 s on ruff's 29 MiB x86-64 program (old')
+//! where everything else took 26 s, and on the compiled files over 4 MiB measured
+//! (zstandard, numpy, ruff) it lost to bidiff or won by under 1 % (it wins on small ones:
+//! orjson's `.so` by 15 %).
 //!
-//! Known gaps: a window whose bidiff patch is already tiny still pays for the `zstd-ref`
-//! attempt, and `zstd-ref` is the slow one: on ruff's 29 MiB x86-64 program (against
-//! old') it took 45 s where the whole bidiff candidate took 19 s, and lost by 1 %; it
-//! is still tried because it wins on other programs (orjson's `.so` by 15 %, ruff for
-//! aarch64 by 1.3 %).
+//! Known gaps: the level-12 probe decides, so a large window where level 19 would beat
+//! bidiff but level 12 does not keeps bidiff (ruff for aarch64: 0.7 % larger than with
+//! level 19).
 
 use std::io::{self, Write};
 use std::sync::mpsc;
@@ -33,8 +37,8 @@ use std::sync::mpsc;
 use zstd::zstd_safe::{self, CParameter};
 
 use super::blocks::BlockWriter;
-use super::scan;
 use super::format::{Method, REF_MAX, WINDOW_LOG_MAX};
+use super::scan;
 
 /// The chosen encoding of a window.
 pub struct Encoded {
@@ -121,11 +125,10 @@ pub fn encode(
         }
         r => r,
     };
-    let bidiff: io::Result<Vec<u8>> = Ok(b);
     let mut best = Encoded {
         method: Method::Bidiff,
         old_sub: (0, old.len()),
-        payload: bidiff?,
+        payload: b,
     };
     if let Some(r) = zref {
         if r.len() < best.payload.len() {

@@ -220,7 +220,7 @@ pub fn diff<E>(
                     });
                     Ok::<(), std::convert::Infallible>(())
                 });
-                        let sent = matches!(full, Ok(true)).then_some(held);
+                let sent = matches!(full, Ok(true)).then_some(held);
                 if tx.send(sent).is_err() {
                     return;
                 }
@@ -440,7 +440,10 @@ mod tests {
             .unwrap();
             assert_eq!(patch(&old, &new, &ms), new);
             let added: usize = ms.iter().map(|m| m.add_length).sum();
-            assert!(added > new.len() * 9 / 10, "most bytes come from old: {added}");
+            assert!(
+                added > new.len() * 9 / 10,
+                "most bytes come from old: {added}"
+            );
             runs.push(
                 ms.iter()
                     .map(|m| (m.add_old_start, m.add_new_start, m.add_length, m.copy_end))
