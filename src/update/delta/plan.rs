@@ -298,7 +298,8 @@ pub fn generic_span(new_start: u64, new_len: u64, shift: i64, old_size: u64, mar
 pub(super) mod tests {
     use super::*;
 
-    /// Pseudo-random test bytes (xorshift64), also used by `encode.rs`'s tests.
+    /// Pseudo-random test bytes (xorshift64), also used by `encode.rs`'s and `scan.rs`'s
+    /// tests.
     pub(in crate::update::delta) fn noise(n: usize, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;
         (0..n)

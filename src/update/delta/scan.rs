@@ -369,16 +369,12 @@ mod tests {
             .unwrap_or(0)
     }
 
+    /// `plan.rs`'s test bytes over an alphabet of `alphabet` symbols (a small one makes
+    /// long repeats, and many suffixes share their first bytes).
     fn noise(n: usize, seed: u64, alphabet: u8) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x % alphabet as u64) as u8
-            })
-            .collect()
+        let mut v = super::super::plan::tests::noise(n, seed);
+        v.iter_mut().for_each(|b| *b %= alphabet);
+        v
     }
 
     #[test]
