@@ -234,20 +234,21 @@ pub fn create(
     // hardly moved, the alignment record costs more than the preprocessing saves.
     let mut with = Vec::new();
     let s_with = create_one(old, new, &mut with, opts)?;
-    if s_with.elf_segments == 0 {
-        out.write_all(&with)
-            .map_err(io_err(Path::new("delta output")))?;
-        return Ok(s_with);
-    }
-    let mut without = Vec::new();
-    let plain = DeltaOptions {
-        exe: false,
-        ..opts.clone()
-    };
-    let s_without = create_one(old, new, &mut without, &plain)?;
-    let (bytes, stats) = match s_without.delta_size < s_with.delta_size {
-        true => (without, s_without),
-        false => (with, s_with),
+    let (bytes, stats) = match s_with.elf_segments {
+        // Not preprocessed: there is no other way to make it.
+        0 => (with, s_with),
+        _ => {
+            let mut without = Vec::new();
+            let plain = DeltaOptions {
+                exe: false,
+                ..opts.clone()
+            };
+            let s_without = create_one(old, new, &mut without, &plain)?;
+            match s_without.delta_size < s_with.delta_size {
+                true => (without, s_without),
+                false => (with, s_with),
+            }
+        }
     };
     out.write_all(&bytes)
         .map_err(io_err(Path::new("delta output")))?;

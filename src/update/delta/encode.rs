@@ -125,21 +125,19 @@ pub fn encode(
         }
         r => r,
     };
-    let mut best = Encoded {
-        method: Method::Bidiff,
-        old_sub: (0, old.len()),
-        payload: b,
-    };
-    if let Some(r) = zref {
-        if r.len() < best.payload.len() {
-            best = Encoded {
-                method: Method::ZstdRef,
-                old_sub: (0, old.len()),
-                payload: r,
-            };
-        }
-    }
-    Ok(best)
+    // `zref` is smaller than bidiff's payload whenever it is there.
+    Ok(match zref {
+        Some(r) => Encoded {
+            method: Method::ZstdRef,
+            old_sub: (0, old.len()),
+            payload: r,
+        },
+        None => Encoded {
+            method: Method::Bidiff,
+            old_sub: (0, old.len()),
+            payload: b,
+        },
+    })
 }
 
 fn zerr(code: usize) -> io::Error {
