@@ -164,7 +164,7 @@ fn window_log(n: u64) -> u32 {
 /// With two threads or more, zstd runs on a thread of its own, fed through a channel, so
 /// it overlaps the scan (the compressed bytes are the same: one zstd stream either way).
 fn bidiff_zstd(old: &[u8], new: &[u8], level: i32, threads: usize) -> io::Result<Vec<u8>> {
-    let idx = scan::Index::new(old);
+    let idx = scan::Index::new(old)?;
     let write_blocks = |sink: &mut dyn Write| -> io::Result<()> {
         let mut w = BlockWriter::new(sink);
         let mut t = bidiff::Translator::new(old, new, |c| w.control(c));

@@ -407,7 +407,7 @@ pub fn align(
     threads: usize,
 ) -> io::Result<Alignment> {
     let mut v = Vec::new();
-    let idx = super::scan::Index::new(old);
+    let idx = super::scan::Index::new(old)?;
     super::scan::diff(&idx, new, threads, |m| {
         if m.add_length >= MATCH_MIN {
             let (mut o, mut n, mut left) = (
