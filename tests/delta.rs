@@ -703,6 +703,34 @@ fn elf_preprocessing_makes_moved_code_cheap() {
     }
 }
 
+/// A small ELF pair whose layout did not move is made both ways and the smaller kept: the
+/// one without preprocessing, which does not pay for an alignment record.
+#[test]
+fn an_unmoved_small_elf_pair_keeps_the_smaller_delta_without_preprocessing() {
+    for machine in [62u16, 183] {
+        let sizes = vec![600usize; 300];
+        let old = program(machine, &sizes, 5);
+        let mut new = old.clone();
+        for at in [0x1000 + 7_001, 0x1000 + 90_003] {
+            new[at] ^= 0xA5;
+        }
+        let (kept, s) = round_trip(&old, &new, &fast(0));
+        assert_eq!(s.elf_segments, 0, "machine {machine}: {s:?}");
+        assert_eq!(u32::from_le_bytes(kept[8..12].try_into().unwrap()), 1);
+        let plain = DeltaOptions {
+            exe: false,
+            ..fast(0)
+        };
+        let (without, _) = round_trip(&old, &new, &plain);
+        assert_eq!(kept, without, "machine {machine}");
+        // A moved layout still keeps the preprocessed delta (version 2).
+        let (old, new) = patched_program(machine);
+        let (kept, s) = round_trip(&old, &new, &fast(0));
+        assert!(s.elf_segments > 0, "machine {machine}: {s:?}");
+        assert_eq!(u32::from_le_bytes(kept[8..12].try_into().unwrap()), 2);
+    }
+}
+
 #[test]
 fn a_preprocessed_delta_is_refused_for_another_old_file() {
     let (old, new) = patched_program(62);
