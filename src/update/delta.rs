@@ -27,11 +27,12 @@
 //! written, so one slow window can idle the other cores until it is done; data that moved
 //! farther than the margin without anchors is diffed against the wrong old range (correct,
 //! but larger). Creation is CPU-bound and slower than `xdelta3 -9` on programs: on ruff's
-//! 29 MiB x86-64 program (two cores) 15.8 to 17.6 s against 13 s. Two suffix sorts (the
-//! alignment pass's over old, the candidate's over old', about 2 s each on one thread) and
-//! two bsdiff scans take it; xdelta3 does neither. An ELF pair of at most
-//! [`BOTH_WAYS_MAX`] is made twice, and its alignment scan finds the same matches as the
-//! second way's scan without being reused (zstandard's 11 MiB: 19 s against 4.3 s).
+//! 29 MiB x86-64 program (two cores, alternating runs) 16.1 to 16.8 s against 9.8 to 10 s.
+//! Two suffix sorts (the alignment pass's over old, the candidate's over old', about 2 s
+//! each on one thread) and two bsdiff scans take it; xdelta3 does neither. An ELF pair of
+//! at most [`BOTH_WAYS_MAX`] is made twice, and its alignment scan finds the same matches
+//! as the second way's scan without being reused (zstandard's 11 MiB: 13.7 to 14 s against
+//! 3.3 to 3.9 s).
 
 mod blocks;
 mod decode;
@@ -246,9 +247,10 @@ pub fn create(
                 ..opts.clone()
             };
             let s_without = create_one(old, new, &mut without, &plain)?;
-            match s_without.delta_size < s_with.delta_size {
-                true => (without, s_without),
-                false => (with, s_with),
+            if s_without.delta_size < s_with.delta_size {
+                (without, s_without)
+            } else {
+                (with, s_with)
             }
         }
     };

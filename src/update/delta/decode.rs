@@ -202,10 +202,16 @@ pub fn apply<O: Read + Seek>(
         source,
     };
     let mut staged = tempfile::tempfile().map_err(staged_err)?;
-    {
-        let mut w = io::BufWriter::with_capacity(1 << 20, &mut staged);
-        io::copy(&mut rel, &mut w).map_err(old_err)?;
-        w.flush().map_err(staged_err)?;
+    // A read error is the old file's, a write error (a full disk) the temporary file's.
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match rel.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(old_err(e)),
+        };
+        staged.write_all(&buf[..n]).map_err(staged_err)?;
     }
     staged.seek(SeekFrom::Start(0)).map_err(staged_err)?;
     windows(&mut staged, delta, out, &h)

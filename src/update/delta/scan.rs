@@ -104,9 +104,15 @@ fn common(a: &[u8], b: &[u8]) -> usize {
 }
 
 impl<'a> Index<'a> {
-    /// Sorts the suffixes of `old` (which must be shorter than 2 GiB: windows are at most
-    /// 1 GiB plus margins).
+    /// Sorts the suffixes of `old`. An old range of 2 GiB or more is refused (libsais
+    /// would panic on it; windows are at most 1 GiB plus margins).
     pub fn new(old: &'a [u8]) -> io::Result<Index<'a>> {
+        if i32::try_from(old.len()).is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an old range of 2 GiB or more cannot be suffix-sorted",
+            ));
+        }
         let mut sa = vec![0i32; old.len()];
         if !old.is_empty() {
             libsais::SuffixArrayConstruction::for_text(old)
