@@ -740,6 +740,48 @@ fn deltas_make_the_pack_small_and_apply_exactly() {
     assert!(!current_dir(&w.home()).join("data/old.txt").exists());
 }
 
+/// `--max-memory` bounds the delta encoder: a budget under its minimum is a usage error
+/// that writes nothing; a small one still makes deltas that apply exactly.
+#[test]
+fn max_memory_bounds_the_delta_encoder() {
+    let w = world(4 * MIB);
+    // Records both releases in the history.
+    make_pack(&w, "whole.ogpack", &["--no-delta"]);
+    let pack = |out: &str, mem: &str| {
+        let mut c = w.cmd();
+        c.args([
+            "create-update-pack",
+            "--to",
+            "1.1.0",
+            "--since",
+            "1.0.0",
+            "--max-memory",
+            mem,
+            "-o",
+            out,
+            "--sign-with",
+        ])
+        .arg(&w.key);
+        c
+    };
+    pack("small.ogpack", "100M").assert().code(2).stderr(
+        predicate::str::contains("--max-memory '100M'").and(predicate::str::contains("576M")),
+    );
+    assert!(!w.p("small.ogpack").exists());
+    pack("small.ogpack", "600M").assert().success();
+    let names: Vec<String> = tar_entries(&w.p("small.ogpack"))
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with(".delta")), "{names:?}");
+    install(&w);
+    w.cmd()
+        .args(["apply-update", "small.ogpack"])
+        .assert()
+        .success();
+    assert_installed(&w.home(), &w.v2);
+}
+
 #[test]
 fn one_pack_serves_several_base_releases() {
     let w = world(512 * 1024);

@@ -65,6 +65,10 @@ pub struct Args {
     /// zstd level of whole-file payloads (1-19)
     #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub level: i32,
+    /// Memory the delta encoder may use, such as 1G (default 2G, at least 576M): windows
+    /// shrink to fit, so less memory makes larger deltas of large files
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<String>,
     /// Ship changed files whole (zstd) instead of trying binary deltas
     #[arg(long)]
     pub no_delta: bool,
@@ -91,6 +95,10 @@ pub struct Args {
 
 pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let hq = history::resolve_dir(args.history.as_deref());
+    let max_memory = match &args.max_memory {
+        Some(s) => offgrid::update::delta::parse_max_memory("--max-memory", s)?,
+        None => offgrid::update::delta::DeltaOptions::default().max_memory,
+    };
     let volume_size = match &args.volume_size {
         Some(s) => Some(offgrid::media::parse_volume_size_arg("--volume-size", s)?),
         None => None,
@@ -225,7 +233,10 @@ pub fn run(mut args: Args, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         keys: &keys,
         zstd_level: args.level,
         deltas: !args.no_delta,
-        delta: Default::default(),
+        delta: offgrid::update::delta::DeltaOptions {
+            max_memory,
+            ..Default::default()
+        },
         roots: &roots,
         volume_size,
         progress: &super::progress_fn(&bar),

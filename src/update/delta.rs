@@ -175,6 +175,24 @@ pub fn window_size(opts: &DeltaOptions) -> u64 {
     (w >> 20 << 20).clamp(1 << 20, 1 << 30)
 }
 
+/// The smallest `max_memory` accepted from a user: two windows of 1 MiB in flight.
+pub const MAX_MEMORY_MIN: u64 = 576 << 20;
+
+/// A `--max-memory` value (`what` names the flag in the error): a size as
+/// [`crate::units::parse_size`] reads it, at least [`MAX_MEMORY_MIN`].
+pub fn parse_max_memory(what: &'static str, text: &str) -> Result<u64, crate::media::MediaError> {
+    let n = crate::media::parse_size_arg(what, text)?;
+    if n < MAX_MEMORY_MIN {
+        return Err(crate::media::MediaError::BadSize {
+            what,
+            value: text.chars().take(40).collect(),
+            reason: "the delta encoder needs at least 576M (two 1 MiB windows); give 576M or more"
+                .into(),
+        });
+    }
+    Ok(n)
+}
+
 /// How many windows of `window` bytes [`create`] encodes at once: one per thread
 /// (`opts.threads`, 0 for the cores available), as many as `max_memory` holds, at least
 /// one.
