@@ -221,6 +221,7 @@ struct Job {
     old: Vec<u8>,
     old_start: u64,
     new: Vec<u8>,
+    new_start: u64,
     aligned: Option<usize>,
 }
 
@@ -248,46 +249,58 @@ pub fn create(
 ) -> Result<DeltaStats, DeltaError> {
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).map_err(io_err(p));
     let (old_size, new_size) = (size(old)?, size(new)?);
-    if !(opts.exe && old_size <= BOTH_WAYS_MAX && new_size <= BOTH_WAYS_MAX) {
-        return create_one(old, new, out, opts);
+    // An ELF pair that fits in one window is diffed against old' (the old file with its
+    // references relocated to the new layout), kept in a temporary file.
+    let window = window_size(opts);
+    let fits = old_size <= window && new_size <= window && old_size > 0 && new_size > 0;
+    let elf = match opts.exe && fits {
+        true => elf_prepare(old, new, threads(opts))?,
+        false => None,
+    };
+    let Some(elf) = elf else {
+        return create_one(old, new, out, opts, Way::Plain(None));
+    };
+    if old_size > BOTH_WAYS_MAX || new_size > BOTH_WAYS_MAX {
+        return create_one(old, new, out, opts, Way::Elf(&elf));
     }
     // A small file is made both ways and the smaller kept: on a library whose layout
-    // hardly moved, the alignment record costs more than the preprocessing saves.
+    // hardly moved, the alignment record costs more than the preprocessing saves. The
+    // plain way's scan is the alignment pass's, given again.
     let mut with = Vec::new();
-    let s_with = create_one(old, new, &mut with, opts)?;
-    let (bytes, stats) = match s_with.elf_segments {
-        // Not preprocessed: there is no other way to make it.
-        0 => (with, s_with),
-        _ => {
-            let mut without = Vec::new();
-            let plain = DeltaOptions {
-                exe: false,
-                ..opts.clone()
-            };
-            let s_without = create_one(old, new, &mut without, &plain)?;
-            if s_without.delta_size < s_with.delta_size {
-                (without, s_without)
-            } else {
-                (with, s_with)
-            }
-        }
+    let s_with = create_one(old, new, &mut with, opts, Way::Elf(&elf))?;
+    let mut without = Vec::new();
+    let s_without = create_one(old, new, &mut without, opts, Way::Plain(Some(&elf.scan)))?;
+    let (bytes, stats) = if s_without.delta_size < s_with.delta_size {
+        (without, s_without)
+    } else {
+        (with, s_with)
     };
     out.write_all(&bytes)
         .map_err(io_err(Path::new("delta output")))?;
     Ok(stats)
 }
 
+/// How [`create_one`] makes a delta.
+enum Way<'a> {
+    /// Against the old file as it is. With the bsdiff matches of the whole new file
+    /// against the whole old file when they are known: a window that is exactly those two
+    /// ranges uses them instead of sorting and scanning again.
+    Plain(Option<&'a scan::Recorded>),
+    /// Against old', with the alignment record.
+    Elf(&'a ElfPrep),
+}
+
 /// Files of at most this many bytes with ELF preprocessing are made both with and
 /// without it, and the smaller delta kept ([`create`]).
 pub const BOTH_WAYS_MAX: u64 = 16 << 20;
 
-/// [`create`] one way: with ELF preprocessing when `opts.exe` allows and both files are
-/// ELF, without otherwise.
+/// [`create`] one way.
 fn create_one(
     old: &Path,
     new: &Path,
     out: &mut dyn Write,
     opts: &DeltaOptions,
+    way: Way<'_>,
 ) -> Result<DeltaStats, DeltaError> {
     let of = File::open(old).map_err(io_err(old))?;
     let nf = File::open(new).map_err(io_err(new))?;
@@ -297,15 +310,12 @@ fn create_one(
     let margin = window / 8;
     let in_flight = windows_in_flight(opts, window) as usize;
     let out_path = Path::new("delta output");
-    // An ELF pair that fits in one window is diffed against old' (the old file with its
-    // references relocated to the new layout), kept in a temporary file.
-    let fits = old_size <= window && new_size <= window && old_size > 0 && new_size > 0;
-    let elf = match opts.exe && fits {
-        true => elf_prepare(old, new, threads(opts))?,
-        false => None,
+    let (elf, known) = match way {
+        Way::Plain(known) => (None, known),
+        Way::Elf(e) => (Some(e), None),
     };
-    let (of, old) = match &elf {
-        Some((tmp, _, _)) => (tmp.reopen().map_err(io_err(old))?, tmp.path()),
+    let (of, old) = match elf {
+        Some(e) => (e.tmp.reopen().map_err(io_err(old))?, e.tmp.path()),
         None => (of, old),
     };
     let mut stats = DeltaStats {
@@ -351,16 +361,16 @@ fn create_one(
     }
     .write(&mut counted)
     .map_err(io_err(out_path))?;
-    if let Some((_, payload, segments)) = &elf {
+    if let Some(e) = elf {
         let mut rec = [0u8; format::PREPROCESS_LEN];
         rec[0] = format::PREPROCESS_ELF;
-        rec[1..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        rec[1..].copy_from_slice(&(e.payload.len() as u64).to_le_bytes());
         counted
             .write_all(&rec)
-            .and_then(|_| counted.write_all(payload))
+            .and_then(|_| counted.write_all(&e.payload))
             .map_err(io_err(out_path))?;
-        stats.elf_segments = *segments as u64;
-        stats.elf_record = (rec.len() + payload.len()) as u64;
+        stats.elf_segments = e.segments as u64;
+        stats.elf_record = (rec.len() + e.payload.len()) as u64;
     }
 
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(in_flight);
@@ -376,8 +386,18 @@ fn create_one(
                     Err(_) => return,
                 };
                 let Ok(job) = job else { return };
+                // The known scan is of the whole new file against the whole old file.
+                let whole = job.new_start == 0 && job.old_start == 0;
+                let known = known.filter(|_| whole);
                 let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    encode_window(&job.old, job.old_start, &job.new, job.aligned, effort)
+                    encode_window(
+                        &job.old,
+                        job.old_start,
+                        &job.new,
+                        job.aligned,
+                        effort,
+                        known,
+                    )
                 }))
                 .unwrap_or_else(|_| Err(std::io::Error::other("a window encoder panicked")));
                 // The buffers go back to be read into again (fresh ones would be paged in
@@ -490,6 +510,7 @@ fn plan_and_read(c: PlanCtx<'_, '_>) -> Result<[u8; 32], DeltaError> {
             old: old_buf,
             old_start: span.old_start,
             new: new_buf,
+            new_start: span.new_start,
             aligned,
         };
         if c.jobs.send(job).is_err() {
@@ -546,14 +567,20 @@ impl Writer<'_> {
     }
 }
 
+/// The ELF preprocessing of a pair, made before its windows.
+struct ElfPrep {
+    /// old', in a temporary file.
+    tmp: tempfile::NamedTempFile,
+    /// The alignment record's payload, and its segment count.
+    payload: Vec<u8>,
+    segments: usize,
+    /// The alignment pass's bsdiff matches of the new file against the old file.
+    scan: scan::Recorded,
+}
+
 /// When both files are ELF programs or libraries of the same machine that this
-/// preprocessing reads, and the alignment found is not empty: old' in a temporary file,
-/// the alignment record's payload, and its segment count.
-fn elf_prepare(
-    old: &Path,
-    new: &Path,
-    threads: usize,
-) -> Result<Option<(tempfile::NamedTempFile, Vec<u8>, usize)>, DeltaError> {
+/// preprocessing reads, and the alignment found is not empty: their [`ElfPrep`].
+fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Option<ElfPrep>, DeltaError> {
     let o = std::fs::read(old).map_err(io_err(old))?;
     let Some(lo) = exe::Layout::of_bytes(&o) else {
         return Ok(None);
@@ -562,7 +589,10 @@ fn elf_prepare(
     let Some(ln) = exe::Layout::of_bytes(&n).filter(|l| l.machine == lo.machine) else {
         return Ok(None);
     };
-    let al = exe::align(&o, &n, &lo, &ln, threads).map_err(io_err(new))?;
+    let scan = scan::Index::new(&o)
+        .and_then(|idx| scan::Recorded::scan(&idx, &n, threads))
+        .map_err(io_err(new))?;
+    let al = exe::align(scan.matches(), &lo, &ln);
     drop(n);
     if al.is_empty() {
         return Ok(None);
@@ -575,7 +605,12 @@ fn elf_prepare(
         .map_err(io_err(tmp_path))?;
     drop(w);
     let payload = al.encode().map_err(io_err(tmp_path))?;
-    Ok(Some((tmp, payload, al.len())))
+    Ok(Some(ElfPrep {
+        tmp,
+        payload,
+        segments: al.len(),
+        scan,
+    }))
 }
 
 /// Shortest unchanged prefix or suffix worth a `copy` window of its own.
@@ -585,12 +620,15 @@ const TRIM_MIN: usize = 4096;
 /// their middle changed, the unchanged prefix and suffix become `copy` windows and only
 /// the middle is diffed (against the whole old range): bsdiff cannot see a match that
 /// ends at the end of its input once a changed stretch longer than it lies before it.
+/// `known`: the bsdiff matches of this window's new bytes against its old range, when
+/// they were recorded (used only if no prefix is cut off).
 fn encode_window(
     old: &[u8],
     old_start: u64,
     new: &[u8],
     aligned: Option<usize>,
     effort: encode::Effort,
+    known: Option<&scan::Recorded>,
 ) -> std::io::Result<Records> {
     let mut records = Records::new();
     let (mut p, mut q) = (0, 0);
@@ -620,7 +658,8 @@ fn encode_window(
     }
     let mid = &new[p..new.len() - q];
     let mid_aligned = aligned.map(|a| a + p);
-    let enc = encode::encode(old, mid, mid_aligned, effort)?;
+    let known = known.filter(|k| p == 0 && k.fits(old.len(), mid.len()));
+    let enc = encode::encode(old, mid, mid_aligned, effort, known)?;
     let w = format::Window {
         method: enc.method,
         old_offset: old_start + enc.old_sub.0 as u64,

@@ -58,12 +58,14 @@ pub struct Effort {
 }
 
 /// Encodes `new` against `old`; `aligned` is where in `old` the new bytes would sit if
-/// they did not change.
+/// they did not change; `known`, bsdiff's matches of `new` against `old` when they were
+/// already found (the bidiff candidate then neither sorts nor scans).
 pub fn encode(
     old: &[u8],
     new: &[u8],
     aligned: Option<usize>,
     effort: Effort,
+    known: Option<&scan::Recorded>,
 ) -> io::Result<Encoded> {
     let Effort { level, threads } = effort;
     if let Some(a) = aligned {
@@ -103,14 +105,14 @@ pub fn encode(
     let (b, first) = if try_ref && threads > 1 {
         std::thread::scope(|s| {
             let r = s.spawn(|| zstd_ref(old, new, first_level, None));
-            let b = bidiff_zstd(old, new, level, threads);
+            let b = bidiff_zstd(old, new, level, threads, known);
             let r = r
                 .join()
                 .unwrap_or_else(|_| Err(io::Error::other("the zstd-ref encoder panicked")));
             (b, Some(r))
         })
     } else {
-        let b = bidiff_zstd(old, new, level, threads)?;
+        let b = bidiff_zstd(old, new, level, threads, known)?;
         let limit = b.len().saturating_sub(1);
         let r = (try_ref && limit > 0).then(|| zstd_ref(old, new, first_level, Some(limit)));
         (Ok(b), r)
@@ -160,15 +162,33 @@ fn window_log(n: u64) -> u32 {
     (64 - n.max(1).saturating_sub(1).leading_zeros()).clamp(10, WINDOW_LOG_MAX)
 }
 
-/// The bidiff candidate: bsdiff's matches ([`scan`]) in the block stream, compressed.
-/// With two threads or more, zstd runs on a thread of its own, fed through a channel, so
-/// it overlaps the scan (the compressed bytes are the same: one zstd stream either way).
-fn bidiff_zstd(old: &[u8], new: &[u8], level: i32, threads: usize) -> io::Result<Vec<u8>> {
-    let idx = scan::Index::new(old)?;
+/// The bidiff candidate: bsdiff's matches ([`scan`], or `known` ones) in the block
+/// stream, compressed. With two threads or more, zstd runs on a thread of its own, fed
+/// through a channel, so it overlaps the scan (the compressed bytes are the same: one
+/// zstd stream either way).
+fn bidiff_zstd(
+    old: &[u8],
+    new: &[u8],
+    level: i32,
+    threads: usize,
+    known: Option<&scan::Recorded>,
+) -> io::Result<Vec<u8>> {
+    /// Where the matches come from.
+    enum Matches<'a> {
+        Scan(scan::Index<'a>),
+        Known(&'a scan::Recorded),
+    }
+    let matches = match known {
+        Some(k) => Matches::Known(k),
+        None => Matches::Scan(scan::Index::new(old)?),
+    };
     let write_blocks = |sink: &mut dyn Write| -> io::Result<()> {
         let mut w = BlockWriter::new(sink);
         let mut t = bidiff::Translator::new(old, new, |c| w.control(c));
-        scan::diff(&idx, new, threads, |m| t.translate(m))?;
+        match &matches {
+            Matches::Scan(idx) => scan::diff(idx, new, threads, |m| t.translate(m))?,
+            Matches::Known(k) => k.matches().try_for_each(|m| t.translate(m))?,
+        }
         t.close()?;
         w.finish().map(drop)
     };
@@ -424,7 +444,7 @@ mod tests {
         new[3 << 20] ^= 0x40;
         let raw = aligned_add(&old, &new, Some(0), 19).unwrap();
         assert!(raw.is_some(), "fresh bytes take the aligned add");
-        let e = encode(&old, &new, Some(0), EFFORT).unwrap();
+        let e = encode(&old, &new, Some(0), EFFORT, None).unwrap();
         assert_eq!(e.method, Method::Bidiff);
         assert_eq!(e.old_sub, (0, new.len()));
         // The fresh MiB is stored once; the rest costs next to nothing.
@@ -448,6 +468,7 @@ mod tests {
                 level: 3,
                 threads: 2,
             },
+            None,
         )
         .unwrap();
         assert!(e.payload.len() < 64 << 10, "{}", e.payload.len());

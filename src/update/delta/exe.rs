@@ -396,19 +396,17 @@ fn need_varint(r: &mut dyn Read) -> io::Result<u64> {
     super::blocks::need_varint(r)
 }
 
-/// The alignment between two ELF files held in memory: bsdiff's matches (exact seeds
-/// extended while more than half the bytes agree) of at least 32 bytes, carried into
-/// virtual addresses through each file's load segments, plus `.bss` to `.bss`.
+/// The alignment between two ELF files from bsdiff's matches of the new file against the
+/// old (exact seeds extended while more than half the bytes agree, `scan.rs`): those of at
+/// least [`MATCH_MIN`] bytes, carried into virtual addresses through each file's load
+/// segments, plus `.bss` to `.bss`.
 pub fn align(
-    old: &[u8],
-    new: &[u8],
+    matches: impl IntoIterator<Item = bidiff::Match>,
     lo: &Layout,
     ln: &Layout,
-    threads: usize,
-) -> io::Result<Alignment> {
+) -> Alignment {
     let mut v = Vec::new();
-    let idx = super::scan::Index::new(old)?;
-    super::scan::diff(&idx, new, threads, |m| {
+    for m in matches {
         if m.add_length >= MATCH_MIN {
             let (mut o, mut n, mut left) = (
                 m.add_old_start as u64,
@@ -428,8 +426,7 @@ pub fn align(
                 (o, n, left) = (o + len, n + len, left - len);
             }
         }
-        Ok::<(), io::Error>(())
-    })?;
+    }
     if let (Some((oa, os)), Some((na, ns))) = (lo.bss, ln.bss) {
         v.push(Segment {
             old_va: oa,
@@ -437,7 +434,7 @@ pub fn align(
             len: os.min(ns),
         });
     }
-    Ok(Alignment::from_segments(v))
+    Alignment::from_segments(v)
 }
 
 /// Rewrites, in `buf` (the old file's bytes from offset `start`, at most one [`BLOCK`]),
