@@ -41,6 +41,7 @@ mod exe;
 mod format;
 mod plan;
 mod scan;
+mod unwind;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -363,7 +364,10 @@ fn create_one(
     .map_err(io_err(out_path))?;
     if let Some(e) = elf {
         let mut rec = [0u8; format::PREPROCESS_LEN];
-        rec[0] = format::PREPROCESS_ELF;
+        rec[0] = match e.unwind {
+            true => format::PREPROCESS_ELF_UNWIND,
+            false => format::PREPROCESS_ELF,
+        };
         rec[1..].copy_from_slice(&(e.payload.len() as u64).to_le_bytes());
         counted
             .write_all(&rec)
@@ -574,6 +578,8 @@ struct ElfPrep {
     /// The alignment record's payload, and its segment count.
     payload: Vec<u8>,
     segments: usize,
+    /// Whether old' rewrites the unwind tables (record kind 2, else 1).
+    unwind: bool,
     /// The alignment pass's bsdiff matches of the new file against the old file.
     scan: scan::Recorded,
 }
@@ -609,6 +615,7 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Option<ElfPrep>
         tmp,
         payload,
         segments: al.len(),
+        unwind: al.unwind,
         scan,
     }))
 }

@@ -28,6 +28,8 @@
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
+use super::unwind::{self, Tables};
+
 /// Old' is computed in blocks of this many bytes at fixed file offsets; a reference that
 /// straddles a block boundary is left as it is.
 pub const BLOCK: u64 = 64 << 10;
@@ -88,6 +90,8 @@ pub struct Layout {
     loads: Vec<Load>,
     /// The largest allocated, writable, non-TLS `NOBITS` section (`.bss`): address, size.
     bss: Option<(u64, u64)>,
+    /// The unwind tables, when `PT_GNU_EH_FRAME` leads to a header this reads.
+    unwind: Option<Tables>,
 }
 
 /// One matched stretch: `len` bytes at `old_va` in the old image sit at `new_va` in the new.
@@ -139,6 +143,7 @@ impl Layout {
         let mut sh = vec![0u8; slen];
         read_at(soff, &mut sh)?;
         let mut loads = Vec::new();
+        let mut eh = None;
         if let Some((poff, plen)) = table(phoff, phentsize, phnum, 56) {
             let mut ph = vec![0u8; plen];
             read_at(poff, &mut ph)?;
@@ -146,16 +151,26 @@ impl Layout {
                 let (off, vaddr, filesz) = (le(p, 8, 8), le(p, 16, 8), le(p, 32, 8));
                 let fits = off.checked_add(filesz).is_some_and(|e| e <= size)
                     && vaddr.checked_add(filesz).is_some();
-                if le(p, 0, 4) == 1 && filesz > 0 && fits {
-                    loads.push(Load { off, filesz, vaddr });
+                match le(p, 0, 4) as u32 {
+                    1 if filesz > 0 && fits => loads.push(Load { off, filesz, vaddr }),
+                    unwind::PT_GNU_EH_FRAME if fits && eh.is_none() => {
+                        eh = Some((off, vaddr, filesz))
+                    }
+                    _ => {}
                 }
             }
         }
         let mut sections = Vec::new();
         let mut bss: Option<(u64, u64)> = None;
+        // Allocated sections with bytes in the file (`.eh_frame` is found among them by
+        // address): address, offset, size.
+        let mut placed = Vec::new();
         for s in sh.chunks_exact(64) {
             let (ty, flags) = (le(s, 4, 4), le(s, 8, 8));
             let (addr, off, sz) = (le(s, 16, 8), le(s, 24, 8), le(s, 32, 8));
+            if ty != 8 && flags & 2 != 0 {
+                placed.push((addr, off, sz));
+            }
             let (alloc, write, exec, tls) = (
                 flags & 2 != 0,
                 flags & 1 != 0,
@@ -195,11 +210,22 @@ impl Layout {
         if !sections.iter().any(|s| s.kind == Kind::Code) {
             return Ok(None);
         }
+        let section_at = |va: u64| {
+            placed
+                .iter()
+                .find(|&&(a, _, _)| a == va)
+                .map(|&(_, o, s)| (o, s))
+        };
+        let unwind = match eh {
+            Some(eh) => Tables::parse(read_at, size, eh, &section_at)?,
+            None => None,
+        };
         Ok(Some(Layout {
             machine,
             sections,
             loads,
             bss,
+            unwind,
         }))
     }
 
@@ -230,6 +256,9 @@ impl Layout {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Alignment {
     segs: Vec<Segment>,
+    /// Whether old' rewrites the unwind tables too (`unwind.rs`; record kind 2, which the
+    /// writer makes; kind 1 does not).
+    pub unwind: bool,
 }
 
 impl Alignment {
@@ -305,7 +334,10 @@ impl Alignment {
             out.truncate(SEGMENTS_MAX);
             out.sort_by_key(|s| s.old_va);
         }
-        Alignment { segs: out }
+        Alignment {
+            segs: out,
+            unwind: true,
+        }
     }
 
     /// The alignment record's payload: a zstd frame of LEB128 varints: the count, then per
@@ -329,7 +361,8 @@ impl Alignment {
     /// Reads an alignment payload of `len` bytes from `r` (held in memory: at most
     /// [`PAYLOAD_MAX`]), refusing anything malformed: one zstd frame using exactly `len`
     /// bytes, segments sorted, not empty, not overlapping, at most [`SEGMENTS_MAX`].
-    pub fn read(r: &mut dyn Read, len: u64) -> io::Result<Alignment> {
+    /// `unwind`: whether the record's kind rewrites the unwind tables too.
+    pub fn read(r: &mut dyn Read, len: u64, unwind: bool) -> io::Result<Alignment> {
         if len > PAYLOAD_MAX {
             return Err(bad("its alignment record is larger than 16 MiB"));
         }
@@ -372,7 +405,7 @@ impl Alignment {
         if d.read(&mut rest)? != 0 {
             return Err(bad("its alignment record has bytes after its segments"));
         }
-        Ok(Alignment { segs })
+        Ok(Alignment { segs, unwind })
     }
 }
 
@@ -427,6 +460,16 @@ pub fn align(
             }
         }
     }
+    // The unwind table's base (the entries are relative to it), which no match may cover:
+    // its entries all change.
+    let hdr = |l: &Layout| l.unwind.as_ref().and_then(Tables::hdr_va);
+    if let (Some(oa), Some(na)) = (hdr(lo), hdr(ln)) {
+        v.push(Segment {
+            old_va: oa,
+            new_va: na,
+            len: 12,
+        });
+    }
     if let (Some((oa, os)), Some((na, ns))) = (lo.bss, ln.bss) {
         v.push(Segment {
             old_va: oa,
@@ -465,6 +508,9 @@ pub fn relocate(layout: &Layout, al: &Alignment, start: u64, buf: &mut [u8]) {
                 }
             }
         }
+    }
+    if let (true, Some(t)) = (al.unwind, &layout.unwind) {
+        t.relocate(start, buf, &|a| al.map(a), &|a| al.map_target(a));
     }
 }
 
@@ -718,10 +764,12 @@ mod tests {
         assert_eq!(a.map(0x2001), Some(0x2011));
         assert_eq!(a.map(0x3000), None);
         let bytes = a.encode().unwrap();
-        let b = Alignment::read(&mut bytes.as_slice(), bytes.len() as u64).unwrap();
+        let b = Alignment::read(&mut bytes.as_slice(), bytes.len() as u64, true).unwrap();
         assert_eq!(a, b);
-        assert!(Alignment::read(&mut &bytes[..bytes.len() - 1], bytes.len() as u64 - 1).is_err());
-        assert!(Alignment::read(&mut bytes.as_slice(), bytes.len() as u64 + 1).is_err());
+        assert!(
+            Alignment::read(&mut &bytes[..bytes.len() - 1], bytes.len() as u64 - 1, true).is_err()
+        );
+        assert!(Alignment::read(&mut bytes.as_slice(), bytes.len() as u64 + 1, true).is_err());
     }
 
     #[test]

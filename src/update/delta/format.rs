@@ -16,6 +16,8 @@ pub const VERSION: u32 = 1;
 pub const VERSION_PREPROCESSED: u32 = 2;
 /// Alignment record kind: ELF references relocated to the new layout.
 pub const PREPROCESS_ELF: u8 = 1;
+/// Alignment record kind: as [`PREPROCESS_ELF`], and the unwind tables too (`unwind.rs`).
+pub const PREPROCESS_ELF_UNWIND: u8 = 2;
 /// Alignment record head: kind byte, then the payload length.
 pub const PREPROCESS_LEN: usize = 9;
 /// Header flag: windows were planned from the GGUF tensor layout (informational).
