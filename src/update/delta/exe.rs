@@ -16,15 +16,17 @@
 //! finder does, without a full decoder); aarch64 `b`/`bl`, `b.cond`, `cbz`/`cbnz`, and
 //! `adrp` followed by `add`/`ldr` on the same register; 8-byte pointers in writable data
 //! (`.data.rel.ro`, `.got`, init arrays), `r_offset`/`r_addend` of RELA entries and
-//! `st_value` of symbols. A false candidate only costs size: the windows still make the
-//! exact new file, checked by the end record's SHA-256.
+//! `st_value` of symbols; and, with record kind 2, the unwind tables' offsets
+//! (`unwind.rs`). A false candidate only costs size: the windows still make the exact new
+//! file, checked by the end record's SHA-256.
 //!
 //! Hostile input: the ELF header is read with every offset and count checked against the
 //! file size and fixed caps; arithmetic never overflows; the alignment read from a delta is
 //! capped at [`SEGMENTS_MAX`] segments and must be sorted and non-overlapping. Known gaps:
 //! ELF64 little-endian only (no PE or Mach-O, no 32-bit); only files that fit in one
-//! window are preprocessed; `.eh_frame_hdr`'s relative tables and RELR relocations are
-//! not rewritten.
+//! window are preprocessed; RELR relocations and DWARF debug sections (`.debug_info`'s
+//! addresses) are not rewritten (on zstandard's 11 MiB library, mostly debug sections,
+//! the preprocessed delta is 1.1 % larger than the plain one, which is kept).
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 

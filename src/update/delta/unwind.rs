@@ -137,7 +137,7 @@ fn cie(b: &[u8]) -> Option<Cie> {
             _ => return None,
         }
     }
-    Some(c)
+    (at <= b.len()).then_some(c)
 }
 
 impl Tables {
