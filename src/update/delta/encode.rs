@@ -36,7 +36,7 @@ use std::sync::mpsc;
 
 use zstd::zstd_safe::{self, CParameter};
 
-use super::blocks::BlockWriter;
+use super::blocks::{BlockWriter, ZERO_RUN_SHORT};
 use super::format::{Method, REF_MAX, WINDOW_LOG_MAX};
 use super::scan;
 
@@ -147,13 +147,17 @@ fn zerr(code: usize) -> io::Error {
 }
 
 fn zstd_plain(new: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    zstd_with_window(new, level, window_log(new.len() as u64))
+}
+
+/// One zstd frame of `data` at `level` with a window of 2^`wlog` bytes.
+fn zstd_with_window(data: &[u8], level: i32, wlog: u32) -> io::Result<Vec<u8>> {
     let mut c = zstd_safe::CCtx::create();
     c.set_parameter(CParameter::CompressionLevel(level))
         .map_err(zerr)?;
-    c.set_parameter(CParameter::WindowLog(window_log(new.len() as u64)))
-        .map_err(zerr)?;
-    let mut out = Vec::with_capacity(zstd_safe::compress_bound(new.len()));
-    c.compress2(&mut out, new).map_err(zerr)?;
+    c.set_parameter(CParameter::WindowLog(wlog)).map_err(zerr)?;
+    let mut out = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
+    c.compress2(&mut out, data).map_err(zerr)?;
     Ok(out)
 }
 
@@ -165,7 +169,9 @@ fn window_log(n: u64) -> u32 {
 /// The bidiff candidate: bsdiff's matches ([`scan`], or `known` ones) in the block
 /// stream, compressed. With two threads or more, zstd runs on a thread of its own, fed
 /// through a channel, so it overlaps the scan (the compressed bytes are the same: one
-/// zstd stream either way).
+/// zstd stream either way). A window under [`SHORT_RUNS_MAX`] is written twice, with
+/// zero-add controls from runs of [`ZERO_RUN_MIN`](super::blocks::ZERO_RUN_MIN) and of
+/// [`ZERO_RUN_SHORT`](super::blocks::ZERO_RUN_SHORT) zero bytes, and the smaller kept.
 fn bidiff_zstd(
     old: &[u8],
     new: &[u8],
@@ -173,27 +179,33 @@ fn bidiff_zstd(
     threads: usize,
     known: Option<&scan::Recorded>,
 ) -> io::Result<Vec<u8>> {
-    /// Where the matches come from.
-    enum Matches<'a> {
-        Scan(scan::Index<'a>),
-        Known(&'a scan::Recorded),
-    }
     let matches = match known {
         Some(k) => Matches::Known(k),
         None => Matches::Scan(scan::Index::new(old)?),
     };
+    let wlog = window_log(new.len() as u64);
+    if new.len() < SHORT_RUNS_MAX {
+        let mut long = BlockWriter::new(Vec::new());
+        let mut short = BlockWriter::with_zero_run(Vec::new(), ZERO_RUN_SHORT);
+        feed(old, new, &matches, threads, |c| {
+            long.control(c)?;
+            short.control(c)
+        })?;
+        let long = zstd_with_window(&long.finish()?, level, wlog)?;
+        let short = zstd_with_window(&short.finish()?, level, wlog)?;
+        return Ok(if short.len() < long.len() {
+            short
+        } else {
+            long
+        });
+    }
     let write_blocks = |sink: &mut dyn Write| -> io::Result<()> {
         let mut w = BlockWriter::new(sink);
-        let mut t = bidiff::Translator::new(old, new, |c| w.control(c));
-        match &matches {
-            Matches::Scan(idx) => scan::diff(idx, new, threads, |m| t.translate(m))?,
-            Matches::Known(k) => k.matches().try_for_each(|m| t.translate(m))?,
-        }
-        t.close()?;
+        feed(old, new, &matches, threads, |c| w.control(c))?;
         w.finish().map(drop)
     };
     let mut enc = zstd::stream::write::Encoder::new(Vec::new(), level)?;
-    enc.set_parameter(CParameter::WindowLog(window_log(new.len() as u64)))?;
+    enc.set_parameter(CParameter::WindowLog(wlog))?;
     if threads < 2 {
         write_blocks(&mut enc)?;
         return enc.finish();
@@ -219,6 +231,34 @@ fn bidiff_zstd(
         let packed = packed?;
         sent.map(|_| packed)
     })
+}
+
+/// Windows of fewer new bytes than this try both zero-run thresholds ([`bidiff_zstd`]):
+/// there the second stream costs little (numpy's 7 MiB library: about 0.3 s).
+const SHORT_RUNS_MAX: usize = 8 << 20;
+
+/// Where the bidiff candidate's matches come from.
+enum Matches<'a> {
+    /// Scanned now.
+    Scan(scan::Index<'a>),
+    /// Recorded earlier.
+    Known(&'a scan::Recorded),
+}
+
+/// Turns the matches of `new` against `old` into bsdiff controls, in order.
+fn feed(
+    old: &[u8],
+    new: &[u8],
+    matches: &Matches<'_>,
+    threads: usize,
+    mut on_control: impl FnMut(&bidiff::Control) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut t = bidiff::Translator::new(old, new, |c| on_control(c));
+    match matches {
+        Matches::Scan(idx) => scan::diff(idx, new, threads, |m| t.translate(m))?,
+        Matches::Known(k) => k.matches().try_for_each(|m| t.translate(m))?,
+    }
+    t.close()
 }
 
 /// Bytes handed to the compressing thread at a time.
@@ -472,6 +512,49 @@ mod tests {
         )
         .unwrap();
         assert!(e.payload.len() < 64 << 10, "{}", e.payload.len());
+    }
+
+    #[test]
+    fn a_small_window_keeps_the_smaller_zero_run_stream() {
+        // A changed byte every 3 to 9 bytes: zero runs around the zero-run thresholds.
+        let old = noise(1 << 20, 7);
+        let mut new = old.clone();
+        let steps = noise(1 << 18, 8);
+        let mut at = 0;
+        for &r in &steps {
+            at += 3 + (r % 7) as usize;
+            if at >= new.len() {
+                break;
+            }
+            new[at] = new[at].wrapping_add(1 + r % 3);
+        }
+        let got = bidiff_zstd(&old, &new, 19, 1, None).unwrap();
+        let idx = Matches::Scan(scan::Index::new(&old).unwrap());
+        let stream = |zero_run| {
+            let mut w = BlockWriter::with_zero_run(Vec::new(), zero_run);
+            feed(&old, &new, &idx, 1, |c| w.control(c)).unwrap();
+            let wlog = window_log(new.len() as u64);
+            zstd_with_window(&w.finish().unwrap(), 19, wlog).unwrap()
+        };
+        let (long, short) = (
+            stream(super::super::blocks::ZERO_RUN_MIN),
+            stream(ZERO_RUN_SHORT),
+        );
+        assert_ne!(long.len(), short.len());
+        assert_eq!(
+            got,
+            if short.len() < long.len() {
+                short
+            } else {
+                long
+            }
+        );
+        let e = Encoded {
+            method: Method::Bidiff,
+            old_sub: (0, old.len()),
+            payload: got,
+        };
+        assert_eq!(decode(&old, &e), new);
     }
 
     #[test]
