@@ -24,9 +24,9 @@ use std::collections::HashMap;
 use std::io;
 
 /// Largest `.eh_frame` section parsed; a larger one is not rewritten.
-pub const FRAME_MAX: u64 = 32 << 20;
+pub const FRAME_MAX: u64 = 16 << 20;
 /// Most `.eh_frame` fields kept (8 bytes each).
-pub const FIELDS_MAX: usize = 1 << 22;
+pub const FIELDS_MAX: usize = 1 << 21;
 /// Most CIEs kept.
 pub const CIES_MAX: usize = 1 << 16;
 
