@@ -722,11 +722,7 @@ fn deltas_make_the_pack_small_and_apply_exactly() {
         delta * 4 < whole,
         "delta pack {delta} bytes vs whole {whole}"
     );
-    let names: Vec<String> = tar_entries(&w.p("delta.ogpack"))
-        .into_iter()
-        .map(|e| e.0)
-        .collect();
-    assert!(names.iter().any(|n| n.ends_with(".delta")), "{names:?}");
+    assert_carries_a_delta(&w.p("delta.ogpack"));
     install(&w);
     w.cmd()
         .args(["apply-update", "delta.ogpack", "--json"])
@@ -769,11 +765,7 @@ fn max_memory_bounds_the_delta_encoder() {
     );
     assert!(!w.p("small.ogpack").exists());
     pack("small.ogpack", "600M").assert().success();
-    let names: Vec<String> = tar_entries(&w.p("small.ogpack"))
-        .into_iter()
-        .map(|e| e.0)
-        .collect();
-    assert!(names.iter().any(|n| n.ends_with(".delta")), "{names:?}");
+    assert_carries_a_delta(&w.p("small.ogpack"));
     install(&w);
     w.cmd()
         .args(["apply-update", "small.ogpack"])
@@ -850,4 +842,10 @@ fn status_reports_a_damaged_install() {
     let out = w.cmd().args(["status", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["data"]["problems"][0], "'README.txt' is missing");
+}
+
+/// Asserts that the pack at `path` has a `.delta` entry.
+fn assert_carries_a_delta(path: &std::path::Path) {
+    let names: Vec<String> = tar_entries(path).into_iter().map(|e| e.0).collect();
+    assert!(names.iter().any(|n| n.ends_with(".delta")), "{names:?}");
 }
