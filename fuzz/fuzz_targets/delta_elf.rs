@@ -1,9 +1,9 @@
 //! Fuzz target: a version-2 (ELF-preprocessed) delta applied to a hostile old file. The
 //! input is the old file; the delta is fixed: one alignment segment shifting everything
-//! by 0x40 (record kind 2: the unwind tables are rewritten too), then one `copy` window of
-//! the whole old file. Parsing the old file's ELF headers and unwind tables and relocating
-//! its blocks must end in an error or in output of the old size — never a panic, an
-//! unbounded allocation or a hang.
+//! by 0x40 (record kind 3: the unwind tables and the DWARF debug sections' addresses are
+//! rewritten too), then one `copy` window of the whole old file. Parsing the old file's ELF
+//! headers, unwind tables and debug sections and relocating its blocks must end in an error
+//! or in output of the old size — never a panic, an unbounded allocation or a hang.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     d.extend_from_slice(&0u32.to_le_bytes());
     d.extend_from_slice(&n.to_le_bytes());
     d.extend_from_slice(&n.to_le_bytes());
-    d.push(2);
+    d.push(3);
     d.extend_from_slice(&(ALIGNMENT.len() as u64).to_le_bytes());
     d.extend_from_slice(&ALIGNMENT);
     d.push(1);

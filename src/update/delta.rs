@@ -37,6 +37,7 @@
 
 mod blocks;
 mod decode;
+mod dwarf;
 mod encode;
 mod exe;
 mod format;
@@ -365,10 +366,7 @@ fn create_one(
     .map_err(io_err(out_path))?;
     if let Some(e) = elf {
         let mut rec = [0u8; format::PREPROCESS_LEN];
-        rec[0] = match e.unwind {
-            true => format::PREPROCESS_ELF_UNWIND,
-            false => format::PREPROCESS_ELF,
-        };
+        rec[0] = e.kind;
         rec[1..].copy_from_slice(&(e.payload.len() as u64).to_le_bytes());
         counted
             .write_all(&rec)
@@ -579,8 +577,9 @@ struct ElfPrep {
     /// The alignment record's payload, and its segment count.
     payload: Vec<u8>,
     segments: usize,
-    /// Whether old' rewrites the unwind tables (record kind 2, else 1).
-    unwind: bool,
+    /// The alignment record's kind: 3 when old' rewrites debug sections' addresses (the
+    /// old file has some), else 2 (which readers before kind 3 also read).
+    kind: u8,
     /// The alignment pass's bsdiff matches of the new file against the old file.
     scan: scan::Recorded,
 }
@@ -599,7 +598,8 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Option<ElfPrep>
     let scan = scan::Index::new(&o)
         .and_then(|idx| scan::Recorded::scan(&idx, &n, threads))
         .map_err(io_err(new))?;
-    let al = exe::align(scan.matches(), &lo, &ln);
+    let mut al = exe::align(scan.matches(), &lo, &ln);
+    al.debug = lo.has_debug();
     drop(n);
     if al.is_empty() {
         return Ok(None);
@@ -616,7 +616,10 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Option<ElfPrep>
         tmp,
         payload,
         segments: al.len(),
-        unwind: al.unwind,
+        kind: match al.debug {
+            true => format::PREPROCESS_ELF_DEBUG,
+            false => format::PREPROCESS_ELF_UNWIND,
+        },
         scan,
     }))
 }

@@ -164,16 +164,19 @@ pub fn apply<O: Read + Seek>(
     delta
         .read_exact(&mut rec)
         .map_err(delta_err("its alignment record"))?;
-    if rec[0] != format::PREPROCESS_ELF && rec[0] != format::PREPROCESS_ELF_UNWIND {
-        return Err(corrupt(format!(
-            "its old file is preprocessed by unknown kind {}",
-            rec[0]
-        )));
-    }
+    let (unwind, debug) = match rec[0] {
+        format::PREPROCESS_ELF => (false, false),
+        format::PREPROCESS_ELF_UNWIND => (true, false),
+        format::PREPROCESS_ELF_DEBUG => (true, true),
+        k => {
+            return Err(corrupt(format!(
+                "its old file is preprocessed by unknown kind {k}"
+            )))
+        }
+    };
     let mut len = [0u8; 8];
     len.copy_from_slice(&rec[1..]);
-    let unwind = rec[0] == format::PREPROCESS_ELF_UNWIND;
-    let al = Alignment::read(delta, u64::from_le_bytes(len), unwind).map_err(|e| {
+    let al = Alignment::read(delta, u64::from_le_bytes(len), unwind, debug).map_err(|e| {
         if matches!(
             e.kind(),
             io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof

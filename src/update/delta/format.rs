@@ -18,6 +18,9 @@ pub const VERSION_PREPROCESSED: u32 = 2;
 pub const PREPROCESS_ELF: u8 = 1;
 /// Alignment record kind: as [`PREPROCESS_ELF`], and the unwind tables too (`unwind.rs`).
 pub const PREPROCESS_ELF_UNWIND: u8 = 2;
+/// Alignment record kind: as [`PREPROCESS_ELF_UNWIND`], and the DWARF debug sections'
+/// addresses too (`dwarf.rs`).
+pub const PREPROCESS_ELF_DEBUG: u8 = 3;
 /// Alignment record head: kind byte, then the payload length.
 pub const PREPROCESS_LEN: usize = 9;
 /// Header flag: windows were planned from the GGUF tensor layout (informational).

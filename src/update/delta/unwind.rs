@@ -59,7 +59,7 @@ fn le32(b: &[u8], at: usize) -> Option<u32> {
 }
 
 /// An unsigned LEB128 number at `*at` in `b` (at most 10 bytes), moving `*at` past it.
-fn uleb(b: &[u8], at: &mut usize) -> Option<u64> {
+pub(super) fn uleb(b: &[u8], at: &mut usize) -> Option<u64> {
     let mut v = 0u64;
     for k in 0..10 {
         let byte = *b.get(*at)?;
