@@ -17,7 +17,12 @@
 //!   while the list's base address is 0 (a base-address entry's address is one too), else
 //!   offsets from it (clang's single-section units), rewritten to the offset the new
 //!   layout gives;
-//! - `.debug_line`: each line program's `DW_LNE_set_address`.
+//! - `.debug_line`: each line program's `DW_LNE_set_address`;
+//! - offsets from one debug section into another, or within `.debug_info`: references
+//!   between entries (`DW_FORM_ref4`, `DW_FORM_ref_addr`), strings (`DW_FORM_strp`), and
+//!   the line program, range and location lists an entry names. When a patch adds one
+//!   entry, every reference past it changes; these map through alignments of the debug
+//!   sections (offset to offset) that record kind 3 carries (`exe.rs`).
 //!
 //! DWARF 5's `.debug_rnglists`, `.debug_loclists` and `.debug_addr` are not read. A range's
 //! end (one past its last byte) is mapped through its last byte.
@@ -51,7 +56,12 @@ const DW_AT_LOW_PC: u16 = 0x11;
 const DW_AT_HIGH_PC: u16 = 0x12;
 const DW_AT_FRAME_BASE: u16 = 0x40;
 const DW_AT_RANGES: u16 = 0x55;
+const DW_AT_STMT_LIST: u16 = 0x10;
+const DW_AT_GNU_LOCVIEWS: u16 = 0x2137;
 const DW_FORM_ADDR: u16 = 0x01;
+const DW_FORM_STRP: u16 = 0x0e;
+const DW_FORM_REF_ADDR: u16 = 0x10;
+const DW_FORM_REF4: u16 = 0x13;
 const DW_FORM_DATA4: u16 = 0x06;
 const DW_FORM_SEC_OFFSET: u16 = 0x17;
 const DW_FORM_EXPRLOC: u16 = 0x18;
@@ -61,11 +71,21 @@ const DW_OP_ADDR: u8 = 0x03;
 const DW_LNE_SET_ADDRESS: u8 = 0x02;
 const DW_LNS_FIXED_ADVANCE_PC: u8 = 0x09;
 
+/// How many debug sections offsets point into: `.debug_info`, `.debug_str`,
+/// `.debug_line`, `.debug_loc`, `.debug_ranges`, in this order ([`Sections::targets`]).
+pub const TARGETS: usize = 5;
+const INFO: u8 = 0;
+const STR: u8 = 1;
+const LINE: u8 = 2;
+const LOC: u8 = 3;
+const RANGES: u8 = 4;
+
 /// The debug sections a file's [`Debug`] is read from: file offset and size of each.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sections {
     pub info: Option<(u64, u64)>,
     pub abbrev: Option<(u64, u64)>,
+    pub str: Option<(u64, u64)>,
     pub ranges: Option<(u64, u64)>,
     pub loc: Option<(u64, u64)>,
     pub line: Option<(u64, u64)>,
@@ -77,6 +97,7 @@ impl Sections {
         let slot = match name {
             b".debug_info" => &mut self.info,
             b".debug_abbrev" => &mut self.abbrev,
+            b".debug_str" => &mut self.str,
             b".debug_ranges" => &mut self.ranges,
             b".debug_loc" => &mut self.loc,
             b".debug_line" => &mut self.line,
@@ -85,6 +106,11 @@ impl Sections {
         if slot.is_none() {
             *slot = Some((off, size));
         }
+    }
+
+    /// The sections offsets point into, in the order of [`TARGETS`].
+    pub fn targets(&self) -> [Option<(u64, u64)>; TARGETS] {
+        [self.info, self.str, self.line, self.loc, self.ranges]
     }
 }
 
@@ -97,6 +123,10 @@ pub struct Debug {
     /// Fields that hold an offset from a base address (a list entry of a unit whose base
     /// is not 0), as `fields` holds them, with the base; sorted.
     rel: Vec<(u64, u64)>,
+    /// 4-byte fields that hold an offset into a debug section: file offset times 8 plus
+    /// the section ([`TARGETS`]), and the base the offset counts from (the unit's start
+    /// for a reference within a unit, else 0: the section's start); sorted.
+    offs: Vec<(u64, u64)>,
 }
 
 /// Which list a debugging entry points to.
@@ -132,9 +162,11 @@ fn le(b: &[u8], at: usize, n: usize) -> Option<u64> {
 
 /// What the parse has found so far, and the work it may still do.
 struct Found {
-    /// As [`Debug::fields`] and [`Debug::rel`], unsorted, at most [`FIELDS_MAX`] together.
+    /// As [`Debug::fields`], [`Debug::rel`] and [`Debug::offs`], unsorted, at most
+    /// [`FIELDS_MAX`] together.
     fields: Vec<u64>,
     rel: Vec<(u64, u64)>,
+    offs: Vec<(u64, u64)>,
     /// The lists to read, with their base address, at most [`LISTS_MAX`].
     lists: Vec<(List, u64, u64)>,
     /// Attribute values and list entries that may still be read ([`STEPS_MAX`]).
@@ -145,14 +177,24 @@ impl Found {
     /// Records the field at file offset `at` (`end`: a range's end) that holds an address
     /// (`base` 0) or an offset from `base`; `None` once full.
     fn push(&mut self, at: u64, end: bool, base: u64) -> Option<()> {
-        if self.fields.len() + self.rel.len() >= FIELDS_MAX {
-            return None;
-        }
+        self.room()?;
         match base {
             0 => self.fields.push(at << 1 | end as u64),
             b => self.rel.push((at << 1 | end as u64, b)),
         }
         Some(())
+    }
+
+    /// Records the 4-byte offset at file offset `at` into section `target` from `base`;
+    /// `None` once full.
+    fn push_offset(&mut self, at: u64, target: u8, base: u64) -> Option<()> {
+        self.room()?;
+        self.offs.push((at << 3 | target as u64, base));
+        Some(())
+    }
+
+    fn room(&self) -> Option<()> {
+        (self.fields.len() + self.rel.len() + self.offs.len() < FIELDS_MAX).then_some(())
     }
 
     /// Counts one step of work; `None` once there is none left.
@@ -248,6 +290,7 @@ impl Debug {
         let mut f = Found {
             fields: Vec::new(),
             rel: Vec::new(),
+            offs: Vec::new(),
             lists: Vec::new(),
             steps: STEPS_MAX,
         };
@@ -280,25 +323,31 @@ impl Debug {
         if let Some(line) = Sec::read(read_at, size, s.line)? {
             lines(&line, &mut f);
         }
-        let (mut fields, mut rel) = (f.fields, f.rel);
+        let (mut fields, mut rel, mut offs) = (f.fields, f.rel, f.offs);
         fields.sort_unstable();
         fields.dedup_by_key(|f| *f >> 1);
         rel.sort_unstable();
         rel.dedup_by_key(|f| f.0 >> 1);
-        let none = fields.is_empty() && rel.is_empty();
-        Ok((!none).then_some(Debug { fields, rel }))
+        offs.sort_unstable();
+        offs.dedup_by_key(|f| f.0 >> 3);
+        let none = fields.is_empty() && rel.is_empty() && offs.is_empty();
+        Ok((!none).then_some(Debug { fields, rel, offs }))
     }
 
     /// Rewrites, in `buf` (the old file's bytes from offset `start`), the fields that lie
     /// wholly inside it: an address *v* of at least `min` to `map_target(v)`, a range's
     /// end to `map_target(v - 1) + 1`; an offset *v* from base *b* to the same of address
-    /// *b + v*, minus `map_target(b)`.
+    /// *b + v*, minus `map_target(b)`. An offset *v* into debug section *k* from base *b*
+    /// to `section(k, b + v, true) - section(k, b, false)` (`section` maps an offset of
+    /// section *k* to the new file's, as a reference's target when its last argument is
+    /// true; a base of 0 is the section's start and stays 0).
     pub fn relocate(
         &self,
         start: u64,
         buf: &mut [u8],
         min: u64,
         map_target: &dyn Fn(u64) -> Option<u64>,
+        section: &dyn Fn(usize, u64, bool) -> Option<u64>,
     ) {
         let end = start + buf.len() as u64;
         // Where address `a` (a range's end when `f & 1`) sits in the new layout.
@@ -335,6 +384,26 @@ impl Debug {
                 buf[i..i + 8].copy_from_slice(&nv.to_le_bytes());
             }
         }
+        let from = self.offs.partition_point(|&(f, _)| f >> 3 < start);
+        for &(f, base) in &self.offs[from..] {
+            let at = f >> 3;
+            if at + 4 > end {
+                break;
+            }
+            let i = (at - start) as usize;
+            let k = (f & 7) as usize;
+            let nv = le(buf, i, 4).and_then(|v| {
+                let t = section(k, base.checked_add(v)?, true)?;
+                let nb = match base {
+                    0 => 0,
+                    b => section(k, b, false)?,
+                };
+                u32::try_from(t.checked_sub(nb)?).ok()
+            });
+            if let Some(nv) = nv {
+                buf[i..i + 4].copy_from_slice(&nv.to_le_bytes());
+            }
+        }
     }
 
     /// The address fields' offsets (and whether each is a range's end).
@@ -369,6 +438,7 @@ fn units(info: &Sec, ab: &mut Abbrevs<'_>, f: &mut Found) {
         let unit = Unit {
             b: &b[..end],
             foff: info.off,
+            start: p as u64,
         };
         // The unit's lists get its base once its first entry is read (the lists of a unit
         // whose first entry cannot be read are not).
@@ -386,7 +456,10 @@ fn units(info: &Sec, ab: &mut Abbrevs<'_>, f: &mut Found) {
 /// One unit of `.debug_info`: the section's bytes up to the unit's end.
 struct Unit<'a> {
     b: &'a [u8],
+    /// The section's file offset.
     foff: u64,
+    /// Where the unit starts (its length) in the section: the base of its references.
+    start: u64,
 }
 
 impl Unit<'_> {
@@ -457,20 +530,29 @@ impl Unit<'_> {
                         }
                         f.push(self.foff + field_at as u64, name == DW_AT_HIGH_PC, 0)?;
                     }
-                    // A list offset (a constant in DWARF 4; in DWARF 5, an offset into
-                    // `.debug_rnglists` or `.debug_loclists`, not read).
+                    // An offset into another section (`DW_FORM_data4` is a constant from
+                    // DWARF 4 on; DWARF 5's lists are in `.debug_rnglists` and
+                    // `.debug_loclists`, not read).
                     DW_FORM_SEC_OFFSET | DW_FORM_DATA4
-                        if version < 5 && (form == DW_FORM_SEC_OFFSET || version < 4) =>
+                        if form == DW_FORM_SEC_OFFSET || version < 4 =>
                     {
-                        let kind = match name {
-                            DW_AT_RANGES => List::Ranges,
-                            DW_AT_LOCATION | DW_AT_FRAME_BASE => List::Loc,
+                        let (target, kind) = match (name, version < 5) {
+                            (DW_AT_STMT_LIST, _) => (LINE, None),
+                            (DW_AT_RANGES, true) => (RANGES, Some(List::Ranges)),
+                            (DW_AT_LOCATION | DW_AT_FRAME_BASE, true) => (LOC, Some(List::Loc)),
+                            (DW_AT_GNU_LOCVIEWS, true) => (LOC, None),
                             _ => continue,
                         };
-                        if f.lists.len() < LISTS_MAX {
+                        f.push_offset(self.foff + field_at as u64, target, 0)?;
+                        if let (Some(kind), true) = (kind, f.lists.len() < LISTS_MAX) {
                             f.lists.push((kind, le(b, field_at, 4)?, 0));
                         }
                     }
+                    DW_FORM_REF4 => f.push_offset(self.foff + field_at as u64, INFO, self.start)?,
+                    DW_FORM_REF_ADDR if version >= 3 => {
+                        f.push_offset(self.foff + field_at as u64, INFO, 0)?
+                    }
+                    DW_FORM_STRP => f.push_offset(self.foff + field_at as u64, STR, 0)?,
                     DW_FORM_EXPRLOC if name == DW_AT_LOCATION => {
                         // The expression follows its length.
                         let mut q = field_at;
@@ -687,6 +769,7 @@ mod tests {
         let s = Sections {
             info: Some(info),
             abbrev: Some(abbrev),
+            str: None,
             ranges: Some(ranges),
             loc: Some(loc),
             line: Some(line),
@@ -737,6 +820,27 @@ mod tests {
     }
 
     #[test]
+    fn offsets_into_other_sections_follow_their_maps() {
+        let (b, s) = image();
+        let d = parse(&b, &s).unwrap();
+        let info = s.info.unwrap().0 + 4;
+        // The unit's DW_AT_ranges and the subprogram's DW_AT_frame_base.
+        let want = [
+            ((info + 8) << 3 | RANGES as u64, 0),
+            ((info + 41) << 3 | LOC as u64, 0),
+        ];
+        assert_eq!(d.offs, want);
+        // `.debug_loc` grew by 16 bytes before the list; `.debug_ranges` did not move.
+        let section = |k: usize, o: u64, _| Some(if k == LOC as usize { o + 16 } else { o });
+        let mut buf = b.clone();
+        d.relocate(0, &mut buf, 0x1000, &|a| Some(a), &section);
+        let at = (info + 41) as usize;
+        assert_eq!(le(&buf, at, 4), Some(16));
+        assert_eq!(buf[..at], b[..at]);
+        assert_eq!(buf[at + 4..], b[at + 4..]);
+    }
+
+    #[test]
     fn lists_of_a_unit_with_a_base_hold_offsets_from_it() {
         let (mut b, s) = image();
         // The unit's low_pc (its base) becomes 0x1000: its lists hold offsets from it.
@@ -762,7 +866,7 @@ mod tests {
         // base) does not.
         let map = |a: u64| Some(if a >= 0x1020 { a + 0x10 } else { a });
         let mut buf = b.clone();
-        d.relocate(0, &mut buf, 0x1000, &map);
+        d.relocate(0, &mut buf, 0x1000, &map, &|_, o, _| Some(o));
         assert_eq!(le(&buf, r0, 8), Some(0));
         assert_eq!(le(&buf, r0 + 8, 8), Some(0x50));
     }
@@ -793,7 +897,7 @@ mod tests {
         let mut buf = b.clone();
         // Code from 0x1800 on moves up by 0x100.
         let map = |a: u64| Some(if a >= 0x1800 { a + 0x100 } else { a });
-        d.relocate(0, &mut buf, 0x1000, &map);
+        d.relocate(0, &mut buf, 0x1000, &map, &|_, o, _| Some(o));
         let r = |buf: &[u8], sec: Option<(u64, u64)>, k| le(buf, (sec.unwrap().0 + k) as usize, 8);
         assert_eq!(
             r(&buf, s.ranges, 16),
@@ -811,7 +915,7 @@ mod tests {
         // A block that cuts a field leaves it alone.
         let at = (s.ranges.unwrap().0 + 16) as usize;
         let mut part = b[..at + 4].to_vec();
-        d.relocate(0, &mut part, 0x1000, &map);
+        d.relocate(0, &mut part, 0x1000, &map, &|_, o, _| Some(o));
         assert_eq!(part[at..], b[at..at + 4]);
     }
 }
