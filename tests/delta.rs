@@ -723,6 +723,16 @@ fn an_unmoved_small_elf_pair_keeps_the_smaller_delta_without_preprocessing() {
         };
         let (without, _) = round_trip(&old, &new, &plain);
         assert_eq!(kept, without, "machine {machine}");
+        // Above the fast level the plain way is made again at the full level when its fast
+        // delta comes close: the kept delta is the full-level one.
+        let level = |exe| DeltaOptions {
+            zstd_level: 9,
+            exe,
+            ..fast(0)
+        };
+        let (kept, _) = round_trip(&old, &new, &level(true));
+        let (without, _) = round_trip(&old, &new, &level(false));
+        assert_eq!(kept, without, "machine {machine}, level 9");
         // A moved layout still keeps the preprocessed delta (version 2).
         let (old, new) = patched_program(machine);
         let (kept, s) = round_trip(&old, &new, &fast(0));

@@ -1,17 +1,19 @@
 //! Fuzz target: a version-2 (ELF-preprocessed) delta applied to a hostile old file. The
-//! input is the old file; the delta is fixed: one alignment segment shifting everything
-//! by 0x40 (record kind 3: the unwind tables and the DWARF debug sections' addresses are
-//! rewritten too), then one `copy` window of the whole old file. Parsing the old file's ELF
-//! headers, unwind tables and debug sections and relocating its blocks must end in an error
-//! or in output of the old size — never a panic, an unbounded allocation or a hang.
+//! input is the old file; the delta is fixed: record kind 3 (the unwind tables and the
+//! DWARF debug sections are rewritten too) with one alignment segment shifting every
+//! address by 0x40 and one per debug section shifting its offsets by 0x40, then one `copy`
+//! window of the whole old file. Parsing the old file's ELF headers, unwind tables and
+//! debug sections and relocating its blocks must end in an error or in output of the old
+//! size — never a panic, an unbounded allocation or a hang.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-/// zstd frame of the varints 1, 0, 0x80 (zig-zag of +0x40), 2^40: one segment.
-const ALIGNMENT: [u8; 23] = [
-    0x28, 0xb5, 0x2f, 0xfd, 0x24, 0x0a, 0x51, 0x00, 0x00, 0x01, 0x00, 0x80, 0x01, 0x80, 0x80,
-    0x80, 0x80, 0x80, 0x20, 0xc2, 0x90, 0xff, 0x34,
+/// zstd frame of six segment lists, each the varints 1, 0, 0x80 (zig-zag of +0x40), 2^40:
+/// one segment.
+const ALIGNMENT: [u8; 25] = [
+    0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x3c, 0x85, 0x00, 0x00, 0x50, 0x01, 0x00, 0x80, 0x01, 0x80,
+    0x80, 0x80, 0x80, 0x80, 0x20, 0x01, 0x00, 0x37, 0x2a, 0x48,
 ];
 
 fuzz_target!(|data: &[u8]| {
