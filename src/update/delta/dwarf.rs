@@ -24,8 +24,14 @@
 //!   entry, every reference past it changes; these map through alignments of the debug
 //!   sections (offset to offset) that record kind 3 carries (`exe.rs`).
 //!
-//! DWARF 5's `.debug_rnglists`, `.debug_loclists` and `.debug_addr` are not read. A range's
-//! end (one past its last byte) is mapped through its last byte.
+//! - DWARF 5: every address of `.debug_addr`; the absolute entries of `.debug_rnglists`
+//!   and `.debug_loclists` (base address, start-end, start-length), read in order past
+//!   each contribution's offset table; every offset of `.debug_str_offsets`.
+//!
+//! A range's end (one past its last byte) is mapped through its last byte. Not rewritten:
+//! DWARF 5's offset pairs (LEB128 offsets from a base that an index into `.debug_addr`
+//! gives: clang's lists of a unit whose code is one section), and offsets into
+//! `.debug_line_str`, `.debug_rnglists` and `.debug_loclists`.
 //!
 //! Hostile input: sections are read only up to [`SECTION_MAX`]; at most [`FIELDS_MAX`]
 //! fields, [`SPECS_MAX`] attribute specifications and [`LISTS_MAX`] lists are kept; every
@@ -89,6 +95,10 @@ pub struct Sections {
     pub ranges: Option<(u64, u64)>,
     pub loc: Option<(u64, u64)>,
     pub line: Option<(u64, u64)>,
+    pub addr: Option<(u64, u64)>,
+    pub rnglists: Option<(u64, u64)>,
+    pub loclists: Option<(u64, u64)>,
+    pub str_offsets: Option<(u64, u64)>,
 }
 
 impl Sections {
@@ -101,6 +111,10 @@ impl Sections {
             b".debug_ranges" => &mut self.ranges,
             b".debug_loc" => &mut self.loc,
             b".debug_line" => &mut self.line,
+            b".debug_addr" => &mut self.addr,
+            b".debug_rnglists" => &mut self.rnglists,
+            b".debug_loclists" => &mut self.loclists,
+            b".debug_str_offsets" => &mut self.str_offsets,
             _ => return,
         };
         if slot.is_none() {
@@ -321,7 +335,18 @@ impl Debug {
             }
         }
         if let Some(line) = Sec::read(read_at, size, s.line)? {
-            lines(&line, &mut f);
+            contributions(&line.b, |b, p| program(b, p, line.off, &mut f));
+        }
+        if let Some(addr) = Sec::read(read_at, size, s.addr)? {
+            contributions(&addr.b, |b, p| addresses(b, p, addr.off, &mut f));
+        }
+        if let Some(so) = Sec::read(read_at, size, s.str_offsets)? {
+            contributions(&so.b, |b, p| str_offsets(b, p, so.off, &mut f));
+        }
+        for (sec, loc) in [(s.rnglists, false), (s.loclists, true)] {
+            if let Some(l) = Sec::read(read_at, size, sec)? {
+                contributions(&l.b, |b, p| lists5(b, p, l.off, loc, &mut f));
+            }
         }
         let (mut fields, mut rel, mut offs) = (f.fields, f.rel, f.offs);
         fields.sort_unstable();
@@ -425,32 +450,23 @@ impl Debug {
 /// Walks the units of `.debug_info`, recording `DW_FORM_addr` fields and an expression's
 /// leading `DW_OP_addr`, and noting the lists each unit names, with its base address.
 fn units(info: &Sec, ab: &mut Abbrevs<'_>, f: &mut Found) {
-    let b = info.b.as_slice();
-    let mut p = 0usize;
-    while let Some(len) = le(b, p, 4) {
-        // 0xffffffff is the 64-bit format, not read here; reserved lengths end it too.
-        if len >= 0xffff_fff0 {
-            return;
-        }
-        let Some(end) = (p + 4).checked_add(len as usize).filter(|&e| e <= b.len()) else {
-            return;
-        };
+    contributions(&info.b, |b, p| {
         let unit = Unit {
-            b: &b[..end],
+            b,
             foff: info.off,
-            start: p as u64,
+            start: p as u64 - 4,
         };
         // The unit's lists get its base once its first entry is read (the lists of a unit
         // whose first entry cannot be read are not).
         let before = f.lists.len();
         let mut base = None;
-        let _ = unit.walk(p + 4, ab, f, &mut base);
+        let r = unit.walk(p, ab, f, &mut base);
         match base {
             Some(b) => f.lists[before..].iter_mut().for_each(|l| l.2 = b),
             None => f.lists.truncate(before),
         }
-        p = end;
-    }
+        r
+    });
 }
 
 /// One unit of `.debug_info`: the section's bytes up to the unit's end.
@@ -634,9 +650,11 @@ fn list(sec: &Sec, kind: List, at: u64, mut base: u64, f: &mut Found) -> Option<
     Some(())
 }
 
-/// Records each line program's `DW_LNE_set_address` in `.debug_line`.
-fn lines(sec: &Sec, f: &mut Found) {
-    let b = sec.b.as_slice();
+/// Calls `each(unit, p)` for each contribution (unit) of a section in the 32-bit format,
+/// from its start while a length under 0xFFFFFFF0 fits: `unit` is the section up to the
+/// contribution's end, `p` where its header goes on after the length. Stops once `each`
+/// returns `None` with no room left for fields, or with its work budget spent.
+fn contributions(b: &[u8], mut each: impl FnMut(&[u8], usize) -> Option<()>) {
     let mut p = 0usize;
     while let Some(len) = le(b, p, 4) {
         if len >= 0xffff_fff0 {
@@ -645,11 +663,101 @@ fn lines(sec: &Sec, f: &mut Found) {
         let Some(end) = (p + 4).checked_add(len as usize).filter(|&e| e <= b.len()) else {
             return;
         };
-        if program(&b[..end], p + 4, sec.off, f).is_none() && f.fields.len() >= FIELDS_MAX {
-            return;
-        }
+        let _ = each(&b[..end], p + 4);
         p = end;
     }
+}
+
+/// The header of a DWARF 5 `.debug_addr`, `.debug_rnglists` or `.debug_loclists`
+/// contribution at `p` (after its length): version 5, address size 8, no segment
+/// selector; `p` past those 4 bytes.
+fn header5(b: &[u8], p: usize) -> Option<usize> {
+    (le(b, p, 2)? == 5 && *b.get(p + 2)? == 8 && *b.get(p + 3)? == 0).then_some(p + 4)
+}
+
+/// One `.debug_addr` contribution (DWARF 5, at file offset `foff`): every address.
+fn addresses(b: &[u8], p: usize, foff: u64, f: &mut Found) -> Option<()> {
+    let mut q = header5(b, p)?;
+    while q + 8 <= b.len() {
+        f.step()?;
+        f.push(foff + q as u64, false, 0)?;
+        q += 8;
+    }
+    Some(())
+}
+
+/// One `.debug_str_offsets` contribution (DWARF 5): every offset into `.debug_str`.
+fn str_offsets(b: &[u8], p: usize, foff: u64, f: &mut Found) -> Option<()> {
+    if le(b, p, 2)? != 5 {
+        return None;
+    }
+    // Version, then 2 bytes of padding.
+    let mut q = p + 4;
+    while q + 4 <= b.len() {
+        f.step()?;
+        f.push_offset(foff + q as u64, STR, 0)?;
+        q += 4;
+    }
+    Some(())
+}
+
+/// One `.debug_rnglists` or (`loc`) `.debug_loclists` contribution (DWARF 5): its entries
+/// in order, past the offset table. The addresses of `DW_RLE_base_address`,
+/// `DW_RLE_start_end`, `DW_RLE_start_length` and their `DW_LLE_` counterparts are fields
+/// (a start-end entry's second one a range's end); index and offset-pair entries hold
+/// nothing rewritten; a location entry's expression is skipped by its length.
+fn lists5(b: &[u8], p: usize, foff: u64, loc: bool, f: &mut Found) -> Option<()> {
+    let q = header5(b, p)?;
+    let count = le(b, q, 4)? as usize;
+    let mut q = (q + 4).checked_add(count.checked_mul(4)?)?;
+    let at = |q: usize| (q + 8 <= b.len()).then_some(foff + q as u64);
+    while q < b.len() {
+        f.step()?;
+        let kind = b[q];
+        q += 1;
+        // Whether an expression follows the entry's operands.
+        let mut expr = loc;
+        match (kind, loc) {
+            (0, _) => expr = false,
+            (1, _) => {
+                uleb(b, &mut q)?;
+                expr = false;
+            }
+            (2..=4, _) => {
+                uleb(b, &mut q)?;
+                uleb(b, &mut q)?;
+            }
+            (5, false) | (6, true) => {
+                f.push(at(q)?, false, 0)?;
+                q += 8;
+                expr = false;
+            }
+            (6, false) | (7, true) => {
+                f.push(at(q)?, false, 0)?;
+                f.push(at(q + 8)?, true, 0)?;
+                q += 16;
+            }
+            (7, false) | (8, true) => {
+                f.push(at(q)?, false, 0)?;
+                q += 8;
+                uleb(b, &mut q)?;
+            }
+            // DW_LLE_default_location: the expression alone.
+            (5, true) => {}
+            // GNU's view pair.
+            (9, true) => {
+                uleb(b, &mut q)?;
+                uleb(b, &mut q)?;
+                expr = false;
+            }
+            _ => return None,
+        }
+        if expr {
+            let n = usize::try_from(uleb(b, &mut q)?).ok()?;
+            q = q.checked_add(n)?;
+        }
+    }
+    Some(())
 }
 
 /// One line program whose header starts at `p` (after its length) in `b` (the section up
@@ -773,6 +881,7 @@ mod tests {
             ranges: Some(ranges),
             loc: Some(loc),
             line: Some(line),
+            ..Sections::default()
         };
         (f, s)
     }
@@ -817,6 +926,70 @@ mod tests {
         let mut want = want;
         want.sort();
         assert_eq!(d.offsets(), want);
+    }
+
+    /// DWARF 5's address table and lists: `(bytes, sections)`.
+    fn image5() -> (Vec<u8>, Sections) {
+        let mut f = vec![0u8; 8];
+        let unit = |f: &mut Vec<u8>, body: &[u8]| {
+            let at = f.len() as u64;
+            f.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            f.extend_from_slice(body);
+            Some((at, 4 + body.len() as u64))
+        };
+        // .debug_addr: two addresses.
+        let mut b = vec![5, 0, 8, 0];
+        b.extend_from_slice(&0x1000u64.to_le_bytes());
+        b.extend_from_slice(&0x2000u64.to_le_bytes());
+        let addr = unit(&mut f, &b);
+        // .debug_rnglists: no offset table; base_addressx 0, offset_pair 0..16,
+        // start_end, start_length, end.
+        let mut b = vec![5, 0, 8, 0, 0, 0, 0, 0, 1, 0, 4, 0, 16, 6];
+        b.extend_from_slice(&0x3000u64.to_le_bytes());
+        b.extend_from_slice(&0x3010u64.to_le_bytes());
+        b.push(7);
+        b.extend_from_slice(&0x4000u64.to_le_bytes());
+        b.extend_from_slice(&[0x20, 0]);
+        let rnglists = unit(&mut f, &b);
+        // .debug_loclists: a view pair, start_length with a 1-byte expression, base_address,
+        // offset_pair with a 2-byte expression, end.
+        let mut b = vec![5, 0, 8, 0, 0, 0, 0, 0, 9, 0, 1, 8];
+        b.extend_from_slice(&0x5000u64.to_le_bytes());
+        b.extend_from_slice(&[4, 1, 0x50, 6]);
+        b.extend_from_slice(&0x6000u64.to_le_bytes());
+        b.extend_from_slice(&[4, 0, 4, 2, 0x91, 0x10, 0]);
+        let loclists = unit(&mut f, &b);
+        let s = Sections {
+            addr,
+            rnglists,
+            loclists,
+            ..Sections::default()
+        };
+        (f, s)
+    }
+
+    #[test]
+    fn dwarf5_addresses_and_lists_are_found() {
+        let (b, s) = image5();
+        let d = parse(&b, &s).unwrap();
+        let at = |sec: Option<(u64, u64)>, k: u64| sec.unwrap().0 + 4 + k;
+        let mut want = vec![
+            (at(s.addr, 4), false),
+            (at(s.addr, 12), false),
+            (at(s.rnglists, 14), false),
+            (at(s.rnglists, 22), true),
+            (at(s.rnglists, 31), false),
+            (at(s.loclists, 12), false),
+            (at(s.loclists, 24), false),
+        ];
+        want.sort();
+        assert_eq!(d.offsets(), want);
+        for cut in 0..b.len() {
+            parse(&b[..cut], &s);
+            let mut bad = b.clone();
+            bad[cut] ^= 0xff;
+            parse(&bad, &s);
+        }
     }
 
     #[test]

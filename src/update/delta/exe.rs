@@ -25,7 +25,7 @@
 //! file size and fixed caps; arithmetic never overflows; the alignment read from a delta is
 //! capped at [`SEGMENTS_MAX`] segments and must be sorted and non-overlapping. Known gaps:
 //! ELF64 little-endian only (no PE or Mach-O, no 32-bit); only files that fit in one
-//! window are preprocessed; RELR relocations and DWARF 5's lists are not rewritten; debug
+//! window are preprocessed; RELR relocations and DWARF 5's offset pairs are not rewritten; debug
 //! sections still cost most of a library's delta when they are there (zstandard's 11 MiB
 //! library: 752 KB, where the same pair stripped makes 90 KB).
 
