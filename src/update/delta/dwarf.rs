@@ -174,6 +174,31 @@ fn le(b: &[u8], at: usize, n: usize) -> Option<u64> {
     Some(s.iter().rev().fold(0u64, |x, &y| (x << 8) | y as u64))
 }
 
+/// Rewrites, in `buf` (the old file's bytes from offset `start`), each of `fields` (sorted
+/// by the file offset `at` gives) whose `width` bytes lie wholly inside it, to what `new`
+/// makes of its value (`None`: left as it is).
+fn rewrite<T>(
+    fields: &[T],
+    at: impl Fn(&T) -> u64,
+    start: u64,
+    buf: &mut [u8],
+    width: usize,
+    new: impl Fn(&T, Option<u64>) -> Option<u64>,
+) {
+    let end = start + buf.len() as u64;
+    let from = fields.partition_point(|f| at(f) < start);
+    for f in &fields[from..] {
+        let a = at(f);
+        if a + width as u64 > end {
+            break;
+        }
+        let i = (a - start) as usize;
+        if let Some(nv) = new(f, le(buf, i, width)) {
+            buf[i..i + width].copy_from_slice(&nv.to_le_bytes()[..width]);
+        }
+    }
+}
+
 /// What the parse has found so far, and the work it may still do.
 struct Found {
     /// As [`Debug::fields`], [`Debug::rel`] and [`Debug::offs`], unsorted, at most
@@ -374,61 +399,46 @@ impl Debug {
         map_target: &dyn Fn(u64) -> Option<u64>,
         section: &dyn Fn(usize, u64, bool) -> Option<u64>,
     ) {
-        let end = start + buf.len() as u64;
         // Where address `a` (a range's end when `f & 1`) sits in the new layout.
         let new_of = |a: u64, f: u64| match f & 1 {
             0 => map_target(a),
             _ => map_target(a.checked_sub(1)?)?.checked_add(1),
         };
-        let from = self.fields.partition_point(|&f| f >> 1 < start);
-        for &f in &self.fields[from..] {
-            let at = f >> 1;
-            if at + 8 > end {
-                break;
-            }
-            let i = (at - start) as usize;
-            let Some(v) = le(buf, i, 8).filter(|&v| v >= min) else {
-                continue;
-            };
-            if let Some(nv) = new_of(v, f) {
-                buf[i..i + 8].copy_from_slice(&nv.to_le_bytes());
-            }
-        }
-        let from = self.rel.partition_point(|&(f, _)| f >> 1 < start);
-        for &(f, base) in &self.rel[from..] {
-            let at = f >> 1;
-            if at + 8 > end {
-                break;
-            }
-            let i = (at - start) as usize;
-            let nv = le(buf, i, 8).and_then(|v| {
-                let t = new_of(base.checked_add(v)?, f)?;
+        rewrite(
+            &self.fields,
+            |&f| f >> 1,
+            start,
+            buf,
+            8,
+            |&f, v| new_of(v.filter(|&v| v >= min)?, f),
+        );
+        rewrite(
+            &self.rel,
+            |f| f.0 >> 1,
+            start,
+            buf,
+            8,
+            |&(f, base), v| {
+                let t = new_of(base.checked_add(v?)?, f)?;
                 t.checked_sub(map_target(base)?)
-            });
-            if let Some(nv) = nv {
-                buf[i..i + 8].copy_from_slice(&nv.to_le_bytes());
-            }
-        }
-        let from = self.offs.partition_point(|&(f, _)| f >> 3 < start);
-        for &(f, base) in &self.offs[from..] {
-            let at = f >> 3;
-            if at + 4 > end {
-                break;
-            }
-            let i = (at - start) as usize;
-            let k = (f & 7) as usize;
-            let nv = le(buf, i, 4).and_then(|v| {
-                let t = section(k, base.checked_add(v)?, true)?;
+            },
+        );
+        rewrite(
+            &self.offs,
+            |f| f.0 >> 3,
+            start,
+            buf,
+            4,
+            |&(f, base), v| {
+                let k = (f & 7) as usize;
+                let t = section(k, base.checked_add(v?)?, true)?;
                 let nb = match base {
                     0 => 0,
                     b => section(k, b, false)?,
                 };
-                u32::try_from(t.checked_sub(nb)?).ok()
-            });
-            if let Some(nv) = nv {
-                buf[i..i + 4].copy_from_slice(&nv.to_le_bytes());
-            }
-        }
+                t.checked_sub(nb).filter(|&n| u32::try_from(n).is_ok())
+            },
+        );
     }
 
     /// The address fields' offsets (and whether each is a range's end).
