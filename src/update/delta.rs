@@ -31,9 +31,11 @@
 //! Two suffix sorts (the alignment pass's over old, the candidate's over old', about 2 s
 //! each on one thread) and two bsdiff scans take it; xdelta3 does neither. An ELF pair of
 //! at most [`BOTH_WAYS_MAX`] is made twice; the plain way replays the alignment pass's
-//! recorded matches (`scan::Recorded`) instead of sorting and scanning again, but both
-//! ways still compress their stream at zstd level 19 (zstandard's 11 MiB: 17.1 s before
-//! the replay, 11.2 s after, in one quiet run; xdelta3 3.3 to 5.4 s).
+//! recorded matches (`scan::Recorded`) instead of sorting and scanning again, and is made
+//! at zstd level 3 first, at level 19 only when that comes close to the preprocessed
+//! delta (zstandard's 11 MiB: 17.1 s before the replay, 11.2 s after, 6.9 s with the
+//! level-3 probe; xdelta3 3.3 to 5.4 s). An alignment that moves nothing makes the plain
+//! way alone.
 
 mod blocks;
 mod decode;
@@ -258,10 +260,13 @@ pub fn create(
     let fits = old_size <= window && new_size <= window && old_size > 0 && new_size > 0;
     let elf = match opts.exe && fits {
         true => elf_prepare(old, new, threads(opts))?,
-        false => None,
+        false => Prepared::NotElf,
     };
-    let Some(elf) = elf else {
-        return create_one(old, new, out, opts, Way::Plain(None));
+    let elf = match elf {
+        Prepared::NotElf => return create_one(old, new, out, opts, Way::Plain(None)),
+        // old' would be the old file: the plain way, with the alignment pass's scan.
+        Prepared::Unmoved(scan) => return create_one(old, new, out, opts, Way::Plain(Some(&scan))),
+        Prepared::Moved(e) => e,
     };
     if old_size > BOTH_WAYS_MAX || new_size > BOTH_WAYS_MAX {
         return create_one(old, new, out, opts, Way::Elf(&elf));
@@ -609,16 +614,28 @@ struct ElfPrep {
     scan: scan::Recorded,
 }
 
+/// What [`elf_prepare`] found.
+enum Prepared {
+    /// The files are not both ELF files of one machine that the preprocessing reads.
+    NotElf,
+    /// The alignment moves nothing (old' would be the old file): the alignment pass's
+    /// bsdiff matches of the new file against the old file.
+    Unmoved(scan::Recorded),
+    /// The preprocessing.
+    Moved(ElfPrep),
+}
+
 /// When both files are ELF programs or libraries of the same machine that this
-/// preprocessing reads, and the alignment found is not empty: their [`ElfPrep`].
-fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Option<ElfPrep>, DeltaError> {
+/// preprocessing reads: their [`ElfPrep`], or the alignment pass's scan when the alignment
+/// moves nothing.
+fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, DeltaError> {
     let o = std::fs::read(old).map_err(io_err(old))?;
     let Some(lo) = exe::Layout::of_bytes(&o) else {
-        return Ok(None);
+        return Ok(Prepared::NotElf);
     };
     let n = std::fs::read(new).map_err(io_err(new))?;
     let Some(ln) = exe::Layout::of_bytes(&n).filter(|l| l.machine == lo.machine) else {
-        return Ok(None);
+        return Ok(Prepared::NotElf);
     };
     let scan = scan::Index::new(&o)
         .and_then(|idx| scan::Recorded::scan(&idx, &n, threads))
@@ -626,8 +643,8 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Option<ElfPrep>
     let mut al = exe::align(scan.matches(), &lo, &ln);
     al.debug = lo.has_debug();
     drop(n);
-    if al.is_empty() {
-        return Ok(None);
+    if al.is_identity() {
+        return Ok(Prepared::Unmoved(scan));
     }
     let tmp_path = Path::new("temporary old' file");
     let mut tmp = tempfile::NamedTempFile::new().map_err(io_err(tmp_path))?;
@@ -637,7 +654,7 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Option<ElfPrep>
         .map_err(io_err(tmp_path))?;
     drop(w);
     let payload = al.encode().map_err(io_err(tmp_path))?;
-    Ok(Some(ElfPrep {
+    Ok(Prepared::Moved(ElfPrep {
         tmp,
         payload,
         segments: al.len(),

@@ -300,8 +300,11 @@ impl Alignment {
         self.segs.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.segs.is_empty()
+    /// Whether old' is the old file: every segment, of the image and of the debug
+    /// sections, keeps its place (an empty alignment too).
+    pub fn is_identity(&self) -> bool {
+        let same = |a: &Alignment| a.segs.iter().all(|s| s.old_va == s.new_va);
+        same(self) && self.sections.iter().all(same)
     }
 
     /// Where old address `va` sits in the new image, when it lies in a matched segment.
