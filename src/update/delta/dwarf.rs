@@ -22,8 +22,7 @@
 //!   between entries (`DW_FORM_ref4`, `DW_FORM_ref_addr`), strings (`DW_FORM_strp`), and
 //!   the line program, range and location lists an entry names. When a patch adds one
 //!   entry, every reference past it changes; these map through alignments of the debug
-//!   sections (offset to offset) that record kind 3 carries (`exe.rs`).
-//!
+//!   sections (offset to offset) that record kind 3 carries (`exe.rs`);
 //! - DWARF 5: every address of `.debug_addr`; the absolute entries of `.debug_rnglists`
 //!   and `.debug_loclists` (base address, start-end, start-length), read in order past
 //!   each contribution's offset table; every offset of `.debug_str_offsets`.
@@ -34,9 +33,10 @@
 //! `.debug_line_str`, `.debug_rnglists` and `.debug_loclists`.
 //!
 //! Hostile input: sections are read only up to [`SECTION_MAX`]; at most [`FIELDS_MAX`]
-//! fields, [`SPECS_MAX`] attribute specifications and [`LISTS_MAX`] lists are kept; every
-//! read is checked against its unit and its section; a unit or a list stops at the first
-//! thing it cannot read (what came before is kept: the reader and the writer parse the same
+//! fields, [`SPECS_MAX`] abbreviations and attribute specifications and [`LISTS_MAX`] lists
+//! are kept, and at most [`STEPS_MAX`] attribute values and list entries read; every read
+//! is checked against its unit and its section; a unit, list or contribution stops at the
+//! first thing it cannot read (what came before is kept: the reader and the writer parse the same
 //! old file, so they agree).
 
 use std::collections::HashMap;
@@ -46,7 +46,7 @@ use super::unwind::{uleb, ReadAt};
 
 /// Largest debug section read; a larger one is not rewritten.
 pub const SECTION_MAX: u64 = 16 << 20;
-/// Most address fields kept (8 bytes each).
+/// Most fields kept, of all three sorts together (8 or 16 bytes each).
 pub const FIELDS_MAX: usize = 1 << 21;
 /// Most abbreviations (16 bytes each) and attribute specifications (4 bytes each) kept
 /// from `.debug_abbrev`, together.
