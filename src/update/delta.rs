@@ -279,13 +279,12 @@ pub fn create(
     // skipped.
     let mut with = Vec::new();
     let s_with = create_one(old, new, &mut with, opts, Way::Elf(&elf))?;
-    let plain = Way::Plain(Some(&elf.scan));
     let mut without = Vec::new();
     let fast = DeltaOptions {
         zstd_level: opts.zstd_level.min(PREDICT_LEVEL),
         ..opts.clone()
     };
-    let mut s_without = create_one(old, new, &mut without, &fast, plain)?;
+    let mut s_without = create_one(old, new, &mut without, &fast, Way::Plain(Some(&elf.scan)))?;
     if s_without.delta_size * PREDICT_GAIN.1 > s_with.delta_size * PREDICT_GAIN.0 {
         out.write_all(&with)
             .map_err(io_err(Path::new("delta output")))?;
