@@ -26,16 +26,19 @@
 //! the buffers were reused; not measured since); a window waits for the earlier ones to be
 //! written, so one slow window can idle the other cores until it is done; data that moved
 //! farther than the margin without anchors is diffed against the wrong old range (correct,
-//! but larger). Creation is CPU-bound and slower than `xdelta3 -9` on programs: on ruff's
-//! 29 MiB x86-64 program (two cores, alternating runs) 16.1 to 16.8 s against 9.8 to 10 s.
-//! Two suffix sorts (the alignment pass's over old, the candidate's over old', about 2 s
-//! each on one thread) and two bsdiff scans take it; xdelta3 does neither. An ELF pair of
-//! at most [`BOTH_WAYS_MAX`] is made twice; the plain way replays the alignment pass's
-//! recorded matches (`scan::Recorded`) instead of sorting and scanning again, and is made
-//! at zstd level 3 first, at level 19 only when that comes close to the preprocessed
-//! delta (zstandard's 11 MiB: 17.1 s before the replay, 11.2 s after, 6.9 s with the
-//! level-3 probe; xdelta3 3.3 to 5.4 s). An alignment that moves nothing makes the plain
-//! way alone.
+//! but larger). Creation is CPU-bound: two suffix sorts (the alignment pass's over old,
+//! the candidate's over old', 1.2 to 1.3 s each on one thread for ruff's 29 MiB x86-64
+//! program) and two bsdiff scans; xdelta3 does neither. The alignment pass's scan is
+//! sparse (`scan::Pace::Sparse`: 3.6 s to 1.1 s on ruff, delta 0.9 % larger; the whole
+//! delta 11.6 to 11.7 s before, 8.7 to 9.3 s after, `xdelta3 -9` 10.6 s). A sparse
+//! candidate scan was tried too: faster again and 2 % smaller on ruff, but 11 % larger
+//! on duckdb, so the candidate's scan stays bsdiff's. An ELF pair of at most
+//! [`BOTH_WAYS_MAX`] is made twice; the plain way replays the alignment pass's recorded
+//! matches (`scan::Recorded`) instead of sorting and scanning again, and is made at zstd
+//! level 3 first, at level 19 only when that comes close to the preprocessed delta
+//! (zstandard's 11 MiB: 17.1 s before the replay, 11.2 s after, 6.9 s with the level-3
+//! probe, 2.6 to 2.9 s with the sparse alignment scan). An alignment that moves nothing
+//! makes the plain way alone.
 
 mod blocks;
 mod decode;
@@ -609,7 +612,8 @@ struct ElfPrep {
     /// The alignment record's kind: 3 when old' rewrites debug sections' addresses (the
     /// old file has some), else 2 (which readers before kind 3 also read).
     kind: u8,
-    /// The alignment pass's bsdiff matches of the new file against the old file.
+    /// The alignment pass's bsdiff matches of the new file against the old file (a
+    /// sparse scan).
     scan: scan::Recorded,
 }
 
@@ -637,7 +641,7 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, Delta
         return Ok(Prepared::NotElf);
     };
     let scan = scan::Index::new(&o)
-        .and_then(|idx| scan::Recorded::scan(&idx, &n, threads))
+        .and_then(|idx| scan::Recorded::scan(&idx, &n, scan::Pace::Sparse, threads))
         .map_err(io_err(new))?;
     let mut al = exe::align(scan.matches(), &lo, &ln);
     al.debug = lo.has_debug();

@@ -257,7 +257,7 @@ fn feed(
 ) -> io::Result<()> {
     let mut t = bidiff::Translator::new(old, new, |c| on_control(c));
     match matches {
-        Matches::Scan(idx) => scan::diff(idx, new, threads, |m| t.translate(m))?,
+        Matches::Scan(idx) => scan::diff(idx, new, scan::Pace::Exact, threads, |m| t.translate(m))?,
         Matches::Known(k) => k.matches().try_for_each(|m| t.translate(m))?,
     }
     t.close()

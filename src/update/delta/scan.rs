@@ -19,6 +19,8 @@
 //!   fresh state against the whole old range, so a second thread can scan the odd pieces
 //!   while the caller's thread scans and emits the even ones. The pieces do not depend on
 //!   the thread count, so neither do the matches.
+//! - a [`Pace::Sparse`] scan (the ELF alignment pass's) moves on several bytes after a
+//!   short match instead of one.
 //!
 //! Memory: the suffix array (4 bytes per old byte, as bidiff's) and the table (256 KiB).
 //! A piece scanned ahead by the helper thread is held as 16-byte records, at most one per
@@ -49,6 +51,26 @@ pub const HELD_PER_MATCH: usize = 64;
 /// Extra matching bytes a new old offset must explain, over the current one, to be taken
 /// (bsdiff's constant).
 const BETTER_BY: isize = 8;
+
+/// How closely [`diff`] looks for matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// bsdiff's scan: a lookup at every byte until one finds a better match than the
+    /// current offset (or the same one).
+    Exact,
+    /// After a lookup that finds fewer than [`SPARSE_SHORT`] bytes, the next is
+    /// [`SPARSE_STRIDE`] bytes on. Changed code (a new displacement every few bytes)
+    /// costs most of bsdiff's lookups and finds only short matches there; where code and
+    /// data moved, which the ELF alignment pass wants, shows in the long ones. On ruff's
+    /// 29 MiB x86-64 program the alignment pass's scan took 1.1 s instead of 3.6 s (two
+    /// threads), and the delta grew 0.9 % (aarch64: 2.2 %; libarrow and duckdb under 0.3 %).
+    Sparse,
+}
+
+/// A [`Pace::Sparse`] lookup that finds fewer bytes than this moves on [`SPARSE_STRIDE`].
+const SPARSE_SHORT: usize = 16;
+/// How far a [`Pace::Sparse`] scan moves on after a short match.
+const SPARSE_STRIDE: usize = 8;
 
 /// The suffix array of an old range, with its two-byte bucket table.
 pub struct Index<'a> {
@@ -239,18 +261,19 @@ impl From<&Held> for Match {
 }
 
 /// Scans all of `new` against `idx`'s old range and calls `on_match` with bsdiff's
-/// matches in order, covering `new` from 0 to its end. With `threads` > 1 a second thread
-/// scans the odd pieces; the matches are the same either way.
+/// matches in order (at `pace`), covering `new` from 0 to its end. With `threads` > 1 a
+/// second thread scans the odd pieces; the matches are the same either way.
 pub fn diff<E>(
     idx: &Index<'_>,
     new: &[u8],
+    pace: Pace,
     threads: usize,
     mut on_match: impl FnMut(Match) -> Result<(), E>,
 ) -> Result<(), E> {
     let pieces = pieces(new.len());
     if threads < 2 || pieces.len() < 2 {
         for &(s, e) in &pieces {
-            scan_piece(idx, new, (s, e), usize::MAX, &mut on_match)?;
+            scan_piece(idx, new, (s, e), pace, usize::MAX, &mut on_match)?;
         }
         return Ok(());
     }
@@ -262,7 +285,7 @@ pub fn diff<E>(
             for (s, e) in odd {
                 let cap = (e - s) / HELD_PER_MATCH + 1;
                 let mut held = Vec::new();
-                let full = scan_piece(idx, new, (s, e), cap, &mut |m: Match| {
+                let full = scan_piece(idx, new, (s, e), pace, cap, &mut |m: Match| {
                     held.push(Held::from(&m));
                     Ok::<(), std::convert::Infallible>(())
                 });
@@ -281,7 +304,7 @@ pub fn diff<E>(
                     continue;
                 }
             }
-            scan_piece(idx, new, (s, e), usize::MAX, &mut on_match)?;
+            scan_piece(idx, new, (s, e), pace, usize::MAX, &mut on_match)?;
         }
         Ok(())
     })
@@ -300,7 +323,7 @@ pub struct Recorded {
 impl Recorded {
     /// Scans all of `new` against `idx`'s old range, as [`diff`] does, keeping the
     /// matches. A new range of 4 GiB or more is refused (offsets are held in 32 bits).
-    pub fn scan(idx: &Index<'_>, new: &[u8], threads: usize) -> io::Result<Recorded> {
+    pub fn scan(idx: &Index<'_>, new: &[u8], pace: Pace, threads: usize) -> io::Result<Recorded> {
         if u32::try_from(new.len()).is_err() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -308,7 +331,7 @@ impl Recorded {
             ));
         }
         let mut held = Vec::new();
-        diff(idx, new, threads, |m| {
+        diff(idx, new, pace, threads, |m| {
             held.push(Held::from(&m));
             Ok::<(), io::Error>(())
         })?;
@@ -356,6 +379,7 @@ fn scan_piece<E>(
     idx: &Index<'_>,
     new: &[u8],
     (start, end): (usize, usize),
+    pace: Pace,
     cap: usize,
     on_match: &mut impl FnMut(Match) -> Result<(), E>,
 ) -> Result<bool, E> {
@@ -383,10 +407,17 @@ fn scan_piece<E>(
             if (len as isize == old_score && len != 0) || len as isize > old_score + BETTER_BY {
                 break;
             }
-            if agrees(scan, last_off) {
-                old_score -= 1;
+            // Move on one byte (a sparse scan: several after a short match), taking the
+            // bytes passed out of the current offset's count.
+            let step = match pace {
+                Pace::Sparse if len < SPARSE_SHORT => SPARSE_STRIDE.min(n - scan),
+                _ => 1,
+            };
+            for s in scan..(scan + step).min(counted) {
+                old_score -= agrees(s, last_off) as isize;
             }
-            scan += 1;
+            scan += step;
+            counted = counted.max(scan);
         }
         if len as isize == old_score && scan != n {
             continue;
@@ -517,9 +548,14 @@ mod tests {
         new.extend_from_slice(&old[100..70_000]);
         let idx = Index::new(&old).unwrap();
         let mut runs = Vec::new();
-        for threads in [1, 2] {
+        for (pace, threads) in [
+            (Pace::Exact, 1),
+            (Pace::Exact, 2),
+            (Pace::Sparse, 1),
+            (Pace::Sparse, 2),
+        ] {
             let mut ms = Vec::new();
-            diff(&idx, &new, threads, |m| {
+            diff(&idx, &new, pace, threads, |m| {
                 ms.push(m);
                 Ok::<(), ()>(())
             })
@@ -537,5 +573,9 @@ mod tests {
             );
         }
         assert_eq!(runs[0], runs[1]);
+        assert_eq!(runs[2], runs[3]);
+        // The sparse scan lands on the same long matches: the moved block at the end.
+        let tail = |r: &[(usize, usize, usize, usize)]| *r.last().unwrap();
+        assert_eq!(tail(&runs[2]).0, tail(&runs[0]).0);
     }
 }
