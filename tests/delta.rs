@@ -741,6 +741,35 @@ fn an_unmoved_small_elf_pair_keeps_the_smaller_delta_without_preprocessing() {
     }
 }
 
+/// An ELF pair whose alignment moves only what nothing points into (the last function
+/// grew, so only the data after it moved): old' would differ from the old file in too few
+/// bytes to pay for an alignment record, so the delta is made once, without one.
+#[test]
+fn an_alignment_too_small_to_pay_for_its_record_is_not_made() {
+    for machine in [62u16, 183] {
+        let mut sizes = vec![600usize; 300];
+        let old = program(machine, &sizes, 5);
+        sizes[299] += 8;
+        let new = program(machine, &sizes, 5);
+        let (kept, s) = round_trip(&old, &new, &fast(0));
+        assert_eq!(
+            (s.elf_segments, s.encodings),
+            (0, 1),
+            "machine {machine}: {s:?}"
+        );
+        let plain = DeltaOptions {
+            exe: false,
+            ..fast(0)
+        };
+        let (without, _) = round_trip(&old, &new, &plain);
+        assert_eq!(kept, without, "machine {machine}");
+        // Code that moved is still made both ways.
+        let (old, new) = patched_program(machine);
+        let (_, s) = round_trip(&old, &new, &fast(0));
+        assert!(s.encodings >= 2, "machine {machine}: {s:?}");
+    }
+}
+
 #[test]
 fn a_preprocessed_delta_is_refused_for_another_old_file() {
     let (old, new) = patched_program(62);

@@ -28,17 +28,20 @@
 //! farther than the margin without anchors is diffed against the wrong old range (correct,
 //! but larger). Creation is CPU-bound: two suffix sorts (the alignment pass's over old,
 //! the candidate's over old', 1.2 to 1.3 s each on one thread for ruff's 29 MiB x86-64
-//! program) and two bsdiff scans; xdelta3 does neither. The alignment pass's scan is
-//! sparse (`scan::Pace::Sparse`: 3.6 s to 1.1 s on ruff, delta 0.9 % larger; the whole
-//! delta 11.6 to 11.7 s before, 8.7 to 9.3 s after, `xdelta3 -9` 10.6 s). A sparse
-//! candidate scan was tried too: faster again and 2 % smaller on ruff, but 11 % larger
-//! on duckdb, so the candidate's scan stays bsdiff's. An ELF pair of at most
+//! program) and two bsdiff scans; xdelta3 does neither. Above [`BOTH_WAYS_MAX`] the
+//! alignment pass's scan is sparse (`scan::Pace::Sparse`: 3.6 s to 1.1 s on ruff, delta
+//! 0.9 % larger; the whole delta 11.6 to 11.7 s before, 8.7 to 9.3 s after, `xdelta3 -9`
+//! 10.6 s). It stays bsdiff's below: there the plain way replays it, and on a small
+//! library of 1,500 near-identical functions the sparse scan lost the unwind tables'
+//! alignment (the preprocessed delta 2,708 bytes instead of 1,338, at level 3). A sparse
+//! candidate scan was tried too: faster again and 2 % smaller on ruff, but 11 % larger on
+//! duckdb, so the candidate's scan stays bsdiff's. An ELF pair of at most
 //! [`BOTH_WAYS_MAX`] is made twice; the plain way replays the alignment pass's recorded
 //! matches (`scan::Recorded`) instead of sorting and scanning again, and is made at zstd
 //! level 3 first, at level 19 only when that comes close to the preprocessed delta
 //! (zstandard's 11 MiB: 17.1 s before the replay, 11.2 s after, 6.9 s with the level-3
-//! probe, 2.6 to 2.9 s with the sparse alignment scan). An alignment that moves nothing
-//! makes the plain way alone.
+//! probe). An alignment that moves nothing, or too little to pay for its record
+//! ([`SAVED_PER_BYTE_MAX`]), makes the plain way alone.
 
 mod blocks;
 mod decode;
@@ -116,6 +119,10 @@ pub struct DeltaStats {
     pub elf_segments: u64,
     /// Bytes of the alignment record (0 without ELF preprocessing).
     pub elf_record: u64,
+    /// Whole deltas encoded to choose this one from: 1, or for a small ELF pair made with
+    /// and without preprocessing 2 (the plain way at a fast zstd level) or 3 (and again
+    /// at the full level, when that came close).
+    pub encodings: u64,
 }
 
 /// Why a delta could not be made or applied.
@@ -291,17 +298,23 @@ pub fn create(
     if s_without.delta_size * PREDICT_GAIN.1 > s_with.delta_size * PREDICT_GAIN.0 {
         out.write_all(&with)
             .map_err(io_err(Path::new("delta output")))?;
-        return Ok(s_with);
+        return Ok(DeltaStats {
+            encodings: 2,
+            ..s_with
+        });
     }
+    let mut encodings = 2;
     if fast.zstd_level < opts.zstd_level {
         without.clear();
         s_without = create_one(old, new, &mut without, opts, Way::Plain(Some(&elf.scan)))?;
+        encodings = 3;
     }
     let (bytes, stats) = if s_without.delta_size < s_with.delta_size {
         (without, s_without)
     } else {
         (with, s_with)
     };
+    let stats = DeltaStats { encodings, ..stats };
     out.write_all(&bytes)
         .map_err(io_err(Path::new("delta output")))?;
     Ok(stats)
@@ -358,6 +371,7 @@ fn create_one(
         new_size,
         window_size: window,
         windows_in_flight: in_flight as u64,
+        encodings: 1,
         ..Default::default()
     };
     let spans = plan::gguf_spans(old, new, old_size, new_size, window, margin);
@@ -613,7 +627,7 @@ struct ElfPrep {
     /// old file has some), else 2 (which readers before kind 3 also read).
     kind: u8,
     /// The alignment pass's bsdiff matches of the new file against the old file (a
-    /// sparse scan).
+    /// sparse scan above [`BOTH_WAYS_MAX`]).
     scan: scan::Recorded,
 }
 
@@ -621,16 +635,25 @@ struct ElfPrep {
 enum Prepared {
     /// The files are not both ELF files of one machine that the preprocessing reads.
     NotElf,
-    /// The alignment moves nothing (old' would be the old file): the alignment pass's
-    /// bsdiff matches of the new file against the old file.
+    /// The alignment moves nothing (old' would be the old file), or too little to pay
+    /// for its record ([`SAVED_PER_BYTE_MAX`]): the alignment pass's bsdiff matches of
+    /// the new file against the old file.
     Unmoved(scan::Recorded),
     /// The preprocessing.
     Moved(ElfPrep),
 }
 
+/// The most a byte of old' that differs from the old file can save the delta: a byte
+/// that bsdiff's diff stream no longer holds among zeros is a literal and a sequence to
+/// zstd, about 3 bytes. When old' differs in so few bytes that they cannot pay for the
+/// alignment record, the preprocessed way cannot be the smaller and is not made (numpy's
+/// 7 MiB x86-64 library: 2 bytes differ, the record is 77 bytes; before, both ways were
+/// made and the plain one kept, in 0.76 to 0.88 s).
+const SAVED_PER_BYTE_MAX: u64 = 3;
+
 /// When both files are ELF programs or libraries of the same machine that this
 /// preprocessing reads: their [`ElfPrep`], or the alignment pass's scan when the alignment
-/// moves nothing.
+/// moves nothing or too little ([`SAVED_PER_BYTE_MAX`]).
 fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, DeltaError> {
     let o = std::fs::read(old).map_err(io_err(old))?;
     let Some(lo) = exe::Layout::of_bytes(&o) else {
@@ -640,8 +663,14 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, Delta
     let Some(ln) = exe::Layout::of_bytes(&n).filter(|l| l.machine == lo.machine) else {
         return Ok(Prepared::NotElf);
     };
+    // A pair made both ways replays this scan for its plain way, which should be bsdiff's;
+    // above that size only the alignment uses it, and a sparse scan finds it sooner.
+    let pace = match o.len() as u64 > BOTH_WAYS_MAX || n.len() as u64 > BOTH_WAYS_MAX {
+        true => scan::Pace::Sparse,
+        false => scan::Pace::Exact,
+    };
     let scan = scan::Index::new(&o)
-        .and_then(|idx| scan::Recorded::scan(&idx, &n, scan::Pace::Sparse, threads))
+        .and_then(|idx| scan::Recorded::scan(&idx, &n, pace, threads))
         .map_err(io_err(new))?;
     let mut al = exe::align(scan.matches(), &lo, &ln);
     al.debug = lo.has_debug();
@@ -652,11 +681,14 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, Delta
     let tmp_path = Path::new("temporary old' file");
     let mut tmp = tempfile::NamedTempFile::new().map_err(io_err(tmp_path))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-    exe::write_relocated(&o, &lo, &al, &mut w)
-        .and_then(|_| w.flush())
+    let differing = exe::write_relocated(&o, &lo, &al, &mut w)
+        .and_then(|d| w.flush().map(|_| d))
         .map_err(io_err(tmp_path))?;
     drop(w);
     let payload = al.encode().map_err(io_err(tmp_path))?;
+    if differing * SAVED_PER_BYTE_MAX < (format::PREPROCESS_LEN + payload.len()) as u64 {
+        return Ok(Prepared::Unmoved(scan));
+    }
     Ok(Prepared::Moved(ElfPrep {
         tmp,
         payload,

@@ -814,15 +814,17 @@ pub fn write_relocated(
     layout: &Layout,
     al: &Alignment,
     out: &mut dyn Write,
-) -> io::Result<()> {
+) -> io::Result<u64> {
     let mut buf = Vec::with_capacity(BLOCK as usize);
+    let mut differing = 0;
     for (k, chunk) in old.chunks(BLOCK as usize).enumerate() {
         buf.clear();
         buf.extend_from_slice(chunk);
         relocate(layout, al, k as u64 * BLOCK, &mut buf);
+        differing += buf.iter().zip(chunk).filter(|(a, b)| a != b).count() as u64;
         out.write_all(&buf)?;
     }
-    Ok(())
+    Ok(differing)
 }
 
 /// Old' as a seekable stream over the old file: each read relocates the 64 KiB block it
