@@ -21,12 +21,14 @@
 //! With two threads or more, the bidiff candidate's scan runs on both (`scan.rs`), its zstd
 //! stream is compressed on a third while the scan runs, and the first `zstd-ref` attempt
 //! runs beside it (`DeltaOptions::threads` left over once windows are spread over the
-//! threads, see `delta.rs`); the bytes written do not depend on it. On a window of 4 MiB
+//! threads, see `delta.rs`); the bytes written do not depend on it. On a window of 1 MiB
 //! or more, `zstd-ref` is tried at level 12 first and at the full level only when that
 //! already beats bidiff: at level 19 it took 41 s on ruff's 29 MiB x86-64 program (old')
 //! where everything else took 26 s, and on the compiled files over 4 MiB measured
 //! (zstandard, numpy, ruff) it lost to bidiff or won by under 1 % (it wins on small ones:
-//! orjson's `.so` by 15 %).
+//! orjson's 0.25 MiB `.so` by 15 %). The SmolLM2 template edit's 1.7 MiB metadata window
+//! (a 250-byte bidiff payload) spent 367 ms of the delta's 0.80 s on level 19's reference
+//! before the probe reached it, 33 ms at level 12 (0.62 s in all).
 //!
 //! Known gaps: the level-12 probe decides, so a large window where level 19 would beat
 //! bidiff but level 12 does not keeps bidiff (ruff for aarch64: 0.7 % larger than with
@@ -294,7 +296,7 @@ impl Write for ChunkSender {
 
 /// Windows of this many new bytes or more try `zstd-ref` at [`PROBE_LEVEL`] first, and
 /// at the full level only when the probe already beats the bidiff candidate.
-const REF_PROBE_MIN: usize = 4 << 20;
+const REF_PROBE_MIN: usize = 1 << 20;
 /// The fast zstd level that predicts whether `zstd-ref` can win on a large window.
 const PROBE_LEVEL: i32 = 12;
 
