@@ -321,6 +321,7 @@ pub struct Recorded {
     held: Vec<Held>,
     old_len: usize,
     new_len: usize,
+    pace: Pace,
 }
 
 impl Recorded {
@@ -342,7 +343,13 @@ impl Recorded {
             held,
             old_len: idx.old.len(),
             new_len: new.len(),
+            pace,
         })
+    }
+
+    /// The pace the matches were scanned at.
+    pub fn pace(&self) -> Pace {
+        self.pace
     }
 
     /// Whether these are the matches of a range of `new_len` bytes against one of
