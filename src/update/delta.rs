@@ -275,11 +275,8 @@ pub fn create(
     let elf = match elf {
         Prepared::NotElf => return create_one(old, new, out, opts, Way::Plain(None)),
         // old' would be (nearly) the old file: the plain way, with the alignment pass's
-        // scan when it is bsdiff's (a sparse one served the alignment only).
-        Prepared::Unmoved(scan) => {
-            let known = (scan.pace() == scan::Pace::Exact).then_some(&scan);
-            return create_one(old, new, out, opts, Way::Plain(known));
-        }
+        // scan (used only where it `fits`).
+        Prepared::Unmoved(scan) => return create_one(old, new, out, opts, Way::Plain(Some(&scan))),
         Prepared::Moved(e) => e,
     };
     if old_size > BOTH_WAYS_MAX || new_size > BOTH_WAYS_MAX {

@@ -347,15 +347,11 @@ impl Recorded {
         })
     }
 
-    /// The pace the matches were scanned at.
-    pub fn pace(&self) -> Pace {
-        self.pace
-    }
-
-    /// Whether these are the matches of a range of `new_len` bytes against one of
-    /// `old_len` (the caller knows whether they are the same bytes).
+    /// Whether these can stand for bsdiff's matches of a range of `new_len` bytes against
+    /// one of `old_len` (the caller knows whether they are the same bytes): the lengths
+    /// agree and the scan was [`Pace::Exact`] (a sparse one serves an alignment only).
     pub fn fits(&self, old_len: usize, new_len: usize) -> bool {
-        (self.old_len, self.new_len) == (old_len, new_len)
+        self.pace == Pace::Exact && (self.old_len, self.new_len) == (old_len, new_len)
     }
 
     /// The matches, in the order [`diff`] gave them.
