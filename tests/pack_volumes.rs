@@ -253,8 +253,16 @@ fn missing_foreign_and_damaged_parts_are_refused_before_the_home_changes() {
         .stderr(predicate::str::contains("given: part(s) 1;"));
     assert_eq!(util::snapshot(&ws.path("home/versions")), before);
 
-    // A part of another pack (same releases, signed again) is refused naming both.
-    pack(&ws, "other.ogpack", &["--volume-size", "200K"]).success();
+    // A part of another pack (same releases, with a changelog: a pack made in the same
+    // second with the same content would be the same pack, byte for byte) is refused
+    // naming both.
+    std::fs::write(ws.path("other-notes.txt"), "signed again\n").unwrap();
+    pack(
+        &ws,
+        "other.ogpack",
+        &["--volume-size", "200K", "--changelog", "other-notes.txt"],
+    )
+    .success();
     let other = parts_of(&ws, "other.ogpack");
     let mut mixed: Vec<&Path> = parts.iter().map(PathBuf::as_path).collect();
     mixed[1] = other[1].as_path();
