@@ -590,48 +590,14 @@ fn an_unchanged_tail_after_a_long_change_costs_nothing() {
 /// from offset 0 at address 0, `.text` at 0x1000 holding `code`, and `.data.rel.ro` after
 /// it holding `ptrs` as 8-byte pointers.
 fn elf(machine: u16, code: &[u8], ptrs: &[u64]) -> Vec<u8> {
-    let text = 0x1000usize;
-    let data = (text + code.len()).next_multiple_of(8);
-    let shoff = data + ptrs.len() * 8;
-    let total = shoff + 3 * 64;
-    let mut f = vec![0u8; total];
-    let put = |f: &mut Vec<u8>, at: usize, v: u64, n: usize| {
-        f[at..at + n].copy_from_slice(&v.to_le_bytes()[..n]);
-    };
-    f[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
-    put(&mut f, 16, 3, 2);
-    put(&mut f, 18, machine as u64, 2);
-    put(&mut f, 20, 1, 4);
-    put(&mut f, 32, 64, 8);
-    put(&mut f, 40, shoff as u64, 8);
-    for (at, v) in [(52, 64), (54, 56), (56, 1), (58, 64), (60, 3)] {
-        put(&mut f, at, v, 2);
-    }
-    // PT_LOAD r-x, offset 0, address 0, the whole file.
-    for (at, v) in [
-        (64, 1u64),
-        (72, 0),
-        (80, 0),
-        (96, total as u64),
-        (104, total as u64),
-    ] {
-        put(&mut f, at, v, if at == 64 { 4 } else { 8 });
-    }
-    put(&mut f, 68, 5, 4);
-    f[text..text + code.len()].copy_from_slice(code);
-    for (i, p) in ptrs.iter().enumerate() {
-        put(&mut f, data + i * 8, *p, 8);
-    }
-    // Section headers: null, .text (PROGBITS, alloc+exec), .data.rel.ro (alloc+write).
-    for (k, ty, flags, at, len) in [(1, 1, 6, text, code.len()), (2, 1, 3, data, ptrs.len() * 8)] {
-        let s = shoff + k * 64;
-        put(&mut f, s + 4, ty, 4);
-        put(&mut f, s + 8, flags, 8);
-        put(&mut f, s + 16, at as u64, 8);
-        put(&mut f, s + 24, at as u64, 8);
-        put(&mut f, s + 32, len as u64, 8);
-    }
-    f
+    let data = ptrs.iter().flat_map(|p| p.to_le_bytes()).collect();
+    elf_of(
+        machine,
+        &[
+            (".text", 1, 6, code.to_vec(), 0),
+            (".data.rel.ro", 1, 3, data, 8),
+        ],
+    )
 }
 
 /// Code of functions of the given sizes (noise from `seed`, each function's bytes the
@@ -697,6 +663,209 @@ fn elf_preprocessing_makes_moved_code_cheap() {
         assert!(
             with.len() * 2 < without.len(),
             "machine {machine}: {} bytes with ELF preprocessing ({record:?} segments, record bytes), {} without",
+            with.len(),
+            without.len()
+        );
+    }
+}
+
+/// A minimal ELF64 shared object for `machine` holding `sections` (name, type, flags,
+/// bytes, entry size) at [`section_addrs`] (address = offset, one load segment from 0),
+/// then `.shstrtab` and the section headers.
+fn elf_of(machine: u16, sections: &[(&str, u32, u64, Vec<u8>, u64)]) -> Vec<u8> {
+    let addrs = section_addrs(&sections.iter().map(|s| s.3.len()).collect::<Vec<_>>());
+    let mut names = vec![0u8];
+    let mut name_at = Vec::new();
+    for s in sections.iter().map(|s| s.0).chain([".shstrtab"]) {
+        name_at.push(names.len());
+        names.extend_from_slice(s.as_bytes());
+        names.push(0);
+    }
+    let strtab = addrs
+        .last()
+        .map_or(0x1000, |a| a + sections.last().unwrap().3.len());
+    let shoff = (strtab + names.len()).next_multiple_of(8);
+    let shnum = sections.len() + 2;
+    let total = shoff + shnum * 64;
+    let mut f = vec![0u8; total];
+    let put = |f: &mut Vec<u8>, at: usize, v: u64, n: usize| {
+        f[at..at + n].copy_from_slice(&v.to_le_bytes()[..n]);
+    };
+    f[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+    put(&mut f, 16, 3, 2);
+    put(&mut f, 18, machine as u64, 2);
+    put(&mut f, 20, 1, 4);
+    put(&mut f, 32, 64, 8);
+    put(&mut f, 40, shoff as u64, 8);
+    for (at, v) in [
+        (52, 64),
+        (54, 56),
+        (56, 1),
+        (58, 64),
+        (60, shnum),
+        (62, shnum - 1),
+    ] {
+        put(&mut f, at, v as u64, 2);
+    }
+    // PT_LOAD r-x, offset 0, address 0, the whole file.
+    put(&mut f, 64, 1, 4);
+    put(&mut f, 68, 5, 4);
+    put(&mut f, 96, total as u64, 8);
+    put(&mut f, 104, total as u64, 8);
+    f[strtab..strtab + names.len()].copy_from_slice(&names);
+    let all = sections
+        .iter()
+        .zip(&addrs)
+        .map(|(s, &a)| (s.1, s.2, a, s.3.len(), s.4))
+        .chain([(3, 0, strtab, names.len(), 0)]);
+    for (k, (ty, flags, at, len, ent)) in all.enumerate() {
+        let h = shoff + (k + 1) * 64;
+        put(&mut f, h, name_at[k] as u64, 4);
+        put(&mut f, h + 4, ty as u64, 4);
+        put(&mut f, h + 8, flags, 8);
+        put(
+            &mut f,
+            h + 16,
+            if flags & 2 != 0 { at as u64 } else { 0 },
+            8,
+        );
+        put(&mut f, h + 24, at as u64, 8);
+        put(&mut f, h + 32, len as u64, 8);
+        put(&mut f, h + 56, ent, 8);
+        if at + len <= strtab {
+            f[at..at + len].copy_from_slice(&sections[k].3);
+        }
+    }
+    f
+}
+
+/// Where [`elf_of`] puts sections of these sizes: from 0x1000, each 16-byte aligned.
+fn section_addrs(sizes: &[usize]) -> Vec<usize> {
+    sizes
+        .iter()
+        .scan(0x1000usize, |at, n| {
+            let a = *at;
+            *at = (a + n).next_multiple_of(16);
+            Some(a)
+        })
+        .collect()
+}
+
+/// A program importing `order.len()` functions through PLT stubs in `order` (the import
+/// each `.rela.plt` entry, stub and GOT slot binds), its code calling them every 24 bytes
+/// (noise between) and its GOT holding the stubs' lazy addresses; the rest of its layout
+/// does not depend on the order.
+fn importing_program(machine: u16, order: &[usize]) -> Vec<u8> {
+    let n = order.len();
+    let x86 = machine == 62;
+    let (plt0, jump_slot) = if x86 { (16, 7u64) } else { (32, 1026) };
+    let mut dynstr = vec![0u8];
+    let mut dynsym = vec![0u8; 24];
+    for k in 0..n {
+        let mut e = [0u8; 24];
+        e[..4].copy_from_slice(&(dynstr.len() as u32).to_le_bytes());
+        e[4] = 0x12;
+        dynsym.extend_from_slice(&e);
+        dynstr.extend_from_slice(format!("imported_function_{k}\0").as_bytes());
+    }
+    let code_len = 256 << 10;
+    let sizes = [
+        dynsym.len(),
+        dynstr.len(),
+        n * 24,
+        plt0 + n * 16,
+        code_len,
+        (3 + n) * 8,
+    ];
+    let a = section_addrs(&sizes);
+    let (plt, text, got) = (a[3], a[4], a[5]);
+    let slot_of = |import: usize| order.iter().position(|&o| o == import).unwrap();
+    let stub = |slot: usize| plt + plt0 + slot * 16;
+    let got_slot = |slot: usize| got + 24 + slot * 8;
+    let mut rela = Vec::new();
+    let mut stubs = vec![0u8; plt0];
+    let mut got_bytes = vec![0u8; 24];
+    for (slot, &import) in order.iter().enumerate() {
+        rela.extend_from_slice(&(got_slot(slot) as u64).to_le_bytes());
+        rela.extend_from_slice(&(((import as u64 + 1) << 32) | jump_slot).to_le_bytes());
+        rela.extend_from_slice(&0u64.to_le_bytes());
+        let (s, g) = (stub(slot) as i64, got_slot(slot) as i64);
+        if x86 {
+            // jmp *GOT(%rip); push $slot; jmp PLT0
+            stubs.extend_from_slice(&[0xFF, 0x25]);
+            stubs.extend_from_slice(&((g - (s + 6)) as i32).to_le_bytes());
+            stubs.push(0x68);
+            stubs.extend_from_slice(&(slot as u32).to_le_bytes());
+            stubs.push(0xE9);
+            stubs.extend_from_slice(&((plt as i64 - (s + 16)) as i32).to_le_bytes());
+            got_bytes.extend_from_slice(&(s as u64 + 6).to_le_bytes());
+        } else {
+            // adrp x16, GOT page; ldr x17, [x16, #lo12]; add x16, x16, #lo12; br x17
+            let pages = ((g >> 12) - (s >> 12)) as u32;
+            let lo = (g & 0xFFF) as u32;
+            for w in [
+                0x9000_0010 | (pages & 3) << 29 | (pages >> 2 & 0x7FFFF) << 5,
+                0xF940_0211 | (lo / 8) << 10,
+                0x9100_0210 | lo << 10,
+                0xD61F_0220,
+            ] {
+                stubs.extend_from_slice(&w.to_le_bytes());
+            }
+            got_bytes.extend_from_slice(&(plt as u64).to_le_bytes());
+        }
+    }
+    let mut code = noise(code_len, 9);
+    let callee = noise(code_len / 24 + 1, 10);
+    for (k, site) in (0..code_len - 8).step_by(24).enumerate() {
+        let to = stub(slot_of(callee[k] as usize % n)) as i64;
+        let pc = (text + site) as i64;
+        if x86 {
+            code[site] = 0xE8;
+            code[site + 1..site + 5].copy_from_slice(&((to - (pc + 5)) as i32).to_le_bytes());
+        } else {
+            let w = 0x9400_0000u32 | (((to - pc) / 4) as u32 & 0x3FF_FFFF);
+            code[site..site + 4].copy_from_slice(&w.to_le_bytes());
+        }
+    }
+    elf_of(
+        machine,
+        &[
+            (".dynsym", 11, 2, dynsym, 24),
+            (".dynstr", 3, 2, dynstr, 0),
+            (".rela.plt", 4, 0x42, rela, 24),
+            (".plt", 1, 6, stubs, 16),
+            (".text", 1, 6, code, 0),
+            (".got.plt", 1, 3, got_bytes, 8),
+        ],
+    )
+}
+
+/// A release that imports its functions in another order moves their PLT stubs, and so
+/// every call to them, though no code moved: the writer pairs the stubs by the name of
+/// the function they bind, and old' calls the same functions as the new file does.
+#[test]
+fn calls_follow_import_stubs_that_changed_places() {
+    for machine in [62u16, 183] {
+        let old_order: Vec<usize> = (0..64).collect();
+        // One import moves from place 50 to place 3 (a linker's hash order does that when
+        // a name changes): the stubs of 47 others move by one place.
+        let mut new_order = old_order.clone();
+        let moved = new_order.remove(50);
+        new_order.insert(3, moved);
+        let old = importing_program(machine, &old_order);
+        let new = importing_program(machine, &new_order);
+        assert_eq!(old.len(), new.len());
+        let (with, s) = round_trip(&old, &new, &fast(0));
+        let plain = DeltaOptions {
+            exe: false,
+            ..fast(0)
+        };
+        let (without, _) = round_trip(&old, &new, &plain);
+        assert!(s.elf_segments > 0, "machine {machine}: {s:?}");
+        assert!(
+            with.len() * 4 < without.len(),
+            // Measured: 284 against 4,817 bytes (x86-64), 245 against 3,633 (aarch64).
+            "machine {machine}: {} bytes with preprocessing, {} without",
             with.len(),
             without.len()
         );

@@ -6,7 +6,8 @@
 //! smallest of `copy`, bidiff+zstd and zstd-with-reference-prefix (`delta/encode.rs`).
 //! [`apply`] streams the windows back (`delta/decode.rs`). ELF programs and libraries are
 //! first preprocessed (`delta/exe.rs`): the windows diff new against the old file with its
-//! code and data references relocated to the new layout. The format is SPEC.md §11.
+//! code and data references relocated to the new layout, calls to imported functions
+//! following their PLT stubs by name (`delta/plt.rs`). The format is SPEC.md §11.
 //!
 //! Parallel windows: the main thread plans and reads windows in order and hashes the new
 //! file; one worker a thread (`DeltaOptions::threads`) encodes them, as many at once as
@@ -50,6 +51,7 @@ mod encode;
 mod exe;
 mod format;
 mod plan;
+mod plt;
 mod scan;
 mod unwind;
 
@@ -647,9 +649,10 @@ enum Prepared {
 /// The most a byte of old' that differs from the old file can save the delta: a byte
 /// that bsdiff's diff stream no longer holds among zeros is a literal and a sequence to
 /// zstd, about 3 bytes. When old' differs in so few bytes that they cannot pay for the
-/// alignment record, the preprocessed way cannot be the smaller and is not made (numpy's
-/// 7 MiB x86-64 library: 2 bytes differ, the record is 77 bytes; before, both ways were
-/// made and the plain one kept, in 0.76 to 0.88 s).
+/// alignment record, the preprocessed way cannot be the smaller and is not made (the
+/// test's program with one flipped byte: 0 bytes differ; numpy's 7 MiB x86-64 library,
+/// before its PLT stubs were paired, 2 bytes against a 77-byte record, made both ways in
+/// 0.76 to 0.88 s and the plain one kept).
 const SAVED_PER_BYTE_MAX: u64 = 3;
 
 /// When both files are ELF programs or libraries of the same machine that this
@@ -673,7 +676,8 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, Delta
     let scan = scan::Index::new(&o)
         .and_then(|idx| scan::Recorded::scan(&idx, &n, pace, threads))
         .map_err(io_err(new))?;
-    let mut al = exe::align(scan.matches(), &lo, &ln);
+    let stubs = plt::pair(&o, &lo.plt, &n, &ln.plt, lo.machine);
+    let mut al = exe::align(scan.matches(), &lo, &ln, stubs);
     al.debug = lo.has_debug();
     drop(n);
     if al.is_identity() {

@@ -4,7 +4,8 @@
 //! changes its displacement, and every absolute pointer past it changes its value: a few
 //! changed bytes every few dozen, which byte-level diffs pay for. Here the writer aligns the
 //! old image with the new one (matched segments in virtual-address space, taken from a
-//! first bsdiff pass over the whole files), sends that alignment in the delta, and both
+//! first bsdiff pass over the whole files, and PLT stubs paired by the function they
+//! bind, `plt.rs`), sends that alignment in the delta, and both
 //! sides compute **old'**: the old file with each reference whose source and target lie in
 //! matched segments rewritten to the value it would have in the new layout. The windows
 //! then encode new against old', where moved code matches byte for byte.
@@ -32,6 +33,7 @@
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use super::dwarf::{self, Debug};
+use super::plt;
 use super::unwind::{self, Tables};
 
 /// Old' is computed in blocks of this many bytes at fixed file offsets; a reference that
@@ -100,6 +102,8 @@ pub struct Layout {
     debug: Option<Debug>,
     /// Where its debug sections are.
     debug_sections: dwarf::Sections,
+    /// Where its PLT stubs and what names them are (`plt.rs`).
+    pub plt: plt::Sections,
 }
 
 /// One matched stretch: `len` bytes at `old_va` in the old image sit at `new_va` in the new.
@@ -172,6 +176,7 @@ impl Layout {
         let mut bss: Option<(u64, u64)> = None;
         let names = section_names(read_at, size, &h, &sh)?;
         let mut debug_sections = dwarf::Sections::default();
+        let mut plt = plt::Sections::default();
         // Allocated sections with bytes in the file (`.eh_frame` is found among them by
         // address): address, offset, size.
         let mut placed = Vec::new();
@@ -181,14 +186,16 @@ impl Layout {
             if ty != 8 && flags & 2 != 0 {
                 placed.push((addr, off, sz));
             }
-            if ty == 1 && flags & 2 == 0 {
-                let name = names.as_deref().and_then(|n| {
-                    let at = usize::try_from(le(s, 0, 4)).ok()?;
-                    let rest = n.get(at..)?;
-                    Some(&rest[..rest.iter().position(|&c| c == 0)?])
-                });
-                if let Some(name) = name {
+            let name = names.as_deref().and_then(|n| {
+                let at = usize::try_from(le(s, 0, 4)).ok()?;
+                let rest = n.get(at..)?;
+                Some(&rest[..rest.iter().position(|&c| c == 0)?])
+            });
+            if let Some(name) = name {
+                if ty == 1 && flags & 2 == 0 {
                     debug_sections.note(name, off, sz);
+                } else if ty != 8 && flags & 2 != 0 {
+                    plt.note(name, off, sz, addr, le(s, 56, 8));
                 }
             }
             let (alloc, write, exec, tls) = (
@@ -249,6 +256,7 @@ impl Layout {
             unwind,
             debug,
             debug_sections,
+            plt,
         }))
     }
 
@@ -277,6 +285,22 @@ impl Layout {
             .iter()
             .find(|l| off >= l.off && off - l.off < l.filesz)?;
         Some((l.vaddr + (off - l.off), l.filesz - (off - l.off)))
+    }
+}
+
+impl Layout {
+    /// How many bytes from file offset `off` to the next byte a load segment holds: 0 when
+    /// one holds `off`, `u64::MAX` when none holds a later byte.
+    fn unloaded(&self, off: u64) -> u64 {
+        if self.va_of(off).is_some() {
+            return 0;
+        }
+        self.loads
+            .iter()
+            .filter(|l| l.off > off)
+            .map(|l| l.off - off)
+            .min()
+            .unwrap_or(u64::MAX)
     }
 }
 
@@ -523,10 +547,13 @@ fn need_varint(r: &mut dyn Read) -> io::Result<u64> {
 /// old (exact seeds extended while more than half the bytes agree, `scan.rs`): those of at
 /// least [`MATCH_MIN`] bytes, carried into virtual addresses through each file's load
 /// segments, plus `.bss` to `.bss`.
+/// `stubs`: the PLT stubs paired by name and the ranges of old addresses they decide
+/// ([`plt::pair`]), which take the place of the matches there.
 pub fn align(
     matches: impl IntoIterator<Item = bidiff::Match>,
     lo: &Layout,
     ln: &Layout,
+    stubs: (Vec<Segment>, Vec<(u64, u64)>),
 ) -> Alignment {
     let mut v = Vec::new();
     let (to, tn) = (lo.debug_sections.targets(), ln.debug_sections.targets());
@@ -564,7 +591,14 @@ pub fn align(
             );
             while left > 0 {
                 let (Some((ova, orun)), Some((nva, nrun))) = (lo.va_of(o), ln.va_of(n)) else {
-                    break;
+                    // Bytes no load segment holds (the padding before the next one): the
+                    // match goes on past them.
+                    let skip = lo.unloaded(o).max(ln.unloaded(n));
+                    if skip >= left {
+                        break;
+                    }
+                    (o, n, left) = (o + skip, n + skip, left - skip);
+                    continue;
                 };
                 let len = left.min(orun).min(nrun);
                 v.push(Segment {
@@ -575,6 +609,11 @@ pub fn align(
                 (o, n, left) = (o + len, n + len, left - len);
             }
         }
+    }
+    let (stubs, decided) = stubs;
+    if !decided.is_empty() {
+        v = cut(v, &decided);
+        v.extend(stubs);
     }
     // The unwind table's base (the entries are relative to it), which no match may cover:
     // its entries all change.
@@ -600,6 +639,37 @@ pub fn align(
         al.set_sections(sections);
     }
     al
+}
+
+/// `v` without the parts of its segments whose old addresses lie in one of `ranges`.
+fn cut(v: Vec<Segment>, ranges: &[(u64, u64)]) -> Vec<Segment> {
+    let mut out = Vec::with_capacity(v.len());
+    for s in v {
+        let mut pieces = vec![s];
+        for &(lo, hi) in ranges {
+            pieces = pieces
+                .into_iter()
+                .flat_map(|p| {
+                    let end = p.old_va + p.len;
+                    let before = (p.old_va < lo).then(|| Segment {
+                        len: lo.min(end) - p.old_va,
+                        ..p
+                    });
+                    let after = (end > hi).then(|| {
+                        let at = hi.max(p.old_va);
+                        Segment {
+                            old_va: at,
+                            new_va: p.new_va.wrapping_add(at - p.old_va),
+                            len: end - at,
+                        }
+                    });
+                    before.into_iter().chain(after)
+                })
+                .collect();
+        }
+        out.extend(pieces);
+    }
+    out
 }
 
 /// Rewrites, in `buf` (the old file's bytes from offset `start`, at most one [`BLOCK`]),
@@ -977,6 +1047,46 @@ mod tests {
         assert_eq!(w(0) & 0x3FF_FFFF, (0x41008 - 0x10000) / 4);
         let imm = ((w(1) >> 5) & 0x7FFFF) << 2 | (w(1) >> 29) & 3;
         assert_eq!(0x10000 + (imm << 12) + ((w(2) >> 10) & 0xFFF), 0x41018);
+    }
+
+    /// A match that runs from one load segment over the file's padding into the next
+    /// aligns both parts (it used to end at the padding: numpy's whole code, after its
+    /// first match ran from the headers into it, had no segment).
+    #[test]
+    fn a_match_across_the_padding_between_load_segments_aligns_both_parts() {
+        let layout = |second: u64| Layout {
+            machine: Machine::X86_64,
+            sections: Vec::new(),
+            loads: vec![
+                Load {
+                    off: 0,
+                    filesz: 0x1800,
+                    vaddr: 0,
+                },
+                Load {
+                    off: 0x2000,
+                    filesz: 0x4000,
+                    vaddr: second,
+                },
+            ],
+            bss: None,
+            unwind: None,
+            debug: None,
+            debug_sections: dwarf::Sections::default(),
+            plt: plt::Sections::default(),
+        };
+        let m = bidiff::Match {
+            add_old_start: 0x100,
+            add_new_start: 0x100,
+            add_length: 0x5000,
+            copy_end: 0x5100,
+        };
+        let a = align([m], &layout(0x10000), &layout(0x11000), (vec![], vec![]));
+        assert_eq!(a.map(0x100), Some(0x100));
+        assert_eq!(a.map(0x17FF), Some(0x17FF));
+        assert_eq!(a.map(0x10000), Some(0x11000));
+        assert_eq!(a.map(0x130FF), Some(0x140FF));
+        assert_eq!(a.map(0x13100), None);
     }
 
     #[test]
