@@ -586,6 +586,17 @@ fn an_unchanged_tail_after_a_long_change_costs_nothing() {
     assert_eq!(s.copy_windows, 2, "{s:?}");
 }
 
+/// The delta of `old` to `new` at zstd level 3 with ELF preprocessing and its stats, and
+/// the one made without, both checked to apply back.
+fn with_and_without(old: &[u8], new: &[u8]) -> (Vec<u8>, DeltaStats, Vec<u8>) {
+    let (with, s) = round_trip(old, new, &fast(0));
+    let plain = DeltaOptions {
+        exe: false,
+        ..fast(0)
+    };
+    (with, s, round_trip(old, new, &plain).0)
+}
+
 /// A minimal ELF64 shared object for `machine` (62 x86-64, 183 aarch64): one load segment
 /// from offset 0 at address 0, `.text` at 0x1000 holding `code`, and `.data.rel.ro` after
 /// it holding `ptrs` as 8-byte pointers.
@@ -671,7 +682,8 @@ fn elf_preprocessing_makes_moved_code_cheap() {
 
 /// A minimal ELF64 shared object for `machine` holding `sections` (name, type, flags,
 /// bytes, entry size) at [`section_addrs`] (address = offset, one load segment from 0),
-/// then `.shstrtab` and the section headers.
+/// then `.shstrtab` and the section headers; `.dynsym` links to `.dynstr` and RELA
+/// sections to `.dynsym`.
 fn elf_of(machine: u16, sections: &[(&str, u32, u64, Vec<u8>, u64)]) -> Vec<u8> {
     let addrs = section_addrs(&sections.iter().map(|s| s.3.len()).collect::<Vec<_>>());
     let mut names = vec![0u8];
@@ -718,8 +730,20 @@ fn elf_of(machine: u16, sections: &[(&str, u32, u64, Vec<u8>, u64)]) -> Vec<u8> 
         .zip(&addrs)
         .map(|(s, &a)| (s.1, s.2, a, s.3.len(), s.4))
         .chain([(3, 0, strtab, names.len(), 0)]);
+    let index = |name: &str| {
+        sections
+            .iter()
+            .position(|s| s.0 == name)
+            .map_or(0, |k| k + 1)
+    };
     for (k, (ty, flags, at, len, ent)) in all.enumerate() {
         let h = shoff + (k + 1) * 64;
+        let link = match ty {
+            11 => index(".dynstr"),
+            4 => index(".dynsym"),
+            _ => 0,
+        };
+        put(&mut f, h + 40, link as u64, 4);
         put(&mut f, h, name_at[k] as u64, 4);
         put(&mut f, h + 4, ty as u64, 4);
         put(&mut f, h + 8, flags, 8);
@@ -855,12 +879,7 @@ fn calls_follow_import_stubs_that_changed_places() {
         let old = importing_program(machine, &old_order);
         let new = importing_program(machine, &new_order);
         assert_eq!(old.len(), new.len());
-        let (with, s) = round_trip(&old, &new, &fast(0));
-        let plain = DeltaOptions {
-            exe: false,
-            ..fast(0)
-        };
-        let (without, _) = round_trip(&old, &new, &plain);
+        let (with, s, without) = with_and_without(&old, &new);
         assert!(s.elf_segments > 0, "machine {machine}: {s:?}");
         assert!(
             with.len() * 4 < without.len(),
@@ -870,6 +889,73 @@ fn calls_follow_import_stubs_that_changed_places() {
             without.len()
         );
     }
+}
+
+/// A library with `names.len()` dynamic symbols (undefined, named `names` in that order)
+/// and `uses` dynamic relocations of the symbols `uses` holds (indices into `names`).
+fn symbol_table(names: &[String], uses: &[usize]) -> Vec<u8> {
+    let mut dynstr = vec![0u8];
+    let mut dynsym = vec![0u8; 24];
+    for n in names {
+        let mut e = [0u8; 24];
+        e[..4].copy_from_slice(&(dynstr.len() as u32).to_le_bytes());
+        e[4] = 0x12;
+        dynsym.extend_from_slice(&e);
+        dynstr.extend_from_slice(n.as_bytes());
+        dynstr.push(0);
+    }
+    let mut rela = Vec::new();
+    for &u in uses {
+        rela.extend_from_slice(&[0u8; 8]);
+        rela.extend_from_slice(&(((u as u64 + 1) << 32) | 6).to_le_bytes());
+        rela.extend_from_slice(&[0u8; 8]);
+    }
+    elf_of(
+        62,
+        &[
+            (".dynsym", 11, 2, dynsym, 24),
+            (".dynstr", 3, 2, dynstr, 0),
+            (".rela.dyn", 4, 2, rela, 24),
+            (".text", 1, 6, noise(4096, 3), 0),
+        ],
+    )
+}
+
+/// A release that adds symbols changes every later symbol's name offset and every later
+/// symbol's index, though no name changed: old' (record kind 4) gives each symbol the
+/// offset of its name in the new string table and each relocation the new index of its
+/// symbol.
+#[test]
+fn symbol_names_and_indices_follow_their_tables() {
+    let old_names: Vec<String> = (0..3000).map(|k| format!("library_function_{k}")).collect();
+    // One new symbol every 100, its name among the others.
+    let mut new_names = Vec::new();
+    let mut index = Vec::new();
+    for (k, n) in old_names.iter().enumerate() {
+        if k % 100 == 50 {
+            new_names.push(format!("added_in_this_release_{k}"));
+        }
+        index.push(new_names.len());
+        new_names.push(n.clone());
+    }
+    let uses: Vec<usize> = noise(8000, 21)
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]) as usize % old_names.len())
+        .collect();
+    let old = symbol_table(&old_names, &uses);
+    let new = symbol_table(
+        &new_names,
+        &uses.iter().map(|&u| index[u]).collect::<Vec<_>>(),
+    );
+    let (with, s, without) = with_and_without(&old, &new);
+    assert!(s.elf_segments > 0, "{s:?}");
+    assert_eq!(with[32], 4, "alignment record kind");
+    assert!(
+        with.len() * 3 < without.len(),
+        "{} bytes with preprocessing, {} without",
+        with.len(),
+        without.len()
+    );
 }
 
 /// A small ELF pair whose layout did not move is made both ways and the smaller kept: the
@@ -1091,12 +1177,7 @@ fn assert_preprocessing_shrinks_leaf_library(flags: &[&str], kind: u8) {
     let dir = tempfile::tempdir().unwrap();
     let old = leaf_library(dir.path(), 1500, false, flags);
     let new = leaf_library(dir.path(), 1500, true, flags);
-    let (with, s) = round_trip(&old, &new, &fast(0));
-    let plain = DeltaOptions {
-        exe: false,
-        ..fast(0)
-    };
-    let (without, _) = round_trip(&old, &new, &plain);
+    let (with, s, without) = with_and_without(&old, &new);
     assert!(s.elf_segments > 0, "{s:?}");
     assert_eq!(u32::from_le_bytes(with[8..12].try_into().unwrap()), 2);
     assert_eq!(with[32], kind, "alignment record kind");

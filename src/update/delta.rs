@@ -7,7 +7,7 @@
 //! [`apply`] streams the windows back (`delta/decode.rs`). ELF programs and libraries are
 //! first preprocessed (`delta/exe.rs`): the windows diff new against the old file with its
 //! code and data references relocated to the new layout, calls to imported functions
-//! following their PLT stubs by name (`delta/plt.rs`). The format is SPEC.md §11.
+//! following their PLT stubs by name (`delta/symbols.rs`). The format is SPEC.md §11.
 //!
 //! Parallel windows: the main thread plans and reads windows in order and hashes the new
 //! file; one worker a thread (`DeltaOptions::threads`) encodes them, as many at once as
@@ -51,8 +51,8 @@ mod encode;
 mod exe;
 mod format;
 mod plan;
-mod plt;
 mod scan;
+mod symbols;
 mod unwind;
 
 use std::collections::BTreeMap;
@@ -676,9 +676,11 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, Delta
     let scan = scan::Index::new(&o)
         .and_then(|idx| scan::Recorded::scan(&idx, &n, pace, threads))
         .map_err(io_err(new))?;
-    let stubs = plt::pair(&o, &lo.plt, &n, &ln.plt, lo.machine);
-    let mut al = exe::align(scan.matches(), &lo, &ln, stubs);
-    al.debug = lo.has_debug();
+    let paired = symbols::pair(&o, &lo.plt, &n, &ln.plt, lo.machine);
+    let mut al = exe::align(scan.matches(), &lo, &ln, paired);
+    // Kind 4 only when names moved: readers made before it read kinds 2 and 3.
+    al.names = lo.has_names() && al.moves_names();
+    al.debug = lo.has_debug() || al.names;
     drop(n);
     if al.is_identity() {
         return Ok(Prepared::Unmoved(scan));
@@ -698,9 +700,10 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, Delta
         tmp,
         payload,
         segments: al.len(),
-        kind: match al.debug {
-            true => format::PREPROCESS_ELF_DEBUG,
-            false => format::PREPROCESS_ELF_UNWIND,
+        kind: match (al.names, al.debug) {
+            (true, _) => format::PREPROCESS_ELF_NAMES,
+            (false, true) => format::PREPROCESS_ELF_DEBUG,
+            (false, false) => format::PREPROCESS_ELF_UNWIND,
         },
         scan,
     }))

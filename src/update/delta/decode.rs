@@ -164,31 +164,33 @@ pub fn apply<O: Read + Seek>(
     delta
         .read_exact(&mut rec)
         .map_err(delta_err("its alignment record"))?;
-    let (unwind, debug) = match rec[0] {
-        format::PREPROCESS_ELF => (false, false),
-        format::PREPROCESS_ELF_UNWIND => (true, false),
-        format::PREPROCESS_ELF_DEBUG => (true, true),
+    let (unwind, debug, names) = match rec[0] {
+        format::PREPROCESS_ELF => (false, false, false),
+        format::PREPROCESS_ELF_UNWIND => (true, false, false),
+        format::PREPROCESS_ELF_DEBUG => (true, true, false),
+        format::PREPROCESS_ELF_NAMES => (true, true, true),
         k => {
             return Err(corrupt(format!(
-                "its old file is preprocessed by unknown kind {k}"
+                "its old file is preprocessed by unknown kind {k} (a newer offgrid made it)"
             )))
         }
     };
     let mut len = [0u8; 8];
     len.copy_from_slice(&rec[1..]);
-    let al = Alignment::read(delta, u64::from_le_bytes(len), unwind, debug).map_err(|e| {
-        if matches!(
-            e.kind(),
-            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
-        ) {
-            corrupt(format!("its alignment record is malformed: {e}"))
-        } else {
-            DeltaError::Io {
-                path: "delta".into(),
-                source: e,
+    let al =
+        Alignment::read(delta, u64::from_le_bytes(len), unwind, debug, names).map_err(|e| {
+            if matches!(
+                e.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+            ) {
+                corrupt(format!("its alignment record is malformed: {e}"))
+            } else {
+                DeltaError::Io {
+                    path: "delta".into(),
+                    source: e,
+                }
             }
-        }
-    })?;
+        })?;
     let old_err = |source| DeltaError::Io {
         path: OLD.into(),
         source,

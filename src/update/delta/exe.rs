@@ -5,7 +5,7 @@
 //! changed bytes every few dozen, which byte-level diffs pay for. Here the writer aligns the
 //! old image with the new one (matched segments in virtual-address space, taken from a
 //! first bsdiff pass over the whole files, and PLT stubs paired by the function they
-//! bind, `plt.rs`), sends that alignment in the delta, and both
+//! bind, `symbols.rs`), sends that alignment in the delta, and both
 //! sides compute **old'**: the old file with each reference whose source and target lie in
 //! matched segments rewritten to the value it would have in the new layout. The windows
 //! then encode new against old', where moved code matches byte for byte.
@@ -18,7 +18,9 @@
 //! `adrp` followed by `add`/`ldr` on the same register; 8-byte pointers in writable data
 //! (`.data.rel.ro`, `.got`, init arrays), `r_offset`/`r_addend` of RELA entries and
 //! `st_value` of symbols; with record kind 2, the unwind tables' offsets (`unwind.rs`);
-//! with kind 3, the DWARF debug sections' addresses too (`dwarf.rs`). A false candidate
+//! with kind 3, the DWARF debug sections' addresses too (`dwarf.rs`); with kind 4,
+//! symbols' name offsets and relocations' symbol indices too (through alignments of the
+//! string tables and of `.dynsym`, which `symbols.rs` pairs by name). A false candidate
 //! only costs size: the windows still make the exact new file, checked by the end
 //! record's SHA-256.
 //!
@@ -33,7 +35,7 @@
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use super::dwarf::{self, Debug};
-use super::plt;
+use super::symbols;
 use super::unwind::{self, Tables};
 
 /// Old' is computed in blocks of this many bytes at fixed file offsets; a reference that
@@ -79,7 +81,18 @@ struct Section {
     off: u64,
     size: u64,
     addr: u64,
+    /// With record kind 4: the list ([`NAME_LISTS`]) that maps what its entries name: the
+    /// string table of a symbol table's `st_name`, the dynamic symbol table of a RELA
+    /// section's symbol index.
+    names: Option<usize>,
 }
+
+/// With record kind 4, the lists after the debug sections' ([`dwarf::TARGETS`]): the
+/// alignments of `.strtab`, `.dynstr` and `.dynsym`, in offsets from each one's start.
+pub const NAME_LISTS: usize = 3;
+const STRTAB: usize = dwarf::TARGETS;
+const DYNSTR: usize = dwarf::TARGETS + 1;
+const DYNSYM: usize = dwarf::TARGETS + 2;
 
 #[derive(Debug, Clone, Copy)]
 struct Load {
@@ -102,8 +115,11 @@ pub struct Layout {
     debug: Option<Debug>,
     /// Where its debug sections are.
     debug_sections: dwarf::Sections,
-    /// Where its PLT stubs and what names them are (`plt.rs`).
-    pub plt: plt::Sections,
+    /// Where its PLT stubs and dynamic symbols are (`symbols.rs`).
+    pub plt: symbols::Sections,
+    /// Where its `.strtab`, `.dynstr` and `.dynsym` are (file offset, size), for the
+    /// writer's [`NAME_LISTS`].
+    named: [Option<(u64, u64)>; NAME_LISTS],
 }
 
 /// One matched stretch: `len` bytes at `old_va` in the old image sit at `new_va` in the new.
@@ -176,7 +192,10 @@ impl Layout {
         let mut bss: Option<(u64, u64)> = None;
         let names = section_names(read_at, size, &h, &sh)?;
         let mut debug_sections = dwarf::Sections::default();
-        let mut plt = plt::Sections::default();
+        let mut plt = symbols::Sections::default();
+        let mut named: [Option<(u64, u64)>; NAME_LISTS] = [None; NAME_LISTS];
+        // The type of each section header, for what a RELA section's `sh_link` names.
+        let types: Vec<u64> = sh.chunks_exact(64).map(|s| le(s, 4, 4)).collect();
         // Allocated sections with bytes in the file (`.eh_frame` is found among them by
         // address): address, offset, size.
         let mut placed = Vec::new();
@@ -192,6 +211,18 @@ impl Layout {
                 Some(&rest[..rest.iter().position(|&c| c == 0)?])
             });
             if let Some(name) = name {
+                let list = match name {
+                    b".strtab" => Some(0),
+                    b".dynstr" => Some(1),
+                    b".dynsym" => Some(2),
+                    _ => None,
+                };
+                if let Some(k) = list.filter(|&k| named[k].is_none()) {
+                    named[k] = off
+                        .checked_add(sz)
+                        .filter(|&e| e <= size)
+                        .map(|_| (off, sz));
+                }
                 if ty == 1 && flags & 2 == 0 {
                     debug_sections.note(name, off, sz);
                 } else if ty != 8 && flags & 2 != 0 {
@@ -225,12 +256,22 @@ impl Layout {
             let fits = off.checked_add(sz).is_some_and(|e| e <= size)
                 && addr.checked_add(sz).is_some()
                 && sz > 0;
+            let names = match (kind, ty) {
+                (Kind::Symbols, 2) => Some(STRTAB),
+                (Kind::Symbols, _) => Some(DYNSTR),
+                (Kind::Rela, _) if alloc => {
+                    let link = usize::try_from(le(s, 40, 4)).unwrap_or(usize::MAX);
+                    (types.get(link) == Some(&11)).then_some(DYNSYM)
+                }
+                _ => None,
+            };
             if fits {
                 sections.push(Section {
                     kind,
                     off,
                     size: sz,
                     addr,
+                    names,
                 });
             }
         }
@@ -257,12 +298,19 @@ impl Layout {
             debug,
             debug_sections,
             plt,
+            named,
         }))
     }
 
     /// Whether old' would rewrite debug sections' addresses (record kind 3).
     pub fn has_debug(&self) -> bool {
         self.debug.is_some()
+    }
+
+    /// Whether old' would rewrite names and symbol indices (record kind 4): it has a
+    /// symbol table or a RELA section that names one.
+    pub fn has_names(&self) -> bool {
+        self.sections.iter().any(|s| s.names.is_some())
     }
 
     /// [`Layout::parse`] of a file held in memory.
@@ -308,14 +356,18 @@ impl Layout {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Alignment {
     segs: Vec<Segment>,
-    /// Whether old' rewrites the unwind tables too (`unwind.rs`; record kinds 2 and 3;
+    /// Whether old' rewrites the unwind tables too (`unwind.rs`; record kinds 2 to 4;
     /// kind 1 does not).
     pub unwind: bool,
-    /// Whether old' rewrites the debug sections' addresses too (`dwarf.rs`; record kind 3).
+    /// Whether old' rewrites the debug sections' addresses too (`dwarf.rs`; record kinds 3
+    /// and 4).
     pub debug: bool,
+    /// Whether old' rewrites symbols' names and relocations' symbol indices too (record
+    /// kind 4; `debug` is then set too).
+    pub names: bool,
     /// With `debug`: the alignments of the debug sections that offsets point into, each in
-    /// offsets from its section's start, in the order of [`dwarf::TARGETS`] (those the
-    /// writer did not align are empty).
+    /// offsets from its section's start, in the order of [`dwarf::TARGETS`], then with
+    /// `names` those of [`NAME_LISTS`] (those the writer did not align are empty).
     sections: Vec<Alignment>,
 }
 
@@ -352,6 +404,15 @@ impl Alignment {
             let back = s.old_va - va;
             (back <= NEAR).then(|| s.new_va.wrapping_sub(back))
         })
+    }
+
+    /// Whether its name tables' lists ([`NAME_LISTS`]) move anything: when they do not,
+    /// record kind 4 would rewrite nothing that kinds 2 and 3 leave.
+    pub fn moves_names(&self) -> bool {
+        self.sections
+            .iter()
+            .skip(dwarf::TARGETS)
+            .any(|a| a.segs.iter().any(|s| s.old_va != s.new_va))
     }
 
     /// Builds an alignment from matched stretches in virtual-address space: sorted, the
@@ -399,6 +460,7 @@ impl Alignment {
             segs: out,
             unwind: true,
             debug: true,
+            names: true,
             sections: Vec::new(),
         }
     }
@@ -406,17 +468,25 @@ impl Alignment {
     /// The alignment record's payload: a zstd frame of LEB128 varints: the count, then per
     /// segment the gap from the previous segment's old end, the change of shift
     /// (`new_va - old_va`, two's complement, zig-zag), and the length; with `debug`
-    /// (kind 3), then one such list per debug section of [`dwarf::TARGETS`].
+    /// (kinds 3 and 4), then one such list per debug section of [`dwarf::TARGETS`]; with
+    /// `names` (kind 4), then one per table of [`NAME_LISTS`].
     pub fn encode(&self) -> io::Result<Vec<u8>> {
         let mut raw = Vec::with_capacity(self.segs.len() * 8 + 8);
         put_list(&mut raw, &self.segs);
-        if self.debug {
-            let none = Alignment::default();
-            for k in 0..dwarf::TARGETS {
-                put_list(&mut raw, &self.sections.get(k).unwrap_or(&none).segs);
-            }
+        let none = Alignment::default();
+        for k in 0..self.lists() {
+            put_list(&mut raw, &self.sections.get(k).unwrap_or(&none).segs);
         }
         zstd::bulk::compress(&raw, 19)
+    }
+
+    /// How many section lists its record carries after the image's segments.
+    fn lists(&self) -> usize {
+        match (self.debug, self.names) {
+            (_, true) => dwarf::TARGETS + NAME_LISTS,
+            (true, false) => dwarf::TARGETS,
+            (false, false) => 0,
+        }
     }
 
     /// Sets the debug sections' alignments (in the order of [`dwarf::TARGETS`]).
@@ -438,9 +508,15 @@ impl Alignment {
     /// Reads an alignment payload of `len` bytes from `r` (held in memory: at most
     /// [`PAYLOAD_MAX`]), refusing anything malformed: one zstd frame using exactly `len`
     /// bytes, segments sorted, not empty, not overlapping, at most [`SEGMENTS_MAX`].
-    /// `unwind`, `debug`: whether the record's kind rewrites the unwind tables and the
-    /// debug sections too.
-    pub fn read(r: &mut dyn Read, len: u64, unwind: bool, debug: bool) -> io::Result<Alignment> {
+    /// `unwind`, `debug`, `names`: whether the record's kind rewrites the unwind tables,
+    /// the debug sections, and names and symbol indices too.
+    pub fn read(
+        r: &mut dyn Read,
+        len: u64,
+        unwind: bool,
+        debug: bool,
+        names: bool,
+    ) -> io::Result<Alignment> {
         if len > PAYLOAD_MAX {
             return Err(bad("its alignment record is larger than 16 MiB"));
         }
@@ -457,25 +533,25 @@ impl Alignment {
         let mut d = io::BufReader::new(d);
         let mut left = SEGMENTS_MAX as u64;
         let segs = read_list(&mut d, &mut left)?;
-        let mut sections = Vec::new();
-        if debug {
-            for _ in 0..dwarf::TARGETS {
-                sections.push(Alignment {
-                    segs: read_list(&mut d, &mut left)?,
-                    ..Alignment::default()
-                });
-            }
+        let mut al = Alignment {
+            segs,
+            unwind,
+            debug: debug || names,
+            names,
+            sections: Vec::new(),
+        };
+        for _ in 0..al.lists() {
+            let segs = read_list(&mut d, &mut left)?;
+            al.sections.push(Alignment {
+                segs,
+                ..Alignment::default()
+            });
         }
         let mut rest = [0u8; 1];
         if d.read(&mut rest)? != 0 {
             return Err(bad("its alignment record has bytes after its segments"));
         }
-        Ok(Alignment {
-            segs,
-            unwind,
-            debug,
-            sections,
-        })
+        Ok(al)
     }
 }
 
@@ -547,17 +623,22 @@ fn need_varint(r: &mut dyn Read) -> io::Result<u64> {
 /// old (exact seeds extended while more than half the bytes agree, `scan.rs`): those of at
 /// least [`MATCH_MIN`] bytes, carried into virtual addresses through each file's load
 /// segments, plus `.bss` to `.bss`.
-/// `stubs`: the PLT stubs paired by name and the ranges of old addresses they decide
-/// ([`plt::pair`]), which take the place of the matches there.
+/// `paired`: the PLT stubs and `.dynsym` entries paired by name ([`symbols::pair`]),
+/// which take the place of the matches over the old stubs and for `.dynsym`'s list.
 pub fn align(
     matches: impl IntoIterator<Item = bidiff::Match>,
     lo: &Layout,
     ln: &Layout,
-    stubs: (Vec<Segment>, Vec<(u64, u64)>),
+    paired: symbols::Paired,
 ) -> Alignment {
     let mut v = Vec::new();
-    let (to, tn) = (lo.debug_sections.targets(), ln.debug_sections.targets());
-    let mut secs: Vec<Vec<Segment>> = vec![Vec::new(); dwarf::TARGETS];
+    let targets = |l: &Layout| {
+        let mut t = l.debug_sections.targets().to_vec();
+        t.extend(l.named);
+        t
+    };
+    let (to, tn) = (targets(lo), targets(ln));
+    let mut secs: Vec<Vec<Segment>> = vec![Vec::new(); to.len()];
     for m in matches {
         if m.add_length >= MATCH_MIN {
             // The part of the match inside each debug section of both files, in offsets
@@ -610,10 +691,12 @@ pub fn align(
             }
         }
     }
-    let (stubs, decided) = stubs;
-    if !decided.is_empty() {
-        v = cut(v, &decided);
-        v.extend(stubs);
+    if !paired.stub_ranges.is_empty() {
+        v = cut(v, &paired.stub_ranges);
+        v.extend(paired.stubs);
+    }
+    if !paired.dynsym.is_empty() {
+        secs[DYNSYM] = paired.dynsym;
     }
     // The unwind table's base (the entries are relative to it), which no match may cover:
     // its entries all change.
@@ -690,7 +773,11 @@ pub fn relocate(layout: &Layout, al: &Alignment, start: u64, buf: &mut [u8]) {
             (Kind::Rela, _) | (Kind::Symbols, _) => {
                 let skip = ((24 - (lo - s.off) % 24) % 24) as usize;
                 let fields: &[usize] = if s.kind == Kind::Rela { &[0, 16] } else { &[8] };
+                let names = s.names.filter(|_| al.names);
                 for e in b.get_mut(skip..).unwrap_or_default().chunks_exact_mut(24) {
+                    if let Some(k) = names {
+                        name(e, s.kind, k, al);
+                    }
                     if s.kind == Kind::Symbols && le(e, 6, 2) == 0 {
                         continue;
                     }
@@ -737,6 +824,25 @@ fn section_names(
     let mut b = vec![0u8; sz as usize];
     read_at(off, &mut b)?;
     Ok(Some(b))
+}
+
+/// With record kind 4, in a 24-byte entry of a section of `kind`: a symbol's `st_name`
+/// follows its string table's list `k` (as a target), a relocation's symbol index (the
+/// high 32 bits of `r_info`) the dynamic symbol table's list `k` (exactly, in entries of
+/// 24 bytes); 0 stays.
+fn name(e: &mut [u8], kind: Kind, k: usize, al: &Alignment) {
+    let at = if kind == Kind::Symbols { 0 } else { 12 };
+    let v = le(e, at, 4);
+    let mapped = match kind {
+        Kind::Symbols => al.map_section(k, v, true),
+        _ => al
+            .map_section(k, v * 24, false)
+            .filter(|n| n % 24 == 0)
+            .map(|n| n / 24),
+    };
+    if let Some(n) = mapped.filter(|&n| v != 0 && n <= u32::MAX as u64) {
+        e[at..at + 4].copy_from_slice(&(n as u32).to_le_bytes());
+    }
 }
 
 fn map_u64(b: &mut [u8], al: &Alignment) {
@@ -990,34 +1096,39 @@ mod tests {
         assert_eq!(a.map(0x107F), Some(0x107F));
         assert_eq!(a.map(0x2001), Some(0x2011));
         assert_eq!(a.map(0x3000), None);
-        // Kind 3 carries one list per debug section after the segments (empty ones too).
+        // Kind 4 carries one list per debug section and per name table after the segments
+        // (empty ones too); kind 3 the debug sections' only.
         let mut a = a;
-        let mut sections = vec![Alignment::default(); dwarf::TARGETS];
+        let mut sections = vec![Alignment::default(); dwarf::TARGETS + NAME_LISTS];
         sections[1] = al(&[(0, 0, 40), (40, 52, 300)]);
+        sections[DYNSTR] = al(&[(0, 0, 500), (500, 509, 900)]);
         a.set_sections(sections);
         assert_eq!(a.map_section(1, 41, false), Some(53));
-        let bytes = a.encode().unwrap();
-        let b = Alignment::read(&mut bytes.as_slice(), bytes.len() as u64, true, true).unwrap();
-        assert_eq!(a.segs, b.segs);
+        assert_eq!(a.map_section(DYNSTR, 600, true), Some(609));
+        let read = |b: &[u8], len: usize, debug: bool, names: bool| {
+            Alignment::read(&mut &b[..len.min(b.len())], len as u64, true, debug, names)
+        };
         let segs = |x: &Alignment| {
             x.sections
                 .iter()
                 .map(|s| s.segs.clone())
                 .collect::<Vec<_>>()
         };
+        let kind4 = a.encode().unwrap();
+        let b = read(&kind4, kind4.len(), true, true).unwrap();
+        assert_eq!(a.segs, b.segs);
         assert_eq!(segs(&a), segs(&b));
-        // Kind 2 has no section lists: the same bytes have some left over.
-        assert!(Alignment::read(&mut bytes.as_slice(), bytes.len() as u64, true, false).is_err());
-        assert!(Alignment::read(
-            &mut &bytes[..bytes.len() - 1],
-            bytes.len() as u64 - 1,
-            true,
-            true
-        )
-        .is_err());
-        assert!(
-            Alignment::read(&mut bytes.as_slice(), bytes.len() as u64 + 1, true, true).is_err()
-        );
+        assert_eq!(b.sections.len(), dwarf::TARGETS + NAME_LISTS);
+        a.names = false;
+        let kind3 = a.encode().unwrap();
+        let b = read(&kind3, kind3.len(), true, false).unwrap();
+        assert_eq!(segs(&b), segs(&a)[..dwarf::TARGETS].to_vec());
+        // Read as another kind, a record has bytes left over or too few.
+        assert!(read(&kind4, kind4.len(), true, false).is_err());
+        assert!(read(&kind3, kind3.len(), true, true).is_err());
+        assert!(read(&kind3, kind3.len(), false, false).is_err());
+        assert!(read(&kind4, kind4.len() - 1, true, true).is_err());
+        assert!(read(&kind4, kind4.len() + 1, true, true).is_err());
     }
 
     #[test]
@@ -1073,7 +1184,8 @@ mod tests {
             unwind: None,
             debug: None,
             debug_sections: dwarf::Sections::default(),
-            plt: plt::Sections::default(),
+            plt: symbols::Sections::default(),
+            named: [None; NAME_LISTS],
         };
         let m = bidiff::Match {
             add_old_start: 0x100,
@@ -1081,7 +1193,12 @@ mod tests {
             add_length: 0x5000,
             copy_end: 0x5100,
         };
-        let a = align([m], &layout(0x10000), &layout(0x11000), (vec![], vec![]));
+        let a = align(
+            [m],
+            &layout(0x10000),
+            &layout(0x11000),
+            symbols::Paired::default(),
+        );
         assert_eq!(a.map(0x100), Some(0x100));
         assert_eq!(a.map(0x17FF), Some(0x17FF));
         assert_eq!(a.map(0x10000), Some(0x11000));

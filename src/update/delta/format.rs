@@ -21,6 +21,9 @@ pub const PREPROCESS_ELF_UNWIND: u8 = 2;
 /// Alignment record kind: as [`PREPROCESS_ELF_UNWIND`], and the DWARF debug sections'
 /// addresses too (`dwarf.rs`).
 pub const PREPROCESS_ELF_DEBUG: u8 = 3;
+/// Alignment record kind: as [`PREPROCESS_ELF_DEBUG`], and symbols' names and
+/// relocations' symbol indices too (`exe.rs`).
+pub const PREPROCESS_ELF_NAMES: u8 = 4;
 /// Alignment record head: kind byte, then the payload length.
 pub const PREPROCESS_LEN: usize = 9;
 /// Header flag: windows were planned from the GGUF tensor layout (informational).

@@ -1,5 +1,5 @@
-//! Import stubs: which PLT stub of an ELF file jumps to which imported function, so that
-//! the writer can pair the stubs of two releases by name (SPEC.md §11.6).
+//! What the writer pairs between two releases of an ELF file by symbol name: PLT stubs and
+//! dynamic symbol table entries (SPEC.md §11.6).
 //!
 //! A program calls an imported function through its PLT stub, and the stubs sit in the
 //! order of `.rela.plt`. When a release imports one more function, or the linker orders
@@ -11,10 +11,15 @@
 //! stubs of the two files by the symbol they bind and makes each pair a segment of the
 //! alignment: old' then calls the stub of the same function, as the new file does.
 //!
+//! Likewise a symbol added to `.dynsym` moves every later entry, and each relocation that
+//! names a later symbol changes its index (record kind 4 rewrites the index through the
+//! list of `.dynsym`). Entries differ in their name offsets too, so matches place them
+//! poorly; the writer pairs them by name instead.
+//!
 //! Only the writer reads this; the alignment record carries the result. It reads the
 //! files the writer was given, bounded like `exe.rs`: every offset is checked against the
-//! file, a symbol name is at most [`NAME_MAX`] bytes, and a name that binds more than one
-//! stub is left out. A stub this misreads only costs size.
+//! file, a symbol name is at most [`NAME_MAX`] bytes, and a name that more than one stub or
+//! entry of a file has is left out. What this misreads only costs size.
 
 use std::collections::HashMap;
 
@@ -50,29 +55,45 @@ impl Sections {
     }
 }
 
-/// A file's stubs: the name of the symbol each binds, its address and its length.
-fn stubs<'a>(b: &'a [u8], s: &Sections, arch: Machine) -> Vec<(&'a [u8], u64, u64)> {
-    let bytes = |(off, size, _, _): (u64, u64, u64, u64)| {
-        let at = usize::try_from(off).ok()?;
-        b.get(at..at.checked_add(usize::try_from(size).ok()?)?)
-    };
-    let (Some(rela), Some(sym), Some(str)) = (
-        s.rela_plt.and_then(bytes),
-        s.dynsym.and_then(bytes),
-        s.dynstr.and_then(bytes),
+/// The bytes of section `sec` (file offset, size, ...) of `b`, when they are in it.
+fn bytes(b: &[u8], (off, size, _, _): (u64, u64, u64, u64)) -> Option<&[u8]> {
+    let at = usize::try_from(off).ok()?;
+    b.get(at..at.checked_add(usize::try_from(size).ok()?)?)
+}
+
+fn le(b: &[u8], at: usize, n: usize) -> Option<u64> {
+    let x = b.get(at..at.checked_add(n)?)?;
+    Some(x.iter().rev().fold(0u64, |v, &c| (v << 8) | c as u64))
+}
+
+/// The name of each `.dynsym` entry (`None` for no name or one this cannot read).
+fn names<'a>(b: &'a [u8], s: &Sections) -> Vec<Option<&'a [u8]>> {
+    let (Some(sym), Some(str)) = (
+        s.dynsym.and_then(|x| bytes(b, x)),
+        s.dynstr.and_then(|x| bytes(b, x)),
     ) else {
         return Vec::new();
     };
-    let le = |b: &[u8], at: usize, n: usize| -> Option<u64> {
-        let x = b.get(at..at.checked_add(n)?)?;
-        Some(x.iter().rev().fold(0u64, |v, &c| (v << 8) | c as u64))
+    sym.chunks_exact(24)
+        .map(|e| {
+            let rest = str.get(usize::try_from(le(e, 0, 4)?).ok()?..)?;
+            let end = rest.iter().take(NAME_MAX).position(|&c| c == 0)?;
+            (end > 0).then(|| &rest[..end])
+        })
+        .collect()
+}
+
+/// A file's stubs: the name of the symbol each binds, its address and its length.
+fn stubs<'a>(
+    b: &'a [u8],
+    s: &Sections,
+    names: &[Option<&'a [u8]>],
+    arch: Machine,
+) -> Vec<(&'a [u8], u64, u64)> {
+    let Some(rela) = s.rela_plt.and_then(|x| bytes(b, x)) else {
+        return Vec::new();
     };
-    let name = |k: u64| -> Option<&'a [u8]> {
-        let at = usize::try_from(k.checked_mul(24)?).ok()?;
-        let rest = str.get(usize::try_from(le(sym, at, 4)?).ok()?..)?;
-        let end = rest.iter().take(NAME_MAX).position(|&c| c == 0)?;
-        (end > 0).then(|| &rest[..end])
-    };
+    let name = |k: u64| names.get(usize::try_from(k).ok()?).copied().flatten();
     // The GOT slot each import's stub jumps through, and the import's name.
     let mut slot_name = HashMap::new();
     for e in rela.chunks_exact(24) {
@@ -86,7 +107,7 @@ fn stubs<'a>(b: &'a [u8], s: &Sections, arch: Machine) -> Vec<(&'a [u8], u64, u6
     let mut out = Vec::new();
     for sec in s.plt.iter().flatten() {
         let (_, size, addr, entsize) = *sec;
-        let Some(code) = bytes(*sec) else { continue };
+        let Some(code) = bytes(b, *sec) else { continue };
         let ent = if (8..=64).contains(&entsize) {
             entsize
         } else {
@@ -127,29 +148,51 @@ fn stubs<'a>(b: &'a [u8], s: &Sections, arch: Machine) -> Vec<(&'a [u8], u64, u6
     out
 }
 
-/// Stubs by name, a name that binds more than one stub mapped to `None`.
-fn unique(v: Vec<(&[u8], u64, u64)>) -> HashMap<&[u8], Option<(u64, u64)>> {
-    let mut m: HashMap<&[u8], Option<(u64, u64)>> = HashMap::new();
-    for (n, va, len) in v {
+/// The named entries of a symbol table (name, index).
+fn entries<'a>(v: &[Option<&'a [u8]>]) -> Vec<(&'a [u8], u64)> {
+    v.iter()
+        .enumerate()
+        .filter_map(|(k, n)| Some(((*n)?, k as u64)))
+        .collect()
+}
+
+/// Items by name, a name that more than one item has mapped to `None`.
+fn unique<'a, T>(v: impl IntoIterator<Item = (&'a [u8], T)>) -> HashMap<&'a [u8], Option<T>> {
+    let mut m = HashMap::new();
+    for (n, x) in v {
         m.entry(n)
-            .and_modify(|e| *e = None)
-            .or_insert(Some((va, len)));
+            .and_modify(|e: &mut Option<T>| *e = None)
+            .or_insert(Some(x));
     }
     m
 }
 
-/// The stubs of `old` and `new` paired by the symbol they bind, as alignment segments,
-/// with the address ranges of `old`'s stub sections (where these segments, and not the
-/// alignment pass's matches, say where old bytes go).
-pub fn pair(
-    old: &[u8],
-    so: &Sections,
-    new: &[u8],
-    sn: &Sections,
-    arch: Machine,
-) -> (Vec<Segment>, Vec<(u64, u64)>) {
-    let (o, n) = (unique(stubs(old, so, arch)), unique(stubs(new, sn, arch)));
-    let mut segs: Vec<Segment> = o
+/// What [`pair`] found.
+#[derive(Debug, Default)]
+pub struct Paired {
+    /// The stubs of the old file and the new paired, as alignment segments.
+    pub stubs: Vec<Segment>,
+    /// The address ranges of the old file's stub sections: there these segments, and not
+    /// the alignment pass's matches, say where old bytes go.
+    pub stub_ranges: Vec<(u64, u64)>,
+    /// The `.dynsym` entries paired, as segments in offsets from each file's section.
+    pub dynsym: Vec<Segment>,
+}
+
+/// The stubs and dynamic symbols of `old` and `new` paired by name.
+pub fn pair(old: &[u8], so: &Sections, new: &[u8], sn: &Sections, arch: Machine) -> Paired {
+    let (no, nn) = (names(old, so), names(new, sn));
+    let o = unique(
+        stubs(old, so, &no, arch)
+            .into_iter()
+            .map(|(n, va, len)| (n, (va, len))),
+    );
+    let n = unique(
+        stubs(new, sn, &nn, arch)
+            .into_iter()
+            .map(|(n, va, len)| (n, (va, len))),
+    );
+    let mut stubs: Vec<Segment> = o
         .iter()
         .filter_map(|(name, &a)| {
             let (ova, olen) = a?;
@@ -161,8 +204,8 @@ pub fn pair(
             })
         })
         .collect();
-    segs.sort_by_key(|s| s.old_va);
-    let ranges = match segs.is_empty() {
+    stubs.sort_by_key(|s| s.old_va);
+    let stub_ranges = match stubs.is_empty() {
         true => Vec::new(),
         false => so
             .plt
@@ -171,5 +214,21 @@ pub fn pair(
             .map(|&(_, size, addr, _)| (addr, addr.saturating_add(size)))
             .collect(),
     };
-    (segs, ranges)
+    let ne = unique(entries(&nn));
+    let mut dynsym: Vec<Segment> = unique(entries(&no))
+        .into_iter()
+        .filter_map(|(name, k)| Some((k?, (*ne.get(name)?)?)))
+        .chain((!no.is_empty() && !nn.is_empty()).then_some((0, 0)))
+        .map(|(k, j)| Segment {
+            old_va: k * 24,
+            new_va: j * 24,
+            len: 24,
+        })
+        .collect();
+    dynsym.sort_by_key(|s| s.old_va);
+    Paired {
+        stubs,
+        stub_ranges,
+        dynsym,
+    }
 }
