@@ -205,15 +205,15 @@ pub fn pair(old: &[u8], so: &Sections, new: &[u8], sn: &Sections, arch: Machine)
         })
         .collect();
     stubs.sort_by_key(|s| s.old_va);
-    let stub_ranges = match stubs.is_empty() {
-        true => Vec::new(),
-        false => so
-            .plt
-            .iter()
-            .flatten()
-            .map(|&(_, size, addr, _)| (addr, addr.saturating_add(size)))
-            .collect(),
-    };
+    // Only the sections that hold a paired stub (with `.plt.sec`, calls reach no stub of
+    // `.plt`, whose matches then stand).
+    let stub_ranges = so
+        .plt
+        .iter()
+        .flatten()
+        .map(|&(_, size, addr, _)| (addr, addr.saturating_add(size)))
+        .filter(|&(lo, hi)| stubs.iter().any(|s| (lo..hi).contains(&s.old_va)))
+        .collect();
     let ne = unique(entries(&nn));
     let mut dynsym: Vec<Segment> = unique(entries(&no))
         .into_iter()
