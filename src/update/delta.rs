@@ -677,7 +677,7 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, Delta
         .and_then(|idx| scan::Recorded::scan(&idx, &n, pace, threads))
         .map_err(io_err(new))?;
     let paired = symbols::pair(&o, &lo.plt, &n, &ln.plt, lo.machine);
-    let mut al = exe::align(scan.matches(), &lo, &ln, paired);
+    let mut al = exe::align(scan.matches(), (&lo, &o), (&ln, &n), paired);
     // Kind 4 only when names moved: readers made before it read kinds 2 and 3.
     al.names = lo.has_names() && al.moves_names();
     al.debug = lo.has_debug() || al.names;

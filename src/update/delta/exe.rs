@@ -4,8 +4,8 @@
 //! changes its displacement, and every absolute pointer past it changes its value: a few
 //! changed bytes every few dozen, which byte-level diffs pay for. Here the writer aligns the
 //! old image with the new one (matched segments in virtual-address space, taken from a
-//! first bsdiff pass over the whole files, and PLT stubs paired by the function they
-//! bind, `symbols.rs`), sends that alignment in the delta, and both
+//! first bsdiff pass over the whole files, PLT stubs paired by the function they bind,
+//! `symbols.rs`, and FDEs paired by the function they describe), sends that alignment in the delta, and both
 //! sides compute **old'**: the old file with each reference whose source and target lie in
 //! matched segments rewritten to the value it would have in the new layout. The windows
 //! then encode new against old', where moved code matches byte for byte.
@@ -627,8 +627,8 @@ fn need_varint(r: &mut dyn Read) -> io::Result<u64> {
 /// which take the place of the matches over the old stubs and for `.dynsym`'s list.
 pub fn align(
     matches: impl IntoIterator<Item = bidiff::Match>,
-    lo: &Layout,
-    ln: &Layout,
+    (lo, old): (&Layout, &[u8]),
+    (ln, new): (&Layout, &[u8]),
     paired: symbols::Paired,
 ) -> Alignment {
     let mut v = Vec::new();
@@ -695,6 +695,34 @@ pub fn align(
         v = cut(v, &paired.stub_ranges);
         v.extend(paired.stubs);
     }
+    // Each FDE of the old file pairs with the new file's FDE of the same function (where
+    // the matches so far put it) when both are as long.
+    if let (Some(to), Some(tn)) = (&lo.unwind, &ln.unwind) {
+        let so_far = Alignment::from_segments(v.clone());
+        let by_function: std::collections::HashMap<u64, (u64, u64)> = tn
+            .fdes(new)
+            .into_iter()
+            .map(|(va, len, f)| (f, (va, len)))
+            .collect();
+        let fdes: Vec<Segment> = to
+            .fdes(old)
+            .into_iter()
+            .filter_map(|(va, len, f)| {
+                let (nva, nlen) = *by_function.get(&so_far.map_target(f)?)?;
+                (nlen == len).then_some(Segment {
+                    old_va: va,
+                    new_va: nva,
+                    len,
+                })
+            })
+            .collect();
+        if !fdes.is_empty() {
+            let ranges: Vec<(u64, u64)> =
+                fdes.iter().map(|s| (s.old_va, s.old_va + s.len)).collect();
+            v = cut(v, &ranges);
+            v.extend(fdes);
+        }
+    }
     if !paired.dynsym.is_empty() {
         secs[DYNSYM] = paired.dynsym;
     }
@@ -726,31 +754,33 @@ pub fn align(
 
 /// `v` without the parts of its segments whose old addresses lie in one of `ranges`.
 fn cut(v: Vec<Segment>, ranges: &[(u64, u64)]) -> Vec<Segment> {
+    let mut ranges = ranges.to_vec();
+    ranges.sort_unstable();
     let mut out = Vec::with_capacity(v.len());
     for s in v {
-        let mut pieces = vec![s];
-        for &(lo, hi) in ranges {
-            pieces = pieces
-                .into_iter()
-                .flat_map(|p| {
-                    let end = p.old_va + p.len;
-                    let before = (p.old_va < lo).then(|| Segment {
-                        len: lo.min(end) - p.old_va,
-                        ..p
-                    });
-                    let after = (end > hi).then(|| {
-                        let at = hi.max(p.old_va);
-                        Segment {
-                            old_va: at,
-                            new_va: p.new_va.wrapping_add(at - p.old_va),
-                            len: end - at,
-                        }
-                    });
-                    before.into_iter().chain(after)
-                })
-                .collect();
+        let end = s.old_va + s.len;
+        let mut at = s.old_va;
+        let first = ranges.partition_point(|r| r.1 <= at);
+        for &(lo, hi) in &ranges[first..] {
+            if lo >= end {
+                break;
+            }
+            if lo > at {
+                out.push(Segment {
+                    old_va: at,
+                    new_va: s.new_va.wrapping_add(at - s.old_va),
+                    len: lo - at,
+                });
+            }
+            at = at.max(hi);
         }
-        out.extend(pieces);
+        if at < end {
+            out.push(Segment {
+                old_va: at,
+                new_va: s.new_va.wrapping_add(at - s.old_va),
+                len: end - at,
+            });
+        }
     }
     out
 }
@@ -1195,8 +1225,8 @@ mod tests {
         };
         let a = align(
             [m],
-            &layout(0x10000),
-            &layout(0x11000),
+            (&layout(0x10000), &[]),
+            (&layout(0x11000), &[]),
             symbols::Paired::default(),
         );
         assert_eq!(a.map(0x100), Some(0x100));

@@ -247,6 +247,37 @@ impl Tables {
     }
 }
 
+impl Tables {
+    /// The FDEs whose `pc_begin` is rewritten, from the file's bytes `b`: each one's
+    /// address, its length (with its length field) and its function's address.
+    pub fn fdes(&self, b: &[u8]) -> Vec<(u64, u64, u64)> {
+        let (foff, fva) = self.frame;
+        let mut out = Vec::new();
+        for w in self.fields.windows(2) {
+            // A CIE pointer at p + 4, then the pc_begin at p + 8.
+            let (cie_ptr, pc) = (w[0] >> 1, w[1] >> 1);
+            if w[0] & 1 == 0 || w[1] & 1 != 0 || pc != cie_ptr + 4 {
+                continue;
+            }
+            let at = |o: u64| usize::try_from(o).ok();
+            let (Some(len), Some(v)) = (
+                at(cie_ptr - 4).and_then(|p| le32(b, p)),
+                at(pc).and_then(|p| le32(b, p)),
+            ) else {
+                continue;
+            };
+            let va = fva.wrapping_add(cie_ptr - 4 - foff);
+            let pc_va = fva.wrapping_add(pc - foff);
+            out.push((
+                va,
+                len as u64 + 4,
+                pc_va.wrapping_add(v as i32 as i64 as u64),
+            ));
+        }
+        out
+    }
+}
+
 /// The fields of `.eh_frame` (bytes `b`, at file offset `foff`), as [`Tables::fields`]
 /// keeps them: per FDE whose CIE was read, its CIE pointer, and its `pc_begin` and LSDA
 /// pointer when they are pc-relative sdata4.
@@ -342,6 +373,29 @@ mod tests {
             f,
             [(125, 1), (129, 0), (138, 0), (149, 1), (153, 0), (162, 0)]
         );
+    }
+
+    #[test]
+    fn fdes_give_their_functions() {
+        // `.eh_frame` at file offset 100, address 0x5000.
+        let b = frame();
+        let mut file = vec![0u8; 100];
+        file.extend_from_slice(&b);
+        let t = Tables {
+            hdr: None,
+            frame: (100, 0x5000),
+            fields: frame_fields(&b, 100),
+        };
+        // FDEs of 24 bytes at 21 and 45; pc_begin at +8 holds 0x1000 + k.
+        assert_eq!(
+            t.fdes(&file),
+            [
+                (0x5000 + 21, 24, 0x5000 + 29 + 0x1000),
+                (0x5000 + 45, 24, 0x5000 + 53 + 0x1001)
+            ]
+        );
+        // Bytes cut short give what they still hold.
+        assert_eq!(t.fdes(&file[..140]).len(), 1);
     }
 
     #[test]
