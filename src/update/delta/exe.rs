@@ -20,7 +20,10 @@
 //! `st_value` of symbols; with record kind 2, the unwind tables' offsets (`unwind.rs`);
 //! with kind 3, the DWARF debug sections' addresses too (`dwarf.rs`); with kind 4,
 //! symbols' name offsets and relocations' symbol indices too (through alignments of the
-//! string tables and of `.dynsym`, which `symbols.rs` pairs by name). A false candidate
+//! string tables and of `.dynsym`, which `symbols.rs` pairs by name), and more x86-64
+//! forms: rip-relative operands followed by an immediate, more ALU and SSE operations,
+//! VEX-encoded ones (`cmp qword [rip+d], imm8` alone was 20,000 changed bytes of
+//! libarrow's code). A false candidate
 //! only costs size: the windows still make the exact new file, checked by the end
 //! record's SHA-256.
 //!
@@ -362,8 +365,9 @@ pub struct Alignment {
     /// Whether old' rewrites the debug sections' addresses too (`dwarf.rs`; record kinds 3
     /// and 4).
     pub debug: bool,
-    /// Whether old' rewrites symbols' names and relocations' symbol indices too (record
-    /// kind 4; `debug` is then set too).
+    /// Whether old' rewrites symbols' names and relocations' symbol indices too, and
+    /// finds more x86-64 forms ([`x86_candidate_wide`]) (record kind 4; `debug` is then
+    /// set too).
     pub names: bool,
     /// With `debug`: the alignments of the debug sections that offsets point into, each in
     /// offsets from its section's start, in the order of [`dwarf::TARGETS`], then with
@@ -916,10 +920,104 @@ fn x86_candidate(b: &[u8], i: usize) -> Option<(usize, usize)> {
     (i + end <= b.len()).then_some((i + disp, i + end))
 }
 
+/// With record kind 4, more forms than [`x86_candidate`]'s: a rip-relative operand with
+/// an immediate after it (`80`, `81`, `83`, `C6`, `C7`, `F6`, `F7`, `69`, `6B`), `FE`/`FF`
+/// with any rip-relative operand, more ALU and SSE operations, and VEX-encoded ones.
+fn x86_candidate_wide(b: &[u8], i: usize) -> Option<(usize, usize)> {
+    if let Some(c) = x86_candidate(b, i) {
+        return Some(c);
+    }
+    let at = |k: usize| b.get(i + k).copied();
+    let rip = |m: Option<u8>| m.is_some_and(|m| m & 0xC7 == 0x05);
+    // Opcode (after an optional REX prefix) and the immediate's size after the operand.
+    let rex = at(0).is_some_and(|c| (0x40..=0x4F).contains(&c)) as usize;
+    let op = at(rex)?;
+    let imm = match op {
+        0x80 | 0x83 | 0xC6 | 0x6B => Some(1),
+        0x81 | 0xC7 | 0x69 => Some(4),
+        0xF6 => (at(rex + 1)? & 0x38 == 0).then_some(1).or(Some(0)),
+        0xF7 => (at(rex + 1)? & 0x38 == 0).then_some(4).or(Some(0)),
+        0xFE | 0xFF | 0x01 | 0x09 | 0x11 | 0x19 | 0x21 | 0x29 | 0x31 | 0x13 | 0x1B | 0x87
+        | 0x38 | 0x3A | 0x84 | 0x88 | 0x8A => Some(0),
+        _ => None,
+    };
+    if let Some(imm) = imm {
+        if rip(at(rex + 1)) {
+            let d = i + rex + 2;
+            return (d + 4 + imm <= b.len()).then_some((d, d + 4 + imm));
+        }
+    }
+    // Two-byte opcodes 0F xx with a rip-relative operand and no immediate (after optional
+    // 66/F2/F3 and REX prefixes, which the scan meets first as bytes of their own).
+    if op == 0x0F {
+        let x = at(rex + 1)?;
+        const MORE: [u8; 36] = [
+            0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x2A, 0x2C, 0x2D, 0x51, 0x55, 0x56, 0x5A, 0x5B,
+            0x5D, 0x5F, 0x60, 0x61, 0x62, 0x66, 0x6C, 0x6D, 0x6E, 0x74, 0x75, 0x76, 0x7E, 0xAF,
+            0xBE, 0xBF, 0xD4, 0xD6, 0xDB, 0xEB, 0xEF, 0xFE,
+        ];
+        if MORE.contains(&x) && rip(at(rex + 2)) {
+            let d = i + rex + 3;
+            return (d + 4 <= b.len()).then_some((d, d + 4));
+        }
+    }
+    // VEX: C5 (map 0F) and C4 (maps 0F, 0F38; 0F3A has an immediate).
+    let (d, imm) = match at(0)? {
+        0xC5 => {
+            let op = at(2)?;
+            let imm = matches!(op, 0x70..=0x73 | 0xC2 | 0xC4..=0xC6) as usize;
+            (rip(at(3)).then_some(4)?, imm)
+        }
+        0xC4 => {
+            let map = at(1)? & 0x1F;
+            let imm = match map {
+                1 => matches!(at(3)?, 0x70..=0x73 | 0xC2 | 0xC4..=0xC6) as usize,
+                2 => 0,
+                3 => 1,
+                _ => return None,
+            };
+            (rip(at(4)).then_some(5)?, imm)
+        }
+        _ => return None,
+    };
+    let d = i + d;
+    (d + 4 + imm <= b.len()).then_some((d, d + 4 + imm))
+}
+
+/// The bytes that can start an instruction [`x86_candidate_wide`] finds.
+const WIDE_FIRST: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut k = 0x40;
+    while k <= 0x4F {
+        t[k] = true;
+        k += 1;
+    }
+    let ops = [
+        0xE8, 0xE9, 0x0F, 0xFF, 0x8B, 0x89, 0x8D, 0x80, 0x81, 0x83, 0xC6, 0xC7, 0xF6, 0xF7, 0x69,
+        0x6B, 0xFE, 0x01, 0x09, 0x11, 0x19, 0x21, 0x29, 0x31, 0x13, 0x1B, 0x87, 0x38, 0x3A, 0x84,
+        0x88, 0x8A, 0x03, 0x0B, 0x23, 0x2B, 0x33, 0x39, 0x3B, 0x63, 0x85, 0xC4, 0xC5,
+    ];
+    let mut i = 0;
+    while i < ops.len() {
+        t[ops[i]] = true;
+        i += 1;
+    }
+    t
+};
+
 fn x86(b: &mut [u8], va: u64, al: &Alignment) {
     let mut i = 0;
+    let wide = al.names;
     while i + 5 <= b.len() {
-        if let Some((d, end)) = x86_candidate(b, i) {
+        if wide && !WIDE_FIRST[b[i] as usize] {
+            i += 1;
+            continue;
+        }
+        let found = match wide {
+            true => x86_candidate_wide(b, i),
+            false => x86_candidate(b, i),
+        };
+        if let Some((d, end)) = found {
             let src = va.wrapping_add(i as u64);
             let disp = le(b, d, 4) as u32 as i32 as i64;
             let target = src.wrapping_add((end - i) as u64).wrapping_add(disp as u64);
@@ -1169,6 +1267,27 @@ mod tests {
         b.extend_from_slice(&(0x2000i32 - 0x1006).to_le_bytes());
         x86(&mut b, 0x1000, &a);
         assert_eq!(le(&b, 2, 4) as i32, 0x2010 - 0x1006);
+    }
+
+    #[test]
+    fn x86_wide_forms_follow_their_targets_with_kind_4_only() {
+        // At 0x1000: cmp qword [rip+d], 0 (48 83 3D d 00; the target is relative to the
+        // end, after the immediate); at 0x1008: vmovdqu ymm0, [rip+d] (C5 FE 6F 05 d).
+        let a = al(&[(0x1000, 0x1000, 0x100), (0x2000, 0x2010, 0x100)]);
+        let mut b = vec![0x48, 0x83, 0x3D];
+        b.extend_from_slice(&(0x2000i32 - 0x1008).to_le_bytes());
+        b.push(0);
+        b.extend_from_slice(&[0xC5, 0xFE, 0x6F, 0x05]);
+        b.extend_from_slice(&(0x2040i32 - 0x1010).to_le_bytes());
+        let before = b.clone();
+        let mut narrow = a.clone();
+        narrow.names = false;
+        x86(&mut b, 0x1000, &narrow);
+        assert_eq!(b, before);
+        x86(&mut b, 0x1000, &a);
+        assert_eq!(le(&b, 3, 4) as i32, 0x2010 - 0x1008);
+        assert_eq!(b[7], 0);
+        assert_eq!(le(&b, 12, 4) as i32, 0x2050 - 0x1010);
     }
 
     #[test]
