@@ -23,7 +23,9 @@
 //! string tables and of `.dynsym`, which `symbols.rs` pairs by name), and more x86-64
 //! forms: rip-relative operands followed by an immediate, more ALU and SSE operations,
 //! VEX-encoded ones (`cmp qword [rip+d], imm8` alone was 20,000 changed bytes of
-//! libarrow's code). A false candidate
+//! libarrow's code), and on aarch64 an `adrp` paired with the `add`, load or store that
+//! completes its address within the next 16 words (compilers schedule them apart). A
+//! false candidate
 //! only costs size: the windows still make the exact new file, checked by the end
 //! record's SHA-256.
 //!
@@ -1076,14 +1078,27 @@ fn arm(b: &mut [u8], va: u64, phase: u64, al: &Alignment) {
                 put(b, i, ins & !(0x7FFFF << 5) | (f as u32) << 5);
             }
         } else if ins & 0x9F00_0000 == 0x9000_0000 && i + 8 <= b.len() {
-            // adrp xd, page; then add xd, xd, #lo12 or ldr xt/wt, [xd, #lo12].
+            // adrp xd, page; then add xd, xd, #lo12 or ldr xt/wt, [xd, #lo12] (with kind
+            // 4: the first of the next ADRP_REACH words that adds to or loads or stores
+            // through xd).
             let rd = ins & 31;
-            let next = word(b, i + 4);
-            let scale = match next & 0xFFC0_0000 {
-                0x9100_0000 => 1,
-                0xF940_0000 => 8,
-                0xB940_0000 => 4,
-                _ => 0,
+            let (at, next, scale) = match al.names {
+                false => {
+                    let next = word(b, i + 4);
+                    let scale = match next & 0xFFC0_0000 {
+                        0x9100_0000 => 1,
+                        0xF940_0000 => 8,
+                        0xB940_0000 => 4,
+                        _ => 0,
+                    };
+                    (i + 4, next, scale)
+                }
+                true => (1..=ADRP_REACH)
+                    .map(|k| i + 4 * k)
+                    .take_while(|&at| at + 4 <= b.len())
+                    .map(|at| (at, word(b, at)))
+                    .find(|&(_, w)| (w >> 5) & 31 == rd && lo12_scale(w) > 0)
+                    .map_or((i, 0, 0), |(at, w)| (at, w, lo12_scale(w))),
             };
             if scale > 0 && (next >> 5) & 31 == rd {
                 let imm = sext(
@@ -1101,14 +1116,35 @@ fn arm(b: &mut [u8], va: u64, phase: u64, al: &Alignment) {
                         let f = f as u32;
                         put(b, i, ins & 0x9F00_001F | (f & 3) << 29 | (f >> 2) << 5);
                         let n2 = next & !(0xFFF << 10) | ((nlo / scale) as u32) << 10;
-                        put(b, i + 4, n2);
-                        i += 8;
+                        put(b, at, n2);
+                        i += if at == i + 4 { 8 } else { 4 };
                         continue;
                     }
                 }
             }
         }
         i += 4;
+    }
+}
+
+/// With record kind 4, how many words after an `adrp` are searched for the `add`, load or
+/// store that completes its address (compilers schedule other work between them).
+const ADRP_REACH: usize = 16;
+
+/// With record kind 4, the scale of the 12-bit offset of an instruction that can complete
+/// an `adrp`'s address: 1 for `add` (64-bit, immediate, unshifted), the access size for a
+/// load or store with an unsigned offset (16 for a 128-bit one), 0 for anything else.
+fn lo12_scale(w: u32) -> u64 {
+    if w & 0xFFC0_0000 == 0x9100_0000 {
+        return 1;
+    }
+    if w & 0x3B00_0000 != 0x3900_0000 {
+        return 0;
+    }
+    let (size, vector, opc) = (w >> 30, (w >> 26) & 1, (w >> 22) & 3);
+    match (vector, size, opc) {
+        (1, 0, 2 | 3) => 16,
+        _ => 1 << size,
     }
 }
 
@@ -1353,6 +1389,30 @@ mod tests {
         assert_eq!(a.map(0x10000), Some(0x11000));
         assert_eq!(a.map(0x130FF), Some(0x140FF));
         assert_eq!(a.map(0x13100), None);
+    }
+
+    #[test]
+    fn aarch64_adrp_pairs_with_a_later_load_with_kind_4_only() {
+        // adrp x3, page of 0x40010; mov x1, x2; ldr q0, [x3, #0x10] (scale 16).
+        let a = al(&[(0x10000, 0x10000, 0x100), (0x40000, 0x41020, 0x100)]);
+        let pages = (0x40000u32 - 0x10000) >> 12;
+        let adrp = 0x9000_0003u32 | (pages & 3) << 29 | (pages >> 2) << 5;
+        let mov = 0xAA02_03E1u32;
+        let ldr_q = 0x3DC0_0060u32 | 1 << 10;
+        let mut b = Vec::new();
+        for w in [adrp, mov, ldr_q] {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        let before = b.clone();
+        let mut narrow = a.clone();
+        narrow.names = false;
+        arm(&mut b, 0x10000, 0, &narrow);
+        assert_eq!(b, before);
+        arm(&mut b, 0x10000, 0, &a);
+        let w = |i: usize| le(&b, i * 4, 4) as u32;
+        let imm = ((w(0) >> 5) & 0x7FFFF) << 2 | (w(0) >> 29) & 3;
+        assert_eq!(w(1), mov);
+        assert_eq!(0x10000 + (imm << 12) + ((w(2) >> 10) & 0xFFF) * 16, 0x41030);
     }
 
     #[test]
