@@ -891,6 +891,71 @@ fn calls_follow_import_stubs_that_changed_places() {
     }
 }
 
+/// An x86-64 program whose code loads the addresses of 64 imported variables from its GOT
+/// (`mov rax, [rip+slot]` every 24 bytes, noise between), the slots in `order` (the
+/// variable each `.got` slot and its `GLOB_DAT` relocation bind).
+fn got_program(order: &[usize]) -> Vec<u8> {
+    let n = order.len();
+    let mut dynstr = vec![0u8];
+    let mut dynsym = vec![0u8; 24];
+    for k in 0..n {
+        let mut e = [0u8; 24];
+        e[..4].copy_from_slice(&(dynstr.len() as u32).to_le_bytes());
+        e[4] = 0x11;
+        dynsym.extend_from_slice(&e);
+        dynstr.extend_from_slice(format!("imported_variable_{k}\0").as_bytes());
+    }
+    let code_len = 256 << 10;
+    let sizes = [dynsym.len(), dynstr.len(), n * 24, code_len, n * 8];
+    let a = section_addrs(&sizes);
+    let (text, got) = (a[3], a[4]);
+    let slot_of = |v: usize| got + 8 * order.iter().position(|&o| o == v).unwrap();
+    let mut rela = Vec::new();
+    for (slot, &v) in order.iter().enumerate() {
+        rela.extend_from_slice(&((got + 8 * slot) as u64).to_le_bytes());
+        rela.extend_from_slice(&(((v as u64 + 1) << 32) | 6).to_le_bytes());
+        rela.extend_from_slice(&0u64.to_le_bytes());
+    }
+    let mut code = noise(code_len, 12);
+    let var = noise(code_len / 24 + 1, 13);
+    for (k, site) in (0..code_len - 8).step_by(24).enumerate() {
+        let pc = (text + site) as i64;
+        let d = (slot_of(var[k] as usize % n) as i64 - (pc + 7)) as i32;
+        code[site..site + 3].copy_from_slice(&[0x48, 0x8B, 0x05]);
+        code[site + 3..site + 7].copy_from_slice(&d.to_le_bytes());
+    }
+    elf_of(
+        62,
+        &[
+            (".dynsym", 11, 2, dynsym, 24),
+            (".dynstr", 3, 2, dynstr, 0),
+            (".rela.dyn", 4, 2, rela, 24),
+            (".text", 1, 6, code, 0),
+            (".got", 1, 3, vec![0u8; n * 8], 8),
+        ],
+    )
+}
+
+/// A release whose linker orders its GOT slots differently changes every load of a slot
+/// that moved: the writer pairs the slots by the symbol they bind, and old' loads the
+/// same variables' slots as the new file does.
+#[test]
+fn loads_follow_got_slots_that_changed_places() {
+    let old_order: Vec<usize> = (0..64).collect();
+    let mut new_order = old_order.clone();
+    let moved = new_order.remove(50);
+    new_order.insert(3, moved);
+    let (old, new) = (got_program(&old_order), got_program(&new_order));
+    let (with, s, without) = with_and_without(&old, &new);
+    assert!(s.elf_segments > 0, "{s:?}");
+    assert!(
+        with.len() * 4 < without.len(),
+        "{} bytes with preprocessing, {} without",
+        with.len(),
+        without.len()
+    );
+}
+
 /// A library with `names.len()` dynamic symbols (undefined, named `names` in that order)
 /// and `uses` dynamic relocations of the symbols `uses` holds (indices into `names`).
 fn symbol_table(names: &[String], uses: &[usize]) -> Vec<u8> {

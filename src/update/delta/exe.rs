@@ -722,13 +722,22 @@ pub fn align(
                 })
             })
             .collect();
-        if !fdes.is_empty() {
-            let ranges: Vec<(u64, u64)> =
-                fdes.iter().map(|s| (s.old_va, s.old_va + s.len)).collect();
-            v = cut(v, &ranges);
-            v.extend(fdes);
-        }
+        v = replace(v, fdes);
     }
+    // The GOT's slots: those bound to a symbol paired by its name, those a relative
+    // relocation fills where the matches so far map what one holds to what the other does.
+    let so_far = Alignment::from_segments(v.clone());
+    let [ro, rn] = &paired.got_relative;
+    let by_value: std::collections::HashMap<u64, u64> = rn.iter().map(|&(s, a)| (a, s)).collect();
+    let mut got = paired.got;
+    got.extend(ro.iter().filter_map(|&(slot, a)| {
+        Some(Segment {
+            old_va: slot,
+            new_va: *by_value.get(&so_far.map_target(a)?)?,
+            len: 8,
+        })
+    }));
+    v = replace(v, got);
     if !paired.dynsym.is_empty() {
         secs[DYNSYM] = paired.dynsym;
     }
@@ -756,6 +765,18 @@ pub fn align(
         al.set_sections(sections);
     }
     al
+}
+
+/// `v` with `pairs` in place of what it says about their old addresses (`pairs` do not
+/// overlap one another).
+fn replace(v: Vec<Segment>, pairs: Vec<Segment>) -> Vec<Segment> {
+    if pairs.is_empty() {
+        return v;
+    }
+    let ranges: Vec<(u64, u64)> = pairs.iter().map(|s| (s.old_va, s.old_va + s.len)).collect();
+    let mut v = cut(v, &ranges);
+    v.extend(pairs);
+    v
 }
 
 /// `v` without the parts of its segments whose old addresses lie in one of `ranges`.

@@ -1,5 +1,5 @@
-//! What the writer pairs between two releases of an ELF file by symbol name: PLT stubs and
-//! dynamic symbol table entries (SPEC.md §11.6).
+//! What the writer pairs between two releases of an ELF file by symbol name: PLT stubs,
+//! dynamic symbol table entries and GOT slots (SPEC.md §11.6).
 //!
 //! A program calls an imported function through its PLT stub, and the stubs sit in the
 //! order of `.rela.plt`. When a release imports one more function, or the linker orders
@@ -14,7 +14,11 @@
 //! Likewise a symbol added to `.dynsym` moves every later entry, and each relocation that
 //! names a later symbol changes its index (record kind 4 rewrites the index through the
 //! list of `.dynsym`). Entries differ in their name offsets too, so matches place them
-//! poorly; the writer pairs them by name instead.
+//! poorly; the writer pairs them by name instead. And code loads the address of an
+//! imported variable from its `.got` slot: when the slots change order (their values all
+//! change, so matches miss them), every load of a moved slot changes; the writer pairs
+//! the slots by the symbol their relocation binds (and hands `exe.rs` those that a
+//! relative relocation fills, which it pairs by the address they hold).
 //!
 //! Only the writer reads this; the alignment record carries the result. It reads the
 //! files the writer was given, bounded like `exe.rs`: every offset is checked against the
@@ -34,6 +38,8 @@ pub struct Sections {
     /// `.plt`, and `.plt.sec` (the stubs that calls reach when the file has one).
     plt: [Option<(u64, u64, u64, u64)>; 2],
     rela_plt: Option<(u64, u64, u64, u64)>,
+    rela_dyn: Option<(u64, u64, u64, u64)>,
+    got: Option<(u64, u64, u64, u64)>,
     dynsym: Option<(u64, u64, u64, u64)>,
     dynstr: Option<(u64, u64, u64, u64)>,
 }
@@ -45,6 +51,8 @@ impl Sections {
             b".plt" => &mut self.plt[0],
             b".plt.sec" => &mut self.plt[1],
             b".rela.plt" => &mut self.rela_plt,
+            b".rela.dyn" => &mut self.rela_dyn,
+            b".got" => &mut self.got,
             b".dynsym" => &mut self.dynsym,
             b".dynstr" => &mut self.dynstr,
             _ => return,
@@ -170,6 +178,13 @@ fn unique<'a, T>(v: impl IntoIterator<Item = (&'a [u8], T)>) -> HashMap<&'a [u8]
 /// What [`pair`] found.
 #[derive(Debug, Default)]
 pub struct Paired {
+    /// The `.got` slots that a relocation binds to a symbol, paired by the symbol's name,
+    /// as alignment segments.
+    pub got: Vec<Segment>,
+    /// The `.got` slots that a relative relocation fills, of each file: the slot's address
+    /// and the address it holds (the writer pairs them where the alignment maps one to
+    /// the other).
+    pub got_relative: [Vec<(u64, u64)>; 2],
     /// The stubs of the old file and the new paired, as alignment segments.
     pub stubs: Vec<Segment>,
     /// The address ranges of the old file's stub sections: there these segments, and not
@@ -226,9 +241,65 @@ pub fn pair(old: &[u8], so: &Sections, new: &[u8], sn: &Sections, arch: Machine)
         })
         .collect();
     dynsym.sort_by_key(|s| s.old_va);
+    let (go, gn) = (got_slots(old, so, &no, arch), got_slots(new, sn, &nn, arch));
+    let by_name = unique(gn.0);
+    let mut got: Vec<Segment> = unique(go.0)
+        .into_iter()
+        .filter_map(|(name, o)| {
+            Some(Segment {
+                old_va: o?,
+                new_va: (*by_name.get(name)?)?,
+                len: 8,
+            })
+        })
+        .collect();
+    got.sort_by_key(|s| s.old_va);
     Paired {
         stubs,
         stub_ranges,
         dynsym,
+        got,
+        got_relative: [go.1, gn.1],
     }
+}
+
+/// A file's `.got` slots from `.rela.dyn`: those bound to a named symbol (`GLOB_DAT` or a
+/// 64-bit absolute relocation: name, slot), and those a relative relocation fills (slot,
+/// addend).
+#[allow(clippy::type_complexity)]
+fn got_slots<'a>(
+    b: &'a [u8],
+    s: &Sections,
+    names: &[Option<&'a [u8]>],
+    arch: Machine,
+) -> (Vec<(&'a [u8], u64)>, Vec<(u64, u64)>) {
+    let (Some(rela), Some((_, size, addr, _))) = (s.rela_dyn.and_then(|x| bytes(b, x)), s.got)
+    else {
+        return Default::default();
+    };
+    let (glob, abs, relative) = match arch {
+        Machine::X86_64 => (6, 1, 8),
+        Machine::Aarch64 => (1025, 257, 1027),
+    };
+    let (mut named, mut rel) = (Vec::new(), Vec::new());
+    for e in rela.chunks_exact(24) {
+        let (Some(off), Some(info), Some(addend)) = (le(e, 0, 8), le(e, 8, 8), le(e, 16, 8)) else {
+            continue;
+        };
+        if off < addr || off - addr >= size {
+            continue;
+        }
+        let (sym, ty) = (info >> 32, info & 0xFFFF_FFFF);
+        if ty == relative {
+            rel.push((off, addend));
+        } else if ty == glob || ty == abs {
+            let name = names
+                .get(usize::try_from(sym).unwrap_or(usize::MAX))
+                .copied();
+            if let Some(n) = name.flatten() {
+                named.push((n, off));
+            }
+        }
+    }
+    (named, rel)
 }
