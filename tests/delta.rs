@@ -1249,12 +1249,14 @@ fn leaf_library(dir: &Path, n: usize, grow: bool, flags: &[&str]) -> Vec<u8> {
 
 /// When a function grows, every FDE's `pc_begin` and every entry of `.eh_frame_hdr`'s
 /// search table change; the preprocessing (record kind 2) rewrites them, so the delta is
-/// left with the grown function.
+/// left with the grown function. The 1,500 FDEs are alike but for `pc_begin`, so
+/// bsdiff's matches put many of them on the wrong neighbour; the writer pairs them by
+/// function.
 #[test]
 fn unwind_tables_of_a_compiled_library_follow_the_moved_code() {
-    // Measured: 1,457 against 3,009 bytes (with the unwind rules off, the plain delta is
-    // kept: 3,009).
-    assert_preprocessing_shrinks_leaf_library(&["-s"], 2);
+    // Measured at level 3: 694 against 2,759 bytes; 1,292 with FDEs aligned by the
+    // matches alone (session 14: 1,457 against 3,009).
+    assert_preprocessing_shrinks_leaf_library(&["-s"], 2, (1, 3));
 }
 
 /// With debug information, every function's `DW_AT_low_pc`, its range in the unit's range
@@ -1262,24 +1264,30 @@ fn unwind_tables_of_a_compiled_library_follow_the_moved_code() {
 /// before it grows; the preprocessing (record kind 3) rewrites them too.
 #[test]
 fn debug_sections_of_a_compiled_library_follow_the_moved_code() {
-    // Measured with zstd -19: 1,260 against 3,013 bytes (with the debug rules off, the
-    // kind-2 delta is no smaller than the plain one, which is kept: 3,013).
-    assert_preprocessing_shrinks_leaf_library(&["-g", "-gdwarf-4", "-ffunction-sections"], 3);
+    // Measured at level 3: 1,240 against 5,869 bytes; 1,862 with FDEs aligned by the
+    // matches alone (with the debug rules off, the kind-2 delta is no smaller than the
+    // plain one, which is kept).
+    assert_preprocessing_shrinks_leaf_library(
+        &["-g", "-gdwarf-4", "-ffunction-sections"],
+        3,
+        (4, 15),
+    );
 }
 
 /// Builds [`leaf_library`] twice with `flags` and checks that the kept delta is version 2
-/// with alignment record `kind` and under two thirds of the delta made without
+/// with alignment record `kind` and under `most.0 / most.1` of the delta made without
 /// preprocessing.
-fn assert_preprocessing_shrinks_leaf_library(flags: &[&str], kind: u8) {
+fn assert_preprocessing_shrinks_leaf_library(flags: &[&str], kind: u8, most: (usize, usize)) {
     let dir = tempfile::tempdir().unwrap();
     let old = leaf_library(dir.path(), 1500, false, flags);
     let new = leaf_library(dir.path(), 1500, true, flags);
     let (with, s, without) = with_and_without(&old, &new);
+    eprintln!("DBG {flags:?} {} {}", with.len(), without.len());
     assert!(s.elf_segments > 0, "{s:?}");
     assert_eq!(u32::from_le_bytes(with[8..12].try_into().unwrap()), 2);
     assert_eq!(with[32], kind, "alignment record kind");
     assert!(
-        with.len() * 3 < without.len() * 2,
+        with.len() * most.1 < without.len() * most.0,
         "{} bytes with preprocessing (kind {kind}), {} without",
         with.len(),
         without.len()
