@@ -775,6 +775,22 @@ fn section_addrs(sizes: &[usize]) -> Vec<usize> {
         .collect()
 }
 
+/// `.dynsym` (a null entry, then one undefined symbol of `st_info` `info` per name) and
+/// `.dynstr` holding `names` in order.
+fn dynamic_symbols(names: &[String], info: u8) -> (Vec<u8>, Vec<u8>) {
+    let mut dynstr = vec![0u8];
+    let mut dynsym = vec![0u8; 24];
+    for n in names {
+        let mut e = [0u8; 24];
+        e[..4].copy_from_slice(&(dynstr.len() as u32).to_le_bytes());
+        e[4] = info;
+        dynsym.extend_from_slice(&e);
+        dynstr.extend_from_slice(n.as_bytes());
+        dynstr.push(0);
+    }
+    (dynsym, dynstr)
+}
+
 /// A program importing `order.len()` functions through PLT stubs in `order` (the import
 /// each `.rela.plt` entry, stub and GOT slot binds), its code calling them every 24 bytes
 /// (noise between) and its GOT holding the stubs' lazy addresses; the rest of its layout
@@ -783,15 +799,8 @@ fn importing_program(machine: u16, order: &[usize]) -> Vec<u8> {
     let n = order.len();
     let x86 = machine == 62;
     let (plt0, jump_slot) = if x86 { (16, 7u64) } else { (32, 1026) };
-    let mut dynstr = vec![0u8];
-    let mut dynsym = vec![0u8; 24];
-    for k in 0..n {
-        let mut e = [0u8; 24];
-        e[..4].copy_from_slice(&(dynstr.len() as u32).to_le_bytes());
-        e[4] = 0x12;
-        dynsym.extend_from_slice(&e);
-        dynstr.extend_from_slice(format!("imported_function_{k}\0").as_bytes());
-    }
+    let names: Vec<String> = (0..n).map(|k| format!("imported_function_{k}")).collect();
+    let (dynsym, dynstr) = dynamic_symbols(&names, 0x12);
     let code_len = 256 << 10;
     let sizes = [
         dynsym.len(),
@@ -896,15 +905,8 @@ fn calls_follow_import_stubs_that_changed_places() {
 /// variable each `.got` slot and its `GLOB_DAT` relocation bind).
 fn got_program(order: &[usize]) -> Vec<u8> {
     let n = order.len();
-    let mut dynstr = vec![0u8];
-    let mut dynsym = vec![0u8; 24];
-    for k in 0..n {
-        let mut e = [0u8; 24];
-        e[..4].copy_from_slice(&(dynstr.len() as u32).to_le_bytes());
-        e[4] = 0x11;
-        dynsym.extend_from_slice(&e);
-        dynstr.extend_from_slice(format!("imported_variable_{k}\0").as_bytes());
-    }
+    let names: Vec<String> = (0..n).map(|k| format!("imported_variable_{k}")).collect();
+    let (dynsym, dynstr) = dynamic_symbols(&names, 0x11);
     let code_len = 256 << 10;
     let sizes = [dynsym.len(), dynstr.len(), n * 24, code_len, n * 8];
     let a = section_addrs(&sizes);
@@ -959,16 +961,7 @@ fn loads_follow_got_slots_that_changed_places() {
 /// A library with `names.len()` dynamic symbols (undefined, named `names` in that order)
 /// and `uses` dynamic relocations of the symbols `uses` holds (indices into `names`).
 fn symbol_table(names: &[String], uses: &[usize]) -> Vec<u8> {
-    let mut dynstr = vec![0u8];
-    let mut dynsym = vec![0u8; 24];
-    for n in names {
-        let mut e = [0u8; 24];
-        e[..4].copy_from_slice(&(dynstr.len() as u32).to_le_bytes());
-        e[4] = 0x12;
-        dynsym.extend_from_slice(&e);
-        dynstr.extend_from_slice(n.as_bytes());
-        dynstr.push(0);
-    }
+    let (dynsym, dynstr) = dynamic_symbols(names, 0x12);
     let mut rela = Vec::new();
     for &u in uses {
         rela.extend_from_slice(&[0u8; 8]);
