@@ -29,20 +29,25 @@
 //! farther than the margin without anchors is diffed against the wrong old range (correct,
 //! but larger). Creation is CPU-bound: two suffix sorts (the alignment pass's over old,
 //! the candidate's over old', 1.2 to 1.3 s each on one thread for ruff's 29 MiB x86-64
-//! program) and two bsdiff scans; xdelta3 does neither. Above [`BOTH_WAYS_MAX`] the
-//! alignment pass's scan is sparse (`scan::Pace::Sparse`: 3.6 s to 1.1 s on ruff, delta
-//! 0.9 % larger; the whole delta 11.6 to 11.7 s before, 8.7 to 9.3 s after, `xdelta3 -9`
-//! 10.6 s). It stays bsdiff's below: there the plain way replays it, and on a small
-//! library of 1,500 near-identical functions the sparse scan lost the unwind tables'
-//! alignment (the preprocessed delta 2,708 bytes instead of 1,338, at level 3). A sparse
-//! candidate scan was tried too: faster again and 2 % smaller on ruff, but 11 % larger on
-//! duckdb, so the candidate's scan stays bsdiff's. An ELF pair of at most
-//! [`BOTH_WAYS_MAX`] is made twice; the plain way replays the alignment pass's recorded
-//! matches (`scan::Recorded`) instead of sorting and scanning again, and is made at zstd
-//! level 3 first, at level 19 only when that comes close to the preprocessed delta
-//! (zstandard's 11 MiB: 17.1 s before the replay, 11.2 s after, 6.9 s with the level-3
-//! probe). An alignment that moves nothing, or too little to pay for its record
-//! ([`SAVED_PER_BYTE_MAX`]), makes the plain way alone.
+//! program) and two bsdiff scans; xdelta3 does neither (a sort alone, 0.19 s for numpy's
+//! 7 MiB library, is as long as all of `xdelta3 -9` on that pair). Two libsais sorts run on
+//! two cores as fast as one does on one, but libsais's own OpenMP sort barely gains (numpy
+//! 184 to 177 ms, ruff 1.02 to 0.94 s): it waits on memory. The alignment pass's scan is
+//! sparse (`scan::Pace::Sparse`: 3.6 s to 1.1 s on ruff, delta 0.9 % larger; the whole
+//! delta 11.6 to 11.7 s before, 8.7 to 9.3 s after, `xdelta3 -9` 10.6 s; zstandard's
+//! 11 MiB: 2.77 to 2.15 s, delta 742,103 to 752,403 bytes, `xdelta3 -9` 2.3 s). Once, on a
+//! small library of 1,500 near-identical functions, it lost the unwind tables' alignment
+//! (2,708 bytes instead of 1,338 at level 3); since FDEs are paired by function it costs
+//! that library 694 to 750 bytes (stripped) and 1,240 to 1,452 (with DWARF). Scanning the
+//! old file's index against old' instead of sorting old' was tried: 19 to 28 % larger
+//! deltas on libarrow and duckdb, even with the alignment's offsets tried at every lookup.
+//! A sparse candidate scan was tried too: faster again and 2 % smaller on ruff, but 11 %
+//! larger on duckdb, so the candidate's scan stays bsdiff's. An ELF pair of at most
+//! [`BOTH_WAYS_MAX`] is made twice: the plain way is predicted at zstd level 3 from the
+//! alignment pass's recorded sparse matches (`scan::Recorded`), and made in full only when
+//! that comes close to the preprocessed delta. An alignment that moves nothing, or too
+//! little to pay for its record ([`SAVED_PER_BYTE_MAX`]), makes the plain way alone, from
+//! bsdiff's scan of the alignment pass's index.
 
 mod blocks;
 mod decode;
@@ -286,10 +291,10 @@ pub fn create(
     }
     // A small file is made both ways and the smaller kept: on a library whose layout
     // hardly moved, the alignment record costs more than the preprocessing saves. The
-    // plain way's scan is the alignment pass's, given again. It is first made at a fast
-    // zstd level; when that is far larger than the preprocessed delta, the full level
-    // (which costs more than the rest of the plain way) cannot close the gap and is
-    // skipped.
+    // plain way is first predicted: made at a fast zstd level from the alignment pass's
+    // sparse matches. When that is far larger than the preprocessed delta, the plain way
+    // cannot close the gap and is not made; otherwise it is made in full (its own suffix
+    // sort and bsdiff's scan, the full level).
     let mut with = Vec::new();
     let s_with = create_one(old, new, &mut with, opts, Way::Elf(&elf))?;
     let mut without = Vec::new();
@@ -297,8 +302,8 @@ pub fn create(
         zstd_level: opts.zstd_level.min(PREDICT_LEVEL),
         ..opts.clone()
     };
-    let mut s_without = create_one(old, new, &mut without, &fast, Way::Plain(Some(&elf.scan)))?;
-    if s_without.delta_size * PREDICT_GAIN.1 > s_with.delta_size * PREDICT_GAIN.0 {
+    let predicted = create_one(old, new, &mut without, &fast, Way::Plain(Some(&elf.sparse)))?;
+    if predicted.delta_size * PREDICT_GAIN.1 > s_with.delta_size * PREDICT_GAIN.0 {
         out.write_all(&with)
             .map_err(io_err(Path::new("delta output")))?;
         return Ok(DeltaStats {
@@ -306,12 +311,9 @@ pub fn create(
             ..s_with
         });
     }
-    let mut encodings = 2;
-    if fast.zstd_level < opts.zstd_level {
-        without.clear();
-        s_without = create_one(old, new, &mut without, opts, Way::Plain(Some(&elf.scan)))?;
-        encodings = 3;
-    }
+    without.clear();
+    let s_without = create_one(old, new, &mut without, opts, Way::Plain(None))?;
+    let encodings = 3;
     let (bytes, stats) = if s_without.delta_size < s_with.delta_size {
         (without, s_without)
     } else {
@@ -327,7 +329,8 @@ pub fn create(
 enum Way<'a> {
     /// Against the old file as it is. With the bsdiff matches of the whole new file
     /// against the whole old file when they are known: a window that is exactly those two
-    /// ranges uses them instead of sorting and scanning again.
+    /// ranges uses them instead of sorting and scanning again. Sparse matches make only
+    /// [`create`]'s prediction of the plain way's size.
     Plain(Option<&'a scan::Recorded>),
     /// Against old', with the alignment record.
     Elf(&'a ElfPrep),
@@ -632,9 +635,9 @@ struct ElfPrep {
     /// The alignment record's kind: 3 when old' rewrites debug sections' addresses (the
     /// old file has some), else 2 (which readers before kind 3 also read).
     kind: u8,
-    /// The alignment pass's bsdiff matches of the new file against the old file (a
-    /// sparse scan above [`BOTH_WAYS_MAX`]).
-    scan: scan::Recorded,
+    /// The alignment pass's sparse scan of the new file against the old file
+    /// ([`scan::Pace::Sparse`]), which predicts the plain way's size.
+    sparse: scan::Recorded,
 }
 
 /// What [`elf_prepare`] found.
@@ -642,8 +645,8 @@ enum Prepared {
     /// The files are not both ELF files of one machine that the preprocessing reads.
     NotElf,
     /// The alignment moves nothing (old' would be the old file), or too little to pay
-    /// for its record ([`SAVED_PER_BYTE_MAX`]): the alignment pass's bsdiff matches of
-    /// the new file against the old file.
+    /// for its record ([`SAVED_PER_BYTE_MAX`]): bsdiff's matches of the new file against
+    /// the old file, scanned with the alignment pass's index.
     Unmoved(scan::Recorded),
     /// The preprocessing.
     Moved(ElfPrep),
@@ -670,23 +673,21 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, Delta
     let Some(ln) = exe::Layout::of_bytes(&n).filter(|l| l.machine == lo.machine) else {
         return Ok(Prepared::NotElf);
     };
-    // A pair made both ways replays this scan for its plain way, which should be bsdiff's;
-    // above that size only the alignment uses it, and a sparse scan finds it sooner.
-    let pace = match o.len() as u64 > BOTH_WAYS_MAX || n.len() as u64 > BOTH_WAYS_MAX {
-        true => scan::Pace::Sparse,
-        false => scan::Pace::Exact,
+    // The alignment pass's scan is sparse: it only has to find where code and data moved.
+    // When the plain way is the delta, it gets bsdiff's own scan of the same index.
+    let idx = scan::Index::new(&o).map_err(io_err(old))?;
+    let sparse =
+        scan::Recorded::scan(&idx, &n, scan::Pace::Sparse, threads).map_err(io_err(new))?;
+    let exact = |idx: &scan::Index<'_>| {
+        scan::Recorded::scan(idx, &n, scan::Pace::Exact, threads).map_err(io_err(new))
     };
-    let scan = scan::Index::new(&o)
-        .and_then(|idx| scan::Recorded::scan(&idx, &n, pace, threads))
-        .map_err(io_err(new))?;
     let paired = symbols::pair(&o, &lo.plt, &n, &ln.plt, lo.machine);
-    let mut al = exe::align(scan.matches(), (&lo, &o), (&ln, &n), paired);
+    let mut al = exe::align(sparse.matches(), (&lo, &o), (&ln, &n), paired);
     // Kind 4 only when names moved: readers made before it read kinds 2 and 3.
     al.names = lo.has_names() && al.moves_names();
     al.debug = lo.has_debug() || al.names;
-    drop(n);
     if al.is_identity() {
-        return Ok(Prepared::Unmoved(scan));
+        return Ok(Prepared::Unmoved(exact(&idx)?));
     }
     let tmp_path = Path::new("temporary old' file");
     let mut tmp = tempfile::NamedTempFile::new().map_err(io_err(tmp_path))?;
@@ -697,7 +698,7 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, Delta
     drop(w);
     let payload = al.encode().map_err(io_err(tmp_path))?;
     if differing * SAVED_PER_BYTE_MAX < (format::PREPROCESS_LEN + payload.len()) as u64 {
-        return Ok(Prepared::Unmoved(scan));
+        return Ok(Prepared::Unmoved(exact(&idx)?));
     }
     Ok(Prepared::Moved(ElfPrep {
         tmp,
@@ -708,7 +709,7 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, Delta
             (false, true) => format::PREPROCESS_ELF_DEBUG,
             (false, false) => format::PREPROCESS_ELF_UNWIND,
         },
-        scan,
+        sparse,
     }))
 }
 

@@ -64,9 +64,10 @@ pub enum Pace {
     /// data moved, which the ELF alignment pass wants, shows in the long ones. On ruff's
     /// 29 MiB x86-64 program the alignment pass's scan took 1.1 s instead of 3.6 s (two
     /// threads), and the delta grew 0.9 % (aarch64: 2.2 %; libarrow and duckdb under 0.3 %).
-    /// It is a heuristic: on a small library of 1,500 near-identical functions it missed
-    /// the unwind tables' shift that bsdiff's scan finds, so `delta.rs` uses it only on
-    /// large files.
+    /// It is a heuristic: on a small library of 1,500 near-identical functions it finds
+    /// less of the debug sections' shifts than bsdiff's scan (that library's delta with
+    /// DWARF 1,452 bytes instead of 1,240); `delta.rs` uses it for the alignment pass and
+    /// bsdiff's scan for the deltas themselves.
     Sparse,
 }
 
@@ -314,14 +315,14 @@ pub fn diff<E>(
 }
 
 /// bsdiff's matches of a whole new range against an old range, recorded to be given again
-/// without the suffix sort or the scan: the ELF alignment pass and the unpreprocessed way
-/// of a small ELF pair (`delta.rs`) scan the same two files. 16 bytes a match (about one
-/// per 130 to 200 bytes of a program).
+/// without the suffix sort or the scan: the ELF alignment pass's sparse matches predict
+/// the unpreprocessed way's size, and an alignment that moves nothing hands bsdiff's scan
+/// of its index to the unpreprocessed way (`delta.rs`). 16 bytes a match (about one per
+/// 130 to 200 bytes of a program).
 pub struct Recorded {
     held: Vec<Held>,
     old_len: usize,
     new_len: usize,
-    pace: Pace,
 }
 
 impl Recorded {
@@ -343,15 +344,14 @@ impl Recorded {
             held,
             old_len: idx.old.len(),
             new_len: new.len(),
-            pace,
         })
     }
 
-    /// Whether these can stand for bsdiff's matches of a range of `new_len` bytes against
-    /// one of `old_len` (the caller knows whether they are the same bytes): the lengths
-    /// agree and the scan was [`Pace::Exact`] (a sparse one serves an alignment only).
+    /// Whether these were scanned from a range of `new_len` bytes against one of
+    /// `old_len` (the caller knows whether they are the same bytes). A [`Pace::Sparse`]
+    /// scan's matches serve an alignment or a prediction, not a delta that is kept.
     pub fn fits(&self, old_len: usize, new_len: usize) -> bool {
-        self.pace == Pace::Exact && (self.old_len, self.new_len) == (old_len, new_len)
+        (self.old_len, self.new_len) == (old_len, new_len)
     }
 
     /// The matches, in the order [`diff`] gave them.
