@@ -45,9 +45,12 @@
 //! larger on duckdb, so the candidate's scan stays bsdiff's. An ELF pair of at most
 //! [`BOTH_WAYS_MAX`] is made twice: the plain way is predicted at zstd level 3 from the
 //! alignment pass's recorded sparse matches (`scan::Recorded`), and made in full only when
-//! that comes close to the preprocessed delta. An alignment that moves nothing, or too
-//! little to pay for its record ([`SAVED_PER_BYTE_MAX`]), makes the plain way alone, from
-//! bsdiff's scan of the alignment pass's index.
+//! that comes close to the preprocessed delta. A pair that the alignment leaves nearly
+//! identical keeps the delta that replays the sparse matches against old' when it is tiny
+//! ([`NEARLY_SAME`]; numpy: 0.52 to 0.29 s, `xdelta3 -9` 0.20 s, of which the one suffix
+//! sort left is 0.19 s). An alignment that moves nothing, or too little to pay for its
+//! record ([`SAVED_PER_BYTE_MAX`]), makes the plain way alone, from bsdiff's scan of the
+//! alignment pass's index.
 
 mod blocks;
 mod decode;
@@ -281,13 +284,37 @@ pub fn create(
     };
     let elf = match elf {
         Prepared::NotElf => return create_one(old, new, out, opts, Way::Plain(None)),
-        // old' would be (nearly) the old file: the plain way, with the alignment pass's
-        // scan (used only where it `fits`).
+        // old' would be (nearly) the old file: the plain way, with bsdiff's scan of the
+        // alignment pass's index (used only where it `fits`).
         Prepared::Unmoved(scan) => return create_one(old, new, out, opts, Way::Plain(Some(&scan))),
         Prepared::Moved(e) => e,
     };
+    // A pair that the alignment leaves nearly identical (every new byte but a few in
+    // the sparse matches) first replays those matches against old': when that delta is
+    // at most 1/`NEARLY_SAME` of the new file, old' is not sorted and scanned, which could
+    // save no more than that.
+    let unmatched: u64 = elf
+        .sparse
+        .matches()
+        .map(|m| (m.copy_end - m.add_new_start - m.add_length) as u64)
+        .sum();
+    if unmatched * NEARLY_SAME <= new_size {
+        let mut replayed = Vec::new();
+        let s_rep = create_one(
+            old,
+            new,
+            &mut replayed,
+            opts,
+            Way::Elf(&elf, Some(&elf.sparse)),
+        )?;
+        if s_rep.delta_size * NEARLY_SAME <= new_size {
+            out.write_all(&replayed)
+                .map_err(io_err(Path::new("delta output")))?;
+            return Ok(s_rep);
+        }
+    }
     if old_size > BOTH_WAYS_MAX || new_size > BOTH_WAYS_MAX {
-        return create_one(old, new, out, opts, Way::Elf(&elf));
+        return create_one(old, new, out, opts, Way::Elf(&elf, None));
     }
     // A small file is made both ways and the smaller kept: on a library whose layout
     // hardly moved, the alignment record costs more than the preprocessing saves. The
@@ -296,7 +323,7 @@ pub fn create(
     // cannot close the gap and is not made; otherwise it is made in full (its own suffix
     // sort and bsdiff's scan, the full level).
     let mut with = Vec::new();
-    let s_with = create_one(old, new, &mut with, opts, Way::Elf(&elf))?;
+    let s_with = create_one(old, new, &mut with, opts, Way::Elf(&elf, None))?;
     let mut without = Vec::new();
     let fast = DeltaOptions {
         zstd_level: opts.zstd_level.min(PREDICT_LEVEL),
@@ -332,13 +359,22 @@ enum Way<'a> {
     /// ranges uses them instead of sorting and scanning again. Sparse matches make only
     /// [`create`]'s prediction of the plain way's size.
     Plain(Option<&'a scan::Recorded>),
-    /// Against old', with the alignment record.
-    Elf(&'a ElfPrep),
+    /// Against old', with the alignment record; with matches of the new file against
+    /// the old file to replay against old' instead of sorting and scanning it.
+    Elf(&'a ElfPrep, Option<&'a scan::Recorded>),
 }
 
 /// Files of at most this many bytes with ELF preprocessing are made both with and
 /// without it, and the smaller delta kept ([`create`]).
 pub const BOTH_WAYS_MAX: u64 = 16 << 20;
+
+/// A small ELF pair whose alignment leaves at most 1/`NEARLY_SAME` of the new file out of
+/// the alignment pass's matches, and whose delta replaying those matches against old' is
+/// at most 1/`NEARLY_SAME` of the new file, keeps that delta ([`create`]): numpy 1.26.3
+/// to 1.26.4, 8 of 7,426,817 bytes unmatched, 1,564 bytes against 1,548 with old' sorted
+/// and scanned, in 0.12 s instead of 0.23 s (aarch64: 0 unmatched, 930 against 927
+/// bytes). orjson leaves 17 % unmatched, zstandard 9 %.
+const NEARLY_SAME: u64 = 1000;
 
 /// The zstd level at which [`create`] first makes the plain way of a small ELF pair.
 const PREDICT_LEVEL: i32 = 3;
@@ -369,7 +405,7 @@ fn create_one(
     let out_path = Path::new("delta output");
     let (elf, known) = match way {
         Way::Plain(known) => (None, known),
-        Way::Elf(e) => (Some(e), None),
+        Way::Elf(e, known) => (Some(e), known),
     };
     let (of, old) = match elf {
         Some(e) => (e.tmp.reopen().map_err(io_err(old))?, e.tmp.path()),

@@ -105,7 +105,17 @@ pub fn encode(
         true => level,
         false => PROBE_LEVEL.min(level),
     };
-    let (b, first) = if try_ref && threads > 1 {
+    // With known matches bidiff comes first (it neither sorts nor scans); a zstd-ref
+    // candidate could save no more than a bidiff payload of at most 1/`TINY` of the new
+    // bytes, and is not tried (numpy's nearly identical pair: 0.11 s of its 0.12).
+    let (b, first) = if known.is_some() {
+        let b = bidiff_zstd(old, new, level, threads, known)?;
+        let limit = b.len().saturating_sub(1);
+        let worth = (b.len() as u64).saturating_mul(TINY) > new.len() as u64;
+        let r =
+            (try_ref && worth && limit > 0).then(|| zstd_ref(old, new, first_level, Some(limit)));
+        (Ok(b), r)
+    } else if try_ref && threads > 1 {
         std::thread::scope(|s| {
             let r = s.spawn(|| zstd_ref(old, new, first_level, None));
             let b = bidiff_zstd(old, new, level, threads, known);
@@ -144,6 +154,10 @@ pub fn encode(
         },
     })
 }
+
+/// A bidiff payload of at most 1/`TINY` of the new bytes, from known matches, is kept
+/// without trying zstd-ref ([`encode`]).
+const TINY: u64 = 1000;
 
 fn zerr(code: usize) -> io::Error {
     io::Error::other(zstd_safe::get_error_name(code))
