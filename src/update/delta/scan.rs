@@ -29,10 +29,13 @@
 //! dropped and scanned again by the caller, which streams it.
 //!
 //! The suffix array is built by libsais (induced sorting; about half of divsufsort's time
-//! on ruff, and the same array: a text has one suffix array).
+//! on ruff, and the same array: a text has one suffix array). [`Index::split`] sorts the
+//! two halves of the old range apart, on two threads: the ELF alignment pass's index
+//! (numpy's 7 MiB library: the sort 190 to about 100 ms; a match then ends at the cut).
 //!
-//! Known gaps: the sort runs on one thread (libsais's parallel sort needs OpenMP); the
-//! search is still over half of a program delta's CPU time.
+//! Known gaps: the sort of a whole range runs on one thread (libsais's OpenMP sort was
+//! measured: 184 to 177 ms on numpy with two threads, as it waits on memory); the search
+//! is still over half of a program delta's CPU time.
 
 use std::io;
 use std::sync::mpsc;
@@ -76,9 +79,18 @@ const SPARSE_SHORT: usize = 16;
 /// How far a [`Pace::Sparse`] scan moves on after a short match.
 const SPARSE_STRIDE: usize = 8;
 
-/// The suffix array of an old range, with its two-byte bucket table.
+/// The suffix arrays of an old range: of the whole range, or of its parts sorted apart
+/// ([`Index::split`]).
 pub struct Index<'a> {
     old: &'a [u8],
+    parts: Vec<Part<'a>>,
+}
+
+/// The suffix array of `text`, which starts at `start` in the old range, with its
+/// two-byte bucket table.
+struct Part<'a> {
+    start: usize,
+    text: &'a [u8],
     sa: Vec<i32>,
     /// `bucket[k]`: the first suffix-array slot whose [`key`] is `k` or more;
     /// `bucket[KEYS]` is the length.
@@ -133,6 +145,68 @@ impl<'a> Index<'a> {
     /// Sorts the suffixes of `old`. An old range of 2 GiB or more is refused (libsais
     /// would panic on it; windows are at most 1 GiB plus margins).
     pub fn new(old: &'a [u8]) -> io::Result<Index<'a>> {
+        Ok(Index {
+            old,
+            parts: vec![Part::sort(0, old)?],
+        })
+    }
+
+    /// Sorts the suffixes of `old` in [`SPLIT_PARTS`] parts of equal length (one when it
+    /// is under [`CHUNK_MIN`]), each on its own thread when `threads` allows: the sorts
+    /// wait on memory, and two run on two cores as fast as one on one, where libsais's
+    /// own parallel sort barely gains. A match found in it ends where its part ends (the
+    /// parts, so the matches, do not depend on `threads`); each lookup searches every part.
+    pub fn split(old: &'a [u8], threads: usize) -> io::Result<Index<'a>> {
+        let n = match old.len() < CHUNK_MIN {
+            true => 1,
+            false => SPLIT_PARTS,
+        };
+        let step = old.len().div_ceil(n).max(1);
+        let ranges: Vec<(usize, usize)> = (0..old.len())
+            .step_by(step)
+            .map(|s| (s, (s + step).min(old.len())))
+            .collect();
+        let sort = |&(s, e): &(usize, usize)| Part::sort(s, &old[s..e]);
+        let parts = match threads > 1 && ranges.len() > 1 {
+            true => std::thread::scope(|sc| {
+                let rest: Vec<_> = ranges[1..]
+                    .iter()
+                    .map(|r| sc.spawn(move || sort(r)))
+                    .collect();
+                let mut parts = vec![sort(&ranges[0])];
+                for h in rest {
+                    parts.push(
+                        h.join()
+                            .unwrap_or_else(|_| Err(io::Error::other("a suffix sort panicked"))),
+                    );
+                }
+                parts.into_iter().collect::<io::Result<Vec<_>>>()
+            })?,
+            false => ranges.iter().map(sort).collect::<io::Result<Vec<_>>>()?,
+        };
+        Ok(Index { old, parts })
+    }
+
+    /// The old position and length of the longest prefix of `needle` that occurs in one
+    /// part of the old range (position 0 and length 0 when not even its first byte does);
+    /// of equally long ones, the first part's.
+    pub fn longest(&self, needle: &[u8]) -> (usize, usize) {
+        let mut best = (0, 0);
+        for part in &self.parts {
+            let (p, l) = part.longest(needle);
+            if l > best.1 {
+                best = (part.start + p, l);
+            }
+        }
+        best
+    }
+}
+
+/// Parts that [`Index::split`] sorts apart.
+pub const SPLIT_PARTS: usize = 2;
+
+impl<'a> Part<'a> {
+    fn sort(start: usize, old: &'a [u8]) -> io::Result<Part<'a>> {
         if i32::try_from(old.len()).is_err() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -154,17 +228,22 @@ impl<'a> Index<'a> {
         for k in 0..KEYS {
             bucket[k + 1] += bucket[k];
         }
-        Ok(Index { old, sa, bucket })
+        Ok(Part {
+            start,
+            text: old,
+            sa,
+            bucket,
+        })
     }
 
     fn suffix(&self, slot: usize) -> (usize, &'a [u8]) {
         let p = self.sa[slot] as usize;
-        (p, &self.old[p..])
+        (p, &self.text[p..])
     }
 
-    /// The old position and length of the longest prefix of `needle` that occurs in the
-    /// old range (position 0 and length 0 when not even its first byte does).
-    pub fn longest(&self, needle: &[u8]) -> (usize, usize) {
+    /// The position in `text` and length of the longest prefix of `needle` that occurs
+    /// in it (position 0 and length 0 when not even its first byte does).
+    fn longest(&self, needle: &[u8]) -> (usize, usize) {
         let Some(&first) = needle.first() else {
             return (0, 0);
         };
@@ -206,8 +285,8 @@ impl<'a> Index<'a> {
             // The next step compares one of the two halves' middles: fetch their suffix
             // offsets and the text they point to now, while this step compares.
             let (m1, m2) = (lo + (mid - lo) / 2, mid + (hi - mid) / 2);
-            prefetch(self.old, self.sa[m1] as usize + skip);
-            prefetch(self.old, self.sa[m2] as usize + skip);
+            prefetch(self.text, self.sa[m1] as usize + skip);
+            prefetch(self.text, self.sa[m2] as usize + skip);
             prefetch(&self.sa, lo + (m1 - lo) / 2);
             prefetch(&self.sa, m1 + (mid - m1) / 2);
             prefetch(&self.sa, mid + (m2 - mid) / 2);
@@ -526,6 +605,44 @@ mod tests {
         assert_eq!(Index::new(b"zzz").unwrap().longest(b"abc"), (0, 0));
         assert_eq!(Index::new(b"xa").unwrap().longest(b"ab").1, 1);
         assert_eq!(Index::new(b"b").unwrap().longest(b"b").1, 1);
+    }
+
+    #[test]
+    fn a_split_index_finds_the_longest_prefix_within_a_part() {
+        let old = noise(3 << 20, 5, 4);
+        let split = Index::split(&old, 2).unwrap();
+        assert_eq!(split.parts.len(), SPLIT_PARTS);
+        let one_thread = Index::split(&old, 1).unwrap();
+        let half = old.len().div_ceil(2);
+        let whole = Index::new(&old).unwrap();
+        for k in 0..200u64 {
+            let at = (k as usize * 15_733) % (old.len() - 64);
+            let mut needle = old[at..at + 40].to_vec();
+            needle.push(9);
+            let (p, l) = split.longest(&needle);
+            assert_eq!((p, l), one_thread.longest(&needle), "needle {k}");
+            match at + 40 <= half || at >= half {
+                true => assert_eq!(l, 40, "needle {k} at {at}"),
+                false => assert!(l >= half - at, "needle {k} at {at}: {l}"),
+            }
+            assert_eq!(common(&old[p..], &needle[..l]), l, "needle {k}");
+            // Within one part: never past the end of the first.
+            assert!(p >= half || p + l <= half, "needle {k}: {p} + {l}");
+            assert!(l <= whole.longest(&needle).1, "needle {k}");
+        }
+        // A needle that only occurs across the cut is found up to it.
+        let across = old[half - 20..half + 20].to_vec();
+        assert_eq!(whole.longest(&across), (half - 20, 40));
+        let (_, l) = split.longest(&across);
+        assert!((20..40).contains(&l), "{l}");
+        // Under CHUNK_MIN, one part: the same as the whole index.
+        let small = noise(4000, 6, 3);
+        let (s, w) = (
+            Index::split(&small, 2).unwrap(),
+            Index::new(&small).unwrap(),
+        );
+        assert_eq!(s.parts.len(), 1);
+        assert_eq!(s.longest(&small[100..150]), w.longest(&small[100..150]));
     }
 
     /// Applies matches the way `bidiff::Translator` and bspatch do.
