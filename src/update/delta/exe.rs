@@ -726,14 +726,31 @@ pub fn align(
     }
     // The GOT's slots: those bound to a symbol paired by its name, those a relative
     // relocation fills where the matches so far map what one holds to what the other does.
+    // A value that several slots hold on either side pairs none of them: which slot is
+    // which cannot be told (an unchanged library has such slots; pairing them moved them).
     let so_far = Alignment::from_segments(v.clone());
     let [ro, rn] = &paired.got_relative;
-    let by_value: std::collections::HashMap<u64, u64> = rn.iter().map(|&(s, a)| (a, s)).collect();
+    let mut by_value: std::collections::HashMap<u64, (u64, u32)> = Default::default();
+    for &(s, a) in rn {
+        by_value.entry(a).or_insert((s, 0)).1 += 1;
+    }
+    let mapped: Vec<(u64, Option<u64>)> = ro
+        .iter()
+        .map(|&(slot, a)| (slot, so_far.map_target(a)))
+        .collect();
+    let mut old_holding: std::collections::HashMap<u64, u32> = Default::default();
+    for &(_, m) in &mapped {
+        if let Some(m) = m {
+            *old_holding.entry(m).or_default() += 1;
+        }
+    }
     let mut got = paired.got;
-    got.extend(ro.iter().filter_map(|&(slot, a)| {
-        Some(Segment {
+    got.extend(mapped.iter().filter_map(|&(slot, m)| {
+        let m = m?;
+        let (new_va, n) = *by_value.get(&m)?;
+        (n == 1 && old_holding.get(&m) == Some(&1)).then_some(Segment {
             old_va: slot,
-            new_va: *by_value.get(&so_far.map_target(a)?)?,
+            new_va,
             len: 8,
         })
     }));
