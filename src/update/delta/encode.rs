@@ -108,14 +108,7 @@ pub fn encode(
     // With known matches bidiff comes first (it neither sorts nor scans); a zstd-ref
     // candidate could save no more than a bidiff payload of at most 1/`TINY` of the new
     // bytes, and is not tried (numpy's nearly identical pair: 0.11 s of its 0.12).
-    let (b, first) = if known.is_some() {
-        let b = bidiff_zstd(old, new, level, threads, known)?;
-        let limit = b.len().saturating_sub(1);
-        let worth = (b.len() as u64).saturating_mul(TINY) > new.len() as u64;
-        let r =
-            (try_ref && worth && limit > 0).then(|| zstd_ref(old, new, first_level, Some(limit)));
-        (Ok(b), r)
-    } else if try_ref && threads > 1 {
+    let (b, first) = if try_ref && threads > 1 && known.is_none() {
         std::thread::scope(|s| {
             let r = s.spawn(|| zstd_ref(old, new, first_level, None));
             let b = bidiff_zstd(old, new, level, threads, known);
@@ -127,7 +120,9 @@ pub fn encode(
     } else {
         let b = bidiff_zstd(old, new, level, threads, known)?;
         let limit = b.len().saturating_sub(1);
-        let r = (try_ref && limit > 0).then(|| zstd_ref(old, new, first_level, Some(limit)));
+        let worth = known.is_none() || (b.len() as u64).saturating_mul(TINY) > new.len() as u64;
+        let r =
+            (try_ref && worth && limit > 0).then(|| zstd_ref(old, new, first_level, Some(limit)));
         (Ok(b), r)
     };
     let b = b?;
