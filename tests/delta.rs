@@ -645,9 +645,10 @@ fn program(machine: u16, sizes: &[usize], seed: u64) -> Vec<u8> {
     elf(machine, &code, &ptrs)
 }
 
-/// Four functions grown by a patch: every call and pointer past them moves.
-fn patched_program(machine: u16) -> (Vec<u8>, Vec<u8>) {
-    let mut sizes = vec![600usize; 300];
+/// Four functions grown by a patch in a program of `functions` functions: every call and
+/// pointer past them moves.
+fn patched_program(machine: u16, functions: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut sizes = vec![600usize; functions];
     let old = program(machine, &sizes, 5);
     for (i, grow) in [(20, 64), (90, 200), (150, 12), (240, 400)] {
         sizes[i] += grow;
@@ -655,10 +656,12 @@ fn patched_program(machine: u16) -> (Vec<u8>, Vec<u8>) {
     (old, program(machine, &sizes, 5))
 }
 
+/// With 300 functions (176 KiB) the alignment pass's matches come from a suffix array;
+/// with 2,000 (1.1 MiB) from hashed seeds (`delta/seeds.rs`, over 1 MiB).
 #[test]
 fn elf_preprocessing_makes_moved_code_cheap() {
-    for machine in [62u16, 183] {
-        let (old, new) = patched_program(machine);
+    for (machine, functions) in [(62u16, 300), (183, 300), (62, 2000), (183, 2000)] {
+        let (old, new) = patched_program(machine, functions);
         let (with, s) = round_trip(&old, &new, &fast(0));
         assert!(s.elf_segments > 0, "machine {machine}: not preprocessed");
         let record = (s.elf_segments, s.elf_record);
@@ -673,7 +676,7 @@ fn elf_preprocessing_makes_moved_code_cheap() {
         // The grown bytes (676 of noise) and the alignment are what is left.
         assert!(
             with.len() * 2 < without.len(),
-            "machine {machine}: {} bytes with ELF preprocessing ({record:?} segments, record bytes), {} without",
+            "machine {machine}, {functions} functions: {} bytes with ELF preprocessing ({record:?} segments, record bytes), {} without",
             with.len(),
             without.len()
         );
@@ -1090,7 +1093,7 @@ fn an_unmoved_small_elf_pair_keeps_the_smaller_delta_without_preprocessing() {
         let (without, _) = round_trip(&old, &new, &level(false));
         assert_eq!(kept, without, "machine {machine}, level 9");
         // A moved layout still keeps the preprocessed delta (version 2).
-        let (old, new) = patched_program(machine);
+        let (old, new) = patched_program(machine, 300);
         let (kept, s) = round_trip(&old, &new, &fast(0));
         assert!(s.elf_segments > 0, "machine {machine}: {s:?}");
         assert_eq!(u32::from_le_bytes(kept[8..12].try_into().unwrap()), 2);
@@ -1120,7 +1123,7 @@ fn an_alignment_too_small_to_pay_for_its_record_is_not_made() {
         let (without, _) = round_trip(&old, &new, &plain);
         assert_eq!(kept, without, "machine {machine}");
         // Code that moved is still made both ways.
-        let (old, new) = patched_program(machine);
+        let (old, new) = patched_program(machine, 300);
         let (_, s) = round_trip(&old, &new, &fast(0));
         assert!(s.encodings >= 2, "machine {machine}: {s:?}");
     }
@@ -1160,7 +1163,7 @@ fn a_large_unmoved_elf_pair_is_diffed_as_without_preprocessing() {
 
 #[test]
 fn a_preprocessed_delta_is_refused_for_another_old_file() {
-    let (old, new) = patched_program(62);
+    let (old, new) = patched_program(62, 300);
     let p = pair(&old, &new);
     let (d, _) = make(&p, &fast(0));
     // Same size, not an ELF file: the reader cannot compute old'.

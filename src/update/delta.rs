@@ -27,14 +27,15 @@
 //! the buffers were reused; not measured since); a window waits for the earlier ones to be
 //! written, so one slow window can idle the other cores until it is done; data that moved
 //! farther than the margin without anchors is diffed against the wrong old range (correct,
-//! but larger). Creation is CPU-bound: two suffix sorts (the alignment pass's over old,
-//! the candidate's over old', 1.2 to 1.3 s each on one thread for ruff's 29 MiB x86-64
-//! program) and two bsdiff scans; xdelta3 does neither (a sort alone, 0.19 s for numpy's
-//! 7 MiB library, is as long as all of `xdelta3 -9` on that pair). Two libsais sorts run on
-//! two cores as fast as one does on one, but libsais's own OpenMP sort barely gains (numpy
-//! 184 to 177 ms, ruff 1.02 to 0.94 s): it waits on memory. So the alignment pass sorts
-//! the old file's two halves apart, at once (`scan::Index::split`; numpy 0.29 to 0.19 s,
-//! ruff aarch64 6.9 to 6.4 s, the deltas within 0.2 %). The alignment pass's scan is
+//! but larger). Creation is CPU-bound: the candidate's suffix sort over old' (1.2 to
+//! 1.3 s on one thread for ruff's 29 MiB x86-64 program), the alignment pass's index of
+//! old and two bsdiff scans; xdelta3 does neither (a sort alone, 0.19 s for numpy's 7 MiB
+//! library, is as long as all of `xdelta3 -9` on that pair). Two libsais sorts run on two
+//! cores as fast as one does on one, but libsais's own OpenMP sort barely gains (numpy 184
+//! to 177 ms, ruff 1.02 to 0.94 s): it waits on memory. So the alignment pass sorted the
+//! old file's two halves apart, at once (`scan::Index::split`; numpy 0.29 to 0.19 s, ruff
+//! aarch64 6.9 to 6.4 s, the deltas within 0.2 %), and now, for an old file of at least
+//! [`SEEDS_MIN`], hashes its 16-byte strings instead (`delta/seeds.rs`). The alignment pass's scan is
 //! sparse (`scan::Pace::Sparse`: 3.6 s to 1.1 s on ruff, delta 0.9 % larger; the whole
 //! delta 11.6 to 11.7 s before, 8.7 to 9.3 s after, `xdelta3 -9` 10.6 s; zstandard's
 //! 11 MiB: 2.77 to 2.15 s, delta 742,103 to 752,403 bytes, `xdelta3 -9` 2.3 s). Once, on a
@@ -62,6 +63,7 @@ mod exe;
 mod format;
 mod plan;
 mod scan;
+mod seeds;
 mod symbols;
 mod unwind;
 
@@ -713,11 +715,26 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, Delta
     };
     // The alignment pass's scan is sparse: it only has to find where code and data moved.
     // When the plain way is the delta, it gets bsdiff's own scan of the same index.
-    let idx = scan::Index::split(&o, threads).map_err(io_err(old))?;
-    let sparse =
-        scan::Recorded::scan(&idx, &n, scan::Pace::Sparse, threads).map_err(io_err(new))?;
-    let exact = |idx: &scan::Index<'_>| {
-        scan::Recorded::scan(idx, &n, scan::Pace::Exact, threads).map_err(io_err(new))
+    // Its index: a suffix array of a small old file (sorted in a few milliseconds), the
+    // hashed seeds of a larger one ([`SEEDS_MIN`]).
+    let sorted = match o.len() < SEEDS_MIN {
+        true => Some(scan::Index::split(&o, threads).map_err(io_err(old))?),
+        false => None,
+    };
+    let sparse = match &sorted {
+        Some(idx) => scan::Recorded::scan(idx, &n, scan::Pace::Sparse, threads),
+        None => {
+            let seeds = seeds::Seeds::new(&o).map_err(io_err(old))?;
+            scan::Recorded::scan(&seeds, &n, scan::Pace::Sparse, threads)
+        }
+    }
+    .map_err(io_err(new))?;
+    let exact = || {
+        let idx = match sorted {
+            Some(idx) => idx,
+            None => scan::Index::split(&o, threads).map_err(io_err(old))?,
+        };
+        scan::Recorded::scan(&idx, &n, scan::Pace::Exact, threads).map_err(io_err(new))
     };
     let paired = symbols::pair(&o, &lo.plt, &n, &ln.plt, lo.machine);
     let mut al = exe::align(sparse.matches(), (&lo, &o), (&ln, &n), paired);
@@ -725,7 +742,7 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, Delta
     al.names = lo.has_names() && al.moves_names();
     al.debug = lo.has_debug() || al.names;
     if al.is_identity() {
-        return Ok(Prepared::Unmoved(exact(&idx)?));
+        return Ok(Prepared::Unmoved(exact()?));
     }
     let tmp_path = Path::new("temporary old' file");
     let mut tmp = tempfile::NamedTempFile::new().map_err(io_err(tmp_path))?;
@@ -736,7 +753,7 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, Delta
     drop(w);
     let payload = al.encode().map_err(io_err(tmp_path))?;
     if differing * SAVED_PER_BYTE_MAX < (format::PREPROCESS_LEN + payload.len()) as u64 {
-        return Ok(Prepared::Unmoved(exact(&idx)?));
+        return Ok(Prepared::Unmoved(exact()?));
     }
     Ok(Prepared::Moved(ElfPrep {
         tmp,
@@ -750,6 +767,17 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, Delta
         sparse,
     }))
 }
+
+/// Smallest old file whose ELF alignment pass looks its matches up in hashed seeds
+/// (`delta/seeds.rs`) instead of a suffix array. Sorting is most of the time of a large
+/// pair that hardly changed (numpy's 7 MiB library: 0.22 to 0.18 s for the whole delta,
+/// `xdelta3 -9` 0.20 s; ruff x86-64 8.5 to 7.4 s; duckdb 10.2 to 7.7 s), and the seeds'
+/// alignments made deltas from 1.2 % smaller (ruff aarch64) to 0.4 % larger (libarrow). A
+/// small file sorts in a few milliseconds, and its suffix array also finds the short and
+/// often repeated matches that a seed's chain misses: on a library of 1,500
+/// near-identical functions with DWARF (550 KiB), the seeds' delta was 1,760 bytes
+/// instead of 1,452 at level 3.
+const SEEDS_MIN: usize = 1 << 20;
 
 /// Shortest unchanged prefix or suffix worth a `copy` window of its own.
 const TRIM_MIN: usize = 4096;

@@ -111,7 +111,7 @@ fn key(b: &[u8], p: usize) -> usize {
 /// Asks the CPU to bring `v[i]` into the cache (a hint: nothing when `i` is out of range
 /// or the target has no such instruction).
 #[inline(always)]
-fn prefetch<T>(v: &[T], i: usize) {
+pub(super) fn prefetch<T>(v: &[T], i: usize) {
     #[cfg(target_arch = "x86_64")]
     if let Some(x) = v.get(i) {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
@@ -124,7 +124,7 @@ fn prefetch<T>(v: &[T], i: usize) {
 }
 
 /// Length of the common prefix of `a` and `b`, eight bytes at a time.
-fn common(a: &[u8], b: &[u8]) -> usize {
+pub(super) fn common(a: &[u8], b: &[u8]) -> usize {
     let n = a.len().min(b.len());
     let mut i = 0;
     while i + 8 <= n {
@@ -139,6 +139,29 @@ fn common(a: &[u8], b: &[u8]) -> usize {
         i += 1;
     }
     i
+}
+
+/// What bsdiff's scan asks of an index of the old range: a suffix array ([`Index`]),
+/// or for the ELF alignment pass's sparse scan a hash of its long strings
+/// (`seeds::Seeds`).
+pub trait Lookup: Sync {
+    /// The old range.
+    fn old(&self) -> &[u8];
+    /// An old position and the length of a longest prefix of `needle` found there
+    /// (position 0 and length 0 when none is found). `near`: where the scan's current
+    /// offset puts the needle in the old range, which an index may prefer among equally
+    /// long matches.
+    fn longest(&self, needle: &[u8], near: usize) -> (usize, usize);
+}
+
+impl Lookup for Index<'_> {
+    fn old(&self) -> &[u8] {
+        self.old
+    }
+
+    fn longest(&self, needle: &[u8], _near: usize) -> (usize, usize) {
+        Index::longest(self, needle)
+    }
 }
 
 impl<'a> Index<'a> {
@@ -347,7 +370,7 @@ impl From<&Held> for Match {
 /// matches in order (at `pace`), covering `new` from 0 to its end. With `threads` > 1 a
 /// second thread scans the odd pieces; the matches are the same either way.
 pub fn diff<E>(
-    idx: &Index<'_>,
+    idx: &impl Lookup,
     new: &[u8],
     pace: Pace,
     threads: usize,
@@ -407,7 +430,7 @@ pub struct Recorded {
 impl Recorded {
     /// Scans all of `new` against `idx`'s old range, as [`diff`] does, keeping the
     /// matches. A new range of 4 GiB or more is refused (offsets are held in 32 bits).
-    pub fn scan(idx: &Index<'_>, new: &[u8], pace: Pace, threads: usize) -> io::Result<Recorded> {
+    pub fn scan(idx: &impl Lookup, new: &[u8], pace: Pace, threads: usize) -> io::Result<Recorded> {
         if u32::try_from(new.len()).is_err() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -421,7 +444,7 @@ impl Recorded {
         })?;
         Ok(Recorded {
             held,
-            old_len: idx.old.len(),
+            old_len: idx.old().len(),
             new_len: new.len(),
         })
     }
@@ -461,14 +484,14 @@ fn score(same: usize, len: usize) -> isize {
 /// rest once `cap` matches were given and another is due, and the first error of
 /// `on_match`.
 fn scan_piece<E>(
-    idx: &Index<'_>,
+    idx: &impl Lookup,
     new: &[u8],
     (start, end): (usize, usize),
     pace: Pace,
     cap: usize,
     on_match: &mut impl FnMut(Match) -> Result<(), E>,
 ) -> Result<bool, E> {
-    let old = idx.old;
+    let old = idx.old();
     let nb = &new[start..end];
     let n = nb.len();
     // Whether old[i + off] equals nb[i], for an offset that may point outside old.
@@ -484,7 +507,8 @@ fn scan_piece<E>(
         scan += len;
         let mut counted = scan;
         while scan < n {
-            (pos, len) = idx.longest(&nb[scan..]);
+            let near = (scan as isize + last_off).max(0) as usize;
+            (pos, len) = idx.longest(&nb[scan..], near);
             while counted < scan + len {
                 old_score += agrees(counted, last_off) as isize;
                 counted += 1;
