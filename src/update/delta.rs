@@ -35,7 +35,8 @@
 //! to 177 ms, ruff 1.02 to 0.94 s): it waits on memory. So the alignment pass sorted the
 //! old file's two halves apart, at once (`scan::Index::split`; numpy 0.29 to 0.19 s, ruff
 //! aarch64 6.9 to 6.4 s, the deltas within 0.2 %), and now, for an old file of at least
-//! [`SEEDS_MIN`], hashes its 16-byte strings instead (`delta/seeds.rs`). The alignment pass's scan is
+//! [`seeds::SEEDS_MIN`], hashes its 16-byte strings instead (`delta/seeds.rs`), as the
+//! bidiff candidate of an ELF pair does for its old range. The alignment pass's scan is
 //! sparse (`scan::Pace::Sparse`: 3.6 s to 1.1 s on ruff, delta 0.9 % larger; the whole
 //! delta 11.6 to 11.7 s before, 8.7 to 9.3 s after, `xdelta3 -9` 10.6 s; zstandard's
 //! 11 MiB: 2.77 to 2.15 s, delta 742,103 to 752,403 bytes, `xdelta3 -9` 2.3 s). Once, on a
@@ -290,7 +291,9 @@ pub fn create(
         Prepared::NotElf => return create_one(old, new, out, opts, Way::Plain(None)),
         // old' would be (nearly) the old file: the plain way, with bsdiff's scan of the
         // alignment pass's index (used only where it `fits`).
-        Prepared::Unmoved(scan) => return create_one(old, new, out, opts, Way::Plain(Some(&scan))),
+        Prepared::Unmoved(scan) => {
+            return create_one(old, new, out, opts, Way::PlainElf(Some(&scan)))
+        }
         Prepared::Moved(e) => e,
     };
     // A pair that the alignment leaves nearly identical (every new byte but a few in
@@ -333,7 +336,13 @@ pub fn create(
         zstd_level: opts.zstd_level.min(PREDICT_LEVEL),
         ..opts.clone()
     };
-    let predicted = create_one(old, new, &mut without, &fast, Way::Plain(Some(&elf.sparse)))?;
+    let predicted = create_one(
+        old,
+        new,
+        &mut without,
+        &fast,
+        Way::PlainElf(Some(&elf.sparse)),
+    )?;
     if predicted.delta_size * PREDICT_GAIN.1 > s_with.delta_size * PREDICT_GAIN.0 {
         out.write_all(&with)
             .map_err(io_err(Path::new("delta output")))?;
@@ -343,7 +352,7 @@ pub fn create(
         });
     }
     without.clear();
-    let s_without = create_one(old, new, &mut without, opts, Way::Plain(None))?;
+    let s_without = create_one(old, new, &mut without, opts, Way::PlainElf(None))?;
     let encodings = 3;
     let (bytes, stats) = if s_without.delta_size < s_with.delta_size {
         (without, s_without)
@@ -363,6 +372,9 @@ enum Way<'a> {
     /// ranges uses them instead of sorting and scanning again. Sparse matches make only
     /// [`create`]'s prediction of the plain way's size.
     Plain(Option<&'a scan::Recorded>),
+    /// An ELF pair against the old file as it is: as `Plain`, with the bidiff candidate's
+    /// matches looked up as [`Way::Elf`]'s are (`encode::Effort::seeds`).
+    PlainElf(Option<&'a scan::Recorded>),
     /// Against old', with the alignment record; with matches of the new file against
     /// the old file to replay against old' instead of sorting and scanning it.
     Elf(&'a ElfPrep, Option<&'a scan::Recorded>),
@@ -407,9 +419,10 @@ fn create_one(
     let margin = window / 8;
     let in_flight = windows_in_flight(opts, window) as usize;
     let out_path = Path::new("delta output");
-    let (elf, known) = match way {
-        Way::Plain(known) => (None, known),
-        Way::Elf(e, known) => (Some(e), known),
+    let (elf, known, program) = match way {
+        Way::Plain(known) => (None, known, false),
+        Way::PlainElf(known) => (None, known, true),
+        Way::Elf(e, known) => (Some(e), known, true),
     };
     let (of, old) = match elf {
         Some(e) => (e.tmp.reopen().map_err(io_err(old))?, e.tmp.path()),
@@ -435,6 +448,7 @@ fn create_one(
     let effort = encode::Effort {
         level: opts.zstd_level,
         threads: (threads(opts) / busy).max(1),
+        seeds: program,
     };
     let anchors = match spans {
         Some(_) => None,
@@ -716,8 +730,8 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, Delta
     // The alignment pass's scan is sparse: it only has to find where code and data moved.
     // When the plain way is the delta, it gets bsdiff's own scan of the same index.
     // Its index: a suffix array of a small old file (sorted in a few milliseconds), the
-    // hashed seeds of a larger one ([`SEEDS_MIN`]).
-    let sorted = match o.len() < SEEDS_MIN {
+    // hashed seeds of a larger one ([`seeds::SEEDS_MIN`]).
+    let sorted = match o.len() < seeds::SEEDS_MIN {
         true => Some(scan::Index::split(&o, threads).map_err(io_err(old))?),
         false => None,
     };
@@ -767,17 +781,6 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, Delta
         sparse,
     }))
 }
-
-/// Smallest old file whose ELF alignment pass looks its matches up in hashed seeds
-/// (`delta/seeds.rs`) instead of a suffix array. Sorting is most of the time of a large
-/// pair that hardly changed (numpy's 7 MiB library: 0.22 to 0.18 s for the whole delta,
-/// `xdelta3 -9` 0.20 s; ruff x86-64 8.5 to 7.4 s; duckdb 10.2 to 7.7 s), and the seeds'
-/// alignments made deltas from 1.2 % smaller (ruff aarch64) to 0.4 % larger (libarrow). A
-/// small file sorts in a few milliseconds, and its suffix array also finds the short and
-/// often repeated matches that a seed's chain misses: on a library of 1,500
-/// near-identical functions with DWARF (550 KiB), the seeds' delta was 1,760 bytes
-/// instead of 1,452 at level 3.
-const SEEDS_MIN: usize = 1 << 20;
 
 /// Shortest unchanged prefix or suffix worth a `copy` window of its own.
 const TRIM_MIN: usize = 4096;

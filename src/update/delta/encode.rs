@@ -42,6 +42,7 @@ use zstd::zstd_safe::{self, CParameter};
 use super::blocks::{BlockWriter, ZERO_RUN_SHORT};
 use super::format::{Method, REF_MAX, WINDOW_LOG_MAX};
 use super::scan;
+use super::seeds::{Seeds, SEEDS_MIN};
 
 /// The chosen encoding of a window.
 pub struct Encoded {
@@ -58,6 +59,9 @@ pub struct Effort {
     pub level: i32,
     /// Threads this window may use (the bytes do not depend on it).
     pub threads: usize,
+    /// The window is of an ELF pair: an old range of at least [`SEEDS_MIN`] bytes is
+    /// looked up in hashed seeds instead of a suffix array (`seeds.rs`).
+    pub seeds: bool,
 }
 
 /// Encodes `new` against `old`; `aligned` is where in `old` the new bytes would sit if
@@ -70,7 +74,11 @@ pub fn encode(
     effort: Effort,
     known: Option<&scan::Recorded>,
 ) -> io::Result<Encoded> {
-    let Effort { level, threads } = effort;
+    let Effort {
+        level,
+        threads,
+        seeds,
+    } = effort;
     if let Some(a) = aligned {
         if a.checked_add(new.len()).is_some_and(|e| e <= old.len()) && old[a..a + new.len()] == *new
         {
@@ -111,14 +119,14 @@ pub fn encode(
     let (b, first) = if try_ref && threads > 1 && known.is_none() {
         std::thread::scope(|s| {
             let r = s.spawn(|| zstd_ref(old, new, first_level, None));
-            let b = bidiff_zstd(old, new, level, threads, known);
+            let b = bidiff_zstd(old, new, level, threads, seeds, known);
             let r = r
                 .join()
                 .unwrap_or_else(|_| Err(io::Error::other("the zstd-ref encoder panicked")));
             (b, Some(r))
         })
     } else {
-        let b = bidiff_zstd(old, new, level, threads, known)?;
+        let b = bidiff_zstd(old, new, level, threads, seeds, known)?;
         let limit = b.len().saturating_sub(1);
         let worth = known.is_none() || (b.len() as u64).saturating_mul(TINY) > new.len() as u64;
         let r =
@@ -189,10 +197,12 @@ fn bidiff_zstd(
     new: &[u8],
     level: i32,
     threads: usize,
+    seeds: bool,
     known: Option<&scan::Recorded>,
 ) -> io::Result<Vec<u8>> {
     let matches = match known {
         Some(k) => Matches::Known(k),
+        None if seeds && old.len() >= SEEDS_MIN => Matches::Seeds(Seeds::new(old)?),
         None => Matches::Scan(scan::Index::new(old)?),
     };
     let wlog = window_log(new.len() as u64);
@@ -254,6 +264,8 @@ const SHORT_RUNS_MAX: usize = 8 << 20;
 enum Matches<'a> {
     /// Scanned now.
     Scan(scan::Index<'a>),
+    /// Looked up in hashed seeds now.
+    Seeds(Seeds<'a>),
     /// Recorded earlier.
     Known(&'a scan::Recorded),
 }
@@ -269,6 +281,9 @@ fn feed(
     let mut t = bidiff::Translator::new(old, new, |c| on_control(c));
     match matches {
         Matches::Scan(idx) => scan::diff(idx, new, scan::Pace::Exact, threads, |m| t.translate(m))?,
+        Matches::Seeds(seeds) => {
+            scan::diff(seeds, new, scan::Pace::Exact, threads, |m| t.translate(m))?
+        }
         Matches::Known(k) => k.matches().try_for_each(|m| t.translate(m))?,
     }
     t.close()
@@ -487,6 +502,7 @@ mod tests {
     const EFFORT: Effort = Effort {
         level: 19,
         threads: 1,
+        seeds: false,
     };
 
     #[test]
@@ -513,18 +529,28 @@ mod tests {
         // add would store it again.
         new.copy_within(0..(1 << 20), 2 << 20);
         assert!(aligned_add(&old, &new, Some(0), 19).unwrap().is_none());
-        let e = encode(
-            &old,
-            &new,
-            Some(0),
-            Effort {
-                level: 3,
-                threads: 2,
-            },
-            None,
-        )
-        .unwrap();
-        assert!(e.payload.len() < 64 << 10, "{}", e.payload.len());
+        // With the old range in a suffix array, and in hashed seeds (4 MiB, over
+        // SEEDS_MIN).
+        for seeds in [false, true] {
+            let e = encode(
+                &old,
+                &new,
+                Some(0),
+                Effort {
+                    level: 3,
+                    threads: 2,
+                    seeds,
+                },
+                None,
+            )
+            .unwrap();
+            assert!(
+                e.payload.len() < 64 << 10,
+                "seeds {seeds}: {}",
+                e.payload.len()
+            );
+            assert_eq!(decode(&old, &e), new, "seeds {seeds}");
+        }
     }
 
     #[test]
@@ -541,7 +567,7 @@ mod tests {
             }
             new[at] = new[at].wrapping_add(1 + r % 3);
         }
-        let got = bidiff_zstd(&old, &new, 19, 1, None).unwrap();
+        let got = bidiff_zstd(&old, &new, 19, 1, false, None).unwrap();
         let idx = Matches::Scan(scan::Index::new(&old).unwrap());
         let stream = |zero_run| {
             let mut w = BlockWriter::with_zero_run(Vec::new(), zero_run);
