@@ -1180,6 +1180,29 @@ fn a_preprocessed_delta_is_refused_for_another_old_file() {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// A program of 1.1 MiB, over `seeds::SEEDS_MIN`: its alignment and its bidiff
+    /// candidate look their matches up in hashed seeds. Any edits, and hostile headers,
+    /// still round-trip.
+    #[test]
+    fn large_elf_programs_round_trip_through_hashed_seeds(
+        machine in prop_oneof![Just(62u16), Just(183u16)],
+        edits in prop::collection::vec(edit(), 0..6),
+        header_edits in prop::collection::vec((0usize..400, any::<u8>()), 0..4),
+    ) {
+        let old = program(machine, &vec![600usize; 2000], 7);
+        let mut new = apply_edits(&old, &edits);
+        for (at, b) in &header_edits {
+            if let Some(x) = new.get_mut(*at) {
+                *x = *b;
+            }
+        }
+        round_trip(&old, &new, &fast(0));
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     /// Hostile ELF headers on either side (any of the first 400 bytes or the section
