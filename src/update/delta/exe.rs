@@ -1186,22 +1186,43 @@ fn lo12_scale(w: u32) -> u64 {
     }
 }
 
-/// Writes old' (the whole old file, relocated block by block) to `out`.
+/// Writes old' (the whole old file, relocated block by block) to `out` and returns how
+/// many of its bytes differ from the old file's. The blocks are relocated on `threads`
+/// threads, each a run of them (the bytes do not depend on the count).
 pub fn write_relocated(
     old: &[u8],
     layout: &Layout,
     al: &Alignment,
+    threads: usize,
     out: &mut dyn Write,
 ) -> io::Result<u64> {
-    let mut buf = Vec::with_capacity(BLOCK as usize);
-    let mut differing = 0;
-    for (k, chunk) in old.chunks(BLOCK as usize).enumerate() {
-        buf.clear();
-        buf.extend_from_slice(chunk);
-        relocate(layout, al, k as u64 * BLOCK, &mut buf);
-        differing += buf.iter().zip(chunk).filter(|(a, b)| a != b).count() as u64;
-        out.write_all(&buf)?;
-    }
+    let block = BLOCK as usize;
+    let mut prime = old.to_vec();
+    let per = old.len().div_ceil(block).div_ceil(threads.max(1)).max(1) * block;
+    let relocate_run = |at: usize, run: &mut [u8]| -> u64 {
+        let mut differing = 0;
+        for (k, b) in run.chunks_mut(block).enumerate() {
+            let start = at + k * block;
+            relocate(layout, al, start as u64, b);
+            differing += b.iter().zip(&old[start..]).filter(|(x, y)| x != y).count() as u64;
+        }
+        differing
+    };
+    let differing = std::thread::scope(|s| {
+        let mut runs = prime.chunks_mut(per).enumerate();
+        let first = runs.next();
+        let rest: Vec<_> = runs
+            .map(|(i, run)| s.spawn(move || relocate_run(i * per, run)))
+            .collect();
+        let mut differing = first.map_or(0, |(_, run)| relocate_run(0, run));
+        for h in rest {
+            differing += h
+                .join()
+                .map_err(|_| io::Error::other("relocating old' panicked"))?;
+        }
+        Ok::<u64, io::Error>(differing)
+    })?;
+    out.write_all(&prime)?;
     Ok(differing)
 }
 
