@@ -76,8 +76,6 @@ impl<'a> Seeds<'a> {
         let bits = (usize::BITS - seeds.max(1 << 10).leading_zeros() - 1).min(30);
         let mut head = vec![0u32; 1 << bits];
         let mut prev = vec![0u32; seeds];
-        huge_pages(&mut head);
-        huge_pages(&mut prev);
         // The heads are read at random: fetch the one a few positions ahead while this
         // one is linked.
         const AHEAD: usize = 64;
@@ -95,23 +93,6 @@ impl<'a> Seeds<'a> {
             head,
             prev,
         })
-    }
-}
-
-/// Asks the kernel to back `v` with huge pages where it can: the table's heads are
-/// read and written at random, and with 4 KiB pages most of those accesses also miss the
-/// TLB (a hint; nothing happens where transparent huge pages are off).
-fn huge_pages(v: &mut [u32]) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = (v.as_mut_ptr() as usize).next_multiple_of(HUGE);
-        let end = (v.as_mut_ptr() as usize + std::mem::size_of_val(v)) / HUGE * HUGE;
-        if end > start {
-            // SAFETY: madvise only advises on how to back pages of this mapping; the range
-            // lies inside `v`'s allocation and no memory is read or written through it.
-            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
-        }
     }
 }
 
