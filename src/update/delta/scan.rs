@@ -141,9 +141,9 @@ pub(super) fn common(a: &[u8], b: &[u8]) -> usize {
     i
 }
 
-/// What bsdiff's scan asks of an index of the old range: a suffix array ([`Index`]),
-/// or for the ELF alignment pass's sparse scan a hash of its long strings
-/// (`seeds::Seeds`).
+/// What bsdiff's scan asks of an index of the old range: a suffix array ([`Index`]), or
+/// for an ELF pair of at least `seeds::SEEDS_MIN` bytes (the alignment pass's sparse
+/// scan and the bidiff candidate's) a hash of its 16-byte strings (`seeds::Seeds`).
 pub trait Lookup: Sync {
     /// The old range.
     fn old(&self) -> &[u8];
