@@ -66,8 +66,10 @@ mod format;
 mod plan;
 mod scan;
 mod seeds;
+mod streams;
 mod symbols;
 mod unwind;
+mod x86;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -123,12 +125,13 @@ pub struct DeltaStats {
     pub window_size: u64,
     pub windows_in_flight: u64,
     /// Windows written, and how many of them were each method (copy, zstd, bidiff,
-    /// zstd-ref).
+    /// zstd-ref, x86-streams).
     pub windows: u64,
     pub copy_windows: u64,
     pub zstd_windows: u64,
     pub bidiff_windows: u64,
     pub zstd_ref_windows: u64,
+    pub x86_streams_windows: u64,
     /// True when the windows were planned from the GGUF tensor layout.
     pub gguf_aware: bool,
     /// Alignment segments of the ELF preprocessing (0: the old file was used as it is).
@@ -292,8 +295,8 @@ pub fn create(
         Prepared::NotElf => return create_one(old, new, out, opts, Way::Plain(None)),
         // old' would be (nearly) the old file: the plain way, with bsdiff's scan of the
         // alignment pass's index (used only where it `fits`).
-        Prepared::Unmoved(scan) => {
-            return create_one(old, new, out, opts, Way::PlainElf(Some(&scan)))
+        Prepared::Unmoved(scan, code) => {
+            return create_one(old, new, out, opts, Way::PlainElf(Some(&scan), code))
         }
         Prepared::Moved(e) => e,
     };
@@ -342,7 +345,7 @@ pub fn create(
         new,
         &mut without,
         &fast,
-        Way::PlainElf(Some(&elf.sparse)),
+        Way::PlainElf(Some(&elf.sparse), elf.code),
     )?;
     if predicted.delta_size * PREDICT_GAIN.1 > s_with.delta_size * PREDICT_GAIN.0 {
         out.write_all(&with)
@@ -353,7 +356,7 @@ pub fn create(
         });
     }
     without.clear();
-    let s_without = create_one(old, new, &mut without, opts, Way::PlainElf(None))?;
+    let s_without = create_one(old, new, &mut without, opts, Way::PlainElf(None, elf.code))?;
     let encodings = 3;
     let (bytes, stats) = if s_without.delta_size < s_with.delta_size {
         (without, s_without)
@@ -375,7 +378,7 @@ enum Way<'a> {
     Plain(Option<&'a scan::Recorded>),
     /// An ELF pair against the old file as it is: as `Plain`, with the bidiff candidate's
     /// matches looked up as [`Way::Elf`]'s are (`encode::Effort::seeds`).
-    PlainElf(Option<&'a scan::Recorded>),
+    PlainElf(Option<&'a scan::Recorded>, Option<streams::Code>),
     /// Against old', with the alignment record; with matches of the new file against
     /// the old file to replay against old' instead of sorting and scanning it.
     Elf(&'a ElfPrep, Option<&'a scan::Recorded>),
@@ -420,10 +423,10 @@ fn create_one(
     let margin = window / 8;
     let in_flight = windows_in_flight(opts, window) as usize;
     let out_path = Path::new("delta output");
-    let (elf, known, program) = match way {
-        Way::Plain(known) => (None, known, false),
-        Way::PlainElf(known) => (None, known, true),
-        Way::Elf(e, known) => (Some(e), known, true),
+    let (elf, known, program, code) = match way {
+        Way::Plain(known) => (None, known, false, None),
+        Way::PlainElf(known, code) => (None, known, true, code),
+        Way::Elf(e, known) => (Some(e), known, true, e.code),
     };
     let (of, old) = match elf {
         Some(e) => (e.tmp.reopen().map_err(io_err(old))?, e.tmp.path()),
@@ -450,6 +453,7 @@ fn create_one(
         level: opts.zstd_level,
         threads: (threads(opts) / busy).max(1),
         seeds: program,
+        code: None,
     };
     let anchors = match spans {
         Some(_) => None,
@@ -503,14 +507,7 @@ fn create_one(
                 let whole = job.new_start == 0 && job.old_start == 0;
                 let known = known.filter(|_| whole);
                 let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    encode_window(
-                        &job.old,
-                        job.old_start,
-                        &job.new,
-                        job.aligned,
-                        effort,
-                        known,
-                    )
+                    encode_window(&job, effort, code, known)
                 }))
                 .unwrap_or_else(|_| Err(std::io::Error::other("a window encoder panicked")));
                 // The buffers go back to be read into again (fresh ones would be paged in
@@ -693,6 +690,8 @@ struct ElfPrep {
     /// The alignment pass's sparse scan of the new file against the old file
     /// ([`scan::Pace::Sparse`]), which predicts the plain way's size.
     sparse: scan::Recorded,
+    /// Where the code of an x86-64 pair is.
+    code: Option<streams::Code>,
 }
 
 /// What [`elf_prepare`] found.
@@ -702,7 +701,7 @@ enum Prepared {
     /// The alignment moves nothing (old' would be the old file), or too little to pay
     /// for its record ([`SAVED_PER_BYTE_MAX`]): bsdiff's matches of the new file against
     /// the old file, scanned with the alignment pass's index.
-    Unmoved(scan::Recorded),
+    Unmoved(scan::Recorded, Option<streams::Code>),
     /// The preprocessing.
     Moved(ElfPrep),
 }
@@ -751,13 +750,17 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, Delta
         };
         scan::Recorded::scan(&idx, &n, scan::Pace::Exact, threads).map_err(io_err(new))
     };
+    let code = lo
+        .x86_code()
+        .zip(ln.x86_code())
+        .map(|(old, new)| streams::Code { old, new });
     let paired = symbols::pair(&o, &lo.plt, &n, &ln.plt, lo.machine);
     let mut al = exe::align(sparse.matches(), (&lo, &o), (&ln, &n), paired);
     // Kind 4 only when names moved: readers made before it read kinds 2 and 3.
     al.names = lo.has_names() && al.moves_names();
     al.debug = lo.has_debug() || al.names;
     if al.is_identity() {
-        return Ok(Prepared::Unmoved(exact()?));
+        return Ok(Prepared::Unmoved(exact()?, code));
     }
     let tmp_path = Path::new("temporary old' file");
     let mut tmp = tempfile::NamedTempFile::new().map_err(io_err(tmp_path))?;
@@ -768,7 +771,7 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, Delta
     drop(w);
     let payload = al.encode().map_err(io_err(tmp_path))?;
     if differing * SAVED_PER_BYTE_MAX < (format::PREPROCESS_LEN + payload.len()) as u64 {
-        return Ok(Prepared::Unmoved(exact()?));
+        return Ok(Prepared::Unmoved(exact()?, code));
     }
     Ok(Prepared::Moved(ElfPrep {
         tmp,
@@ -780,6 +783,7 @@ fn elf_prepare(old: &Path, new: &Path, threads: usize) -> Result<Prepared, Delta
             (false, false) => format::PREPROCESS_ELF_UNWIND,
         },
         sparse,
+        code,
     }))
 }
 
@@ -793,13 +797,12 @@ const TRIM_MIN: usize = 4096;
 /// `known`: the bsdiff matches of this window's new bytes against its old range, when
 /// they were recorded (used only if no prefix is cut off).
 fn encode_window(
-    old: &[u8],
-    old_start: u64,
-    new: &[u8],
-    aligned: Option<usize>,
+    job: &Job,
     effort: encode::Effort,
+    code: Option<streams::Code>,
     known: Option<&scan::Recorded>,
 ) -> std::io::Result<Records> {
+    let (old, old_start, new, aligned) = (&job.old[..], job.old_start, &job.new[..], job.aligned);
     let mut records = Records::new();
     let (mut p, mut q) = (0, 0);
     if let Some(a) = aligned.filter(|a| a.checked_add(new.len()).is_some_and(|e| e <= old.len())) {
@@ -829,6 +832,15 @@ fn encode_window(
     let mid = &new[p..new.len() - q];
     let mid_aligned = aligned.map(|a| a + p);
     let known = known.filter(|k| p == 0 && k.fits(old.len(), mid.len()));
+    let effort = encode::Effort {
+        code: code.and_then(|c| {
+            c.within(
+                (old_start, old.len()),
+                (job.new_start + p as u64, mid.len()),
+            )
+        }),
+        ..effort
+    };
     let enc = encode::encode(old, mid, mid_aligned, effort, known)?;
     let w = format::Window {
         method: enc.method,
@@ -860,6 +872,7 @@ fn emit(
         Method::Zstd => stats.zstd_windows += 1,
         Method::Bidiff => stats.bidiff_windows += 1,
         Method::ZstdRef => stats.zstd_ref_windows += 1,
+        Method::X86Streams => stats.x86_streams_windows += 1,
         Method::End => {}
     }
     Ok(())

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use super::blocks::BlockReader;
 use super::exe::{Alignment, Relocated};
 use super::format::{self, Header, Method, Window, HEADER_LEN, REF_MAX, WINDOW_LEN};
+use super::streams;
 use super::DeltaError;
 
 const OUT: &str = "output";
@@ -273,6 +274,16 @@ fn windows<O: Read + Seek>(
                     .map_err(|e| window_err(e, index))?;
                 zstd_window(&mut payload, Some(&prefix), &mut sink, &w, &mut buf)
             }
+            Method::X86Streams => {
+                let mut prefix = Vec::new();
+                (&mut range)
+                    .take(w.old_len)
+                    .read_to_end(&mut prefix)
+                    .map_err(|e| window_err(e, index))?;
+                streams::decode(&prefix, &mut payload, w.new_len)
+                    .map_err(WinErr::Read)
+                    .and_then(|b| sink.put(&b).map_err(WinErr::Sink))
+            }
             Method::Bidiff => bidiff_window(&mut payload, &mut range, &mut sink, &w, &mut buf),
             Method::End => Ok(()),
         };
@@ -343,6 +354,7 @@ fn check_window(w: &Window, index: u64, h: &Header, written: u64) -> Result<(), 
         Method::Copy => w.payload_len == 0 && w.old_len == w.new_len,
         Method::Zstd => w.old_len == 0,
         Method::ZstdRef => w.old_len <= REF_MAX,
+        Method::X86Streams => w.old_len <= streams::OLD_MAX && w.new_len <= streams::NEW_MAX,
         Method::Bidiff | Method::End => true,
     };
     if !ok {

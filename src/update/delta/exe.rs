@@ -307,6 +307,15 @@ impl Layout {
         }))
     }
 
+    /// The file offsets from the first executable section's start to the last one's end,
+    /// on x86-64 (the `x86-streams` method's code span).
+    pub fn x86_code(&self) -> Option<(u64, u64)> {
+        let code = self.sections.iter().filter(|s| s.kind == Kind::Code);
+        let start = code.clone().map(|s| s.off).min()?;
+        let end = code.map(|s| s.off + s.size).max()?;
+        (self.machine == Machine::X86_64).then_some((start, end))
+    }
+
     /// Whether old' would rewrite debug sections' addresses (record kind 3).
     pub fn has_debug(&self) -> bool {
         self.debug.is_some()

@@ -51,6 +51,9 @@ pub enum Method {
     Bidiff = 3,
     /// The payload is one zstd frame compressed with the old range as reference prefix.
     ZstdRef = 4,
+    /// The payload is LZMA streams of x86-64 code's fields and of the rest, each with the
+    /// same part of the old range as preset dictionary (`streams.rs`).
+    X86Streams = 5,
 }
 
 impl Method {
@@ -61,6 +64,7 @@ impl Method {
             2 => Method::Zstd,
             3 => Method::Bidiff,
             4 => Method::ZstdRef,
+            5 => Method::X86Streams,
             _ => return None,
         })
     }
@@ -72,6 +76,7 @@ impl Method {
             Method::Zstd => "zstd",
             Method::Bidiff => "bidiff",
             Method::ZstdRef => "zstd-ref",
+            Method::X86Streams => "x86-streams",
         }
     }
 }

@@ -54,7 +54,7 @@ fn create(old: &str, new: &str, out: &str, rest: &[&str]) -> Result<()> {
     let s = delta::create(Path::new(old), Path::new(new), &mut w, &opts)?;
     w.flush()?;
     println!(
-        "delta_size={} window_mib={} in_flight={} windows={} copy={} zstd={} bidiff={} zstd_ref={} gguf={} elf_segments={} elf_record={} encodings={} bound_mib={}",
+        "delta_size={} window_mib={} in_flight={} windows={} copy={} zstd={} bidiff={} zstd_ref={} x86_streams={} gguf={} elf_segments={} elf_record={} encodings={} bound_mib={}",
         s.delta_size,
         s.window_size >> 20,
         s.windows_in_flight,
@@ -63,6 +63,7 @@ fn create(old: &str, new: &str, out: &str, rest: &[&str]) -> Result<()> {
         s.zstd_windows,
         s.bidiff_windows,
         s.zstd_ref_windows,
+        s.x86_streams_windows,
         s.gguf_aware,
         s.elf_segments,
         s.elf_record,
