@@ -354,7 +354,9 @@ fn check_window(w: &Window, index: u64, h: &Header, written: u64) -> Result<(), 
         Method::Copy => w.payload_len == 0 && w.old_len == w.new_len,
         Method::Zstd => w.old_len == 0,
         Method::ZstdRef => w.old_len <= REF_MAX,
-        Method::X86Streams => w.old_len <= streams::OLD_MAX && w.new_len <= streams::NEW_MAX,
+        Method::X86Streams => {
+            w.old_len <= streams::READ_OLD_MAX && w.new_len <= streams::READ_NEW_MAX
+        }
         Method::Bidiff | Method::End => true,
     };
     if !ok {
