@@ -387,6 +387,91 @@ mod tests {
         joins(&code);
     }
 
+    /// `shape` against GNU objdump's disassembly of clang's code (`-O2` and AVX-512, so
+    /// VEX and EVEX forms are there too): every instruction's length agrees, and its
+    /// fields go where `split` puts them.
+    #[test]
+    fn lengths_agree_with_objdump_on_compiled_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("k.c");
+        let mut c = String::from("#include <string.h>\nlong g[64]; double h[64];\n");
+        for k in 0..40 {
+            c += &format!(
+                "long f{k}(long *a, int n, double *d) {{ long s = {k}; \
+                 for (int i = 0; i < n; i++) {{ s += a[i] * {m} + g[(i + {k}) & 63]; \
+                 d[i] = d[i] * 1.5 + h[i & 63]; if (s > {big}) s ^= a[i] >> 3; }} \
+                 switch (n & 7) {{ case 0: s += 11; break; case 1: s -= 7; break; \
+                 case 2: s *= 3; break; default: s += n; }} \
+                 memset(a, 0, (size_t)n); return s + (short)n + (char)s; }}\n",
+                m = k * 13 + 3,
+                big = 1i64 << (k % 40 + 8),
+            );
+        }
+        std::fs::write(&src, c).unwrap();
+        let obj = dir.path().join("k.o");
+        let run = |cmd: &str, args: &[&std::ffi::OsStr]| {
+            let out = std::process::Command::new(cmd)
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("{cmd} (apt-get install clang binutils): {e}"));
+            assert!(
+                out.status.success(),
+                "{cmd}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        };
+        run(
+            "clang",
+            &[
+                "-O2".as_ref(),
+                "-mavx512f".as_ref(),
+                "-c".as_ref(),
+                src.as_os_str(),
+                "-o".as_ref(),
+                obj.as_os_str(),
+            ],
+        );
+        let text = dir.path().join("k.text");
+        run(
+            "objcopy",
+            &[
+                "-O".as_ref(),
+                "binary".as_ref(),
+                "--only-section=.text".as_ref(),
+                obj.as_os_str(),
+                text.as_os_str(),
+            ],
+        );
+        let code = std::fs::read(&text).unwrap();
+        let listing = run(
+            "objdump",
+            &[
+                "-d".as_ref(),
+                "--no-show-raw-insn".as_ref(),
+                obj.as_os_str(),
+            ],
+        );
+        // Instruction starts, from the addresses objdump prints ("  1f:\tmov ...").
+        let mut starts: Vec<usize> = String::from_utf8_lossy(&listing)
+            .lines()
+            .filter_map(|l| {
+                let (a, rest) = l.trim_start().split_once(":\t")?;
+                (!rest.is_empty()).then(|| usize::from_str_radix(a, 16).ok())?
+            })
+            .collect();
+        starts.push(code.len());
+        assert!(starts.len() > 2000, "{} instructions", starts.len());
+        let mut vex = 0;
+        for w in starts.windows(2) {
+            let s = shape(&code[w[0]..], (code.len() - w[0]).min(LONGEST)).unwrap();
+            assert_eq!(s.len(), w[1] - w[0], "the instruction at {:#x}", w[0]);
+            vex += matches!(code[w[0]], 0xc4 | 0xc5 | 0x62) as usize;
+        }
+        assert!(vex > 10, "{vex} VEX or EVEX instructions");
+        joins(&code);
+    }
+
     #[test]
     fn any_bytes_join_back() {
         let mut x = 0x9e3779b97f4a7c15u64;
