@@ -7,7 +7,9 @@
 //!   8 MiB with two zero-run thresholds, the smaller kept);
 //! - `zstd-ref`: zstd with the old range as reference prefix (`zstd --patch-from`), tried
 //!   when both ranges fit in [`REF_MAX`];
-//! - `zstd`: plain zstd, when there is no old range.
+//! - `zstd`: plain zstd, when there is no old range;
+//! - `x86-streams` (`streams.rs`): in zstd-ref's place when the window holds x86-64 code
+//!   of an ELF pair and is small ([`encode_code`]).
 //!
 //! - `aligned add`: when the window has an aligned old position and the bytes that differ
 //!   there appear nowhere else in the old range (a rewritten or retrained tensor, fresh

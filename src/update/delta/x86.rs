@@ -124,7 +124,7 @@ fn shape(b: &[u8], budget: usize) -> Option<Shape> {
         };
         let has_modrm = match map {
             1 => one_byte_modrm(op),
-            2 => !(vex && op == 0x77) && two_byte_modrm(op),
+            2 => two_byte_modrm(op),
             _ => true,
         };
         if has_modrm {
