@@ -224,7 +224,7 @@ fn encode_code(
 const STREAMS_LEVEL: i32 = 10;
 
 /// A bidiff payload of at most 1/`TINY` of the new bytes, from known matches, is kept
-/// without trying zstd-ref ([`encode`]).
+/// without trying zstd-ref or `x86-streams` ([`encode`], [`encode_code`]).
 const TINY: u64 = 1000;
 
 fn zerr(code: usize) -> io::Error {
