@@ -199,7 +199,8 @@ pub fn decode(old: &[u8], payload: &mut dyn Read, new_len: u64) -> io::Result<Ve
         total = total.saturating_add(usize::try_from(raw).unwrap_or(usize::MAX));
         // Every part of the code is at most the code; the rest is the rest.
         let room = if k == 0 { new_len - code_len } else { code_len };
-        if raw > room as u64 || total > new_len + code_len {
+        // The parts together are the window's bytes.
+        if raw > room as u64 || total > new_len {
             return Err(bad(format!(
                 "x86-streams part {k} declares {raw} bytes, more than its window holds"
             )));
@@ -250,19 +251,8 @@ pub fn decode(old: &[u8], payload: &mut dyn Read, new_len: u64) -> io::Result<Ve
 
 #[cfg(test)]
 mod tests {
+    use super::super::plan::tests::noise;
     use super::*;
-
-    fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     #[test]
     fn round_trips_and_refuses_damage() {

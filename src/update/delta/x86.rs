@@ -474,18 +474,9 @@ mod tests {
 
     #[test]
     fn any_bytes_join_back() {
-        let mut x = 0x9e3779b97f4a7c15u64;
         for len in [0, 1, 2, 14, 15, 16, 17, 100, 4096] {
-            for _ in 0..50 {
-                let code: Vec<u8> = (0..len)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        x as u8
-                    })
-                    .collect();
-                joins(&code);
+            for seed in 0..50 {
+                joins(&super::super::plan::tests::noise(len, seed));
             }
         }
         // Prefixes only: heads of 15 bytes, and a tail.
