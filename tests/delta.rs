@@ -1290,11 +1290,18 @@ fn leaf_library(dir: &Path, n: usize, grow: bool, flags: &[&str]) -> Vec<u8> {
         );
     }
     let name = if grow { "new" } else { "old" };
+    let flags = [&["-fasynchronous-unwind-tables"], flags].concat();
+    clang_library(dir, name, &c, &flags)
+}
+
+/// The shared library clang `-O2` builds from the C source `c` with `flags`, as
+/// `dir/name.so`.
+fn clang_library(dir: &Path, name: &str, c: &str, flags: &[&str]) -> Vec<u8> {
     let src = dir.join(format!("{name}.c"));
     let lib = dir.join(format!("{name}.so"));
     std::fs::write(&src, c).unwrap();
     let out = std::process::Command::new("clang")
-        .args(["-O2", "-fPIC", "-shared", "-fasynchronous-unwind-tables"])
+        .args(["-O2", "-fPIC", "-shared"])
         .args(flags)
         .arg("-o")
         .arg(&lib)
@@ -1380,23 +1387,7 @@ fn busy_library(dir: &Path, name: &str, n: usize, flags: &[&str]) -> Vec<u8> {
             c2 = (k * 11 + 5) % n,
         );
     }
-    let src = dir.join(format!("{name}.c"));
-    let lib = dir.join(format!("{name}.so"));
-    std::fs::write(&src, c).unwrap();
-    let out = std::process::Command::new("clang")
-        .args(["-O2", "-fPIC", "-shared"])
-        .args(flags)
-        .arg("-o")
-        .arg(&lib)
-        .arg(&src)
-        .output()
-        .expect("clang (apt-get install clang)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read(&lib).unwrap()
+    clang_library(dir, name, &c, flags)
 }
 
 /// The stock `zstd -19 --long=31 --patch-from` delta of `old` to `new`: its size.

@@ -55,6 +55,17 @@ pub struct Encoded {
     pub payload: Vec<u8>,
 }
 
+impl Encoded {
+    /// `payload` of `method` against the whole old range `old`.
+    fn whole(method: Method, old: &[u8], payload: Vec<u8>) -> Encoded {
+        Encoded {
+            method,
+            old_sub: (0, old.len()),
+            payload,
+        }
+    }
+}
+
 /// How a window is encoded.
 #[derive(Debug, Clone, Copy)]
 pub struct Effort {
@@ -156,16 +167,8 @@ pub fn encode(
     };
     // `zref` is smaller than bidiff's payload whenever it is there.
     Ok(match zref {
-        Some(r) => Encoded {
-            method: Method::ZstdRef,
-            old_sub: (0, old.len()),
-            payload: r,
-        },
-        None => Encoded {
-            method: Method::Bidiff,
-            old_sub: (0, old.len()),
-            payload: b,
-        },
+        Some(r) => Encoded::whole(Method::ZstdRef, old, r),
+        None => Encoded::whole(Method::Bidiff, old, b),
     })
 }
 
@@ -207,16 +210,8 @@ fn encode_code(
     };
     let b = b?;
     Ok(match s.transpose()?.filter(|s| s.len() < b.len()) {
-        Some(s) => Encoded {
-            method: Method::X86Streams,
-            old_sub: (0, old.len()),
-            payload: s,
-        },
-        None => Encoded {
-            method: Method::Bidiff,
-            old_sub: (0, old.len()),
-            payload: b,
-        },
+        Some(s) => Encoded::whole(Method::X86Streams, old, s),
+        None => Encoded::whole(Method::Bidiff, old, b),
     })
 }
 

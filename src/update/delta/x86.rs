@@ -62,6 +62,22 @@ impl Shape {
     fn len(&self) -> usize {
         self.head + self.disp + self.imm + self.rel
     }
+
+    /// The instruction's parts in order: (stream, length).
+    fn parts(&self) -> [(usize, usize); 4] {
+        let disp = match (self.disp, self.rip) {
+            (1, _) => DISP8,
+            (_, true) => RIP,
+            _ => DISP32,
+        };
+        let rel = if self.rel == 1 { REL8 } else { REL32 };
+        [
+            (HEAD, self.head),
+            (disp, self.disp),
+            (IMM, self.imm),
+            (rel, self.rel),
+        ]
+    }
 }
 
 /// Reads a head of at most `budget` bytes from the start of `b`. `Some` of a head of
@@ -236,23 +252,10 @@ pub fn split(code: &[u8]) -> ([Vec<u8>; STREAMS], usize) {
                 return (out, left);
             }
         };
-        let mut at = p;
-        let mut take = |k: usize, n: usize| {
-            out[k].extend_from_slice(&code[at..at + n]);
-            at += n;
-        };
-        take(HEAD, s.head);
-        take(
-            match (s.disp, s.rip) {
-                (1, _) => DISP8,
-                (_, true) => RIP,
-                _ => DISP32,
-            },
-            s.disp,
-        );
-        take(IMM, s.imm);
-        take(if s.rel == 1 { REL8 } else { REL32 }, s.rel);
-        p += s.len();
+        for (k, n) in s.parts() {
+            out[k].extend_from_slice(&code[p..p + n]);
+            p += n;
+        }
     }
     (out, 0)
 }
@@ -288,25 +291,13 @@ pub fn join(streams: &[&[u8]; STREAMS], len: usize, tail: usize) -> Result<Vec<u
         let s = shape(head, left.min(LONGEST))
             .filter(|s| s.len() <= body - out.len())
             .ok_or(JoinError::Short(HEAD))?;
-        let mut take = |k: usize, n: usize| -> Result<(), JoinError> {
+        for (k, n) in s.parts() {
             let b = streams[k]
                 .get(at[k]..at[k] + n)
                 .ok_or(JoinError::Short(k))?;
             out.extend_from_slice(b);
             at[k] += n;
-            Ok(())
-        };
-        take(HEAD, s.head)?;
-        take(
-            match (s.disp, s.rip) {
-                (1, _) => DISP8,
-                (_, true) => RIP,
-                _ => DISP32,
-            },
-            s.disp,
-        )?;
-        take(IMM, s.imm)?;
-        take(if s.rel == 1 { REL8 } else { REL32 }, s.rel)?;
+        }
     }
     let t = streams[HEAD]
         .get(at[HEAD]..at[HEAD] + tail)
