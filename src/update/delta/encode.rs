@@ -139,14 +139,12 @@ pub fn encode(
     // candidate could save no more than a bidiff payload of at most 1/`TINY` of the new
     // bytes, and is not tried (numpy's nearly identical pair: 0.11 s of its 0.12).
     let (b, first) = if try_ref && threads > 1 && known.is_none() {
-        std::thread::scope(|s| {
-            let r = s.spawn(|| zstd_ref(old, new, first_level, None));
-            let b = bidiff_zstd(old, new, level, threads, seeds, known);
-            let r = r
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("the zstd-ref encoder panicked")));
-            (b, Some(r))
-        })
+        let (b, r) = beside(
+            "zstd-ref",
+            || zstd_ref(old, new, first_level, None),
+            || bidiff_zstd(old, new, level, threads, seeds, known),
+        );
+        (b, Some(r))
     } else {
         let b = bidiff_zstd(old, new, level, threads, seeds, known)?;
         let limit = b.len().saturating_sub(1);
@@ -192,14 +190,12 @@ fn encode_code(
         ..
     } = effort;
     let (b, s) = if threads > 1 && known.is_none() {
-        std::thread::scope(|sc| {
-            let s = sc.spawn(|| streams::encode(old, new, spans, threads - 1));
-            let b = bidiff_zstd(old, new, level, threads, seeds, known);
-            let s = s
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("the x86-streams encoder panicked")));
-            (b, Some(s))
-        })
+        let (b, s) = beside(
+            "x86-streams",
+            || streams::encode(old, new, spans, threads - 1),
+            || bidiff_zstd(old, new, level, threads, seeds, known),
+        );
+        (b, Some(s))
     } else {
         let b = bidiff_zstd(old, new, level, threads, seeds, known)?;
         let worth = known.is_none() || (b.len() as u64).saturating_mul(TINY) > new.len() as u64;
@@ -212,6 +208,23 @@ fn encode_code(
     Ok(match s.transpose()?.filter(|s| s.len() < b.len()) {
         Some(s) => Encoded::whole(Method::X86Streams, old, s),
         None => Encoded::whole(Method::Bidiff, old, b),
+    })
+}
+
+/// Runs `other` on a thread of its own while `bidiff` runs on this one; `what` names
+/// `other` in the error when it panics.
+fn beside<T: Send>(
+    what: &str,
+    other: impl FnOnce() -> io::Result<T> + Send,
+    bidiff: impl FnOnce() -> io::Result<Vec<u8>>,
+) -> (io::Result<Vec<u8>>, io::Result<T>) {
+    std::thread::scope(|s| {
+        let o = s.spawn(other);
+        let b = bidiff();
+        let o = o
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other(format!("the {what} encoder panicked"))));
+        (b, o)
     })
 }
 
