@@ -263,27 +263,21 @@ fn windows<O: Read + Seek>(
             io_error: &io_error,
         };
         let mut payload = BufReader::with_capacity(1 << 16, Read::take(&mut *delta, w.payload_len));
+        // zstd-ref and x86-streams hold their whole old range (bounded by `check_window`).
+        let mut prefix = Vec::new();
+        if matches!(w.method, Method::ZstdRef | Method::X86Streams) {
+            (&mut range)
+                .take(w.old_len)
+                .read_to_end(&mut prefix)
+                .map_err(|e| window_err(e, index))?;
+        }
         let res = match w.method {
             Method::Copy => pump(&mut range, &mut sink, w.new_len, &mut buf),
             Method::Zstd => zstd_window(&mut payload, None, &mut sink, &w, &mut buf),
-            Method::ZstdRef => {
-                let mut prefix = Vec::new();
-                (&mut range)
-                    .take(w.old_len)
-                    .read_to_end(&mut prefix)
-                    .map_err(|e| window_err(e, index))?;
-                zstd_window(&mut payload, Some(&prefix), &mut sink, &w, &mut buf)
-            }
-            Method::X86Streams => {
-                let mut prefix = Vec::new();
-                (&mut range)
-                    .take(w.old_len)
-                    .read_to_end(&mut prefix)
-                    .map_err(|e| window_err(e, index))?;
-                streams::decode(&prefix, &mut payload, w.new_len)
-                    .map_err(WinErr::Read)
-                    .and_then(|b| sink.put(&b).map_err(WinErr::Sink))
-            }
+            Method::ZstdRef => zstd_window(&mut payload, Some(&prefix), &mut sink, &w, &mut buf),
+            Method::X86Streams => streams::decode(&prefix, &mut payload, w.new_len)
+                .map_err(WinErr::Read)
+                .and_then(|b| sink.put(&b).map_err(WinErr::Sink)),
             Method::Bidiff => bidiff_window(&mut payload, &mut range, &mut sink, &w, &mut buf),
             Method::End => Ok(()),
         };
